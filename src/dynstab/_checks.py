@@ -1,0 +1,76 @@
+"""Private validators used at the public boundary.
+
+Every message says what must hold, what was received and what to do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """Return ``float(value)`` if it is finite and > 0 (or >= 0); raise ValueError otherwise."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number; got {value!r} ({type(value).__name__}).") from None
+    ok = v >= 0 if allow_zero else v > 0
+    if not (math.isfinite(v) and ok):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}; got {value!r}.")
+    return v
+
+
+def check_int(name: str, value: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an int within ``[minimum, maximum]``; raise otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int; got {value!r} ({type(value).__name__}).")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}; got {value}.")
+    return value
+
+
+def check_choice(name: str, value: str, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``; raise with the sorted list otherwise."""
+    options = sorted(choices)
+    if value not in options:
+        raise ValueError(f"unknown {name} {value!r}; choose from {options}.")
+    return value
+
+
+def check_square_matrix(name: str, A: Tensor) -> Tensor:
+    """Return ``A`` if it is a 2-D square floating tensor with finite entries."""
+    if not isinstance(A, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(A).__name__}.")
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"{name} must be a square 2-D matrix; got shape {tuple(A.shape)}.")
+    if not A.is_floating_point():
+        raise TypeError(f"{name} must be floating point; got dtype {A.dtype}. Convert with .double().")
+    if not bool(torch.isfinite(A).all()):
+        raise ValueError(f"{name} must have finite entries; got non-finite values. Check the model and data.")
+    return A
+
+
+def check_finite(name: str, value: Tensor, hint: str = "") -> Tensor:
+    """Return ``value`` if every entry is finite; raise ValueError otherwise."""
+    if not bool(torch.isfinite(value).all()):
+        msg = f"{name} must be finite; got a non-finite value ({value.flatten()[:4].tolist()} ...)."
+        raise ValueError(msg + (" " + hint if hint else ""))
+    return value
+
+
+def check_keys(name: str, given: Iterable[str], expected: Sequence[str]) -> None:
+    """Raise ValueError when ``given`` and ``expected`` name different parameters."""
+    g, e = set(given), set(expected)
+    if g != e:
+        missing, extra = sorted(e - g), sorted(g - e)
+        raise ValueError(
+            f"{name}: params and model disagree; missing keys {missing}, unexpected keys {extra}. "
+            "Pass dict(model.named_parameters()) or a dict with exactly those names."
+        )

@@ -1,0 +1,44 @@
+"""Type aliases shared across dynstab.
+
+* ``Params``: a ``dict[str, Tensor]`` keyed like ``model.named_parameters()``; the
+  currency of :func:`torch.func.functional_call`.
+* ``LossFn``: ``loss_fn(outputs, targets) -> 0-dim Tensor``, the **mean over samples**
+  of a per-sample loss (e.g. :func:`dynstab.losses.half_mse`). Batches of a data loader
+  are combined with weights ``n_b / n`` so the total is the mean over the whole data set.
+* ``Data``: either one ``(inputs, targets)`` pair of tensors (the whole data set) or an
+  iterable of such pairs (a ``DataLoader`` without shuffling, or a list of batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol, TypeAlias, runtime_checkable
+
+import torch
+from torch import Tensor
+
+Params: TypeAlias = dict[str, Tensor]
+Batch: TypeAlias = tuple[Tensor, Tensor]
+Data: TypeAlias = Batch | Iterable[Batch]
+LossFn: TypeAlias = Callable[[Tensor, Tensor], Tensor]
+MatVec: TypeAlias = Callable[[Tensor], Tensor]
+
+
+@runtime_checkable
+class LinearOperatorLike(Protocol):
+    """Anything square that can be applied to vectors: a dense Tensor or a dynstab operator.
+
+    Operators expose ``shape`` ``(p, p)``, ``dtype``, ``device`` and ``__matmul__`` accepting
+    a vector of shape ``(p,)`` or a matrix of shape ``(p, k)``.
+    """
+
+    @property
+    def shape(self) -> tuple[int, ...] | torch.Size: ...  # noqa: D102
+
+    @property
+    def dtype(self) -> torch.dtype: ...  # noqa: D102
+
+    @property
+    def device(self) -> torch.device: ...  # noqa: D102
+
+    def __matmul__(self, other: Tensor) -> Tensor: ...  # noqa: D105
