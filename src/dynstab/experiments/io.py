@@ -1,0 +1,234 @@
+"""File input/output for reproductions: atomic writes, JSON/CSV, hashes and provenance.
+
+Every file a reproduction writes goes through :func:`atomic_write_bytes`: the content is
+written to a temporary file in the destination directory, flushed, ``fsync``-ed and moved
+into place with :func:`os.replace`, so a reader (or a resumed run) sees either the old file
+or the complete new one, never a truncated file.
+
+JSON is written with Python's :mod:`json` defaults for non-finite floats (``NaN``,
+``Infinity``), because diverged runs legitimately produce them; :func:`read_json` reads
+them back.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "atomic_write_json",
+    "atomic_write_text",
+    "config_hash",
+    "environment_info",
+    "flatten_scalars",
+    "read_json",
+    "safe_dirname",
+    "to_jsonable",
+]
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file + ``os.replace``).
+
+    Parent directories are created. Returns the destination path.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> atomic_write_bytes(d / "a" / "x.bin", b"abc").read_bytes()
+        b'abc'
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dest
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; see :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert tuples, paths, NumPy/torch scalars and arrays to plain JSON types (recursively).
+
+    Example:
+        >>> to_jsonable({"a": (1, 2.5), "b": {"c": None}})
+        {'a': [1, 2.5], 'b': {'c': None}}
+    """
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays/scalars and torch tensors
+        return to_jsonable(obj.tolist())
+    if hasattr(obj, "item"):
+        return to_jsonable(obj.item())
+    if hasattr(obj, "to_dict"):
+        return to_jsonable(obj.to_dict())
+    raise TypeError(
+        f"value of type {type(obj).__name__} is not JSON-serialisable; got {obj!r}. "
+        "Return plain numbers, strings, lists and dicts from run_one."
+    )
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented, key-sorted JSON atomically (after :func:`to_jsonable`)."""
+    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n"
+    return atomic_write_text(path, text)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file written by :func:`atomic_write_json`."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def flatten_scalars(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to ``{"a.b": scalar}``, keeping only scalars (numbers, str, bool, None).
+
+    Lists and other non-scalar values are dropped (they stay in the per-run JSON files).
+
+    Example:
+        >>> flatten_scalars({"a": 1, "b": {"c": 2.0, "d": [1, 2]}, "e": "x"})
+        {'a': 1, 'b.c': 2.0, 'e': 'x'}
+    """
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten_scalars(v, prefix=f"{name}."))
+        elif v is None or isinstance(v, bool | int | float | str):
+            out[name] = v
+    return out
+
+
+def atomic_write_csv(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write dict rows as CSV atomically; the header is the union of keys in first-seen order."""
+    rows = list(rows)
+    header: list[str] = []
+    for row in rows:
+        for k in row:
+            if k not in header:
+                header.append(k)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in header})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def config_hash(obj: Any) -> str:
+    """SHA-256 (first 16 hex digits) of the canonical JSON of ``obj``.
+
+    Example:
+        >>> config_hash({"b": 1, "a": (2,)}) == config_hash({"a": [2], "b": 1})
+        True
+    """
+    text = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def safe_dirname(name: str) -> str:
+    """Directory name of an experiment: ``/`` replaced by ``__`` (``wu-su-2023/e1`` → ``wu-su-2023__e1``).
+
+    Example:
+        >>> safe_dirname("wu-su-2023/e1")
+        'wu-su-2023__e1'
+    """
+    return name.replace("/", "__")
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = proc.stdout.strip()
+    return commit if proc.returncode == 0 and commit else None
+
+
+def environment_info() -> dict[str, Any]:
+    """Provenance of a run: versions, thread counts, devices and git commit (no hostname).
+
+    Returns:
+        A JSON-able dict with keys ``python``, ``platform``, ``dynstab``, ``torch``, ``numpy``,
+        ``scipy``, ``matplotlib``, ``torch_threads``, ``torch_interop_threads``, ``cpu_count``,
+        ``thread_env`` (``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` if set), ``cuda_available``,
+        ``devices`` and ``git_commit`` (``None`` outside a git checkout).
+    """
+    import numpy
+    import torch
+
+    from dynstab._version import __version__
+
+    def _version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    devices = ["cpu"]
+    cuda = bool(torch.cuda.is_available())
+    if cuda:
+        devices += [
+            f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())
+        ]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return {
+        "python": sys.version.split()[0],
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "dynstab": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": _version("scipy"),
+        "matplotlib": _version("matplotlib"),
+        "ray": _version("ray"),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_count": os.cpu_count(),
+        "thread_env": {
+            k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ
+        },
+        "cuda_available": cuda,
+        "devices": devices,
+        "git_commit": _git_commit(),
+    }
