@@ -17,6 +17,7 @@ RANK = {
     "_types": 0,
     "_checks": 0,
     "_version": 0,
+    "_io": 0,
     "errors": 0,
     "losses": 0,
     "linalg": 1,

@@ -21,10 +21,11 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from dynstab._io import atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
 
 __all__ = [
     "atomic_write_bytes",
@@ -38,71 +39,6 @@ __all__ = [
     "safe_dirname",
     "to_jsonable",
 ]
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file + ``os.replace``).
-
-    Parent directories are created. Returns the destination path.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> atomic_write_bytes(d / "a" / "x.bin", b"abc").read_bytes()
-        b'abc'
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return dest
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically; see :func:`atomic_write_bytes`."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Convert tuples, paths, NumPy/torch scalars and arrays to plain JSON types (recursively).
-
-    Example:
-        >>> to_jsonable({"a": (1, 2.5), "b": {"c": None}})
-        {'a': [1, 2.5], 'b': {'c': None}}
-    """
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if hasattr(obj, "tolist"):  # numpy arrays/scalars and torch tensors
-        return to_jsonable(obj.tolist())
-    if hasattr(obj, "item"):
-        return to_jsonable(obj.item())
-    if hasattr(obj, "to_dict"):
-        return to_jsonable(obj.to_dict())
-    raise TypeError(
-        f"value of type {type(obj).__name__} is not JSON-serialisable; got {obj!r}. "
-        "Return plain numbers, strings, lists and dicts from run_one."
-    )
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented, key-sorted JSON atomically (after :func:`to_jsonable`)."""
-    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n"
-    return atomic_write_text(path, text)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
@@ -158,7 +94,7 @@ def config_hash(obj: Any) -> str:
 
 
 def safe_dirname(name: str) -> str:
-    """Directory name of an experiment: ``/`` replaced by ``__`` (``wu-su-2023/e1`` → ``wu-su-2023__e1``).
+    """Directory name of an experiment: ``/`` replaced by ``__``.
 
     Example:
         >>> safe_dirname("wu-su-2023/e1")

@@ -17,22 +17,18 @@ from dynstab.linalg.trace import (
 )
 
 __all__ = [
-    # operators
     "DenseOperator",
-    "LinearOperator",
-    "as_operator",
-    "to_dense",
-    # eigenvalues
     "EigenResult",
-    "lanczos_top_eigenpairs",
-    "power_iteration",
-    # traces and norms
+    "LinearOperator",
+    "SpectralDensity",
     "TraceResult",
+    "as_operator",
     "hutchinson_squared_frobenius",
     "hutchinson_trace",
     "hutchinson_trace_and_frobenius",
     "hutchpp_trace",
-    # densities
-    "SpectralDensity",
+    "lanczos_top_eigenpairs",
+    "power_iteration",
     "slq_density",
+    "to_dense",
 ]

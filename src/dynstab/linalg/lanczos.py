@@ -10,7 +10,7 @@ read off the last row of the eigenvectors of ``T_m`` at no extra cost. The itera
 every *wanted* Ritz pair satisfies ``‖A y − θ y‖ ≤ tol·max(|θ|, ε^{2/3}·max_j|θ_j|)`` (the
 ARPACK rule; the floor only matters for eigenvalues near zero). Every new Lanczos vector is
 orthogonalised twice against the whole basis (classical Gram–Schmidt, twice), so there are no
-spurious copies of converged eigenvalues; the memory cost is ``p × max_iters``.
+spurious copies of converged eigenvalues; the memory cost is ``p × m`` for ``m`` iterations.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ class _Krylov:
     num_matvecs: int
 
 
-def _start_vector(A: LinearOperator, v0: Tensor | None, generator: torch.Generator | None) -> Tensor:
+def _start_vector(
+    A: LinearOperator, v0: Tensor | None, generator: torch.Generator | None
+) -> Tensor:
     p = A.shape[0]
     if v0 is None:
         v = torch.randn(p, generator=generator, dtype=torch.float64)
@@ -93,7 +95,8 @@ def _lanczos_run(
     """
     p = A.shape[0]
     m_max = min(max_iters, p)
-    Q = torch.zeros(p, m_max, dtype=A.dtype, device=A.device)
+    # The basis grows by doubling, so memory follows the iterations actually used.
+    Q = torch.zeros(p, min(m_max, 16), dtype=A.dtype, device=A.device)
     alpha = torch.zeros(m_max, dtype=torch.float64)
     beta = torch.zeros(m_max, dtype=torch.float64)
     Q[:, 0] = q0
@@ -117,6 +120,9 @@ def _lanczos_run(
         if should_stop is not None and should_stop(theta, S, b):
             break
         if j + 1 < m_max:
+            if j + 1 == Q.shape[1]:
+                extra = min(Q.shape[1], m_max - Q.shape[1])
+                Q = torch.cat([Q, Q.new_zeros(p, extra)], dim=1)
             Q[:, j + 1] = w / b
     return _Krylov(Q=Q[:, :m], alpha=alpha[:m], beta=beta[:m], num_matvecs=m)
 

@@ -59,7 +59,9 @@ class LinearOperator(ABC):
 
     def __matmul__(self, other: Tensor) -> Tensor:
         if not isinstance(other, Tensor):
-            raise TypeError(f"{type(self).__name__} @ x needs a torch.Tensor; got {type(other).__name__}.")
+            raise TypeError(
+                f"{type(self).__name__} @ x needs a torch.Tensor; got {type(other).__name__}."
+            )
         p = self._size
         if other.ndim not in (1, 2) or other.shape[0] != p:
             raise ValueError(
@@ -104,7 +106,9 @@ class DenseOperator(LinearOperator):
         if not isinstance(A, Tensor):
             raise TypeError(f"DenseOperator needs a torch.Tensor; got {type(A).__name__}.")
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
-            raise ValueError(f"DenseOperator needs a square 2-D tensor; got shape {tuple(A.shape)}.")
+            raise ValueError(
+                f"DenseOperator needs a square 2-D tensor; got shape {tuple(A.shape)}."
+            )
         if not A.is_floating_point():
             raise TypeError(f"DenseOperator needs a floating tensor; got dtype {A.dtype}.")
         super().__init__(A.shape[0], A.dtype, A.device)

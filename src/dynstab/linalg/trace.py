@@ -53,12 +53,18 @@ class TraceResult:
 def _probes(
     p: int, k: int, distribution: str, generator: torch.Generator | None, A: LinearOperator
 ) -> Tensor:
-    if distribution == "rademacher":
-        V = torch.randint(0, 2, (p, k), generator=generator, dtype=torch.int64).to(torch.float64)
-        V = 2.0 * V - 1.0
-    else:
-        V = torch.randn(p, k, generator=generator, dtype=torch.float64)
-    return V.to(dtype=A.dtype, device=A.device)
+    """Draw ``k`` probes as the columns of a ``(p, k)`` block.
+
+    Probes are drawn one at a time, so the stream does not depend on the blocking.
+    """
+    cols = []
+    for _ in range(k):
+        if distribution == "rademacher":
+            v = torch.randint(0, 2, (p,), generator=generator, dtype=torch.int64)
+            cols.append(2.0 * v.to(torch.float64) - 1.0)
+        else:
+            cols.append(torch.randn(p, generator=generator, dtype=torch.float64))
+    return torch.stack(cols, dim=1).to(dtype=A.dtype, device=A.device)
 
 
 def _mean_stderr(samples: Tensor) -> tuple[float, float]:
@@ -196,7 +202,9 @@ def hutchinson_trace_and_frobenius(
     quad, sq = _hutchinson_samples(op, num_probes, generator, distribution, block_size)
     t, t_se = _mean_stderr(quad)
     f, f_se = _mean_stderr(sq)
-    return TraceResult(t, t_se, num_probes, num_probes), TraceResult(f, f_se, num_probes, num_probes)
+    return TraceResult(t, t_se, num_probes, num_probes), TraceResult(
+        f, f_se, num_probes, num_probes
+    )
 
 
 def hutchpp_trace(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -34,6 +36,8 @@ class DiagonalLinearNet(nn.Module):
 
     Example:
         >>> net = DiagonalLinearNet(3, generator=torch.Generator().manual_seed(0))
+        >>> [name for name, _ in net.named_parameters()]
+        ['a', 'b']
         >>> x = torch.randn(5, 3)
         >>> bool(torch.allclose(net(x), x @ net.beta()))
         True
@@ -84,18 +88,26 @@ class DiagonalLinearNet(nn.Module):
                 "from_tensors needs two 1-D vectors of the same length; got shapes "
                 f"{tuple(first.shape)} and {tuple(second.shape)}."
             )
-        net = cls(first.shape[0], form=form, dtype=first.dtype)
+        # A private generator keeps torch's global RNG untouched (the draw is overwritten).
+        net = cls(first.shape[0], form=form, dtype=first.dtype, generator=torch.Generator())
+        net = net.to(first.device)
         with torch.no_grad():
-            p1, p2 = net.param_names
-            getattr(net, p1).copy_(first.detach())
-            getattr(net, p2).copy_(second.detach().to(first.dtype))
+            p1, p2 = net.factors()
+            p1.copy_(first.detach())
+            p2.copy_(second.detach().to(first.dtype))
         return net
+
+    def factors(self) -> tuple[Tensor, Tensor]:
+        """Return the two parameter vectors ``(a, b)`` or ``(u, v)``, each of shape ``(d,)``."""
+        p1, p2 = self.param_names
+        return cast(Tensor, self._parameters[p1]), cast(Tensor, self._parameters[p2])
 
     def beta(self) -> Tensor:
         """Return the end-to-end linear predictor β, shape ``(d,)`` (a⊙b or u⊙u − v⊙v)."""
+        first, second = self.factors()
         if self.form == "ab":
-            return self.a * self.b
-        return self.u * self.u - self.v * self.v
+            return first * second
+        return first * first - second * second
 
     def forward(self, x: Tensor) -> Tensor:
         """Return f(x) = ⟨β, x⟩ for inputs of shape ``(n, d)``; output shape ``(n,)``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -85,7 +86,7 @@ class MLP(nn.Module):
         self.activation = check_choice("activation", activation, ACTIVATIONS)
         dt = resolve_dtype(dtype)
         self.layers = nn.ModuleList(
-            seeded_linear(fi, fo, bias, generator, dt) for fi, fo in zip(sizes[:-1], sizes[1:])
+            seeded_linear(fi, fo, bias, generator, dt) for fi, fo in itertools.pairwise(sizes)
         )
 
     def forward(self, x: Tensor) -> Tensor:

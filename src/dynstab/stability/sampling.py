@@ -30,7 +30,8 @@ def _check_sampling(n: int, batch_size: int, sampling: str) -> tuple[int, int, s
     check_int("batch_size", batch_size, minimum=1)
     if not isinstance(sampling, str):
         raise TypeError(
-            f"sampling must be a str, one of {list(SAMPLING_SCHEMES)}; got {type(sampling).__name__}."
+            f"sampling must be a str, one of {list(SAMPLING_SCHEMES)}; "
+            f"got {type(sampling).__name__}."
         )
     check_choice("sampling", sampling, SAMPLING_SCHEMES)
     if sampling == "without" and batch_size > n:

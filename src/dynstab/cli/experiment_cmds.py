@@ -1,0 +1,214 @@
+"""``dynstab list | run | reproduce | report`` (alias ``plot``): reproductions from the shell.
+
+* ``dynstab list``: registered experiments and groups.
+* ``dynstab run NAME [options]``: one experiment.
+* ``dynstab reproduce GROUP [options]``: a group (e.g. ``wu-su-2023``), ``all``, or one
+  experiment, with one progress bar and a ``summary.md``.
+* ``dynstab report RUN_DIR``: re-render metrics, claims, figures and reports from saved files.
+
+Options of ``run``/``reproduce``: ``--quick`` (= ``--profile quick``; CI smoke settings) or
+``--profile P`` (default ``full`` = the spec's settings), ``--config FILE.json`` (values, or
+a saved ``config.json``), ``--set key=value`` (repeatable; ``NAME:key=value`` scopes it to
+one experiment), ``--seed N``, ``--out DIR`` (default ``dynstab-runs``), ``--executor
+local|serial|ray``, ``--ray-address ADDR``, ``--workers N``, ``--force`` (discard stored
+results), ``--no-progress``. Rerunning the same command resumes an interrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+DEFAULT_OUT = "dynstab-runs"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    prof = p.add_mutually_exclusive_group()
+    prof.add_argument(
+        "--quick",
+        dest="profile",
+        action="store_const",
+        const="quick",
+        help="CI smoke-test profile (= --profile quick)",
+    )
+    prof.add_argument(
+        "--profile",
+        dest="profile",
+        help="settings profile: full (spec defaults, default) or quick",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (repeatable); NAME:KEY=VALUE for one experiment",
+    )
+    p.add_argument(
+        "--config", type=Path, metavar="FILE.json", help="config values (or a saved config.json)"
+    )
+    p.add_argument("--seed", type=int, help="base seed (sets seed, or seeds=(N, N+1, ...))")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(DEFAULT_OUT),
+        help=f"output directory (default: {DEFAULT_OUT})",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "serial", "ray"),
+        default="local",
+        help="local processes (default), serial in-process, or Ray",
+    )
+    p.add_argument("--ray-address", help="Ray cluster address (default $RAY_ADDRESS or local)")
+    p.add_argument("--workers", type=_positive_int, help="local processes (default: CPU count)")
+    p.add_argument("--force", action="store_true", help="discard stored results and recompute")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _load_config_file(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(
+            f"config file {path} does not exist; pass an existing JSON file."
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid JSON ({exc}); fix it.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a JSON object; got {type(data).__name__}.")
+    if "experiment" in data and isinstance(data.get("config"), dict):  # a saved config.json
+        return {f"{data['experiment']}:{k}": v for k, v in data["config"].items()}
+    return data
+
+
+def _print_claims(result: Any) -> None:
+    mark = "PASS" if result.passed else "FAIL"
+    print(f"{mark}  {result.name}  ({result.run_dir / 'report.md'})")
+    for c in result.claims:
+        print(f"  {c.status}  {c.id}: {c.statement} | measured: {c.measured}")
+    for key, info in result.failures.items():
+        print(f"  FAILED UNIT  {key}: {info.get('error')}")
+    for note in result.notes:
+        print(f"  NOTE  {note}")
+
+
+def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "out_dir": args.out,
+        "profile": args.profile or "full",
+        "overrides": list(args.overrides),
+        "base_config": _load_config_file(args.config),
+        "executor": args.executor,
+        "max_workers": args.workers,
+        "progress": not args.no_progress,
+        "seed": args.seed,
+        "ray_address": args.ray_address,
+        "force": args.force,
+    }
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from dynstab.experiments.registry import list_experiments, list_groups
+
+    exps = list_experiments()
+    if not exps:
+        print("No experiments are registered.")
+    width = max((len(e.name) for e in exps), default=0)
+    for e in exps:
+        ref = f"  [{e.spec_reference}]" if e.spec_reference else ""
+        print(f"{e.name:<{width}}  {e.title}{ref}")
+    groups = list_groups()
+    if groups:
+        print("\nGroups (dynstab reproduce GROUP):")
+        for g, members in groups.items():
+            print(f"  {g}: {', '.join(members)}")
+    print("  all: every experiment")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dynstab.experiments.runner import run_experiment
+
+    result = run_experiment(args.name, **_run_kwargs(args))
+    _print_claims(result)
+    return 0 if result.passed else 1
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from dynstab.experiments.runner import reproduce
+
+    result = reproduce(args.group, **_run_kwargs(args))
+    for exp in result.experiments:
+        _print_claims(exp)
+    n_pass = sum(e.passed for e in result.experiments)
+    print(
+        f"{n_pass}/{len(result.experiments)} experiments pass; "
+        f"summary: {result.out_dir / 'summary.md'}"
+    )
+    return 0 if result.passed else 1
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dynstab.experiments.runner import ExperimentResult, render_run_dir
+
+    result = render_run_dir(args.run_dir)
+    exps = [result] if isinstance(result, ExperimentResult) else list(result.experiments)
+    for exp in exps:
+        _print_claims(exp)
+    return 0 if result.passed else 1
+
+
+def register(subparsers: Any) -> None:
+    """Add ``list``, ``run``, ``reproduce`` and ``report``/``plot`` to ``subparsers``."""
+    p = subparsers.add_parser("list", help="list experiments and groups")
+    p.set_defaults(func=_cmd_list)
+
+    p = subparsers.add_parser(
+        "run",
+        help="run one experiment (resumable)",
+        description="Run one experiment; exit 0 if all its claims pass, 1 otherwise.",
+    )
+    p.add_argument("name", help="experiment name (see `dynstab list`)")
+    _add_run_options(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = subparsers.add_parser(
+        "reproduce",
+        help="run a group of experiments (or 'all') with one progress bar",
+        description="Run a group; exit 0 if all claims of all experiments pass, 1 otherwise.",
+    )
+    p.add_argument("group", help="group (e.g. wu-su-2023), 'all', or one experiment")
+    _add_run_options(p)
+    p.set_defaults(func=_cmd_reproduce)
+
+    p = subparsers.add_parser(
+        "report",
+        aliases=["plot"],
+        help="re-render reports and figures from a run directory (no recomputation)",
+    )
+    p.add_argument("run_dir", type=Path, help="directory written by `run` or `reproduce`")
+    p.set_defaults(func=_cmd_report)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from dynstab.cli import main
+
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Exact dense curvature matrices: oracles for small models and for the tests.
+
+* :func:`dense_hessian` materialises ``H`` from batched Hessian-vector products against
+  identity columns (``p`` products), *not* from :func:`torch.func.hessian`.
+* :func:`dense_gauss_newton` builds ``G = Σ_b (n_b/n) J_bᵀ M_b J_b`` from explicit per-sample
+  Jacobians and the dense output-space loss Hessian ``M_b`` — an independent route from the
+  matrix-free :class:`~dynstab.curvature.GaussNewtonOperator`.
+* :func:`dense_jacobian` stacks per-sample Jacobians sample-major, shape ``(n*C, p)``.
+
+Memory is ``O(p²)``; intended for ``p`` up to a few thousand.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dynstab._types import Data, LossFn, Params
+from dynstab.curvature.functional import (
+    batch_loss,
+    check_model_mode,
+    prepare_data,
+    resolve_params,
+)
+from dynstab.curvature.hessian import HessianOperator
+from dynstab.curvature.jacobian import per_sample_jacobian
+
+__all__ = ["dense_gauss_newton", "dense_hessian", "dense_jacobian", "dense_output_hessian"]
+
+
+def dense_hessian(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    params: Params | None = None,
+    *,
+    chunk_size: int = 64,
+    allow_stochastic: bool = False,
+) -> Tensor:
+    """Dense loss Hessian ``H = ∇²_θ L`` from ``p`` Hessian-vector products.
+
+    Args:
+        model: The network (never modified).
+        loss_fn: Batch-mean loss.
+        data: ``(inputs, targets)`` or an iterable of pairs (weighted ``n_b/n``).
+        params: Point to evaluate at; ``None`` means the model's current parameters.
+        chunk_size: Identity columns per block product. Default: ``64``.
+        allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
+
+    Returns:
+        Tensor ``(p, p)`` in the parameters' dtype (symmetric up to rounding).
+
+    Example:
+        >>> from dynstab.losses import half_mse
+        >>> model = torch.nn.Linear(1, 1, bias=False).double()
+        >>> X = torch.tensor([[1.0], [3.0]], dtype=torch.float64)
+        >>> dense_hessian(model, half_mse, (X, torch.zeros(2, dtype=torch.float64))).item()
+        5.0
+    """
+    H = HessianOperator(model, loss_fn, data, params, allow_stochastic=allow_stochastic)
+    return H.to_dense(chunk_size=chunk_size)
+
+
+def dense_output_hessian(loss_fn: LossFn, outputs: Tensor, targets: Tensor) -> Tensor:
+    """Dense Hessian ``M = ∇²_F loss_fn(F, targets)`` w.r.t. the flattened outputs.
+
+    Args:
+        loss_fn: Batch-mean loss.
+        outputs: Outputs ``(n, …)``; flattened sample-major to ``n*C`` entries.
+        targets: Targets for ``loss_fn``.
+
+    Returns:
+        Tensor ``(n*C, n*C)`` in the outputs' dtype.
+
+    Example:
+        >>> from dynstab.losses import half_mse
+        >>> dense_output_hessian(half_mse, torch.zeros(2, 1), torch.ones(2, 1)).tolist()
+        [[0.5, 0.0], [0.0, 0.5]]
+    """
+    o = outputs.detach().reshape(-1).clone().requires_grad_(True)
+    loss = loss_fn(o.reshape(outputs.shape), targets)
+    (g,) = torch.autograd.grad(loss, o, create_graph=True)
+    m = o.numel()
+    rows = []
+    for i in range(m):
+        if not g.requires_grad:
+            rows.append(torch.zeros_like(o))
+            continue
+        (r,) = torch.autograd.grad(g[i], o, retain_graph=True, allow_unused=True)
+        rows.append(torch.zeros_like(o) if r is None else r)
+    return torch.stack(rows)
+
+
+def dense_jacobian(
+    model: nn.Module,
+    inputs: Tensor,
+    params: Params | None = None,
+    *,
+    allow_stochastic: bool = False,
+) -> Tensor:
+    """Stacked per-sample Jacobian ``J`` of shape ``(n*C, p)``, row ``i*C + c``.
+
+    Example:
+        >>> model = torch.nn.Linear(2, 1, bias=False)
+        >>> X = torch.randn(3, 2)
+        >>> torch.equal(dense_jacobian(model, X), X)  # linear model: J = X
+        True
+    """
+    J = per_sample_jacobian(model, inputs, params, allow_stochastic=allow_stochastic)
+    return J.reshape(-1, J.shape[-1])
+
+
+def dense_gauss_newton(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    params: Params | None = None,
+    *,
+    allow_stochastic: bool = False,
+) -> Tensor:
+    """Dense generalised Gauss–Newton matrix ``G = Σ_b (n_b/n) J_bᵀ M_b J_b``.
+
+    Under ½-MSE ``M_b = I/n_b`` and ``G = JᵀJ/n``.
+
+    Args:
+        model: The network (never modified).
+        loss_fn: Batch-mean loss, twice differentiable in the outputs.
+        data: ``(inputs, targets)`` or an iterable of pairs (weighted ``n_b/n``).
+        params: Point to evaluate at; ``None`` means the model's current parameters.
+        allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
+
+    Returns:
+        Symmetric tensor ``(p, p)`` in the parameters' dtype.
+
+    Example:
+        >>> from dynstab.losses import half_mse
+        >>> model = torch.nn.Linear(1, 1, bias=False).double()
+        >>> X = torch.tensor([[1.0], [3.0]], dtype=torch.float64)
+        >>> dense_gauss_newton(model, half_mse, (X, torch.zeros(2, dtype=torch.float64))).item()
+        5.0
+    """
+    P = resolve_params(model, params, who="dense_gauss_newton")
+    check_model_mode(model, allow_stochastic=allow_stochastic)
+    ds = prepare_data(data)
+    p = sum(t.numel() for t in P.values())
+    first = next(iter(P.values()))
+    G = torch.zeros(p, p, dtype=first.dtype, device=first.device)
+    for (X, y), w in zip(ds.batches, ds.weights()):
+        with torch.no_grad():
+            out, _ = batch_loss(model, loss_fn, P, X, y)
+        J = dense_jacobian(model, X, P, allow_stochastic=allow_stochastic)
+        M = dense_output_hessian(loss_fn, out, y)
+        G += w * (J.T @ M @ J)
+    return G

@@ -1,0 +1,364 @@
+"""E3 — two-layer ReLU net: training dynamics of one SGD run (spec §4 E3).
+
+f(x) = Σ_j a_j σ(w_jᵀx), no biases, x ~ Unif(√d S^{d−1}), teacher Σ_{i≤k} σ(v_iᵀx) with unit
+v_i. SGD (B = 1, with replacement) with a cubic warm-up and then a constant η. Along the run we
+record the training and test loss, the full-batch gradient norm, Tr G (closed form, R7) and the
+path norm ‖θ‖_P = Σ_j |a_j| ‖w_j‖; at the end the exact λ_max(G) and ‖G‖_F from K = JJᵀ/n.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from dynstab.experiments.base import Claim, Experiment, RunSpec
+from dynstab.experiments.config import ExperimentConfig
+from dynstab.experiments.wu_su_2023 import common as C
+
+__all__ = ["E3Config", "E3ReLUDynamics", "init_relu", "run_relu"]
+
+
+@dataclasses.dataclass(frozen=True)
+class E3Config(ExperimentConfig):
+    """Settings of E3 (defaults = the spec's full settings).
+
+    Attributes:
+        d, m, n, n_test, k: Dimension, width, sample sizes, teacher neurons (spec: 100, 100,
+            300, 3000, 10).
+        init: ``"lw"`` (w_j ~ N(0, I/d), A4 default) or ``"r3p"`` (w_j ~ N(0, I/√d)).
+        sqrt_d_lr: The SGD learning rate in E4's units, √d·η; η = ``sqrt_d_lr``/√d is the
+            property ``lr``. Default 0.1 (η = 0.01 at d = 100, the largest label of E4) [DEF]:
+            with η = 1/√d = 0.1 the bound 2/η = 20 lies below even the teacher's
+            Tr G ≈ √d·k = 100.
+        seeds: Seeds (one run per seed; the plot shows the first).
+        batch_size, steps, warmup_steps, warmup_power, stop_loss, min_full_lr_fraction, clip:
+            Trainer settings (spec: B = 1, ≤ 3·10⁵ steps, cubic warm-up over ⅓).
+        max_history: Maximum number of recorded points (≤ 500).
+        trace_slack: Relative slack of the trace bound.
+        progress: tqdm bar.
+    """
+
+    d: int = 100
+    m: int = 100
+    n: int = 300
+    n_test: int = 3000
+    k: int = 10
+    init: Literal["lw", "r3p"] = "lw"
+    sqrt_d_lr: float = 0.1
+    seeds: tuple[int, ...] = (0, 1, 2)
+    batch_size: int = 1
+    steps: int = 300_000
+    warmup_steps: int = 100_000
+    warmup_power: float = 3.0
+    stop_loss: float = 1e-10
+    min_full_lr_fraction: float = 0.2
+    clip: float | None = None
+    max_history: int = 500
+    trace_slack: float = 0.05
+    progress: bool = False
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {
+            "d": 50,
+            "m": 100,
+            "n": 150,
+            "n_test": 1000,
+            "k": 5,
+            "seeds": (0,),
+            "steps": 100_000,
+            "warmup_steps": 30_000,
+            "max_history": 200,
+        }
+    }
+
+    @property
+    def lr(self) -> float:
+        """The SGD learning rate η = ``sqrt_d_lr``/√d."""
+        return self.sqrt_d_lr / math.sqrt(self.d)
+
+
+def init_relu(d: int, m: int, init: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """W (m, d) with rows N(0, I/d) (``"lw"``) or N(0, I/√d) (``"r3p"``); a ~ N(0, 1)^m.
+
+    Raises:
+        ValueError: For an unknown ``init``.
+    """
+    if init not in ("lw", "r3p"):
+        raise ValueError(f"init must be 'lw' or 'r3p'; got {init!r}.")
+    rng = np.random.default_rng([seed, 6])
+    std = 1.0 / math.sqrt(d) if init == "lw" else d ** (-0.25)
+    return std * rng.standard_normal((m, d)), rng.standard_normal(m)
+
+
+def run_relu(
+    config: Any,
+    *,
+    opt: str,
+    lr: float,
+    seed: int,
+    steps: int,
+    warmup_steps: int,
+    record_points: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train the two-layer ReLU net once (shared by E3 and E4) and return JSON-able metrics.
+
+    Args:
+        config: An E3/E4 config (d, m, n, n_test, k, init, batch_size, warm-up, ...).
+        opt: ``"sgd"`` (B = ``config.batch_size``) or ``"gd"``.
+        lr: Target learning rate η.
+        seed: Seed of data, initialization and sampler.
+        steps: Step budget.
+        warmup_steps: Warm-up length (0 = none).
+        record_points: Record about this many history points (None: none).
+        extra: Entries merged into the result.
+
+    Returns:
+        Metrics as in :func:`common.relu_measures` (final and ``init_``-prefixed) plus the
+        trainer's flags, and ``history`` (≤ ``record_points`` points) if requested.
+
+    Raises:
+        ValueError: For an unknown optimizer.
+    """
+    if opt not in ("sgd", "gd"):
+        raise ValueError(f"optimizer must be 'sgd' or 'gd'; got {opt!r}.")
+    problem = C.relu_problem(d=config.d, n=config.n, n_test=config.n_test, k=config.k, seed=seed)
+    W0, a0 = init_relu(config.d, config.m, config.init, seed)
+    init = C.relu_measures(W0, a0, problem)
+    check = 100 if opt == "sgd" else 10
+    record_every = None
+    monitor = None
+    if record_points:
+        record_every = max(check, (steps // record_points) // check * check)
+
+        def monitor(W: np.ndarray, a: np.ndarray) -> dict[str, float]:
+            m = C.relu_measures(W, a, problem, spectrum=False)
+            return {k: m[k] for k in ("test_mse", "grad_norm", "trace", "path_norm")}
+
+    W, a, res = C.train_relu_fast(
+        problem.X,
+        problem.y,
+        W0,
+        a0,
+        lr=lr,
+        max_steps=steps,
+        batch_size=config.batch_size if opt == "sgd" else None,
+        warmup_steps=warmup_steps,
+        warmup_power=config.warmup_power,
+        seed=seed,
+        stop_loss=config.stop_loss,
+        min_full_lr_fraction=config.min_full_lr_fraction,
+        check_every=check,
+        clip=config.clip,
+        monitor=monitor,
+        record_every=record_every,
+        progress=config.progress,
+    )
+    out: dict[str, Any] = {
+        "optimizer": opt,
+        "lr": lr,
+        "seed": seed,
+        "used_warmup": warmup_steps > 0,
+    }
+    out.update(res.to_dict())
+    if res.diverged:
+        out.update({k: float("nan") for k in init})
+    else:
+        out.update(C.relu_measures(W, a, problem))
+    out.update({f"init_{k}": v for k, v in init.items()})
+    if record_points:
+        out["history"] = C.subsample_history(res.history, record_points)
+    if extra:
+        out.update(extra)
+    return out
+
+
+class E3ReLUDynamics(Experiment):
+    """E3: loss, gradient norm, Tr G and path norm along one SGD run."""
+
+    name: ClassVar[str] = "wu-su-2023/e3"
+    title: ClassVar[str] = "Two-layer ReLU net: SGD training dynamics (Tr G → ≤ 2/η, path norm ↓)"
+    description: ClassVar[str] = (
+        "One B = 1 SGD run of a bias-free two-layer ReLU net on spherical data: the loss reaches "
+        "1e-10, Tr G falls from its large initial value to just below 2/η, and the path norm "
+        "falls several-fold toward O(1/(√d η)) (spec §4 E3, R1, R7)."
+    )
+    spec_reference: ClassVar[str] = "wu_su_2023.md §4 E3"
+    ambiguities: ClassVar[dict[str, str]] = {
+        "A4": "w_j ~ N(0, I_d/d), a_j ~ N(0, 1)",
+        "A6": "cubic warm-up over the first third of the budget, then constant η (no cosine decay,"
+        " no clipping)",
+        "A7": "converged: L ≤ 1e-10 with ≥ 20% of steps at full η",
+        "A10": "no biases, no 1/m scaling",
+        "E3 lr": "√d·η = 0.1 (η = 0.01 at d = 100); [R3P]'s η = 1/√d puts 2/η below the "
+        "teacher's own Tr G ≈ √d·k",
+    }
+    config_cls: ClassVar[type] = E3Config
+
+    def specs(self, config: E3Config) -> list[RunSpec]:
+        """One SGD run per seed."""
+        return [RunSpec(f"sgd_seed={s}", {"seed": s}) for s in config.seeds]
+
+    def run_one(self, config: E3Config, spec: RunSpec) -> dict[str, Any]:
+        """Train with history recording."""
+        with C.single_thread_blas():
+            return run_relu(
+                config,
+                opt="sgd",
+                lr=config.lr,
+                seed=int(spec.params["seed"]),
+                steps=config.steps,
+                warmup_steps=config.warmup_steps,
+                record_points=min(config.max_history, 500),
+            )
+
+    def analyze(self, config: E3Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
+        """Claims E3.1–E3.5."""
+        return analyze_e3(config, results)
+
+    def plot(
+        self, config: E3Config, results: dict[str, dict[str, Any]], fig_dir: Path
+    ) -> list[Path]:
+        """Dynamics panels of the first seed."""
+        return plot_e3(config, results, fig_dir)
+
+
+def _claim_all(runs: list[dict[str, Any]], values: list[float], ok: list[bool]) -> tuple[str, bool]:
+    text = ", ".join(C.fmt(v) for v in values)
+    return text, bool(runs) and all(ok)
+
+
+def analyze_e3(config: E3Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    """The spec's E3 "what must be seen", required for every seed."""
+    runs = [results[k] for k in sorted(results)]
+    claims: list[Claim] = []
+    eta = config.lr
+    thr = C.sgd_curvature_threshold(eta, config.n, config.batch_size)
+    n_seeds = len(config.seeds)
+
+    losses = [r["final_loss"] for r in runs]
+    txt, ok = _claim_all(runs, losses, [bool(r["converged"]) for r in runs])
+    claims.append(
+        C.make_claim(
+            "E3.1",
+            "The training loss goes to ≤ 1e−10 (with ≥ 20% of the steps at full η).",
+            f"final loss per seed: {txt}; {len(runs)}/{n_seeds} runs finished",
+            ok and len(runs) == n_seeds,
+            f"converged flag (loss ≤ {config.stop_loss:g}) for every seed",
+        )
+    )
+    drops = []
+    for r in runs:
+        g = np.asarray(r["history"]["grad_norm"])
+        drops.append(float(g.max() / max(g[-1], 1e-300)) if g.size else float("nan"))
+    txt, ok = _claim_all(runs, drops, [d >= 1e3 for d in drops])
+    claims.append(
+        C.make_claim(
+            "E3.2",
+            "The gradient norm drops sharply once the run reaches a stable region.",
+            f"max/final full-batch gradient norm: {txt}",
+            ok,
+            "max ‖∇L‖ / final ‖∇L‖ ≥ 1e3 for every seed",
+        )
+    )
+    ratios = [eta * r["trace"] / 2.0 for r in runs]
+    starts = [r["init_trace"] / thr for r in runs]
+    ok_tr = [0.5 <= q <= 1 + config.trace_slack and s >= 2.0 for q, s in zip(ratios, starts)]
+    txt, ok = _claim_all(runs, ratios, ok_tr)
+    claims.append(
+        C.make_claim(
+            "E3.3",
+            "Tr G decreases from its initial value and settles at or below 2/η, within a factor 2.",
+            f"2/η = {C.fmt(thr)}; Tr G_0/(2/η) = {[C.fmt(s) for s in starts]}; "
+            f"final η·Tr G/2 = {txt}",
+            ok,
+            f"Tr G_0 ≥ 2·(2/η) and 0.5 ≤ η·Tr G_T/2 ≤ {1 + config.trace_slack:g} for every seed",
+        )
+    )
+    folds, rhos, bounds = [], [], []
+    limit = math.sqrt(2 * math.pi) / (math.sqrt(config.d) * eta)
+    for r in runs:
+        pn = np.asarray(r["history"]["path_norm"])
+        st = np.asarray(r["history"]["step"])
+        folds.append(float(pn[0] / pn[-1]))
+        rhos.append(C.spearman(st.tolist(), pn.tolist()))
+        bounds.append(r["path_norm"] / limit)
+    ok_pn = [f >= 3.0 and rho <= -0.9 and b <= 1.0 for f, rho, b in zip(folds, rhos, bounds)]
+    claims.append(
+        C.make_claim(
+            "E3.4",
+            "The path norm decreases (essentially monotonically) by several-fold toward "
+            "O(1/(√d η)).",
+            f"‖θ_0‖_P/‖θ_T‖_P = {[C.fmt(f) for f in folds]}; Spearman(t, ‖θ‖_P) = "
+            f"{[C.fmt(x) for x in rhos]}; ‖θ_T‖_P/(√(2π)/(√d η)) = {[C.fmt(b) for b in bounds]}",
+            bool(runs) and all(ok_pn),
+            "fold ≥ 3, Spearman ≤ −0.9 and ‖θ_T‖_P ≤ √(2π)/(√d η) (= 1/(κ η), κ = √(d/2π))",
+        )
+    )
+    te = [r["test_mse"] / r["init_test_mse"] for r in runs]
+    txt, ok = _claim_all(runs, te, [x <= 0.5 for x in te])
+    claims.append(
+        C.make_claim(
+            "E3.5",
+            "The test loss decreases during training.",
+            f"test MSE_T / test MSE_0 = {txt}",
+            ok,
+            "final/initial test MSE ≤ 0.5 for every seed",
+        )
+    )
+    return claims
+
+
+@C.styled
+def plot_e3(config: E3Config, results: dict[str, dict[str, Any]], fig_dir: Path) -> list[Path]:
+    """Write ``e3_dynamics.{png,pdf}``: losses, gradient norm, Tr G (with 2/η) and path norm."""
+    import matplotlib.pyplot as plt
+
+    if not results:
+        return []
+    run = results[sorted(results)[0]]
+    h = run["history"]
+    step = np.asarray(h["step"], dtype=float)
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), constrained_layout=True)
+    ax = axes[0]
+    ax.plot(step, np.maximum(h["loss"], 1e-300), label="train loss ½MSE")
+    ax.plot(step, np.asarray(h["test_mse"]) / 2.0, label="test loss ½MSE")
+    ax.set_yscale("log")
+    ax.set_title("Loss")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.plot(step, h["grad_norm"])
+    ax.set_yscale("log")
+    ax.set_title("Full-batch gradient norm ‖∇L‖")
+    ax = axes[2]
+    ax.plot(step, h["trace"], label="Tr G")
+    thr = C.sgd_curvature_threshold(config.lr, config.n, config.batch_size)
+    ax.axhline(thr, color="k", ls="--", label="2/η (R1 trace bound)")
+    ax.set_yscale("log")
+    ax.set_title("Tr G")
+    ax.legend(fontsize=8)
+    ax = axes[3]
+    ax.plot(step, h["path_norm"], label="‖θ‖_P")
+    ax.axhline(
+        math.sqrt(2 * math.pi) / (math.sqrt(config.d) * config.lr),
+        color="k",
+        ls=":",
+        label="√(2π)/(√d η)",
+    )
+    ax.set_yscale("log")
+    ax.set_title("Path norm")
+    ax.legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("iteration t")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+        if config.warmup_steps > 0:
+            ax.axvline(config.warmup_steps, color="0.6", lw=0.8, ls="-.")
+    fig.suptitle(
+        f"E3: ReLU net d = {config.d}, m = {config.m}, n = {config.n}, SGD B = "
+        f"{config.batch_size}, η = {config.lr:.3g} (dash-dot: end of warm-up), seed {run['seed']}"
+    )
+    return C.save_figure_pair(fig, fig_dir, "e3_dynamics")

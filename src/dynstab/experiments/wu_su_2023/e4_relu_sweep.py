@@ -1,0 +1,352 @@
+"""E4 — two-layer ReLU net: learning-rate sweep, SGD vs GD (spec §4 E4).
+
+Learning-rate *labels* lr ∈ logspace(−3, −1, 10): SGD (B = 1) uses η = lr/√d (the x-axis
+"√d·η" of [R3P], because the SGD bound reads ‖θ‖_P ≲ 2.5/(√d η), R7), GD uses η = lr. Data,
+model and trainer as in E3; GD runs at constant η with a warm-up only when η > 2/λ_max(G_0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from dynstab.experiments.base import Claim, Experiment, RunSpec
+from dynstab.experiments.config import ExperimentConfig
+from dynstab.experiments.wu_su_2023 import common as C
+from dynstab.experiments.wu_su_2023.e3_relu_dynamics import init_relu, run_relu
+
+__all__ = ["E4Config", "E4ReLUSweep"]
+
+_FULL_LABELS = tuple(float(x) for x in np.logspace(-3, -1, 10))
+
+
+@dataclasses.dataclass(frozen=True)
+class E4Config(ExperimentConfig):
+    """Settings of E4 (defaults = the spec's full settings).
+
+    Attributes:
+        d, m, n, n_test, k, init: As in :class:`~.e3_relu_dynamics.E3Config`.
+        lr_labels: Labels lr (spec: logspace(−3, −1, 10)); SGD η = lr/√d, GD η = lr.
+        seeds: Seeds. optimizers: Subset of ``("sgd", "gd")``.
+        batch_size: SGD batch size (1).
+        sgd_steps, sgd_warmup_steps: SGD budget and cubic warm-up (⅓ of the budget).
+        gd_steps: GD budget. gd_warmup: ``"auto"``: warm up only if η > 2/λ_max(G_0) (A12).
+        gd_warmup_steps: GD warm-up length when used.
+        Remaining fields: as in E3.
+    """
+
+    d: int = 100
+    m: int = 100
+    n: int = 300
+    n_test: int = 3000
+    k: int = 10
+    init: Literal["lw", "r3p"] = "lw"
+    lr_labels: tuple[float, ...] = _FULL_LABELS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    optimizers: tuple[str, ...] = ("sgd", "gd")
+    batch_size: int = 1
+    sgd_steps: int = 300_000
+    sgd_warmup_steps: int = 100_000
+    gd_steps: int = 30_000
+    gd_warmup: Literal["auto", "always", "never"] = "auto"
+    gd_warmup_steps: int = 10_000
+    warmup_power: float = 3.0
+    stop_loss: float = 1e-10
+    min_full_lr_fraction: float = 0.2
+    clip: float | None = None
+    trace_slack: float = 0.05
+    progress: bool = False
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {
+            "d": 50,
+            "m": 100,
+            "n": 150,
+            "n_test": 1000,
+            "k": 5,
+            "lr_labels": (0.003, 0.01, 0.03, 0.1),
+            "seeds": (0,),
+            "sgd_steps": 100_000,
+            "sgd_warmup_steps": 30_000,
+            "gd_steps": 20_000,
+            "gd_warmup_steps": 5_000,
+        }
+    }
+
+
+def _key(opt: str, label: float, seed: int) -> str:
+    return f"{opt}_lr={label:.5g}_seed={seed}"
+
+
+class E4ReLUSweep(Experiment):
+    """E4: Tr G / λ_max, path norm and test error of SGD and GD solutions across LR labels."""
+
+    name: ClassVar[str] = "wu-su-2023/e4"
+    title: ClassVar[str] = "Two-layer ReLU net: LR sweep, SGD (√d·η axis) vs GD"
+    description: ClassVar[str] = (
+        "SGD solutions of a bias-free two-layer ReLU net sit at Tr G ≈ 2/η, so their path norm "
+        "(≍ Tr G/√d) and test error fall with the learning rate; GD's λ_max ≤ 2/η constraint "
+        "leaves the path norm and error of the initialization unchanged except at the largest "
+        "η (spec §4 E4, R1, R3, R7, R8)."
+    )
+    spec_reference: ClassVar[str] = "wu_su_2023.md §4 E4"
+    ambiguities: ClassVar[dict[str, str]] = {
+        "A4": "w_j ~ N(0, I_d/d), a_j ~ N(0, 1)",
+        "A5": "test error = test MSE on n_test fresh samples",
+        "A6": "cubic warm-up over the first third of the SGD budget, then constant",
+        "A7": "converged: L ≤ 1e-10 with ≥ 20% of steps at full η; bounds tested at lr_at_1e6",
+        "A8": "SGD ≤ 3e5 steps, GD ≤ 3e4 steps, 3 seeds, medians over seeds",
+        "A12": "GD at constant η; warm-up only when η > 2/λ_max(G_0)",
+    }
+    config_cls: ClassVar[type] = E4Config
+
+    def specs(self, config: E4Config) -> list[RunSpec]:
+        """One unit per (optimizer, label, seed)."""
+        return [
+            RunSpec(_key(opt, lab, seed), {"optimizer": opt, "label": lab, "seed": seed})
+            for opt in config.optimizers
+            for lab in config.lr_labels
+            for seed in config.seeds
+        ]
+
+    def run_one(self, config: E4Config, spec: RunSpec) -> dict[str, Any]:
+        """Train one run; SGD at η = label/√d, GD at η = label."""
+        opt, label, seed = (
+            spec.params["optimizer"],
+            float(spec.params["label"]),
+            spec.params["seed"],
+        )
+        seed = int(seed)
+        if opt == "sgd":
+            lr = label / math.sqrt(config.d)
+            steps, warm = config.sgd_steps, config.sgd_warmup_steps
+        else:
+            lr, steps = label, config.gd_steps
+            warm = 0
+            if config.gd_warmup == "always":
+                warm = config.gd_warmup_steps
+            elif config.gd_warmup == "auto":
+                problem = C.relu_problem(d=config.d, n=config.n, n_test=1, k=config.k, seed=seed)
+                W0, a0 = init_relu(config.d, config.m, config.init, seed)
+                lam0 = C.spectral_measures(C.relu_gram(W0, a0, problem.X))["lambda_max"]
+                if lr > 2.0 / lam0:
+                    warm = config.gd_warmup_steps
+        with C.single_thread_blas():
+            return run_relu(
+                config,
+                opt=opt,
+                lr=lr,
+                seed=seed,
+                steps=steps,
+                warmup_steps=warm,
+                extra={"label": label},
+            )
+
+    def analyze(self, config: E4Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
+        """Claims E4.1–E4.6."""
+        return analyze_e4(config, results)
+
+    def plot(
+        self, config: E4Config, results: dict[str, dict[str, Any]], fig_dir: Path
+    ) -> list[Path]:
+        """Four panels (SGD vs √d·η, GD vs η, test error and path norm vs label)."""
+        return plot_e4(config, results, fig_dir)
+
+    def tables(
+        self, config: E4Config, results: dict[str, dict[str, Any]]
+    ) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Medians over seeds per label (cf. spec [SIM] table)."""
+        rows = []
+        for lab in sorted(config.lr_labels):
+            row: dict[str, Any] = {"label": lab}
+            for opt in config.optimizers:
+                runs = _sel(results, opt, lab, converged_only=False)
+                for k in ("lr", "trace", "lambda_max", "path_norm", "test_mse"):
+                    row[f"{opt}_{k}"] = C.median([r[k] for r in runs])
+                row[f"{opt}_converged"] = f"{sum(bool(r['converged']) for r in runs)}/{len(runs)}"
+            rows.append(row)
+        return [("E4 medians over seeds", rows)]
+
+
+def _sel(
+    results: dict[str, dict[str, Any]],
+    opt: str,
+    label: float | None = None,
+    *,
+    converged_only: bool = True,
+) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in results.values()
+        if r.get("optimizer") == opt
+        and (label is None or math.isclose(r["label"], label, rel_tol=1e-9))
+        and (not converged_only or (r.get("converged") and not r.get("diverged")))
+    ]
+
+
+def _meds(
+    results: dict[str, dict[str, Any]], opt: str, key: str, labels: list[float]
+) -> list[float]:
+    return [C.median([r[key] for r in _sel(results, opt, lab)]) for lab in labels]
+
+
+def analyze_e4(config: E4Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    """The spec's E4 "what must be seen" as claims (medians over seeds of converged runs)."""
+    claims: list[Claim] = []
+    labels = sorted(config.lr_labels)
+    n, B, slack = config.n, config.batch_size, config.trace_slack
+    has_sgd, has_gd = "sgd" in config.optimizers, "gd" in config.optimizers
+    if has_sgd:
+        sgd = _sel(results, "sgd", converged_only=False)
+        conv = _sel(results, "sgd")
+        worst = max(
+            (r["trace"] / C.sgd_curvature_threshold(C.effective_lr(r), n, B) for r in conv),
+            default=float("nan"),
+        )
+        tr0 = C.median([r["init_trace"] for r in sgd])
+        tight = []
+        for lab, tr in zip(labels, _meds(results, "sgd", "trace", labels)):
+            eta = lab / math.sqrt(config.d)
+            if C.sgd_curvature_threshold(eta, n, B) < tr0:
+                tight.append(eta * tr / 2.0)
+        claims.append(
+            C.make_claim(
+                "E4.1",
+                "SGD's Tr G ≤ 2/η always, and close to 2/η once 2/η < Tr G(θ_0).",
+                f"{len(conv)}/{len(sgd)} converged; max η_eff·Tr G/2 = {C.fmt(worst)}; η·Tr G/2 "
+                f"where 2/η < Tr G_0 = {C.fmt(tr0)}: {[C.fmt(v) for v in tight]}",
+                bool(conv) and worst <= 1 + slack and bool(tight) and min(tight) >= 0.5,
+                f"max η_eff·Tr G/2 ≤ {1 + slack:g} over converged runs; η·Tr G/2 ≥ 0.5 (median) "
+                "at every label with 2/η < Tr G_0 (≥ 1 such label)",
+            )
+        )
+        pn = _meds(results, "sgd", "path_norm", labels)
+        rho = C.spearman(labels, pn)
+        claims.append(
+            C.make_claim(
+                "E4.2",
+                "SGD's path norm decreases with the learning rate.",
+                f"‖θ‖_P = {[C.fmt(v) for v in pn]}; Spearman = {C.fmt(rho)}",
+                rho <= -0.8 and pn[-1] < pn[0],
+                "Spearman(lr, ‖θ‖_P) ≤ −0.8 and ‖θ‖_P(largest) < ‖θ‖_P(smallest)",
+            )
+        )
+    if has_gd:
+        gd = _sel(results, "gd", converged_only=False)
+        conv = _sel(results, "gd")
+
+        def ratio(r: dict[str, Any]) -> float:
+            return float(r["lambda_max"] * C.effective_lr(r) / 2.0)
+
+        worst = max((ratio(r) for r in conv), default=float("nan"))
+        sharp = [C.median([ratio(r) for r in _sel(results, "gd", lab)]) for lab in labels]
+        near_top, low_small = sharp[-1], sharp[0]
+        claims.append(
+            C.make_claim(
+                "E4.3",
+                "GD's λ_max ≤ 2/η; it sits near 2/η only at large η and far below at small η.",
+                f"{len(conv)}/{len(gd)} converged; max η_eff·λ_max/2 = {C.fmt(worst)}; "
+                f"η_eff·λ_max/2 at the largest η = {C.fmt(near_top)}, at the smallest = "
+                f"{C.fmt(low_small)}",
+                bool(conv) and worst <= 1 + slack and near_top >= 0.5 and low_small <= 0.2,
+                f"η_eff·λ_max/2 ≤ {1 + slack:g} for all converged runs (η_eff = lr_at_1e6, A7); "
+                "median ≥ 0.5 at the largest η and ≤ 0.2 at the smallest η",
+            )
+        )
+        lam0 = C.median([r["init_lambda_max"] for r in gd])
+        stable = [lab for lab in labels if lab <= 2.0 / lam0]
+        pn = _meds(results, "gd", "path_norm", stable)
+        span = max(pn) / min(pn) if pn and all(math.isfinite(v) for v in pn) else float("nan")
+        pn_top = _meds(results, "gd", "path_norm", [labels[-1]])[0]
+        claims.append(
+            C.make_claim(
+                "E4.4",
+                "GD's path norm is roughly constant except at the largest η.",
+                f"λ_max(G_0) = {C.fmt(lam0)}; GD-stable-at-init labels {[C.fmt(x) for x in stable]}"
+                f": max/min ‖θ‖_P = {C.fmt(span)}; at the largest η ‖θ‖_P = {C.fmt(pn_top)} vs "
+                f"{C.fmt(pn[0] if pn else float('nan'))}",
+                len(stable) >= 2 and span <= 1.2,
+                "max/min ≤ 1.2 over the η ≤ 2/λ_max(G_0) (≥ 2 of them)",
+            )
+        )
+    if has_sgd:
+        te = _meds(results, "sgd", "test_mse", labels)
+        rho = C.spearman(labels, te)
+        measured = f"SGD test MSE = {[C.fmt(v) for v in te]}; Spearman = {C.fmt(rho)}"
+        passed = rho <= -0.8
+        criterion = "Spearman(lr, SGD test MSE) ≤ −0.8"
+        if has_gd:
+            g_top = _meds(results, "gd", "test_mse", [labels[-1]])[0]
+            measured += f"; at the largest label SGD {C.fmt(te[-1])} vs GD {C.fmt(g_top)}"
+            passed = passed and te[-1] <= g_top
+            criterion += " and SGD ≤ GD at the largest label"
+        claims.append(
+            C.make_claim(
+                "E4.5",
+                "SGD's test error decreases with the learning rate and is ≤ GD's at large LR.",
+                measured,
+                passed,
+                criterion,
+            )
+        )
+    return claims
+
+
+@C.styled
+def plot_e4(config: E4Config, results: dict[str, dict[str, Any]], fig_dir: Path) -> list[Path]:
+    """Write ``e4_sweep.{png,pdf}``."""
+    import matplotlib.pyplot as plt
+
+    labels = sorted(config.lr_labels)
+    sq = math.sqrt(config.d)
+    grid = np.logspace(math.log10(labels[0]), math.log10(labels[-1]), 50)
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.0), constrained_layout=True)
+    ax = axes[0]
+    if "sgd" in config.optimizers:
+        ax.plot(labels, _meds(results, "sgd", "trace", labels), "o-", label="Tr G")
+        ax.plot(labels, _meds(results, "sgd", "path_norm", labels), "s-", label="‖θ‖_P")
+        ax.plot(
+            grid,
+            [C.sgd_curvature_threshold(x / sq, config.n, config.batch_size) for x in grid],
+            "k--",
+            label="2/η",
+        )
+    ax.set_xlabel("√d·η")
+    ax.set_title(f"SGD (B = {config.batch_size})")
+    ax = axes[1]
+    if "gd" in config.optimizers:
+        ax.plot(labels, _meds(results, "gd", "lambda_max", labels), "o-", label="λ_max(G)")
+        ax.plot(labels, _meds(results, "gd", "path_norm", labels), "s-", label="‖θ‖_P")
+        ax.plot(grid, [C.gd_curvature_threshold(x) for x in grid], "k--", label="2/η")
+        early = [r for r in _sel(results, "gd") if C.effective_lr(r) < 0.999 * r["lr"]]
+        if early:
+            ax.scatter(
+                [r["label"] for r in early],
+                [C.gd_curvature_threshold(C.effective_lr(r)) for r in early],
+                marker="x",
+                color="0.4",
+                label="2/η_eff (converged during warm-up)",
+            )
+    ax.set_xlabel("η")
+    ax.set_title("GD")
+    for key, ax, title in (
+        ("test_mse", axes[2], "Test MSE"),
+        ("path_norm", axes[3], "Path norm ‖θ‖_P"),
+    ):
+        for opt, mk in (("sgd", "o"), ("gd", "s")):
+            if opt in config.optimizers:
+                ax.plot(labels, _meds(results, opt, key, labels), marker=mk, label=opt.upper())
+        ax.set_xlabel("LR label (SGD: √d·η, GD: η)")
+        ax.set_title(title)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"E4: ReLU net d = {config.d}, m = {config.m}, n = {config.n} (medians over seeds)"
+    )
+    return C.save_figure_pair(fig, fig_dir, "e4_sweep")

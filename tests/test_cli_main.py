@@ -1,0 +1,203 @@
+"""Tests of the ``dynstab`` command line through ``main([...])`` (exit codes, files, output)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import dynstab.cli as cli
+from dynstab.cli import build_parser, main
+from dynstab.experiments import registry
+from dynstab.experiments.io import read_json
+from test_experiments_framework import NoSeedExperiment, QuadExperiment, QuadExperimentB, calls
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Registry holding only the dummies; only this package's own command modules."""
+    monkeypatch.setattr(registry, "EXPERIMENT_MODULES", ())
+    monkeypatch.setattr(registry, "_EXPERIMENTS", {})
+    monkeypatch.setattr(registry, "_GROUPS", {})
+    monkeypatch.setattr(registry, "_LOADED", set())
+    monkeypatch.setattr(
+        cli, "COMMAND_MODULES", ("dynstab.cli.experiment_cmds", "dynstab.cli.env_cmd")
+    )
+    registry.register(QuadExperiment())
+    registry.register(QuadExperimentB())
+    registry.register(NoSeedExperiment())
+    registry.register_group("quad", ["quad/a", "quad/b"])
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    return tmp_path, marker
+
+
+def base_args(tmp_path: Path, marker: Path) -> list[str]:
+    return [
+        "--quick",
+        "--out",
+        str(tmp_path / "out"),
+        "--executor",
+        "serial",
+        "--no-progress",
+        "--set",
+        f"marker_dir={marker}",
+    ]
+
+
+def test_list_shows_experiments_and_groups(cli_env, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "quad/a" in out
+    assert "GD on a 1-D quadratic" in out
+    assert "quad: quad/a, quad/b" in out
+    assert "all: every experiment" in out
+
+
+def test_run_passes_writes_files_and_resumes(cli_env, capsys):
+    tmp_path, marker = cli_env
+    assert main(["run", "quad/a", *base_args(tmp_path, marker)]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  quad/a" in out
+    assert "PASS  Q1" in out
+    run_dir = tmp_path / "out" / "quad__a"
+    assert (run_dir / "report.html").is_file()
+    assert read_json(run_dir / "config.json")["config"]["steps"] == 50  # quick profile
+    assert calls(marker) == 4
+    assert main(["run", "quad/a", *base_args(tmp_path, marker)]) == 0
+    assert calls(marker) == 4  # resumed: nothing recomputed
+
+
+def test_run_exit_code_one_when_a_claim_fails(cli_env, capsys):
+    tmp_path, marker = cli_env
+    args = ["run", "quad/a", *base_args(tmp_path, marker), "--set", "expected_threshold=0.4"]
+    assert main(args) == 1
+    assert "FAIL  Q1" in capsys.readouterr().out
+
+
+def test_run_profile_seed_config_file_and_force(cli_env, capsys):
+    tmp_path, marker = cli_env
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"steps": 40, "x0": 0.5}))
+    args = ["run", "quad/a", "--out", str(tmp_path / "out"), "--executor", "serial"]
+    args += ["--no-progress", "--set", f"marker_dir={marker}", "--config", str(cfg_file)]
+    assert main([*args, "--seed", "7", "--set", "steps=45"]) == 0
+    stored = read_json(tmp_path / "out" / "quad__a" / "config.json")
+    assert stored["profile"] == "full"
+    assert stored["seed"] == 7
+    assert (stored["config"]["steps"], stored["config"]["x0"], stored["config"]["seed"]) == (
+        45,
+        0.5,
+        7,
+    )
+    # a saved config.json reproduces the same configuration, so nothing is recomputed
+    saved = tmp_path / "out" / "quad__a" / "config.json"
+    rerun = ["run", "quad/a", "--out", str(tmp_path / "out"), "--executor", "serial"]
+    assert main([*rerun, "--no-progress", "--config", str(saved)]) == 0
+    assert calls(marker) == 4
+    # a different config is refused (usage error) unless --force
+    assert main([*args, "--seed", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "different configuration" in err
+    assert "--force" in err
+    assert main([*args, "--seed", "8", "--force"]) == 0
+    assert calls(marker) == 8
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "nope"], "unknown experiment 'nope'"),
+        (["run", "quad/a", "--set", "steps"], "must look like key=value"),
+        (["run", "quad/a", "--set", "stepz=3"], "unknown config key"),
+        (["run", "quad/a", "--set", "steps=many"], "steps must be an int"),
+        (["run", "quad/a", "--profile", "huge"], "unknown profile 'huge'"),
+        (["run", "quad/noseed", "--seed", "1"], "no 'seed' or 'seeds' field"),
+        (["run", "quad/a", "--config", "/nonexistent/c.json"], "does not exist"),
+        (["run", "quad", "--executor", "serial"], "is a group of 2 experiments"),
+        (["report", "."], "not a run directory"),
+    ],
+)
+def test_usage_errors_exit_two_with_message(cli_env, capsys, monkeypatch, argv, message):
+    tmp_path, _ = cli_env
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, *(["--no-progress"] if argv[0] == "run" else [])]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["bogus"],
+        ["run"],
+        ["run", "quad/a", "--quick", "--profile", "full"],
+        ["run", "quad/a", "--workers", "0"],
+        ["run", "quad/a", "--executor", "dask"],
+    ],
+)
+def test_argparse_errors_exit_two(cli_env, capsys, monkeypatch, argv):
+    monkeypatch.chdir(cli_env[0])
+    assert (
+        main([*argv, "--executor", "serial"] if argv[:1] == ["run"] and len(argv) > 3 else argv)
+        == 2
+    )
+    assert not (cli_env[0] / "dynstab-runs").exists()
+
+
+def test_help_and_version_exit_zero(cli_env, capsys):
+    assert main(["--help"]) == 0
+    assert "reproduce" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert "dynstab 0." in capsys.readouterr().out
+
+
+def test_reproduce_group_and_report(cli_env, capsys):
+    tmp_path, marker = cli_env
+    assert main(["reproduce", "quad", *base_args(tmp_path, marker)]) == 0
+    out = capsys.readouterr().out
+    assert "2/2 experiments pass" in out
+    assert (tmp_path / "out" / "summary.md").is_file()
+    (tmp_path / "out" / "quad__b" / "report.md").unlink()
+    assert main(["report", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "quad__b" / "report.md").is_file()
+    assert main(["plot", str(tmp_path / "out" / "quad__a")]) == 0
+    assert calls(marker, "quad/a") == 4
+    assert calls(marker, "quad/b") == 4
+
+
+def test_env_command(cli_env, capsys):
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out
+    assert "torch_threads" in out
+    assert main(["env", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["cpu_count"] >= 1
+
+
+def test_missing_command_module_is_skipped_but_broken_one_raises(monkeypatch, tmp_path):
+    monkeypatch.setattr(
+        cli, "COMMAND_MODULES", ("dynstab.cli.not_written_xyz", "dynstab.cli.env_cmd")
+    )
+    assert main(["env", "--json"]) == 0
+    (tmp_path / "broken_cmd_module_xyz.py").write_text("import missing_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("broken_cmd_module_xyz",))
+    with pytest.raises(ModuleNotFoundError, match="missing_dependency_xyz"):
+        build_parser()
+
+
+def test_keyboard_interrupt_exit_code(cli_env, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dynstab.experiments.runner.run_experiment", interrupted)
+    assert main(["run", "quad/a", "--no-progress"]) == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err
+
+
+def test_default_command_modules_are_importable_or_absent():
+    parser = build_parser()  # the real module list: missing modules are skipped
+    assert parser.prog == "dynstab"

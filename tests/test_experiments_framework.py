@@ -1,0 +1,744 @@
+"""Tests of the reproduction framework: configs, registry, runner, executors, reports, io.
+
+The dummy experiment runs real gradient descent on f(x) = ½·h·x² at four learning rates; GD
+converges iff η < 2/h, which is the claim it checks. Each ``run_one`` call drops a marker file,
+so tests count (re)computations across processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pytest
+
+from dynstab.experiments import registry
+from dynstab.experiments.base import Claim, Experiment, RunSpec
+from dynstab.experiments.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    parse_overrides,
+    profile_config,
+    profile_names,
+)
+from dynstab.experiments.executors import (
+    LocalExecutor,
+    SerialExecutor,
+    UnitTask,
+    execute_unit,
+    make_executor,
+)
+from dynstab.experiments.io import (
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    config_hash,
+    environment_info,
+    flatten_scalars,
+    read_json,
+    safe_dirname,
+)
+from dynstab.experiments.report import ReportData, render_html, render_markdown
+from dynstab.experiments.runner import (
+    ExperimentResult,
+    ReproductionResult,
+    render_run_dir,
+    reproduce,
+    resolve_config,
+    run_experiment,
+)
+
+# --------------------------------------------------------------------------- dummy experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class QuadConfig(ExperimentConfig):
+    curvature: float = 2.0
+    lrs: tuple[float, ...] = (0.1, 0.5, 0.9, 1.1)
+    steps: int = 200
+    x0: float = 1.0
+    seed: int = 0
+    marker_dir: str = ""
+    expected_threshold: float | None = None
+    analyze_raises: bool = False
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"steps": 50}}
+
+
+def gd_on_quadratic(h: float, lr: float, x0: float, steps: int) -> float:
+    x = x0
+    for _ in range(steps):
+        x = x - lr * h * x  # gradient of ½ h x² is h x
+    return x
+
+
+class QuadExperiment(Experiment):
+    name = "quad/a"
+    title = "GD on a 1-D quadratic"
+    description = "Gradient descent on f(x) = ½ h x² converges iff η < 2/h."
+    spec_reference = "test_experiments_framework.py"
+    ambiguities: ClassVar[dict[str, str]] = {"A1": "x0 = 1", "A2": "200 steps"}
+    config_cls = QuadConfig
+
+    def specs(self, config: QuadConfig) -> list[RunSpec]:
+        return [RunSpec(f"lr={lr:g}", {"lr": lr}) for lr in config.lrs]
+
+    def run_one(self, config: QuadConfig, spec: RunSpec) -> dict[str, Any]:
+        if config.marker_dir:
+            marker = Path(config.marker_dir)
+            (marker / f"{self.name.replace('/', '_')}__{spec.key}.{uuid.uuid4().hex}").touch()
+            if (marker / f"fail_{spec.key}").exists():
+                raise RuntimeError(f"boom at {spec.key}")
+            if (marker / f"exit_{spec.key}").exists():
+                os._exit(3)  # simulate a crashing worker process
+            if (marker / f"sleep_{spec.key}").exists():
+                time.sleep(120)  # a long unit, to test interruption
+        lr = float(spec.params["lr"])
+        x = gd_on_quadratic(config.curvature, lr, config.x0, config.steps)
+        return {"lr": lr, "final_abs_x": abs(x), "converged": abs(x) < 1e-3, "nested": {"a": 1}}
+
+    def analyze(self, config: QuadConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+        if config.analyze_raises:
+            raise ZeroDivisionError("analysis bug")
+        threshold = config.expected_threshold or 2.0 / config.curvature
+        ok = [r["converged"] == (r["lr"] < threshold) for r in results.values()]
+        conv = sorted(r["lr"] for r in results.values() if r["converged"])
+        return [
+            Claim(
+                "Q1",
+                "GD on ½h x² converges iff η < 2/h",
+                f"converged at η ∈ {conv}; 2/h = {2 / config.curvature:g}",
+                bool(ok) and all(ok) and len(results) == len(config.lrs),
+                f"converged ⇔ η < {threshold:g} for every η",
+            )
+        ]
+
+    def plot(self, config: QuadConfig, results: dict[str, dict[str, Any]], fig_dir: Path):
+        from dynstab.plotting import new_figure, save_figure, sweep_panel
+
+        fig, axes = new_figure()
+        rows = list(results.values())
+        sweep_panel(
+            axes[0, 0],
+            [r["lr"] for r in rows],
+            {"|x_T|": [r["final_abs_x"] for r in rows]},
+            reference=2.0 / config.curvature,
+            reference_label="2/h",
+            ylabel="|x_T|",
+        )
+        return save_figure(fig, fig_dir / "final_x")
+
+    def tables(self, config: QuadConfig, results: dict[str, dict[str, Any]]):
+        return [
+            (
+                "Final iterates",
+                [{"lr": r["lr"], "|x_T|": r["final_abs_x"]} for r in results.values()],
+            )
+        ]
+
+
+class QuadExperimentB(QuadExperiment):
+    name = "quad/b"
+    title = "GD on a 1-D quadratic (second copy)"
+
+
+@dataclasses.dataclass(frozen=True)
+class NoSeedConfig:
+    steps: int = 3
+
+
+class NoSeedExperiment(QuadExperiment):
+    name = "quad/noseed"
+    config_cls = NoSeedConfig
+
+    def specs(self, config: Any) -> list[RunSpec]:
+        return [RunSpec("only", {"lr": 0.1})]
+
+    def run_one(self, config: Any, spec: RunSpec) -> dict[str, Any]:
+        return {"lr": 0.1, "converged": True}
+
+    def analyze(self, config: Any, results: dict[str, dict[str, Any]]) -> list[Claim]:
+        return [Claim("N1", "runs", "yes", True, "-")]
+
+    def plot(self, config: Any, results: dict[str, dict[str, Any]], fig_dir: Path):
+        return []
+
+    def tables(self, config: Any, results: dict[str, dict[str, Any]]):
+        return []
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch: pytest.MonkeyPatch):
+    """Empty registry without built-in modules; the dummies registered."""
+    monkeypatch.setattr(registry, "EXPERIMENT_MODULES", ())
+    monkeypatch.setattr(registry, "_EXPERIMENTS", {})
+    monkeypatch.setattr(registry, "_GROUPS", {})
+    monkeypatch.setattr(registry, "_LOADED", set())
+    registry.register(QuadExperiment())
+    registry.register(QuadExperimentB)
+    registry.register(NoSeedExperiment())
+    registry.register_group("quad", ["quad/a", "quad/b"])
+    return registry
+
+
+def calls(marker: Path, name: str = "quad/a", key: str = "") -> int:
+    prefix = f"{name.replace('/', '_')}__{key}"
+    return sum(1 for p in marker.iterdir() if p.name.startswith(prefix))
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_config_from_dict_converts_types_and_rejects_unknown_keys():
+    cfg = config_from_dict(QuadConfig, {"lrs": [1, 2], "steps": 10.0, "curvature": 3})
+    assert cfg.lrs == (1.0, 2.0)
+    assert cfg.steps == 10
+    assert cfg.curvature == 3.0
+    assert isinstance(cfg.lrs[0], float)
+    with pytest.raises(
+        ValueError,
+        match=r"unknown config key\(s\) \['stepz'\].*valid keys are"
+        r" \['analyze_raises', 'curvature'",
+    ):
+        config_from_dict(QuadConfig, {"stepz": 3})
+    with pytest.raises(TypeError, match="must be a dataclass type"):
+        config_from_dict(dict, {})
+    with pytest.raises(ValueError, match="steps must be an int"):
+        config_from_dict(QuadConfig, {"steps": 2.5})
+
+
+def test_config_round_trip_through_json():
+    cfg = QuadConfig(lrs=(0.25, 3.0), expected_threshold=1.5)
+    d = json.loads(json.dumps(config_to_dict(cfg)))
+    assert d["lrs"] == [0.25, 3.0]
+    assert config_from_dict(QuadConfig, d) == cfg
+    assert QuadConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("item", "field", "expected"),
+    [
+        ("steps=1e3", "steps", 1000),
+        ("steps=7", "steps", 7),
+        ("curvature=0.5", "curvature", 0.5),
+        ("lrs=0.1,0.2", "lrs", (0.1, 0.2)),
+        ("lrs=[0.3, 4]", "lrs", (0.3, 4.0)),
+        ("lrs=(0.5)", "lrs", (0.5,)),
+        ("analyze_raises=yes", "analyze_raises", True),
+        ("analyze_raises=False", "analyze_raises", False),
+        ("expected_threshold=none", "expected_threshold", None),
+        ("expected_threshold=2", "expected_threshold", 2.0),
+        ("marker_dir=/tmp/a=b", "marker_dir", "/tmp/a=b"),
+    ],
+)
+def test_apply_overrides_parses_by_field_type(item, field, expected):
+    cfg = apply_overrides(QuadConfig(), [item])
+    assert getattr(cfg, field) == expected
+    assert type(getattr(cfg, field)) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("item", "match"),
+    [
+        ("steps", "must look like key=value"),
+        ("=3", "must look like key=value"),
+        ("steps=abc", "steps must be an int"),
+        ("steps=2.5", "steps must be an int"),
+        ("curvature=big", "curvature must be a number"),
+        ("analyze_raises=maybe", "must be a bool"),
+        ("lrs=[1,", "invalid JSON list"),
+        ("lrs=a,b", r"lrs\[0\] must be a number"),
+        ("nope=1", r"unknown config key\(s\) \['nope'\]"),
+    ],
+)
+def test_apply_overrides_errors_say_what_to_do(item, match):
+    with pytest.raises(ValueError, match=match):
+        apply_overrides(QuadConfig(), [item])
+
+
+def test_literal_and_fixed_tuple_fields():
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        mode: Literal["with", "without"] = "with"
+        pair: tuple[int, str] = (1, "a")
+
+    assert apply_overrides(Cfg(), {"mode": "without"}).mode == "without"
+    assert apply_overrides(Cfg(), ["pair=2,b"]).pair == (2, "b")
+    with pytest.raises(ValueError, match=r"mode must be one of \['with', 'without'\]"):
+        apply_overrides(Cfg(), ["mode=maybe"])
+    with pytest.raises(ValueError, match="pair must have 2 entries"):
+        apply_overrides(Cfg(), ["pair=1,b,c"])
+
+
+def test_parse_overrides():
+    assert parse_overrides(["a=1", " b = x "]) == {"a": "1", "b": "x"}
+    assert parse_overrides({"a": 1}) == {"a": 1}
+
+
+def test_profiles():
+    assert profile_config(QuadConfig, "quick").steps == 50
+    assert profile_config(QuadConfig, "full") == QuadConfig()
+    assert QuadConfig.profile("quick") == QuadConfig(steps=50)
+    assert profile_names(QuadConfig) == ["full", "quick"]
+    with pytest.raises(ValueError, match=r"unknown profile 'huge'.*\['full', 'quick'\]"):
+        profile_config(QuadConfig, "huge")
+
+    @dataclasses.dataclass(frozen=True)
+    class Own:
+        steps: int = 10
+
+        @classmethod
+        def profile(cls, name: str) -> Own:
+            return cls(steps={"quick": 1, "full": 10}[name])
+
+    assert profile_config(Own, "quick") == Own(steps=1)
+
+    @dataclasses.dataclass(frozen=True)
+    class Plain:
+        steps: int = 10
+
+    assert profile_config(Plain, "quick") == Plain()
+
+
+# --------------------------------------------------------------------------- io
+
+
+def test_atomic_write_replaces_and_leaves_no_temporaries(tmp_path, monkeypatch):
+    path = tmp_path / "sub" / "f.json"
+    atomic_write_json(path, {"a": (1, 2), "b": float("nan")})
+    data = read_json(path)
+    assert data["a"] == [1, 2]
+    assert math.isnan(data["b"])
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(path, b"garbage")
+    monkeypatch.undo()
+    assert read_json(path)["a"] == [1, 2]  # old content intact
+    assert sorted(p.name for p in path.parent.iterdir()) == ["f.json"]  # temp file removed
+
+
+def test_atomic_write_json_rejects_unserialisable(tmp_path):
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        atomic_write_json(tmp_path / "x.json", {"a": object()})
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_csv_flatten_hash_and_names(tmp_path):
+    atomic_write_csv(tmp_path / "m.csv", [{"a": 1}, {"a": 2, "b": "x"}])
+    assert (tmp_path / "m.csv").read_text() == "a,b\n1,\n2,x\n"
+    assert flatten_scalars({"a": {"b": {"c": 1}}, "l": [1]}) == {"a.b.c": 1}
+    assert config_hash({"x": 1}) != config_hash({"x": 2})
+    assert safe_dirname("a/b/c") == "a__b__c"
+    env = environment_info()
+    assert {"python", "torch", "numpy", "torch_threads", "git_commit"} <= set(env)
+    assert "hostname" not in json.dumps(env).lower()
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_lookup_groups_and_errors(isolated_registry):
+    reg = isolated_registry
+    assert [e.name for e in reg.list_experiments()] == ["quad/a", "quad/b", "quad/noseed"]
+    assert [e.name for e in reg.resolve("quad")] == ["quad/a", "quad/b"]
+    assert [e.name for e in reg.resolve("quad/b")] == ["quad/b"]
+    assert len(reg.resolve("all")) == 3
+    with pytest.raises(ValueError, match=r"unknown experiment 'nope'.*\['quad/a', 'quad/b'"):
+        reg.get_experiment("nope")
+
+    class Other(QuadExperiment):
+        name = "quad/a"
+
+    with pytest.raises(ValueError, match="already registered by QuadExperiment"):
+        reg.register(Other())
+    reg.register(QuadExperiment())  # same class again: replaced, no error
+    with pytest.raises(TypeError, match="Experiment instance or subclass"):
+        reg.register(object())
+    with pytest.raises(ValueError, match="group name"):
+        reg.register_group("all", ["quad/a"])
+    with pytest.raises(ValueError, match="at least one member"):
+        reg.register_group("g", [])
+    reg.unregister("quad/b")
+    assert reg.list_groups()["quad"] == ("quad/a",)
+    reg.unregister_group("quad")
+    assert "quad" not in reg.list_groups()
+
+
+def test_registry_skips_missing_builtin_module_only(isolated_registry, tmp_path, monkeypatch):
+    reg = isolated_registry
+    monkeypatch.setattr(reg, "EXPERIMENT_MODULES", ("dynstab.experiments.not_written_yet_xyz",))
+    assert len(reg.list_experiments()) == 3  # silently skipped
+    (tmp_path / "broken_exp_module_xyz.py").write_text("import not_a_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(reg, "EXPERIMENT_MODULES", ("broken_exp_module_xyz",))
+    with pytest.raises(ModuleNotFoundError, match="not_a_dependency_xyz"):
+        reg.list_experiments()
+
+
+def test_claim_and_runspec_validation():
+    c = Claim("id", "s", "m", True, "c")
+    assert Claim.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    with pytest.raises(ValueError, match="filename-safe"):
+        RunSpec("a/b", {})
+    with pytest.raises(ValueError, match="filename-safe"):
+        RunSpec("", {})
+    with pytest.raises(TypeError, match="params must be a dict"):
+        RunSpec("k", [1])  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def run_quad(tmp_path: Path, **kw: Any) -> ExperimentResult:
+    marker = tmp_path / "marker"
+    marker.mkdir(exist_ok=True)
+    kw.setdefault("overrides", [f"marker_dir={marker}"])
+    kw.setdefault("executor", "serial")
+    kw.setdefault("progress", False)
+    return run_experiment("quad/a", out_dir=tmp_path / "out", **kw)
+
+
+def test_run_writes_every_file_and_claims_pass(isolated_registry, tmp_path):
+    res = run_quad(tmp_path)
+    d = tmp_path / "out" / "quad__a"
+    assert res.run_dir == d
+    assert res.passed
+    assert res.n_computed == 4
+    assert res.n_reused == 0
+    for f in [
+        "config.json",
+        "env.json",
+        "metrics.json",
+        "metrics.csv",
+        "claims.json",
+        "result.json",
+        "report.md",
+        "report.html",
+        "figures/final_x.png",
+        "figures/final_x.pdf",
+        "tables/final_iterates.csv",
+    ]:
+        assert (d / f).is_file(), f
+    assert sorted(p.name for p in (d / "runs").iterdir()) == [
+        "lr=0.1.json",
+        "lr=0.5.json",
+        "lr=0.9.json",
+        "lr=1.1.json",
+    ]
+    cfg = read_json(d / "config.json")
+    assert cfg["profile"] == "quick"
+    assert cfg["config"]["steps"] == 50
+    assert cfg["overrides"] == [f"marker_dir={tmp_path / 'marker'}"]
+    # metrics match an independent evaluation of GD on the quadratic
+    metrics = read_json(d / "metrics.json")
+    assert metrics["lr=1.1"]["final_abs_x"] == pytest.approx(1.2**50, rel=1e-10)
+    assert metrics["lr=0.1"]["final_abs_x"] == pytest.approx(0.8**50, rel=1e-10)
+    header = (d / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[:2] == ["key", "params.lr"]
+    assert "nested.a" in header
+    claims = read_json(d / "claims.json")
+    assert claims["passed"]
+    assert claims["claims"][0]["id"] == "Q1"
+    md = (d / "report.md").read_text()
+    assert "| id | claim | criterion | measured | result |" in md
+    assert "| Q1 | GD on ½h x² converges iff η < 2/h |" in md
+    assert "| PASS |" in md
+    assert "| A1 | x0 = 1 |" in md
+    assert "![final_x](figures/final_x.png)" in md
+    html = (d / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    assert '<td class="pass">PASS</td>' in html
+    assert res.results["lr=0.5"]["converged"] is True
+
+
+def test_resume_recomputes_only_missing_units(isolated_registry, tmp_path):
+    marker = tmp_path / "marker"
+    run_quad(tmp_path)
+    assert calls(marker) == 4
+    (tmp_path / "out" / "quad__a" / "runs" / "lr=0.9.json").unlink()
+    res = run_quad(tmp_path)
+    assert calls(marker) == 5
+    assert calls(marker, key="lr=0.9") == 2
+    assert (res.n_computed, res.n_reused) == (1, 3)
+    assert res.passed
+    res = run_quad(tmp_path)  # everything done: nothing recomputed
+    assert calls(marker) == 5
+    assert res.n_computed == 0
+
+
+def test_changed_config_is_refused_unless_forced(isolated_registry, tmp_path):
+    marker = tmp_path / "marker"
+    run_quad(tmp_path)
+    changed = [f"marker_dir={marker}", "steps=60"]
+    with pytest.raises(ValueError, match=r"different configuration.*new --out directory.*--force"):
+        run_quad(tmp_path, overrides=changed)
+    res = run_quad(tmp_path, overrides=changed, force=True)
+    assert res.n_computed == 4
+    assert calls(marker) == 8
+    assert read_json(res.run_dir / "config.json")["config"]["steps"] == 60
+    # a stored unit from another config (config.json tampered with) is detected as well
+    cfg = read_json(res.run_dir / "config.json")
+    run = read_json(res.run_dir / "runs" / "lr=0.1.json")
+    run["config_hash"] = "0" * 16
+    atomic_write_json(res.run_dir / "runs" / "lr=0.1.json", run)
+    with pytest.raises(ValueError, match="was computed with config hash"):
+        run_quad(tmp_path, overrides=changed)
+    assert cfg["config_hash"] != "0" * 16
+
+
+def test_failed_unit_is_recorded_reported_and_retried_next_time(isolated_registry, tmp_path):
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    (marker / "fail_lr=0.5").touch()
+    res = run_quad(tmp_path)
+    assert not res.passed
+    assert set(res.failures) == {"lr=0.5"}
+    assert "RuntimeError: boom at lr=0.5" in res.failures["lr=0.5"]["error"]
+    err = read_json(res.run_dir / "runs" / "lr=0.5.error.json")
+    assert err["status"] == "error"
+    assert "Traceback" in err["traceback"]
+    assert "boom" in err["traceback"]
+    md = (res.run_dir / "report.md").read_text()
+    assert "## Failed units" in md
+    assert "1 of 4 units failed" in md
+    assert read_json(res.run_dir / "result.json")["failed_units"] == ["lr=0.5"]
+    (marker / "fail_lr=0.5").unlink()
+    res = run_quad(tmp_path)
+    assert res.passed
+    assert res.n_computed == 1
+    assert calls(marker, key="lr=0.5") == 2
+    assert not (res.run_dir / "runs" / "lr=0.5.error.json").exists()
+
+
+def test_analyze_errors_become_a_failing_claim(isolated_registry, tmp_path):
+    res = run_quad(tmp_path, overrides={"analyze_raises": True})
+    assert not res.passed
+    assert res.claims[0].id == "analyze"
+    assert "ZeroDivisionError: analysis bug" in res.claims[0].measured
+    assert "analyze raised ZeroDivisionError" in (res.run_dir / "report.md").read_text()
+
+
+def test_failing_claim_makes_the_run_fail(isolated_registry, tmp_path):
+    res = run_quad(tmp_path, overrides={"expected_threshold": 0.4})
+    assert not res.passed
+    assert not res.claims[0].passed
+    assert "| FAIL |" in (res.run_dir / "report.md").read_text()
+
+
+def test_seed_and_config_resolution_order(isolated_registry):
+    exp = registry.get_experiment("quad/a")
+    cfg = resolve_config(
+        exp, profile="quick", base_config={"steps": 5, "x0": 2.0}, overrides=["steps=6"], seed=9
+    )
+    assert (cfg.steps, cfg.x0, cfg.seed) == (6, 2.0, 9)
+    with pytest.raises(ValueError, match="no 'seed' or 'seeds' field"):
+        resolve_config("quad/noseed", seed=1)
+
+    @dataclasses.dataclass(frozen=True)
+    class Seeds:
+        seeds: tuple[int, ...] = (0, 1, 2)
+
+    class SeedsExp(NoSeedExperiment):
+        name = "quad/seeds"
+        config_cls = Seeds
+
+    assert resolve_config(SeedsExp(), seed=10).seeds == (10, 11, 12)
+
+
+def test_run_experiment_usage_errors(isolated_registry, tmp_path):
+    with pytest.raises(ValueError, match="is a group of 2 experiments"):
+        run_experiment("quad", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown executor 'gpu'"):
+        run_quad(tmp_path, executor="gpu")
+    with pytest.raises(ValueError, match="unknown profile"):
+        run_quad(tmp_path, profile="nope")
+    with pytest.raises(ValueError, match=r"scope 'quad/b' is not among .*\['quad/a'\]"):
+        run_quad(tmp_path, overrides=["quad/b:steps=3"])
+    res = run_quad(tmp_path, overrides=["quad/a:steps=3"])  # scoped to the experiment run
+    assert res.config.steps == 3
+
+
+def test_rerender_from_saved_files_does_not_recompute(isolated_registry, tmp_path):
+    marker = tmp_path / "marker"
+    res = run_quad(tmp_path)
+    for f in ["report.md", "report.html", "figures/final_x.png", "claims.json"]:
+        (res.run_dir / f).unlink()
+    again = render_run_dir(res.run_dir)
+    assert isinstance(again, ExperimentResult)
+    assert again.passed
+    assert (res.run_dir / "report.md").is_file()
+    assert (res.run_dir / "figures/final_x.png").is_file()
+    assert again.claims == res.claims
+    assert calls(marker) == 4
+    with pytest.raises(ValueError, match="not a run directory"):
+        render_run_dir(tmp_path)
+
+
+def test_reproduce_group_with_scoped_overrides_and_summary(isolated_registry, tmp_path):
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    res = reproduce(
+        "quad",
+        out_dir=tmp_path / "out",
+        executor="serial",
+        progress=True,
+        overrides=[f"marker_dir={marker}", "quad/b:steps=60"],
+    )
+    assert isinstance(res, ReproductionResult)
+    assert res.passed
+    assert [e.name for e in res.experiments] == ["quad/a", "quad/b"]
+    assert [e.config.steps for e in res.experiments] == [50, 60]
+    summary = read_json(tmp_path / "out" / "summary.json")
+    assert summary["passed"]
+    assert [r["name"] for r in summary["experiments"]] == ["quad/a", "quad/b"]
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "2/2 experiments pass" in md
+    assert "[report](quad__b/report.md)" in md
+    assert calls(marker, "quad/a") == 4
+    assert calls(marker, "quad/b") == 4
+    again = render_run_dir(tmp_path / "out")
+    assert isinstance(again, ReproductionResult)
+    assert again.passed
+    with pytest.raises(ValueError, match="unknown config key 'nope'"):
+        reproduce("quad", out_dir=tmp_path / "o2", overrides=["nope=1"], progress=False)
+    with pytest.raises(ValueError, match="scope 'quad/zzz' is not among"):
+        reproduce("quad", out_dir=tmp_path / "o2", overrides=["quad/zzz:steps=1"], progress=False)
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def quad_tasks(marker: Path) -> list[UnitTask]:
+    exp = QuadExperiment()
+    cfg = config_to_dict(QuadConfig(steps=30, marker_dir=str(marker)))
+    return [UnitTask.make(exp, cfg, s) for s in exp.specs(QuadConfig())]
+
+
+def test_serial_executor_and_error_capture(tmp_path):
+    tasks = quad_tasks(tmp_path)
+    outs = list(SerialExecutor().run(tasks))
+    assert [o.key for o in outs] == [t.key for t in tasks]
+    assert all(o.status == "ok" for o in outs)
+    assert outs[0].metrics["final_abs_x"] == pytest.approx(0.8**30, rel=1e-12)
+    (tmp_path / "fail_lr=0.1").touch()
+    bad = execute_unit(tasks[0])
+    assert bad.status == "error"
+    assert bad.metrics is None
+    assert "boom" in bad.traceback
+    lost = execute_unit(UnitTask("quad/zzz", "no_such_module_xyz:Thing", {}, "k", {}))
+    assert lost.status == "error"
+    assert "No module named 'no_such_module_xyz'" in lost.error
+    wrong = execute_unit(UnitTask("quad/zzz", f"{__name__}:QuadExperiment", {}, "k", {}))
+    assert wrong.status == "error"
+    assert "does not build the experiment 'quad/zzz'" in wrong.error
+
+
+def test_local_executor_two_workers_matches_serial(isolated_registry, tmp_path):
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    start = time.perf_counter()
+    res_local = run_quad(tmp_path, executor="local", max_workers=2)
+    elapsed = time.perf_counter() - start
+    assert calls(marker) == 4
+    assert res_local.passed
+    serial = run_experiment(
+        "quad/a",
+        out_dir=tmp_path / "serial",
+        executor="serial",
+        progress=False,
+        overrides=[f"marker_dir={marker}"],
+    )
+    assert res_local.results == serial.results
+    assert elapsed < 120
+
+
+def test_local_executor_reports_crashed_worker(tmp_path):
+    (tmp_path / "exit_lr=0.5").touch()
+    outs = list(LocalExecutor(max_workers=1).run(quad_tasks(tmp_path)[1:2]))
+    assert outs[0].key == "lr=0.5"
+    assert outs[0].status == "error"
+    assert "BrokenProcessPool" in outs[0].error
+    with pytest.raises(ValueError, match="max_workers must be a positive int"):
+        LocalExecutor(max_workers=0)
+
+
+def test_local_executor_stops_promptly_when_the_consumer_stops(tmp_path):
+    (tmp_path / "sleep_lr=0.1").touch()
+    tasks = quad_tasks(tmp_path)[:2]  # lr=0.1 sleeps for two minutes, lr=0.5 is instant
+    gen = LocalExecutor(max_workers=2).run(tasks)
+    first = next(gen)
+    assert first.key == "lr=0.5"
+    assert first.status == "ok"
+    start = time.perf_counter()
+    gen.close()  # what a KeyboardInterrupt in the runner does
+    assert time.perf_counter() - start < 30
+
+
+@pytest.mark.skipif(
+    "ray" in sys.modules or __import__("importlib").util.find_spec("ray") is not None,
+    reason="ray is installed",
+)
+def test_ray_executor_missing_gives_install_hint(isolated_registry, tmp_path):
+    with pytest.raises(ImportError, match=r"pip install 'dynstab\[ray\]'"):
+        make_executor("ray")
+    with pytest.raises(ImportError, match="pip install"):
+        run_quad(tmp_path, executor="ray")
+    with pytest.raises(ValueError, match="unknown executor"):
+        make_executor("dask")
+
+
+@pytest.mark.ray
+def test_ray_executor_local_instance(isolated_registry, tmp_path):
+    pytest.importorskip("ray")
+    res = run_quad(tmp_path, executor="ray")
+    assert res.passed
+    assert res.n_computed == 4
+
+
+# --------------------------------------------------------------------------- report
+
+
+def test_report_escapes_and_lists_everything():
+    data = ReportData(
+        name="x/y",
+        title="T <b>",
+        spec_reference="spec §1",
+        profile="full",
+        overrides=["a=1"],
+        config={"a": 1, "b": [0.5, 2]},
+        ambiguities={"A3": "Gaussian inputs"},
+        claims=[Claim("C1", "a|b", "1.0", True, "<= 2"), Claim("C2", "s", "m", False, "c")],
+        tables=[("Tab", [{"u": 1}, {"u": 2, "v": 3}])],
+        runtime_s=1.25,
+        compute_s=2.5,
+        n_units=2,
+        n_computed=2,
+        failures={"k": {"error": "E", "traceback": "tb"}},
+        notes=["note 1"],
+    )
+    md = render_markdown(data)
+    assert "| C1 | a\\|b | <= 2 | 1.0 | PASS |" in md
+    assert "| C2 | s | c | m | FAIL |" in md
+    assert "**FAIL**: 1/2 claims pass; 1 of 2 units failed." in md
+    assert "| A3 | Gaussian inputs |" in md
+    assert "| u | v |" in md
+    assert "| 2 | 3 |" in md
+    assert "wall time of this invocation 1.2 s" in md
+    assert "* note 1" in md
+    html = render_html(data)
+    assert "T &lt;b&gt;" in html
+    assert '<td class="fail">FAIL</td>' in html
+    assert not data.passed

@@ -1,0 +1,154 @@
+import warnings
+
+import pytest
+import torch
+
+from dynstab.curvature import HessianOperator, dense_hessian
+from dynstab.errors import ConvergenceWarning
+from dynstab.linalg import DenseOperator, lanczos_top_eigenpairs, power_iteration
+from helpers import assert_close
+
+
+def known_spectrum(p: int = 60, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A = Q diag(λ) Qᵀ with a spread spectrum including negative values."""
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=torch.float64))
+    lam = torch.linspace(-3.0, 1.0, p, dtype=torch.float64)
+    lam[-1], lam[-2], lam[-3] = 10.0, 8.0, 6.5
+    lam[0] = -7.0
+    return Q @ torch.diag(lam) @ Q.T, lam
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_largest_eigenpairs_match_known_spectrum(k, generator):
+    A, lam = known_spectrum()
+    tol = 1e-8
+    res = lanczos_top_eigenpairs(A, k, tol=tol, generator=generator)
+    expected = lam.sort(descending=True).values[:k]
+    assert res.converged
+    assert_close(res.values, expected, rtol=10 * tol)
+    # reported residuals are the true residuals of the returned unit Ritz vectors
+    Y = res.vectors
+    true_res = torch.linalg.vector_norm(A @ Y - Y * res.values, dim=0)
+    assert_close(true_res, res.residuals, rtol=1e-3, atol=1e-12)
+    assert (res.residuals <= tol * res.values.abs()).all()
+    assert_close(Y.T @ Y, torch.eye(k, dtype=torch.float64), rtol=0, atol=1e-10)
+
+
+def test_smallest_and_both(generator):
+    A, lam = known_spectrum()
+    small = lanczos_top_eigenpairs(A, 2, tol=1e-8, which="smallest", generator=generator)
+    assert_close(small.values, lam.sort().values[:2], rtol=1e-7)
+    both = lanczos_top_eigenpairs(A, 1, tol=1e-8, which="both", generator=generator)
+    assert_close(both.values, torch.tensor([10.0, -7.0], dtype=torch.float64), rtol=1e-7)
+
+
+def test_full_krylov_space_is_exact(generator):
+    A, lam = known_spectrum(p=12)
+    res = lanczos_top_eigenpairs(A, 12, tol=1e-12, max_iters=12, generator=generator)
+    assert res.num_matvecs == 12
+    assert_close(res.values, lam.sort(descending=True).values, rtol=1e-10, atol=1e-12)
+
+
+def test_breakdown_on_invariant_subspace_is_exact():
+    A = torch.diag(torch.tensor([5.0, 1.0, 1.0, 1.0], dtype=torch.float64))
+    v0 = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    res = lanczos_top_eigenpairs(A, 1, v0=v0)
+    assert res.num_matvecs == 2
+    assert res.converged
+    assert float(res.values[0]) == pytest.approx(5.0, rel=1e-14)
+
+
+def test_not_converged_warns_and_flags(generator):
+    A, _ = known_spectrum()
+    with pytest.warns(ConvergenceWarning, match="max_iters"):
+        res = lanczos_top_eigenpairs(A, 1, tol=1e-12, max_iters=3, generator=generator)
+    assert not res.converged
+    assert res.num_matvecs == 3
+
+
+def test_same_seed_same_result():
+    A, _ = known_spectrum()
+    r1 = lanczos_top_eigenpairs(A, 2, generator=torch.Generator().manual_seed(3))
+    r2 = lanczos_top_eigenpairs(A, 2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(r1.values, r2.values)
+    assert r1.num_matvecs == r2.num_matvecs
+
+
+def test_float32_preserved_and_1x1(generator):
+    A, _lam = known_spectrum()
+    res = lanczos_top_eigenpairs(A.float(), 1, tol=1e-5, generator=generator)
+    assert res.vectors is not None
+    assert res.vectors.dtype == torch.float32
+    assert float(res.values[0]) == pytest.approx(10.0, rel=1e-5)
+    one = lanczos_top_eigenpairs(torch.tensor([[-2.5]], dtype=torch.float64), generator=generator)
+    assert float(one.values[0]) == -2.5
+    assert one.converged
+
+
+def test_counts_match_operator_products(generator):
+    A, _ = known_spectrum()
+    op = DenseOperator(A)
+    res = lanczos_top_eigenpairs(op, 1, generator=generator)
+    assert res.num_matvecs == op.num_matvecs
+
+
+def test_lanczos_on_registry_hessian_matches_dense(case, generator):
+    H = HessianOperator(case.model, case.loss_fn, case.data)
+    eig = torch.linalg.eigvalsh(dense_hessian(case.model, case.loss_fn, case.data))
+    res = lanczos_top_eigenpairs(H, 1, tol=1e-9, generator=generator)
+    assert res.converged
+    assert_close(res.values[0], eig[-1], rtol=1e-8)
+    low = lanczos_top_eigenpairs(H, 1, tol=1e-9, which="smallest", generator=generator)
+    assert_close(low.values[0], eig[0], rtol=1e-7, atol=1e-9 * float(eig.abs().max()))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"k": 0}, "k must be >= 1"),
+        ({"k": 61}, "k must be <="),
+        ({"tol": 0.0}, "tol"),
+        ({"max_iters": 0}, "max_iters"),
+        ({"which": "middle"}, "unknown which"),
+        ({"v0": torch.zeros(60, dtype=torch.float64)}, "non-zero"),
+        ({"v0": torch.ones(3)}, r"shape \(60,\)"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    A, _ = known_spectrum()
+    with pytest.raises(ValueError, match=match):
+        lanczos_top_eigenpairs(A, **kwargs)
+
+
+# -- power iteration ---------------------------------------------------------------------------
+
+
+def test_power_iteration_dominant_eigenpair(generator):
+    A, _ = known_spectrum()
+    res = power_iteration(A, tol=1e-9, max_iters=5000, generator=generator)
+    assert res.converged
+    assert float(res.values[0]) == pytest.approx(10.0, rel=1e-8)
+    v = res.vectors[:, 0]
+    assert float(torch.linalg.vector_norm(A @ v - 10.0 * v)) <= 1e-7
+
+
+def test_power_iteration_signed_dominant_value(generator):
+    A = torch.diag(torch.tensor([-4.0, 1.0, 2.0], dtype=torch.float64))
+    res = power_iteration(A, tol=1e-10, max_iters=1000, generator=generator)
+    assert float(res.values[0]) == pytest.approx(-4.0, rel=1e-9)
+
+
+def test_power_iteration_warns_when_not_converged(generator):
+    A, _ = known_spectrum()
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        res = power_iteration(A, tol=1e-12, max_iters=2, generator=generator)
+    assert not res.converged
+    assert res.num_matvecs == 2
+    assert any(issubclass(w.category, ConvergenceWarning) for w in rec)
+
+
+def test_power_iteration_bad_arguments():
+    with pytest.raises(ValueError, match="max_iters"):
+        power_iteration(torch.eye(2), max_iters=0)

@@ -1,0 +1,301 @@
+import dataclasses
+import json
+import math
+import time
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from cases import INTERPOLATING_CASES, get_case
+from dynstab.curvature import dense_gauss_newton, dense_hessian
+from dynstab.losses import half_mse
+from dynstab.sharpness import Measure, SharpnessReport, sharpness
+from helpers import assert_close
+
+ALL = ("lambda_max", "top_k", "trace", "frobenius", "lambda_min")
+
+
+def spectrum(A: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.eigvalsh(0.5 * (A + A.T)).flip(0)
+
+
+def check_against(report: SharpnessReport, A: torch.Tensor, k: int, rtol: float) -> None:
+    eig = spectrum(A)
+    scale = float(eig.abs().max())
+    assert_close(report.lambda_max.value, eig[0], rtol=rtol, atol=1e-10 * scale)
+    assert_close(
+        torch.tensor(report.top_k.value, dtype=torch.float64),
+        eig[:k],
+        rtol=rtol,
+        atol=1e-10 * scale,
+    )
+    assert_close(report.trace.value, A.trace(), rtol=rtol, atol=1e-10 * scale)
+    assert_close(report.frobenius.value, torch.linalg.norm(A), rtol=rtol)
+    assert_close(report.lambda_min.value, eig[-1], rtol=rtol, atol=1e-10 * scale)
+
+
+def test_exact_hessian_measures_match_dense(case):
+    rep = sharpness(case.model, case.loss_fn, case.data, ALL, k=3, method="exact")
+    assert rep.method == "exact-dense"
+    assert rep.lambda_max.method == "exact-dense"
+    check_against(rep, dense_hessian(case.model, case.loss_fn, case.data), 3, rtol=1e-8)
+    assert rep.num_matvecs == rep.p == case.num_params
+    assert rep.n == case.X.shape[0]
+    assert rep.outputs == case.case.outputs
+
+
+def test_lanczos_eigenvalues_match_dense(case, generator):
+    tol = 1e-9
+    rep = sharpness(case.model, case.loss_fn, case.data, ("lambda_max", "top_k", "lambda_min"),
+                    k=2, method="lanczos", tol=tol, generator=generator)  # fmt: skip
+    eig = spectrum(dense_hessian(case.model, case.loss_fn, case.data))
+    scale = float(eig.abs().max())
+    assert rep.lambda_max.method == "lanczos"
+    assert rep.lambda_max.converged
+    assert_close(rep.lambda_max.value, eig[0], rtol=10 * tol)
+    assert_close(
+        torch.tensor(rep.top_k.value, dtype=torch.float64),
+        eig[:2],
+        rtol=10 * tol,
+        atol=10 * tol * scale,
+    )
+    assert_close(rep.lambda_min.value, eig[-1], rtol=10 * tol, atol=10 * tol * scale)
+    assert rep.lambda_max.residual <= tol * abs(rep.lambda_max.value)
+    assert rep.num_matvecs == rep.top_k.num_matvecs + rep.lambda_min.num_matvecs
+
+
+@pytest.mark.parametrize("lanczos_start", ["gradient", "random"])
+def test_lanczos_starts_agree(lanczos_start, generator):
+    pr = get_case("mlp_relu").build()
+    rep = sharpness(pr.model, half_mse, pr.data, "lambda_max", method="lanczos", tol=1e-10,
+                    generator=generator, lanczos_start=lanczos_start)  # fmt: skip
+    eig = spectrum(dense_hessian(pr.model, half_mse, pr.data))
+    assert_close(rep.lambda_max.value, eig[0], rtol=1e-9)
+
+
+def test_hutchinson_within_standard_errors():
+    pr = get_case("mlp_tanh").build()
+    H = dense_hessian(pr.model, half_mse, pr.data)
+    tr, fro = float(H.trace()), float(torch.linalg.norm(H))
+    ses = []
+    for m in (50, 800):
+        rep = sharpness(pr.model, half_mse, pr.data, ("trace", "frobenius"), method="hutchinson",
+                        num_probes=m, generator=torch.Generator().manual_seed(m))  # fmt: skip
+        assert rep.trace.method == rep.frobenius.method == "hutchinson"
+        assert abs(rep.trace.value - tr) <= 5 * rep.trace.stderr
+        assert abs(rep.frobenius.value - fro) <= 5 * rep.frobenius.stderr
+        assert rep.num_matvecs == m  # one shared probe set
+        ses.append((rep.trace.stderr, rep.frobenius.stderr))
+    for a, b in zip(ses[0], ses[1]):
+        assert 0.1 <= b / a <= 0.5  # ~ 1/4 for 16x the probes
+
+
+def test_gauss_newton_exact_gram_matches_dense(mse_case):
+    rep = sharpness(mse_case.model, half_mse, mse_case.data, ALL, k=2, curvature="gauss_newton")
+    assert rep.method == "exact-gram"
+    assert rep.num_matvecs == 0
+    G = dense_gauss_newton(mse_case.model, half_mse, mse_case.data)
+    check_against(rep, G, 2, rtol=1e-8)
+    nC = mse_case.X.shape[0] * mse_case.case.outputs
+    if rep.p > nC:
+        assert rep.lambda_min.value == 0.0  # G is singular when p > nC
+
+
+def test_gauss_newton_lambda_min_positive_when_p_below_nc():
+    pr = get_case("linear").build()  # p = 5 < n = 12: λ_min(XᵀX/n) > 0
+    rep = sharpness(pr.model, half_mse, pr.data, "lambda_min", curvature="gauss_newton")
+    expected = torch.linalg.eigvalsh(pr.X.T @ pr.X / 12)[0]
+    assert rep.lambda_min.method == "exact-gram"
+    assert_close(rep.lambda_min.value, expected, rtol=1e-10)
+
+
+def test_gauss_newton_cross_entropy_uses_dense_route():
+    pr = get_case("mlp_cross_entropy").build()
+    rep = sharpness(pr.model, pr.loss_fn, pr.data, ALL, k=2, curvature="gauss_newton")
+    assert rep.method == "exact-dense"
+    check_against(rep, dense_gauss_newton(pr.model, pr.loss_fn, pr.data), 2, rtol=1e-8)
+
+
+@pytest.mark.parametrize("c", INTERPOLATING_CASES, ids=[c.id for c in INTERPOLATING_CASES])
+def test_interpolating_point_hessian_gn_gram_agree(c):
+    pr = c.build()
+    h = sharpness(pr.model, half_mse, pr.data, ALL, k=3, method="exact")
+    g = sharpness(pr.model, half_mse, pr.data, ALL, k=3, curvature="gauss_newton")
+    assert g.method == "exact-gram"
+    for name in ("lambda_max", "trace", "frobenius"):
+        assert_close(getattr(h, name).value, getattr(g, name).value, rtol=1e-8)
+    assert_close(
+        torch.tensor(h.top_k.value, dtype=torch.float64),
+        torch.tensor(g.top_k.value, dtype=torch.float64),
+        rtol=1e-8,
+    )
+    assert abs(h.lambda_min.value) <= 1e-10 * h.lambda_max.value  # H is PSD and singular
+    assert h.loss_value <= 1e-25
+
+
+def test_matrix_free_when_too_large_for_dense(generator):
+    pr = get_case("mlp_tanh").build()
+    rep = sharpness(pr.model, half_mse, pr.data, ("lambda_max", "trace"), max_dense=10,
+                    num_probes=8, generator=generator)  # fmt: skip
+    assert rep.method == "matrix-free"
+    assert rep.lambda_max.method == "lanczos"
+    assert rep.trace.method == "hutchinson"
+    assert rep.num_matvecs == rep.lambda_max.num_matvecs + 8
+
+
+def test_dataloader_matches_tensors(generator):
+    pr = get_case("mlp_vector_output").build()
+    loader = DataLoader(TensorDataset(pr.X, pr.y), batch_size=3)
+    a = sharpness(pr.model, half_mse, pr.data, ALL, k=2)
+    b = sharpness(pr.model, half_mse, loader, ALL, k=2)
+    for name in ("lambda_max", "trace", "frobenius", "lambda_min"):
+        assert_close(getattr(b, name).value, getattr(a, name).value, rtol=1e-10)
+    assert b.loss_value == pytest.approx(a.loss_value, rel=1e-12)
+
+
+def test_density_exact_and_slq_moments(generator):
+    pr = get_case("mlp_relu").build()
+    H = dense_hessian(pr.model, half_mse, pr.data)
+    p = H.shape[0]
+    exact = sharpness(pr.model, half_mse, pr.data, "density")
+    assert exact.density.moment(1) == pytest.approx(float(H.trace()) / p, rel=1e-10)
+    slq = sharpness(pr.model, half_mse, pr.data, "density", method="lanczos", density_probes=60,
+                    density_iters=10, generator=generator)  # fmt: skip
+    nodes, w = slq.density.nodes, slq.density.weights
+    per_probe = (w * 60 * nodes).reshape(60, -1).sum(1)
+    se = float(per_probe.std()) / math.sqrt(60)
+    assert abs(slq.density.moment(1) - float(H.trace()) / p) <= 5 * se
+    assert "density" in json.loads(json.dumps(slq.to_dict()))
+
+
+def test_report_is_frozen_and_json_able():
+    pr = get_case("linear").build()
+    rep = sharpness(pr.model, half_mse, pr.data, ALL, k=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rep.lambda_max = None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rep.trace.value = 0.0
+    d = json.loads(json.dumps(rep.to_dict()))
+    assert set(d["measures"]) == set(ALL)
+    assert d["loss"] == "half_mse"
+    assert d["p"] == 5
+    assert d["n"] == 12
+    assert isinstance(d["measures"]["top_k"]["value"], list)
+    assert rep.frobenius is not None
+    assert isinstance(rep.frobenius, Measure)
+    only = sharpness(pr.model, half_mse, pr.data, "trace")
+    assert only.lambda_max is None
+    assert list(only.measures()) == ["trace"]
+
+
+def test_mode_and_grad_left_exactly_as_found(generator):
+    pr = get_case("mlp_tanh").build()
+    model = pr.model
+    model.train()
+    model[2].eval()
+    model[0].bias.grad = torch.full_like(model[0].bias, -1.0)
+    modes = [m.training for m in model.modules()]
+    for method in ("exact", "lanczos"):
+        for curvature in ("hessian", "gauss_newton"):
+            sharpness(model, half_mse, pr.data, ALL, method=method, curvature=curvature,
+                      num_probes=4, generator=generator)  # fmt: skip
+    assert [m.training for m in model.modules()] == modes
+    assert torch.equal(model[0].bias.grad, torch.full_like(model[0].bias, -1.0))
+    assert all(p.grad is None for n, p in model.named_parameters() if n != "0.bias")
+
+
+# -- bad inputs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"measures": ("lambda_max", "sharpness")}, "unknown measure 'sharpness'"),
+        ({"measures": ()}, "at least one"),
+        ({"curvature": "fisher"}, "unknown curvature"),
+        ({"method": "arpack"}, "unknown method"),
+        ({"method": "exact", "max_dense": 3}, "method='exact' needs p <= max_dense"),
+        ({"measures": "top_k", "k": 200}, "k must be <="),
+        ({"k": 0}, "k must be >= 1"),
+        ({"num_probes": 0}, "num_probes"),
+        ({"lanczos_start": "warm"}, "unknown lanczos_start"),
+        ({"params": {"0.weight": torch.zeros(8, 3)}}, "missing keys"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    pr = get_case("mlp_tanh").build()
+    with pytest.raises(ValueError, match=match):
+        sharpness(pr.model, half_mse, pr.data, **kwargs)
+
+
+def test_bad_data_and_loss():
+    pr = get_case("mlp_tanh").build()
+    with pytest.raises(ValueError, match="data is empty"):
+        sharpness(pr.model, half_mse, [])
+    with pytest.raises(ValueError, match="same number of samples"):
+        sharpness(pr.model, half_mse, (pr.X, pr.y[:4]))
+    with pytest.raises(ValueError, match=r"model\(inputs\) failed"):
+        sharpness(pr.model, half_mse, (pr.X[:, :2], pr.y))
+    with pytest.raises(ValueError, match="matching per-sample sizes"):
+        sharpness(pr.model, half_mse, (pr.X, torch.zeros(10, 2, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="loss is not finite"):
+        sharpness(pr.model, half_mse, (pr.X * float("inf"), pr.y))
+    with pytest.raises(TypeError, match="loss_fn must be callable"):
+        sharpness(pr.model, None, pr.data)
+
+
+def test_dropout_refused_unless_allowed():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.2), nn.Linear(4, 1)).double()
+    X, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"Dropout\(p=0.2\) in train mode.*model.eval\(\)"):
+        sharpness(model, half_mse, (X, y))
+    sharpness(model, half_mse, (X, y), allow_stochastic=True)
+    assert model.training
+
+
+# -- acceptance: the 784-512-512-10 MLP ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_lambda_max_mlp_784_512_512_10_within_30_hvps():
+    """λ_max to relative 1e-6 in <= 30 HVPs (default tol) against a tight reference run."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                          nn.Linear(512, 10)).double()  # fmt: skip
+    X, y = torch.randn(1000, 784, dtype=torch.float64), torch.randn(1000, 10, dtype=torch.float64)
+    t0 = time.perf_counter()
+    rep = sharpness(
+        model, half_mse, (X, y), "lambda_max", generator=torch.Generator().manual_seed(1)
+    )
+    elapsed = time.perf_counter() - t0
+    ref = sharpness(model, half_mse, (X, y), "lambda_max", tol=1e-10, lanczos_start="random",
+                    generator=torch.Generator().manual_seed(2))  # fmt: skip
+    assert rep.method == "matrix-free"
+    assert rep.lambda_max.converged
+    assert rep.lambda_max.num_matvecs <= 30
+    assert abs(rep.lambda_max.value - ref.lambda_max.value) <= 1e-6 * ref.lambda_max.value
+    print(
+        f"HVPs={rep.lambda_max.num_matvecs} seconds={elapsed:.1f} lambda_max={rep.lambda_max.value}"
+    )
+
+
+def test_matrix_free_same_seed_same_report():
+    pr = get_case("mlp_relu").build()
+
+    def go():
+        return sharpness(pr.model, half_mse, pr.data, ALL, k=2, method="lanczos", num_probes=6,
+                         generator=torch.Generator().manual_seed(11)).to_dict()  # fmt: skip
+
+    assert go() == go()
+
+
+def test_float32_model_supported():
+    pr = get_case("mlp_tanh").build()
+    model = pr.model.float()
+    rep = sharpness(model, half_mse, (pr.X.float(), pr.y.float()), "lambda_max", method="lanczos",
+                    tol=1e-4, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    ref = spectrum(dense_hessian(pr.model.double(), half_mse, pr.data))[0]
+    assert rep.dtype == "float32"
+    assert_close(rep.lambda_max.value, ref, rtol=1e-4)

@@ -1,0 +1,190 @@
+import json
+import math
+
+import pytest
+import torch
+
+from dynstab.curvature import dense_gauss_newton, dense_hessian, per_sample_jacobian
+from dynstab.errors import NotInterpolatingWarning
+from dynstab.losses import half_mse
+from dynstab.stability import check_stability, eta_star, stability
+from dynstab.stability.reference import gram_from_jacobians, parameter_space_eta_star
+
+J_REG = torch.tensor([[1.0, 0, 1, 0], [0, 2, 0, 1], [1, 1, 0, 0]], dtype=torch.float64)
+K_REG = J_REG @ J_REG.T / 3
+ETA_WO2 = 0.7775166986156749
+
+
+def make_mlp(outputs=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # nn.Linear init only; tests may seed torch
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, outputs)
+    ).double()
+    X = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        y = model(X).clone()  # exact interpolation: every residual is 0
+    return model, X, y
+
+
+def test_check_stability_regression_values():
+    rep = check_stability(K_REG, lr=0.5, batch_size=2, sampling="without")
+    assert rep.eta_star == pytest.approx(ETA_WO2, rel=1e-12)
+    assert rep.p == 0.25
+    assert rep.q == 0.5
+    assert rep.n == 3
+    assert rep.lambda_max == pytest.approx(2.017125, abs=5e-7)
+    assert rep.trace == pytest.approx(3.0)
+    assert rep.stable_gd
+    assert rep.stable_sgd
+    assert rep.interpolating is None
+    assert rep.alignment is None
+    b = rep.bounds
+    assert b["trace"] == pytest.approx(4 / 3)
+    assert b["frobenius"] == pytest.approx(1.293993, abs=5e-7)
+    assert b["alignment"] == pytest.approx(2.264430, abs=5e-7)
+    assert b["gd"] == pytest.approx(0.991510, abs=5e-7)
+    for name, eta in b.items():
+        assert rep.margins[name] == pytest.approx(0.5 / eta)
+        if name != "wme18":
+            assert eta >= rep.eta_star * (1 - 1e-10)
+    assert b["wme18"] <= rep.eta_star
+    assert rep.margins["sgd_exact"] == pytest.approx(0.5 * rep.generalized_sharpness / 2)
+    assert rep.growth_per_step is not None
+    assert rep.growth_per_step < 1.0
+
+
+def test_verdict_flips_at_eta_star():
+    below = check_stability(K_REG, lr=0.999 * ETA_WO2, batch_size=2, sampling="without")
+    above = check_stability(K_REG, lr=1.001 * ETA_WO2, batch_size=2, sampling="without")
+    assert below.stable_sgd
+    assert not above.stable_sgd
+    assert below.stable_gd
+    assert above.stable_gd
+    assert below.growth_per_step < 1.0 < above.growth_per_step
+
+
+def test_table_and_dict_render():
+    rep = check_stability(
+        K_REG, torch.zeros(3), lr=0.9, batch_size=1, generator=torch.Generator().manual_seed(0)
+    )
+    text = str(rep)
+    assert "SGD mean-square stable (η ≤ η*):     NO" in text
+    assert "GD stable (λ_max ≤ 2/η):             yes" in text
+    assert "0.4434007919" in text  # exact η*, B = 1
+    for row in rep.rows:
+        assert row.condition in text
+    lines = text.splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("criterion"))
+    col = lines[header].index("kind")
+    assert all(ln[col - 2 : col] == "  " for ln in lines[header : header + len(rep.rows) + 2])
+    d = rep.to_dict()
+    assert d["eta_star"] == rep.eta_star
+    assert d["rows"][0]["holds"] is True
+    json.dumps(d)  # JSON-able
+    assert rep.interpolating is True
+    assert rep.max_abs_residual == 0.0
+
+
+def test_not_interpolating_warns_and_reports_alignment():
+    r = torch.tensor([0.1, -0.2, 0.05], dtype=torch.float64)
+    with pytest.warns(NotInterpolatingWarning, match="H ≠ G"):
+        rep = check_stability(K_REG, r, lr=0.3, batch_size=1)
+    assert rep.interpolating is False
+    assert rep.max_abs_residual == pytest.approx(0.2)
+    assert any("not an interpolating point" in note for note in rep.notes)
+    assert rep.alignment is not None
+    assert rep.alignment >= rep.alignment_inf
+
+
+def test_optional_parts_can_be_skipped():
+    rep = check_stability(K_REG, lr=0.3, batch_size=2, rank_one=False, growth=False)
+    assert "rank_one" not in rep.bounds
+    assert rep.growth_per_step is None
+    assert "E‖δ‖² growth" not in rep.table()
+
+
+def test_stability_on_interpolating_model_matches_parameter_space():
+    model, X, y = make_mlp(outputs=2)
+    model.eval()
+    rep = stability(
+        model,
+        half_mse,
+        (X, y),
+        lr=0.05,
+        batch_size=3,
+        sampling="without",
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert not model.training  # mode untouched
+    assert all(p.grad is None for p in model.parameters())
+    assert rep.outputs == 2
+    assert rep.n == 6
+    assert rep.interpolating
+    assert rep.train_loss == 0.0
+    assert rep.residual_term is None
+    J = per_sample_jacobian(model, X)
+    assert rep.eta_star == pytest.approx(parameter_space_eta_star(J, 3, "without"), rel=1e-9)
+    H = dense_hessian(model, half_mse, (X, y))  # H = G at interpolation
+    assert rep.lambda_max == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-9)
+    assert rep.trace == pytest.approx(float(H.trace()), rel=1e-9)
+    batches = [(X[:2], y[:2]), (X[2:], y[2:])]
+    rep2 = stability(
+        model,
+        half_mse,
+        batches,
+        lr=0.05,
+        batch_size=3,
+        sampling="without",
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert rep2.eta_star == rep.eta_star
+    assert rep2.bounds == rep.bounds
+
+
+def test_stability_with_params_and_scalar_output():
+    model, X, y = make_mlp(outputs=1, seed=1)
+    params = {k: v.detach() + 0.0 for k, v in model.named_parameters()}
+    y = y.reshape(-1)
+    rep = stability(model, half_mse, (X, y), lr=0.1, batch_size=2, params=params)
+    K = gram_from_jacobians(per_sample_jacobian(model, X, params))
+    assert rep.outputs == 1
+    assert rep.eta_star == pytest.approx(eta_star(K, 2, "with").eta_star, rel=1e-12)
+    assert model.training
+
+
+def test_stability_notes_loss_scaling_and_non_interpolation():
+    model, X, y = make_mlp(outputs=1, seed=2)
+
+    def mse_no_half(out, tgt):
+        return ((out.reshape(-1) - tgt.reshape(-1)) ** 2).mean()
+
+    with pytest.warns(NotInterpolatingWarning):
+        rep = stability(model, mse_no_half, (X, y + 0.5), lr=0.1, batch_size=1, rank_one=False)
+    assert rep.interpolating is False
+    assert rep.train_loss == pytest.approx(0.25)
+    params = dict(model.named_parameters())
+    HmG = dense_hessian(model, half_mse, (X, y + 0.5)) - dense_gauss_newton(
+        model, half_mse, (X, y + 0.5)
+    )
+    exact = float(torch.linalg.eigvalsh(HmG).abs().max())
+    assert rep.residual_term == pytest.approx(exact, rel=1e-6)
+    assert "residual term ‖H − G‖₂" in rep.table()
+    assert all(p.grad is None for p in params.values())
+    assert any("half_mse" in note for note in rep.notes)
+
+
+def test_verdict_errors():
+    with pytest.raises(ValueError, match="lr must be finite and > 0"):
+        check_stability(K_REG, lr=0.0, batch_size=1)
+    with pytest.raises(ValueError, match="lr must be finite and > 0"):
+        check_stability(K_REG, lr=math.inf, batch_size=1)
+    with pytest.raises(ValueError, match="residuals must have n\\*C = 3 entries"):
+        check_stability(K_REG, torch.zeros(2), lr=0.1, batch_size=1)
+    with pytest.raises(ValueError, match="batch_size must be <= n"):
+        check_stability(K_REG, lr=0.1, batch_size=5, sampling="without")
+    with pytest.raises(ValueError, match="unknown sampling"):
+        check_stability(K_REG, lr=0.1, batch_size=1, sampling="shuffle")
+    model, _, _ = make_mlp()
+    with pytest.raises(TypeError, match="data must be a pair"):
+        stability(model, half_mse, 3.0, lr=0.1, batch_size=1)
