@@ -19,20 +19,71 @@ def known_spectrum(p: int = 60, seed: int = 0) -> tuple[torch.Tensor, torch.Tens
     return Q @ torch.diag(lam) @ Q.T, lam
 
 
+@pytest.mark.parametrize("criterion", ["eigenvalue", "residual"])
 @pytest.mark.parametrize("k", [1, 3])
-def test_largest_eigenpairs_match_known_spectrum(k, generator):
+def test_largest_eigenpairs_match_known_spectrum(k, criterion, generator):
     A, lam = known_spectrum()
     tol = 1e-8
-    res = lanczos_top_eigenpairs(A, k, tol=tol, generator=generator)
+    res = lanczos_top_eigenpairs(A, k, tol=tol, generator=generator, criterion=criterion)
     expected = lam.sort(descending=True).values[:k]
     assert res.converged
-    assert_close(res.values, expected, rtol=10 * tol)
+    assert_close(res.values, expected, rtol=tol)
     # reported residuals are the true residuals of the returned unit Ritz vectors
     Y = res.vectors
     true_res = torch.linalg.vector_norm(A @ Y - Y * res.values, dim=0)
     assert_close(true_res, res.residuals, rtol=1e-3, atol=1e-12)
-    assert (res.residuals <= tol * res.values.abs()).all()
+    stopped_on = res.residuals if criterion == "residual" else res.error_bounds
+    assert (stopped_on <= tol * res.values.abs()).all()
+    assert (res.error_bounds <= res.residuals).all()
+    # the estimate min(r, r²/δ) does bound the true eigenvalue error here
+    assert ((res.values - expected).abs() <= res.error_bounds + 1e-12).all()
     assert_close(Y.T @ Y, torch.eye(k, dtype=torch.float64), rtol=0, atol=1e-10)
+
+
+def spectrum_with_gap(p: int, rel_gap: float, seed: int) -> tuple[torch.Tensor, float]:
+    """Random eigenbasis; λ₁ = 10, λ₂ = 10(1 − rel_gap), the rest uniform on [0, 9]."""
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=torch.float64))
+    lam = torch.rand(p, generator=g, dtype=torch.float64) * 9.0
+    lam[0], lam[1] = 10.0, 10.0 * (1.0 - rel_gap)
+    return Q @ torch.diag(lam) @ Q.T, 10.0
+
+
+@pytest.mark.parametrize("tol", [1e-6, 1e-9])
+@pytest.mark.parametrize("rel_gap", [1e-1, 3e-2, 1e-2])
+def test_eigenvalue_criterion_meets_tol_with_fewer_products(rel_gap, tol):
+    """True relative error <= tol on known spectra with small gaps, in fewer products."""
+    for seed in range(4):
+        A, lam_max = spectrum_with_gap(200, rel_gap, seed)
+        kw = {"tol": tol, "max_iters": 200}
+        eig = lanczos_top_eigenpairs(A, generator=torch.Generator().manual_seed(seed), **kw)
+        res = lanczos_top_eigenpairs(
+            A, generator=torch.Generator().manual_seed(seed), criterion="residual", **kw
+        )
+        assert eig.converged
+        assert res.converged
+        assert abs(float(eig.values[0]) - lam_max) <= tol * lam_max, (seed, eig)
+        assert float(eig.error_bounds[0]) <= tol * abs(float(eig.values[0]))
+        assert eig.num_matvecs < res.num_matvecs, (seed, eig.num_matvecs, res.num_matvecs)
+
+
+def test_error_bound_is_kato_temple_estimate_of_the_ritz_pairs():
+    """min(r, r²/δ) recomputed by hand from the 3-dimensional Krylov space."""
+    g = torch.Generator().manual_seed(5)
+    A, _ = spectrum_with_gap(8, 0.2, 5)
+    v0 = torch.randn(8, generator=g, dtype=torch.float64)
+    with pytest.warns(ConvergenceWarning, match="eigenvalue errors"):
+        res = lanczos_top_eigenpairs(A, 1, tol=1e-14, max_iters=3, v0=v0)
+    K = torch.stack([v0, A @ v0, A @ A @ v0], dim=1)
+    Q, _ = torch.linalg.qr(K)
+    theta, S = torch.linalg.eigh(Q.T @ A @ Q)
+    y = Q @ S[:, -1]
+    r = float(torch.linalg.vector_norm(A @ y - theta[-1] * y))
+    bound = min(r, r * r / float(theta[-1] - theta[-2]))
+    assert_close(res.values[0], theta[-1], rtol=1e-10)
+    assert_close(res.residuals[0], r, rtol=1e-7)
+    assert_close(res.error_bounds[0], bound, rtol=1e-7)
+    assert bound < r  # the quadratic term is the active one
 
 
 def test_smallest_and_both(generator):
@@ -111,6 +162,7 @@ def test_lanczos_on_registry_hessian_matches_dense(case, generator):
         ({"tol": 0.0}, "tol"),
         ({"max_iters": 0}, "max_iters"),
         ({"which": "middle"}, "unknown which"),
+        ({"criterion": "ritz"}, "criterion"),
         ({"v0": torch.zeros(60, dtype=torch.float64)}, "non-zero"),
         ({"v0": torch.ones(3)}, r"shape \(60,\)"),
     ],
@@ -129,6 +181,7 @@ def test_power_iteration_dominant_eigenpair(generator):
     res = power_iteration(A, tol=1e-9, max_iters=5000, generator=generator)
     assert res.converged
     assert float(res.values[0]) == pytest.approx(10.0, rel=1e-8)
+    assert torch.equal(res.error_bounds, res.residuals)
     v = res.vectors[:, 0]
     assert float(torch.linalg.vector_norm(A @ v - 10.0 * v)) <= 1e-7
 

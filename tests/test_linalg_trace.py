@@ -9,6 +9,7 @@ from dynstab.linalg import (
     hutchinson_trace,
     hutchinson_trace_and_frobenius,
     hutchpp_trace,
+    hutchpp_trace_and_frobenius,
 )
 
 
@@ -80,6 +81,43 @@ def test_hutchpp_exact_for_low_rank(generator):
     assert res.num_matvecs == 12
 
 
+def test_hutchpp_counts_real_products_when_sketch_exceeds_p(generator):
+    A = _sym(p=5)
+    op = DenseOperator(A)
+    tr, fro2 = hutchpp_trace_and_frobenius(op, 21, generator=generator)  # s = 7 > p = 5
+    assert tr.num_matvecs == fro2.num_matvecs == op.num_matvecs == 7 + 5 + 7
+    assert tr.num_probes == fro2.num_probes == 7
+    assert tr.estimate == pytest.approx(float(A.trace()), rel=1e-10)
+    assert fro2.estimate == pytest.approx(float((A * A).sum()), rel=1e-10)
+    assert tr.stderr == pytest.approx(0.0, abs=1e-12)
+    assert fro2.stderr == pytest.approx(0.0, abs=1e-12)
+
+
+def test_hutchpp_trace_is_the_trace_half():
+    A = _sym(p=50)
+    alone = hutchpp_trace(A, 30, generator=torch.Generator().manual_seed(2))
+    pair = hutchpp_trace_and_frobenius(A, 30, generator=torch.Generator().manual_seed(2))
+    assert alone == pair[0]
+
+
+@pytest.mark.parametrize("distribution", ["rademacher", "normal"])
+def test_hutchpp_frobenius_within_standard_error_and_beats_hutchinson(distribution):
+    g = torch.Generator().manual_seed(3)
+    U, _ = torch.linalg.qr(torch.randn(150, 150, generator=g, dtype=torch.float64))
+    A = U @ torch.diag(0.8 ** torch.arange(150, dtype=torch.float64)) @ U.T  # decaying spectrum
+    kw = {"distribution": distribution}
+    tr, fro2 = hutchpp_trace_and_frobenius(A, 45, generator=torch.Generator().manual_seed(4), **kw)
+    assert tr.stderr > 0
+    assert fro2.stderr > 0
+    assert abs(tr.estimate - float(A.trace())) <= 5 * tr.stderr
+    assert abs(fro2.estimate - float((A * A).sum())) <= 5 * fro2.stderr
+    h_tr, h_fro2 = hutchinson_trace_and_frobenius(
+        A, 45, generator=torch.Generator().manual_seed(4), **kw
+    )
+    assert fro2.stderr < 0.1 * h_fro2.stderr
+    assert tr.stderr < 0.1 * h_tr.stderr
+
+
 def test_hutchpp_within_standard_error():
     A = _sym(p=200)
     res = hutchpp_trace(A, 60, generator=torch.Generator().manual_seed(9))
@@ -95,6 +133,7 @@ def test_hutchpp_within_standard_error():
         (hutchinson_trace, {"num_probes": 2, "distribution": "cauchy"}, "unknown distribution"),
         (hutchinson_squared_frobenius, {"num_probes": 2, "block_size": 0}, "block_size"),
         (hutchpp_trace, {"num_matvecs": 2}, "num_matvecs"),
+        (hutchpp_trace_and_frobenius, {"num_matvecs": 4, "distribution": "x"}, "distribution"),
     ],
 )
 def test_bad_arguments(fn, kwargs, match):

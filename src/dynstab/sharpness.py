@@ -15,10 +15,17 @@ Methods (``method="auto"`` picks the first that applies):
   ``n·C ≤ max_gram``): ``G`` has the non-zero spectrum of ``K`` plus ``max(p − nC, 0)`` zeros,
   so ``λ_min(G) = 0`` when ``p > nC``. Costs no operator products (one Jacobian).
 * ``"exact"`` dense: ``p ≤ max_dense``, ``A`` built from ``p`` products, then ``eigvalsh``.
-* ``"lanczos"`` (eigenvalues; residual-stopped, full reorthogonalisation) together with
-  ``"hutchinson"`` (trace and Frobenius from one shared Rademacher probe set, with standard
-  errors). Asking for ``method="lanczos"`` or ``"hutchinson"`` selects this matrix-free pair;
-  each :class:`Measure` records the estimator actually used.
+* ``"lanczos"`` (eigenvalues; full reorthogonalisation, stopped when the eigenvalue error
+  estimate ``min(r, r²/δ)`` — or, with ``criterion="residual"``, the residual ``r`` — is at most
+  ``tol·|θ|``) together with ``"hutchinson"`` (trace and Frobenius from one shared Rademacher
+  probe set, with standard errors). Asking for ``method="lanczos"`` or ``"hutchinson"`` selects
+  this matrix-free pair; each :class:`Measure` records the estimator actually used.
+  ``trace_estimator="hutchpp"`` estimates the trace and the Frobenius norm with Hutch++
+  instead (``num_probes`` shared products in all: ``s = ⌊m/3⌋`` sketch probes, ``s`` products
+  with the sketch basis ``Q``, ``m − 2s`` Hutchinson probes on the deflated remainder; see
+  :func:`dynstab.linalg.hutchpp_trace_and_frobenius`). Hutch++ has no simple standard error;
+  the one reported is that of its Hutchinson part on the deflated remainder (the sketch terms
+  ``tr(QᵀAQ)``, ``‖AQ‖_F²`` treated as fixed: the standard error conditional on the sketch).
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from dynstab.curvature.hessian import CurvatureOperator, HessianOperator
 from dynstab.curvature.jacobian import gram_matrix
 from dynstab.linalg.density import SpectralDensity, slq_density
 from dynstab.linalg.lanczos import lanczos_top_eigenpairs
-from dynstab.linalg.trace import hutchinson_trace_and_frobenius
+from dynstab.linalg.trace import hutchinson_trace_and_frobenius, hutchpp_trace_and_frobenius
 from dynstab.losses import half_mse
 
 __all__ = ["MEASURES", "Measure", "SharpnessReport", "sharpness"]
@@ -62,13 +69,16 @@ class Measure:
 
     Attributes:
         value: The value (``top_k``: a tuple, descending).
-        method: ``"exact-gram"``, ``"exact-dense"``, ``"lanczos"`` or ``"hutchinson"``.
+        method: ``"exact-gram"``, ``"exact-dense"``, ``"lanczos"``, ``"hutchinson"`` or
+            ``"hutchpp"``.
         num_matvecs: Operator products spent on it (Hutchinson's trace and Frobenius share
             one probe set and both report its size).
         residual: Lanczos residual norm(s) ``‖A y − θ y‖`` (absolute), else ``None``.
         stderr: Standard error of a stochastic estimate (Frobenius: delta method
-            ``se(‖A‖_F²)/(2‖A‖_F)``), else ``None``.
+            ``se(‖A‖_F²)/(2‖A‖_F)``; Hutch++: that of its Hutchinson part), else ``None``.
         converged: Whether the estimator met its tolerance (exact methods: ``True``).
+        error_bound: Lanczos eigenvalue error estimate(s) ``min(r, r²/δ)`` (absolute; see
+            :func:`dynstab.linalg.lanczos_top_eigenpairs`), else ``None``.
     """
 
     value: float | tuple[float, ...]
@@ -77,11 +87,12 @@ class Measure:
     residual: float | tuple[float, ...] | None = None
     stderr: float | None = None
     converged: bool = True
+    error_bound: float | tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""
         d = asdict(self)
-        for key in ("value", "residual"):
+        for key in ("value", "residual", "error_bound"):
             if isinstance(d[key], tuple):
                 d[key] = list(d[key])
         return d
@@ -134,6 +145,36 @@ class SharpnessReport:
                 out[name] = m
         return out
 
+    def table(self) -> str:
+        """Aligned text table: a summary line, then one row per measure.
+
+        Columns: measure, value, method, matvecs, residual (the largest for ``top_k``),
+        stderr, converged; ``-`` marks an empty cell. This is what ``dynstab sharpness``
+        prints and what ``str(report)`` returns.
+        """
+        header = ("measure", "value", "method", "matvecs", "residual", "stderr", "converged")
+        rows = [header]
+        for name, m in self.measures().items():
+            residual = max(m.residual) if isinstance(m.residual, tuple) else m.residual
+            rows.append(
+                (name, _cell(m.value), m.method, str(m.num_matvecs), _cell(residual),
+                 _cell(m.stderr), str(m.converged))
+            )  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = [
+            f"curvature={self.curvature}  loss={self.loss} (L={self.loss_value:.6g})  "
+            f"n={self.n}  p={self.p}  outputs={self.outputs}  method={self.method}  "
+            f"matvecs={self.num_matvecs}"
+        ]
+        for i, r in enumerate(rows):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of everything in the report."""
         d: dict[str, Any] = {
@@ -155,6 +196,17 @@ class SharpnessReport:
                 "num_matvecs": self.density.num_matvecs,
             }
         return d
+
+
+def _cell(x: object) -> str:
+    """Table cell: ``-`` for ``None``, ``[a, b]`` (6 digits) for tuples, 10 digits for floats."""
+    if x is None:
+        return "-"
+    if isinstance(x, tuple):
+        return "[" + ", ".join(f"{v:.6g}" for v in x) + "]"
+    if isinstance(x, float) and not isinstance(x, bool):
+        return f"{x:.10g}"
+    return str(x)
 
 
 def _validate_measures(measures: Sequence[str] | str) -> tuple[str, ...]:
@@ -254,49 +306,53 @@ def _matrix_free_measures(
     density_iters: int,
     generator: torch.Generator | None,
     lanczos_start: str,
+    criterion: str = "eigenvalue",
+    trace_estimator: str = "hutchinson",
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
+
+    def lanczos(
+        kk: int, which: str, v0: Tensor | None
+    ) -> tuple[list[float], list[float], list[float], bool]:
+        res = lanczos_top_eigenpairs(
+            op, kk, tol=tol, max_iters=max_iters, v0=v0, generator=generator, which=which,
+            return_vectors=False, criterion=criterion,
+        )  # fmt: skip
+        bounds = res.error_bounds if res.error_bounds is not None else res.residuals
+        return res.values.tolist(), res.residuals.tolist(), bounds.tolist(), res.converged
+
     if "lambda_max" in wanted or "top_k" in wanted:
         kk = k if "top_k" in wanted else 1
         v0 = _gradient_start(op, generator) if lanczos_start == "gradient" else None
         before = op.num_matvecs
-        res = lanczos_top_eigenpairs(
-            op, kk, tol=tol, max_iters=max_iters, v0=v0, generator=generator, return_vectors=False
-        )
+        vals, resid, err, ok = lanczos(kk, "largest", v0)
         cost = op.num_matvecs - before
-        vals, resid = res.values.tolist(), res.residuals.tolist()
         if "lambda_max" in wanted:
-            out["lambda_max"] = Measure(vals[0], "lanczos", cost, resid[0], None, res.converged)
+            out["lambda_max"] = Measure(vals[0], "lanczos", cost, resid[0], None, ok, err[0])
         if "top_k" in wanted:
-            out["top_k"] = Measure(tuple(vals), "lanczos", cost, tuple(resid), None, res.converged)
+            out["top_k"] = Measure(tuple(vals), "lanczos", cost, tuple(resid), None, ok, tuple(err))
     if "lambda_min" in wanted:
         before = op.num_matvecs
-        res = lanczos_top_eigenpairs(
-            op,
-            1,
-            tol=tol,
-            max_iters=max_iters,
-            generator=generator,
-            which="smallest",
-            return_vectors=False,
-        )
+        vals, resid, err, ok = lanczos(1, "smallest", None)
         out["lambda_min"] = Measure(
-            float(res.values[0]),
-            "lanczos",
-            op.num_matvecs - before,
-            float(res.residuals[0]),
-            None,
-            res.converged,
+            vals[0], "lanczos", op.num_matvecs - before, resid[0], None, ok, err[0]
         )
     if "trace" in wanted or "frobenius" in wanted:
-        tr, fro2 = hutchinson_trace_and_frobenius(op, num_probes, generator=generator)
-        ok = num_probes >= 2
+        estimator = (
+            hutchpp_trace_and_frobenius
+            if trace_estimator == "hutchpp"
+            else (hutchinson_trace_and_frobenius)
+        )
+        tr, fro2 = estimator(op, num_probes, generator=generator)
+        ok = tr.num_probes >= 2
         if "trace" in wanted:
-            out["trace"] = Measure(tr.estimate, "hutchinson", num_probes, None, tr.stderr, ok)
+            out["trace"] = Measure(
+                tr.estimate, trace_estimator, tr.num_matvecs, None, tr.stderr, ok
+            )
         if "frobenius" in wanted:
             fro = math.sqrt(max(fro2.estimate, 0.0))
             se = fro2.stderr / (2.0 * fro) if fro > 0 else float("nan")
-            out["frobenius"] = Measure(fro, "hutchinson", num_probes, None, se, ok)
+            out["frobenius"] = Measure(fro, trace_estimator, fro2.num_matvecs, None, se, ok)
     if "density" in wanted:
         out["density"] = slq_density(
             op, num_probes=density_probes, num_iters=density_iters, generator=generator
@@ -325,6 +381,8 @@ def sharpness(
     allow_stochastic: bool = False,
     cache_graph: bool | None = None,
     lanczos_start: str = "gradient",
+    criterion: str = "eigenvalue",
+    trace_estimator: str = "hutchinson",
 ) -> SharpnessReport:
     """Measure the sharpness of ``loss_fn`` at a point: λ_max, top-k, Tr, ‖·‖_F, λ_min, density.
 
@@ -344,9 +402,12 @@ def sharpness(
         curvature: ``"hessian"`` or ``"gauss_newton"``. Default: ``"hessian"``.
         method: ``"auto"``, ``"exact"``, ``"lanczos"`` or ``"hutchinson"``. Default: ``"auto"``.
         k: Number of eigenvalues for ``"top_k"``, >= 1. Default: ``1``.
-        tol: Lanczos relative residual tolerance. Default: ``1e-6``.
+        tol: Lanczos relative tolerance: the wanted relative eigenvalue accuracy
+            (``criterion="eigenvalue"``) or relative residual (``"residual"``). Default: ``1e-6``.
         max_iters: Lanczos product budget per run. Default: ``100``.
-        num_probes: Hutchinson probes (shared by trace and Frobenius), >= 1. Default: ``64``.
+        num_probes: Hutchinson probes (shared by trace and Frobenius), >= 1; with
+            ``trace_estimator="hutchpp"`` the total (shared) product budget, >= 3.
+            Default: ``64``.
         density_probes: SLQ probes. Default: ``8``.
         density_iters: SLQ Lanczos steps per probe. Default: ``40``.
         generator: Random source for Lanczos starts and probes; ``None`` uses torch's default.
@@ -358,6 +419,12 @@ def sharpness(
             (plus 1% random; one extra gradient evaluation, not counted as a product; falls
             back to random where the gradient vanishes) or ``"random"``. Default:
             ``"gradient"``.
+        criterion: Lanczos stopping rule, ``"eigenvalue"`` (error estimate ``min(r, r²/δ)``)
+            or ``"residual"`` (``r``); see :func:`dynstab.linalg.lanczos_top_eigenpairs`.
+            Default: ``"eigenvalue"``.
+        trace_estimator: Matrix-free estimator of the trace and Frobenius norm,
+            ``"hutchinson"`` or ``"hutchpp"`` (see the module docstring for its standard error).
+            Default: ``"hutchinson"``.
 
     Returns:
         :class:`SharpnessReport`.
@@ -380,10 +447,12 @@ def sharpness(
     check_choice("curvature", curvature, ("hessian", "gauss_newton"))
     check_choice("method", method, ("auto", "exact", "lanczos", "hutchinson"))
     check_choice("lanczos_start", lanczos_start, ("gradient", "random"))
+    check_choice("criterion", criterion, ("eigenvalue", "residual"))
+    check_choice("trace_estimator", trace_estimator, ("hutchinson", "hutchpp"))
     check_int("k", k, minimum=1)
     tol = check_positive("tol", tol)
     check_int("max_iters", max_iters, minimum=1)
-    check_int("num_probes", num_probes, minimum=1)
+    check_int("num_probes", num_probes, minimum=3 if trace_estimator == "hutchpp" else 1)
     check_int("max_dense", max_dense, minimum=0)
     check_int("max_gram", max_gram, minimum=0)
     if not callable(loss_fn):
@@ -448,6 +517,8 @@ def sharpness(
                 density_iters=density_iters,
                 generator=generator,
                 lanczos_start=lanczos_start,
+                criterion=criterion,
+                trace_estimator=trace_estimator,
             )
         total = op.num_matvecs
     dtype = next(iter(P.values())).dtype

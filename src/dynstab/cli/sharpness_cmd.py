@@ -166,39 +166,9 @@ def _load_checkpoint(model: nn.Module, path: str) -> None:
         raise ValueError(f"--checkpoint: {path!r} does not match the model: {exc}") from exc
 
 
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, tuple):
-        return "[" + ", ".join(f"{v:.6g}" for v in x) + "]"
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, float):
-        return f"{x:.10g}"
-    return str(x)
-
-
 def format_table(report: SharpnessReport) -> str:
-    """Render a report as an aligned text table (one row per measure)."""
-    header = ("measure", "value", "method", "matvecs", "residual", "stderr", "converged")
-    rows = [header]
-    for name, m in report.measures().items():
-        residual = m.residual if not isinstance(m.residual, tuple) else max(m.residual)
-        rows.append(
-            (name, _fmt(m.value), m.method, str(m.num_matvecs), _fmt(residual), _fmt(m.stderr),
-             str(m.converged))
-        )  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        f"curvature={report.curvature}  loss={report.loss} (L={report.loss_value:.6g})  "
-        f"n={report.n}  p={report.p}  outputs={report.outputs}  method={report.method}  "
-        f"matvecs={report.num_matvecs}"
-    ]
-    for i, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """Render a report as an aligned text table (one row per measure); see ``report.table()``."""
+    return report.table()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

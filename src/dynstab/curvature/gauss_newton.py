@@ -15,10 +15,10 @@ reverse-mode ``Jᵀ(·)`` per batch.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.func import functional_call, jvp
 
-from dynstab._types import Data, LossFn, Params
+from dynstab._types import Params
 from dynstab.curvature.functional import batch_loss, unflatten_like
 from dynstab.curvature.hessian import CurvatureOperator, _flat_or_zero
 
@@ -28,20 +28,11 @@ __all__ = ["GaussNewtonOperator"]
 class GaussNewtonOperator(CurvatureOperator):
     """The generalised Gauss–Newton matrix ``G = Σ_b (n_b/n) J_bᵀ ∇²_F L_b J_b``, shape ``(p, p)``.
 
-    Args:
-        model: The network; never modified (mode and ``.grad`` are left as found).
-        loss_fn: ``loss_fn(outputs, targets)`` returning the batch mean; must be twice
-            differentiable in the outputs (e.g. ``half_mse``, ``cross_entropy``).
-        data: ``(inputs, targets)`` or an iterable of such pairs (weighted ``n_b/n``).
-        params: Point to evaluate at; ``None`` means the model's current parameters.
-        allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
-        cache_graph: Keep each batch's reverse graph between products; ``None`` caches when
-            ``data`` is a single batch. Default: ``None``.
-
-    Raises:
-        TypeError: If ``model``, ``loss_fn``, ``params`` or ``data`` have the wrong type.
-        ValueError: If the params keys/shapes are wrong, the data is empty or mismatched, the
-            model has stochastic layers in train mode, or the loss is not finite.
+    Constructor arguments and errors are those of :class:`~dynstab.curvature.CurvatureOperator`
+    ``(model, loss_fn, data, params=None, *, allow_stochastic=False, cache_graph=None)``;
+    ``loss_fn`` must be twice differentiable in the outputs (e.g. ``half_mse``,
+    ``cross_entropy``). The cached state is each batch's reverse graph; without caching, the
+    first batch is still evaluated at construction to validate the data.
 
     Example:
         >>> model = torch.nn.Linear(2, 1, bias=False).double()
@@ -54,39 +45,18 @@ class GaussNewtonOperator(CurvatureOperator):
 
     SELF_ADJOINT = True
     PSD = True
+    VALIDATE_BATCHES = 1  # finite loss and shapes of the first batch, graph not kept
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        data: Data,
-        params: Params | None = None,
-        *,
-        allow_stochastic: bool = False,
-        cache_graph: bool | None = None,
-    ) -> None:
-        super().__init__(
-            model, loss_fn, data, params, allow_stochastic=allow_stochastic, cache_graph=cache_graph
-        )
-        if self.cache_graph:
-            for b in range(len(self.data.batches)):
-                self._parts(b)
-        else:  # validate the first batch (finite loss, shapes) without keeping the graph
-            self._parts(0)
-
-    def _parts(self, b: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _build(self, b: int) -> tuple[Tensor, Tensor, Tensor]:
         """(outputs with graph to θ, detached outputs leaf, ∇_F L_b with graph to the leaf)."""
-        cached = self._cache.get(b)
-        if cached is not None:
-            return cached  # type: ignore[return-value]
         X, y = self.data.batches[b]
         out, _ = batch_loss(self.model, self.loss_fn, self.params, X, y)
         o = out.detach().requires_grad_(True)
         (go,) = torch.autograd.grad(self.loss_fn(o, y), o, create_graph=True)
-        parts = (out, o, go)
-        if self.cache_graph:
-            self._cache[b] = parts
-        return parts
+        return out, o, go
+
+    def _parts(self, b: int) -> tuple[Tensor, Tensor, Tensor]:
+        return self._batch_state(b)  # type: ignore[return-value]
 
     def _matmat(self, V: Tensor) -> Tensor:
         p, k = V.shape

@@ -13,6 +13,8 @@ batch on each product unless ``cache_graph=True`` (memory: one graph per batch).
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 from torch import Tensor, nn
 
@@ -34,15 +36,30 @@ __all__ = ["CurvatureOperator", "HessianOperator"]
 class CurvatureOperator(LinearOperator):
     """Shared validation and bookkeeping of model-aware curvature operators.
 
+    Subclasses implement :meth:`_build` (the per-batch autograd state a product needs) and
+    :meth:`_matmat`; :meth:`_batch_state` caches that state when ``cache_graph`` is on. The
+    constructor builds it eagerly for every batch when caching, else for the first
+    ``VALIDATE_BATCHES`` batches only (to surface bad data at construction).
+
     Args:
         model: The network; never modified (mode and ``.grad`` are left as found).
-        loss_fn: ``loss_fn(outputs, targets)`` returning the batch mean.
+        loss_fn: ``loss_fn(outputs, targets)`` returning the batch mean (e.g.
+            :func:`dynstab.losses.half_mse` or :func:`dynstab.losses.cross_entropy`).
         data: ``(inputs, targets)`` or an iterable of such pairs (weighted ``n_b/n``).
         params: Point to evaluate at; ``None`` means the model's current parameters.
-        allow_stochastic: Accept train-mode BatchNorm / active Dropout.
-        cache_graph: Keep the per-batch autograd graphs between products. ``None`` caches
-            when the data is a single batch.
+        allow_stochastic: Accept train-mode BatchNorm / active Dropout (a cached graph then
+            freezes one dropout mask). Default: ``False``.
+        cache_graph: Keep the per-batch autograd graphs between products; ``None`` caches
+            when ``data`` is a single batch. Default: ``None``.
+
+    Raises:
+        TypeError: If ``model``, ``loss_fn``, ``params`` or ``data`` have the wrong type.
+        ValueError: If the params keys/shapes are wrong, the data is empty or mismatched, the
+            model has stochastic layers in train mode, or the loss is not finite.
     """
+
+    #: Batches whose state is built at construction when the graphs are not cached.
+    VALIDATE_BATCHES = 0
 
     def __init__(
         self,
@@ -66,6 +83,22 @@ class CurvatureOperator(LinearOperator):
         super().__init__(sum(t.numel() for t in self.params.values()), first.dtype, first.device)
         self.cache_graph = len(self.data.batches) == 1 if cache_graph is None else bool(cache_graph)
         self._cache: dict[int, object] = {}
+        eager = len(self.data.batches) if self.cache_graph else self.VALIDATE_BATCHES
+        for b in range(eager):
+            self._batch_state(b)
+
+    @abstractmethod
+    def _build(self, b: int) -> object:
+        """The autograd state of batch ``b`` that products reuse (built with its graph)."""
+
+    def _batch_state(self, b: int) -> object:
+        """:meth:`_build` of batch ``b``, cached when ``cache_graph`` is on."""
+        state = self._cache.get(b)
+        if state is None:
+            state = self._build(b)
+            if self.cache_graph:
+                self._cache[b] = state
+        return state
 
     @property
     def n(self) -> int:
@@ -107,21 +140,9 @@ class HessianOperator(CurvatureOperator):
     ``model.named_parameters()``. Each column of ``H @ V`` costs one double-backward pass per
     batch (plus one forward/backward per batch and product when the graph is not cached).
 
-    Args:
-        model: The network; never modified (mode and ``.grad`` are left as found).
-        loss_fn: ``loss_fn(outputs, targets)`` returning the batch mean (e.g.
-            :func:`dynstab.losses.half_mse` or :func:`dynstab.losses.cross_entropy`).
-        data: ``(inputs, targets)`` or an iterable of such pairs (weighted ``n_b/n``).
-        params: Point to evaluate at; ``None`` means the model's current parameters.
-        allow_stochastic: Accept train-mode BatchNorm / active Dropout (a cached graph then
-            freezes one dropout mask). Default: ``False``.
-        cache_graph: Reuse the gradient graph across products; ``None`` caches when ``data`` is
-            a single batch. Default: ``None``.
-
-    Raises:
-        TypeError: If ``model``, ``loss_fn``, ``params`` or ``data`` have the wrong type.
-        ValueError: If the params keys/shapes are wrong, the data is empty or mismatched, the
-            model has stochastic layers in train mode, or the loss is not finite.
+    Constructor arguments and errors are those of :class:`CurvatureOperator`
+    ``(model, loss_fn, data, params=None, *, allow_stochastic=False, cache_graph=None)``; the
+    cached state is the gradient ``∇_θ L_b`` with its graph.
 
     Example:
         >>> model = torch.nn.Linear(2, 1, bias=False).double()
@@ -135,37 +156,17 @@ class HessianOperator(CurvatureOperator):
     SELF_ADJOINT = True
     PSD = False
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        data: Data,
-        params: Params | None = None,
-        *,
-        allow_stochastic: bool = False,
-        cache_graph: bool | None = None,
-    ) -> None:
-        super().__init__(
-            model, loss_fn, data, params, allow_stochastic=allow_stochastic, cache_graph=cache_graph
-        )
-        if self.cache_graph:
-            for b in range(len(self.data.batches)):
-                self._graph(b)
-
-    def _graph(self, b: int) -> tuple[list[Tensor], list[int]]:
+    def _build(self, b: int) -> tuple[list[Tensor], list[int]]:
         """Gradient of batch ``b`` with its graph: (grads requiring grad, matching leaves)."""
-        cached = self._cache.get(b)
-        if cached is not None:
-            return cached  # type: ignore[return-value]
         X, y = self.data.batches[b]
         _, loss = batch_loss(self.model, self.loss_fn, self.params, X, y)
         leaves = self._leaves()
         grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
         idx = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        graph: tuple[list[Tensor], list[int]] = ([grads[i] for i in idx], idx)
-        if self.cache_graph:
-            self._cache[b] = graph
-        return graph
+        return [grads[i] for i in idx], idx
+
+    def _graph(self, b: int) -> tuple[list[Tensor], list[int]]:
+        return self._batch_state(b)  # type: ignore[return-value]
 
     def _matmat(self, V: Tensor) -> Tensor:
         p, k = V.shape

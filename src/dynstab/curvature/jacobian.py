@@ -29,13 +29,26 @@ __all__ = ["gram_matrix", "per_sample_jacobian"]
 MAX_JACOBIAN_ENTRIES = 2**25
 
 
-def _check_inputs(inputs: Tensor) -> None:
+def _detached_params(
+    model: nn.Module,
+    inputs: Tensor,
+    params: Params | None,
+    chunk_size: int | None,
+    allow_stochastic: bool,
+    who: str,
+) -> Params:
+    """Validate the shared arguments of the public functions; return detached parameters."""
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a Tensor; got {type(inputs).__name__}.")
     if inputs.ndim == 0 or inputs.shape[0] == 0:
         raise ValueError(
             f"inputs must have a non-empty leading sample axis; got shape {tuple(inputs.shape)}."
         )
+    if chunk_size is not None:
+        check_int("chunk_size", chunk_size, minimum=1)
+    P = {k: v.detach() for k, v in resolve_params(model, params, who=who).items()}
+    check_model_mode(model, allow_stochastic=allow_stochastic)
+    return P
 
 
 def _jacobian_dict(
@@ -95,11 +108,7 @@ def per_sample_jacobian(
         >>> J.shape, torch.allclose(J[1, 0, :3], X[1])  # ∂f_0/∂W[0] = x
         (torch.Size([4, 2, 6]), True)
     """
-    _check_inputs(inputs)
-    if chunk_size is not None:
-        check_int("chunk_size", chunk_size, minimum=1)
-    P = {k: v.detach() for k, v in resolve_params(model, params, who="per_sample_jacobian").items()}
-    check_model_mode(model, allow_stochastic=allow_stochastic)
+    P = _detached_params(model, inputs, params, chunk_size, allow_stochastic, "per_sample_jacobian")
     jac = _jacobian_dict(model, P, list(P), inputs, chunk_size)
     return torch.cat([jac[k] for k in P], dim=2)
 
@@ -138,11 +147,7 @@ def gram_matrix(
         >>> gram_matrix(model, X).tolist()  # X Xᵀ / n for a linear model
         [[0.5, 0.5], [0.5, 2.5]]
     """
-    _check_inputs(inputs)
-    if chunk_size is not None:
-        check_int("chunk_size", chunk_size, minimum=1)
-    P = {k: v.detach() for k, v in resolve_params(model, params, who="gram_matrix").items()}
-    check_model_mode(model, allow_stochastic=allow_stochastic)
+    P = _detached_params(model, inputs, params, chunk_size, allow_stochastic, "gram_matrix")
     n = inputs.shape[0]
     p = sum(t.numel() for t in P.values())
     groups = [list(P)]

@@ -14,6 +14,7 @@ from dynstab.linalg.trace import (
     hutchinson_trace,
     hutchinson_trace_and_frobenius,
     hutchpp_trace,
+    hutchpp_trace_and_frobenius,
 )
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "hutchinson_trace",
     "hutchinson_trace_and_frobenius",
     "hutchpp_trace",
+    "hutchpp_trace_and_frobenius",
     "lanczos_top_eigenpairs",
     "power_iteration",
     "slq_density",

@@ -6,11 +6,32 @@ After ``m`` products the Krylov basis ``Q_m`` (``p × m``, orthonormal) and the 
 
     ‖A y_i − θ_i y_i‖ = β_m |s_{m,i}|,
 
-read off the last row of the eigenvectors of ``T_m`` at no extra cost. The iteration stops when
-every *wanted* Ritz pair satisfies ``‖A y − θ y‖ ≤ tol·max(|θ|, ε^{2/3}·max_j|θ_j|)`` (the
-ARPACK rule; the floor only matters for eigenvalues near zero). Every new Lanczos vector is
-orthogonalised twice against the whole basis (classical Gram–Schmidt, twice), so there are no
-spurious copies of converged eigenvalues; the memory cost is ``p × m`` for ``m`` iterations.
+read off the last row of the eigenvectors of ``T_m`` at no extra cost. Two stopping rules are
+offered; both compare an error measure ``e_i`` of every *wanted* Ritz pair with
+``tol·max(|θ_i|, ε^{2/3}·max_j|θ_j|)`` (the floor only matters for eigenvalues near zero):
+
+* ``criterion="eigenvalue"`` (default): ``e_i`` is the a-posteriori eigenvalue error estimate
+
+      e_i = min(r_i, r_i²/δ_i),   r_i = ‖A y_i − θ_i y_i‖,   δ_i = min_{j≠i} |θ_i − θ_j|,
+
+  the Kato–Temple bound (Parlett, *The Symmetric Eigenvalue Problem*, §11-7): an eigenvalue
+  lies within ``r_i`` of ``θ_i``, and within ``r_i²/δ_i`` when ``δ_i`` bounds the distance from
+  ``θ_i`` to the rest of the spectrum. The Ritz gap ``δ_i`` is an estimate of that distance,
+  not a certified bound (interlacing makes it an over-estimate while the neighbouring Ritz
+  values are still moving), so ``e_i`` is the standard estimate rather than a rigorous bound.
+  ``tol`` is then the wanted *relative eigenvalue accuracy*; since the eigenvalue error is
+  about ``r²/gap``, this stops roughly when ``r ≈ √(tol·|θ|·gap)``, far earlier than the
+  residual rule. Caveat (shared by every Krylov stopping rule, but the residual rule's extra
+  products usually hide it): an eigenvalue closer to ``θ`` than the Krylov space resolves yet
+  (a relative gap below ~1e-3 after a dozen products) is invisible to ``δ``, and ``θ`` can
+  then settle on the lower member of the pair. Where near-degenerate top eigenvalues matter,
+  use ``criterion="residual"`` or check with a second start vector.
+* ``criterion="residual"``: ``e_i = r_i`` (the ARPACK rule), a rigorous bound on the distance
+  from ``θ_i`` to the spectrum that also makes the Ritz *vector* accurate.
+
+Every new Lanczos vector is orthogonalised twice against the whole basis (classical
+Gram–Schmidt, twice), so there are no spurious copies of converged eigenvalues; the memory cost
+is ``p × m`` for ``m`` iterations.
 """
 
 from __future__ import annotations
@@ -37,9 +58,12 @@ class EigenResult:
     Attributes:
         values: Ritz values, shape ``(k,)``, float64 (order documented by the producer).
         vectors: Ritz vectors, shape ``(p, k)`` in the operator's dtype, or ``None``.
-        converged: Whether every returned pair met the residual tolerance.
+        converged: Whether every returned pair met the producer's tolerance.
         num_matvecs: Operator products spent.
         residuals: Residual norms ``‖A y_i − θ_i y_i‖`` (unit ``y_i``), shape ``(k,)``, float64.
+        error_bounds: Eigenvalue error estimates ``|θ_i − λ|`` (absolute), shape ``(k,)``,
+            float64: ``min(r_i, r_i²/δ_i)`` from Lanczos (see :mod:`dynstab.linalg.lanczos`),
+            the residual from power iteration; ``None`` when the producer gives none.
     """
 
     values: Tensor
@@ -47,6 +71,7 @@ class EigenResult:
     converged: bool
     num_matvecs: int
     residuals: Tensor
+    error_bounds: Tensor | None = None
 
 
 @dataclass
@@ -146,6 +171,23 @@ def _thresholds(theta: Tensor, idx: Tensor, tol: float, eps: float) -> Tensor:
     return tol * torch.clamp(theta[idx].abs(), min=floor)
 
 
+def _errors(theta: Tensor, S: Tensor, b: float, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Residuals ``r = β_m|s_{m,i}|`` and error estimates ``min(r, r²/δ)`` of Ritz pairs ``idx``.
+
+    ``δ_i`` is the distance from ``θ_i`` to the nearest other Ritz value. With a single Ritz
+    value, or a zero gap (a repeated Ritz value), the estimate falls back to ``r_i``.
+    """
+    res = b * S[-1, idx].abs()
+    m = theta.numel()
+    if m < 2:
+        return res, res.clone()
+    dist = (theta[idx].unsqueeze(1) - theta.unsqueeze(0)).abs()  # (len(idx), m)
+    dist[torch.arange(idx.numel()), idx] = float("inf")
+    gap = dist.min(dim=1).values
+    quad = torch.where(gap > 0, res * res / gap, res)
+    return res, torch.minimum(res, quad)
+
+
 def lanczos_top_eigenpairs(
     op: Tensor | LinearOperatorLike,
     k: int = 1,
@@ -156,18 +198,23 @@ def lanczos_top_eigenpairs(
     generator: torch.Generator | None = None,
     which: str = "largest",
     return_vectors: bool = True,
+    criterion: str = "eigenvalue",
 ) -> EigenResult:
-    """Extreme eigenpairs of a symmetric operator by residual-stopped Lanczos.
+    """Extreme eigenpairs of a symmetric operator by Lanczos with an a-posteriori stop.
 
     Builds the Krylov space ``span{v0, A v0, …}`` one product at a time with full
-    reorthogonalisation and stops as soon as the wanted Ritz pairs have relative residual
-    ``‖A y − θ y‖ ≤ tol·|θ|`` (see the module docstring for the floor near zero). For a
-    simple eigenvalue the eigenvalue error is about ``residual²/gap``, far below ``tol·|θ|``.
+    reorthogonalisation and stops as soon as every wanted Ritz pair ``(θ, y)`` meets
+    ``e ≤ tol·|θ|`` (see the module docstring for the floor near zero), where ``e`` is the
+    eigenvalue error estimate ``min(r, r²/δ)`` (``criterion="eigenvalue"``: ``r`` the residual
+    ``‖A y − θ y‖``, ``δ`` the gap to the other Ritz values) or the residual ``r`` itself
+    (``criterion="residual"``).
 
     Args:
         op: Symmetric square tensor or operator of shape ``(p, p)``.
         k: Number of eigenpairs wanted at each requested end, >= 1. Default: ``1``.
-        tol: Relative residual tolerance, > 0. Default: ``1e-6``.
+        tol: Relative tolerance, > 0: the wanted relative eigenvalue accuracy
+            (``criterion="eigenvalue"``) or relative residual (``"residual"``).
+            Default: ``1e-6``.
         max_iters: Maximum number of products (Krylov dimension), >= 1; capped at ``p``.
             Default: ``100``.
         v0: Start vector ``(p,)``; ``None`` draws a standard normal vector from ``generator``.
@@ -177,14 +224,20 @@ def lanczos_top_eigenpairs(
             ``"both"`` (the ``k`` largest, descending, followed by the ``k`` smallest,
             ascending; fewer when they overlap). Default: ``"largest"``.
         return_vectors: Whether to form the Ritz vectors. Default: ``True``.
+        criterion: ``"eigenvalue"`` (stop on the error estimate ``min(r, r²/δ)``; the Ritz
+            vectors are then only accurate to about ``r/δ ≈ √(tol·|θ|/δ)``) or ``"residual"``
+            (stop on ``r``; Ritz vectors accurate to about ``tol·|θ|/δ``). Default:
+            ``"eigenvalue"``.
 
     Returns:
-        :class:`EigenResult`; ``values`` and ``residuals`` are float64, ``vectors`` has shape
+        :class:`EigenResult`; ``values``, ``residuals`` and ``error_bounds`` are float64,
+        ``converged`` refers to the chosen criterion, ``vectors`` has shape
         ``(p, len(values))`` in the operator's dtype. Costs ``num_matvecs <= max_iters``
         products. Emits :class:`~dynstab.errors.ConvergenceWarning` when not converged.
 
     Raises:
-        ValueError: If ``k``, ``tol``, ``max_iters``, ``which`` or ``v0`` are invalid.
+        ValueError: If ``k``, ``tol``, ``max_iters``, ``which``, ``criterion`` or ``v0`` are
+            invalid.
 
     Example:
         >>> A = torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64))
@@ -193,13 +246,16 @@ def lanczos_top_eigenpairs(
         ([10.0, 9.0], True)
 
     References:
-        Lanczos (1950); Golub & Van Loan, *Matrix Computations*, §10.1 (full reorthogonalisation).
+        Lanczos (1950); Golub & Van Loan, *Matrix Computations*, §10.1 (full reorthogonalisation);
+        Parlett, *The Symmetric Eigenvalue Problem*, §11-7 (error bounds ``min(r, r²/δ)``).
     """
     A = as_operator(op)
     check_int("k", k, minimum=1)
     tol = check_positive("tol", tol)
     check_int("max_iters", max_iters, minimum=1)
     check_choice("which", which, ("largest", "smallest", "both"))
+    check_choice("criterion", criterion, ("eigenvalue", "residual"))
+    by_residual = criterion == "residual"
     p = A.shape[0]
     if k > p:
         raise ValueError(f"k must be <= the operator size {p}; got k={k}.")
@@ -210,15 +266,15 @@ def lanczos_top_eigenpairs(
         if theta.numel() < min(k * (2 if which == "both" else 1), p):
             return False
         idx = _wanted(theta, k, which)
-        res = b * S[-1, idx].abs()
-        return bool((res <= _thresholds(theta, idx, tol, eps)).all())
+        res, err = _errors(theta, S, b, idx)
+        return bool(((res if by_residual else err) <= _thresholds(theta, idx, tol, eps)).all())
 
     kry = _lanczos_run(A, q0, max_iters, should_stop)
     theta, S = _tridiag_eigh(kry.alpha, kry.beta)
     idx = _wanted(theta, k, which)
-    b = float(kry.beta[-1])
-    residuals = b * S[-1, idx].abs()
-    converged = bool((residuals <= _thresholds(theta, idx, tol, eps)).all())
+    residuals, errors = _errors(theta, S, float(kry.beta[-1]), idx)
+    measure = residuals if by_residual else errors
+    converged = bool((measure <= _thresholds(theta, idx, tol, eps)).all())
     if theta.numel() < k:  # Krylov space exhausted before k pairs were found
         converged = False
     vectors = None
@@ -227,7 +283,8 @@ def lanczos_top_eigenpairs(
     if not converged:
         warnings.warn(
             f"Lanczos did not converge: {kry.num_matvecs} products (max_iters={max_iters}), "
-            f"residuals {residuals.tolist()} vs tol={tol:g}·|θ|. Increase max_iters or tol.",
+            f"{criterion} errors {measure.tolist()} vs tol={tol:g}·|θ|. Increase max_iters "
+            "or tol.",
             ConvergenceWarning,
             stacklevel=2,
         )
@@ -237,4 +294,5 @@ def lanczos_top_eigenpairs(
         converged=converged,
         num_matvecs=kry.num_matvecs,
         residuals=residuals,
+        error_bounds=errors,
     )

@@ -39,7 +39,8 @@ def power_iteration(
 
     Returns:
         :class:`~dynstab.linalg.EigenResult` with one value (float64, signed), its unit vector
-        ``(p, 1)`` and residual. Costs one product per iteration. Emits
+        ``(p, 1)`` and residual (also its ``error_bounds``: an eigenvalue lies within it).
+        Costs one product per iteration. Emits
         :class:`~dynstab.errors.ConvergenceWarning` when not converged.
 
     Raises:
@@ -85,4 +86,5 @@ def power_iteration(
         converged=converged,
         num_matvecs=used,
         residuals=torch.tensor([residual], dtype=torch.float64),
+        error_bounds=torch.tensor([residual], dtype=torch.float64),
     )

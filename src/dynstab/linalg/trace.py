@@ -28,6 +28,7 @@ __all__ = [
     "hutchinson_trace",
     "hutchinson_trace_and_frobenius",
     "hutchpp_trace",
+    "hutchpp_trace_and_frobenius",
 ]
 
 _DISTRIBUTIONS = ("rademacher", "normal")
@@ -67,12 +68,12 @@ def _probes(
     return torch.stack(cols, dim=1).to(dtype=A.dtype, device=A.device)
 
 
-def _mean_stderr(samples: Tensor) -> tuple[float, float]:
+def _sample_mean(samples: Tensor, num_matvecs: int, offset: float = 0.0) -> TraceResult:
+    """``offset + mean(samples)`` with the standard error ``std(ddof=1)/√m`` (``nan`` if m < 2)."""
     m = samples.numel()
-    mean = float(samples.mean())
-    if m < 2:
-        return mean, float("nan")
-    return mean, float(samples.std(correction=1)) / math.sqrt(m)
+    mean = offset + float(samples.mean())
+    se = float(samples.std(correction=1)) / math.sqrt(m) if m >= 2 else float("nan")
+    return TraceResult(mean, se, num_matvecs, m)
 
 
 def _hutchinson_samples(
@@ -107,15 +108,10 @@ def hutchinson_trace(
 ) -> TraceResult:
     """Estimate ``tr(A)`` by averaging ``vᵀ A v`` over random probes.
 
-    Args:
-        op: Square tensor or operator of shape ``(p, p)``.
-        num_probes: Number of probes ``m``, >= 1 (>= 2 for a standard error).
-        generator: Random source (CPU); ``None`` uses torch's default generator.
-        distribution: ``"rademacher"`` (±1 entries) or ``"normal"``. Default: ``"rademacher"``.
-        block_size: Probes applied per block product. Default: ``32``.
+    The trace half of :func:`hutchinson_trace_and_frobenius` (same arguments, same probes).
 
     Returns:
-        :class:`TraceResult`; costs ``m`` products.
+        :class:`TraceResult`; costs ``m = num_probes`` products.
 
     Raises:
         ValueError: If ``num_probes``/``block_size`` < 1 or ``distribution`` is unknown.
@@ -129,9 +125,9 @@ def hutchinson_trace(
     References:
         Hutchinson (1989), Comm. Stat. Simul. Comput. 18(3).
     """
-    quad, _ = _hutchinson_samples(op, num_probes, generator, distribution, block_size)
-    est, se = _mean_stderr(quad)
-    return TraceResult(est, se, num_probes, num_probes)
+    return hutchinson_trace_and_frobenius(
+        op, num_probes, generator=generator, distribution=distribution, block_size=block_size
+    )[0]
 
 
 def hutchinson_squared_frobenius(
@@ -144,15 +140,10 @@ def hutchinson_squared_frobenius(
 ) -> TraceResult:
     """Estimate ``‖A‖_F²`` by averaging ``‖A v‖²`` over random probes.
 
-    Args:
-        op: Square tensor or operator of shape ``(p, p)``.
-        num_probes: Number of probes ``m``, >= 1 (>= 2 for a standard error).
-        generator: Random source (CPU); ``None`` uses torch's default generator.
-        distribution: ``"rademacher"`` or ``"normal"``. Default: ``"rademacher"``.
-        block_size: Probes applied per block product. Default: ``32``.
+    The Frobenius half of :func:`hutchinson_trace_and_frobenius` (same arguments, same probes).
 
     Returns:
-        :class:`TraceResult` estimating the *squared* norm; costs ``m`` products.
+        :class:`TraceResult` estimating the *squared* norm; costs ``m = num_probes`` products.
 
     Raises:
         ValueError: If ``num_probes``/``block_size`` < 1 or ``distribution`` is unknown.
@@ -162,9 +153,9 @@ def hutchinson_squared_frobenius(
         >>> res.estimate
         3.0
     """
-    _, sq = _hutchinson_samples(op, num_probes, generator, distribution, block_size)
-    est, se = _mean_stderr(sq)
-    return TraceResult(est, se, num_probes, num_probes)
+    return hutchinson_trace_and_frobenius(
+        op, num_probes, generator=generator, distribution=distribution, block_size=block_size
+    )[1]
 
 
 def hutchinson_trace_and_frobenius(
@@ -184,8 +175,9 @@ def hutchinson_trace_and_frobenius(
         op: Square tensor or operator of shape ``(p, p)``.
         num_probes: Number of probes ``m``, >= 1 (>= 2 for standard errors).
         generator: Random source (CPU); ``None`` uses torch's default generator.
-        distribution: ``"rademacher"`` or ``"normal"``. Default: ``"rademacher"``.
-        block_size: Probes applied per block product. Default: ``32``.
+        distribution: ``"rademacher"`` (±1 entries) or ``"normal"``. Default: ``"rademacher"``.
+        block_size: Probes applied per block product (the results do not depend on it).
+            Default: ``32``.
 
     Returns:
         ``(trace, squared_frobenius)`` :class:`TraceResult` pair; each reports the ``m``
@@ -200,11 +192,7 @@ def hutchinson_trace_and_frobenius(
         (3.0, 5.0)
     """
     quad, sq = _hutchinson_samples(op, num_probes, generator, distribution, block_size)
-    t, t_se = _mean_stderr(quad)
-    f, f_se = _mean_stderr(sq)
-    return TraceResult(t, t_se, num_probes, num_probes), TraceResult(
-        f, f_se, num_probes, num_probes
-    )
+    return _sample_mean(quad, num_probes), _sample_mean(sq, num_probes)
 
 
 def hutchpp_trace(
@@ -216,18 +204,11 @@ def hutchpp_trace(
 ) -> TraceResult:
     """Estimate ``tr(A)`` with Hutch++ (low-rank deflation plus Hutchinson on the rest).
 
-    With ``s = ⌊m/3⌋``: ``Q = orth(A S)`` for ``s`` random probes ``S``, then
-    ``tr(A) ≈ tr(QᵀAQ) + mean_i gᵢᵀ(I−QQᵀ)A(I−QQᵀ)gᵢ`` over ``m − 2s`` further probes.
-    The standard error is that of the Hutchinson part.
-
-    Args:
-        op: Symmetric square tensor or operator of shape ``(p, p)``.
-        num_matvecs: Total product budget ``m``, >= 3.
-        generator: Random source (CPU); ``None`` uses torch's default generator.
-        distribution: ``"rademacher"`` or ``"normal"``. Default: ``"rademacher"``.
+    The trace half of :func:`hutchpp_trace_and_frobenius` (same arguments, same products).
 
     Returns:
-        :class:`TraceResult`; ``num_matvecs`` products, ``num_probes = m − 2s``.
+        :class:`TraceResult`; see :func:`hutchpp_trace_and_frobenius` for its cost and
+        standard error.
 
     Raises:
         ValueError: If ``num_matvecs < 3`` or ``distribution`` is unknown.
@@ -236,6 +217,56 @@ def hutchpp_trace(
         >>> A = torch.diag(torch.tensor([5.0, 1.0, 0.5], dtype=torch.float64))
         >>> round(hutchpp_trace(A, 9, generator=torch.Generator().manual_seed(0)).estimate, 8)
         6.5
+
+    References:
+        Meyer, Musco, Musco & Woodruff (2021), SOSA, "Hutch++".
+    """
+    return hutchpp_trace_and_frobenius(
+        op, num_matvecs, generator=generator, distribution=distribution
+    )[0]
+
+
+def hutchpp_trace_and_frobenius(
+    op: Tensor | LinearOperatorLike,
+    num_matvecs: int,
+    *,
+    generator: torch.Generator | None = None,
+    distribution: str = "rademacher",
+) -> tuple[TraceResult, TraceResult]:
+    """Estimate ``tr(A)`` and ``‖A‖_F²`` with Hutch++ from one set of products.
+
+    With ``s = ⌊m/3⌋``: ``Q = orth(A S)`` for ``s`` random probes ``S`` and ``P = QQᵀ``; then,
+    over ``m − 2s`` further probes ``gᵢ`` projected to ``g̃ᵢ = (I−P)gᵢ``,
+
+        tr(A)   ≈ tr(QᵀAQ) + mean_i g̃ᵢᵀ A g̃ᵢ,
+        ‖A‖_F²  ≈ ‖AQ‖_F² + mean_i ‖A g̃ᵢ‖²,
+
+    both unbiased given ``Q`` (for symmetric ``A``, ``tr(A²) = ‖AQ‖_F² + tr((I−P)A²(I−P))``).
+    The Frobenius part reuses the products ``AQ`` and ``A g̃ᵢ`` of the trace, so it is free.
+    Hutch++ has no simple standard error; the one reported is that of the Hutchinson part
+    (sample standard deviation of the ``m − 2s`` terms over ``√(m − 2s)``), i.e. conditional on
+    the sketch ``Q``. When ``s > p`` the basis ``Q`` has only ``p`` columns, ``A Q`` costs
+    ``p`` products and both estimates are exact.
+
+    Args:
+        op: Symmetric square tensor or operator of shape ``(p, p)``.
+        num_matvecs: Total product budget ``m``, >= 3 (>= 5 for standard errors).
+        generator: Random source (CPU); ``None`` uses torch's default generator.
+        distribution: ``"rademacher"`` or ``"normal"``. Default: ``"rademacher"``.
+
+    Returns:
+        ``(trace, squared_frobenius)`` :class:`TraceResult` pair; each reports the
+        ``s + min(s, p) + (m − 2s)`` shared products actually spent (``m`` unless ``s > p``)
+        and ``num_probes = m − 2s``.
+
+    Raises:
+        ValueError: If ``num_matvecs < 3`` or ``distribution`` is unknown.
+
+    Example:
+        >>> A = torch.diag(torch.tensor([5.0, 1.0, 0.5], dtype=torch.float64))
+        >>> tr, fro2 = hutchpp_trace_and_frobenius(A, 9, generator=torch.Generator().manual_seed(0))
+        >>> round(tr.estimate, 8), round(fro2.estimate, 8)  # s = 3 = p: exact
+        (6.5, 26.25)
 
     References:
         Meyer, Musco, Musco & Woodruff (2021), SOSA, "Hutch++".
@@ -249,10 +280,12 @@ def hutchpp_trace(
     Q, _ = torch.linalg.qr(A @ S)
     AQ = A @ Q
     low = float(torch.trace(Q.T @ AQ).to(torch.float64))
+    low_sq = float((AQ * AQ).sum().to(torch.float64))
     G = _probes(p, num_matvecs - 2 * s, distribution, generator, A)
     G = G - Q @ (Q.T @ G)
     AG = A @ G
+    sq = (AG * AG).sum(0).to(torch.float64)
     AG = AG - Q @ (Q.T @ AG)
     quad = (G * AG).sum(0).to(torch.float64)
-    est, se = _mean_stderr(quad)
-    return TraceResult(low + est, se, num_matvecs, G.shape[1])
+    cost = s + Q.shape[1] + G.shape[1]
+    return _sample_mean(quad, cost, offset=low), _sample_mean(sq, cost, offset=low_sq)
