@@ -19,9 +19,7 @@ from dynstab.stability import (
     wme18_sufficient_lr,
 )
 from dynstab.stability.reference import gram_from_jacobians, parameter_space_wme18_lr
-
-J_REG = torch.tensor([[1.0, 0, 1, 0], [0, 2, 0, 1], [1, 1, 0, 0]], dtype=torch.float64)
-K_REG = J_REG @ J_REG.T / 3
+from stability_cases import K_REG, random_jacobians
 
 # §1.9.5: (sampling, B, trace bound, Frobenius bound, alignment bound), printed to 6 digits
 BOUND_ROWS = [
@@ -31,12 +29,6 @@ BOUND_ROWS = [
     ("without", 2, 1.333333, 1.293993, 2.264430),
     ("with", 3, 1.2, 1.227590, 1.961054),
 ]
-
-
-def random_jacobians(g, n, P, C=1):
-    scales = 0.3 + 1.7 * torch.rand(P, generator=g, dtype=torch.float64)
-    per_sample = torch.exp(0.5 * torch.randn(n, 1, 1, generator=g, dtype=torch.float64))
-    return torch.randn(n, C, P, generator=g, dtype=torch.float64) * scales * per_sample
 
 
 @pytest.mark.parametrize(("sampling", "B", "tr", "fro", "al"), BOUND_ROWS)

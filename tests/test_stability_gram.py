@@ -15,9 +15,7 @@ from dynstab.stability import (
     mixing_p,
 )
 from dynstab.stability.reference import gram_from_jacobians, parameter_space_eta_star
-
-J_REG = torch.tensor([[1.0, 0, 1, 0], [0, 2, 0, 1], [1, 1, 0, 0]], dtype=torch.float64)
-K_REG = J_REG @ J_REG.T / 3
+from stability_cases import J_REG, K_REG, random_jacobians
 
 # §1.9.5 of related_criteria.md: (sampling, B, p, η*)
 REGRESSION_ROWS = [
@@ -28,12 +26,6 @@ REGRESSION_ROWS = [
     ("with", 3, 1 / 3, 0.7200901118),
     ("without", 3, 0.0, 0.9915103182),
 ]
-
-
-def random_jacobians(g, n, P, C=1):
-    scales = 0.3 + 1.7 * torch.rand(P, generator=g, dtype=torch.float64)
-    per_sample = torch.exp(0.5 * torch.randn(n, 1, 1, generator=g, dtype=torch.float64))
-    return torch.randn(n, C, P, generator=g, dtype=torch.float64) * scales * per_sample
 
 
 def test_regression_spectrum_to_printed_digits():

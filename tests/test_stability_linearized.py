@@ -11,16 +11,7 @@ from dynstab.stability import (
     second_moment_growth,
 )
 from dynstab.stability.reference import gram_from_jacobians, parameter_space_Q
-
-J_REG = torch.tensor([[1.0, 0, 1, 0], [0, 2, 0, 1], [1, 1, 0, 0]], dtype=torch.float64)
-K_REG = J_REG @ J_REG.T / 3
-
-
-def random_jacobians(g, n, P, C=1):
-    scales = 0.3 + 1.7 * torch.rand(P, generator=g, dtype=torch.float64)
-    per_sample = torch.exp(0.5 * torch.randn(n, 1, 1, generator=g, dtype=torch.float64))
-    return torch.randn(n, C, P, generator=g, dtype=torch.float64) * scales * per_sample
-
+from stability_cases import K_REG, random_jacobians
 
 CASES = [("with", 1), ("with", 2), ("without", 2), ("with", 3), ("without", 3)]
 

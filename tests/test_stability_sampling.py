@@ -51,16 +51,17 @@ def test_mixture_formula_vector_outputs():
         )
 
 
-def test_sampling_errors():
-    with pytest.raises(ValueError, match="unknown sampling 'reshuffle'"):
-        mixing_p(4, 2, "reshuffle")
-    with pytest.raises(ValueError, match="batch_size must be <= n"):
-        mixing_p(4, 5, "without")
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        q_factor(4, 0, "with")
-    with pytest.raises(TypeError, match="batch_size must be an int"):
-        mixing_p(4, 2.0, "with")
-    with pytest.raises(TypeError, match="sampling must be a str"):
-        mixing_p(4, 2, None)
-    with pytest.raises(ValueError, match="n must be >= 1"):
-        mixing_p(0, 1, "with")
+@pytest.mark.parametrize(
+    ("fn", "args", "exc", "match"),
+    [
+        (mixing_p, (4, 2, "reshuffle"), ValueError, "unknown sampling 'reshuffle'"),
+        (mixing_p, (4, 5, "without"), ValueError, "batch_size must be <= n"),
+        (q_factor, (4, 0, "with"), ValueError, "batch_size must be >= 1"),
+        (mixing_p, (4, 2.0, "with"), TypeError, "batch_size must be an int"),
+        (mixing_p, (4, 2, None), TypeError, "sampling must be a str"),
+        (mixing_p, (0, 1, "with"), ValueError, "n must be >= 1"),
+    ],
+)
+def test_sampling_errors(fn, args, exc, match):
+    with pytest.raises(exc, match=match):
+        fn(*args)

@@ -9,9 +9,8 @@ from dynstab.errors import NotInterpolatingWarning
 from dynstab.losses import half_mse
 from dynstab.stability import check_stability, eta_star, stability
 from dynstab.stability.reference import gram_from_jacobians, parameter_space_eta_star
+from stability_cases import K_REG
 
-J_REG = torch.tensor([[1.0, 0, 1, 0], [0, 2, 0, 1], [1, 1, 0, 0]], dtype=torch.float64)
-K_REG = J_REG @ J_REG.T / 3
 ETA_WO2 = 0.7775166986156749
 
 

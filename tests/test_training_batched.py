@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -42,6 +43,7 @@ def compare(batched: list[TrainResult], lrs: list[float], seeds: list[int], X, y
                 "steps_run",
                 "num_clipped",
                 "step_at_1e_6",
+                "step_at_last_1e_6",
                 "batch_size",
                 "sampling",
             ):
@@ -49,6 +51,7 @@ def compare(batched: list[TrainResult], lrs: list[float], seeds: list[int], X, y
             for f in (
                 "lr_at_convergence",
                 "lr_at_1e_6",
+                "lr_at_last_1e_6",
                 "full_lr_fraction",
                 "converged_at_full_lr",
             ):
@@ -104,6 +107,40 @@ def test_batched_clipping_and_convergence_match() -> None:
     assert all(r.converged for r in res)
     assert len({r.steps_run for r in res}) > 1
     assert all(r.num_clipped > 0 for r in res)
+
+
+def test_batched_records_first_and_last_1e_6_crossings_per_run() -> None:
+    # f(x) = w x, x = 1, y = 2, w0 = 0: L_{t+1} = L_t (1 − η_t)², L_0 = 2. With lr = 1 the
+    # overshoot at t = 12 lifts the loss back above 1e-6 after a first crossing at t = 11; it
+    # crosses again at t = 14 (multiplier 0.75). With lr = 0.5 the loss is still ≈ 2e-3 at the
+    # overshoot (factor (1 − 2)² = 1) and crosses once, later.
+    def scalar(seed: int) -> nn.Module:
+        model = nn.Linear(1, 1, bias=False).double()
+        with torch.no_grad():
+            model.weight.zero_()
+        return model
+
+    def schedule(t: int) -> float:
+        return 0.5 if t < 12 else (4.0 if t == 12 else 0.75)
+
+    def crossings(lr: float) -> list[tuple[int, float]]:
+        """(step, η_t) of every downward crossing of 1e-6 by the hand recursion."""
+        out, loss, prev = [], 2.0, math.inf
+        for t in range(100):
+            if loss <= 1e-6 < prev:
+                out.append((t, lr * schedule(t)))
+            prev, loss = loss, loss * (1 - lr * schedule(t)) ** 2
+        return out
+
+    assert crossings(1.0) == [(11, 0.5), (14, 0.75)]
+    assert len(crossings(0.5)) == 1
+    X, y = torch.ones(3, 1, dtype=DT), 2 * torch.ones(3, 1, dtype=DT)
+    res = train_batched(scalar, X, y, lrs=[1.0, 0.5], seeds=[0], steps=100, schedule=schedule)
+    for r, lr in zip(res, [1.0, 0.5], strict=True):
+        assert r.converged
+        first, last = crossings(lr)[0], crossings(lr)[-1]
+        assert (r.step_at_1e_6, r.lr_at_1e_6) == first
+        assert (r.step_at_last_1e_6, r.lr_at_last_1e_6) == last
 
 
 def test_divergence_warning_and_dtype() -> None:

@@ -201,6 +201,65 @@ def test_stability_monitor_orthogonal_inputs_batch_one(sampling: str) -> None:
 
 
 @needs_curvature
+@needs_stability
+@pytest.mark.parametrize(("batch_size", "sampling"), [(2, "with"), (2, "without"), (5, "without")])
+def test_stability_monitor_vector_output_matches_check_stability(
+    batch_size: int, sampling: str
+) -> None:
+    # C = 3 outputs: the trace and Frobenius thresholds carry the factor C (√C), so the margins
+    # must be the stability layer's (check_stability rows), not η·q·Tr K/2.
+    from dynstab.curvature import gram_matrix
+    from dynstab.stability import check_stability
+
+    g = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=DT))
+    n, eta = 5, 0.07
+    X = torch.randn(n, 4, generator=g, dtype=DT)
+    ctx = {"X": X, "y": torch.zeros(n, 3, dtype=DT), "lr": eta, "batch_size": batch_size}
+    out = StabilityMonitor(sampling=sampling)(0, model, ctx)
+    K = gram_matrix(model, X).detach()
+    rep = check_stability(
+        K, lr=eta, batch_size=batch_size, sampling=sampling, outputs=3, rank_one=False
+    )
+    m = rep.margins
+    for col, row in [
+        ("gd_margin", "gd"),
+        ("trace_margin", "trace"),
+        ("frobenius_margin", "frobenius"),
+        ("sgd_margin", "sgd_exact"),
+    ]:
+        assert out[col] == pytest.approx(m[row], rel=1e-8), col
+    assert out["eta_star"] == pytest.approx(rep.eta_star, rel=1e-8)
+    q = rep.q
+    tr, fro = float(torch.trace(K)), float(torch.linalg.matrix_norm(K))
+    assert out["trace_margin"] == pytest.approx(eta * q * tr / (2 * 3), rel=1e-10)
+    assert out["frobenius_margin"] == pytest.approx(eta * q**0.5 * fro / (2 * 3**0.5), rel=1e-10)
+
+
+@needs_curvature
+@needs_stability
+def test_stability_monitor_linear_vector_output_hand_margins() -> None:
+    # f(x) = Wᵀx with W of shape (d, C): K = (XXᵀ/n) ⊗ I_C, so Tr K = C·Tr(XXᵀ)/n and the
+    # trace margin η·q·Tr K/(2C) = η·q·Tr(XXᵀ)/(2n) does not depend on C.
+    C, n, eta = 3, 4, 0.1
+    X = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [0.0, 1.0]], dtype=DT)
+    model = nn.Linear(2, C, bias=False).double()
+    ctx = {"X": X, "y": torch.zeros(n, C, dtype=DT), "lr": eta, "batch_size": 1}
+    out = StabilityMonitor(sampling="with")(0, model, ctx)
+    k = X @ X.T / n
+    assert out["q"] == pytest.approx(1.0, rel=1e-14)  # B = 1: q = 1
+    assert out["trace_margin"] == pytest.approx(eta * float(torch.trace(k)) / 2, rel=1e-10)
+    assert out["gd_margin"] == pytest.approx(
+        eta * float(torch.linalg.eigvalsh(k)[-1]) / 2, rel=1e-10
+    )
+    fro_K = (C**0.5) * float(torch.linalg.matrix_norm(k))  # ‖A ⊗ I_C‖_F = √C ‖A‖_F
+    assert out["frobenius_margin"] == pytest.approx(eta * fro_K / (2 * C**0.5), rel=1e-10)
+
+
+@needs_curvature
 @needs_linalg
 def test_monitors_inside_train_warm_start_across_steps() -> None:
     model, X, y, _ = linear_case()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -82,14 +84,16 @@ def test_is_full_batch_and_make_generator() -> None:
     assert make_generator(None, 9).initial_seed() == 9
 
 
-def test_bad_inputs_raise() -> None:
-    with pytest.raises(ValueError, match="unknown sampling"):
-        BatchSampler(5, 2, "cyclic")
-    with pytest.raises(ValueError, match="batch_size must be <= 5"):
-        BatchSampler(5, 6, "without")
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        BatchSampler(5, 0, "with")
-    with pytest.raises(ValueError, match="either generator or seed"):
-        make_generator(torch.Generator(), 1)
-    with pytest.raises(ValueError, match="seed must be >= 0"):
-        make_generator(None, -1)
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: BatchSampler(5, 2, "cyclic"), "unknown sampling"),
+        (lambda: BatchSampler(5, 6, "without"), "batch_size must be <= 5"),
+        (lambda: BatchSampler(5, 0, "with"), "batch_size must be >= 1"),
+        (lambda: make_generator(torch.Generator(), 1), "either generator or seed"),
+        (lambda: make_generator(None, -1), "seed must be >= 0"),
+    ],
+)
+def test_bad_inputs_raise(build: Callable[[], object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build()

@@ -164,10 +164,43 @@ def test_convergence_stops_at_first_step_below_stop_loss_and_records_lrs() -> No
     assert res.step_at_1e_6 == t_6
     assert res.lr_at_convergence == lr
     assert res.lr_at_1e_6 == lr
+    assert (res.step_at_last_1e_6, res.lr_at_last_1e_6) == (t_6, lr)  # no rebound: = first
     assert res.full_lr_fraction == 1.0
     assert res.converged_at_full_lr
     assert res.final_loss == pytest.approx(2 * (1 - lr) ** (2 * t_conv), rel=1e-9)
     assert res.history.steps[-1] == t_conv
+
+
+def rebound_schedule(t: int) -> float:
+    """Multiplier 0.5 up to t = 11, one overshoot 4 at t = 12 (L × (1 − 4)² = 9), then 0.75."""
+    return 0.5 if t < 12 else (4.0 if t == 12 else 0.75)
+
+
+def test_last_1e_6_crossing_is_recorded_after_a_rebound_above_1e_6() -> None:
+    # Scalar problem with lr = 1: L_{t+1} = L_t (1 − m(t))², L_0 = 2. L_11 = 2/4^11 ≈ 4.8e-7 is
+    # the first value ≤ 1e-6; the overshoot gives L_13 = 9·2/4^13 ≈ 1.07e-6 > 1e-6, and
+    # L_14 = L_13/16 ≈ 6.7e-8 crosses again (the last crossing) at multiplier 0.75.
+    losses = [2.0]
+    for t in range(30):
+        losses.append(losses[-1] * (1 - rebound_schedule(t)) ** 2)
+    crossings = [t for t in range(31) if losses[t] <= 1e-6 and (t == 0 or losses[t - 1] > 1e-6)]
+    assert crossings == [11, 14]  # the construction really crosses twice
+    model, X, y = scalar_problem()
+    res = train(model, X, y, lr=1.0, steps=100, schedule=rebound_schedule)
+    assert res.converged
+    assert (res.step_at_1e_6, res.lr_at_1e_6) == (11, 0.5)
+    assert (res.step_at_last_1e_6, res.lr_at_last_1e_6) == (14, 0.75)
+    steps, loss = res.history.as_arrays("loss")
+    assert loss[list(steps).index(13)] == pytest.approx(losses[13], rel=1e-9)
+    d = res.to_dict(include_history=False)
+    assert (d["step_at_last_1e-6"], d["lr_at_last_1e-6"]) == (14, 0.75)
+
+
+def test_last_1e_6_crossing_is_none_when_the_loss_never_reaches_1e_6() -> None:
+    model, X, y = scalar_problem()
+    res = train(model, X, y, lr=0.1, steps=3, stop_loss=None)
+    assert (res.step_at_1e_6, res.lr_at_1e_6) == (None, None)
+    assert (res.step_at_last_1e_6, res.lr_at_last_1e_6) == (None, None)
 
 
 def test_converged_at_full_lr_requires_the_fraction_of_full_lr_steps() -> None:
@@ -345,6 +378,7 @@ def test_result_to_dict_is_json() -> None:
     d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
     assert d["steps_run"] == 3
     assert "lr_at_1e-6" in d
+    assert {"lr_at_last_1e-6", "step_at_last_1e-6"} <= d.keys()
     assert d["history"]["records"][0]["step"] == 0
     assert "history" not in res.to_dict(include_history=False)
 

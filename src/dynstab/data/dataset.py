@@ -93,6 +93,37 @@ def one_hot(labels: Tensor, num_classes: int, *, dtype: torch.dtype = torch.floa
     return torch.nn.functional.one_hot(labels, num_classes).to(dtype)
 
 
+def _classification_dataset(
+    X: Tensor,
+    labels: Tensor,
+    X_test: Tensor,
+    labels_test: Tensor,
+    *,
+    one_hot_targets: bool,
+    dtype: torch.dtype,
+    meta: dict[str, Any],
+    num_classes: int = 10,
+) -> Dataset:
+    """Build a classification :class:`Dataset`; inputs are cast to ``dtype``.
+
+    Targets are one-hot ``(n, num_classes)`` (``one_hot_targets``) or float class indices
+    ``(n,)``; the int64 labels are kept as given.
+    """
+
+    def targets(lab: Tensor) -> Tensor:
+        return one_hot(lab, num_classes, dtype=dtype) if one_hot_targets else lab.to(dtype)
+
+    return Dataset(
+        X=X.to(dtype),
+        y=targets(labels),
+        X_test=X_test.to(dtype),
+        y_test=targets(labels_test),
+        meta=meta,
+        labels=labels,
+        labels_test=labels_test,
+    )
+
+
 def standardize(
     X: Tensor, X_test: Tensor | None = None, *, per_feature: bool = True, eps: float = 1e-12
 ) -> tuple[Tensor, Tensor | None]:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from dynstab._checks import check_int
-from dynstab.data.dataset import Dataset, one_hot, standardize
+from dynstab.data.dataset import Dataset, _classification_dataset, standardize
 
 __all__ = ["load_cifar10", "load_mnist", "read_idx"]
 
@@ -68,9 +68,14 @@ def _finish(
     n_test: int | None,
     one_hot_targets: bool,
     standardize_inputs: bool,
+    flatten: bool,
     dtype: torch.dtype,
     meta: dict[str, Any],
 ) -> Dataset:
+    """Subset, scale pixels to [0, 1], standardize, flatten; 10-class targets (shared loader tail).
+
+    Standardization is per pixel, so flattening before or after it gives the same numbers.
+    """
     if n_train is not None:
         check_int("n_train", n_train, minimum=1, maximum=x.shape[0])
         x, y = x[:n_train], y[:n_train]
@@ -83,9 +88,8 @@ def _finish(
         xs, xts = standardize(x.reshape(x.shape[0], -1), x_test.reshape(x_test.shape[0], -1))
         x = xs.reshape(x.shape)
         x_test = x_test if xts is None else xts.reshape(x_test.shape)
-    num_classes = 10
-    tgt = one_hot(y, num_classes, dtype=dtype) if one_hot_targets else y.to(dtype)
-    tgt_test = one_hot(y_test, num_classes, dtype=dtype) if one_hot_targets else y_test.to(dtype)
+    if flatten:
+        x, x_test = x.reshape(x.shape[0], -1), x_test.reshape(x_test.shape[0], -1)
     meta = {
         **meta,
         "n": int(x.shape[0]),
@@ -93,14 +97,8 @@ def _finish(
         "standardized": standardize_inputs,
         "one_hot": one_hot_targets,
     }
-    return Dataset(
-        X=x.to(dtype),
-        y=tgt,
-        X_test=x_test.to(dtype),
-        y_test=tgt_test,
-        meta=meta,
-        labels=y,
-        labels_test=y_test,
+    return _classification_dataset(
+        x, y, x_test, y_test, one_hot_targets=one_hot_targets, dtype=dtype, meta=meta
     )
 
 
@@ -171,7 +169,7 @@ def load_cifar10(
         xs.append(x)
         ys.append(y)
     x_test, y_test = _read_cifar_batch(folder / _CIFAR_TEST)
-    ds = _finish(
+    return _finish(
         torch.cat(xs),
         torch.cat(ys),
         x_test,
@@ -180,14 +178,10 @@ def load_cifar10(
         n_test=n_test,
         one_hot_targets=one_hot,
         standardize_inputs=standardize_inputs,
+        flatten=flatten,
         dtype=dtype,
         meta={"source": "cifar10", "root": str(folder)},
     )
-    if flatten:
-        from dataclasses import replace
-
-        ds = replace(ds, X=ds.X.reshape(ds.n, -1), X_test=ds.X_test.reshape(ds.n_test, -1))
-    return ds
 
 
 _IDX_DTYPES: dict[int, np.dtype[Any]] = {
@@ -285,8 +279,6 @@ def load_mnist(
         x = torch.from_numpy(images.astype(np.uint8)).unsqueeze(1)
         parts.append((x, torch.from_numpy(labels.astype(np.int64))))
     (x, y), (x_test, y_test) = parts
-    if flatten:
-        x, x_test = x.reshape(x.shape[0], -1), x_test.reshape(x_test.shape[0], -1)
     return _finish(
         x,
         y,
@@ -296,6 +288,7 @@ def load_mnist(
         n_test=n_test,
         one_hot_targets=one_hot,
         standardize_inputs=standardize_inputs,
+        flatten=flatten,
         dtype=dtype,
         meta={"source": "mnist", "root": str(folder)},
     )

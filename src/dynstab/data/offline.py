@@ -13,13 +13,9 @@ import numpy as np
 import torch
 
 from dynstab._checks import check_choice, check_int
-from dynstab.data.dataset import Dataset, one_hot, standardize
+from dynstab.data.dataset import Dataset, _classification_dataset, standardize
 
 __all__ = ["digits_dataset", "mnist1d_dataset"]
-
-
-def _targets(labels: torch.Tensor, one_hot_targets: bool, dtype: torch.dtype) -> torch.Tensor:
-    return one_hot(labels, 10, dtype=dtype) if one_hot_targets else labels.to(dtype)
 
 
 def mnist1d_dataset(
@@ -87,14 +83,8 @@ def mnist1d_dataset(
         "num_samples_generated": num_samples,
         "one_hot": one_hot,
     }
-    return Dataset(
-        X=X.to(dtype),
-        y=_targets(labels, one_hot, dtype),
-        X_test=X_test.to(dtype),
-        y_test=_targets(labels_test, one_hot, dtype),
-        meta=meta,
-        labels=labels,
-        labels_test=labels_test,
+    return _classification_dataset(
+        X, labels, X_test, labels_test, one_hot_targets=one_hot, dtype=dtype, meta=meta
     )
 
 
@@ -158,12 +148,6 @@ def digits_dataset(
         "standardized": standardize_inputs,
         "one_hot": one_hot,
     }
-    return Dataset(
-        X=X.to(dtype),
-        y=_targets(labels, one_hot, dtype),
-        X_test=X_test.to(dtype),
-        y_test=_targets(labels_test, one_hot, dtype),
-        meta=meta,
-        labels=labels,
-        labels_test=labels_test,
+    return _classification_dataset(
+        X, labels, X_test, labels_test, one_hot_targets=one_hot, dtype=dtype, meta=meta
     )

@@ -10,6 +10,11 @@ from dynstab._checks import check_int
 __all__ = ["ReLUTeacher", "SparseLinearTeacher"]
 
 
+def _check_inputs(X: Tensor, d: int) -> None:
+    if X.ndim != 2 or X.shape[1] != d:
+        raise ValueError(f"inputs must have shape (n, {d}); got {tuple(X.shape)}.")
+
+
 class SparseLinearTeacher:
     """Linear teacher f*(x) = β*ᵀx (E1/E2 use β* = (1, 1, 1, 0, …, 0)).
 
@@ -48,8 +53,7 @@ class SparseLinearTeacher:
 
     def __call__(self, X: Tensor) -> Tensor:
         """Return β*ᵀx_i for inputs ``(n, d)``; shape ``(n,)``."""
-        if X.ndim != 2 or X.shape[1] != self.d:
-            raise ValueError(f"inputs must have shape (n, {self.d}); got {tuple(X.shape)}.")
+        _check_inputs(X, self.d)
         return X @ self.beta_star.to(X.dtype)
 
     def __repr__(self) -> str:
@@ -98,8 +102,7 @@ class ReLUTeacher:
 
     def __call__(self, X: Tensor) -> Tensor:
         """Return Σ_i σ(v_iᵀx) for inputs ``(n, d)``; shape ``(n,)``."""
-        if X.ndim != 2 or X.shape[1] != self.d:
-            raise ValueError(f"inputs must have shape (n, {self.d}); got {tuple(X.shape)}.")
+        _check_inputs(X, self.d)
         return torch.relu(X @ self.V.to(X.dtype).T).sum(dim=1)
 
     def __repr__(self) -> str:

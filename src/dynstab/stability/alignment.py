@@ -21,8 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from dynstab.stability.gram import GramCoordinates, _as_gram, gram_coordinates
-from dynstab.stability.sampling import mixing_p
+from dynstab.stability.gram import GramCoordinates, _as_gram, _coords_and_p, gram_coordinates
 
 __all__ = ["alignment_bound", "alignment_factor", "alignment_infimum"]
 
@@ -133,8 +132,7 @@ def alignment_bound(
         1.0
     """
     K = _as_gram(K, outputs)
-    c = gram_coordinates(K, outputs) if coords is None else coords
-    p = mixing_p(c.n, batch_size, sampling)
+    c, p = _coords_and_p(K, outputs, coords, batch_size, sampling)
     if c.rank == 0:
         return math.inf
     lmin = _lambda_min_plus(K, outputs, c)

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from dynstab._checks import check_int, check_positive
 from dynstab.errors import ConvergenceWarning
-from dynstab.stability.gram import GramCoordinates, _as_gram, gd_threshold, gram_coordinates
+from dynstab.stability.gram import GramCoordinates, _as_gram, _coords_and_p, gd_threshold
 from dynstab.stability.sampling import mixing_p, q_factor
 
 __all__ = [
@@ -59,8 +59,10 @@ def _diag_blocks(K: Tensor, outputs: int) -> Tensor:
     return K.reshape(n, C, n, C)[idx, :, idx, :]
 
 
-def _coords(K: Tensor, outputs: int, coords: GramCoordinates | None) -> GramCoordinates:
-    return gram_coordinates(K, outputs) if coords is None else coords
+def _gram_and_q(K: Tensor, outputs: int, batch_size: int, sampling: str) -> tuple[Tensor, float]:
+    """Validated float64 K and q = p + (1 − p)/n of the sampling scheme."""
+    K = _as_gram(K, outputs)
+    return K, q_factor(_n_of(K, outputs), batch_size, sampling)
 
 
 def gd_bound(K: Tensor, *, outputs: int = 1) -> float:
@@ -97,8 +99,7 @@ def trace_bound(K: Tensor, batch_size: int, sampling: str = "with", *, outputs: 
         >>> trace_bound(torch.eye(4), 1)  # orthogonal equal-norm samples: tight, = η*
         0.5
     """
-    K = _as_gram(K, outputs)
-    q = q_factor(_n_of(K, outputs), batch_size, sampling)
+    K, q = _gram_and_q(K, outputs, batch_size, sampling)
     tr = float(K.trace())
     return math.inf if tr <= 0 else 2.0 * outputs / (q * tr)
 
@@ -121,8 +122,7 @@ def frobenius_bound(
         >>> frobenius_bound(torch.eye(4), 1)
         1.0
     """
-    K = _as_gram(K, outputs)
-    q = q_factor(_n_of(K, outputs), batch_size, sampling)
+    K, q = _gram_and_q(K, outputs, batch_size, sampling)
     fro = float(torch.linalg.norm(K))
     return math.inf if fro <= 0 else 2.0 * math.sqrt(outputs) / (math.sqrt(q) * fro)
 
@@ -179,8 +179,7 @@ def mm23_bound_15(
         >>> round(mm23_bound_15(torch.eye(4), 1), 12)  # u = e_1: 2/(1·(1 + 4 − 1))
         0.5
     """
-    c = _coords(K, outputs, coords)
-    p = mixing_p(c.n, batch_size, sampling)
+    c, p = _coords_and_p(K, outputs, coords, batch_size, sampling)
     if c.rank == 0:
         return math.inf
     u = c.U[:, 0].reshape(c.n, c.outputs)
@@ -265,8 +264,7 @@ def rank_one_bound(
     check_int("num_restarts", num_restarts, minimum=1)
     check_int("num_iters", num_iters, minimum=1)
     tol = check_positive("tol", tol)
-    c = _coords(K, outputs, coords)
-    p = mixing_p(c.n, batch_size, sampling)
+    c, p = _coords_and_p(K, outputs, coords, batch_size, sampling)
     rho = c.rank
     if rho == 0:
         return RankOneBoundResult(math.inf, 0.0, 0, True)
@@ -335,8 +333,7 @@ def wme18_sufficient_lr(
         >>> round(wme18_sufficient_lr(g @ g.T / 2, 1), 4)  # = η* = 2a/(a² + p s²)
         0.5525
     """
-    c = _coords(K, outputs, coords)
-    p = mixing_p(c.n, batch_size, sampling)
+    c, p = _coords_and_p(K, outputs, coords, batch_size, sampling)
     if c.rank == 0:
         return math.inf
     n, C, rho = c.n, c.outputs, c.rank

@@ -168,6 +168,20 @@ def gram_coordinates(K: Tensor, outputs: int = 1, *, rank_tol: float = 1e-10) ->
     return GramCoordinates(lam=lam, U=U, Ghat=Ghat, n=n, outputs=outputs, lambda_max=max(lmax, 0.0))
 
 
+def _coords_and_p(
+    K: Tensor,
+    outputs: int,
+    coords: GramCoordinates | None,
+    batch_size: int,
+    sampling: str,
+    *,
+    rank_tol: float = 1e-10,
+) -> tuple[GramCoordinates, float]:
+    """Return ``coords`` (or :func:`gram_coordinates` of K when None) and the mixture weight p."""
+    c = gram_coordinates(K, outputs, rank_tol=rank_tol) if coords is None else coords
+    return c, mixing_p(c.n, batch_size, sampling)
+
+
 @dataclass(frozen=True)
 class EtaStarResult:
     """Exact mean-square threshold of linearized SGD at an interpolating minimum.
@@ -336,9 +350,7 @@ def eta_star(
     check_choice("method", method, ("auto", "dense", "matrix_free"))
     tol = check_positive("tol", tol)
     check_int("max_iters", max_iters, minimum=1)
-    if coords is None:
-        coords = gram_coordinates(K, outputs, rank_tol=rank_tol)
-    p = mixing_p(coords.n, batch_size, sampling)
+    coords, p = _coords_and_p(K, outputs, coords, batch_size, sampling, rank_tol=rank_tol)
     rho = coords.rank
     if rho == 0:
         return EtaStarResult(math.inf, 0.0, "dense", True, 0, 0, p, 0.0)

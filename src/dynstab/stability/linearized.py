@@ -34,6 +34,7 @@ from dynstab.stability.gram import (
     GramCoordinates,
     _apply_D,
     _as_gram,
+    _coords_and_p,
     _dense_sym_D,
     _lanczos_top,
     gram_coordinates,
@@ -89,8 +90,7 @@ def second_moment_growth(
     """
     lr = check_positive("lr", lr)
     check_choice("method", method, ("auto", "dense", "matrix_free"))
-    c = gram_coordinates(K, outputs) if coords is None else coords
-    p = mixing_p(c.n, batch_size, sampling)
+    c, p = _coords_and_p(K, outputs, coords, batch_size, sampling)
     rho = c.rank
     if rho == 0:
         return 1.0
@@ -265,9 +265,8 @@ def lyapunov_exponent(
     check_int("num_steps", num_steps, minimum=1)
     check_int("num_runs", num_runs, minimum=2)
     burn = num_steps // 10 if burn_in is None else check_int("burn_in", burn_in, minimum=0)
-    c = gram_coordinates(K, outputs) if coords is None else coords
+    c, _ = _coords_and_p(K, outputs, coords, batch_size, sampling)  # p only validates here
     n, C, rho = c.n, c.outputs, c.rank
-    mixing_p(n, batch_size, sampling)  # validates the sampling arguments
     if rho == 0:
         return LyapunovResult(0.0, 1.0, 0.0, num_steps, num_runs)
     B = batch_size

@@ -28,7 +28,6 @@ from torch.func import functional_call, vmap
 from dynstab._checks import check_int, check_positive
 from dynstab._types import LossFn, Params
 from dynstab.losses import half_mse
-from dynstab.training.history import History
 from dynstab.training.samplers import BatchSampler, make_generator
 from dynstab.training.trainer import (
     TrainResult,
@@ -143,21 +142,9 @@ def train_batched(
             f"lrs and seeds must be non-empty; got {len(lrs)} lrs and {len(seeds)} seeds."
         )
     cfg = _validate(
-        X,
-        y,
-        lr=lrs[0],
-        steps=steps,
-        batch_size=batch_size,
-        sampling=sampling,
-        schedule=schedule,
-        clip=clip,
-        stop_loss=stop_loss,
-        min_full_lr_fraction=min_full_lr_fraction,
-        divergence_threshold=divergence_threshold,
-        eval_every=eval_every,
-    )
-    if dtype is not None and not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating dtype such as torch.float64; got {dtype}.")
+        X, y, lrs[0], steps, batch_size, sampling, schedule, clip, stop_loss, min_full_lr_fraction,
+        divergence_threshold, eval_every, dtype
+    )  # fmt: skip
     models = []
     for s in seeds:
         m = model_factory(s)
@@ -184,29 +171,10 @@ def train_batched(
     run_seed = torch.tensor([r % S for r in range(R)])  # CPU, like the sampled indices
     W: Params = {k: v[run_seed].clone() for k, v in stacked.items()}
     Bufs = {k: v[run_seed].clone() for k, v in buffers_s.items()}
-    full = cfg.full_batch
-    sampling_label = "full" if full else cfg.sampling
-    B = None if full else cfg.batch_size
-    trackers = [
-        _RunTracker(
-            lr=run_lr[r],
-            stop_loss=cfg.stop_loss,
-            divergence_threshold=cfg.divergence_threshold,
-            min_full_lr_fraction=cfg.min_full_lr_fraction,
-            history=History(
-                metadata={
-                    "lr": run_lr[r],
-                    "batch_size": B,
-                    "sampling": sampling_label,
-                    "seed": seeds[r % S],
-                }
-            ),
-        )
-        for r in range(R)
-    ]
+    trackers = [_RunTracker(cfg, run_lr[r], seeds[r % S]) for r in range(R)]
     samplers = (
         None
-        if full
+        if cfg.full_batch
         else [
             BatchSampler(
                 cfg.n, int(cfg.batch_size or cfg.n), cfg.sampling, generator=make_generator(None, s)
@@ -318,15 +286,7 @@ def train_batched(
             retire(list(range(len(act))))
     finally:
         bar.close()
-    results = [
-        trackers[r].result(
-            batch_size=B,
-            sampling=sampling_label,
-            seed=seeds[r % S],
-            params={k: W[k][r].clone() for k in W},
-        )
-        for r in range(R)
-    ]
+    results = [trackers[r].result(params={k: W[k][r].clone() for k in W}) for r in range(R)]
     _warn_divergence(results)
     _warn_not_converged(results, cfg.stop_loss)
     return results

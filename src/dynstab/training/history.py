@@ -15,12 +15,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dynstab._io import atomic_write_text
 
 __all__ = ["History", "atomic_write_text"]
 
@@ -43,32 +44,6 @@ def _decode(v: float | str | int) -> float:
             )
         return _NONFINITE[v]
     return float(v)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder + ``os.replace``).
-
-    Args:
-        path: Destination file; its parent folder is created if missing.
-        text: Content, written as UTF-8.
-
-    Returns:
-        The destination as a ``Path``.
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return dest
 
 
 class History:

@@ -430,17 +430,24 @@ class GramMonitor(Monitor):
 class StabilityMonitor(Monitor):
     """Stability margins of the current iterate (a margin <= 1 means "stable" for that test).
 
-    With K = JJᵀ/n (the Gram form of G, = H at an interpolating minimum), η the learning rate
-    and q = q_factor(n, B, sampling) (:func:`dynstab.stability.q_factor`):
+    With K = JJᵀ/n (the Gram form of G, = H at an interpolating minimum; shape ``(nC, nC)``),
+    η the learning rate, C the number of outputs and q = q_factor(n, B, sampling)
+    (:func:`dynstab.stability.q_factor`), every margin is η divided by the threshold that the
+    stability layer computes, exactly as the rows of :func:`dynstab.stability.check_stability`:
 
-    * ``gd_margin``    = η·λ_max(K)/2 — GD / first-moment condition λ_max ≤ 2/η;
-    * ``trace_margin`` = η·Tr K/(2/q) — necessary SGD condition Tr ≤ 2/(qη) (Wu & Su R1);
-    * ``sgd_margin``   = η·λ_max(C†D)/2 = η/η* — exact mean-square condition (MM23 Thm 3),
+    * ``gd_margin``        = η/:func:`~dynstab.stability.gd_bound` = η·λ_max(K)/2 — GD /
+      first-moment condition λ_max ≤ 2/η (:func:`~dynstab.stability.gd_threshold` of λ_max(K));
+    * ``trace_margin``     = η/:func:`~dynstab.stability.trace_bound` = η·q·Tr K/(2C) —
+      necessary SGD condition Tr H ≤ 2C/(qη) (Wu & Su R1; the factor C because H_i has rank ≤ C);
+    * ``frobenius_margin`` = η/:func:`~dynstab.stability.frobenius_bound` = η·√q·‖K‖_F/(2√C) —
+      necessary condition ‖H‖_F ≤ 2√C/(η√q);
+    * ``sgd_margin``       = η/η* = η·λ_max(C†D)/2 — exact mean-square condition (MM23 Thm 3),
       via :func:`dynstab.stability.eta_star`; only when nC <= ``max_exact_size``.
 
-    GD is B = n without replacement (q = 1/n, η* = 2/λ_max). The empirical ``"reshuffle"`` mode
-    is scored as ``"without"`` (each of its batches is marginally a uniform B-subset) although
-    no theory covers it.
+    A margin ≤ 1 means the condition holds (0 when the threshold is infinite, K = 0). GD is
+    B = n without replacement (q = 1/n, η* = 2/λ_max). The empirical ``"reshuffle"`` mode is
+    scored as ``"without"`` (each of its batches is marginally a uniform B-subset) although no
+    theory covers it. Cost: the Gram matrix, one O((nC)³) eigendecomposition, plus η*.
 
     Args:
         X: Inputs; None uses the training inputs.
@@ -480,7 +487,13 @@ class StabilityMonitor(Monitor):
 
     def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
         """Return the margins and the quantities they are built from."""
-        from dynstab.stability import eta_star, q_factor
+        from dynstab.stability import (
+            eta_star,
+            frobenius_bound,
+            gd_bound,
+            q_factor,
+            trace_bound,
+        )
 
         K, n = _gram(model, self.X, context)
         eta = float(self.lr if self.lr is not None else context["lr"])
@@ -490,13 +503,13 @@ class StabilityMonitor(Monitor):
             sampling = "without"
         outputs = K.shape[0] // n
         q = q_factor(n, B, sampling)
-        lam = float(torch.linalg.eigvalsh(K)[-1])
         P = self.prefix
         res = {
             f"{P}lr": eta,
             f"{P}q": q,
-            f"{P}gd_margin": eta * lam / 2,
-            f"{P}trace_margin": eta * float(torch.trace(K)) * q / 2,
+            f"{P}gd_margin": eta / gd_bound(K, outputs=outputs),
+            f"{P}trace_margin": eta / trace_bound(K, B, sampling, outputs=outputs),
+            f"{P}frobenius_margin": eta / frobenius_bound(K, B, sampling, outputs=outputs),
         }
         if K.shape[0] <= self.max_exact_size:
             est = eta_star(K, B, sampling, outputs=outputs)

@@ -11,9 +11,14 @@ Stopping rules (shared with :func:`dynstab.training.train_batched`):
   :class:`~dynstab.errors.DivergenceWarning` is emitted, nothing is raised.
 * **convergence** (spec A7) — the full training loss L(θ_t) ≤ ``stop_loss`` stops the run
   with ``converged=True``; the result records η_t at that step (``lr_at_convergence``), η_t
-  when the loss was first seen ≤ 1e-6 (``lr_at_1e_6``) and the fraction of the updates made so
-  far that used the full target ``lr`` (``full_lr_fraction``); ``converged_at_full_lr`` holds
-  when that fraction is ≥ ``min_full_lr_fraction``.
+  when the loss was first seen ≤ 1e-6 (``lr_at_1e_6``, spec A7) and the fraction of the updates
+  made so far that used the full target ``lr`` (``full_lr_fraction``); ``converged_at_full_lr``
+  holds when that fraction is ≥ ``min_full_lr_fraction``.
+* **last 1e-6 crossing** — the loss can rise above 1e-6 again after a first crossing (e.g.
+  during a warm-up, Wu & Su's E3), so the result also records η_t at the *last* downward
+  crossing (``lr_at_last_1e_6``, ``step_at_last_1e_6``): the last evaluated step whose full loss
+  is ≤ 1e-6 while the previous evaluated full loss was > 1e-6 (or there was none). Without a
+  rebound it equals the first crossing.
 
 The full training loss is free for GD (it is the step's loss, checked at every step). For SGD it
 costs one forward pass over the training set and is evaluated every ``eval_every`` steps and at
@@ -71,6 +76,11 @@ class TrainResult:
         lr_at_convergence: η_t at the step where ``stop_loss`` was reached; None otherwise.
         lr_at_1e_6: η_t at the step where the full loss was first seen ≤ 1e-6; None if never.
         step_at_1e_6: That step; None if never.
+        lr_at_last_1e_6: η_t at the last downward crossing of 1e-6: the last evaluated step
+            with full loss ≤ 1e-6 whose previous evaluated full loss was > 1e-6 (or that was
+            the first evaluation). Equals ``lr_at_1e_6`` unless the loss rose above 1e-6 again
+            and came back; None if never.
+        step_at_last_1e_6: That step; None if never.
         full_lr_fraction: Fraction of the applied updates whose multiplier was 1 (full ``lr``).
         converged_at_full_lr: ``converged`` and ``full_lr_fraction >= min_full_lr_fraction``.
         num_clipped: Number of updates whose gradient was rescaled by clipping.
@@ -100,6 +110,8 @@ class TrainResult:
     sampling: str
     seed: int | None
     params: Params | None = field(default=None, repr=False, compare=False)
+    lr_at_last_1e_6: float | None = None
+    step_at_last_1e_6: int | None = None
 
     def to_dict(self, *, include_history: bool = True) -> dict[str, Any]:
         """Return a JSON-able dict of every field except ``params`` (history as a nested dict)."""
@@ -113,6 +125,8 @@ class TrainResult:
             "lr_at_convergence": self.lr_at_convergence,
             "lr_at_1e-6": self.lr_at_1e_6,
             "step_at_1e-6": self.step_at_1e_6,
+            "lr_at_last_1e-6": self.lr_at_last_1e_6,
+            "step_at_last_1e-6": self.step_at_last_1e_6,
             "full_lr_fraction": self.full_lr_fraction,
             "converged_at_full_lr": self.converged_at_full_lr,
             "num_clipped": self.num_clipped,
@@ -134,25 +148,29 @@ def _json_float(v: float) -> float | str:
 class _RunTracker:
     """Bookkeeping of one run's stopping rules; shared by the sequential and batched trainers."""
 
-    def __init__(
-        self,
-        *,
-        lr: float,
-        stop_loss: float | None,
-        divergence_threshold: float,
-        min_full_lr_fraction: float,
-        history: History,
-    ) -> None:
+    def __init__(self, cfg: _Config, lr: float, seed: int | None) -> None:
+        self.cfg = cfg
         self.lr = lr
-        self.stop_loss = stop_loss
-        self.threshold = divergence_threshold
-        self.min_frac = min_full_lr_fraction
-        self.history = history
+        self.seed = seed
+        self.stop_loss = cfg.stop_loss
+        self.threshold = cfg.divergence_threshold
+        self.min_frac = cfg.min_full_lr_fraction
+        self.history = History(
+            metadata={
+                "lr": lr,
+                "batch_size": cfg.reported_batch_size,
+                "sampling": cfg.sampling_label,
+                "seed": seed,
+            }
+        )
         self.updates = 0
         self.full_updates = 0
         self.num_clipped = 0
         self.lr_at_1e6: float | None = None
         self.step_at_1e6: int | None = None
+        self.lr_at_last_1e6: float | None = None
+        self.step_at_last_1e6: int | None = None
+        self.below_1e6 = False  # whether the last evaluated full loss was <= 1e-6
         self.lr_at_conv: float | None = None
         self.reason: str | None = None
         self.final_loss = math.nan
@@ -167,8 +185,12 @@ class _RunTracker:
             self.history.append(t, loss=loss, lr=eta)
             self._stop(t, "diverged", loss)
             return True
-        if self.lr_at_1e6 is None and loss <= LOSS_1E6:
-            self.lr_at_1e6, self.step_at_1e6 = eta, t
+        below = loss <= LOSS_1E6
+        if below and not self.below_1e6:  # a downward crossing of 1e-6
+            if self.lr_at_1e6 is None:
+                self.lr_at_1e6, self.step_at_1e6 = eta, t
+            self.lr_at_last_1e6, self.step_at_last_1e6 = eta, t
+        self.below_1e6 = below
         stop = self.stop_loss is not None and loss <= self.stop_loss
         if record or stop:
             self.history.append(t, loss=loss, lr=eta)
@@ -199,9 +221,7 @@ class _RunTracker:
     def _stop(self, t: int, reason: str, loss: float) -> None:
         self.reason, self.stop_step, self.final_loss = reason, t, loss
 
-    def result(
-        self, *, batch_size: int | None, sampling: str, seed: int | None, params: Params | None
-    ) -> TrainResult:
+    def result(self, params: Params | None) -> TrainResult:
         frac = self.full_updates / self.updates if self.updates else 0.0
         converged = self.reason == "converged"
         return TrainResult(
@@ -218,10 +238,12 @@ class _RunTracker:
             full_lr_fraction=frac,
             converged_at_full_lr=converged and frac >= self.min_frac,
             num_clipped=self.num_clipped,
-            batch_size=batch_size,
-            sampling=sampling,
-            seed=seed,
+            batch_size=self.cfg.reported_batch_size,
+            sampling=self.cfg.sampling_label,
+            seed=self.seed,
             params=params,
+            lr_at_last_1e_6=self.lr_at_last_1e6,
+            step_at_last_1e_6=self.step_at_last_1e6,
         )
 
 
@@ -240,11 +262,20 @@ class _Config:
     divergence_threshold: float
     eval_every: int
 
+    @property
+    def reported_batch_size(self) -> int | None:
+        """B as recorded in results and histories (None for GD)."""
+        return None if self.full_batch else self.batch_size
+
+    @property
+    def sampling_label(self) -> str:
+        """Sampling scheme as recorded in results and histories (``"full"`` for GD)."""
+        return "full" if self.full_batch else self.sampling
+
 
 def _validate(
     X: Tensor,
     y: Tensor,
-    *,
     lr: float,
     steps: int,
     batch_size: int | None,
@@ -255,8 +286,12 @@ def _validate(
     min_full_lr_fraction: float,
     divergence_threshold: float,
     eval_every: int | None,
+    dtype: torch.dtype | None,
 ) -> _Config:
-    """Validate the shared arguments of train/train_batched; return the resolved config."""
+    """Validate the shared arguments of train/train_batched; return the resolved config.
+
+    Both callers pass the arguments positionally, each under its own parameter name.
+    """
     for name, t in (("X", X), ("y", y)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}.")
@@ -285,6 +320,8 @@ def _validate(
     if eval_every is None:
         eval_every = 1 if full else max(1, n // int(batch_size or n))
     check_int("eval_every", eval_every, minimum=1)
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype such as torch.float64; got {dtype}.")
     return _Config(
         n=n,
         lr=float(lr),
@@ -322,35 +359,44 @@ def _progress_bar(total: int, enabled: bool, desc: str) -> Any:
     return tqdm(total=total, disable=not enabled, file=sys.stderr, desc=desc, leave=False)
 
 
+def _warn_first(
+    bad: Sequence[TrainResult],
+    runs: str,
+    message: Callable[[TrainResult, str], str],
+    category: type[Warning],
+) -> None:
+    """Warn about the first of the ``bad`` runs (``runs`` names them when there are several)."""
+    if bad:
+        more = f" ({len(bad)} {runs}; first shown)" if len(bad) > 1 else ""
+        # stacklevel 4: this helper, the _warn_* wrapper, train/train_batched, their caller.
+        warnings.warn(message(bad[0], more), category, stacklevel=4)
+
+
 def _warn_divergence(results: Sequence[TrainResult]) -> None:
-    bad = [r for r in results if r.diverged]
-    if not bad:
-        return
-    r = bad[0]
-    more = f" ({len(bad)} runs diverged; first shown)" if len(bad) > 1 else ""
-    warnings.warn(
-        f"training diverged at step {r.steps_run}: loss {r.final_loss:.3g} at lr={r.lr:g}"
-        f"{more}. The run stopped and is flagged diverged=True; lower lr, add "
-        "schedule=warmup(...) or pass clip=...",
+    _warn_first(
+        [r for r in results if r.diverged],
+        "runs diverged",
+        lambda r, more: (
+            f"training diverged at step {r.steps_run}: loss {r.final_loss:.3g} at lr={r.lr:g}"
+            f"{more}. The run stopped and is flagged diverged=True; lower lr, add "
+            "schedule=warmup(...) or pass clip=..."
+        ),
         DivergenceWarning,
-        stacklevel=3,
     )
 
 
 def _warn_not_converged(results: Sequence[TrainResult], stop_loss: float | None) -> None:
     if stop_loss is None:
         return
-    bad = [r for r in results if r.stop_reason == "max_steps"]
-    if not bad:
-        return
-    r = bad[0]
-    more = f" ({len(bad)} runs; first shown)" if len(bad) > 1 else ""
-    warnings.warn(
-        f"training did not reach stop_loss={stop_loss:g} in {r.steps_run} steps: final loss "
-        f"{r.final_loss:.3g} at lr={r.lr:g}{more}. Increase steps, or pass stop_loss=None to "
-        "train for a fixed budget.",
+    _warn_first(
+        [r for r in results if r.stop_reason == "max_steps"],
+        "runs",
+        lambda r, more: (
+            f"training did not reach stop_loss={stop_loss:g} in {r.steps_run} steps: final loss "
+            f"{r.final_loss:.3g} at lr={r.lr:g}{more}. Increase steps, or pass stop_loss=None to "
+            "train for a fixed budget."
+        ),
         ConvergenceWarning,
-        stacklevel=3,
     )
 
 
@@ -443,19 +489,9 @@ def train(
         (True, 18, True)
     """
     cfg = _validate(
-        X,
-        y,
-        lr=lr,
-        steps=steps,
-        batch_size=batch_size,
-        sampling=sampling,
-        schedule=schedule,
-        clip=clip,
-        stop_loss=stop_loss,
-        min_full_lr_fraction=min_full_lr_fraction,
-        divergence_threshold=divergence_threshold,
-        eval_every=eval_every,
-    )
+        X, y, lr, steps, batch_size, sampling, schedule, clip, stop_loss, min_full_lr_fraction,
+        divergence_threshold, eval_every, dtype
+    )  # fmt: skip
     named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
     if not named or not all(p.is_floating_point() for _, p in named):
         got = [(k, p.dtype, p.requires_grad) for k, p in model.named_parameters()]
@@ -464,8 +500,6 @@ def train(
             f"parameter; got {got}. Pass an nn.Module with float parameters that require grad."
         )
     if dtype is not None:
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating dtype such as torch.float64; got {dtype}.")
         model.to(dtype)
         named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
     p0 = named[0][1]
@@ -476,22 +510,8 @@ def train(
         if cfg.full_batch
         else BatchSampler(cfg.n, int(cfg.batch_size or cfg.n), cfg.sampling, generator=gen)
     )
-    sampling_label = "full" if cfg.full_batch else cfg.sampling
-    history = History(
-        metadata={
-            "lr": cfg.lr,
-            "batch_size": None if cfg.full_batch else cfg.batch_size,
-            "sampling": sampling_label,
-            "seed": seed,
-        }
-    )
-    tracker = _RunTracker(
-        lr=cfg.lr,
-        stop_loss=cfg.stop_loss,
-        divergence_threshold=cfg.divergence_threshold,
-        min_full_lr_fraction=cfg.min_full_lr_fraction,
-        history=history,
-    )
+    tracker = _RunTracker(cfg, cfg.lr, seed)
+    history = tracker.history
     names = [k for k, _ in named]
     leaves = [p for _, p in named]
 
@@ -576,12 +596,7 @@ def train(
             run_monitors(t_end, eta_end, tracker.final_loss, final=True)
     finally:
         bar.close()
-    result = tracker.result(
-        batch_size=None if cfg.full_batch else cfg.batch_size,
-        sampling=sampling_label,
-        seed=seed,
-        params=None,
-    )
+    result = tracker.result(params=None)
     _warn_divergence([result])
     _warn_not_converged([result], cfg.stop_loss)
     return result
