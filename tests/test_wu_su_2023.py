@@ -1,7 +1,9 @@
 """Tests of the Wu & Su (2023) reproduction (dynstab.experiments.wu_su_2023).
 
-Covers: configs and profiles, the registry entries, the closed-form Gram matrices against the
-autograd Gram matrix, the NumPy fast-path trainers against dynstab.training.train (same index
+Covers: configs and profiles, the registry entries, the data and initializations drawn through
+dynstab.data / dynstab.models, the shared helpers (selection, medians, ambiguities, the GD
+warm-up rule, the one-thread guard), the closed-form Gram matrices against the autograd Gram
+matrix, the NumPy fast-path trainers against dynstab.training.train (same index
 stream, same schedule), the convergence/divergence flags, the independent Kronecker η*, the
 analysis of every claim family on synthetic result dicts (one passing and one failing case per
 claim), and an end-to-end run of the E5 quick profile through the runner.
@@ -21,14 +23,9 @@ from dynstab.errors import DivergenceWarning
 from dynstab.experiments import get_experiment, list_groups, run_experiment
 from dynstab.experiments.base import RunSpec
 from dynstab.experiments.wu_su_2023 import common as C
-from dynstab.experiments.wu_su_2023.e1_diagonal_sweep import (
-    E1Config,
-    E1DiagonalSweep,
-    analyze_e1,
-    run_diagonal,
-)
-from dynstab.experiments.wu_su_2023.e2_balancing import E2Config, analyze_e2, unbalanced_init
-from dynstab.experiments.wu_su_2023.e3_relu_dynamics import E3Config, analyze_e3, init_relu
+from dynstab.experiments.wu_su_2023.e1_diagonal_sweep import E1Config, E1DiagonalSweep, analyze_e1
+from dynstab.experiments.wu_su_2023.e2_balancing import E2Config, analyze_e2
+from dynstab.experiments.wu_su_2023.e3_relu_dynamics import E3Config, analyze_e3
 from dynstab.experiments.wu_su_2023.e4_relu_sweep import E4Config, analyze_e4
 from dynstab.experiments.wu_su_2023.e5_theory_checks import (
     E5Config,
@@ -105,22 +102,159 @@ def test_specs_are_one_unit_per_run_with_unique_keys():
 
 def test_unbalanced_init_has_exact_r0_and_rejects_r0_below_one():
     for r0 in (1.0, 1.05, 2.0, 16.0):
-        a, b = unbalanced_init(40, r0, 0.1, seed=3)
+        a, b = C.init_unbalanced(40, r0, 0.1, seed=3)
         r = np.sum(a * a + b * b) / (2 * np.sum(np.abs(a * b)))
         assert r == pytest.approx(r0, rel=1e-12)
     with pytest.raises(ValueError, match="r0 must be >= 1"):
-        unbalanced_init(5, 0.5, 0.1, 0)
+        C.init_unbalanced(5, 0.5, 0.1, 0)
 
 
 def test_inputs_kinds_and_errors():
-    rng = np.random.default_rng(0)
-    X = C.make_inputs("cube", 50, 4, rng)
-    assert X.min() >= -1
-    assert X.max() <= 1
-    with pytest.raises(ValueError, match="inputs must be one of"):
-        C.make_inputs("laplace", 2, 2, rng)
-    with pytest.raises(ValueError, match="init must be"):
-        init_relu(3, 2, "xavier", 0)
+    p = C.diagonal_problem(d=4, n=50, n_test=3, inputs="cube", support=1, seed=0)
+    assert p.X.min() >= -1
+    assert p.X.max() <= 1
+    p = C.diagonal_problem(d=9, n=5, n_test=3, inputs="sphere", support=1, seed=0)
+    np.testing.assert_allclose(np.linalg.norm(p.X, axis=1), 3.0, rtol=1e-12)
+    with pytest.raises(ValueError, match="unknown input_dist"):
+        C.diagonal_problem(d=2, n=2, n_test=1, inputs="laplace", support=1, seed=0)
+    with pytest.raises(ValueError, match="unknown init"):
+        C.init_relu(3, 2, "xavier", 0)
+
+
+def test_data_and_inits_come_from_the_shared_layers():
+    from dynstab.data import make_regression_dataset, unbalanced_diagonal_init
+    from dynstab.models import DiagonalLinearNet, TwoLayerReLU
+
+    p = C.diagonal_problem(d=6, n=4, n_test=3, inputs="gaussian", support=2, seed=5)
+    ds = make_regression_dataset(
+        "sparse_linear",
+        4,
+        3,
+        6,
+        input_dist="gaussian",
+        sparsity=2,
+        generator=C.torch_generator(5, 1),
+    )
+    np.testing.assert_array_equal(p.X, ds.X.numpy())
+    np.testing.assert_array_equal(p.y_test, ds.y_test.numpy())
+    np.testing.assert_array_equal(p.teacher, [1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    rp = C.relu_problem(d=5, n=4, n_test=2, k=3, seed=5)
+    rds = make_regression_dataset("relu", 4, 2, 5, k=3, generator=C.torch_generator(5, 2))
+    np.testing.assert_array_equal(rp.X, rds.X.numpy())
+    np.testing.assert_array_equal(rp.teacher, rds.teacher.V.numpy())
+    np.testing.assert_allclose(rp.y, np.maximum(rp.X @ rp.teacher.T, 0).sum(1), rtol=1e-12)
+    a, b = C.init_diagonal(7, 0.5, seed=2)
+    net = DiagonalLinearNet(
+        7, init_scale=0.5, generator=C.torch_generator(2, 4), dtype=torch.float64
+    )
+    np.testing.assert_array_equal(a, net.a.detach().numpy())
+    np.testing.assert_array_equal(b, net.b.detach().numpy())
+    a, b = C.init_unbalanced(7, 4.0, 0.1, seed=2)
+    ta, tb = unbalanced_diagonal_init(7, 4.0, std=0.1, generator=C.torch_generator(2, 5))
+    np.testing.assert_array_equal(a, ta.numpy())
+    np.testing.assert_array_equal(b, tb.numpy())
+    W, av = C.init_relu(5, 3, "r3p", seed=2)
+    rnet = TwoLayerReLU(5, 3, init="r3p", generator=C.torch_generator(2, 6), dtype=torch.float64)
+    np.testing.assert_array_equal(W, rnet.w.detach().numpy())
+    np.testing.assert_array_equal(av, rnet.a.detach().numpy())
+    # Same seed and stream: same draw; other stream or seed: a different draw.
+    x = [torch.randn(4, generator=C.torch_generator(s, t)) for s, t in ((1, 1), (1, 1), (1, 2))]
+    x.append(torch.randn(4, generator=C.torch_generator(2, 1)))
+    assert torch.equal(x[0], x[1])
+    assert not torch.equal(x[0], x[2])
+    assert not torch.equal(x[0], x[3])
+    # The data of a unit do not depend on the other units (E1 and E2 share seed → data).
+    cfg1, cfg2 = E1Config.profile("quick"), E2Config.profile("quick")
+    np.testing.assert_array_equal(cfg1.problem(0).X, cfg2.problem(0).X)
+
+
+def test_shared_config_fields_and_ambiguities():
+    e1, e4 = E1Config(), E4Config()
+    assert isinstance(e1, C.SweepConfig)
+    assert isinstance(e1, C.DiagonalDataConfig)
+    assert isinstance(e4, C.ReLUDataConfig)
+    assert isinstance(E3Config(), C.TrainerConfig)
+    assert not isinstance(E3Config(), C.SweepConfig)
+    # E4 keeps its own warm-up lengths on top of the shared sweep fields.
+    assert (e4.sgd_warmup_steps, e4.gd_warmup_steps) == (100_000, 10_000)
+    assert (e1.sgd_warmup_steps, e1.gd_warmup_steps) == (50_000, 5_000)
+    assert E2Config.profile("quick").d == E1Config.profile("quick").d == C.QUICK_DIAGONAL["d"]
+    assert E3Config.profile("quick").k == E4Config.profile("quick").k == C.QUICK_RELU["k"]
+    amb = C.ambiguities(["A12", "A7"], {"A3": "x", "E2 init": "y"})
+    assert list(amb) == ["A3", "A7", "A12", "E2 init"]
+    assert amb["A7"].startswith("converged")
+    with pytest.raises(KeyError):
+        C.ambiguities(["A99"])
+    assert list(get_experiment("wu-su-2023/e4").ambiguities)[:2] == ["A2", "A4"]
+
+
+def test_gd_warmup_rule_a12():
+    cfg = E1Config()
+    # η > 2/λ_max(G_0) needs the warm-up under "auto"; η ≤ 2/λ_max(G_0) does not.
+    assert C.gd_warmup_steps(cfg, 0.1, 25.0) == cfg.gd_warmup_steps
+    assert C.gd_warmup_steps(cfg, 0.08, 25.0) == 0
+    always = dataclasses.replace(cfg, gd_warmup="always")
+    never = dataclasses.replace(cfg, gd_warmup="never")
+    assert C.gd_warmup_steps(always, 0.01, 25.0) == cfg.gd_warmup_steps
+    assert C.gd_warmup_steps(never, 1.0, 25.0) == 0
+
+
+def test_selection_medians_and_ratios():
+    res = {
+        "a": {"optimizer": "sgd", "lr": 0.1, "r0": 2.0, "converged": True, "trace": 10.0},
+        "b": {"optimizer": "sgd", "lr": 0.1, "r0": 4.0, "converged": True, "trace": 16.0},
+        "c": {"optimizer": "sgd", "lr": 0.2, "r0": 2.0, "converged": False, "trace": 99.0},
+        "d": {"optimizer": "sgd", "lr": 0.2, "r0": 2.0, "converged": True, "diverged": True},
+        "e": {"optimizer": "gd", "lr": 0.1, "r0": 2.0, "converged": True, "trace": 1.0},
+    }
+    assert [r["trace"] for r in C.select(res, "sgd")] == [10.0, 16.0]
+    assert len(C.select(res, "sgd", converged_only=False, lr=0.2)) == 2
+    assert C.medians(res, "sgd", "trace", "lr", [0.1, 0.2])[0] == 13.0
+    assert math.isnan(C.medians(res, "sgd", "trace", "lr", [0.1, 0.2])[1])
+    assert C.medians(res, "sgd", "trace", "r0", [4.0], lr=0.1) == [16.0]
+    cells = C.summary_cells("sgd", C.select(res, "sgd", lr=0.1), ["trace"])
+    assert cells == {"sgd_trace": 13.0, "sgd_converged": "2/2"}
+    assert C.summary_cells("sgd", [res["c"]], ["trace"]) == {
+        "sgd_trace": 99.0,
+        "sgd_converged": "0/1",
+    }
+    # R1 ratio at the effective learning rate: Tr G·η_eff/2 (B = 1, q = 1).
+    runs = [{"trace": 10.0, "lr": 0.1, "lr_at_1e6": 0.15}, {"trace": 12.0, "lr": 0.1}]
+    assert C.worst_trace_ratio(runs, 100, 1) == pytest.approx(max(10 * 0.15 / 2, 12 * 0.1 / 2))
+    assert math.isnan(C.worst_trace_ratio([], 100, 1))
+    assert C.max_over_min([2.0, 8.0, 4.0]) == 4.0
+    assert math.isnan(C.max_over_min([2.0, float("nan")]))
+    assert C.max_over_min([2.0, float("nan"), 3.0], skip_missing=True) == 1.5
+    assert math.isnan(C.max_over_min([]))
+
+
+def test_run_one_uses_one_thread_and_restores_torch_threads():
+    # threadpoolctl is optional (it comes with scikit-learn); without it only torch is capped.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = {}
+
+    class Probe(C.WuSuExperiment):
+        name = "wu-su-2023/probe"
+        config_cls = E5Config
+
+        def specs(self, config):
+            return [RunSpec("x")]
+
+        def compute(self, config, spec):
+            np.ones((4, 4)) @ np.ones((4, 4))
+            seen["torch"] = torch.get_num_threads()
+            seen["blas"] = [p["num_threads"] for p in threadpoolctl.threadpool_info()]
+            return {}
+
+        def analyze(self, config, results):
+            return []
+
+    before = torch.get_num_threads()
+    assert Probe().run_one(E5Config(), RunSpec("x")) == {}
+    assert seen["torch"] == 1
+    assert seen["blas"]
+    assert all(t == 1 for t in seen["blas"])
+    assert torch.get_num_threads() == before
 
 
 def test_closed_form_grams_match_autograd_gram():
@@ -160,7 +294,7 @@ def test_measures_closed_form_trace_and_norms():
     # Tr G ≥ 2‖β‖_{1,s} (AM–GM, R4).
     assert full["trace"] >= 2 * full["weighted_l1"]
     rp = C.relu_problem(d=5, n=6, n_test=4, k=2, seed=0)
-    W, av = init_relu(5, 7, "lw", 0)
+    W, av = C.init_relu(5, 7, "lw", 0)
     f, c = C.relu_measures(W, av, rp), C.relu_measures(W, av, rp, spectrum=False)
     assert c["trace"] == pytest.approx(f["trace"], rel=1e-12)
     assert f["path_norm"] == pytest.approx(np.sum(np.abs(av) * np.linalg.norm(W, axis=1)))
@@ -242,7 +376,7 @@ def test_fast_sgd_relu_equals_generic_trainer_with_and_without_clipping():
     from dynstab.training import train
 
     prob = C.relu_problem(d=6, n=10, n_test=2, k=2, seed=1)
-    W0, a0 = init_relu(6, 8, "lw", 1)
+    W0, a0 = C.init_relu(6, 8, "lw", 1)
     for clip in (None, 0.5):
         net = TwoLayerReLU(6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
@@ -292,7 +426,7 @@ def test_fast_gd_equals_generic_trainer():
     np.testing.assert_allclose(a, net.a.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(b, net.b.detach().numpy(), rtol=1e-10, atol=1e-12)
     rp = C.relu_problem(d=5, n=9, n_test=2, k=2, seed=0)
-    W0, av0 = init_relu(5, 7, "lw", 0)
+    W0, av0 = C.init_relu(5, 7, "lw", 0)
     rnet = TwoLayerReLU(5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         rnet.w.copy_(torch.tensor(W0))
@@ -340,14 +474,16 @@ def test_fast_loop_convergence_rule_needs_full_lr_steps_and_flags_divergence():
     with pytest.raises(ValueError, match="batch_size must be"):
         C.train_diagonal_fast(prob.X, prob.y, a0, a0, lr=0.1, max_steps=5, batch_size=0)
     with pytest.raises(ValueError, match="optimizer must be"):
-        run_diagonal(E1Config.profile("quick"), opt="adam", lr=0.1, seed=0)
+        C.run_unit(E1Config.profile("quick"), opt="adam", lr=0.1, seed=0)
+    with pytest.raises(TypeError, match="DiagonalDataConfig or ReLUDataConfig"):
+        C.run_unit(E5Config(), opt="sgd", lr=0.1, seed=0)
 
 
-def test_run_diagonal_small_sgd_run_respects_trace_bound():
+def test_run_unit_small_sgd_run_respects_trace_bound():
     cfg = dataclasses.replace(
         E1Config.profile("quick"), d=80, n=20, n_test=100, sgd_steps=20_000, sgd_warmup_steps=4000
     )
-    out = run_diagonal(cfg, opt="sgd", lr=0.05, seed=0)
+    out = C.run_unit(cfg, opt="sgd", lr=0.05, seed=0)
     assert out["converged"]
     assert not out["diverged"]
     assert out["trace"] <= 2 / C.effective_lr(out) * 1.05
@@ -686,7 +822,7 @@ def test_e5_quick_profile_end_to_end(tmp_path):
 
 
 def test_quick_group_passes_every_claim(tmp_path):
-    # The whole wu-su-2023 quick group: about 17 s serial on one core (CI smoke test).
+    # The whole wu-su-2023 quick group: about 25 s serial on a shared core (CI smoke test).
     from dynstab.experiments import reproduce
 
     out = reproduce(

@@ -13,16 +13,17 @@ and the group ``wu-su-2023`` (all five). Run with ``dynstab reproduce wu-su-2023
 :func:`dynstab.experiments.reproduce`.
 
 Runtimes (measured on a shared 2-core machine): the quick profile (every claim checked on
-smaller but honest settings; E5.e2 needs d = 1000, n = 300 and is full-only) takes about 34 s
-serially for the whole group (E1 10 s, E2 8 s, E3 5 s, E4 7 s, E5 4 s, process start
-included). The full profile (the spec's settings, 3 seeds) takes about 13 CPU-minutes of units
-(E1 75 s, E2 91 s, E3 34 s, E4 554 s, E5 18 s), 7 minutes wall with two workers; every claim of
-E1–E5 passes in both profiles.
+smaller but honest settings; E5.e2 needs d = 1000, n = 300 and is full-only) takes about 25 s
+serially for the whole group, process start included (28 claims). The full profile (the
+spec's settings, 3 seeds; 29 claims) takes about 8.6 CPU-minutes of units (E1 28 s, E2 70 s,
+E3 52 s, E4 352 s, E5 13 s), about 5.6 minutes wall with two workers; every claim of E1–E5
+passes in both profiles.
 
 Conventions: ½-MSE loss (A9), float64, SGD with B = 1 sampled with replacement (A2), cubic
 warm-up then constant η (A6), convergence at L ≤ 1e−10 with ≥ 20 % of the steps at full η (A7).
-Training uses the closed-form NumPy fast paths of :mod:`.common` (identical updates to
-:func:`dynstab.training.train`, a few µs per SGD step).
+Data and initializations come from :mod:`dynstab.data` and :mod:`dynstab.models` (seeded
+per unit); training uses the closed-form NumPy fast paths of :mod:`.common` (identical updates
+to :func:`dynstab.training.train`, a few µs per SGD step), one BLAS/torch thread per unit.
 """
 
 from dynstab.experiments.registry import register, register_group

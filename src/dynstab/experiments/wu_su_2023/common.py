@@ -2,8 +2,24 @@
 
 Contents:
 
-* data sets (Gaussian / sphere / cube inputs, sparse-linear and sum-of-ReLU teachers) drawn
-  from a NumPy ``Generator`` seeded per run, so every unit of work is reproducible on its own;
+* **data and initializations from the shared layers**: every unit draws its data set with
+  :func:`dynstab.data.make_regression_dataset` (sparse-linear teacher on Gaussian / sphere /
+  cube inputs for E1/E2, sum-of-ReLU teacher on spherical inputs for E3/E4), its E2
+  initialization with :func:`dynstab.data.unbalanced_diagonal_init` and its E1/E3/E4
+  initialization with the :mod:`dynstab.models` constructors (``DiagonalLinearNet``,
+  ``TwoLayerReLU``), each from its own ``torch.Generator`` seeded by
+  :func:`torch_generator` ``(seed, stream)``; the tensors are converted once to float64
+  NumPy arrays for the trainers below. Why this costs nothing: the draws happen once per
+  unit; at the spec's full sizes data + initialization take 52 ms (E1/E2: 3 300 × 1 000
+  Gaussian inputs) and 6 ms (E3/E4) against 31 ms and 4 ms for the former NumPy draws
+  (torch's float64 ``randn`` is ≈ 1.7× slower than NumPy's), i.e. < 1 CPU-s of E1's 28 and
+  E2's 70 CPU-s of full-profile units and < 0.1 s of the quick group. Reproducibility is
+  unchanged: a unit depends only on its ``seed`` (streams derived by ``SeedSequence``), and
+  the draws are fixed for a given torch version, as the former ones were for a NumPy version.
+  The *training* stays in NumPy (next items); only the SGD index stream of the fast trainers
+  comes from a NumPy ``Generator`` seeded with ``(seed, 3)``;
+* shared config fields (:class:`DiagonalDataConfig`, :class:`ReLUDataConfig`,
+  :class:`TrainerConfig`, :class:`SweepConfig`) and quick-profile settings;
 * closed-form per-sample output gradients of the two model families and their Gram matrices
   K = JJᵀ/n (n×n), whose spectrum equals that of G = JᵀJ/n (spec §2, R4, R7);
 * private *fast-path trainers*: tight NumPy loops with closed-form gradients for SGD/GD on the
@@ -12,7 +28,11 @@ Contents:
   (½-MSE, θ ← θ − η_t (1/B) Σ_{i∈I_t} ∇ℓ_i, warm-up η_t = η·min(1, (t+1)/T_w)^k) but cost a few
   microseconds per B = 1 step instead of the generic trainer's autograd overhead, which makes
   the spec's 3·10⁵-step SGD runs take seconds;
-* small analysis helpers (medians over seeds, Spearman correlation, claim formatting).
+* :func:`run_unit`, the one sweep unit of E1–E4 (train one run, measure at convergence), and
+  :class:`WuSuExperiment`, the shared experiment plumbing (one BLAS/OpenMP/torch thread per
+  unit);
+* small analysis and plotting helpers (selection and medians over seeds, Spearman
+  correlation, the trace-bound ratio, claim formatting, log–log panels).
 
 Loss convention (A9): ℓ_i(θ) = ½ (f(x_i; θ) − y_i)², L(θ) = (1/n) Σ_i ℓ_i(θ). Without the ½
 every threshold 2/η below would become 1/η.
@@ -26,47 +46,73 @@ against it (:func:`effective_lr`).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
 import math
+import re
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 import numpy as np
 
 from dynstab.errors import ConvergenceWarning, DivergenceWarning
-from dynstab.experiments.base import Claim
+from dynstab.experiments.base import Claim, Experiment, RunSpec
+from dynstab.experiments.config import ExperimentConfig
 
 __all__ = [
     "INPUT_KINDS",
+    "QUICK_DIAGONAL",
+    "QUICK_RELU",
+    "DiagonalDataConfig",
+    "FastOptions",
     "FastRunResult",
     "Problem",
+    "ReLUDataConfig",
+    "SweepConfig",
+    "TrainerConfig",
+    "WuSuExperiment",
+    "ambiguities",
     "diagonal_gram",
     "diagonal_measures",
     "diagonal_problem",
     "effective_lr",
     "fmt",
     "gd_curvature_threshold",
+    "gd_warmup_steps",
+    "init_diagonal",
+    "init_relu",
+    "init_unbalanced",
+    "is_ok",
+    "loglog_panel",
     "make_claim",
-    "make_inputs",
+    "max_over_min",
     "median",
+    "medians",
+    "plot_optimizer_medians",
     "relu_gram",
     "relu_measures",
     "relu_problem",
+    "run_unit",
     "save_figure_pair",
+    "select",
     "sgd_curvature_threshold",
     "single_thread_blas",
     "spearman",
     "spectral_measures",
     "styled",
     "subsample_history",
+    "summary_cells",
+    "sweep_specs",
+    "torch_generator",
     "train_diagonal_fast",
     "train_relu_fast",
     "warmup_multipliers",
+    "worst_trace_ratio",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,39 +122,42 @@ INPUT_KINDS: tuple[str, ...] = ("gaussian", "sphere", "cube")
 #: Loss level whose first crossing defines the "effective" learning rate (spec A7).
 LR_PROBE_LOSS = 1e-6
 
+# Random streams per unit seed (data, sampler and initializations are independent).
+_STREAM_DIAGONAL_DATA, _STREAM_RELU_DATA, _STREAM_SAMPLER = 1, 2, 3
+_STREAM_DIAGONAL_INIT, _STREAM_UNBALANCED_INIT, _STREAM_RELU_INIT = 4, 5, 6
+
 
 # --------------------------------------------------------------------------------------
-# Data
+# Data and initializations (drawn by dynstab.data / dynstab.models)
 # --------------------------------------------------------------------------------------
 
 
-def make_inputs(kind: str, n: int, d: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw ``n`` inputs in R^d (float64, shape ``(n, d)``).
+def torch_generator(seed: int, stream: int) -> Any:
+    """A ``torch.Generator`` for random stream ``stream`` of unit seed ``seed``.
 
-    ``"gaussian"``: x ~ N(0, I_d); ``"sphere"``: x ~ Unif(√d S^{d−1}) (‖x‖ = √d);
-    ``"cube"``: x ~ Unif[−1, 1]^d.
-
-    Raises:
-        ValueError: For an unknown ``kind``.
+    The 64-bit torch seed is ``SeedSequence([seed, stream])``'s first word, so different
+    streams of one seed (data, initialization) and equal streams of different seeds are
+    independent.
 
     Example:
-        >>> X = make_inputs("sphere", 4, 9, np.random.default_rng(0))
-        >>> np.allclose(np.linalg.norm(X, axis=1), 3.0)
+        >>> import torch
+        >>> g1, g2 = torch_generator(0, 1), torch_generator(0, 1)
+        >>> bool(torch.equal(torch.randn(3, generator=g1), torch.randn(3, generator=g2)))
         True
     """
-    if kind == "gaussian":
-        return rng.standard_normal((n, d))
-    if kind == "sphere":
-        Z = rng.standard_normal((n, d))
-        return math.sqrt(d) * Z / np.linalg.norm(Z, axis=1, keepdims=True)
-    if kind == "cube":
-        return rng.uniform(-1.0, 1.0, size=(n, d))
-    raise ValueError(f"inputs must be one of {list(INPUT_KINDS)}; got {kind!r}.")
+    import torch
+
+    state = np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def _numpy(t: Any) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
 
 
 @dataclass(frozen=True)
 class Problem:
-    """A regression data set with a noiseless teacher.
+    """A regression data set with a noiseless teacher (float64 NumPy arrays).
 
     Attributes:
         X: Training inputs ``(n, d)``. y: Training targets ``(n,)``.
@@ -122,44 +171,275 @@ class Problem:
     y_test: np.ndarray
     teacher: np.ndarray
 
+    @classmethod
+    def from_dataset(cls, ds: Any) -> Problem:
+        """Convert a :class:`dynstab.data.Dataset` with a linear or ReLU teacher."""
+        t = ds.teacher
+        teacher = t.beta_star if hasattr(t, "beta_star") else t.V
+        return cls(
+            _numpy(ds.X), _numpy(ds.y), _numpy(ds.X_test), _numpy(ds.y_test), _numpy(teacher)
+        )
+
 
 def diagonal_problem(
     *, d: int, n: int, n_test: int, inputs: str, support: int, seed: int
 ) -> Problem:
     """Sparse linear teacher β* = (1, …, 1, 0, …) (``support`` ones) on ``inputs`` data (E1, E2).
 
+    Drawn by :func:`dynstab.data.make_regression_dataset` (X, then X_test).
+
+    Raises:
+        ValueError: For an unknown ``inputs`` (``"gaussian"``, ``"sphere"``, ``"cube"``).
+
     Example:
         >>> p = diagonal_problem(d=5, n=3, n_test=4, inputs="gaussian", support=2, seed=0)
         >>> p.X.shape, p.teacher.tolist(), np.allclose(p.y, p.X @ p.teacher)
         ((3, 5), [1.0, 1.0, 0.0, 0.0, 0.0], True)
     """
-    rng = np.random.default_rng([seed, 1])
-    beta_star = np.zeros(d)
-    beta_star[:support] = 1.0
-    X = make_inputs(inputs, n, d, rng)
-    X_test = make_inputs(inputs, n_test, d, rng)
-    return Problem(X, X @ beta_star, X_test, X_test @ beta_star, beta_star)
+    from dynstab.data import make_regression_dataset
+
+    ds = make_regression_dataset(
+        "sparse_linear",
+        n,
+        n_test,
+        d,
+        input_dist=inputs,
+        sparsity=support,
+        generator=torch_generator(seed, _STREAM_DIAGONAL_DATA),
+    )
+    return Problem.from_dataset(ds)
 
 
 def relu_problem(*, d: int, n: int, n_test: int, k: int, seed: int) -> Problem:
     """Sum-of-k-ReLU teacher f*(x) = Σ_i σ(v_iᵀx), v_i ~ Unif(S^{d−1}), spherical inputs (E3, E4).
+
+    Drawn by :func:`dynstab.data.make_regression_dataset` (V, X, then X_test).
 
     Example:
         >>> p = relu_problem(d=4, n=3, n_test=2, k=2, seed=0)
         >>> np.allclose(np.linalg.norm(p.teacher, axis=1), 1.0), p.y.shape
         (True, (3,))
     """
-    rng = np.random.default_rng([seed, 2])
-    V = rng.standard_normal((k, d))
-    V /= np.linalg.norm(V, axis=1, keepdims=True)
-    X = make_inputs("sphere", n, d, rng)
-    X_test = make_inputs("sphere", n_test, d, rng)
-    return Problem(X, relu_teacher(V, X), X_test, relu_teacher(V, X_test), V)
+    from dynstab.data import make_regression_dataset
+
+    ds = make_regression_dataset(
+        "relu", n, n_test, d, k=k, generator=torch_generator(seed, _STREAM_RELU_DATA)
+    )
+    return Problem.from_dataset(ds)
 
 
-def relu_teacher(V: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """f*(x) = Σ_i σ(v_iᵀx) for the rows v_i of ``V``."""
-    return np.maximum(X @ V.T, 0.0).sum(axis=1)
+def init_diagonal(d: int, scale: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """a_j, b_j ~ iid N(0, scale²): the initialization of ``DiagonalLinearNet(d, init_scale)``.
+
+    Example:
+        >>> a, b = init_diagonal(4, 1.0, 0)
+        >>> a.shape, b.shape
+        ((4,), (4,))
+    """
+    import torch
+
+    from dynstab.models import DiagonalLinearNet
+
+    net = DiagonalLinearNet(
+        d,
+        init_scale=scale,
+        generator=torch_generator(seed, _STREAM_DIAGONAL_INIT),
+        dtype=torch.float64,
+    )
+    a, b = net.factors()
+    return _numpy(a), _numpy(b)
+
+
+def init_unbalanced(d: int, r0: float, std: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) with r(θ_0) = r0 exactly (E2), by :func:`dynstab.data.unbalanced_diagonal_init`.
+
+    a ~ N(0, std²), b = c ε a with ε = ±1 and c = r0 + √(r0² − 1).
+
+    Raises:
+        ValueError: If ``r0 < 1`` or ``std <= 0``.
+
+    Example:
+        >>> a, b = init_unbalanced(50, 3.0, 0.1, 0)
+        >>> round(float(np.sum(a * a + b * b) / (2 * np.sum(np.abs(a * b)))), 12)
+        3.0
+    """
+    from dynstab.data import unbalanced_diagonal_init
+
+    a, b = unbalanced_diagonal_init(
+        d, r0, std=std, generator=torch_generator(seed, _STREAM_UNBALANCED_INIT)
+    )
+    return _numpy(a), _numpy(b)
+
+
+def init_relu(d: int, m: int, init: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """W (m, d) with rows N(0, I/d) (``"lw"``) or N(0, I/√d) (``"r3p"``); a ~ N(0, 1)^m.
+
+    The initialization of ``TwoLayerReLU(d, m, init=init)``.
+
+    Raises:
+        ValueError: For an unknown ``init``.
+
+    Example:
+        >>> W, a = init_relu(3, 2, "lw", 0)
+        >>> W.shape, a.shape
+        ((2, 3), (2,))
+    """
+    import torch
+
+    from dynstab.models import TwoLayerReLU
+
+    net = TwoLayerReLU(
+        d, m, init=init, generator=torch_generator(seed, _STREAM_RELU_INIT), dtype=torch.float64
+    )
+    return _numpy(net.w), _numpy(net.a)
+
+
+# --------------------------------------------------------------------------------------
+# Shared config fields and profiles
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiagonalDataConfig(ExperimentConfig):
+    """Data of E1/E2 (spec: d = 1000, n = 300, n_test = 3000, Gaussian inputs, β* 3-sparse).
+
+    Attributes:
+        d, n, n_test: Dimension, training and test sample sizes.
+        inputs: Input law, ``"gaussian"`` (A3 default) or ``"cube"``/``"sphere"``.
+        support: Number of ones in β*.
+    """
+
+    d: int = 1000
+    n: int = 300
+    n_test: int = 3000
+    inputs: Literal["gaussian", "sphere", "cube"] = "gaussian"
+    support: int = 3
+
+    def problem(self, seed: int) -> Problem:
+        """The data set of unit seed ``seed``."""
+        return diagonal_problem(
+            d=self.d,
+            n=self.n,
+            n_test=self.n_test,
+            inputs=self.inputs,
+            support=self.support,
+            seed=seed,
+        )
+
+
+@dataclass(frozen=True)
+class ReLUDataConfig(ExperimentConfig):
+    """Data and model of E3/E4 (spec: d = 100, m = 100, n = 300, n_test = 3000, k = 10).
+
+    Attributes:
+        d, m, n, n_test, k: Dimension, width, sample sizes, teacher neurons.
+        init: ``"lw"`` (w_j ~ N(0, I/d), A4 default) or ``"r3p"`` (w_j ~ N(0, I/√d)).
+    """
+
+    d: int = 100
+    m: int = 100
+    n: int = 300
+    n_test: int = 3000
+    k: int = 10
+    init: Literal["lw", "r3p"] = "lw"
+
+    def problem(self, seed: int) -> Problem:
+        """The data set of unit seed ``seed``."""
+        return relu_problem(d=self.d, n=self.n, n_test=self.n_test, k=self.k, seed=seed)
+
+    def initial_params(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(W_0, a_0) of unit seed ``seed`` (:func:`init_relu`)."""
+        return init_relu(self.d, self.m, self.init, seed)
+
+
+@dataclass(frozen=True)
+class TrainerConfig(ExperimentConfig):
+    """Trainer settings shared by E1–E4 (spec: B = 1, cubic warm-up, A6–A7).
+
+    Attributes:
+        batch_size: SGD batch size B (sampling with replacement, A2).
+        warmup_power: Exponent k of the warm-up η·min(1, (t+1)/T_w)^k (3 = cubic).
+        stop_loss, min_full_lr_fraction: Convergence rule (A7).
+        clip: Optional gradient-norm clipping (A6 alternative; None = off).
+        trace_slack: Relative slack in "Tr G ≤ (1 + slack)·2/η" (spec: 5 %).
+        progress: tqdm bars inside each run.
+    """
+
+    batch_size: int = 1
+    warmup_power: float = 3.0
+    stop_loss: float = 1e-10
+    min_full_lr_fraction: float = 0.2
+    clip: float | None = None
+    trace_slack: float = 0.05
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class SweepConfig(TrainerConfig):
+    """Settings of an SGD-vs-GD sweep (E1, E2, E4; spec A8, A12).
+
+    Attributes:
+        seeds: Seeds (data, initialization and sampler; spec A8: 3 seeds).
+        optimizers: Subset of ``("sgd", "gd")``.
+        sgd_steps, sgd_warmup_steps: SGD step budget and warm-up length (A6, A8).
+        gd_steps: GD step budget (A8).
+        gd_warmup: ``"auto"`` = warm up only if η > 2/λ_max(G_0) (A12), or always/never.
+        gd_warmup_steps: Warm-up length for GD when used.
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    optimizers: tuple[str, ...] = ("sgd", "gd")
+    sgd_steps: int = 300_000
+    sgd_warmup_steps: int = 50_000
+    gd_steps: int = 30_000
+    gd_warmup: Literal["auto", "always", "never"] = "auto"
+    gd_warmup_steps: int = 5_000
+
+
+#: Quick-profile overrides shared by E1 and E2 (diagonal net, one seed).
+QUICK_DIAGONAL: dict[str, Any] = {
+    "d": 500,
+    "n": 150,
+    "n_test": 1000,
+    "seeds": (0,),
+    "sgd_steps": 100_000,
+    "sgd_warmup_steps": 20_000,
+    "gd_steps": 20_000,
+    "gd_warmup_steps": 2_000,
+}
+
+#: Quick-profile overrides shared by E3 and E4 (ReLU net, one seed).
+QUICK_RELU: dict[str, Any] = {"d": 50, "m": 100, "n": 150, "n_test": 1000, "k": 5, "seeds": (0,)}
+
+#: Documented defaults for the spec's ambiguities shared by several experiments (§5).
+_SHARED_AMBIGUITIES: dict[str, str] = {
+    "A2": "SGD batches sampled with replacement, B = 1",
+    "A4": "w_j ~ N(0, I_d/d), a_j ~ N(0, 1)",
+    "A7": "converged: L ≤ 1e-10 with ≥ 20% of steps at full η; bounds tested at lr_at_1e6",
+    "A8": "SGD ≤ 3e5 steps, GD ≤ 3e4 steps, 3 seeds, medians over seeds",
+    "A9": "loss ½(f - y)^2 per sample",
+    "A12": "GD at constant η; warm-up only when η > 2/λ_max(G_0)",
+}
+
+
+def ambiguities(shared: Iterable[str], specific: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The shared texts of the ambiguities ``shared`` plus ``specific`` ones, in A-number order.
+
+    Raises:
+        KeyError: For a shared ambiguity without a shared text.
+
+    Example:
+        >>> list(ambiguities(["A9", "A2"], {"A10": "no biases", "E3 lr": "0.1"}))
+        ['A2', 'A9', 'A10', 'E3 lr']
+    """
+    out = {k: _SHARED_AMBIGUITIES[k] for k in shared}
+    out.update(specific or {})
+
+    def order(key: str) -> tuple[int, int, str]:
+        m = re.fullmatch(r"A(\d+)", key)
+        return (0, int(m.group(1)), "") if m else (1, 0, key)
+
+    return {k: out[k] for k in sorted(out, key=order)}
 
 
 # --------------------------------------------------------------------------------------
@@ -446,20 +726,23 @@ def _fast_loop(
     *,
     lr: float,
     max_steps: int,
-    batch_size: int | None,
-    warmup_steps: int,
-    warmup_power: float,
-    seed: int,
-    stop_loss: float,
-    min_full_lr_fraction: float,
-    check_every: int,
-    divergence_loss: float,
-    clip: float | None,
-    monitor: Callable[[np.ndarray], Mapping[str, float]] | None,
-    record_every: int | None,
-    progress: bool,
+    batch_size: int | None = 1,
+    warmup_steps: int = 0,
+    warmup_power: float = 3.0,
+    seed: int = 0,
+    stop_loss: float = 1e-10,
+    min_full_lr_fraction: float = 0.2,
+    check_every: int = 100,
+    divergence_loss: float = 1e12,
+    clip: float | None = None,
+    monitor: Callable[[np.ndarray], Mapping[str, float]] | None = None,
+    record_every: int | None = None,
+    progress: bool = False,
 ) -> FastRunResult:
-    """Run SGD (``batch_size`` = B, with replacement) or GD (``batch_size=None``) in place."""
+    """Run SGD (``batch_size`` = B, with replacement) or GD (``batch_size=None``) in place.
+
+    Defaults and meaning of the settings: :class:`FastOptions`.
+    """
     if lr <= 0 or not math.isfinite(lr):
         raise ValueError(f"lr must be a positive finite number; got {lr!r}.")
     if max_steps < 1 or check_every < 1:
@@ -473,7 +756,7 @@ def _fast_loop(
             f"record_every must be a multiple of check_every; got {record_every} and "
             f"{check_every}. Round record_every to a multiple of check_every."
         )
-    rng = np.random.default_rng([seed, 3])
+    rng = np.random.default_rng([seed, _STREAM_SAMPLER])
     hist: dict[str, list[float]] = {"step": [], "lr": [], "loss": []}
 
     def record(t: int, lr_t: float, loss: float) -> None:
@@ -617,6 +900,37 @@ def _run_chunks(
     return loss, lr_t, t, converged, diverged, lr_conv, lr_1e6, step_1e6
 
 
+class FastOptions(TypedDict, total=False):
+    """Optional settings of :func:`train_diagonal_fast` / :func:`train_relu_fast`.
+
+    Keys (defaults in brackets):
+        batch_size: B for SGD with replacement; ``None`` for full-batch GD [1].
+        warmup_steps: T_w, 0 = constant η [0].
+        warmup_power: k (3 = cubic, the spec's A6) [3.0].
+        seed: Seed of the batch sampler [0].
+        stop_loss: Convergence tolerance on L [1e−10].
+        min_full_lr_fraction: Fraction of the steps that must be at full η (A7) [0.2].
+        check_every: Steps between loss checks (and the granularity of ``steps_run``) [100].
+        divergence_loss: A loss above this (or non-finite) stops the run as diverged [1e12].
+        clip: Optional gradient-norm clipping threshold (A6 option) [None].
+        record_every: Record (step, lr, loss, monitor) every this many steps (a multiple of
+            ``check_every``); None records nothing [None].
+        progress: Show a tqdm bar [False].
+    """
+
+    batch_size: int | None
+    warmup_steps: int
+    warmup_power: float
+    seed: int
+    stop_loss: float
+    min_full_lr_fraction: float
+    check_every: int
+    divergence_loss: float
+    clip: float | None
+    record_every: int | None
+    progress: bool
+
+
 def train_diagonal_fast(
     X: np.ndarray,
     y: np.ndarray,
@@ -625,18 +939,8 @@ def train_diagonal_fast(
     *,
     lr: float,
     max_steps: int,
-    batch_size: int | None = 1,
-    warmup_steps: int = 0,
-    warmup_power: float = 3.0,
-    seed: int = 0,
-    stop_loss: float = 1e-10,
-    min_full_lr_fraction: float = 0.2,
-    check_every: int = 100,
-    divergence_loss: float = 1e12,
-    clip: float | None = None,
     monitor: Callable[[np.ndarray, np.ndarray], Mapping[str, float]] | None = None,
-    record_every: int | None = None,
-    progress: bool = False,
+    **options: Unpack[FastOptions],
 ) -> tuple[np.ndarray, np.ndarray, FastRunResult]:
     """Train f(x) = ⟨a⊙b, x⟩ with SGD (B, with replacement) or GD on the ½-MSE loss.
 
@@ -652,19 +956,8 @@ def train_diagonal_fast(
         b: Initial second layer ``(d,)`` (copied).
         lr: Target learning rate η > 0.
         max_steps: Maximum number of updates.
-        batch_size: B for SGD with replacement; ``None`` for full-batch GD.
-        warmup_steps: T_w (0 = constant η).
-        warmup_power: k (3 = cubic, the spec's A6).
-        seed: Seed of the batch sampler.
-        stop_loss: Convergence tolerance on L.
-        min_full_lr_fraction: Fraction of the steps that must be at full η (A7).
-        check_every: Steps between loss checks (and the granularity of ``steps_run``).
-        divergence_loss: A loss above this (or non-finite) stops the run as diverged.
-        clip: Optional gradient-norm clipping threshold (A6 option).
         monitor: ``monitor(a, b) -> {name: value}`` evaluated at each recorded point.
-        record_every: Record (step, lr, loss, monitor) every this many steps (multiple of
-            ``check_every``); None records nothing.
-        progress: Show a tqdm bar.
+        **options: :class:`FastOptions` (batch size, warm-up, sampler seed, stopping rule, ...).
 
     Returns:
         ``(a_T, b_T, result)``.
@@ -676,24 +969,7 @@ def train_diagonal_fast(
     model = _DiagonalModel(X, y)
     theta = np.concatenate([np.asarray(a, np.float64), np.asarray(b, np.float64)])
     mon = None if monitor is None else (lambda th: monitor(th[:d], th[d:]))
-    res = _fast_loop(
-        model,
-        theta,
-        lr=lr,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        warmup_steps=warmup_steps,
-        warmup_power=warmup_power,
-        seed=seed,
-        stop_loss=stop_loss,
-        min_full_lr_fraction=min_full_lr_fraction,
-        check_every=check_every,
-        divergence_loss=divergence_loss,
-        clip=clip,
-        monitor=mon,
-        record_every=record_every,
-        progress=progress,
-    )
+    res = _fast_loop(model, theta, lr=lr, max_steps=max_steps, monitor=mon, **options)
     return theta[:d].copy(), theta[d:].copy(), res
 
 
@@ -705,18 +981,8 @@ def train_relu_fast(
     *,
     lr: float,
     max_steps: int,
-    batch_size: int | None = 1,
-    warmup_steps: int = 0,
-    warmup_power: float = 3.0,
-    seed: int = 0,
-    stop_loss: float = 1e-10,
-    min_full_lr_fraction: float = 0.2,
-    check_every: int = 100,
-    divergence_loss: float = 1e12,
-    clip: float | None = None,
     monitor: Callable[[np.ndarray, np.ndarray], Mapping[str, float]] | None = None,
-    record_every: int | None = None,
-    progress: bool = False,
+    **options: Unpack[FastOptions],
 ) -> tuple[np.ndarray, np.ndarray, FastRunResult]:
     """Train f(x) = Σ_j a_j σ(w_jᵀx) with SGD (B, with replacement) or GD on the ½-MSE loss.
 
@@ -734,24 +1000,7 @@ def train_relu_fast(
     model = _ReLUModel(X, y, m)
     theta = np.concatenate([np.asarray(W, np.float64).ravel(), np.asarray(a, np.float64)])
     mon = None if monitor is None else (lambda th: monitor(*model.split(th)))
-    res = _fast_loop(
-        model,
-        theta,
-        lr=lr,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        warmup_steps=warmup_steps,
-        warmup_power=warmup_power,
-        seed=seed,
-        stop_loss=stop_loss,
-        min_full_lr_fraction=min_full_lr_fraction,
-        check_every=check_every,
-        divergence_loss=divergence_loss,
-        clip=clip,
-        monitor=mon,
-        record_every=record_every,
-        progress=progress,
-    )
+    res = _fast_loop(model, theta, lr=lr, max_steps=max_steps, monitor=mon, **options)
     W_T, a_T = model.split(theta)
     return W_T.copy(), a_T.copy(), res
 
@@ -879,18 +1128,342 @@ def styled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# --------------------------------------------------------------------------------------
+# One sweep unit: train once, measure at initialization and at convergence (E1–E4)
+# --------------------------------------------------------------------------------------
+
+_FAMILIES: dict[str, tuple[Callable[..., Any], Callable[..., dict[str, float]]]] = {
+    "diagonal": (train_diagonal_fast, diagonal_measures),
+    "relu": (train_relu_fast, relu_measures),
+}
+
+
+def sweep_specs(config: Any, field_name: str, values: Iterable[float]) -> list[RunSpec]:
+    """One unit per (optimizer, value, seed) of a sweep over ``field_name``.
+
+    E1 sweeps ``lr``, E4 ``label``; keys read ``<opt>_lr=<value>_seed=<seed>``.
+
+    Example:
+        >>> [s.key for s in sweep_specs(SweepConfig(seeds=(0,), optimizers=("gd",)), "lr", [0.1])]
+        ['gd_lr=0.1_seed=0']
+    """
+    return [
+        RunSpec(f"{opt}_lr={v:.5g}_seed={seed}", {"optimizer": opt, field_name: v, "seed": seed})
+        for opt in config.optimizers
+        for v in values
+        for seed in config.seeds
+    ]
+
+
+def gd_warmup_steps(config: Any, lr: float, lambda_max0: float) -> int:
+    """GD warm-up length (A12): ``gd_warmup_steps`` when needed or forced, else 0.
+
+    ``config.gd_warmup_steps`` if ``gd_warmup`` is ``"always"``, or ``"auto"`` and
+    η > 2/λ_max(G_0); otherwise 0 (plain GD at constant η).
+
+    Example:
+        >>> gd_warmup_steps(SweepConfig(), 0.1, 30.0), gd_warmup_steps(SweepConfig(), 0.01, 30.0)
+        (5000, 0)
+    """
+    needs = lr > 2.0 / lambda_max0
+    use = config.gd_warmup == "always" or (config.gd_warmup == "auto" and needs)
+    return int(config.gd_warmup_steps) if use else 0
+
+
+def run_unit(
+    config: Any,
+    *,
+    opt: str,
+    lr: float,
+    seed: int,
+    params0: tuple[np.ndarray, np.ndarray] | None = None,
+    steps: int | None = None,
+    warmup_steps: int | None = None,
+    record_points: int | None = None,
+    monitor_keys: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one E1–E4 run with the fast trainer and return its JSON-able metrics.
+
+    The model family follows the config: a :class:`DiagonalDataConfig` trains f = ⟨a⊙b, x⟩,
+    a :class:`ReLUDataConfig` the two-layer ReLU net, on ``config.problem(seed)``. SGD uses
+    B = ``config.batch_size``, loss checks every 100 steps and (by default) the budget
+    ``sgd_steps``/``sgd_warmup_steps``; GD uses loss checks every 10 steps, ``gd_steps`` and
+    the warm-up of :func:`gd_warmup_steps` (decided on λ_max(G_0)).
+
+    Args:
+        config: An E1–E4 config (data fields, :class:`TrainerConfig` fields and, unless
+            ``steps``/``warmup_steps`` are given, :class:`SweepConfig` fields).
+        opt: ``"sgd"`` or ``"gd"``.
+        lr: Target learning rate η.
+        seed: Seed of data, initialization and sampler.
+        params0: Initial parameters ((a, b) or (W, a)); default ``config.initial_params(seed)``.
+        steps: Step budget (default from the config, see above).
+        warmup_steps: Warm-up length (default from the config, see above).
+        record_points: Record about this many history points (None: no history).
+        monitor_keys: Cheap measures (``spectrum=False``) recorded at each history point.
+        extra: Entries merged into the result.
+
+    Returns:
+        ``optimizer, lr, seed, used_warmup``, the trainer's :meth:`FastRunResult.to_dict`, the
+        final measures of :func:`diagonal_measures`/:func:`relu_measures` (NaN if diverged), the
+        same measures at initialization prefixed ``init_``, ``history`` (≤ ``record_points``
+        points) if requested, and ``extra``.
+
+    Raises:
+        ValueError: For an unknown optimizer.
+        TypeError: For a config that is neither a diagonal nor a ReLU data config.
+    """
+    if opt not in ("sgd", "gd"):
+        raise ValueError(f"optimizer must be 'sgd' or 'gd'; got {opt!r}.")
+    if isinstance(config, DiagonalDataConfig):
+        family = "diagonal"
+    elif isinstance(config, ReLUDataConfig):
+        family = "relu"
+    else:
+        raise TypeError(
+            "config must be a DiagonalDataConfig or ReLUDataConfig (E1–E4); got "
+            f"{type(config).__name__}. Pass an E1–E4 config."
+        )
+    train, measures = _FAMILIES[family]
+    problem = config.problem(seed)
+    p0, q0 = config.initial_params(seed) if params0 is None else params0
+    init = measures(p0, q0, problem)
+    if opt == "sgd":
+        steps = config.sgd_steps if steps is None else steps
+        warm = config.sgd_warmup_steps if warmup_steps is None else warmup_steps
+        batch, check = config.batch_size, 100
+    else:
+        steps = config.gd_steps if steps is None else steps
+        warm = (
+            gd_warmup_steps(config, lr, init["lambda_max"])
+            if warmup_steps is None
+            else warmup_steps
+        )
+        batch, check = None, 10
+    record_every = None
+    monitor = None
+    if record_points:
+        record_every = max(check, (steps // record_points) // check * check)
+
+        def monitor(p: np.ndarray, q: np.ndarray) -> dict[str, float]:
+            m = measures(p, q, problem, spectrum=False)
+            return {k: m[k] for k in monitor_keys}
+
+    p, q, res = train(
+        problem.X,
+        problem.y,
+        p0,
+        q0,
+        lr=lr,
+        max_steps=steps,
+        monitor=monitor,
+        batch_size=batch,
+        warmup_steps=warm,
+        warmup_power=config.warmup_power,
+        seed=seed,
+        stop_loss=config.stop_loss,
+        min_full_lr_fraction=config.min_full_lr_fraction,
+        check_every=check,
+        clip=config.clip,
+        record_every=record_every,
+        progress=config.progress,
+    )
+    out: dict[str, Any] = {"optimizer": opt, "lr": lr, "seed": seed, "used_warmup": warm > 0}
+    out.update(res.to_dict())
+    if res.diverged or not math.isfinite(res.final_loss):
+        out.update({k: float("nan") for k in init})
+    else:
+        out.update(measures(p, q, problem))
+    out.update({f"init_{k}": v for k, v in init.items()})
+    if record_points:
+        out["history"] = subsample_history(res.history, record_points)
+    if extra:
+        out.update(extra)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Selection and summaries of unit results (medians over seeds)
+# --------------------------------------------------------------------------------------
+
+
+def is_ok(run: Mapping[str, Any]) -> bool:
+    """A run that converged and did not diverge."""
+    return bool(run.get("converged")) and not run.get("diverged")
+
+
+def select(
+    results: Mapping[str, Mapping[str, Any]],
+    optimizer: str,
+    *,
+    converged_only: bool = True,
+    **match: float,
+) -> list[dict[str, Any]]:
+    """The runs of ``optimizer`` whose fields equal ``match`` (rel. tol 1e−9), e.g. ``lr=0.05``.
+
+    Example:
+        >>> res = {"a": {"optimizer": "sgd", "lr": 0.1, "converged": True},
+        ...        "b": {"optimizer": "sgd", "lr": 0.2, "converged": False}}
+        >>> len(select(res, "sgd")), len(select(res, "sgd", converged_only=False, lr=0.2))
+        (1, 1)
+    """
+    return _select(results, optimizer, converged_only, match)
+
+
+def _select(
+    results: Mapping[str, Mapping[str, Any]],
+    optimizer: str,
+    converged_only: bool,
+    match: Mapping[str, float],
+) -> list[dict[str, Any]]:
+    return [
+        dict(r)
+        for r in results.values()
+        if r.get("optimizer") == optimizer
+        and all(math.isclose(r[k], v, rel_tol=1e-9) for k, v in match.items())
+        and (not converged_only or is_ok(r))
+    ]
+
+
+def medians(
+    results: Mapping[str, Mapping[str, Any]],
+    optimizer: str,
+    key: str,
+    by: str,
+    values: Iterable[float],
+    **fixed: float,
+) -> list[float]:
+    """Median over the converged runs of ``key`` for each value of the field ``by``.
+
+    Example:
+        >>> res = {str(i): {"optimizer": "gd", "lr": 0.1, "converged": True, "t": i}
+        ...        for i in range(3)}
+        >>> medians(res, "gd", "t", "lr", [0.1, 0.2])
+        [1.0, nan]
+    """
+    return [
+        median([r[key] for r in _select(results, optimizer, True, {**fixed, by: v})])
+        for v in values
+    ]
+
+
+def worst_trace_ratio(runs: Iterable[Mapping[str, Any]], n: int, batch_size: int) -> float:
+    """Maximum over ``runs`` of Tr G / (2/(q η_eff)) (R1 at the effective η, A7); NaN if no runs."""
+    ratios = [r["trace"] / sgd_curvature_threshold(effective_lr(r), n, batch_size) for r in runs]
+    return max(ratios, default=float("nan"))
+
+
+def max_over_min(values: Sequence[float], *, skip_missing: bool = False) -> float:
+    """Ratio max/min of positive values (NaN if empty, non-positive or with missing values).
+
+    A non-finite value makes the result NaN unless ``skip_missing``, which drops it.
+
+    Example:
+        >>> max_over_min([2.0, 4.0]), max_over_min([2.0, float("nan")], skip_missing=True)
+        (2.0, 1.0)
+    """
+    v = [x for x in values if math.isfinite(x)] if skip_missing else list(values)
+    if not v or not all(math.isfinite(x) for x in v) or min(v) <= 0:
+        return float("nan")
+    return max(v) / min(v)
+
+
+def summary_cells(
+    optimizer: str, runs: Sequence[Mapping[str, Any]], keys: Iterable[str]
+) -> dict[str, Any]:
+    """Table cells ``<optimizer>_<key>`` (medians over ``runs``) and ``<optimizer>_converged``."""
+    row: dict[str, Any] = {f"{optimizer}_{k}": median([r[k] for r in runs]) for k in keys}
+    row[f"{optimizer}_converged"] = f"{sum(bool(r.get('converged')) for r in runs)}/{len(runs)}"
+    return row
+
+
+# --------------------------------------------------------------------------------------
+# Plotting helpers
+# --------------------------------------------------------------------------------------
+
+
+def loglog_panel(
+    ax: Any,
+    *,
+    xlabel: str,
+    ylabel: str | None = None,
+    title: str | None = None,
+    legend: bool = True,
+) -> None:
+    """Log–log axes with labels, title and a small legend."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=8)
+
+
+def plot_optimizer_medians(
+    ax: Any,
+    results: Mapping[str, Mapping[str, Any]],
+    optimizers: Iterable[str],
+    key: str,
+    by: str,
+    values: Sequence[float],
+    *,
+    label_suffix: str = "",
+    **fixed: float,
+) -> None:
+    """One line of :func:`medians` per configured optimizer (SGD: circles, GD: squares)."""
+    for opt, mk in (("sgd", "o"), ("gd", "s")):
+        if opt in optimizers:
+            med = medians(results, opt, key, by, values, **fixed)
+            ax.plot(values, med, marker=mk, label=opt.upper() + label_suffix)
+
+
+# --------------------------------------------------------------------------------------
+# Experiment plumbing
+# --------------------------------------------------------------------------------------
+
+
 @contextlib.contextmanager
 def single_thread_blas() -> Iterator[None]:
-    """Limit BLAS/OpenMP to one thread inside the block (via ``threadpoolctl`` if installed).
+    """Run the block with one BLAS/OpenMP thread (``threadpoolctl``) and one torch thread.
 
     The fast-path trainers multiply small matrices (at most 300×1000) thousands of times; a
     multi-threaded BLAS only adds synchronisation cost there (measured 6× slower on 2 busy
-    cores), and the runner parallelises over units anyway.
+    cores), and the runner parallelises over units anyway. The framework's own limit
+    (:mod:`dynstab.experiments.executors`) is ``cores // workers`` threads and applies only to
+    the ``local`` executor's worker processes, not to ``serial`` runs nor to fewer workers than
+    cores, hence this guard. torch's thread count is restored on exit.
     """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional dependency
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - optional dependency
+            yield
+            return
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class WuSuExperiment(Experiment):
+    """Shared plumbing of E1–E5: :meth:`run_one` computes a unit inside :func:`single_thread_blas`.
+
+    Subclasses implement :meth:`compute` (plus ``specs``, ``analyze`` and the metadata).
+    """
+
+    def run_one(self, config: Any, spec: RunSpec) -> dict[str, Any]:
+        """Compute one unit with one BLAS/OpenMP/torch thread (see :func:`single_thread_blas`)."""
+        with single_thread_blas():
+            return self.compute(config, spec)
+
+    @abc.abstractmethod
+    def compute(self, config: Any, spec: RunSpec) -> dict[str, Any]:
+        """Compute one unit; return JSON-able metrics."""

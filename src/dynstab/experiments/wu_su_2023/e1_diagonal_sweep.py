@@ -12,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.config import ExperimentConfig
+from dynstab.experiments.base import Claim, RunSpec
 from dynstab.experiments.wu_su_2023 import common as C
 
 __all__ = ["E1Config", "E1DiagonalSweep"]
@@ -26,108 +25,63 @@ _FULL_LRS = tuple(float(x) for x in np.logspace(-2.4, -0.9, 6))
 
 
 @dataclasses.dataclass(frozen=True)
-class E1Config(ExperimentConfig):
+class E1Config(C.SweepConfig, C.DiagonalDataConfig):
     """Settings of E1 (defaults = the spec's full settings; ``PROFILES['quick']`` for CI).
 
+    Data fields (d, n, n_test, inputs, support) as in :class:`~.common.DiagonalDataConfig`;
+    trainer and sweep fields (seeds, optimizers, batch_size, sgd_steps, sgd_warmup_steps,
+    gd_steps, gd_warmup, gd_warmup_steps, warmup_power, stop_loss, min_full_lr_fraction, clip,
+    trace_slack, progress) as in :class:`~.common.SweepConfig` (spec: B = 1, SGD ≤ 3·10⁵ steps
+    with a 5·10⁴-step cubic warm-up, GD ≤ 3·10⁴ steps).
+
     Attributes:
-        d, n, n_test: Dimension, training and test sample sizes (spec: 1000, 300, 3000).
-        inputs: Input law, ``"gaussian"`` (A3 default) or ``"cube"``/``"sphere"``.
-        support: Number of ones in β* (spec: 3).
         init_scale: Std of the N(0, s²) initialization of a and b (spec: 1).
         lrs: Target learning rates η (spec: logspace(−2.4, −0.9, 6)).
-        seeds: Seeds (data, initialization and sampler; spec A8: 3 seeds).
-        optimizers: Subset of ``("sgd", "gd")``.
-        batch_size: SGD batch size B (spec: 1, sampling with replacement).
-        sgd_steps, sgd_warmup_steps: SGD step budget and cubic warm-up length (A6, A8).
-        gd_steps: GD step budget (A8). gd_warmup: ``"auto"`` = warm up only if η > 2/λ_max(G_0).
-        gd_warmup_steps: Warm-up length for GD when used.
-        warmup_power: Exponent of the warm-up (3 = cubic).
-        stop_loss, min_full_lr_fraction: Convergence rule (A7).
-        clip: Optional gradient-norm clipping (A6 alternative; None = off).
-        trace_slack: Relative slack in "Tr G ≤ (1 + slack)·2/η" (spec: 5 %).
-        progress: tqdm bars inside each run.
     """
 
-    d: int = 1000
-    n: int = 300
-    n_test: int = 3000
-    inputs: Literal["gaussian", "sphere", "cube"] = "gaussian"
-    support: int = 3
     init_scale: float = 1.0
     lrs: tuple[float, ...] = _FULL_LRS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    optimizers: tuple[str, ...] = ("sgd", "gd")
-    batch_size: int = 1
-    sgd_steps: int = 300_000
-    sgd_warmup_steps: int = 50_000
-    gd_steps: int = 30_000
-    gd_warmup: Literal["auto", "always", "never"] = "auto"
-    gd_warmup_steps: int = 5_000
-    warmup_power: float = 3.0
-    stop_loss: float = 1e-10
-    min_full_lr_fraction: float = 0.2
-    clip: float | None = None
-    trace_slack: float = 0.05
-    progress: bool = False
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {
-            "d": 500,
-            "n": 150,
-            "n_test": 1000,
-            "lrs": (0.004, 0.0126, 0.04, 0.126),
-            "seeds": (0,),
-            "sgd_steps": 100_000,
-            "sgd_warmup_steps": 20_000,
-            "gd_steps": 20_000,
-            "gd_warmup_steps": 2_000,
-        }
+        "quick": {**C.QUICK_DIAGONAL, "lrs": (0.004, 0.0126, 0.04, 0.126)}
     }
 
+    def initial_params(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """a_j, b_j ~ iid N(0, init_scale²) of unit seed ``seed`` (the same for every η)."""
+        return C.init_diagonal(self.d, self.init_scale, seed)
 
-def _key(opt: str, lr: float, seed: int) -> str:
-    return f"{opt}_lr={lr:.5g}_seed={seed}"
 
-
-class E1DiagonalSweep(Experiment):
+class E1DiagonalSweep(C.WuSuExperiment):
     """E1: sharpness, norms and test error of SGD vs GD solutions across η."""
 
-    name: ClassVar[str] = "wu-su-2023/e1"
-    title: ClassVar[str] = "Diagonal linear net: LR sweep, SGD (Tr G ≤ 2/η) vs GD (λ_max ≤ 2/η)"
-    description: ClassVar[str] = (
+    name = "wu-su-2023/e1"
+    title = "Diagonal linear net: LR sweep, SGD (Tr G ≤ 2/η) vs GD (λ_max ≤ 2/η)"
+    description = (
         "Diagonal linear network f(x) = ⟨a⊙b, x⟩ with a large N(0,1) initialization fit to a "
         "3-sparse linear teacher. SGD (B = 1) solutions have Tr G just below 2/η, so their "
         "weighted ℓ1 norm and test error fall with η; GD solutions keep the initialization's "
         "sharpness and error (spec §4 E1, R1, R3, R4, R9)."
     )
-    spec_reference: ClassVar[str] = "wu_su_2023.md §4 E1"
-    ambiguities: ClassVar[dict[str, str]] = {
-        "A2": "SGD batches sampled with replacement, B = 1",
-        "A3": "inputs x ~ N(0, I_d) (option: inputs=cube for Unif[-1,1]^d)",
-        "A5": "test error = test MSE E(f - f*)^2 on n_test fresh samples (relative MSE also kept)",
-        "A6": "cubic warm-up η_t = η·min(1,(t+1)/T_w)^3, then constant; no clipping",
-        "A7": "converged: L ≤ 1e-10 with ≥ 20% of steps at full η; bounds tested at lr_at_1e6",
-        "A8": "SGD ≤ 3e5 steps, GD ≤ 3e4 steps, 3 seeds, medians over seeds",
-        "A9": "loss ½(f - y)^2 per sample",
-        "A11": "a⊙b parameterization",
-        "A12": "GD at constant η; warm-up only when η > 2/λ_max(G_0)",
-    }
-    config_cls: ClassVar[type] = E1Config
+    spec_reference = "wu_su_2023.md §4 E1"
+    ambiguities = C.ambiguities(
+        ("A2", "A7", "A8", "A9", "A12"),
+        {
+            "A3": "inputs x ~ N(0, I_d) (option: inputs=cube for Unif[-1,1]^d)",
+            "A5": "test error = test MSE E(f - f*)^2 on n_test fresh samples (relative MSE kept)",
+            "A6": "cubic warm-up η_t = η·min(1,(t+1)/T_w)^3, then constant; no clipping",
+            "A11": "a⊙b parameterization",
+        },
+    )
+    config_cls = E1Config
 
     def specs(self, config: E1Config) -> list[RunSpec]:
         """One unit per (optimizer, η, seed)."""
-        return [
-            RunSpec(_key(opt, lr, seed), {"optimizer": opt, "lr": lr, "seed": seed})
-            for opt in config.optimizers
-            for lr in config.lrs
-            for seed in config.seeds
-        ]
+        return C.sweep_specs(config, "lr", config.lrs)
 
-    def run_one(self, config: E1Config, spec: RunSpec) -> dict[str, Any]:
+    def compute(self, config: E1Config, spec: RunSpec) -> dict[str, Any]:
         """Train one run with the fast closed-form trainer and measure the solution."""
-        opt, lr, seed = spec.params["optimizer"], float(spec.params["lr"]), int(spec.params["seed"])
-        with C.single_thread_blas():
-            return run_diagonal(config, opt=opt, lr=lr, seed=seed)
+        p = spec.params
+        return C.run_unit(config, opt=p["optimizer"], lr=float(p["lr"]), seed=int(p["seed"]))
 
     def analyze(self, config: E1Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
         """Claims E1.1–E1.6 of the spec's "what must be seen" list."""
@@ -143,14 +97,14 @@ class E1DiagonalSweep(Experiment):
         self, config: E1Config, results: dict[str, dict[str, Any]]
     ) -> list[tuple[str, list[dict[str, Any]]]]:
         """The spec's [SIM]-style calibration table (medians over seeds)."""
+        keys = ("trace", "frobenius", "lambda_max", "l1", "balancedness", "test_mse")
         rows = []
         for lr in sorted(config.lrs):
             row: dict[str, Any] = {"lr": lr, "2/lr": 2.0 / lr}
             for opt in config.optimizers:
-                runs = _runs(results, opt, lr)
-                for k in ("trace", "frobenius", "lambda_max", "l1", "balancedness", "test_mse"):
-                    row[f"{opt}_{k}"] = C.median([r[k] for r in runs])
-                row[f"{opt}_converged"] = f"{sum(r['converged'] for r in runs)}/{len(runs)}"
+                row.update(
+                    C.summary_cells(opt, C.select(results, opt, converged_only=False, lr=lr), keys)
+                )
             rows.append(row)
         return [("E1 medians over seeds (cf. spec [SIM] table)", rows)]
 
@@ -158,114 +112,10 @@ class E1DiagonalSweep(Experiment):
 # --------------------------------------------------------------------------------------
 
 
-def init_diagonal(d: int, scale: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """a_j, b_j ~ iid N(0, scale²) from the run's seed (the same for every η and optimizer)."""
-    rng = np.random.default_rng([seed, 4])
-    return scale * rng.standard_normal(d), scale * rng.standard_normal(d)
-
-
-def run_diagonal(
-    config: Any,
-    *,
-    opt: str,
-    lr: float,
-    seed: int,
-    a0: np.ndarray | None = None,
-    b0: np.ndarray | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train the diagonal net once (shared by E1 and E2) and return JSON-able metrics.
-
-    Args:
-        config: An E1/E2 config (fields d, n, n_test, inputs, support, steps, warm-up, ...).
-        opt: ``"sgd"`` or ``"gd"``.
-        lr: Target learning rate η.
-        seed: Seed of data, initialization and sampler.
-        a0: Optional initial a (default: N(0, init_scale²)).
-        b0: Optional initial b (used only together with ``a0``).
-        extra: Extra entries merged into the result.
-
-    Returns:
-        Metrics: ``optimizer, lr, seed, converged, diverged, steps_run, final_loss,
-        lr_at_convergence, lr_at_1e6, step_at_1e6, seconds, used_warmup``, the final measures
-        of :func:`common.diagonal_measures` and the same measures at initialization prefixed
-        ``init_``.
-
-    Raises:
-        ValueError: For an unknown optimizer.
-    """
-    if opt not in ("sgd", "gd"):
-        raise ValueError(f"optimizer must be 'sgd' or 'gd'; got {opt!r}.")
-    problem = C.diagonal_problem(
-        d=config.d,
-        n=config.n,
-        n_test=config.n_test,
-        inputs=config.inputs,
-        support=config.support,
-        seed=seed,
-    )
-    if a0 is None or b0 is None:
-        a0, b0 = init_diagonal(config.d, config.init_scale, seed)
-    init = C.diagonal_measures(a0, b0, problem)
-    if opt == "sgd":
-        steps, warm, batch, check = (
-            config.sgd_steps,
-            config.sgd_warmup_steps,
-            config.batch_size,
-            100,
-        )
-    else:
-        steps, batch, check = config.gd_steps, None, 10
-        gd_warmup = config.gd_warmup
-        needs = lr > 2.0 / init["lambda_max"]
-        use = gd_warmup == "always" or (gd_warmup == "auto" and needs)
-        warm = config.gd_warmup_steps if use else 0
-    a, b, res = C.train_diagonal_fast(
-        problem.X,
-        problem.y,
-        a0,
-        b0,
-        lr=lr,
-        max_steps=steps,
-        batch_size=batch,
-        warmup_steps=warm,
-        warmup_power=config.warmup_power,
-        seed=seed,
-        stop_loss=config.stop_loss,
-        min_full_lr_fraction=config.min_full_lr_fraction,
-        check_every=check,
-        clip=config.clip,
-        progress=config.progress,
-    )
-    out: dict[str, Any] = {"optimizer": opt, "lr": lr, "seed": seed, "used_warmup": warm > 0}
-    out.update(res.to_dict())
-    if res.diverged or not math.isfinite(res.final_loss):
-        final = {k: float("nan") for k in init}
-    else:
-        final = C.diagonal_measures(a, b, problem)
-    out.update(final)
-    out.update({f"init_{k}": v for k, v in init.items()})
-    if extra:
-        out.update(extra)
-    return out
-
-
-def _runs(results: dict[str, dict[str, Any]], opt: str, lr: float | None = None) -> list[dict]:
-    return [
-        r
-        for r in results.values()
-        if r.get("optimizer") == opt and (lr is None or math.isclose(r["lr"], lr, rel_tol=1e-9))
-    ]
-
-
-def _ok(r: dict[str, Any]) -> bool:
-    return bool(r.get("converged")) and not r.get("diverged")
-
-
 def _medians(
     results: dict[str, dict[str, Any]], opt: str, key: str, lrs: list[float]
 ) -> list[float]:
-    return [C.median([r[key] for r in _runs(results, opt, lr) if _ok(r)]) for lr in lrs]
+    return C.medians(results, opt, key, "lr", lrs)
 
 
 def _fold(x: list[float]) -> float:
@@ -273,13 +123,6 @@ def _fold(x: list[float]) -> float:
     if not x or not (math.isfinite(x[0]) and math.isfinite(x[-1])) or x[-1] <= 0:
         return float("nan")
     return x[0] / x[-1]
-
-
-def _max_over_min(x: list[float]) -> float:
-    v = [t for t in x if math.isfinite(t)]
-    if not v or min(v) <= 0:
-        return float("nan")
-    return max(v) / min(v)
 
 
 def analyze_e1(config: E1Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
@@ -294,11 +137,10 @@ def analyze_e1(config: E1Config, results: dict[str, dict[str, Any]]) -> list[Cla
     has_sgd = "sgd" in config.optimizers
     has_gd = "gd" in config.optimizers
     if has_sgd:
-        sgd = _runs(results, "sgd")
-        conv = [r for r in sgd if _ok(r)]
+        sgd = C.select(results, "sgd", converged_only=False)
+        conv = C.select(results, "sgd")
         # E1.1 trace bound on every converged SGD run.
-        ratios = [r["trace"] / C.sgd_curvature_threshold(C.effective_lr(r), n, B) for r in conv]
-        worst = max(ratios) if ratios else float("nan")
+        worst = C.worst_trace_ratio(conv, n, B)
         claims.append(
             C.make_claim(
                 "E1.1",
@@ -339,7 +181,7 @@ def analyze_e1(config: E1Config, results: dict[str, dict[str, Any]]) -> list[Cla
         )
         # E1.5 SGD test MSE falls monotonically with η, spanning ≥ 10×.
         te = _medians(results, "sgd", "test_mse", lrs)
-        rho_te, span = C.spearman(lrs, te), _max_over_min(te)
+        rho_te, span = C.spearman(lrs, te), C.max_over_min(te, skip_missing=True)
         claims.append(
             C.make_claim(
                 "E1.5",
@@ -351,14 +193,14 @@ def analyze_e1(config: E1Config, results: dict[str, dict[str, Any]]) -> list[Cla
             )
         )
     if has_gd:
-        gd = _runs(results, "gd")
+        gd = C.select(results, "gd", converged_only=False)
         lam0 = C.median([r["init_lambda_max"] for r in gd])
         stable = [lr for lr in lrs if lr <= 2.0 / lam0] if math.isfinite(lam0) else []
         spans = {
-            k: _max_over_min(_medians(results, "gd", k, stable))
+            k: C.max_over_min(_medians(results, "gd", k, stable), skip_missing=True)
             for k in ("trace", "frobenius", "lambda_max")
         }
-        conv_gd = [r for r in gd if _ok(r)]
+        conv_gd = C.select(results, "gd")
         claims.append(
             C.make_claim(
                 "E1.4",
@@ -373,7 +215,7 @@ def analyze_e1(config: E1Config, results: dict[str, dict[str, Any]]) -> list[Cla
             )
         )
         gte = _medians(results, "gd", "test_mse", stable)
-        span_gd = _max_over_min(gte)
+        span_gd = C.max_over_min(gte, skip_missing=True)
         passed = len(stable) >= 2 and span_gd <= 1.2
         measured = f"GD test MSE (stable-at-init η) max/min = {C.fmt(span_gd)}"
         criterion = "max/min ≤ 1.2 over GD-stable-at-init η"
@@ -412,32 +254,20 @@ def plot_e1(config: E1Config, results: dict[str, dict[str, Any]], fig_dir: Path)
             ax.set_visible(False)
             continue
         for key, lab in labels.items():
-            med = _medians(results, opt, key, lrs)
-            ax.plot(lrs, med, marker=markers[key], label=lab)
-            for r in _runs(results, opt):
-                if _ok(r):
-                    ax.scatter(r["lr"], r[key], s=8, color="0.6", zorder=0)
+            ax.plot(lrs, _medians(results, opt, key, lrs), marker=markers[key], label=lab)
+            for r in C.select(results, opt):
+                ax.scatter(r["lr"], r[key], s=8, color="0.6", zorder=0)
         if opt == "sgd":
             ref = [C.sgd_curvature_threshold(x, config.n, config.batch_size) for x in grid]
             ax.plot(grid, ref, "k--", label="2/η (R1 trace bound)")
-            ax.set_title(f"SGD (B = {config.batch_size})")
+            title = f"SGD (B = {config.batch_size})"
         else:
             ax.plot(grid, [C.gd_curvature_threshold(x) for x in grid], "k--", label="2/η (GD)")
-            ax.set_title("GD")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("learning rate η")
-        ax.set_ylabel("sharpness at the solution")
-        ax.legend(fontsize=8)
-    ax = axes[2]
-    for opt, mk in (("sgd", "o"), ("gd", "s")):
-        if opt in config.optimizers:
-            ax.plot(lrs, _medians(results, opt, "test_mse", lrs), marker=mk, label=opt.upper())
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("learning rate η")
-    ax.set_ylabel("test MSE")
-    ax.set_title("Test error")
-    ax.legend(fontsize=8)
+            title = "GD"
+        C.loglog_panel(
+            ax, xlabel="learning rate η", ylabel="sharpness at the solution", title=title
+        )
+    C.plot_optimizer_medians(axes[2], results, config.optimizers, "test_mse", "lr", lrs)
+    C.loglog_panel(axes[2], xlabel="learning rate η", ylabel="test MSE", title="Test error")
     fig.suptitle(f"E1: diagonal linear net, d = {config.d}, n = {config.n} (medians over seeds)")
     return C.save_figure_pair(fig, fig_dir, "e1_sweep")

@@ -9,119 +9,66 @@ because Tr G = Σ s_j (a_j² + b_j²) ≥ 2‖β‖_{1,s} with equality iff bala
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-import numpy as np
-
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.config import ExperimentConfig
+from dynstab.experiments.base import Claim, RunSpec
 from dynstab.experiments.wu_su_2023 import common as C
-from dynstab.experiments.wu_su_2023.e1_diagonal_sweep import run_diagonal
 
-__all__ = ["E2Balancing", "E2Config", "unbalanced_init"]
+__all__ = ["E2Balancing", "E2Config"]
 
 
 @dataclasses.dataclass(frozen=True)
-class E2Config(ExperimentConfig):
+class E2Config(C.SweepConfig, C.DiagonalDataConfig):
     """Settings of E2 (defaults = the spec's full settings).
 
+    Data fields as in E1 (:class:`~.common.DiagonalDataConfig`); trainer and sweep fields as in
+    :class:`~.common.SweepConfig`.
+
     Attributes:
-        d, n, n_test, inputs, support: Data as in E1.
         init_std: σ of a_j ~ N(0, σ²) ([R3P] "N(0, 0.1)", read as σ = 0.1 [DEF]).
         lr: The learning rate of the r0 sweep (spec: 0.05).
         r0s: Initial balancedness values (spec [DEF]: 1.05, 2, 4, 8, 16; r0 = 1 is degenerate).
         lr_sweep: Extra SGD learning rates run at ``lr_sweep_r0`` ("closer to 1 as η grows").
         lr_sweep_r0: r0 of the learning-rate sweep.
-        seeds: Seeds. optimizers: Subset of ``("sgd", "gd")``.
-        Remaining fields: trainer settings as in :class:`~.e1_diagonal_sweep.E1Config`.
     """
 
-    d: int = 1000
-    n: int = 300
-    n_test: int = 3000
-    inputs: Literal["gaussian", "sphere", "cube"] = "gaussian"
-    support: int = 3
     init_std: float = 0.1
     lr: float = 0.05
     r0s: tuple[float, ...] = (1.05, 2.0, 4.0, 8.0, 16.0)
     lr_sweep: tuple[float, ...] = (0.0125, 0.025, 0.05, 0.1)
     lr_sweep_r0: float = 8.0
-    seeds: tuple[int, ...] = (0, 1, 2)
-    optimizers: tuple[str, ...] = ("sgd", "gd")
-    batch_size: int = 1
-    sgd_steps: int = 300_000
-    sgd_warmup_steps: int = 50_000
-    gd_steps: int = 30_000
-    gd_warmup: Literal["auto", "always", "never"] = "auto"
-    gd_warmup_steps: int = 5_000
-    warmup_power: float = 3.0
-    stop_loss: float = 1e-10
-    min_full_lr_fraction: float = 0.2
-    clip: float | None = None
-    trace_slack: float = 0.05
-    progress: bool = False
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {
-            "d": 500,
-            "n": 150,
-            "n_test": 1000,
-            "r0s": (2.0, 4.0, 8.0, 16.0),
-            "lr_sweep": (0.025, 0.05, 0.1),
-            "seeds": (0,),
-            "sgd_steps": 100_000,
-            "sgd_warmup_steps": 20_000,
-            "gd_steps": 20_000,
-            "gd_warmup_steps": 2_000,
-        }
+        "quick": {**C.QUICK_DIAGONAL, "r0s": (2.0, 4.0, 8.0, 16.0), "lr_sweep": (0.025, 0.05, 0.1)}
     }
-
-
-def unbalanced_init(d: int, r0: float, std: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(a, b) with a ~ N(0, std²), b = c ε a, c = r0 + √(r0² − 1), so r(θ_0) = r0 exactly.
-
-    Raises:
-        ValueError: If ``r0 < 1``.
-
-    Example:
-        >>> a, b = unbalanced_init(50, 3.0, 0.1, 0)
-        >>> round(float(np.sum(a * a + b * b) / (2 * np.sum(np.abs(a * b)))), 12)
-        3.0
-    """
-    if not r0 >= 1.0:
-        raise ValueError(f"r0 must be >= 1 (r(θ) ≥ 1 always); got {r0!r}.")
-    rng = np.random.default_rng([seed, 5])
-    a = std * rng.standard_normal(d)
-    eps = rng.choice([-1.0, 1.0], size=d)
-    c = r0 + math.sqrt(r0 * r0 - 1.0)
-    return a, c * eps * a
 
 
 def _key(opt: str, lr: float, r0: float, seed: int) -> str:
     return f"{opt}_lr={lr:.5g}_r0={r0:g}_seed={seed}"
 
 
-class E2Balancing(Experiment):
+class E2Balancing(C.WuSuExperiment):
     """E2: r(θ_T) against r(θ_0) for SGD and GD."""
 
-    name: ClassVar[str] = "wu-su-2023/e2"
-    title: ClassVar[str] = "Diagonal linear net: SGD balances the layers, GD does not"
-    description: ClassVar[str] = (
+    name = "wu-su-2023/e2"
+    title = "Diagonal linear net: SGD balances the layers, GD does not"
+    description = (
         "Unbalanced initializations with r(θ_0) = r0 exactly. SGD (B = 1) ends near balance "
         "(r(θ_T) well below r0, roughly independent of r0, closer to 1 for larger η) because its "
         "trace bound penalizes Tr G ≥ 2‖β‖_{1,s}; GD conserves the imbalance (spec §4 E2, R4)."
     )
-    spec_reference: ClassVar[str] = "wu_su_2023.md §4 E2"
-    ambiguities: ClassVar[dict[str, str]] = {
-        "A3": "inputs x ~ N(0, I_d)",
-        "A6": "cubic warm-up (no clipping; [R3P] clipped at 200)",
-        "A7": "converged: L ≤ 1e-10 with ≥ 20% of steps at full η",
-        "A8": "SGD ≤ 3e5 steps, GD ≤ 3e4 steps, 3 seeds",
-        "E2 init": "a_j ~ N(0, 0.1²) (σ = 0.1), b = c ε a; r0 = 1.05 instead of the degenerate 1",
-    }
-    config_cls: ClassVar[type] = E2Config
+    spec_reference = "wu_su_2023.md §4 E2"
+    ambiguities = C.ambiguities(
+        ("A2", "A7", "A8", "A9"),
+        {
+            "A3": "inputs x ~ N(0, I_d)",
+            "A6": "cubic warm-up (no clipping; [R3P] clipped at 200)",
+            "E2 init": "a_j ~ N(0, 0.1²) (σ = 0.1), b = c ε a; r0 = 1.05 instead of the "
+            "degenerate 1",
+        },
+    )
+    config_cls = E2Config
 
     def specs(self, config: E2Config) -> list[RunSpec]:
         """One unit per (optimizer, r0, seed) at ``lr``; SGD at ``lr_sweep`` for ``lr_sweep_r0``."""
@@ -142,21 +89,18 @@ class E2Balancing(Experiment):
                     )
         return list(units.values())
 
-    def run_one(self, config: E2Config, spec: RunSpec) -> dict[str, Any]:
+    def compute(self, config: E2Config, spec: RunSpec) -> dict[str, Any]:
         """Train from the unbalanced initialization and record r(θ_T), Tr G, test MSE."""
         p = spec.params
         r0, seed = float(p["r0"]), int(p["seed"])
-        a0, b0 = unbalanced_init(config.d, r0, config.init_std, seed)
-        with C.single_thread_blas():
-            return run_diagonal(
-                config,
-                opt=p["optimizer"],
-                lr=float(p["lr"]),
-                seed=seed,
-                a0=a0,
-                b0=b0,
-                extra={"r0": r0},
-            )
+        return C.run_unit(
+            config,
+            opt=p["optimizer"],
+            lr=float(p["lr"]),
+            seed=seed,
+            params0=C.init_unbalanced(config.d, r0, config.init_std, seed),
+            extra={"r0": r0},
+        )
 
     def analyze(self, config: E2Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
         """Claims E2.1–E2.5."""
@@ -176,29 +120,15 @@ class E2Balancing(Experiment):
         for r0 in config.r0s:
             row: dict[str, Any] = {"r0": r0}
             for opt in config.optimizers:
-                runs = _sel(results, opt, config.lr, r0)
+                runs = C.select(results, opt, converged_only=False, lr=config.lr, r0=r0)
                 row[f"{opt}_r_final"] = C.median([r["balancedness"] for r in runs])
-                row[f"{opt}_trace"] = C.median([r["trace"] for r in runs])
-                row[f"{opt}_test_mse"] = C.median([r["test_mse"] for r in runs])
-                row[f"{opt}_converged"] = f"{sum(bool(r['converged']) for r in runs)}/{len(runs)}"
+                row.update(C.summary_cells(opt, runs, ("trace", "test_mse")))
             rows.append(row)
         return [(f"E2 at η = {config.lr:g} (medians over seeds)", rows)]
 
 
-def _sel(results: dict[str, dict[str, Any]], opt: str, lr: float, r0: float) -> list[dict]:
-    return [
-        r
-        for r in results.values()
-        if r.get("optimizer") == opt
-        and math.isclose(r["lr"], lr, rel_tol=1e-9)
-        and math.isclose(r["r0"], r0, rel_tol=1e-9)
-        and r.get("converged")
-        and not r.get("diverged")
-    ]
-
-
 def _med(results: dict[str, dict[str, Any]], opt: str, lr: float, r0: float, key: str) -> float:
-    return C.median([r[key] for r in _sel(results, opt, lr, r0)])
+    return C.median([r[key] for r in C.select(results, opt, lr=lr, r0=r0)])
 
 
 def analyze_e2(config: E2Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
@@ -219,13 +149,13 @@ def analyze_e2(config: E2Config, results: dict[str, dict[str, Any]]) -> list[Cla
                 "r_T/r0 ≤ 0.6 for every r0 ≥ 4 (all converged)",
             )
         )
-        spread = max(rt) / min(rt) if all(math.isfinite(v) for v in rt) else float("nan")
+        spread = C.max_over_min(rt)
         measured = f"SGD max/min r_T over r0 ∈ {big} = {C.fmt(spread)}"
         criterion = "SGD max/min r_T ≤ 2"
         passed = spread <= 2.0
         if "gd" in config.optimizers:
             gt = [_med(results, "gd", lr, r0, "balancedness") for r0 in big]
-            gspread = max(gt) / min(gt) if all(math.isfinite(v) for v in gt) else float("nan")
+            gspread = C.max_over_min(gt)
             measured += f" vs GD {C.fmt(gspread)}"
             criterion += " and < GD's max/min / 2"
             passed = passed and spread < gspread / 2.0
@@ -255,8 +185,8 @@ def analyze_e2(config: E2Config, results: dict[str, dict[str, Any]]) -> list[Cla
     if "gd" in config.optimizers:
         pairs = [(r0, _med(results, "gd", lr, r0, "balancedness")) for r0 in sorted(config.r0s)]
         worst = min((t / r0 for r0, t in pairs), default=float("nan"))
-        n_conv = sum(len(_sel(results, "gd", lr, r0)) for r0 in config.r0s)
-        n_all = sum(1 for r in results.values() if r.get("optimizer") == "gd")
+        n_conv = sum(len(C.select(results, "gd", lr=lr, r0=r0)) for r0 in config.r0s)
+        n_all = len(C.select(results, "gd", converged_only=False))
         claims.append(
             C.make_claim(
                 "E2.4",
@@ -267,13 +197,9 @@ def analyze_e2(config: E2Config, results: dict[str, dict[str, Any]]) -> list[Cla
             )
         )
     if "sgd" in config.optimizers:
-        sgd = [r for r in results.values() if r.get("optimizer") == "sgd"]
-        conv = [r for r in sgd if r.get("converged") and not r.get("diverged")]
-        ratios = [
-            r["trace"] / C.sgd_curvature_threshold(C.effective_lr(r), config.n, config.batch_size)
-            for r in conv
-        ]
-        worst = max(ratios, default=float("nan"))
+        sgd = C.select(results, "sgd", converged_only=False)
+        conv = C.select(results, "sgd")
+        worst = C.worst_trace_ratio(conv, config.n, config.batch_size)
         claims.append(
             C.make_claim(
                 "E2.5",
@@ -294,39 +220,33 @@ def plot_e2(config: E2Config, results: dict[str, dict[str, Any]], fig_dir: Path)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.0), constrained_layout=True)
     ax = axes[0]
     r0s = sorted(config.r0s)
-    for opt, mk in (("sgd", "o"), ("gd", "s")):
-        if opt not in config.optimizers:
-            continue
-        ax.plot(
-            r0s,
-            [_med(results, opt, config.lr, r0, "balancedness") for r0 in r0s],
-            marker=mk,
-            label=f"{opt.upper()} r(θ_T)",
-        )
-        for r in results.values():
-            if r.get("optimizer") == opt and math.isclose(r["lr"], config.lr) and r["converged"]:
-                ax.scatter(r["r0"], r["balancedness"], s=8, color="0.6", zorder=0)
+    C.plot_optimizer_medians(
+        ax,
+        results,
+        config.optimizers,
+        "balancedness",
+        "r0",
+        r0s,
+        label_suffix=" r(θ_T)",
+        lr=config.lr,
+    )
+    for opt in config.optimizers:
+        for r in C.select(results, opt, lr=config.lr):
+            ax.scatter(r["r0"], r["balancedness"], s=8, color="0.6", zorder=0)
     ax.plot(r0s, r0s, "k:", label="r_T = r_0")
     ax.axhline(1.0, color="k", ls="--", label="r = 1 (balanced)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("r(θ_0)")
-    ax.set_ylabel("r(θ_T)")
-    ax.set_title(f"η = {config.lr:g}")
-    ax.legend(fontsize=8)
+    C.loglog_panel(ax, xlabel="r(θ_0)", ylabel="r(θ_T)", title=f"η = {config.lr:g}")
     ax = axes[1]
     if "sgd" in config.optimizers and config.lr_sweep:
         lrs = sorted(config.lr_sweep)
         ax.plot(
             lrs,
-            [_med(results, "sgd", x, config.lr_sweep_r0, "balancedness") for x in lrs],
+            C.medians(results, "sgd", "balancedness", "lr", lrs, r0=config.lr_sweep_r0),
             marker="o",
             label=f"SGD, r0 = {config.lr_sweep_r0:g}",
         )
         ax.axhline(1.0, color="k", ls="--", label="r = 1")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        C.loglog_panel(ax, xlabel="learning rate η")
     ax.set_xlabel("learning rate η")
     ax.set_ylabel("r(θ_T)")
     ax.set_title("SGD balancing vs η")

@@ -11,68 +11,43 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.config import ExperimentConfig
+from dynstab.experiments.base import Claim, RunSpec
 from dynstab.experiments.wu_su_2023 import common as C
 
-__all__ = ["E3Config", "E3ReLUDynamics", "init_relu", "run_relu"]
+__all__ = ["E3Config", "E3ReLUDynamics"]
 
 
 @dataclasses.dataclass(frozen=True)
-class E3Config(ExperimentConfig):
+class E3Config(C.TrainerConfig, C.ReLUDataConfig):
     """Settings of E3 (defaults = the spec's full settings).
 
+    Data and model fields (d, m, n, n_test, k, init) as in :class:`~.common.ReLUDataConfig`;
+    trainer fields (batch_size, warmup_power, stop_loss, min_full_lr_fraction, clip,
+    trace_slack, progress) as in :class:`~.common.TrainerConfig` (spec: B = 1).
+
     Attributes:
-        d, m, n, n_test, k: Dimension, width, sample sizes, teacher neurons (spec: 100, 100,
-            300, 3000, 10).
-        init: ``"lw"`` (w_j ~ N(0, I/d), A4 default) or ``"r3p"`` (w_j ~ N(0, I/√d)).
         sqrt_d_lr: The SGD learning rate in E4's units, √d·η; η = ``sqrt_d_lr``/√d is the
             property ``lr``. Default 0.1 (η = 0.01 at d = 100, the largest label of E4) [DEF]:
             with η = 1/√d = 0.1 the bound 2/η = 20 lies below even the teacher's
             Tr G ≈ √d·k = 100.
         seeds: Seeds (one run per seed; the plot shows the first).
-        batch_size, steps, warmup_steps, warmup_power, stop_loss, min_full_lr_fraction, clip:
-            Trainer settings (spec: B = 1, ≤ 3·10⁵ steps, cubic warm-up over ⅓).
+        steps, warmup_steps: SGD step budget and cubic warm-up (spec: ≤ 3·10⁵ steps, warm-up
+            over ⅓).
         max_history: Maximum number of recorded points (≤ 500).
-        trace_slack: Relative slack of the trace bound.
-        progress: tqdm bar.
     """
 
-    d: int = 100
-    m: int = 100
-    n: int = 300
-    n_test: int = 3000
-    k: int = 10
-    init: Literal["lw", "r3p"] = "lw"
     sqrt_d_lr: float = 0.1
     seeds: tuple[int, ...] = (0, 1, 2)
-    batch_size: int = 1
     steps: int = 300_000
     warmup_steps: int = 100_000
-    warmup_power: float = 3.0
-    stop_loss: float = 1e-10
-    min_full_lr_fraction: float = 0.2
-    clip: float | None = None
     max_history: int = 500
-    trace_slack: float = 0.05
-    progress: bool = False
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {
-            "d": 50,
-            "m": 100,
-            "n": 150,
-            "n_test": 1000,
-            "k": 5,
-            "seeds": (0,),
-            "steps": 100_000,
-            "warmup_steps": 30_000,
-            "max_history": 200,
-        }
+        "quick": {**C.QUICK_RELU, "steps": 100_000, "warmup_steps": 30_000, "max_history": 200}
     }
 
     @property
@@ -81,140 +56,46 @@ class E3Config(ExperimentConfig):
         return self.sqrt_d_lr / math.sqrt(self.d)
 
 
-def init_relu(d: int, m: int, init: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """W (m, d) with rows N(0, I/d) (``"lw"``) or N(0, I/√d) (``"r3p"``); a ~ N(0, 1)^m.
-
-    Raises:
-        ValueError: For an unknown ``init``.
-    """
-    if init not in ("lw", "r3p"):
-        raise ValueError(f"init must be 'lw' or 'r3p'; got {init!r}.")
-    rng = np.random.default_rng([seed, 6])
-    std = 1.0 / math.sqrt(d) if init == "lw" else d ** (-0.25)
-    return std * rng.standard_normal((m, d)), rng.standard_normal(m)
-
-
-def run_relu(
-    config: Any,
-    *,
-    opt: str,
-    lr: float,
-    seed: int,
-    steps: int,
-    warmup_steps: int,
-    record_points: int | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train the two-layer ReLU net once (shared by E3 and E4) and return JSON-able metrics.
-
-    Args:
-        config: An E3/E4 config (d, m, n, n_test, k, init, batch_size, warm-up, ...).
-        opt: ``"sgd"`` (B = ``config.batch_size``) or ``"gd"``.
-        lr: Target learning rate η.
-        seed: Seed of data, initialization and sampler.
-        steps: Step budget.
-        warmup_steps: Warm-up length (0 = none).
-        record_points: Record about this many history points (None: none).
-        extra: Entries merged into the result.
-
-    Returns:
-        Metrics as in :func:`common.relu_measures` (final and ``init_``-prefixed) plus the
-        trainer's flags, and ``history`` (≤ ``record_points`` points) if requested.
-
-    Raises:
-        ValueError: For an unknown optimizer.
-    """
-    if opt not in ("sgd", "gd"):
-        raise ValueError(f"optimizer must be 'sgd' or 'gd'; got {opt!r}.")
-    problem = C.relu_problem(d=config.d, n=config.n, n_test=config.n_test, k=config.k, seed=seed)
-    W0, a0 = init_relu(config.d, config.m, config.init, seed)
-    init = C.relu_measures(W0, a0, problem)
-    check = 100 if opt == "sgd" else 10
-    record_every = None
-    monitor = None
-    if record_points:
-        record_every = max(check, (steps // record_points) // check * check)
-
-        def monitor(W: np.ndarray, a: np.ndarray) -> dict[str, float]:
-            m = C.relu_measures(W, a, problem, spectrum=False)
-            return {k: m[k] for k in ("test_mse", "grad_norm", "trace", "path_norm")}
-
-    W, a, res = C.train_relu_fast(
-        problem.X,
-        problem.y,
-        W0,
-        a0,
-        lr=lr,
-        max_steps=steps,
-        batch_size=config.batch_size if opt == "sgd" else None,
-        warmup_steps=warmup_steps,
-        warmup_power=config.warmup_power,
-        seed=seed,
-        stop_loss=config.stop_loss,
-        min_full_lr_fraction=config.min_full_lr_fraction,
-        check_every=check,
-        clip=config.clip,
-        monitor=monitor,
-        record_every=record_every,
-        progress=config.progress,
-    )
-    out: dict[str, Any] = {
-        "optimizer": opt,
-        "lr": lr,
-        "seed": seed,
-        "used_warmup": warmup_steps > 0,
-    }
-    out.update(res.to_dict())
-    if res.diverged:
-        out.update({k: float("nan") for k in init})
-    else:
-        out.update(C.relu_measures(W, a, problem))
-    out.update({f"init_{k}": v for k, v in init.items()})
-    if record_points:
-        out["history"] = C.subsample_history(res.history, record_points)
-    if extra:
-        out.update(extra)
-    return out
-
-
-class E3ReLUDynamics(Experiment):
+class E3ReLUDynamics(C.WuSuExperiment):
     """E3: loss, gradient norm, Tr G and path norm along one SGD run."""
 
-    name: ClassVar[str] = "wu-su-2023/e3"
-    title: ClassVar[str] = "Two-layer ReLU net: SGD training dynamics (Tr G → ≤ 2/η, path norm ↓)"
-    description: ClassVar[str] = (
+    name = "wu-su-2023/e3"
+    title = "Two-layer ReLU net: SGD training dynamics (Tr G → ≤ 2/η, path norm ↓)"
+    description = (
         "One B = 1 SGD run of a bias-free two-layer ReLU net on spherical data: the loss reaches "
         "1e-10, Tr G falls from its large initial value to just below 2/η, and the path norm "
         "falls several-fold toward O(1/(√d η)) (spec §4 E3, R1, R7)."
     )
-    spec_reference: ClassVar[str] = "wu_su_2023.md §4 E3"
-    ambiguities: ClassVar[dict[str, str]] = {
-        "A4": "w_j ~ N(0, I_d/d), a_j ~ N(0, 1)",
-        "A6": "cubic warm-up over the first third of the budget, then constant η (no cosine decay,"
-        " no clipping)",
-        "A7": "converged: L ≤ 1e-10 with ≥ 20% of steps at full η",
-        "A10": "no biases, no 1/m scaling",
-        "E3 lr": "√d·η = 0.1 (η = 0.01 at d = 100); [R3P]'s η = 1/√d puts 2/η below the "
-        "teacher's own Tr G ≈ √d·k",
-    }
-    config_cls: ClassVar[type] = E3Config
+    spec_reference = "wu_su_2023.md §4 E3"
+    ambiguities = C.ambiguities(
+        ("A2", "A4", "A9"),
+        {
+            "A6": "cubic warm-up over the first third of the budget, then constant η (no cosine "
+            "decay, no clipping)",
+            "A7": "converged: L ≤ 1e-10 with ≥ 20% of steps at full η",
+            "A10": "no biases, no 1/m scaling",
+            "E3 lr": "√d·η = 0.1 (η = 0.01 at d = 100); [R3P]'s η = 1/√d puts 2/η below the "
+            "teacher's own Tr G ≈ √d·k",
+        },
+    )
+    config_cls = E3Config
 
     def specs(self, config: E3Config) -> list[RunSpec]:
         """One SGD run per seed."""
         return [RunSpec(f"sgd_seed={s}", {"seed": s}) for s in config.seeds]
 
-    def run_one(self, config: E3Config, spec: RunSpec) -> dict[str, Any]:
-        """Train with history recording."""
-        with C.single_thread_blas():
-            return run_relu(
-                config,
-                opt="sgd",
-                lr=config.lr,
-                seed=int(spec.params["seed"]),
-                steps=config.steps,
-                warmup_steps=config.warmup_steps,
-                record_points=min(config.max_history, 500),
-            )
+    def compute(self, config: E3Config, spec: RunSpec) -> dict[str, Any]:
+        """Train with history recording (test MSE, ‖∇L‖, Tr G and path norm)."""
+        return C.run_unit(
+            config,
+            opt="sgd",
+            lr=config.lr,
+            seed=int(spec.params["seed"]),
+            steps=config.steps,
+            warmup_steps=config.warmup_steps,
+            record_points=min(config.max_history, 500),
+            monitor_keys=("test_mse", "grad_norm", "trace", "path_norm"),
+        )
 
     def analyze(self, config: E3Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
         """Claims E3.1–E3.5."""

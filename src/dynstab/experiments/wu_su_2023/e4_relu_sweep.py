@@ -10,14 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.config import ExperimentConfig
+from dynstab.experiments.base import Claim, RunSpec
 from dynstab.experiments.wu_su_2023 import common as C
-from dynstab.experiments.wu_su_2023.e3_relu_dynamics import init_relu, run_relu
 
 __all__ = ["E4Config", "E4ReLUSweep"]
 
@@ -25,51 +23,26 @@ _FULL_LABELS = tuple(float(x) for x in np.logspace(-3, -1, 10))
 
 
 @dataclasses.dataclass(frozen=True)
-class E4Config(ExperimentConfig):
+class E4Config(C.SweepConfig, C.ReLUDataConfig):
     """Settings of E4 (defaults = the spec's full settings).
 
+    Data and model fields as in E3 (:class:`~.common.ReLUDataConfig`); trainer and sweep fields
+    as in :class:`~.common.SweepConfig`, with the SGD warm-up over ⅓ of the budget.
+
     Attributes:
-        d, m, n, n_test, k, init: As in :class:`~.e3_relu_dynamics.E3Config`.
         lr_labels: Labels lr (spec: logspace(−3, −1, 10)); SGD η = lr/√d, GD η = lr.
-        seeds: Seeds. optimizers: Subset of ``("sgd", "gd")``.
-        batch_size: SGD batch size (1).
-        sgd_steps, sgd_warmup_steps: SGD budget and cubic warm-up (⅓ of the budget).
-        gd_steps: GD budget. gd_warmup: ``"auto"``: warm up only if η > 2/λ_max(G_0) (A12).
+        sgd_warmup_steps: SGD cubic warm-up (⅓ of the 3·10⁵-step budget).
         gd_warmup_steps: GD warm-up length when used.
-        Remaining fields: as in E3.
     """
 
-    d: int = 100
-    m: int = 100
-    n: int = 300
-    n_test: int = 3000
-    k: int = 10
-    init: Literal["lw", "r3p"] = "lw"
     lr_labels: tuple[float, ...] = _FULL_LABELS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    optimizers: tuple[str, ...] = ("sgd", "gd")
-    batch_size: int = 1
-    sgd_steps: int = 300_000
     sgd_warmup_steps: int = 100_000
-    gd_steps: int = 30_000
-    gd_warmup: Literal["auto", "always", "never"] = "auto"
     gd_warmup_steps: int = 10_000
-    warmup_power: float = 3.0
-    stop_loss: float = 1e-10
-    min_full_lr_fraction: float = 0.2
-    clip: float | None = None
-    trace_slack: float = 0.05
-    progress: bool = False
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {
-            "d": 50,
-            "m": 100,
-            "n": 150,
-            "n_test": 1000,
-            "k": 5,
+            **C.QUICK_RELU,
             "lr_labels": (0.003, 0.01, 0.03, 0.1),
-            "seeds": (0,),
             "sgd_steps": 100_000,
             "sgd_warmup_steps": 30_000,
             "gd_steps": 20_000,
@@ -78,73 +51,37 @@ class E4Config(ExperimentConfig):
     }
 
 
-def _key(opt: str, label: float, seed: int) -> str:
-    return f"{opt}_lr={label:.5g}_seed={seed}"
-
-
-class E4ReLUSweep(Experiment):
+class E4ReLUSweep(C.WuSuExperiment):
     """E4: Tr G / λ_max, path norm and test error of SGD and GD solutions across LR labels."""
 
-    name: ClassVar[str] = "wu-su-2023/e4"
-    title: ClassVar[str] = "Two-layer ReLU net: LR sweep, SGD (√d·η axis) vs GD"
-    description: ClassVar[str] = (
+    name = "wu-su-2023/e4"
+    title = "Two-layer ReLU net: LR sweep, SGD (√d·η axis) vs GD"
+    description = (
         "SGD solutions of a bias-free two-layer ReLU net sit at Tr G ≈ 2/η, so their path norm "
         "(≍ Tr G/√d) and test error fall with the learning rate; GD's λ_max ≤ 2/η constraint "
         "leaves the path norm and error of the initialization unchanged except at the largest "
         "η (spec §4 E4, R1, R3, R7, R8)."
     )
-    spec_reference: ClassVar[str] = "wu_su_2023.md §4 E4"
-    ambiguities: ClassVar[dict[str, str]] = {
-        "A4": "w_j ~ N(0, I_d/d), a_j ~ N(0, 1)",
-        "A5": "test error = test MSE on n_test fresh samples",
-        "A6": "cubic warm-up over the first third of the SGD budget, then constant",
-        "A7": "converged: L ≤ 1e-10 with ≥ 20% of steps at full η; bounds tested at lr_at_1e6",
-        "A8": "SGD ≤ 3e5 steps, GD ≤ 3e4 steps, 3 seeds, medians over seeds",
-        "A12": "GD at constant η; warm-up only when η > 2/λ_max(G_0)",
-    }
-    config_cls: ClassVar[type] = E4Config
+    spec_reference = "wu_su_2023.md §4 E4"
+    ambiguities = C.ambiguities(
+        ("A2", "A4", "A7", "A8", "A9", "A12"),
+        {
+            "A5": "test error = test MSE on n_test fresh samples",
+            "A6": "cubic warm-up over the first third of the SGD budget, then constant",
+        },
+    )
+    config_cls = E4Config
 
     def specs(self, config: E4Config) -> list[RunSpec]:
         """One unit per (optimizer, label, seed)."""
-        return [
-            RunSpec(_key(opt, lab, seed), {"optimizer": opt, "label": lab, "seed": seed})
-            for opt in config.optimizers
-            for lab in config.lr_labels
-            for seed in config.seeds
-        ]
+        return C.sweep_specs(config, "label", config.lr_labels)
 
-    def run_one(self, config: E4Config, spec: RunSpec) -> dict[str, Any]:
+    def compute(self, config: E4Config, spec: RunSpec) -> dict[str, Any]:
         """Train one run; SGD at η = label/√d, GD at η = label."""
-        opt, label, seed = (
-            spec.params["optimizer"],
-            float(spec.params["label"]),
-            spec.params["seed"],
-        )
-        seed = int(seed)
-        if opt == "sgd":
-            lr = label / math.sqrt(config.d)
-            steps, warm = config.sgd_steps, config.sgd_warmup_steps
-        else:
-            lr, steps = label, config.gd_steps
-            warm = 0
-            if config.gd_warmup == "always":
-                warm = config.gd_warmup_steps
-            elif config.gd_warmup == "auto":
-                problem = C.relu_problem(d=config.d, n=config.n, n_test=1, k=config.k, seed=seed)
-                W0, a0 = init_relu(config.d, config.m, config.init, seed)
-                lam0 = C.spectral_measures(C.relu_gram(W0, a0, problem.X))["lambda_max"]
-                if lr > 2.0 / lam0:
-                    warm = config.gd_warmup_steps
-        with C.single_thread_blas():
-            return run_relu(
-                config,
-                opt=opt,
-                lr=lr,
-                seed=seed,
-                steps=steps,
-                warmup_steps=warm,
-                extra={"label": label},
-            )
+        p = spec.params
+        opt, label = p["optimizer"], float(p["label"])
+        lr = label / math.sqrt(config.d) if opt == "sgd" else label
+        return C.run_unit(config, opt=opt, lr=lr, seed=int(p["seed"]), extra={"label": label})
 
     def analyze(self, config: E4Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
         """Claims E4.1–E4.6."""
@@ -160,14 +97,13 @@ class E4ReLUSweep(Experiment):
         self, config: E4Config, results: dict[str, dict[str, Any]]
     ) -> list[tuple[str, list[dict[str, Any]]]]:
         """Medians over seeds per label (cf. spec [SIM] table)."""
+        keys = ("lr", "trace", "lambda_max", "path_norm", "test_mse")
         rows = []
         for lab in sorted(config.lr_labels):
             row: dict[str, Any] = {"label": lab}
             for opt in config.optimizers:
-                runs = _sel(results, opt, lab, converged_only=False)
-                for k in ("lr", "trace", "lambda_max", "path_norm", "test_mse"):
-                    row[f"{opt}_{k}"] = C.median([r[k] for r in runs])
-                row[f"{opt}_converged"] = f"{sum(bool(r['converged']) for r in runs)}/{len(runs)}"
+                runs = C.select(results, opt, converged_only=False, label=lab)
+                row.update(C.summary_cells(opt, runs, keys))
             rows.append(row)
         return [("E4 medians over seeds", rows)]
 
@@ -179,19 +115,14 @@ def _sel(
     *,
     converged_only: bool = True,
 ) -> list[dict[str, Any]]:
-    return [
-        r
-        for r in results.values()
-        if r.get("optimizer") == opt
-        and (label is None or math.isclose(r["label"], label, rel_tol=1e-9))
-        and (not converged_only or (r.get("converged") and not r.get("diverged")))
-    ]
+    match = {} if label is None else {"label": label}
+    return C.select(results, opt, converged_only=converged_only, **match)
 
 
 def _meds(
     results: dict[str, dict[str, Any]], opt: str, key: str, labels: list[float]
 ) -> list[float]:
-    return [C.median([r[key] for r in _sel(results, opt, lab)]) for lab in labels]
+    return C.medians(results, opt, key, "label", labels)
 
 
 def analyze_e4(config: E4Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
@@ -203,10 +134,7 @@ def analyze_e4(config: E4Config, results: dict[str, dict[str, Any]]) -> list[Cla
     if has_sgd:
         sgd = _sel(results, "sgd", converged_only=False)
         conv = _sel(results, "sgd")
-        worst = max(
-            (r["trace"] / C.sgd_curvature_threshold(C.effective_lr(r), n, B) for r in conv),
-            default=float("nan"),
-        )
+        worst = C.worst_trace_ratio(conv, n, B)
         tr0 = C.median([r["init_trace"] for r in sgd])
         tight = []
         for lab, tr in zip(labels, _meds(results, "sgd", "trace", labels)):
@@ -260,7 +188,7 @@ def analyze_e4(config: E4Config, results: dict[str, dict[str, Any]]) -> list[Cla
         lam0 = C.median([r["init_lambda_max"] for r in gd])
         stable = [lab for lab in labels if lab <= 2.0 / lam0]
         pn = _meds(results, "gd", "path_norm", stable)
-        span = max(pn) / min(pn) if pn and all(math.isfinite(v) for v in pn) else float("nan")
+        span = C.max_over_min(pn)
         pn_top = _meds(results, "gd", "path_norm", [labels[-1]])[0]
         claims.append(
             C.make_claim(
@@ -315,8 +243,7 @@ def plot_e4(config: E4Config, results: dict[str, dict[str, Any]], fig_dir: Path)
             "k--",
             label="2/η",
         )
-    ax.set_xlabel("√d·η")
-    ax.set_title(f"SGD (B = {config.batch_size})")
+    C.loglog_panel(ax, xlabel="√d·η", title=f"SGD (B = {config.batch_size})")
     ax = axes[1]
     if "gd" in config.optimizers:
         ax.plot(labels, _meds(results, "gd", "lambda_max", labels), "o-", label="λ_max(G)")
@@ -331,21 +258,13 @@ def plot_e4(config: E4Config, results: dict[str, dict[str, Any]], fig_dir: Path)
                 color="0.4",
                 label="2/η_eff (converged during warm-up)",
             )
-    ax.set_xlabel("η")
-    ax.set_title("GD")
+    C.loglog_panel(ax, xlabel="η", title="GD")
     for key, ax, title in (
         ("test_mse", axes[2], "Test MSE"),
         ("path_norm", axes[3], "Path norm ‖θ‖_P"),
     ):
-        for opt, mk in (("sgd", "o"), ("gd", "s")):
-            if opt in config.optimizers:
-                ax.plot(labels, _meds(results, opt, key, labels), marker=mk, label=opt.upper())
-        ax.set_xlabel("LR label (SGD: √d·η, GD: η)")
-        ax.set_title(title)
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        C.plot_optimizer_medians(ax, results, config.optimizers, key, "label", labels)
+        C.loglog_panel(ax, xlabel="LR label (SGD: √d·η, GD: η)", title=title)
     fig.suptitle(
         f"E4: ReLU net d = {config.d}, m = {config.m}, n = {config.n} (medians over seeds)"
     )

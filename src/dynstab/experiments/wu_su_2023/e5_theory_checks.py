@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dynstab.experiments.base import Claim, Experiment, RunSpec
+from dynstab.experiments.base import Claim, RunSpec
 from dynstab.experiments.config import ExperimentConfig
 from dynstab.experiments.wu_su_2023 import common as C
 
@@ -328,6 +328,7 @@ def part_d(config: E5Config) -> dict[str, Any]:
     import torch
 
     from dynstab.curvature import gram_matrix
+    from dynstab.data import sphere_inputs
     from dynstab.norms import (
         balance_diagonal,
         balance_relu,
@@ -357,7 +358,7 @@ def part_d(config: E5Config) -> dict[str, Any]:
         "beta_change": float((bal.beta() - net.beta()).detach().abs().max()),
     }
     # ReLU net on spherical data.
-    Xs = C.make_inputs("sphere", n, d, rng)
+    Xs = sphere_inputs(n, d, generator=C.torch_generator(config.seed, 14)).numpy()
     W = rng.standard_normal((m, d)) / math.sqrt(d) * rng.uniform(0.2, 3.0, size=(m, 1))
     av = rng.standard_normal(m)
     rnet = _relu_net(W, av)
@@ -400,24 +401,26 @@ def part_e(config: E5Config, seed: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-class E5TheoryChecks(Experiment):
+class E5TheoryChecks(C.WuSuExperiment):
     """E5: exact thresholds vs bounds, H = G, closed forms and the R6 table."""
 
-    name: ClassVar[str] = "wu-su-2023/e5"
-    title: ClassVar[str] = "Theory checks: exact η* vs trace bound, H = G, closed forms, R6 table"
-    description: ClassVar[str] = (
+    name = "wu-su-2023/e5"
+    title = "Theory checks: exact η* vs trace bound, H = G, closed forms, R6 table"
+    description = (
         "Toolkit-only acceptance checks of the results the reproduction relies on: the trace "
         "bound R1 against the exact mean-square threshold (tight for orthogonal equal-norm "
         "gradients), exact second-moment growth/decay around 2/Tr H, H = G at interpolation, "
         "the closed forms of Tr G (R4, R7) and the min-ℓ2 vs sparse example of R6 (spec §4 E5)."
     )
-    spec_reference: ClassVar[str] = "wu_su_2023.md §4 E5"
-    ambiguities: ClassVar[dict[str, str]] = {
-        "A1": "R1 checked in its general-B form 2/(qη), q = p + (1−p)/n, both sampling schemes",
-        "A2": "both sampling schemes in (a); B = 1 with replacement in (b)",
-        "A9": "loss ½(f − y)^2 per sample",
-    }
-    config_cls: ClassVar[type] = E5Config
+    spec_reference = "wu_su_2023.md §4 E5"
+    ambiguities = C.ambiguities(
+        ("A9",),
+        {
+            "A1": "R1 checked in its general-B form 2/(qη), q = p + (1−p)/n, both sampling schemes",
+            "A2": "both sampling schemes in (a); B = 1 with replacement in (b)",
+        },
+    )
+    config_cls = E5Config
 
     def specs(self, config: E5Config) -> list[RunSpec]:
         """Units ``a``, ``b``, ``c``, ``d`` and one ``e`` per seed."""
@@ -425,20 +428,19 @@ class E5TheoryChecks(Experiment):
         units += [RunSpec(f"e_seed={s}", {"part": "e", "seed": s}) for s in config.e_seeds]
         return units
 
-    def run_one(self, config: E5Config, spec: RunSpec) -> dict[str, Any]:
+    def compute(self, config: E5Config, spec: RunSpec) -> dict[str, Any]:
         """Compute one part."""
         part = spec.params["part"]
-        with C.single_thread_blas():
-            if part == "a":
-                return part_a(config)
-            if part == "b":
-                return part_b(config)
-            if part == "c":
-                return part_c(config)
-            if part == "d":
-                return part_d(config)
-            if part == "e":
-                return part_e(config, int(spec.params["seed"]))
+        if part == "a":
+            return part_a(config)
+        if part == "b":
+            return part_b(config)
+        if part == "c":
+            return part_c(config)
+        if part == "d":
+            return part_d(config)
+        if part == "e":
+            return part_e(config, int(spec.params["seed"]))
         raise ValueError(f"unknown E5 part {part!r}; expected one of a, b, c, d, e.")
 
     def analyze(self, config: E5Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
