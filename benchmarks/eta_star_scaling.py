@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from dynstab.stability import eta_star, gram_coordinates
+from dynstab.criteria import eta_star, gram_coordinates
 
 
 def make_gram(n: int, P: int, seed: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ from cases import cli_spec
 from dynstab.cli import sharpness_cmd
 from dynstab.cli.sharpness_cmd import TOYS, build_toy
 from dynstab.curvature import dense_hessian
-from dynstab.sharpness import sharpness
+from dynstab.measures import sharpness
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

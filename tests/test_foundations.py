@@ -69,7 +69,8 @@ def test_checks_messages():
         _checks.check_int("batch_size", 0, minimum=1)
     with pytest.raises(TypeError, match="must be an int"):
         _checks.check_int("batch_size", 2.0, minimum=1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"unknown sampling 'both'; choose from \['with', 'without'\]"):
+    msg = r"unknown sampling 'both'; choose from \['with', 'without'\]"
+    with pytest.raises(ValueError, match=msg):
         _checks.check_choice("sampling", "both", ("without", "with"))
     with pytest.raises(ValueError, match="square"):
         _checks.check_square_matrix("K", torch.zeros(2, 3))

@@ -24,10 +24,10 @@ RANK = {
     "models": 1,
     "data": 1,
     "curvature": 2,
-    "sharpness": 3,
+    "measures": 3,
     "norms": 3,
     "function_space": 3,
-    "stability": 4,
+    "criteria": 4,
     "training": 5,
     "plotting": 6,
     "experiments": 7,
@@ -63,7 +63,7 @@ def test_imports_point_down(path: Path) -> None:
     for name in _imports(path):
         parts = name.split(".")
         if parts[0] == "matplotlib":
-            assert own > CORE_MAX_RANK, f"{path.name}: the numerical core must not import matplotlib"
+            assert own > CORE_MAX_RANK, f"{path.name}: the core must not import matplotlib"
         if parts[0] != "dynstab" or len(parts) < 2:
             continue
         target = parts[1]

@@ -40,7 +40,7 @@ needs_curvature = needs(
     "dynstab.curvature", "HessianOperator", "GaussNewtonOperator", "gram_matrix"
 )
 needs_linalg = needs("dynstab.linalg", "lanczos_top_eigenpairs", "hutchinson_trace_and_frobenius")
-needs_stability = needs("dynstab.stability", "eta_star", "q_factor")
+needs_stability = needs("dynstab.criteria", "eta_star", "q_factor")
 
 
 class Linear(nn.Module):
@@ -208,8 +208,8 @@ def test_stability_monitor_vector_output_matches_check_stability(
 ) -> None:
     # C = 3 outputs: the trace and Frobenius thresholds carry the factor C (√C), so the margins
     # must be the stability layer's (check_stability rows), not η·q·Tr K/2.
+    from dynstab.criteria import check_stability
     from dynstab.curvature import gram_matrix
-    from dynstab.stability import check_stability
 
     g = torch.Generator().manual_seed(3)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()

@@ -320,7 +320,7 @@ def test_spearman_and_history_helpers():
 
 
 def test_kronecker_eta_star_matches_library_and_trace_bound_equality():
-    from dynstab.stability import eta_star
+    from dynstab.criteria import eta_star
 
     J = np.diag([1.5, 1.5, 1.5])
     assert kronecker_eta_star(J, 1, "with") == pytest.approx(2.0 / 1.5**2, rel=1e-10)

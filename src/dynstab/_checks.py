@@ -17,7 +17,9 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> floa
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number; got {value!r} ({type(value).__name__}).") from None
+        raise TypeError(
+            f"{name} must be a real number; got {value!r} ({type(value).__name__})."
+        ) from None
     ok = v >= 0 if allow_zero else v > 0
     if not (math.isfinite(v) and ok):
         bound = ">= 0" if allow_zero else "> 0"
@@ -25,7 +27,9 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> floa
     return v
 
 
-def check_int(name: str, value: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def check_int(
+    name: str, value: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     """Return ``value`` if it is an int within ``[minimum, maximum]``; raise otherwise."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int; got {value!r} ({type(value).__name__}).")
@@ -51,9 +55,13 @@ def check_square_matrix(name: str, A: Tensor) -> Tensor:
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"{name} must be a square 2-D matrix; got shape {tuple(A.shape)}.")
     if not A.is_floating_point():
-        raise TypeError(f"{name} must be floating point; got dtype {A.dtype}. Convert with .double().")
+        raise TypeError(
+            f"{name} must be floating point; got dtype {A.dtype}. Convert with .double()."
+        )
     if not bool(torch.isfinite(A).all()):
-        raise ValueError(f"{name} must have finite entries; got non-finite values. Check the model and data.")
+        raise ValueError(
+            f"{name} must have finite entries; got non-finite values. Check the model and data."
+        )
     return A
 
 

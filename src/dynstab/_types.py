@@ -33,12 +33,12 @@ class LinearOperatorLike(Protocol):
     """
 
     @property
-    def shape(self) -> tuple[int, ...] | torch.Size: ...  # noqa: D102
+    def shape(self) -> tuple[int, ...] | torch.Size: ...
 
     @property
-    def dtype(self) -> torch.dtype: ...  # noqa: D102
+    def dtype(self) -> torch.dtype: ...
 
     @property
-    def device(self) -> torch.device: ...  # noqa: D102
+    def device(self) -> torch.device: ...
 
-    def __matmul__(self, other: Tensor) -> Tensor: ...  # noqa: D105
+    def __matmul__(self, other: Tensor) -> Tensor: ...

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from dynstab._io import atomic_write_json
 from dynstab.losses import half_mse
-from dynstab.sharpness import MEASURES, SharpnessReport, sharpness
+from dynstab.measures import MEASURES, SharpnessReport, sharpness
 
 __all__ = ["TOYS", "build_toy", "register", "run"]
 

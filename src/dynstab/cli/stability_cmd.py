@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from dynstab._io import atomic_write_json
-from dynstab.stability.sampling import SAMPLING_SCHEMES
-from dynstab.stability.verdict import StabilityReport, check_stability, stability
+from dynstab.criteria.sampling import SAMPLING_SCHEMES
+from dynstab.criteria.verdict import StabilityReport, check_stability, stability
 
 __all__ = ["register", "run"]
 

@@ -11,7 +11,7 @@ returned names become History columns, so two monitors of the same kind need dis
   it was not evaluated at this step), ``"history"`` (the run's History so far).
 
 Curvature monitors use :mod:`dynstab.curvature`, :mod:`dynstab.linalg` and
-:mod:`dynstab.stability`; they import them when first called. Every monitor leaves the
+:mod:`dynstab.criteria`; they import them when first called. Every monitor leaves the
 model's parameters, mode and ``.grad`` untouched. All curvature conventions are those of
 :func:`dynstab.losses.half_mse` (½·mean), for which the GD threshold is λ_max(H) = 2/η.
 """
@@ -432,17 +432,17 @@ class StabilityMonitor(Monitor):
 
     With K = JJᵀ/n (the Gram form of G, = H at an interpolating minimum; shape ``(nC, nC)``),
     η the learning rate, C the number of outputs and q = q_factor(n, B, sampling)
-    (:func:`dynstab.stability.q_factor`), every margin is η divided by the threshold that the
-    stability layer computes, exactly as the rows of :func:`dynstab.stability.check_stability`:
+    (:func:`dynstab.criteria.q_factor`), every margin is η divided by the threshold that the
+    stability layer computes, exactly as the rows of :func:`dynstab.criteria.check_stability`:
 
-    * ``gd_margin``        = η/:func:`~dynstab.stability.gd_bound` = η·λ_max(K)/2 — GD /
-      first-moment condition λ_max ≤ 2/η (:func:`~dynstab.stability.gd_threshold` of λ_max(K));
-    * ``trace_margin``     = η/:func:`~dynstab.stability.trace_bound` = η·q·Tr K/(2C) —
+    * ``gd_margin``        = η/:func:`~dynstab.criteria.gd_bound` = η·λ_max(K)/2 — GD /
+      first-moment condition λ_max ≤ 2/η (:func:`~dynstab.criteria.gd_threshold` of λ_max(K));
+    * ``trace_margin``     = η/:func:`~dynstab.criteria.trace_bound` = η·q·Tr K/(2C) —
       necessary SGD condition Tr H ≤ 2C/(qη) (Wu & Su R1; the factor C because H_i has rank ≤ C);
-    * ``frobenius_margin`` = η/:func:`~dynstab.stability.frobenius_bound` = η·√q·‖K‖_F/(2√C) —
+    * ``frobenius_margin`` = η/:func:`~dynstab.criteria.frobenius_bound` = η·√q·‖K‖_F/(2√C) —
       necessary condition ‖H‖_F ≤ 2√C/(η√q);
     * ``sgd_margin``       = η/η* = η·λ_max(C†D)/2 — exact mean-square condition (MM23 Thm 3),
-      via :func:`dynstab.stability.eta_star`; only when nC <= ``max_exact_size``.
+      via :func:`dynstab.criteria.eta_star`; only when nC <= ``max_exact_size``.
 
     A margin ≤ 1 means the condition holds (0 when the threshold is infinite, K = 0). GD is
     B = n without replacement (q = 1/n, η* = 2/λ_max). The empirical ``"reshuffle"`` mode is
@@ -487,7 +487,7 @@ class StabilityMonitor(Monitor):
 
     def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
         """Return the margins and the quantities they are built from."""
-        from dynstab.stability import (
+        from dynstab.criteria import (
             eta_star,
             frobenius_bound,
             gd_bound,

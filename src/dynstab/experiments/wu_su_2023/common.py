@@ -1015,14 +1015,14 @@ def sgd_curvature_threshold(
 ) -> float:
     """The R1 bound on Tr H at an SGD-stable minimum: 2/(η q), q = p + (1 − p)/n.
 
-    q comes from :func:`dynstab.stability.q_factor`; for B = 1 (either scheme) q = 1 and the
-    bound is 2/η (:func:`dynstab.stability.gd_threshold` evaluated at η).
+    q comes from :func:`dynstab.criteria.q_factor`; for B = 1 (either scheme) q = 1 and the
+    bound is 2/η (:func:`dynstab.criteria.gd_threshold` evaluated at η).
 
     Example:
         >>> sgd_curvature_threshold(0.1, 300)
         20.0
     """
-    from dynstab.stability.sampling import q_factor
+    from dynstab.criteria.sampling import q_factor
 
     return 2.0 / (lr * q_factor(n, batch_size, sampling))
 
@@ -1095,14 +1095,14 @@ def subsample_history(
 
 
 def gd_curvature_threshold(lr: float) -> float:
-    """The GD bound on λ_max at a GD-stable minimum: 2/η (:func:`dynstab.stability.gd_threshold`).
+    """The GD bound on λ_max at a GD-stable minimum: 2/η (:func:`dynstab.criteria.gd_threshold`).
 
     Example:
         >>> gd_curvature_threshold(0.5)
         4.0
     """
     try:
-        from dynstab.stability import gd_threshold
+        from dynstab.criteria import gd_threshold
     except ImportError:  # pragma: no cover - stability package not assembled yet
         return 2.0 / lr
     return float(gd_threshold(lr))

@@ -2,10 +2,10 @@
 
 Pure computation, float64 throughout:
 
-* (a) exact mean-square threshold η* (:func:`dynstab.stability.eta_star`) against the trace bound
+* (a) exact mean-square threshold η* (:func:`dynstab.criteria.eta_star`) against the trace bound
   η* ≤ 2/(q Tr K) on random rank-one instances, with equality for orthogonal equal-norm g_i;
   η* is cross-checked against an independent P²×P² Kronecker bisection written here;
-* (b) exact second-moment propagation (:func:`dynstab.stability.propagate_second_moment`) at
+* (b) exact second-moment propagation (:func:`dynstab.criteria.propagate_second_moment`) at
   1.1× and 0.9× of 2/Tr in the orthogonal case (growth vs decay), plus an independent
   parameter-space propagation and a Monte-Carlo simulation of linearized SGD (plot only);
 * (c) H = G at interpolation (dense autograd Hessian vs dense Gauss–Newton), the residual term
@@ -93,7 +93,7 @@ class E5Config(ExperimentConfig):
 
 
 def _mixing_p(n: int, batch_size: int, sampling: str) -> float:
-    from dynstab.stability import mixing_p
+    from dynstab.criteria import mixing_p
 
     return float(mixing_p(n, batch_size, sampling))
 
@@ -176,7 +176,7 @@ def _instance(J: np.ndarray, B: int, sampling: str, kind: str) -> dict[str, Any]
     """η* (library and Kronecker reference), bounds and the R1 ratio of one instance."""
     import torch
 
-    from dynstab.stability import eta_star, frobenius_bound, q_factor, trace_bound
+    from dynstab.criteria import eta_star, frobenius_bound, q_factor, trace_bound
 
     n = J.shape[0]
     K = torch.as_tensor(J @ J.T / n, dtype=torch.float64)
@@ -200,7 +200,7 @@ def part_b(config: E5Config) -> dict[str, Any]:
     """Orthogonal case, B = 1 with replacement: exact E‖δ_t‖² at factor × 2/Tr H."""
     import torch
 
-    from dynstab.stability import propagate_second_moment, second_moment_growth
+    from dynstab.criteria import propagate_second_moment, second_moment_growth
 
     n = config.b_n
     P = n + 2
@@ -503,7 +503,7 @@ def analyze_e5(config: E5Config, results: dict[str, dict[str, Any]]) -> list[Cla
         claims.append(
             C.make_claim(
                 "E5.a2",
-                "dynstab.stability.eta_star (Gram reduction) equals an independent P²×P² Kronecker "
+                "dynstab.criteria.eta_star (Gram reduction) equals an independent P²×P² Kronecker "
                 "bisection, and respects the Frobenius bound R2.",
                 f"max relative difference = {C.fmt(rel)}; max η*/frobenius_bound = {C.fmt(fro, 6)}",
                 rel <= 1e-8 and fro <= 1.0 + 1e-9,

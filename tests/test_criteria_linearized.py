@@ -3,15 +3,15 @@ import math
 import pytest
 import torch
 
-from dynstab.stability import (
+from criteria_cases import K_REG, random_jacobians
+from dynstab.criteria import (
     eta_star,
     gram_coordinates,
     lyapunov_exponent,
     propagate_second_moment,
     second_moment_growth,
 )
-from dynstab.stability.reference import gram_from_jacobians, parameter_space_Q
-from stability_cases import K_REG, random_jacobians
+from dynstab.criteria.reference import gram_from_jacobians, parameter_space_Q
 
 CASES = [("with", 1), ("with", 2), ("without", 2), ("with", 3), ("without", 3)]
 

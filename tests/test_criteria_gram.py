@@ -5,8 +5,8 @@ import warnings
 import pytest
 import torch
 
-from dynstab.errors import ConvergenceWarning
-from dynstab.stability import (
+from criteria_cases import J_REG, K_REG, random_jacobians
+from dynstab.criteria import (
     commuting_eta_star,
     critical_lr,
     eta_star,
@@ -14,8 +14,8 @@ from dynstab.stability import (
     gram_coordinates,
     mixing_p,
 )
-from dynstab.stability.reference import gram_from_jacobians, parameter_space_eta_star
-from stability_cases import J_REG, K_REG, random_jacobians
+from dynstab.criteria.reference import gram_from_jacobians, parameter_space_eta_star
+from dynstab.errors import ConvergenceWarning
 
 # §1.9.5 of related_criteria.md: (sampling, B, p, η*)
 REGRESSION_ROWS = [

@@ -10,7 +10,7 @@ and the second moment R_t = E r_t r_tᵀ evolves by the exact linear map
 
     𝒯_η(R) = R − η(KR + RK) + η² K[(1 − p)R + n p BlkDiag(R)]K.
 
-On the row space (coordinates of :func:`~dynstab.stability.gram_coordinates`) the same map is
+On the row space (coordinates of :func:`~dynstab.criteria.gram_coordinates`) the same map is
 the symmetric Q_z(X) = X − η(ΛX + XΛ) + η²D_z(X), whose spectral radius (= λ_max by MM23
 Thm 6) is the per-step growth of E‖δ_t‖² and E‖r_t‖², and crosses 1 exactly at η = η*.
 
@@ -28,8 +28,7 @@ import torch
 from torch import Tensor
 
 from dynstab._checks import check_choice, check_int, check_positive
-from dynstab.errors import ConvergenceWarning
-from dynstab.stability.gram import (
+from dynstab.criteria.gram import (
     DENSE_AUTO_MAX_DIM,
     GramCoordinates,
     _apply_D,
@@ -39,7 +38,8 @@ from dynstab.stability.gram import (
     _lanczos_top,
     gram_coordinates,
 )
-from dynstab.stability.sampling import mixing_p
+from dynstab.criteria.sampling import mixing_p
+from dynstab.errors import ConvergenceWarning
 
 __all__ = [
     "LyapunovResult",
@@ -76,7 +76,7 @@ def second_moment_growth(
         method: ``"auto"``, ``"dense"`` or ``"matrix_free"``.
         tol: Relative Ritz-residual tolerance (matrix-free).
         max_iters: Maximum Lanczos products (matrix-free).
-        coords: Precomputed :func:`~dynstab.stability.gram_coordinates` of K.
+        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
 
     Returns:
         The spectral radius as a float (1.0 when K = 0: everything is frozen).
@@ -247,7 +247,7 @@ def lyapunov_exponent(
         num_runs: Independent runs (their spread gives ``stderr``), >= 2.
         burn_in: Discarded initial steps (default ``num_steps // 10``).
         generator: Random source (batches and δ₀).
-        coords: Precomputed :func:`~dynstab.stability.gram_coordinates` of K.
+        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
 
     Returns:
         :class:`LyapunovResult`.

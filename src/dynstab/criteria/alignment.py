@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from dynstab.stability.gram import GramCoordinates, _as_gram, _coords_and_p, gram_coordinates
+from dynstab.criteria.gram import GramCoordinates, _as_gram, _coords_and_p, gram_coordinates
 
 __all__ = ["alignment_bound", "alignment_factor", "alignment_infimum"]
 
@@ -91,7 +91,7 @@ def alignment_infimum(
     Args:
         K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
         outputs: Number of outputs C.
-        coords: Precomputed :func:`~dynstab.stability.gram_coordinates` of K.
+        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
 
     Returns:
         μ_inf ≥ 0 as a float (0 for K = 0).
@@ -122,7 +122,7 @@ def alignment_bound(
         batch_size: Batch size B.
         sampling: ``"with"`` or ``"without"`` replacement.
         outputs: Number of outputs C.
-        coords: Precomputed :func:`~dynstab.stability.gram_coordinates` of K.
+        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
 
     Returns:
         The bound as a float.

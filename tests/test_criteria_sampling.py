@@ -3,8 +3,8 @@ import itertools
 import pytest
 import torch
 
-from dynstab.stability import mixing_p, q_factor
-from dynstab.stability.reference import enumerated_second_moment_operator, parameter_space_Q
+from dynstab.criteria import mixing_p, q_factor
+from dynstab.criteria.reference import enumerated_second_moment_operator, parameter_space_Q
 
 
 def test_mixing_weights_match_closed_forms():

@@ -7,7 +7,7 @@ H_i = J_iᵀJ_i, and the normalized Gram matrix **K = JJᵀ/n ∈ ℝ^{nC×nC}**
 
     η* = 2/λ_max(C†D),  C = ½(H ⊕ H),  D = (1 − p) H⊗H + p (1/n) Σ_i H_i⊗H_i,
 
-with the mixture weight p of :func:`dynstab.stability.mixing_p`. With K = UΛUᵀ (eigenvalues
+with the mixture weight p of :func:`dynstab.criteria.mixing_p`. With K = UΛUᵀ (eigenvalues
 above ``rank_tol·λ_max`` kept; rank ρ) and Ĝ := √n UΛ^{1/2} ∈ ℝ^{nC×ρ} (Ĝ_i = its C rows of
 sample i), the same threshold lives on symmetric ρ×ρ matrices X:
 
@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 
 from dynstab._checks import check_choice, check_int, check_positive, check_square_matrix
+from dynstab.criteria.sampling import mixing_p
 from dynstab.errors import ConvergenceWarning
-from dynstab.stability.sampling import mixing_p
 
 if TYPE_CHECKING:
     from torch import nn
@@ -402,7 +402,7 @@ def critical_lr(
     ``critical_lr(model, (X, y), batch_size=B)`` (or ``data=X``) first builds K with
     :func:`dynstab.curvature.gram_matrix` at ``params`` (the model's own when None) and infers
     C from its shape. The threshold assumes an interpolating minimum of the ½-square loss
-    (``dynstab.losses.half_mse``); use :func:`dynstab.stability.stability` to check that.
+    (``dynstab.losses.half_mse``); use :func:`dynstab.criteria.stability` to check that.
 
     Args:
         source: Gram matrix ``(nC, nC)`` or an ``nn.Module``.

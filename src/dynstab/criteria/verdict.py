@@ -26,10 +26,8 @@ from torch import Tensor, nn
 
 from dynstab._checks import check_positive
 from dynstab._types import Data, LossFn
-from dynstab.errors import NotInterpolatingWarning
-from dynstab.losses import half_mse
-from dynstab.stability.alignment import alignment_bound, alignment_factor, alignment_infimum
-from dynstab.stability.bounds import (
+from dynstab.criteria.alignment import alignment_bound, alignment_factor, alignment_infimum
+from dynstab.criteria.bounds import (
     frobenius_bound,
     mm23_bound_15,
     mm23_bound_16,
@@ -37,9 +35,11 @@ from dynstab.stability.bounds import (
     trace_bound,
     wme18_sufficient_lr,
 )
-from dynstab.stability.gram import _as_gram, eta_star, gd_threshold, gram_coordinates
-from dynstab.stability.linearized import second_moment_growth
-from dynstab.stability.sampling import mixing_p, q_factor
+from dynstab.criteria.gram import _as_gram, eta_star, gd_threshold, gram_coordinates
+from dynstab.criteria.linearized import second_moment_growth
+from dynstab.criteria.sampling import mixing_p, q_factor
+from dynstab.errors import NotInterpolatingWarning
+from dynstab.losses import half_mse
 
 __all__ = ["BoundRow", "StabilityReport", "check_stability", "stability"]
 
@@ -227,7 +227,7 @@ def check_stability(
     """Verdict on GD and SGD stability at lr from the Gram matrix K = JJᵀ/n (pure numerics).
 
     Computes λ_max, Tr, ‖·‖_F of H (= those of K), the exact η* (:func:`eta_star`), every
-    necessary bound of :mod:`dynstab.stability.bounds` and the alignment bound, WME18's
+    necessary bound of :mod:`dynstab.criteria.bounds` and the alignment bound, WME18's
     sufficient learning rate, ρ(Q) at lr, and the alignment factors. Assumes the ½-square loss
     at an interpolating minimum (H = G); when the residuals say otherwise it warns
     :class:`~dynstab.errors.NotInterpolatingWarning` and says so in ``notes``.
@@ -435,7 +435,7 @@ def stability(
         batch_size: Batch size B.
         sampling: ``"with"`` or ``"without"`` replacement.
         params: Parameters to evaluate at (``None``: the model's own).
-        method: η* solver, as for :func:`~dynstab.stability.eta_star`.
+        method: η* solver, as for :func:`~dynstab.criteria.eta_star`.
         rank_one: Whether to run the rank-one ascent.
         growth: Whether to compute ρ(Q) at lr.
         interpolation_tol: Largest max|residual| still called interpolating.

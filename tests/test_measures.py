@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from cases import INTERPOLATING_CASES, get_case
 from dynstab.curvature import dense_gauss_newton, dense_hessian
 from dynstab.losses import half_mse
-from dynstab.sharpness import Measure, SharpnessReport, sharpness
+from dynstab.measures import Measure, SharpnessReport, sharpness
 from helpers import assert_close
 
 ALL = ("lambda_max", "top_k", "trace", "frobenius", "lambda_min")

@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
+from criteria_cases import K_REG
+from dynstab.criteria import check_stability, eta_star, stability
+from dynstab.criteria.reference import gram_from_jacobians, parameter_space_eta_star
 from dynstab.curvature import dense_gauss_newton, dense_hessian, per_sample_jacobian
 from dynstab.errors import NotInterpolatingWarning
 from dynstab.losses import half_mse
-from dynstab.stability import check_stability, eta_star, stability
-from dynstab.stability.reference import gram_from_jacobians, parameter_space_eta_star
-from stability_cases import K_REG
 
 ETA_WO2 = 0.7775166986156749
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from dynstab._checks import check_positive
-from dynstab.stability.sampling import mixing_p
+from dynstab.criteria.sampling import mixing_p
 
 __all__ = [
     "enumerated_second_moment_operator",

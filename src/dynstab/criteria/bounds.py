@@ -32,9 +32,9 @@ import torch
 from torch import Tensor
 
 from dynstab._checks import check_int, check_positive
+from dynstab.criteria.gram import GramCoordinates, _as_gram, _coords_and_p, gd_threshold
+from dynstab.criteria.sampling import mixing_p, q_factor
 from dynstab.errors import ConvergenceWarning
-from dynstab.stability.gram import GramCoordinates, _as_gram, _coords_and_p, gd_threshold
-from dynstab.stability.sampling import mixing_p, q_factor
 
 __all__ = [
     "RankOneBoundResult",
@@ -170,7 +170,7 @@ def mm23_bound_15(
         batch_size: Batch size B.
         sampling: ``"with"`` or ``"without"`` replacement.
         outputs: Number of outputs C.
-        coords: Precomputed :func:`~dynstab.stability.gram_coordinates` of K.
+        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
 
     Returns:
         The bound as a float.
@@ -251,7 +251,7 @@ def rank_one_bound(
         num_iters: Maximum ascent iterations per restart.
         tol: Stop a restart when its relative improvement falls below ``tol`` for 10 steps.
         generator: Random source for the restarts.
-        coords: Precomputed :func:`~dynstab.stability.gram_coordinates` of K.
+        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
 
     Returns:
         :class:`RankOneBoundResult`; non-convergence also warns
@@ -323,7 +323,7 @@ def wme18_sufficient_lr(
         batch_size: Batch size B.
         sampling: ``"with"`` or ``"without"`` replacement.
         outputs: Number of outputs C.
-        coords: Precomputed :func:`~dynstab.stability.gram_coordinates` of K.
+        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
 
     Returns:
         η_WME as a float; equals 2/λ_max for GD and η* in 1-D.

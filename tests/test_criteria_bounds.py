@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from dynstab.stability import (
+from criteria_cases import K_REG, random_jacobians
+from dynstab.criteria import (
     alignment_bound,
     alignment_factor,
     alignment_infimum,
@@ -18,8 +19,7 @@ from dynstab.stability import (
     trace_bound,
     wme18_sufficient_lr,
 )
-from dynstab.stability.reference import gram_from_jacobians, parameter_space_wme18_lr
-from stability_cases import K_REG, random_jacobians
+from dynstab.criteria.reference import gram_from_jacobians, parameter_space_wme18_lr
 
 # §1.9.5: (sampling, B, trace bound, Frobenius bound, alignment bound), printed to 6 digits
 BOUND_ROWS = [

@@ -2,19 +2,19 @@
 
 Pure numerics on the Gram matrix K = JJᵀ/n (shape ``(nC, nC)``, sample-major):
 
-* :mod:`~dynstab.stability.sampling` — mixture weights p and q of the sampling schemes;
-* :mod:`~dynstab.stability.gram` — the exact mean-square threshold η* (MM23) through the
+* :mod:`~dynstab.criteria.sampling` — mixture weights p and q of the sampling schemes;
+* :mod:`~dynstab.criteria.gram` — the exact mean-square threshold η* (MM23) through the
   Gram reduction, dense or matrix-free, and the commuting / 1-D closed form (WME18);
-* :mod:`~dynstab.stability.bounds` and :mod:`~dynstab.stability.alignment` — cheap necessary
+* :mod:`~dynstab.criteria.bounds` and :mod:`~dynstab.criteria.alignment` — cheap necessary
   bounds on η*, WME18's sufficient learning rate, the alignment factor μ (WWS22);
-* :mod:`~dynstab.stability.linearized` — exact second-moment propagation and Lyapunov
+* :mod:`~dynstab.criteria.linearized` — exact second-moment propagation and Lyapunov
   exponents of linearized SGD;
-* :mod:`~dynstab.stability.verdict` — :func:`check_stability` and :func:`stability` reports;
-* :mod:`~dynstab.stability.reference` — parameter-space (P²×P²) references for tests.
+* :mod:`~dynstab.criteria.verdict` — :func:`check_stability` and :func:`stability` reports;
+* :mod:`~dynstab.criteria.reference` — parameter-space (P²×P²) references for tests.
 """
 
-from dynstab.stability.alignment import alignment_bound, alignment_factor, alignment_infimum
-from dynstab.stability.bounds import (
+from dynstab.criteria.alignment import alignment_bound, alignment_factor, alignment_infimum
+from dynstab.criteria.bounds import (
     RankOneBoundResult,
     frobenius_bound,
     gd_bound,
@@ -24,7 +24,7 @@ from dynstab.stability.bounds import (
     trace_bound,
     wme18_sufficient_lr,
 )
-from dynstab.stability.gram import (
+from dynstab.criteria.gram import (
     EtaStarResult,
     GramCoordinates,
     commuting_eta_star,
@@ -33,14 +33,14 @@ from dynstab.stability.gram import (
     gd_threshold,
     gram_coordinates,
 )
-from dynstab.stability.linearized import (
+from dynstab.criteria.linearized import (
     LyapunovResult,
     lyapunov_exponent,
     propagate_second_moment,
     second_moment_growth,
 )
-from dynstab.stability.sampling import SAMPLING_SCHEMES, mixing_p, q_factor
-from dynstab.stability.verdict import BoundRow, StabilityReport, check_stability, stability
+from dynstab.criteria.sampling import SAMPLING_SCHEMES, mixing_p, q_factor
+from dynstab.criteria.verdict import BoundRow, StabilityReport, check_stability, stability
 
 __all__ = [
     "SAMPLING_SCHEMES",
