@@ -267,3 +267,39 @@ def test_gd_threshold_values():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         eta_star(K_REG, 2, "with", method="matrix_free")
+
+
+def test_critical_lr_rejects_outputs_contradicting_the_model():
+    g = torch.Generator().manual_seed(21)
+    model = torch.nn.Linear(3, 1).double()
+    X = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"C = 1 .*shape \(6, 6\) for n = 6.*got outputs=2"):
+        critical_lr(model, X, batch_size=1, outputs=2)
+    res = critical_lr(model, X, batch_size=1, outputs=1)
+    assert res.eta_star == critical_lr(model, X, batch_size=1).eta_star
+    from dynstab.curvature import per_sample_jacobian
+
+    K = gram_from_jacobians(per_sample_jacobian(model, X))
+    assert res.eta_star == pytest.approx(eta_star(K, 1).eta_star, rel=1e-12)
+
+
+def test_critical_lr_empty_data_and_train_mode_batchnorm():
+    model = torch.nn.Linear(2, 1).double()
+    X = torch.zeros(0, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"data batch 0 is empty \(0 samples\)"):
+        critical_lr(model, (X, torch.zeros(0, 1, dtype=torch.float64)), batch_size=1)
+    with pytest.raises(ValueError, match="non-empty leading sample axis"):
+        critical_lr(model, X, batch_size=1)
+    bn = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3)).double()
+    before = bn[1].running_mean.clone(), int(bn[1].num_batches_tracked)
+    with pytest.raises(ValueError, match="BatchNorm in train mode"):
+        critical_lr(bn, torch.ones(4, 2, dtype=torch.float64), batch_size=1)
+    assert torch.equal(bn[1].running_mean, before[0])
+    assert int(bn[1].num_batches_tracked) == before[1]
+
+
+def test_eta_star_empty_gram():
+    with pytest.raises(ValueError, match="K must describe at least one sample"):
+        eta_star(torch.zeros(0, 0, dtype=torch.float64), 1)
+    with pytest.raises(ValueError, match="K must describe at least one sample"):
+        gram_coordinates(torch.zeros(0, 0, dtype=torch.float64))

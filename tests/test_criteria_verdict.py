@@ -185,5 +185,92 @@ def test_verdict_errors():
     with pytest.raises(ValueError, match="unknown sampling"):
         check_stability(K_REG, lr=0.1, batch_size=1, sampling="shuffle")
     model, _, _ = make_mlp()
-    with pytest.raises(TypeError, match="data must be a pair"):
+    with pytest.raises(TypeError, match=r"data must be an \(inputs, targets\) pair"):
         stability(model, half_mse, 3.0, lr=0.1, batch_size=1)
+
+
+def make_bn_model(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Tanh(), torch.nn.Linear(4, 1)
+    ).double()
+    bn = model[1]
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # non-trivial running statistics, so eval mode is not the identity
+        bn.running_mean.copy_(torch.randn(4, generator=g, dtype=torch.float64))
+        bn.running_var.copy_(0.5 + torch.rand(4, generator=g, dtype=torch.float64))
+        bn.num_batches_tracked.fill_(7)
+    X = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    return model, X
+
+
+def _buffers(model):
+    return {k: v.clone() for k, v in model.named_buffers()}
+
+
+def test_stability_refuses_train_mode_batchnorm_without_touching_buffers():
+    model, X = make_bn_model()
+    model.train()
+    y = torch.zeros(5, 1, dtype=torch.float64)
+    before = _buffers(model)
+    with pytest.raises(ValueError, match=r"BatchNorm in train mode.*model\.eval\(\)"):
+        stability(model, half_mse, (X, y), lr=0.1, batch_size=2)
+    after = _buffers(model)
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    assert model.training
+    assert model[1].training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_stability_refuses_active_dropout():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.5)).double()
+    X = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"Dropout\(p=0.5\) in train mode"):
+        stability(
+            model, half_mse, (X, torch.zeros(4, 2, dtype=torch.float64)), lr=0.1, batch_size=1
+        )
+
+
+def test_stability_on_eval_mode_batchnorm_model():
+    model, X = make_bn_model(seed=3)
+    model.eval()
+    with torch.no_grad():
+        y = model(X).clone()
+    before = _buffers(model)
+    rep = stability(model, half_mse, (X, y), lr=0.1, batch_size=2, rank_one=False)
+    assert not any(m.training for m in model.modules())
+    for k, v in _buffers(model).items():
+        assert torch.equal(before[k], v), k
+    assert rep.interpolating
+    assert rep.train_loss == 0.0
+    K = gram_from_jacobians(per_sample_jacobian(model, X))
+    assert rep.eta_star == pytest.approx(eta_star(K, 2, "with").eta_star, rel=1e-12)
+    assert rep.lambda_max == pytest.approx(float(torch.linalg.eigvalsh(K)[-1]), rel=1e-12)
+
+
+def test_stability_empty_data_errors_like_sharpness():
+    model, X, y = make_mlp()
+    with pytest.raises(ValueError, match=r"data batch 0 is empty \(0 samples\)"):
+        stability(model, half_mse, (X[:0], y[:0]), lr=0.1, batch_size=1)
+    with pytest.raises(ValueError, match=r"data is empty \(no batches\)"):
+        stability(model, half_mse, [], lr=0.1, batch_size=1)
+    with pytest.raises(ValueError, match="same number of samples"):
+        stability(model, half_mse, (X, y[:3]), lr=0.1, batch_size=1)
+    with pytest.raises(ValueError, match="same number of entries per sample"):
+        stability(model, half_mse, (X, y[:, :1]), lr=0.1, batch_size=1)
+
+
+def test_check_stability_empty_and_non_finite_inputs():
+    with pytest.raises(ValueError, match="K must describe at least one sample"):
+        check_stability(torch.zeros(0, 0, dtype=torch.float64), lr=0.1, batch_size=1)
+    K_nan = K_REG.clone()
+    K_nan[0, 1] = K_nan[1, 0] = math.nan
+    with pytest.raises(ValueError, match="K must have finite entries"):
+        check_stability(K_nan, lr=0.1, batch_size=1)
+    r = torch.tensor([0.0, math.nan, 0.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match="residuals must be finite"):
+        check_stability(K_REG, r, lr=0.1, batch_size=1)
+    with pytest.raises(ValueError, match="residuals must be finite"):
+        check_stability(K_REG, torch.tensor([0.0, math.inf, 0.0]), lr=0.1, batch_size=1)

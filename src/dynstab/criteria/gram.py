@@ -110,7 +110,12 @@ def _as_gram(K: Tensor, outputs: int) -> Tensor:
     check_square_matrix("K", K)
     check_int("outputs", outputs, minimum=1)
     N = K.shape[0]
-    if N == 0 or N % outputs != 0:
+    if N == 0:
+        raise ValueError(
+            "K must describe at least one sample; got shape (0, 0). Build K = JJᵀ/n from "
+            "non-empty data."
+        )
+    if N % outputs != 0:
         raise ValueError(
             f"K must have shape (n*C, n*C) with C = outputs = {outputs}; got shape "
             f"{tuple(K.shape)}. Pass outputs equal to the number of model outputs."
@@ -409,7 +414,8 @@ def critical_lr(
         data: Inputs ``X`` or a pair ``(X, y)``; required with a model, ignored with K.
         batch_size: Batch size B.
         sampling: ``"with"`` or ``"without"`` replacement.
-        outputs: Number of outputs C (default 1 for K, inferred for a model).
+        outputs: Number of outputs C (default 1 for K; inferred for a model, where an
+            explicit value must agree with the model).
         params: Parameters at which to evaluate the model (``None``: its current ones).
         method: As for :func:`eta_star`.
         tol: As for :func:`eta_star`.
@@ -421,7 +427,9 @@ def critical_lr(
 
     Raises:
         TypeError: If ``source`` is neither a Tensor nor an ``nn.Module``.
-        ValueError: If ``data`` is missing for a model, or as for :func:`eta_star`.
+        ValueError: If ``data`` is missing or empty for a model, ``outputs`` contradicts the
+            model, the model has train-mode BatchNorm or active Dropout, or as for
+            :func:`eta_star`.
 
     Example:
         >>> K = torch.diag(torch.tensor([1.0, 1.0]))
@@ -438,10 +446,21 @@ def critical_lr(
                 "critical_lr(model, data, ...) needs the training inputs; got data=None. "
                 "Pass data=(X, y) or data=X."
             )
-        X = data[0] if isinstance(data, tuple | list) else data
+        if isinstance(data, tuple | list):
+            from dynstab.curvature.functional import prepare_data
+
+            X = prepare_data(data).inputs()  # same checks (and messages) as dynstab.sharpness
+        else:
+            X = data
         K = _model_gram(source, X, params)
         n = X.shape[0]
-        C = K.shape[0] // n if outputs is None else outputs
+        C = K.shape[0] // n
+        if outputs is not None and outputs != C:
+            raise ValueError(
+                f"outputs must equal the model's number of outputs per sample, C = {C} (K has "
+                f"shape {tuple(K.shape)} for n = {n} samples); got outputs={outputs}. Leave "
+                "outputs=None with a model (it is inferred)."
+            )
     else:
         raise TypeError(
             f"source must be a Gram matrix Tensor or an nn.Module; got {type(source).__name__}."

@@ -17,14 +17,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from dynstab._checks import check_positive
+from dynstab._checks import check_finite, check_positive
 from dynstab._types import Data, LossFn
 from dynstab.criteria.alignment import alignment_bound, alignment_factor, alignment_infimum
 from dynstab.criteria.bounds import (
@@ -251,7 +250,8 @@ def check_stability(
         :class:`StabilityReport`.
 
     Raises:
-        ValueError: On bad K, residual size, lr, batch size or sampling.
+        ValueError: On bad K (empty, non-finite, not symmetric PSD), residuals of the wrong
+            size or non-finite, lr, batch size or sampling.
 
     Example:
         >>> rep = check_stability(torch.eye(4), lr=0.4, batch_size=1)
@@ -277,6 +277,11 @@ def check_stability(
                 f"residuals must have n*C = {K.shape[0]} entries (sample-major); got shape "
                 f"{tuple(residuals.shape)}."
             )
+        check_finite(
+            "residuals",
+            r,
+            "The model outputs or targets hold inf/nan; check the data and the parameters.",
+        )
         max_res = float(r.abs().max())
         interpolating = max_res <= interpolation_tol
         if not interpolating:
@@ -384,25 +389,6 @@ def check_stability(
     )
 
 
-def _full_batch(data: Data) -> tuple[Tensor, Tensor]:
-    if isinstance(data, tuple | list) and len(data) == 2:
-        X, y = data[0], data[1]
-        if isinstance(X, Tensor) and isinstance(y, Tensor):
-            return X, y
-    if isinstance(data, Iterable):
-        xs: list[Tensor] = []
-        ys: list[Tensor] = []
-        for batch in data:
-            xs.append(batch[0])
-            ys.append(batch[1])
-        if xs:
-            return torch.cat(xs), torch.cat(ys)
-    raise TypeError(
-        "data must be a pair (X, y) of tensors or an iterable of such pairs (an unshuffled "
-        f"DataLoader); got {type(data).__name__}."
-    )
-
-
 def stability(
     model: nn.Module,
     loss_fn: LossFn,
@@ -423,8 +409,10 @@ def stability(
 
     Builds K = JJᵀ/n with :func:`dynstab.curvature.gram_matrix` (in float64 afterwards; use a
     float64 model for trustworthy verdicts) and the residuals f(x_i) − y_i, then calls
-    :func:`check_stability`. The model runs in the mode it is in; its mode and ``.grad`` are
-    left unchanged. The thresholds assume ``loss_fn`` is the ½-square loss
+    :func:`check_stability`. Train-mode BatchNorm and active Dropout are refused before any
+    forward pass (call ``model.eval()`` first); outputs are computed by
+    :func:`torch.func.functional_call`, so the model's buffers, mode and ``.grad`` are left
+    unchanged. The thresholds assume ``loss_fn`` is the ½-square loss
     (:func:`dynstab.losses.half_mse`); a different scaling is noted in the report.
 
     Args:
@@ -447,18 +435,36 @@ def stability(
         :class:`StabilityReport`.
 
     Raises:
-        TypeError: If ``data`` is not a pair or an iterable of pairs.
-        ValueError: As for :func:`check_stability`.
+        TypeError: If ``model`` is not an ``nn.Module`` or ``data`` is not a pair or an
+            iterable of pairs.
+        ValueError: If the model has train-mode BatchNorm or active Dropout, ``data`` is
+            empty or its inputs and targets disagree, ``params`` does not match the model,
+            outputs and targets differ in size, or as for :func:`check_stability`.
     """
     from dynstab.curvature import gram_matrix
+    from dynstab.curvature.functional import (
+        check_model_mode,
+        forward,
+        prepare_data,
+        resolve_params,
+    )
 
-    X, y = _full_batch(data)
-    n = X.shape[0]
+    # Validate everything before the first forward pass: a train-mode BatchNorm would update
+    # its running statistics during ``model(X)``; functional_call at detached copies of the
+    # parameters never touches the model, its mode or its ``.grad``.
+    P = {k: v.detach() for k, v in resolve_params(model, params).items()}
+    check_model_mode(model)
+    ds = prepare_data(data)
+    X, y = ds.inputs(), ds.targets()
+    n = ds.n
     with torch.no_grad():
-        if params is None:
-            out = model(X)
-        else:
-            out = torch.func.functional_call(model, params, (X,))
+        out = forward(model, P, X)
+        if out.ndim == 0 or out.shape[0] != n or out[0].numel() != y[0].numel():
+            raise ValueError(
+                "model outputs and targets must have the same number of entries per sample; "
+                f"got outputs {tuple(out.shape)} for targets {tuple(y.shape)}. Reshape the "
+                "targets to the model's output shape."
+            )
         loss = float(loss_fn(out, y))
         ref = float(half_mse(out, y))
     resid = (out.reshape(n, -1) - y.reshape(n, -1).to(out.dtype)).reshape(-1)
