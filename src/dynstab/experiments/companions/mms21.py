@@ -1,0 +1,726 @@
+"""Mulayoff, Michaeli & Soudry (NeurIPS 2021): implicit bias of minima stability in function space.
+
+Spec: ``related_criteria.md`` §5 (E4.1–E4.3).
+
+Univariate one-hidden-layer ReLU networks f(x) = Σ_i w2_i σ(w1_i x + b1_i) + b2
+(:class:`dynstab.models.UnivariateReLU`) trained by GD on the ½-MSE
+L = (1/2n) Σ_j (f(x_j) − y_j)². Theorem 1: a linearly stable, twice-differentiable
+interpolating minimum satisfies ∫|f''| g = Σ_knots |a| g(t) ≤ 1/η − 1/2, with MMS21's data
+weight g (:func:`dynstab.function_space.stability_weight_g`). Training uses the closed-form
+fast path :func:`dynstab.experiments.companions.fast_train` (the update of
+:func:`dynstab.training.train`); the function-space quantities come from
+:mod:`dynstab.function_space` on the equivalent ``UnivariateReLU``.
+
+* ``mms21/switch`` (E4.1): GD at η, then, once near a minimum, η×3 from the same iterate;
+* ``mms21/weight`` (E4.2): empirical g (n = 20, standardized) vs population g for uniform,
+  Gaussian and Laplace data;
+* ``mms21/sweep`` (E4.3): five η values, Theorem 1 at every twice-differentiable minimum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from dynstab.experiments.base import Claim, Experiment, RunSpec
+from dynstab.experiments.companions import (
+    MAX_POINTS,
+    ShallowNet,
+    fast_train,
+    fmt,
+    median,
+    new_figure,
+    save_figure,
+    thin,
+)
+from dynstab.experiments.config import ExperimentConfig
+from dynstab.experiments.registry import register
+
+__all__ = [
+    "MMS21Sweep",
+    "MMS21Switch",
+    "MMS21Weight",
+    "SweepConfig",
+    "SwitchConfig",
+    "WeightConfig",
+    "analyze_sweep",
+    "analyze_switch",
+    "analyze_weight",
+    "minimum_report",
+]
+
+
+def _data(kind: str, n: int, degree: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from dynstab.data import one_d_dataset
+
+    ds = one_d_dataset(
+        kind,
+        n,
+        labels="chebyshev",
+        degree=degree,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return ds.X.to(torch.float64).reshape(-1, 1), ds.y.to(torch.float64).reshape(-1)
+
+
+def minimum_report(net: ShallowNet, X: torch.Tensor, y: torch.Tensor, lr: float) -> dict[str, Any]:
+    """Function-space and curvature summary of a univariate ReLU net at (near) a minimum.
+
+    Returns ``weighted_tv`` = Σ|a| g(t), ``bound`` = 1/η − 1/2 (:func:`mms21_bound`),
+    ``knot_on_data`` (a knot with nonzero jump within 1e-6 of a training input: Theorem 1
+    does not apply), ``lambda_max`` = λ_max(K) (= λ_max(H) at interpolation), ``lemma4`` =
+    1 + 2Σ|a|g (MMS21 Lemma 4's lower bound on λ_max), knots, jumps and the interpolant on a
+    grid (for plots).
+    """
+    from dynstab.function_space import (
+        knot_on_data_point,
+        knots_and_jumps,
+        mms21_bound,
+        stability_weight_g,
+        weighted_total_variation,
+    )
+
+    u = net.to_univariate()
+    x = X[:, 0]
+    t, a = knots_and_jumps(u)
+    tv = weighted_total_variation(u, x)
+    K = net.gram(X)
+    grid = torch.linspace(float(x.min()) - 0.25, float(x.max()) + 0.25, 201, dtype=torch.float64)
+    with torch.no_grad():
+        fg = u(grid)
+    inside = (t >= x.min()) & (t <= x.max())
+    return {
+        "weighted_tv": tv,
+        "bound": mms21_bound(lr),
+        "knot_on_data": bool(knot_on_data_point(u, x, tol=1e-6)),
+        "lambda_max": float(torch.linalg.eigvalsh(K).max()),
+        "lemma4": 1.0 + 2.0 * tv,
+        "knots": [float(v) for v in t[inside]],
+        "jumps": [float(v) for v in a[inside]],
+        "g_at_knots": [float(v) for v in stability_weight_g(x, t[inside])] if inside.any() else [],
+        "grid": [float(v) for v in grid],
+        "f_grid": [float(v) for v in fg],
+        "x_train": [float(v) for v in x],
+        "y_train": [float(v) for v in y],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# E4.1: learning-rate switch
+
+
+@dataclasses.dataclass(frozen=True)
+class SwitchConfig(ExperimentConfig):
+    """Settings of ``mms21/switch`` (E4.1).
+
+    Attributes:
+        kind: Input distribution of :func:`dynstab.data.one_d_dataset`.
+        degree: Chebyshev degree of the labels y = T_degree(x).
+        n: Training points.
+        width: Hidden neurons k.
+        init_scale: Std of w1 and b1 at initialization (w2 has std init_scale/√k).
+        lr: GD learning rate η of run (a) and of run (b) before the switch.
+        multiplier: Factor applied to η at the switch (3 in MMS21).
+        switch_loss: Run (b) switches when the full loss first falls below this.
+        steps: Maximum GD steps of each phase.
+        stop_loss: Interpolation threshold.
+        spike_factor: The loss of (b) must exceed ``spike_factor`` × its value at the switch.
+        seed: Data and initialization seed.
+    """
+
+    kind: str = "chebyshev"
+    degree: int = 2
+    n: int = 10
+    width: int = 60
+    init_scale: float = 0.25
+    lr: float = 0.15
+    multiplier: float = 3.0
+    switch_loss: float = 1e-4
+    steps: int = 150000
+    stop_loss: float = 1e-8
+    spike_factor: float = 10.0
+    seed: int = 0
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"steps": 60000}}
+
+
+def _switch_run(config: SwitchConfig, switch: bool) -> dict[str, Any]:
+    X, y = _data(config.kind, config.n, config.degree, config.seed)
+    net = ShallowNet.init(
+        1,
+        config.width,
+        init_scale=config.init_scale,
+        activation="relu",
+        seed=config.seed,
+        bias_scale=config.init_scale,
+    )
+    phase1 = fast_train(
+        net, X, y, lr=config.lr, steps=config.steps, batch_size=0, stop_loss=config.switch_loss
+    )
+    switch_step = phase1["steps_run"]
+    loss_at_switch = phase1["final_loss"]
+    before = minimum_report(net, X, y, config.lr)
+    lr2 = config.lr * (config.multiplier if switch else 1.0)
+    phase2 = fast_train(
+        net, X, y, lr=lr2, steps=config.steps, batch_size=0, stop_loss=config.stop_loss
+    )
+    rep = minimum_report(net, X, y, lr2)
+    steps = phase1["loss_steps"] + [switch_step + s for s in phase2["loss_steps"]]
+    losses = phase1["loss_values"] + phase2["loss_values"]
+    idx = thin(list(range(len(steps))), MAX_POINTS)
+    after = [v for v in phase2["loss_values"] if v is not None]
+    return {
+        "switch": switch,
+        "lr_final": lr2,
+        "switch_step": switch_step,
+        "loss_at_switch": loss_at_switch,
+        "lambda_at_switch": before["lambda_max"],
+        "max_loss_after_switch": max(after) if after else None,
+        "converged": bool(phase2["converged"]),
+        "diverged": bool(phase1["diverged"] or phase2["diverged"]),
+        "final_loss": phase2["final_loss"],
+        "steps_run": switch_step + phase2["steps_run"],
+        "loss_steps": [steps[i] for i in idx],
+        "loss_values": [losses[i] for i in idx],
+        **rep,
+    }
+
+
+@register
+class MMS21Switch(Experiment):
+    """E4.1: multiplying η by 3 near a GD minimum leads to a smoother interpolant."""
+
+    name = "mms21/switch"
+    title = "MMS21 E4.1: an LR ×3 switch near a GD minimum gives a smoother interpolant"
+    description = (
+        "Two GD runs from the same initialization of a univariate ReLU net: (a) at constant η; "
+        "(b) at η until the loss first falls below switch_loss, then at 3η. The loss curves "
+        "coincide until the switch; (b) spikes and converges to a minimum with smaller "
+        "weighted total variation ∫|f''|g."
+    )
+    spec_reference = "related_criteria.md §5.2, §5.4 E4.1"
+    ambiguities: ClassVar[dict[str, str]] = {
+        "data": "n = 10 points evenly spaced on [−1, 1] labelled by T_2 (C21's chebyshev data)",
+        "switch": "'near the minimum' = the first step with loss ≤ 1e-4; η = 0.15 so that GD "
+        "converges below the edge (λ_max < 2/η) yet above 2/(3η)",
+    }
+    config_cls = SwitchConfig
+
+    def specs(self, config: SwitchConfig) -> list[RunSpec]:
+        """Two units: constant η (a) and the switch (b)."""
+        return [RunSpec("constant", {"switch": False}), RunSpec("switch", {"switch": True})]
+
+    def run_one(self, config: SwitchConfig, spec: RunSpec) -> dict[str, Any]:
+        """Run (a) or (b) and summarise its final minimum."""
+        t0 = time.perf_counter()
+        out = _switch_run(config, bool(spec.params["switch"]))
+        out["seconds"] = time.perf_counter() - t0
+        return out
+
+    def analyze(self, config: SwitchConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+        """See :func:`analyze_switch`."""
+        return analyze_switch(config, results)
+
+    def plot(
+        self, config: SwitchConfig, results: dict[str, dict[str, Any]], fig_dir: Path
+    ) -> list[Path]:
+        """Loss curves, the two interpolants with the data, and |a| at the knots with g."""
+        fig, axes = new_figure(3)
+        ax0, ax1, ax2 = axes[0, 0], axes[0, 1], axes[0, 2]
+        labels = {"constant": f"(a) η = {config.lr:g}", "switch": f"(b) η → {config.multiplier:g}η"}
+        for j, key in enumerate(("constant", "switch")):
+            r = results.get(key)
+            if r is None:
+                continue
+            pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss_values"]) if v]
+            if pts:
+                ax0.plot(*zip(*pts), color=f"C{j}", label=labels[key])
+            ax1.plot(r["grid"], r["f_grid"], color=f"C{j}", label=labels[key])
+            if r["knots"]:
+                ax2.stem(
+                    r["knots"],
+                    [abs(a) for a in r["jumps"]],
+                    linefmt=f"C{j}-",
+                    markerfmt=f"C{j}o",
+                    basefmt=" ",
+                    label=f"|a| at knots {labels[key]}",
+                )
+        r = results.get("constant") or results.get("switch")
+        if r is not None:
+            from dynstab.function_space import stability_weight_g
+
+            ax1.scatter(r["x_train"], r["y_train"], color="k", s=12, zorder=3, label="data")
+            grid = torch.tensor(r["grid"], dtype=torch.float64)
+            g = stability_weight_g(torch.tensor(r["x_train"], dtype=torch.float64), grid)
+            ax2b = ax2.twinx()
+            ax2b.plot(r["grid"], g.tolist(), "k--", lw=1, label="g(x)")
+            ax2b.set_ylabel("g(x)")
+        if r is not None and r.get("switch_step") is not None:
+            ax0.axvline(results.get("switch", r)["switch_step"], color="grey", ls=":", lw=0.8)
+        ax0.set_yscale("log")
+        ax0.set_xlabel("GD step")
+        ax0.set_ylabel("training loss (½-MSE)")
+        ax0.legend(fontsize=7)
+        ax1.set_xlabel("x")
+        ax1.set_ylabel("f(x)")
+        ax1.legend(fontsize=7)
+        ax2.set_xlabel("x")
+        ax2.set_ylabel("|slope jump| at knots")
+        ax2.legend(fontsize=7, loc="upper left")
+        return save_figure(fig, fig_dir, "mms21_switch")
+
+
+def analyze_switch(config: SwitchConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    """Claims of ``mms21/switch`` (E4.1).
+
+    * W1: both runs converged (interpolation) and, where no knot is on a data point, satisfy
+      Theorem 1 at their final η.
+    * W2: (b) spikes after the switch (loss ≥ ``spike_factor`` × loss at the switch) — the
+      minimum GD was approaching is unstable at 3η (λ_max > 2/(3η)).
+    * W3: (b)'s interpolant is smoother: weighted TV(b) < weighted TV(a), and λ_max(b) <
+      λ_max(a).
+    """
+    a, b = results.get("constant"), results.get("switch")
+    if a is None or b is None:
+        missing = "constant" if a is None else "switch"
+        return [Claim("W1", "both runs finished", f"unit {missing!r} failed", False, "units ran")]
+    claims = []
+    ok1 = True
+    parts = []
+    for lab, r in (("a", a), ("b", b)):
+        applies = not r["knot_on_data"]
+        holds = r["weighted_tv"] <= r["bound"] * (1 + 1e-9)
+        ok1 &= bool(r["converged"]) and (holds or not applies)
+        parts.append(
+            f"({lab}) loss={fmt(r['final_loss'])}, ∫|f''|g={fmt(r['weighted_tv'])} ≤ "
+            f"1/η−½={fmt(r['bound'])}{'' if applies else ' [knot on data: Thm 2 case]'}"
+        )
+    claims.append(
+        Claim(
+            "W1",
+            "Both minima interpolate and satisfy MMS21 Theorem 1 at their learning rate",
+            "; ".join(parts),
+            ok1,
+            f"final loss ≤ {config.stop_loss:g} and ∫|f''|g ≤ 1/η − 1/2 unless a knot is on a "
+            "data point",
+        )
+    )
+    spike = (b["max_loss_after_switch"] or 0.0) / max(b["loss_at_switch"] or 1e-300, 1e-300)
+    edge = 2.0 / (config.lr * config.multiplier)
+    claims.append(
+        Claim(
+            "W2",
+            "After the switch the loss spikes: the minimum GD approached is unstable at 3η",
+            f"max loss after / loss at switch = {fmt(spike)}; λ_max at the switch = "
+            f"{fmt(b['lambda_at_switch'])} vs 2/(3η) = {fmt(edge)}",
+            spike >= config.spike_factor and b["lambda_at_switch"] > edge,
+            f"ratio ≥ {config.spike_factor:g} and λ_max(switch) > 2/(3η)",
+        )
+    )
+    claims.append(
+        Claim(
+            "W3",
+            "The switched run converges to a smoother, flatter interpolant",
+            f"∫|f''|g: (a) {fmt(a['weighted_tv'])}, (b) {fmt(b['weighted_tv'])}; λ_max: "
+            f"(a) {fmt(a['lambda_max'])}, (b) {fmt(b['lambda_max'])}",
+            bool(b["converged"])
+            and b["weighted_tv"] < a["weighted_tv"]
+            and b["lambda_max"] < a["lambda_max"],
+            "TV_g(b) < TV_g(a) and λ_max(b) < λ_max(a), (b) converged",
+        )
+    )
+    return claims
+
+
+# ---------------------------------------------------------------------------------------------
+# E4.2: the weight function g
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightConfig(ExperimentConfig):
+    """Settings of ``mms21/weight`` (E4.2).
+
+    Attributes:
+        dists: Standardized distributions (zero mean, unit variance).
+        n: Sample size of the empirical g (20 in MMS21 Fig 2).
+        n_large: Larger sample size for the consistency check (distance must shrink).
+        num_seeds: Independent samples per distribution.
+        grid_min: Left end of the evaluation grid.
+        grid_max: Right end of the evaluation grid.
+        grid_points: Grid size.
+        closeness_tol: Median relative L1 distance ∫|g_n − g|/∫g allowed at n.
+        centre_tol: |argmax| allowed for the population g and (median) the empirical g.
+        tail_point: The population g at ±tail_point must be ≤ tail_fraction × its maximum.
+        tail_fraction: See ``tail_point``.
+        seed: Base seed.
+    """
+
+    dists: tuple[str, ...] = ("uniform", "gaussian", "laplace")
+    n: int = 20
+    n_large: int = 400
+    num_seeds: int = 50
+    grid_min: float = -3.0
+    grid_max: float = 3.0
+    grid_points: int = 301
+    closeness_tol: float = 0.35
+    centre_tol: float = 0.5
+    tail_point: float = 2.5
+    tail_fraction: float = 0.02
+    seed: int = 0
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"num_seeds": 12, "n_large": 200}}
+
+
+def _rel_l1(g_emp: np.ndarray, g_pop: np.ndarray, t: np.ndarray) -> float:
+    return float(np.trapezoid(np.abs(g_emp - g_pop), t) / np.trapezoid(g_pop, t))
+
+
+@register
+class MMS21Weight(Experiment):
+    """E4.2: empirical (n = 20) vs population weight g for uniform, Gaussian and Laplace data."""
+
+    name = "mms21/weight"
+    title = "MMS21 E4.2: the stability weight g, empirical vs population"
+    description = (
+        "g = min(g⁻, g⁺) from n = 20 standardized samples (dynstab.function_space."
+        "stability_weight_g) against the population g of the standardized distribution "
+        "(population_weight_g). g is peaked at the centre and vanishes at and beyond the "
+        "extreme samples, so Theorem 1 does not constrain f outside the data."
+    )
+    spec_reference = "related_criteria.md §5.2, §5.3, §5.4 E4.2"
+    ambiguities: ClassVar[dict[str, str]] = {
+        "closeness": "'close' = median over seeds of ∫|g_n − g|/∫g ≤ 0.35 at n = 20, and "
+        "smaller at n_large (consistency)",
+        "standardization": "each sample is standardized by its own mean and std (ddof 0)",
+    }
+    config_cls = WeightConfig
+
+    def specs(self, config: WeightConfig) -> list[RunSpec]:
+        """One unit per distribution."""
+        return [RunSpec(f"dist={d}", {"dist": d}) for d in config.dists]
+
+    def run_one(self, config: WeightConfig, spec: RunSpec) -> dict[str, Any]:
+        """Empirical g for ``num_seeds`` samples at n and n_large, and the population g."""
+        from dynstab.data import one_d_dataset
+        from dynstab.function_space import population_weight_g, stability_weight_g
+
+        dist = str(spec.params["dist"])
+        t = torch.linspace(
+            config.grid_min, config.grid_max, config.grid_points, dtype=torch.float64
+        )
+        tn = t.numpy()
+        g_pop = population_weight_g(dist, t).numpy()
+        out: dict[str, Any] = {"dist": dist, "t": tn.tolist(), "g_pop": g_pop.tolist()}
+        for label, n in (("small", config.n), ("large", config.n_large)):
+            dists, argmax, edge_max, curves = [], [], [], []
+            for s in range(config.num_seeds):
+                gen = torch.Generator().manual_seed(config.seed + 1000 * (n == config.n_large) + s)
+                x = one_d_dataset(dist, n, standardize=True, generator=gen).X.reshape(-1)
+                x = x.to(torch.float64)
+                g = stability_weight_g(x, t).numpy()
+                dists.append(_rel_l1(g, g_pop, tn))
+                argmax.append(float(tn[int(np.argmax(g))]))
+                ext = torch.tensor([float(x.min()), float(x.max())], dtype=torch.float64)
+                outside = t[(t <= x.min()) | (t >= x.max())]
+                vals = stability_weight_g(x, torch.cat([ext, outside])).abs()
+                edge_max.append(float(vals.max()))
+                curves.append(g)
+            out[label] = {
+                "n": n,
+                "rel_l1": dists,
+                "argmax": argmax,
+                "max_g_at_or_beyond_extremes": edge_max,
+                "mean_curve": np.mean(curves, axis=0).tolist(),
+                "example_curve": curves[0].tolist(),
+            }
+        out["pop_argmax"] = float(tn[int(np.argmax(g_pop))])
+        out["pop_max"] = float(g_pop.max())
+        tail = population_weight_g(
+            dist, torch.tensor([-config.tail_point, config.tail_point], dtype=torch.float64)
+        )
+        out["pop_tail"] = float(tail.max())
+        return out
+
+    def analyze(self, config: WeightConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+        """See :func:`analyze_weight`."""
+        return analyze_weight(config, results)
+
+    def plot(
+        self, config: WeightConfig, results: dict[str, dict[str, Any]], fig_dir: Path
+    ) -> list[Path]:
+        """One panel per distribution: population g, an empirical g (n = 20) and the mean."""
+        keys = [f"dist={d}" for d in config.dists if f"dist={d}" in results]
+        fig, axes = new_figure(max(1, len(keys)))
+        for j, key in enumerate(keys):
+            r = results[key]
+            ax = axes[0, j]
+            ax.plot(r["t"], r["g_pop"], "k-", lw=2, label="population g")
+            ax.plot(
+                r["t"], r["small"]["example_curve"], "C0-", lw=1, label=f"empirical, n = {config.n}"
+            )
+            ax.plot(
+                r["t"],
+                r["small"]["mean_curve"],
+                "C1--",
+                lw=1,
+                label=f"mean of {config.num_seeds} empirical",
+            )
+            ax.set_title(r["dist"])
+            ax.set_xlabel("x (standardized)")
+            if j == 0:
+                ax.set_ylabel("g(x)")
+            ax.legend(fontsize=7)
+        return save_figure(fig, fig_dir, "mms21_weight")
+
+
+def analyze_weight(config: WeightConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    """Claims of ``mms21/weight`` (E4.2).
+
+    * G1 (peaked at the centre): |argmax g| ≤ ``centre_tol`` for every population g and for the
+      median over seeds of the empirical argmax.
+    * G2 (vanishes at the extremes): the empirical g is 0 (≤ 1e-12) at and beyond the extreme
+      samples for every seed, and the population g at ±``tail_point`` is ≤ ``tail_fraction``
+      of its maximum.
+    * G3 (close): the median relative L1 distance is ≤ ``closeness_tol`` at n and shrinks at
+      ``n_large``.
+    """
+    rows = [results.get(f"dist={d}") for d in config.dists]
+    if any(r is None for r in rows):
+        return [Claim("G1", "all distributions ran", "a unit failed", False, "units ran")]
+    rs = [r for r in rows if r is not None]
+    c1 = [(r["dist"], r["pop_argmax"], median(r["small"]["argmax"])) for r in rs]
+    claims = [
+        Claim(
+            "G1",
+            "g is peaked at the centre of the data",
+            "; ".join(f"{d}: argmax pop {fmt(p)}, empirical median {fmt(e)}" for d, p, e in c1),
+            all(abs(p) <= config.centre_tol and abs(e) <= config.centre_tol for _, p, e in c1),
+            f"|argmax| ≤ {config.centre_tol:g}",
+        )
+    ]
+    edge = max(max(r["small"]["max_g_at_or_beyond_extremes"]) for r in rs)
+    tails = [(r["dist"], r["pop_tail"] / r["pop_max"]) for r in rs]
+    claims.append(
+        Claim(
+            "G2",
+            "g vanishes at the extreme data points (no constraint outside the data)",
+            f"max empirical g at/beyond the extremes = {edge:.2e}; population g(±"
+            f"{config.tail_point:g})/max g: " + ", ".join(f"{d} {fmt(v)}" for d, v in tails),
+            edge <= 1e-12 and all(v <= config.tail_fraction for _, v in tails),
+            f"empirical ≤ 1e-12; population ratio ≤ {config.tail_fraction:g}",
+        )
+    )
+    c3 = [(r["dist"], median(r["small"]["rel_l1"]), median(r["large"]["rel_l1"])) for r in rs]
+    claims.append(
+        Claim(
+            "G3",
+            f"Empirical (n = {config.n}) and population g are close, and converge as n grows",
+            "; ".join(
+                f"{d}: {fmt(s)} (n={config.n}) → {fmt(lg)} (n={config.n_large})" for d, s, lg in c3
+            ),
+            all(s <= config.closeness_tol and lg < s for _, s, lg in c3),
+            f"median ∫|g_n − g|/∫g ≤ {config.closeness_tol:g} at n = {config.n} and smaller at "
+            f"n = {config.n_large}",
+        )
+    )
+    return claims
+
+
+# ---------------------------------------------------------------------------------------------
+# E4.3: Theorem 1 across an η sweep
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig(ExperimentConfig):
+    """Settings of ``mms21/sweep`` (E4.3).
+
+    Attributes:
+        kind: Input distribution of :func:`dynstab.data.one_d_dataset`.
+        degree: Chebyshev degree of the labels.
+        n: Training points.
+        width: Hidden neurons k.
+        init_scale: Std of w1 and b1 at initialization.
+        lrs: The GD learning rates (5 in the spec).
+        steps: Maximum GD steps.
+        stop_loss: Interpolation threshold.
+        seeds: Initialization seeds.
+        rtol: Relative numerical slack of the inequalities.
+    """
+
+    kind: str = "uniform"
+    degree: int = 2
+    n: int = 10
+    width: int = 60
+    init_scale: float = 0.25
+    lrs: tuple[float, ...] = (0.1, 0.15, 0.2, 0.3, 0.4)
+    steps: int = 150000
+    stop_loss: float = 1e-8
+    seeds: tuple[int, ...] = (0, 1, 2)
+    rtol: float = 1e-6
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"lrs": (0.2, 0.3, 0.4), "seeds": (0,), "steps": 40000}
+    }
+
+
+@register
+class MMS21Sweep(Experiment):
+    """E4.3: ∫|f''|g ≤ 1/η − 1/2 at every twice-differentiable GD minimum across an η sweep."""
+
+    name = "mms21/sweep"
+    title = "MMS21 E4.3: Theorem 1 holds across a learning-rate sweep"
+    description = (
+        "GD on a univariate ReLU net to interpolation for several η; at each minimum the "
+        "weighted total variation Σ|a|g(t) is compared with 1/η − 1/2 (Theorem 1), λ_max(H) "
+        "with 2/η (Lemma 1) and with 1 + 2∫|f''|g (Lemma 4). Minima with a knot within 1e-6 of "
+        "a data point are flagged (Theorem 2 case)."
+    )
+    spec_reference = "related_criteria.md §5.2–5.4 E4.3"
+    ambiguities: ClassVar[dict[str, str]] = {
+        "data": "n = 10 inputs from Unif[−√3, √3] labelled by T_2(x) = 2x² − 1",
+    }
+    config_cls = SweepConfig
+
+    def specs(self, config: SweepConfig) -> list[RunSpec]:
+        """One unit per (η, seed)."""
+        return [
+            RunSpec(f"lr={lr:g}_seed={s}", {"lr": lr, "seed": s})
+            for lr in config.lrs
+            for s in config.seeds
+        ]
+
+    def run_one(self, config: SweepConfig, spec: RunSpec) -> dict[str, Any]:
+        """Train GD to interpolation and report the minimum."""
+        t0 = time.perf_counter()
+        lr, seed = float(spec.params["lr"]), int(spec.params["seed"])
+        X, y = _data(config.kind, config.n, config.degree, seed)
+        net = ShallowNet.init(
+            1,
+            config.width,
+            init_scale=config.init_scale,
+            activation="relu",
+            seed=seed,
+            bias_scale=config.init_scale,
+        )
+        res = fast_train(
+            net, X, y, lr=lr, steps=config.steps, batch_size=0, stop_loss=config.stop_loss
+        )
+        out = {"lr": lr, "seed": seed, **res}
+        if not res["diverged"]:
+            out.update(minimum_report(net, X, y, lr))
+        out["seconds"] = time.perf_counter() - t0
+        return out
+
+    def analyze(self, config: SweepConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+        """See :func:`analyze_sweep`."""
+        return analyze_sweep(config, results)
+
+    def plot(
+        self, config: SweepConfig, results: dict[str, dict[str, Any]], fig_dir: Path
+    ) -> list[Path]:
+        """∫|f''|g vs η with the bound 1/η − 1/2, and the interpolants."""
+        from dynstab.function_space import mms21_bound
+
+        fig, axes = new_figure(2)
+        ax, ax2 = axes[0, 0], axes[0, 1]
+        lrs = np.linspace(min(config.lrs) * 0.8, max(config.lrs) * 1.2, 100)
+        ax.plot(lrs, [mms21_bound(float(v)) for v in lrs], "k--", label="1/η − 1/2 (Thm 1)")
+        for flag, mk, lab in ((False, "o", "twice differentiable"), (True, "x", "knot on data")):
+            pts = [
+                (r["lr"], r["weighted_tv"])
+                for r in results.values()
+                if r.get("converged") and r.get("knot_on_data") is flag
+            ]
+            if pts:
+                ax.scatter(*zip(*pts), marker=mk, label=lab, zorder=3)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("learning rate η")
+        ax.set_ylabel("∫|f''| g at the minimum")
+        ax.legend(fontsize=7)
+        for j, (_, r) in enumerate(sorted(results.items())):
+            if "f_grid" in r and r.get("seed") == config.seeds[0]:
+                ax2.plot(r["grid"], r["f_grid"], color=f"C{j}", label=f"η = {r['lr']:g}")
+                if j == 0:
+                    ax2.scatter(r["x_train"], r["y_train"], color="k", s=12, zorder=3, label="data")
+        ax2.set_xlabel("x")
+        ax2.set_ylabel("f(x)")
+        ax2.legend(fontsize=7)
+        return save_figure(fig, fig_dir, "mms21_sweep")
+
+    def tables(
+        self, config: SweepConfig, results: dict[str, dict[str, Any]]
+    ) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Per-minimum table."""
+        rows = [
+            {
+                "run": k,
+                "converged": r.get("converged"),
+                "final_loss": r.get("final_loss"),
+                "weighted_tv": r.get("weighted_tv"),
+                "bound_1/eta-1/2": r.get("bound"),
+                "knot_on_data": r.get("knot_on_data"),
+                "lambda_max": r.get("lambda_max"),
+                "2/eta": 2.0 / r["lr"],
+            }
+            for k, r in sorted(results.items())
+        ]
+        return [("Minima", rows)]
+
+
+def analyze_sweep(config: SweepConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    """Claims of ``mms21/sweep`` (E4.3).
+
+    * E1: every converged minimum without a knot on a data point satisfies Theorem 1
+      (Σ|a|g ≤ (1/η − 1/2)(1 + rtol)); such minima must exist for ≥ min(3, #η) values of η.
+    * E2: Lemma 4 and Lemma 1 bracket the sharpness: 1 + 2∫|f''|g ≤ λ_max(H) ≤ 2/η (1 + rtol)
+      at those minima (GD-stable interpolants).
+    """
+    conv = [r for r in results.values() if r.get("converged") and "weighted_tv" in r]
+    smooth = [r for r in conv if not r["knot_on_data"]]
+    flagged = len(conv) - len(smooth)
+    covered = sorted({r["lr"] for r in smooth})
+    need = min(3, len(config.lrs))
+    viol = [r for r in smooth if r["weighted_tv"] > r["bound"] * (1 + config.rtol)]
+    margin = max((r["weighted_tv"] / r["bound"] for r in smooth), default=None)
+    claims = [
+        Claim(
+            "E1",
+            "Theorem 1 holds at every twice-differentiable interpolating minimum, for every η",
+            f"{len(smooth)} minima checked at η ∈ {covered} ({flagged} flagged with a knot on a "
+            "data point, "
+            f"{len(results) - len(conv)} not converged); violations: {len(viol)}; "
+            f"max ∫|f''|g/(1/η − 1/2) = {fmt(margin)}",
+            len(covered) >= need and not viol,
+            f"∫|f''|g ≤ (1/η − 1/2)(1 + rtol) at every such minimum; such minima exist for ≥ "
+            f"{need} of the {len(config.lrs)} η values",
+        )
+    ]
+    bad = [
+        r
+        for r in smooth
+        if not (
+            r["lemma4"]
+            <= r["lambda_max"] * (1 + config.rtol)
+            <= (2.0 / r["lr"]) * (1 + 2 * config.rtol)
+        )
+    ]
+    claims.append(
+        Claim(
+            "E2",
+            "Lemma 4 ≤ λ_max(H) ≤ 2/η: the sharpness is bracketed at every such minimum",
+            "max λ_max·η/2 = "
+            + fmt(max((r["lambda_max"] * r["lr"] / 2 for r in smooth), default=None))
+            + "; min λ_max/(1 + 2∫|f''|g) = "
+            + fmt(min((r["lambda_max"] / r["lemma4"] for r in smooth), default=None))
+            + f"; violations: {len(bad)}",
+            bool(smooth) and not bad,
+            "1 + 2∫|f''|g ≤ λ_max ≤ 2/η (relative slack rtol)",
+        )
+    )
+    return claims

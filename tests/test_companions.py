@@ -1,0 +1,485 @@
+"""Tests of the companion reproductions (issue 6): configs, helpers, analyses, quick runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from dynstab.experiments import registry
+from dynstab.experiments.companions import (
+    GROUPS,
+    ShallowNet,
+    batch_indices,
+    fast_train,
+    gram_summary,
+    non_uniformity,
+    thin,
+)
+from dynstab.experiments.companions.edge_of_stability import (
+    EoSConfig,
+    SGDBatchConfig,
+    analyze_eos,
+    analyze_sgd_batch,
+    eos_run_metrics,
+)
+from dynstab.experiments.companions.mm23 import MM23Config, analyze_mm23
+from dynstab.experiments.companions.mms21 import (
+    SweepConfig,
+    SwitchConfig,
+    WeightConfig,
+    analyze_sweep,
+    analyze_switch,
+    analyze_weight,
+)
+from dynstab.experiments.companions.wme18 import (
+    SharpnessConfig,
+    ToyConfig,
+    analyze_sharpness,
+    analyze_toy,
+    toy_gram,
+    toy_per_sample_grad,
+)
+from dynstab.experiments.companions.wws22 import WWS22Config, analyze_wws22
+
+NAMES = [
+    "eos/gd-sweep",
+    "eos/sgd-batch",
+    "wme18/toy",
+    "wme18/sharpness",
+    "mm23/sweep",
+    "mms21/switch",
+    "mms21/weight",
+    "mms21/sweep",
+    "wws22/alignment",
+]
+
+
+def _passed(claims):
+    return {c.id: c.passed for c in claims}
+
+
+# --------------------------------------------------------------------------- registry, configs
+
+
+def test_all_companions_registered_and_grouped():
+    names = {e.name for e in registry.list_experiments()}
+    assert set(NAMES) <= names
+    groups = registry.list_groups()
+    assert set(groups["companions"]) == set(NAMES)
+    for g in ("eos", "wme18", "mm23", "mms21", "wws22"):
+        assert set(groups[g]) == set(GROUPS[g])
+        assert all(m.startswith(g + "/") for m in groups[g])
+    assert {e.name for e in registry.resolve("all")} >= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_profiles_roundtrip_and_specs(name):
+    exp = registry.get_experiment(name)
+    cls = exp.config_cls
+    quick, full = cls.profile("quick"), cls.profile("full")
+    assert quick != full, "the quick profile must differ from the full settings"
+    assert full == cls()
+    assert cls.from_dict(quick.to_dict()) == quick
+    with pytest.raises(ValueError, match="unknown config key"):
+        cls.from_dict({"no_such_setting": 1})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.seed = 3  # type: ignore[misc]
+    for cfg in (quick, full):
+        keys = [s.key for s in exp.specs(cfg)]
+        assert keys
+        assert len(keys) == len(set(keys))
+    assert len(exp.specs(quick)) <= len(exp.specs(full))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_thin_keeps_ends_and_bounds_length():
+    xs = list(range(1234))
+    t = thin(xs, 500)
+    assert len(t) <= 500
+    assert t[0] == 0
+    assert t[-1] == 1233
+    assert thin([1, 2], 500) == [1, 2]
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_non_uniformity_matches_parameter_space(outputs):
+    g = torch.Generator().manual_seed(outputs)
+    n, p = 5, 7
+    J = torch.randn(n * outputs, p, generator=g, dtype=torch.float64)
+    K = J @ J.T / n
+    Hs = [
+        J[i * outputs : (i + 1) * outputs].T @ J[i * outputs : (i + 1) * outputs] for i in range(n)
+    ]
+    H = sum(Hs) / n
+    Sigma = sum(Hi @ Hi for Hi in Hs) / n - H @ H
+    expected = math.sqrt(float(torch.linalg.eigvalsh(Sigma).max()))
+    assert non_uniformity(K, outputs) == pytest.approx(expected, rel=1e-9)
+
+
+def test_gram_summary_matches_spec_regression_example():
+    # related_criteria.md §1.9 test 5: J = [[1,0,1,0],[0,2,0,1],[1,1,0,0]], W B = 2
+    J = torch.tensor([[1, 0, 1, 0], [0, 2, 0, 1], [1, 1, 0, 0]], dtype=torch.float64)
+    K = J @ J.T / 3
+    s = gram_summary(K, lr=0.5, batch_size=2, sampling="with")
+    assert s["eta_star"] == pytest.approx(0.6249971971, rel=1e-8)
+    assert s["trace"] == pytest.approx(3.0, rel=1e-12)
+    assert s["frobenius"] == pytest.approx(2.185813, rel=1e-6)
+    assert s["ms_ratio"] == pytest.approx(0.5 / 0.6249971971, rel=1e-8)
+    gd = gram_summary(K, lr=0.5, batch_size=3, sampling="without")
+    assert gd["eta_star"] == pytest.approx(0.9915103182, rel=1e-8)
+
+
+@pytest.mark.parametrize(("activation", "d"), [("tanh", 4), ("relu", 1)])
+def test_shallow_net_matches_mlp_autograd_and_gram(activation, d):
+    from dynstab.curvature import gram_matrix
+    from dynstab.losses import half_mse
+
+    net = ShallowNet.init(d, 6, init_scale=1.0, activation=activation, seed=3, bias_scale=0.5)
+    X = torch.randn(8, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.randn(8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    mlp = net.to_mlp()
+    grads = torch.autograd.grad(half_mse(mlp(X), y), list(mlp.parameters()))
+    old = net.copy()
+    net.step(X, y, 0.1)
+    torch.testing.assert_close(old.W - net.W, 0.1 * grads[0], rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(old.b - net.b, 0.1 * grads[1], rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(old.a - net.a, 0.1 * grads[2][0], rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(old.c - net.c, 0.1 * grads[3], rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(old.gram(X), gram_matrix(old.to_mlp(), X), rtol=1e-10, atol=1e-13)
+    J = old.jacobian(X)
+    torch.testing.assert_close(J @ J.T / 8, old.gram(X), rtol=1e-10, atol=1e-13)
+    if activation == "relu":
+        torch.testing.assert_close(old.to_univariate()(X), old(X), rtol=1e-12, atol=1e-14)
+    else:
+        with pytest.raises(ValueError, match="d = 1 and activation 'relu'"):
+            old.to_univariate()
+
+
+def test_fast_train_equals_library_gd():
+    from dynstab.training import train, warmup
+
+    X = torch.randn(10, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.randn(10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    net = ShallowNet.init(3, 5, init_scale=1.0, activation="tanh", seed=0)
+    mlp = net.to_mlp()
+    fast_train(net, X, y, lr=0.3, steps=25, batch_size=0, warmup_steps=10, stop_loss=0.0)
+    train(mlp, X, y, lr=0.3, steps=25, schedule=warmup(10, kind="cubic"), stop_loss=None)
+    torch.testing.assert_close(net.to_mlp()(X), mlp(X).detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_batch_indices_schemes():
+    rng = torch.Generator().manual_seed(0)
+    wo = batch_indices(6, 4, "without", 50, rng)
+    assert wo.shape == (50, 4)
+    assert all(len(set(row.tolist())) == 4 for row in wo)
+    w = batch_indices(3, 3, "with", 400, rng)
+    assert any(len(set(row.tolist())) < 3 for row in w)  # duplicates occur with replacement
+
+
+def test_fast_train_flags_divergence_and_convergence():
+    X = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    y = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    net = ShallowNet.init(1, 4, init_scale=1.0, activation="tanh", seed=0)
+    res = fast_train(net, X, y, lr=1e3, steps=200, batch_size=0)
+    assert res["diverged"]
+    assert not res["converged"]
+    net = ShallowNet.init(1, 8, init_scale=1.0, activation="tanh", seed=0)
+    res = fast_train(net, X, y, lr=0.2, steps=20000, batch_size=0, stop_loss=1e-10)
+    assert res["converged"]
+    assert res["final_loss"] <= 1e-10
+
+
+def test_toy_pieces():
+    assert toy_per_sample_grad(torch.tensor([0.5]).numpy(), 0.1)[0] == pytest.approx(-0.1)
+    K1 = toy_gram((0.1, 1.9), 1.0)
+    assert float(torch.linalg.eigvalsh(K1).max()) == pytest.approx(2.0)  # a = mean h = 2
+    assert non_uniformity(K1) == pytest.approx(1.8, rel=1e-12)  # s = std of (0.2, 3.8)
+
+
+# --------------------------------------------------------------------------- analyses
+
+
+def _toy_results(finals_sgd, final_gd):
+    base = {
+        "eta_star_library": 0.5524861878,
+        "eta_star_commuting": 0.5524861878,
+        "eta_star_closed_form": 0.5524861878,
+        "gd_threshold": 1.0,
+        "growth_x1": 1.7476,
+        "growth_x0": 0.16,
+        "growth_closed_form": 1.7476,
+    }
+    return {
+        "gd": {**base, "final_x": [final_gd]},
+        "sgd_chunk=0": {**base, "final_x": finals_sgd},
+    }
+
+
+def test_analyze_toy_pass_and_fail():
+    cfg = ToyConfig.profile("quick")
+    ok = _passed(analyze_toy(cfg, _toy_results([1e-30] * 40, 1.0)))
+    assert all(ok.values())
+    assert set(ok) == {"T1", "T2", "T3", "T4"}
+    bad = _passed(analyze_toy(cfg, _toy_results([1e-30] * 30 + [1.0] * 10, 0.0)))
+    assert not bad["T3"]
+    assert not bad["T4"]
+    assert bad["T1"]
+    assert not _passed(analyze_toy(cfg, {}))["T1"]
+
+
+def _mm_run(lr, B, lam_ratio, ms_ratio, converged=True, b15=None, b24=None):
+    lam = 2 * lam_ratio / lr
+    gen = 2 * ms_ratio / lr
+    return {
+        "lr": lr,
+        "B": B,
+        "converged": converged,
+        "lambda_max": lam,
+        "gd_ratio": lam_ratio,
+        "ms_ratio": ms_ratio,
+        "generalized_sharpness": gen,
+        "bound15": lam + 0.25 * (gen - lam) if b15 is None else b15,
+        "bound24": lam + 0.75 * (gen - lam) if b24 is None else b24,
+        "init_lambda_max": 100.0,
+    }
+
+
+def test_analyze_mm23_pass_and_fail():
+    cfg = MM23Config.profile("quick")  # B ∈ {2, 8, GD}, large_batch 8
+    good = {
+        "a": _mm_run(0.1, 2, 0.6, 0.95),
+        "b": _mm_run(0.1, 8, 0.97, 0.98),
+        "c": _mm_run(0.1, 0, 0.98, 0.98),
+    }
+    assert all(_passed(analyze_mm23(cfg, good)).values())
+    bad = dict(good)
+    bad["a"] = _mm_run(0.1, 2, 0.95, 1.3, b24=10.0)  # not flat, above 1.1, chain broken
+    res = _passed(analyze_mm23(cfg, bad))
+    assert not res["M1"]
+    assert not res["M3"]
+    assert not res["M4"]
+    assert not any(_passed(analyze_mm23(cfg, {})).values())
+
+
+def _wws_run(lr, B, width, fro_ratio, mu, ms=0.95, gd=0.6):
+    q = 1.0 / B
+    fro = fro_ratio * 2 / (lr * math.sqrt(q))
+    return {
+        "lr": lr,
+        "B": B,
+        "width": width,
+        "converged": True,
+        "frobenius": fro,
+        "q": q,
+        "ms_ratio": ms,
+        "gd_ratio": gd,
+        "history": {"step": [0, 1, 2], "mu": [mu, mu, mu]},
+    }
+
+
+def _switch(ratio=1.3, jump=1e5, conv=True, fro_after=5.0):
+    return {
+        "gd_converged": True,
+        "gd_ms_ratio_for_sgd": ratio,
+        "gd_loss": 1e-11,
+        "max_loss_in_window": 1e-11 * jump,
+        "sgd_converged": conv,
+        "gd_frobenius": 10.0,
+        "sgd_frobenius": fro_after,
+        "growth_lower_bound": 2.0,
+    }
+
+
+def test_analyze_wws22_pass_and_fail():
+    cfg = WWS22Config.profile("quick")  # widths (32, 64)
+    good = {
+        "r1": _wws_run(0.1, 2, 32, 0.55, 0.5),
+        "r2": _wws_run(0.2, 8, 64, 0.5, 0.4),
+        "switch": _switch(),
+    }
+    assert all(_passed(analyze_wws22(cfg, good)).values())
+    bad = {
+        "r1": _wws_run(0.1, 2, 32, 1.3, 0.5),
+        "r2": _wws_run(0.2, 8, 64, 0.1, 0.001),
+        "switch": _switch(ratio=0.9),
+    }
+    res = _passed(analyze_wws22(cfg, bad))
+    assert not any(res.values())
+
+
+def test_eos_run_metrics_and_analysis():
+    lr = 0.1
+    steps = list(range(0, 1000, 10))
+    lam = [min(20.0 * (0.2 + s / 500), 20.0 * (1.0 + 0.05 * ((s // 10) % 2))) for s in steps]
+    loss = [1.0 / (1 + s / 100) for s in steps]
+    m = eos_run_metrics(steps, lam, steps, loss, lr)
+    assert m["crossing_step"] == 380
+    assert 1.0 <= m["post_median_ratio"] <= 1.05
+    assert m["post_fraction_in_band"] == 1.0
+    assert m["loss_end_over_crossing"] < 1.0
+    assert eos_run_metrics([0, 1], [1.0, 2.0], [0], [1.0], lr)["crossing_step"] is None
+    cfg = dataclasses.replace(EoSConfig.profile("quick"), archs=("mlp",), lrs_mlp=(0.1, 0.2))
+    r01 = {"arch": "mlp", "lr": 0.1, **m}
+    m2 = eos_run_metrics([s // 4 for s in steps], [v / 2 for v in lam], steps, loss, 0.2)
+    r02 = {"arch": "mlp", "lr": 0.2, **m2}
+    assert all(_passed(analyze_eos(cfg, {"a": r01, "b": r02})).values())
+    swapped = {"a": r01, "b": {**r02, "crossing_step": 5000}}  # later crossing at larger η
+    assert not _passed(analyze_eos(cfg, swapped))["C5"]
+    high = {"a": {**r01, "post_median_ratio": 1.4, "post_fraction_in_band": 0.5}, "b": r02}
+    res = _passed(analyze_eos(cfg, high))
+    assert not res["C2"]
+    assert not res["C3"]
+
+
+def test_analyze_sgd_batch_pass_and_fail():
+    cfg = SGDBatchConfig.profile("quick")  # B ∈ {4, GD}, η = 0.1, whole-set Gram
+    good = {
+        "B=4": {"B": 4, "lambda_max": 8.0, "final_loss": 1e-4, "subset_ratio": 0.9},
+        "B=GD": {"B": 0, "lambda_max": 20.2, "final_loss": 1e-4, "subset_ratio": 1.01},
+    }
+    assert all(_passed(analyze_sgd_batch(cfg, good)).values())
+    bad = {
+        "B=4": {"B": 4, "lambda_max": 19.0, "final_loss": 1e-4, "subset_ratio": 1.3},
+        "B=GD": good["B=GD"],
+    }
+    assert not any(_passed(analyze_sgd_batch(cfg, bad)).values())
+    # GD counts in B2 only when the Gram matrix covers the whole training set
+    gd_high = {**good, "B=GD": {**good["B=GD"], "subset_ratio": 1.4}}
+    assert not _passed(analyze_sgd_batch(cfg, gd_high))["B2"]
+    proxy = dataclasses.replace(cfg, subset=16)
+    assert _passed(analyze_sgd_batch(proxy, gd_high))["B2"]
+    far = {k: {**v, "final_loss": 0.3} for k, v in good.items()}
+    assert not _passed(analyze_sgd_batch(cfg, far))["B2"]  # nothing near interpolation
+
+
+def _sweep_run(lr, tv, lam, flagged=False, converged=True):
+    return {
+        "lr": lr,
+        "converged": converged,
+        "weighted_tv": tv,
+        "bound": 1 / lr - 0.5,
+        "knot_on_data": flagged,
+        "lambda_max": lam,
+        "lemma4": 1 + 2 * tv,
+    }
+
+
+def test_analyze_mms21_sweep_pass_and_fail():
+    cfg = SweepConfig.profile("quick")  # lrs 0.2, 0.3, 0.4
+    good = {f"lr={lr}": _sweep_run(lr, 0.3, 2.0) for lr in cfg.lrs}
+    assert all(_passed(analyze_sweep(cfg, good)).values())
+    bad = dict(good)
+    bad["lr=0.4"] = _sweep_run(0.4, 2.5, 6.0)  # TV above 1/η − 1/2 = 2 and λ above 2/η
+    res = _passed(analyze_sweep(cfg, bad))
+    assert not res["E1"]
+    assert not res["E2"]
+    flagged = {k: {**v, "knot_on_data": True} for k, v in good.items()}
+    assert not _passed(analyze_sweep(cfg, flagged))["E1"]  # nothing left to check
+    one_flagged = {**good, "lr=0.2": {**good["lr=0.2"], "knot_on_data": True}}
+    assert not _passed(analyze_sweep(cfg, one_flagged))["E1"]  # only 2 of 3 η covered
+
+
+def test_analyze_mms21_switch_pass_and_fail():
+    cfg = SwitchConfig.profile("quick")
+    a = {**_sweep_run(0.15, 0.39, 7.3), "final_loss": 1e-9, "lambda_at_switch": 6.9}
+    b = {
+        **_sweep_run(0.45, 0.35, 2.4),
+        "final_loss": 1e-9,
+        "loss_at_switch": 1e-4,
+        "max_loss_after_switch": 7e-3,
+        "lambda_at_switch": 6.9,
+    }
+    assert all(_passed(analyze_switch(cfg, {"constant": a, "switch": b})).values())
+    worse = {**b, "weighted_tv": 0.5, "max_loss_after_switch": 2e-4}
+    res = _passed(analyze_switch(cfg, {"constant": a, "switch": worse}))
+    assert not res["W2"]
+    assert not res["W3"]
+    assert not _passed(analyze_switch(cfg, {"constant": a}))["W1"]
+
+
+def test_analyze_mms21_weight_pass_and_fail():
+    cfg = WeightConfig.profile("quick")
+
+    def row(dist, dist_small, dist_large, argmax=0.0, edge=0.0, tail=0.001):
+        side = {"argmax": [argmax] * 3, "max_g_at_or_beyond_extremes": [edge] * 3}
+        return {
+            "dist": dist,
+            "pop_argmax": 0.0,
+            "pop_max": 0.3,
+            "pop_tail": tail * 0.3,
+            "small": {**side, "rel_l1": [dist_small] * 3},
+            "large": {**side, "rel_l1": [dist_large] * 3},
+        }
+
+    good = {f"dist={d}": row(d, 0.2, 0.05) for d in cfg.dists}
+    assert all(_passed(analyze_weight(cfg, good)).values())
+    bad = {f"dist={d}": row(d, 0.2, 0.3, argmax=1.2, edge=0.1) for d in cfg.dists}
+    assert not any(_passed(analyze_weight(cfg, bad)).values())
+
+
+def test_analyze_wme18_sharpness_pass_and_fail():
+    cfg = SharpnessConfig.profile("quick")  # lrs 0.2, 0.4; B ∈ {4, GD}
+
+    def run(lr, B, ratio, ms=0.9, init=25.0):
+        return {
+            "lr": lr,
+            "B": B,
+            "converged": True,
+            "lambda_max": 2 * ratio / lr,
+            "gd_ratio": ratio,
+            "ms_ratio": ms,
+            "init_lambda_max": init,
+            "non_uniformity": 1.0,
+        }
+
+    good = {
+        "a": run(0.2, 4, 0.6),
+        "b": run(0.2, 0, 1.0),
+        "c": run(0.4, 4, 0.7),
+        "d": run(0.4, 0, 1.0),
+    }
+    assert all(_passed(analyze_sharpness(cfg, good)).values())
+    bad = {**good, "b": run(0.2, 0, 0.5), "c": run(0.4, 4, 1.0, ms=1.3)}
+    res = _passed(analyze_sharpness(cfg, bad))
+    assert not any(res.values())
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize("name", ["wme18/toy", "mms21/weight"])
+def test_quick_profile_end_to_end(tmp_path, name):
+    from dynstab.experiments import run_experiment
+
+    res = run_experiment(name, out_dir=tmp_path, profile="quick", executor="serial", progress=False)
+    assert not res.failures
+    assert res.claims
+    assert all(c.passed for c in res.claims), [c.to_dict() for c in res.claims]
+    run_dir = res.run_dir
+    for f in ("claims.json", "config.json", "report.md"):
+        assert (run_dir / f).exists()
+    assert any(p.suffix == ".png" for p in res.figures)
+    assert any(p.suffix == ".pdf" for p in res.figures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("wme18/toy", "mms21/weight")])
+def test_quick_profile_end_to_end_slow(tmp_path, name):
+    """The remaining quick profiles (≈ 10–60 s each on one core); run with ``-m slow``."""
+    from dynstab.experiments import run_experiment
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = run_experiment(
+            name, out_dir=tmp_path, profile="quick", executor="serial", progress=False
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert not res.failures
+    assert all(c.passed for c in res.claims), [c.to_dict() for c in res.claims]
