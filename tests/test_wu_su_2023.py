@@ -569,6 +569,35 @@ def test_analyze_e1_without_results_fails_instead_of_crashing():
     assert not any(c.passed for c in claims)
 
 
+def test_e1_4_e1_6_need_two_gd_stable_lrs_with_converged_runs():
+    # Reviewer fix 7: with only one of the GD-stable-at-init η converged, max/min over the
+    # finite medians is 1.0 and E1.4/E1.6 passed trivially; they must fail now.
+    cfg = E1Config.profile("quick")  # λ_max(G_0) = 20 ⇒ stable η: 0.004, 0.0126, 0.04
+    res = _e1_results(cfg)
+    for lr in (0.004, 0.0126):
+        res[f"gd_{lr}"]["converged"] = False
+    meds = C.medians(res, "gd", "trace", "lr", [0.004, 0.0126, 0.04])
+    assert C.max_over_min(meds, skip_missing=True) == 1.0  # the previously trivial situation
+    claims = {c.id: c for c in analyze_e1(cfg, res)}
+    assert claims["E1.4"].passed is False
+    assert "(1 with a converged GD run)" in claims["E1.4"].measured
+    assert claims["E1.6"].passed is False
+    assert "1/3 with a converged run" in claims["E1.6"].measured
+    # Two converged stable η remain enough.
+    res["gd_0.0126"]["converged"] = True
+    st = _status(analyze_e1(cfg, res))
+    assert st["E1.4"], st
+    assert st["E1.6"], st
+
+
+def test_e1_6_fails_when_sgd_at_the_largest_lr_did_not_converge():
+    # A NaN SGD median at the largest η made GD/SGD = inf (pass); now it fails.
+    cfg = E1Config.profile("quick")
+    res = _e1_results(cfg)
+    res["sgd_0.126"]["converged"] = False
+    assert _status(analyze_e1(cfg, res))["E1.6"] is False
+
+
 def _e2_results(cfg):
     res = {}
     sweep = {0.025: 2.5, 0.05: 1.7, 0.1: 1.3}
@@ -613,12 +642,43 @@ def test_analyze_e2(target):
     _check(analyze_e2, cfg, _e2_results(cfg), E2_CASES[target], target)
 
 
+@pytest.mark.parametrize("r0", [2.0, 4.0, 8.0, 16.0])
+def test_e2_4_rejects_a_missing_gd_median_at_any_position(r0):
+    # Reviewer fix 8: the builtin min skipped a NaN unless it came first.
+    cfg = E2Config.profile("quick")
+    res = _e2_results(cfg)
+    res[f"gd_{r0}"]["converged"] = False
+    st = _status(analyze_e2(cfg, res))
+    assert st["E2.4"] is False, st
+
+
+def test_strict_min_max_and_count_finite_are_order_independent():
+    nan = float("nan")
+    for vals in ([nan, 1.0, 2.0], [1.0, nan, 2.0], [1.0, 2.0, nan]):
+        assert math.isnan(C.strict_min(vals))
+        assert math.isnan(C.strict_max(vals))
+        assert C.count_finite(vals) == 2
+    assert C.strict_min([3.0, 1.0, 2.0]) == 1.0
+    assert C.strict_max([3.0, 1.0, 2.0]) == 3.0
+    assert math.isnan(C.strict_min([]))
+    assert math.isnan(C.strict_max([]))
+    runs = [{"trace": 10.0, "lr": 0.1}, {"trace": nan, "lr": 0.1}]
+    assert math.isnan(C.worst_trace_ratio(runs, 300, 1))
+
+
 def _e3_results(cfg):
+    # Tr G crosses 2/η at index 70 (step 28 283); ‖∇L‖ then falls 1e3 in 15 points (6 061
+    # steps = 0.15 of the 40 000 steps run, E3.2 bound 0.25).
     lr = cfg.lr
+    thr = 2 / lr
     steps = np.linspace(0, 40_000, 100)
+    grad = np.concatenate([np.geomspace(10, 1, 70), np.geomspace(1, 1e-6, 30)])
+    trace = np.concatenate([np.geomspace(20 * thr, 1.2 * thr, 70), np.full(30, 0.8 * thr)])
     return {
         "sgd_seed=0": {
             "seed": 0,
+            "lr": lr,
+            "lr_at_1e6": lr,
             "converged": True,
             "final_loss": 9e-11,
             "trace": 0.8 * 2 / lr,
@@ -629,7 +689,8 @@ def _e3_results(cfg):
             "history": {
                 "step": steps.tolist(),
                 "path_norm": np.linspace(70, 15, 100).tolist(),
-                "grad_norm": np.geomspace(10, 1e-5, 100).tolist(),
+                "grad_norm": grad.tolist(),
+                "trace": trace.tolist(),
             },
         }
     }
@@ -655,6 +716,47 @@ E3_CASES = {
 def test_analyze_e3(target):
     cfg = E3Config.profile("quick")
     _check(analyze_e3, cfg, _e3_results(cfg), E3_CASES[target], target)
+
+
+def test_e3_2_needs_a_fast_drop_after_entering_the_stable_region():
+    # Reviewer fix 9: E3.2 used max/final ‖∇L‖ ≥ 1e3, implied by reaching loss ≤ 1e-10. A run that
+    # converges with a steady geometric decay over the whole run must now fail E3.2 only.
+    cfg = E3Config.profile("quick")
+    good = _e3_results(cfg)
+    claims = {c.id: c for c in analyze_e3(cfg, good)}
+    # t_s = step of index 70, t_d = index 85: (85 − 70)/99 of the steps run.
+    assert f"{15 / 99:.3g}" in claims["E3.2"].measured
+    assert claims["E3.2"].passed
+    slow = copy.deepcopy(good)
+    h = slow["sgd_seed=0"]["history"]
+    thr = 2 / cfg.lr
+    h["grad_norm"] = np.geomspace(10, 1e-5, 100).tolist()  # max/final = 1e6 (old test passed)
+    h["trace"] = np.concatenate([np.full(10, 5 * thr), np.full(90, 0.8 * thr)]).tolist()
+    st = _status(analyze_e3(cfg, slow))
+    assert st["E3.2"] is False, st
+    assert all(v for k, v in st.items() if k != "E3.2"), st
+    # (t_d − t_s)/steps = 50/99: the 3-decade drop from index 10 takes 49.5 → 50 points.
+    assert f"{50 / 99:.3g}" in {c.id: c for c in analyze_e3(cfg, slow)}["E3.2"].measured
+    never = copy.deepcopy(good)
+    never["sgd_seed=0"]["history"]["trace"] = np.full(100, 1.5 * thr).tolist()
+    st = _status(analyze_e3(cfg, never))
+    assert st["E3.2"] is False, st
+    assert st["E3.1"] is True, st
+
+
+def test_e3_3_uses_the_effective_learning_rate():
+    # Reviewer fix 10: the final Tr G is judged at η_eff = lr_at_1e6 (A7), not the nominal η.
+    cfg = E3Config.profile("quick")
+    low = _e3_results(cfg)
+    low["sgd_seed=0"]["lr_at_1e6"] = 0.5 * cfg.lr  # η_eff·Tr G/2 = 0.4 (nominal: 0.8)
+    c = {c.id: c for c in analyze_e3(cfg, low)}["E3.3"]
+    assert c.passed is False, c
+    assert "0.4" in c.measured, c
+    high = _e3_results(cfg)
+    high["sgd_seed=0"].update(lr_at_1e6=0.5 * cfg.lr, trace=1.5 * 2 / cfg.lr)  # 0.75 (nom. 1.5)
+    c = {c.id: c for c in analyze_e3(cfg, high)}["E3.3"]
+    assert c.passed is True, c
+    assert "0.75" in c.measured, c
 
 
 def _e4_results(cfg):
@@ -713,6 +815,28 @@ E4_CASES = {
 def test_analyze_e4(target):
     cfg = E4Config.profile("quick")
     _check(analyze_e4, cfg, _e4_results(cfg), E4_CASES[target], target)
+
+
+@pytest.mark.parametrize("label", [0.003, 0.01, 0.03, 0.1])
+def test_e4_1_fails_when_any_sgd_run_did_not_converge(label):
+    # Reviewer fix 8: a NaN median (no converged run at a label) fails E4.1 wherever it sits in
+    # the label order, and every SGD run must converge.
+    cfg = E4Config.profile("quick")
+    res = _e4_results(cfg)
+    res[f"sgd_{label}"]["converged"] = False
+    assert _status(analyze_e4(cfg, res))["E4.1"] is False
+
+
+def test_e4_1_and_e4_3_require_every_run_to_converge():
+    # A second seed that did not converge leaves every median finite; E4.1/E4.3 must still fail.
+    cfg = E4Config.profile("quick")
+    for opt, target in (("sgd", "E4.1"), ("gd", "E4.3")):
+        res = _e4_results(cfg)
+        extra = copy.deepcopy(res[f"{opt}_0.01"]) | {"seed": 1, "converged": False}
+        res[f"{opt}_0.01_seed1"] = extra
+        st = _status(analyze_e4(cfg, res))
+        assert st[target] is False, (target, st)
+        assert "4/5 converged" in {c.id: c for c in analyze_e4(cfg, res)}[target].measured
 
 
 def _e5_results():

@@ -1349,9 +1349,12 @@ def medians(
 
 
 def worst_trace_ratio(runs: Iterable[Mapping[str, Any]], n: int, batch_size: int) -> float:
-    """Maximum over ``runs`` of Tr G / (2/(q η_eff)) (R1 at the effective η, A7); NaN if no runs."""
+    """Maximum over ``runs`` of Tr G / (2/(q η_eff)) (R1 at the effective η, A7).
+
+    NaN if there are no runs or any ratio is non-finite (see :func:`strict_max`).
+    """
     ratios = [r["trace"] / sgd_curvature_threshold(effective_lr(r), n, batch_size) for r in runs]
-    return max(ratios, default=float("nan"))
+    return strict_max(ratios)
 
 
 def max_over_min(values: Sequence[float], *, skip_missing: bool = False) -> float:
@@ -1367,6 +1370,45 @@ def max_over_min(values: Sequence[float], *, skip_missing: bool = False) -> floa
     if not v or not all(math.isfinite(x) for x in v) or min(v) <= 0:
         return float("nan")
     return max(v) / min(v)
+
+
+def strict_min(values: Sequence[float]) -> float:
+    """Minimum of ``values``, NaN if empty or if any value is non-finite (order-independent).
+
+    Python's ``min`` ignores a NaN unless it comes first; a claim must instead fail on a
+    missing (NaN) median wherever it sits.
+
+    Example:
+        >>> strict_min([2.0, 1.0]), strict_min([1.0, float("nan")]), strict_min([])
+        (1.0, nan, nan)
+    """
+    v = list(values)
+    if not v or not all(math.isfinite(x) for x in v):
+        return float("nan")
+    return float(min(v))
+
+
+def strict_max(values: Sequence[float]) -> float:
+    """Maximum of ``values``, NaN if empty or if any value is non-finite (order-independent).
+
+    Example:
+        >>> strict_max([2.0, 1.0]), strict_max([1.0, float("nan")])
+        (2.0, nan)
+    """
+    v = list(values)
+    if not v or not all(math.isfinite(x) for x in v):
+        return float("nan")
+    return float(max(v))
+
+
+def count_finite(values: Iterable[float]) -> int:
+    """How many of ``values`` are finite (e.g. medians of η values with a converged run).
+
+    Example:
+        >>> count_finite([1.0, float("nan"), float("inf"), 2.0])
+        2
+    """
+    return sum(1 for x in values if math.isfinite(x))
 
 
 def summary_cells(

@@ -108,6 +108,36 @@ class E3ReLUDynamics(C.WuSuExperiment):
         return plot_e3(config, results, fig_dir)
 
 
+E3_DROP_FRACTION = 0.25
+"""E3.2 bound on (t_d − t_s)/(steps run). Measured: 0.18 (quick, 1 seed) and 0.15–0.19 (full,
+3 seeds); a steady geometric decay of ‖∇L‖ over the whole run gives ≈ 0.5."""
+
+
+def _stable_drop(run: dict[str, Any], config: E3Config) -> tuple[float, float, float]:
+    """(fraction, t_s, t_d) of E3.2 for one run from its history (NaN where undefined).
+
+    t_s is the first recorded step with Tr G ≤ 2/(q η_eff), t_d the first recorded step ≥ t_s
+    with ‖∇L‖ ≤ 1e−3·‖∇L(t_s)‖, and fraction = (t_d − t_s)/(last recorded step).
+    """
+    nan = float("nan")
+    h = run.get("history") or {}
+    step = np.asarray(h.get("step", []), dtype=float)
+    grad = np.asarray(h.get("grad_norm", []), dtype=float)
+    trace = np.asarray(h.get("trace", []), dtype=float)
+    if not (step.size and step.size == grad.size == trace.size) or step[-1] <= 0:
+        return nan, nan, nan
+    thr = C.sgd_curvature_threshold(C.effective_lr(run), config.n, config.batch_size)
+    stable = np.flatnonzero(trace <= thr)
+    if not stable.size:
+        return nan, nan, nan
+    i = int(stable[0])
+    dropped = np.flatnonzero(grad[i:] <= 1e-3 * grad[i])
+    if not dropped.size:
+        return nan, float(step[i]), nan
+    j = i + int(dropped[0])
+    return float((step[j] - step[i]) / step[-1]), float(step[i]), float(step[j])
+
+
 def _claim_all(runs: list[dict[str, Any]], values: list[float], ok: list[bool]) -> tuple[str, bool]:
     text = ", ".join(C.fmt(v) for v in values)
     return text, bool(runs) and all(ok)
@@ -132,21 +162,29 @@ def analyze_e3(config: E3Config, results: dict[str, dict[str, Any]]) -> list[Cla
             f"converged flag (loss ≤ {config.stop_loss:g}) for every seed",
         )
     )
-    drops = []
-    for r in runs:
-        g = np.asarray(r["history"]["grad_norm"])
-        drops.append(float(g.max() / max(g[-1], 1e-300)) if g.size else float("nan"))
-    txt, ok = _claim_all(runs, drops, [d >= 1e3 for d in drops])
+    # E3.2 — speed, not mere convergence: t_s = first recorded step with Tr G ≤ 2/η_eff (the
+    # run enters the SGD-stable region), t_d = first step ≥ t_s with ‖∇L‖ ≤ ‖∇L(t_s)‖/1e3; the
+    # drop must take ≤ E3_DROP_FRACTION of the steps run. A run that converges by a slow,
+    # steady decay of ‖∇L‖ (max/final ≥ 1e3 all the same) fails.
+    speeds = [_stable_drop(r, config) for r in runs]
+    fracs = [f for f, _, _ in speeds]
     claims.append(
         C.make_claim(
             "E3.2",
-            "The gradient norm drops sharply once the run reaches a stable region.",
-            f"max/final full-batch gradient norm: {txt}",
-            ok,
-            "max ‖∇L‖ / final ‖∇L‖ ≥ 1e3 for every seed",
+            "The gradient norm drops fast once the run reaches a stable region.",
+            "(t_d − t_s)/steps run = "
+            + ", ".join(
+                f"{C.fmt(f)} (t_s = {C.fmt(ts)}, t_d = {C.fmt(td)})" for f, ts, td in speeds
+            ),
+            bool(runs) and all(f <= E3_DROP_FRACTION for f in fracs),
+            "t_s = first recorded step with Tr G ≤ 2/η_eff (η_eff = lr_at_1e6, A7), t_d = first "
+            "step ≥ t_s with ‖∇L‖ ≤ 1e-3·‖∇L(t_s)‖; (t_d − t_s)/(steps run) ≤ "
+            f"{E3_DROP_FRACTION:g} for every seed (NaN, i.e. never stable or no 1e3 drop, fails)",
         )
     )
-    ratios = [eta * r["trace"] / 2.0 for r in runs]
+    # E3.3 at the effective η at convergence (A7), as E1.1/E2.5/E4.1; the start is compared
+    # with the target η (is the initialization unstable at the η the run aims for?).
+    ratios = [C.effective_lr(r) * r["trace"] / 2.0 for r in runs]
     starts = [r["init_trace"] / thr for r in runs]
     ok_tr = [0.5 <= q <= 1 + config.trace_slack and s >= 2.0 for q, s in zip(ratios, starts)]
     txt, ok = _claim_all(runs, ratios, ok_tr)
@@ -155,9 +193,10 @@ def analyze_e3(config: E3Config, results: dict[str, dict[str, Any]]) -> list[Cla
             "E3.3",
             "Tr G decreases from its initial value and settles at or below 2/η, within a factor 2.",
             f"2/η = {C.fmt(thr)}; Tr G_0/(2/η) = {[C.fmt(s) for s in starts]}; "
-            f"final η·Tr G/2 = {txt}",
+            f"final η_eff·Tr G/2 = {txt}",
             ok,
-            f"Tr G_0 ≥ 2·(2/η) and 0.5 ≤ η·Tr G_T/2 ≤ {1 + config.trace_slack:g} for every seed",
+            f"Tr G_0 ≥ 2·(2/η) and 0.5 ≤ η_eff·Tr G_T/2 ≤ {1 + config.trace_slack:g} for every "
+            "seed (η_eff = lr_at_1e6, A7)",
         )
     )
     folds, rhos, bounds = [], [], []
