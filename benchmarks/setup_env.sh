@@ -20,12 +20,14 @@ printf '*\n' > "${VENV}/.gitignore"
 
 STAMP="${VENV}/.bench-installed"
 REQS="pyhessian==0.1 curvlinops-for-pytorch==3.0.1 backpack-for-pytorch==1.7.1"
-if [[ -f "${STAMP}" ]] && [[ "$(cat "${STAMP}")" == "${REQS}" ]]; then
+cd "${ROOT}"
+# Re-install when the tool pins, dynstab's dependencies or the torch pin change.
+WANT="$(printf '%s\n' "${REQS}" | cat - pyproject.toml constraints/ci.txt | sha256sum | cut -d' ' -f1)"
+if [[ -f "${STAMP}" ]] && [[ "$(cat "${STAMP}")" == "${WANT}" ]]; then
     echo "[setup_env] ${VENV} already set up (${REQS})"
     exit 0
 fi
 
-cd "${ROOT}"
 "${VENV}/bin/python" -m pip install --quiet --upgrade pip
 # shellcheck disable=SC2086
 "${VENV}/bin/python" -m pip install --quiet -c constraints/ci.txt -e . ${REQS}
@@ -37,4 +39,4 @@ for name in ("dynstab", "pyhessian", "curvlinops-for-pytorch", "backpack-for-pyt
     print(f"[setup_env] {name}=={md.version(name)}")
 print(f"[setup_env] torch=={torch.__version__}")
 PY
-echo "${REQS}" > "${STAMP}"
+echo "${WANT}" > "${STAMP}"
