@@ -255,6 +255,7 @@ def test_analyze_mm23_pass_and_fail():
         "a": _mm_run(0.1, 2, 0.6, 0.95),
         "b": _mm_run(0.1, 8, 0.97, 0.98),
         "c": _mm_run(0.1, 0, 0.98, 0.98),
+        "d": _mm_run(0.2, 2, 0.5, 0.96, b15=2 * 0.65 / 0.2),  # (15) gap 0.3 vs 0.146 at η=0.1
     }
     assert all(_passed(analyze_mm23(cfg, good)).values())
     bad = dict(good)
@@ -264,6 +265,35 @@ def test_analyze_mm23_pass_and_fail():
     assert not res["M3"]
     assert not res["M4"]
     assert not any(_passed(analyze_mm23(cfg, {})).values())
+
+
+def test_analyze_mm23_rank_one_and_gap_claims_can_fail():
+    cfg = MM23Config.profile("quick")
+    lam = 2 * 0.5 / 0.2
+    base = {
+        "a": _mm_run(0.1, 2, 0.6, 0.95, b15=2 * 0.61 / 0.1),  # (15) gap 1/60
+        "b": _mm_run(0.2, 2, 0.5, 0.96, b15=lam * 1.2),  # gap 0.2: grows with η
+        "c": _mm_run(0.1, 0, 0.98, 0.98),
+        "d": _mm_run(0.2, 0, 0.98, 0.98),
+    }
+    res = _passed(analyze_mm23(cfg, base))
+    assert res["M5"]
+    assert res["M6"]
+    # item 3: the rank-one bound explains only 40% of 2/η at a binding small-B minimum
+    weak = {**base, "b": _mm_run(0.2, 2, 0.3, 0.96, b15=2 * 0.35 / 0.2, b24=2 * 0.4 / 0.2)}
+    assert not _passed(analyze_mm23(cfg, weak))["M5"]
+    # a non-binding minimum (η·λ_max(C†D)/2 < 0.85) does not count, and none binding fails
+    loose = {k: v for k, v in base.items() if k != "b"}
+    loose["a"] = _mm_run(0.1, 2, 0.3, 0.5, b24=2 * 0.31 / 0.1)
+    assert not _passed(analyze_mm23(cfg, loose))["M5"]
+    # item 4: the (15) gap shrinks as η grows
+    shrink = {**base, "b": _mm_run(0.2, 2, 0.5, 0.96, b15=lam * 1.005)}
+    assert not _passed(analyze_mm23(cfg, shrink))["M6"]
+    # ... or grows by less than the required factor
+    flat = {**base, "b": _mm_run(0.2, 2, 0.5, 0.96, b15=lam * (1 + 1.2 / 60))}
+    assert not _passed(analyze_mm23(cfg, flat))["M6"]
+    # a single converged η per small B cannot show the trend
+    assert not _passed(analyze_mm23(cfg, {k: base[k] for k in ("a", "c")}))["M6"]
 
 
 def _wws_run(lr, B, width, fro_ratio, mu, ms=0.95, gd=0.6):
@@ -338,16 +368,44 @@ def test_eos_run_metrics_and_analysis():
 
 def test_analyze_sgd_batch_pass_and_fail():
     cfg = SGDBatchConfig.profile("quick")  # B ∈ {4, GD}, η = 0.1, whole-set Gram
+    n = cfg.n_train
+    common = {"final_loss": 1e-4, "subset": n}
     good = {
-        "B=4": {"B": 4, "lambda_max": 8.0, "final_loss": 1e-4, "subset_ratio": 0.9},
-        "B=GD": {"B": 0, "lambda_max": 20.2, "final_loss": 1e-4, "subset_ratio": 1.01},
+        "B=4": {
+            "B": 4,
+            "lambda_max": 8.0,
+            "subset_ratio": 0.9,
+            "subset_lambda_max": 8.01,
+            **common,
+        },
+        "B=GD": {
+            "B": 0,
+            "lambda_max": 20.2,
+            "subset_ratio": 1.01,
+            "subset_lambda_max": 20.19,
+            **common,
+        },
     }
     assert all(_passed(analyze_sgd_batch(cfg, good)).values())
     bad = {
-        "B=4": {"B": 4, "lambda_max": 19.0, "final_loss": 1e-4, "subset_ratio": 1.3},
+        "B=4": {
+            "B": 4,
+            "lambda_max": 19.0,
+            "subset_ratio": 1.3,
+            "subset_lambda_max": 18.0,
+            **common,
+        },
         "B=GD": good["B=GD"],
     }
     assert not any(_passed(analyze_sgd_batch(cfg, bad)).values())
+    # E6.4 (B3): a 1% Lanczos/Gram mismatch fails; it is not checked away from interpolation
+    # or when K covers only a subset, and with no eligible run B3 fails
+    off = {**good, "B=GD": {**good["B=GD"], "subset_lambda_max": 20.2 / 1.011}}
+    assert not _passed(analyze_sgd_batch(cfg, off))["B3"]
+    loose = {**off, "B=GD": {**off["B=GD"], "final_loss": 2e-3}}
+    assert _passed(analyze_sgd_batch(cfg, loose))["B3"]
+    sub = {k: {**v, "subset": n // 2} for k, v in good.items()}
+    assert not _passed(analyze_sgd_batch(cfg, sub))["B3"]
     # GD counts in B2 only when the Gram matrix covers the whole training set
     gd_high = {**good, "B=GD": {**good["B=GD"], "subset_ratio": 1.4}}
     assert not _passed(analyze_sgd_batch(cfg, gd_high))["B2"]
@@ -406,7 +464,7 @@ def test_analyze_mms21_weight_pass_and_fail():
     cfg = WeightConfig.profile("quick")
 
     def row(dist, dist_small, dist_large, argmax=0.0, edge=0.0, tail=0.001):
-        side = {"argmax": [argmax] * 3, "max_g_at_or_beyond_extremes": [edge] * 3}
+        side = {"argmax": [argmax] * 3, "g_inner_extremes_over_max": [0.01, edge, 0.02]}
         return {
             "dist": dist,
             "pop_argmax": 0.0,
@@ -418,8 +476,13 @@ def test_analyze_mms21_weight_pass_and_fail():
 
     good = {f"dist={d}": row(d, 0.2, 0.05) for d in cfg.dists}
     assert all(_passed(analyze_weight(cfg, good)).values())
-    bad = {f"dist={d}": row(d, 0.2, 0.3, argmax=1.2, edge=0.1) for d in cfg.dists}
+    bad = {f"dist={d}": row(d, 0.2, 0.3, argmax=1.2, edge=0.5) for d in cfg.dists}
     assert not any(_passed(analyze_weight(cfg, bad)).values())
+    # G2 fails on either half alone: one seed with a flat g near the extremes, or a heavy tail
+    flat_edge = {**good, "dist=gaussian": row("gaussian", 0.2, 0.05, edge=0.3)}
+    assert not _passed(analyze_weight(cfg, flat_edge))["G2"]
+    heavy_tail = {**good, "dist=laplace": row("laplace", 0.2, 0.05, tail=0.05)}
+    assert not _passed(analyze_weight(cfg, heavy_tail))["G2"]
 
 
 def test_analyze_wme18_sharpness_pass_and_fail():
@@ -440,37 +503,43 @@ def test_analyze_wme18_sharpness_pass_and_fail():
     good = {
         "a": run(0.2, 4, 0.6),
         "b": run(0.2, 0, 1.0),
-        "c": run(0.4, 4, 0.7),
+        "c": run(0.4, 4, 0.7),  # 1.43× flatter than GD
         "d": run(0.4, 0, 1.0),
     }
     assert all(_passed(analyze_sharpness(cfg, good)).values())
     bad = {**good, "b": run(0.2, 0, 0.5), "c": run(0.4, 4, 1.0, ms=1.3)}
     res = _passed(analyze_sharpness(cfg, bad))
     assert not any(res.values())
+    # S2 is checked per batch size at EVERY binding η, with B-specific factors
+    spec_like = dataclasses.replace(
+        cfg, batch_sizes=(4, 10, 0), flat_batch_sizes=(4, 10), flat_factors=(3.0, 1.5)
+    )
+    ok = {
+        **good,
+        "a": run(0.2, 4, 0.3),
+        "c": run(0.4, 4, 0.25),
+        "e": run(0.2, 10, 0.6),
+        "f": run(0.4, 10, 0.5),
+    }
+    assert _passed(analyze_sharpness(spec_like, ok))["S2"]
+    one_eta_short = {**ok, "c": run(0.4, 4, 0.4)}  # 2.5× < 3× at η = 0.4 only
+    assert not _passed(analyze_sharpness(spec_like, one_eta_short))["S2"]
+    b10_short = {**ok, "f": run(0.4, 10, 0.7)}  # 1.43× < 1.5× at B = 10
+    assert not _passed(analyze_sharpness(spec_like, b10_short))["S2"]
+    no_b10 = {k: v for k, v in ok.items() if k not in ("e", "f")}  # B = 10 in sweep, none ran
+    assert not _passed(analyze_sharpness(spec_like, no_b10))["S2"]
+    # a non-binding η (λ_max(θ₀) < 2/η) does not count
+    loose = {**one_eta_short, "d": run(0.4, 0, 1.0, init=4.0)}
+    assert _passed(analyze_sharpness(spec_like, loose))["S2"]
 
 
 # --------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.parametrize("name", ["wme18/toy", "mms21/weight"])
+@pytest.mark.parametrize("name", NAMES)
 def test_quick_profile_end_to_end(tmp_path, name):
-    from dynstab.experiments import run_experiment
-
-    res = run_experiment(name, out_dir=tmp_path, profile="quick", executor="serial", progress=False)
-    assert not res.failures
-    assert res.claims
-    assert all(c.passed for c in res.claims), [c.to_dict() for c in res.claims]
-    run_dir = res.run_dir
-    for f in ("claims.json", "config.json", "report.md"):
-        assert (run_dir / f).exists()
-    assert any(p.suffix == ".png" for p in res.figures)
-    assert any(p.suffix == ".pdf" for p in res.figures)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("wme18/toy", "mms21/weight")])
-def test_quick_profile_end_to_end_slow(tmp_path, name):
-    """The remaining quick profiles (≈ 10–60 s each on one core); run with ``-m slow``."""
+    """Every quick profile runs in CI and passes all its claims (one test per experiment, so
+    ``pytest -n 2`` distributes them; each is ≤ ≈ 20 s on one core)."""
     from dynstab.experiments import run_experiment
 
     threads = torch.get_num_threads()
@@ -482,4 +551,9 @@ def test_quick_profile_end_to_end_slow(tmp_path, name):
     finally:
         torch.set_num_threads(threads)
     assert not res.failures
+    assert res.claims
     assert all(c.passed for c in res.claims), [c.to_dict() for c in res.claims]
+    for f in ("claims.json", "config.json", "report.md"):
+        assert (res.run_dir / f).exists()
+    assert any(p.suffix == ".png" for p in res.figures)
+    assert any(p.suffix == ".pdf" for p in res.figures)

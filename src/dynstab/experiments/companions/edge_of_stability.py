@@ -422,6 +422,9 @@ class SGDBatchConfig(ExperimentConfig):
         ratio_tol: Margin on η·λ_max(C†D)/2.
         small_max_ratio: The smallest B must have λ_max ≤ this × 2/η.
         gd_min_ratio: GD must have λ_max ≥ this × 2/η.
+        check_loss: E6.4: runs with final ½-MSE below this compare the Lanczos-HVP λ_max(H)
+            with λ_max(K) of the whole-set Gram matrix (spec §7.5: 1e-3).
+        check_rtol: E6.4: allowed relative difference (spec §7.5: 1%).
         seed: Initialization and sampling seed.
     """
 
@@ -436,6 +439,8 @@ class SGDBatchConfig(ExperimentConfig):
     ratio_tol: float = 1.1
     small_max_ratio: float = 0.8
     gd_min_ratio: float = 0.9
+    check_loss: float = 1e-3
+    check_rtol: float = 0.01
     seed: int = 0
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
@@ -504,6 +509,7 @@ class EoSSGDBatch(Experiment):
             half_mse,
             (X, y),
             "lambda_max",
+            curvature="hessian",
             method="lanczos",
             tol=1e-6,
             generator=torch.Generator().manual_seed(config.seed),
@@ -590,6 +596,11 @@ def analyze_sgd_batch(config: SGDBatchConfig, results: dict[str, dict[str, Any]]
       ``small_max_ratio``·2/η and GD ≥ ``gd_min_ratio``·2/η.
     * B2: every run with final loss ≤ ``loss_tol`` (SGD only when a proper subset is used) has
       η·λ_max(C†D)/2 ≤ ``ratio_tol`` (≥ 1 such run).
+    * B3 (E6.4, cross-check of the sharpness code): every run with final loss <
+      ``check_loss`` whose Gram matrix covers the whole training set has
+      |λ_max^Lanczos(H) − λ_max(K)|/λ_max(K) < ``check_rtol`` (≥ 1 such run). H includes the
+      residual term Σ_i r_i ∇²f_i/n, K = JJᵀ/n does not, so the two differ away from
+      interpolation.
     """
     edge = 2.0 / config.lr
     order = sorted(config.batch_sizes, key=lambda b: b if b else 10**9)
@@ -638,6 +649,31 @@ def analyze_sgd_batch(config: SGDBatchConfig, results: dict[str, dict[str, Any]]
             bool(near) and worst is not None and worst <= config.ratio_tol,
             f"η·λ_max(C†D)/2 ≤ {config.ratio_tol:g} for every run with loss ≤ "
             f"{config.loss_tol:g} (≥ 1)",
+        )
+    )
+    checks = []
+    for r in sorted(results.values(), key=lambda r: r.get("B") or 10**9):
+        lam_h, lam_k, loss = r.get("lambda_max"), r.get("subset_lambda_max"), r.get("final_loss")
+        if (
+            lam_h is None
+            or lam_k is None
+            or loss is None
+            or loss >= config.check_loss
+            or r.get("subset") != config.n_train
+        ):
+            continue
+        checks.append((r["B"], float(loss), abs(lam_h - lam_k) / abs(lam_k)))
+    worst_rel = max((d for _, _, d in checks), default=None)
+    claims.append(
+        Claim(
+            "B3",
+            "E6.4: Lanczos-HVP λ_max(H) agrees with λ_max(K) of the Jacobian Gram matrix at "
+            "near-interpolating points",
+            ", ".join(f"B={B or 'GD'} (loss {fmt(lo)}): rel. diff {d:.2e}" for B, lo, d in checks)
+            or f"no run with loss < {config.check_loss:g} and a whole-set Gram matrix",
+            bool(checks) and worst_rel is not None and worst_rel < config.check_rtol,
+            f"|λ_Lanczos − λ_max(K)|/λ_max(K) < {config.check_rtol:g} for every run with loss < "
+            f"{config.check_loss:g} (≥ 1)",
         )
     )
     return claims

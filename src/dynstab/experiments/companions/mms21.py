@@ -357,6 +357,8 @@ class WeightConfig(ExperimentConfig):
         centre_tol: |argmax| allowed for the population g and (median) the empirical g.
         tail_point: The population g at ±tail_point must be ≤ tail_fraction × its maximum.
         tail_fraction: See ``tail_point``.
+        edge_fraction: The empirical g at the second-smallest and second-largest samples must be
+            ≤ edge_fraction × its maximum for every seed (claim G2).
         seed: Base seed.
     """
 
@@ -371,6 +373,7 @@ class WeightConfig(ExperimentConfig):
     centre_tol: float = 0.5
     tail_point: float = 2.5
     tail_fraction: float = 0.02
+    edge_fraction: float = 0.25
     seed: int = 0
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"num_seeds": 12, "n_large": 200}}
@@ -425,16 +428,15 @@ class MMS21Weight(Experiment):
                 g = stability_weight_g(x, t).numpy()
                 dists.append(_rel_l1(g, g_pop, tn))
                 argmax.append(float(tn[int(np.argmax(g))]))
-                ext = torch.tensor([float(x.min()), float(x.max())], dtype=torch.float64)
-                outside = t[(t <= x.min()) | (t >= x.max())]
-                vals = stability_weight_g(x, torch.cat([ext, outside])).abs()
-                edge_max.append(float(vals.max()))
+                xs = torch.sort(x).values
+                inner = stability_weight_g(x, torch.stack([xs[1], xs[-2]]))
+                edge_max.append(float(inner.abs().max()) / max(float(g.max()), 1e-300))
                 curves.append(g)
             out[label] = {
                 "n": n,
                 "rel_l1": dists,
                 "argmax": argmax,
-                "max_g_at_or_beyond_extremes": edge_max,
+                "g_inner_extremes_over_max": edge_max,
                 "mean_curve": np.mean(curves, axis=0).tolist(),
                 "example_curve": curves[0].tolist(),
             }
@@ -483,9 +485,10 @@ def analyze_weight(config: WeightConfig, results: dict[str, dict[str, Any]]) -> 
 
     * G1 (peaked at the centre): |argmax g| ≤ ``centre_tol`` for every population g and for the
       median over seeds of the empirical argmax.
-    * G2 (vanishes at the extremes): the empirical g is 0 (≤ 1e-12) at and beyond the extreme
-      samples for every seed, and the population g at ±``tail_point`` is ≤ ``tail_fraction``
-      of its maximum.
+    * G2 (vanishes at the extremes): for every seed, the empirical g evaluated just inside the
+      data, at the second-smallest and second-largest samples, is ≤ ``edge_fraction`` of its
+      maximum (g = 0 at and beyond the extreme samples holds by construction and is not
+      checked), and the population g at ±``tail_point`` is ≤ ``tail_fraction`` of its maximum.
     * G3 (close): the median relative L1 distance is ≤ ``closeness_tol`` at n and shrinks at
       ``n_large``.
     """
@@ -503,16 +506,19 @@ def analyze_weight(config: WeightConfig, results: dict[str, dict[str, Any]]) -> 
             f"|argmax| ≤ {config.centre_tol:g}",
         )
     ]
-    edge = max(max(r["small"]["max_g_at_or_beyond_extremes"]) for r in rs)
+    edge = max(max(r["small"]["g_inner_extremes_over_max"]) for r in rs)
+    edge_med = max(median(r["small"]["g_inner_extremes_over_max"]) for r in rs)
     tails = [(r["dist"], r["pop_tail"] / r["pop_max"]) for r in rs]
     claims.append(
         Claim(
             "G2",
             "g vanishes at the extreme data points (no constraint outside the data)",
-            f"max empirical g at/beyond the extremes = {edge:.2e}; population g(±"
+            f"empirical g(x₍₂₎), g(x₍ₙ₋₁₎) / max g: max over seeds {fmt(edge)} (largest "
+            f"per-distribution median {fmt(edge_med)}); population g(±"
             f"{config.tail_point:g})/max g: " + ", ".join(f"{d} {fmt(v)}" for d, v in tails),
-            edge <= 1e-12 and all(v <= config.tail_fraction for _, v in tails),
-            f"empirical ≤ 1e-12; population ratio ≤ {config.tail_fraction:g}",
+            edge <= config.edge_fraction and all(v <= config.tail_fraction for _, v in tails),
+            f"empirical ratio ≤ {config.edge_fraction:g} for every seed; population ratio ≤ "
+            f"{config.tail_fraction:g}",
         )
     )
     c3 = [(r["dist"], median(r["small"]["rel_l1"]), median(r["large"]["rel_l1"])) for r in rs]
@@ -549,6 +555,8 @@ class SweepConfig(ExperimentConfig):
         steps: Maximum GD steps.
         stop_loss: Interpolation threshold.
         seeds: Initialization seeds.
+        data_seed: Seed of the training set, shared by all runs (the seeds vary only the
+            initialization).
         rtol: Relative numerical slack of the inequalities.
     """
 
@@ -561,6 +569,7 @@ class SweepConfig(ExperimentConfig):
     steps: int = 150000
     stop_loss: float = 1e-8
     seeds: tuple[int, ...] = (0, 1, 2)
+    data_seed: int = 0
     rtol: float = 1e-6
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
@@ -583,6 +592,10 @@ class MMS21Sweep(Experiment):
     spec_reference = "related_criteria.md §5.2–5.4 E4.3"
     ambiguities: ClassVar[dict[str, str]] = {
         "data": "n = 10 inputs from Unif[−√3, √3] labelled by T_2(x) = 2x² − 1",
+        "seeds": "one training set (data_seed) shared by all runs; the seeds vary only the "
+        "initialization. Drawing the data per seed gave sets with near-duplicate inputs (gaps "
+        "0.034 and 0.015 for seeds 1, 2) on which GD stalls at ½-MSE ≈ 4e-6–9e-5 for every η",
+        "convergence": "only minima that reach the interpolation threshold 1e-8 are checked",
     }
     config_cls = SweepConfig
 
@@ -598,7 +611,7 @@ class MMS21Sweep(Experiment):
         """Train GD to interpolation and report the minimum."""
         t0 = time.perf_counter()
         lr, seed = float(spec.params["lr"]), int(spec.params["seed"])
-        X, y = _data(config.kind, config.n, config.degree, seed)
+        X, y = _data(config.kind, config.n, config.degree, config.data_seed)
         net = ShallowNet.init(
             1,
             config.width,
