@@ -31,7 +31,14 @@ offered; both compare an error measure ``e_i`` of every *wanted* Ritz pair with
 
 Every new Lanczos vector is orthogonalised twice against the whole basis (classical
 Gram–Schmidt, twice), so there are no spurious copies of converged eigenvalues; the memory cost
-is ``p × m`` for ``m`` iterations.
+is ``p × m`` float64 numbers for ``m`` iterations.
+
+The basis, the coefficients ``α_j, β_j`` and the reorthogonalisation are always float64 (on the
+operator's device), whatever the operator's dtype: each Krylov vector is cast to the operator's
+dtype only for the product and the product is cast back. A float32 basis floors the eigenvalue
+accuracy near float32 round-off (relative errors ~1e-6 were measured on a small CNN), whereas a
+float64 basis over the same float32 products reaches ~1e-9. For a float32 operator of huge
+``p`` this doubles the basis memory compared with a float32 basis.
 """
 
 from __future__ import annotations
@@ -76,15 +83,19 @@ class EigenResult:
 
 @dataclass
 class _Krylov:
-    Q: Tensor  # (p, m) orthonormal basis, operator dtype
+    Q: Tensor  # (p, m) orthonormal basis, float64 on the operator's device
     alpha: Tensor  # (m,) float64
     beta: Tensor  # (m,) float64; beta[-1] is the residual coupling β_m
     num_matvecs: int
 
 
 def _start_vector(
-    A: LinearOperator, v0: Tensor | None, generator: torch.Generator | None
+    A: LinearOperator,
+    v0: Tensor | None,
+    generator: torch.Generator | None,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
+    """Unit start vector on ``A.device`` in ``dtype`` (default: the operator's dtype)."""
     p = A.shape[0]
     if v0 is None:
         v = torch.randn(p, generator=generator, dtype=torch.float64)
@@ -96,7 +107,12 @@ def _start_vector(
     norm = torch.linalg.vector_norm(v)
     if not (torch.isfinite(norm) and norm > 0):
         raise ValueError("v0 must be finite and non-zero; got a zero or non-finite vector.")
-    return (v / norm).to(dtype=A.dtype, device=A.device)
+    return (v / norm).to(dtype=A.dtype if dtype is None else dtype, device=A.device)
+
+
+def _work_dtype(A: LinearOperator) -> torch.dtype:
+    """Dtype of the Krylov basis: float64, except on devices without float64 (Apple MPS)."""
+    return torch.float32 if torch.device(A.device).type == "mps" else torch.float64
 
 
 def _tridiag_eigh(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
@@ -114,22 +130,27 @@ def _lanczos_run(
     max_iters: int,
     should_stop: Callable[[Tensor, Tensor, float], bool] | None = None,
 ) -> _Krylov:
-    """Run at most ``max_iters`` Lanczos steps from a unit ``q0``.
+    """Run at most ``max_iters`` Lanczos steps from a unit ``q0`` (any dtype).
 
+    The basis and the recurrence are float64 whatever ``A.dtype``: each basis vector is cast to
+    ``A.dtype`` only for the product, which is cast back to float64 (see the module docstring).
     Stops early on breakdown (invariant subspace) or when ``should_stop(theta, S, beta_m)``.
     """
     p = A.shape[0]
     m_max = min(max_iters, p)
     # The basis grows by doubling, so memory follows the iterations actually used.
-    Q = torch.zeros(p, min(m_max, 16), dtype=A.dtype, device=A.device)
+    work = _work_dtype(A)
+    Q = torch.zeros(p, min(m_max, 16), dtype=work, device=A.device)
     alpha = torch.zeros(m_max, dtype=torch.float64)
     beta = torch.zeros(m_max, dtype=torch.float64)
-    Q[:, 0] = q0
+    q0 = q0.to(dtype=work, device=A.device)
+    Q[:, 0] = q0 / torch.linalg.vector_norm(q0)
+    # Breakdown is judged at the accuracy of the products, i.e. of the operator's dtype.
     eps = torch.finfo(A.dtype).eps
     m = 0
     for j in range(m_max):
         q = Q[:, j]
-        w = A @ q
+        w = (A @ q.to(A.dtype)).to(work)
         alpha[j] = float(torch.dot(q, w))
         basis = Q[:, : j + 1]
         for _ in range(2):  # CGS2: full reorthogonalisation
@@ -207,7 +228,9 @@ def lanczos_top_eigenpairs(
     ``e ≤ tol·|θ|`` (see the module docstring for the floor near zero), where ``e`` is the
     eigenvalue error estimate ``min(r, r²/δ)`` (``criterion="eigenvalue"``: ``r`` the residual
     ``‖A y − θ y‖``, ``δ`` the gap to the other Ritz values) or the residual ``r`` itself
-    (``criterion="residual"``).
+    (``criterion="residual"``). The basis and recurrence are float64 even for a float32
+    operator (only the products run in the operator's dtype), because a float32 basis floors
+    the eigenvalue accuracy near 1e-6; this costs ``8·p·m`` bytes of basis memory.
 
     Args:
         op: Symmetric square tensor or operator of shape ``(p, p)``.
@@ -259,7 +282,7 @@ def lanczos_top_eigenpairs(
     p = A.shape[0]
     if k > p:
         raise ValueError(f"k must be <= the operator size {p}; got k={k}.")
-    q0 = _start_vector(A, v0, generator)
+    q0 = _start_vector(A, v0, generator, dtype=_work_dtype(A))
     eps = float(torch.finfo(A.dtype).eps)
 
     def should_stop(theta: Tensor, S: Tensor, b: float) -> bool:
@@ -279,7 +302,7 @@ def lanczos_top_eigenpairs(
         converged = False
     vectors = None
     if return_vectors:
-        vectors = kry.Q @ S[:, idx].to(dtype=A.dtype, device=A.device)
+        vectors = (kry.Q @ S[:, idx].to(device=A.device, dtype=kry.Q.dtype)).to(A.dtype)
     if not converged:
         warnings.warn(
             f"Lanczos did not converge: {kry.num_matvecs} products (max_iters={max_iters}), "
