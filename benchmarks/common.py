@@ -323,10 +323,23 @@ def mse_loss_scale(num_outputs: int) -> float:
     return num_outputs / 2.0
 
 
-def half_mse_criterion(outputs: Tensor, targets: Tensor) -> Tensor:
-    """½·MSE written by hand (same as dynstab.losses.half_mse), for tools taking a criterion."""
-    r = outputs - targets
-    return 0.5 * (r * r).sum(dim=1).mean()
+def curvlinops_hessian(prob: Problem) -> Any:
+    """curvlinops' Hessian of ``prob`` rescaled to dynstab's ½·MSE convention.
+
+    curvlinops needs an ``nn`` loss; ``nn.MSELoss(reduction="mean")`` times
+    :func:`mse_loss_scale` equals ``half_mse``, so both tools see the same matrix.
+    """
+    from curvlinops import HessianLinearOperator
+
+    params = [p for p in prob.model.parameters() if p.requires_grad]
+    H = HessianLinearOperator(
+        prob.model,
+        nn.MSELoss(reduction="mean"),
+        params,
+        [(prob.X, prob.y)],
+        check_deterministic=False,
+    )
+    return mse_loss_scale(prob.num_outputs) * H
 
 
 def flat_params(model: nn.Module) -> Tensor:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dynstab.curvature import HessianOperator
 from dynstab.linalg import LinearOperator, lanczos_top_eigenpairs
@@ -354,7 +354,7 @@ def pyhessian_default(prob: common.Problem, ref: float, cfg: dict[str, Any]) -> 
     def run() -> float:
         counter.calls = 0
         torch.manual_seed(cfg["seed"])  # PyHessian draws its start vector from the global RNG
-        h = mod.hessian(prob.model, common.half_mse_criterion, data=(prob.X, prob.y), cuda=False)
+        h = mod.hessian(prob.model, half_mse, data=(prob.X, prob.y), cuda=False)
         vals, _ = h.eigenvalues()  # defaults: maxIter=100, tol=1e-3
         prob.model.zero_grad(set_to_none=True)  # PyHessian leaves a graph in .grad
         return float(vals[0])
@@ -407,7 +407,7 @@ def pyhessian_trajectory(
     torch.manual_seed(seed)
     state["t0"] = time.perf_counter()
     try:
-        h = mod.hessian(prob.model, common.half_mse_criterion, data=(prob.X, prob.y), cuda=False)
+        h = mod.hessian(prob.model, half_mse, data=(prob.X, prob.y), cuda=False)
         h.eigenvalues(maxIter=cap, tol=0.0)
     except _Abort:
         pass
@@ -486,18 +486,9 @@ def _pyhessian_stop(est: list[float], tol: float) -> int | None:
 # scipy eigsh via curvlinops
 # --------------------------------------------------------------------------------------------
 def _curvlinops_scipy(prob: common.Problem) -> tuple[Any, common.CallCounter]:
-    from curvlinops import HessianLinearOperator
     from scipy.sparse.linalg import LinearOperator as ScipyOp
 
-    params = [p for p in prob.model.parameters() if p.requires_grad]
-    H = HessianLinearOperator(
-        prob.model,
-        nn.MSELoss(reduction="mean"),
-        params,
-        [(prob.X, prob.y)],
-        check_deterministic=False,
-    )
-    A = (common.mse_loss_scale(prob.num_outputs) * H).to_scipy()
+    A = common.curvlinops_hessian(prob).to_scipy()
 
     def matvec(x: np.ndarray) -> np.ndarray:
         return A.matvec(x)

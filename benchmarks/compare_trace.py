@@ -92,18 +92,6 @@ def gram_reference(prob: common.Problem) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # estimators: each returns {"trace": (value, stderr|None)} and/or {"frobenius_sq": ...}
 # --------------------------------------------------------------------------------------------
-def _curvlinops_op(prob: common.Problem) -> Any:
-    from curvlinops import HessianLinearOperator
-
-    params = [p for p in prob.model.parameters() if p.requires_grad]
-    H = HessianLinearOperator(
-        prob.model,
-        nn.MSELoss(reduction="mean"),
-        params,
-        [(prob.X, prob.y)],
-        check_deterministic=False,
-    )
-    return common.mse_loss_scale(prob.num_outputs) * H
 
 
 def est_dynstab_hutch(prob: common.Problem, m: int, seed: int) -> dict[str, Estimate]:
@@ -123,7 +111,7 @@ def est_pyhessian(prob: common.Problem, m: int, seed: int) -> dict[str, Estimate
 
     mod = sys.modules["pyhessian.hessian"]
     torch.manual_seed(seed)
-    h = mod.hessian(prob.model, common.half_mse_criterion, data=(prob.X, prob.y), cuda=False)
+    h = mod.hessian(prob.model, half_mse, data=(prob.X, prob.y), cuda=False)
     vhv = h.trace(maxIter=m, tol=0.0)  # tol=0: never stops early, exactly m HVPs
     prob.model.zero_grad(set_to_none=True)
     se = float(np.std(vhv, ddof=1) / math.sqrt(len(vhv))) if len(vhv) > 1 else None
@@ -135,7 +123,7 @@ def _curvlinops_estimator(name: str) -> Callable[[common.Problem, int, int], dic
         import curvlinops
 
         torch.manual_seed(seed)
-        value = float(getattr(curvlinops, name)(_curvlinops_op(prob), m))
+        value = float(getattr(curvlinops, name)(common.curvlinops_hessian(prob), m))
         key = "frobenius_sq" if name == "hutchinson_squared_fro" else "trace"
         return {key: (value, None)}
 

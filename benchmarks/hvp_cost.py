@@ -103,7 +103,7 @@ def measure(prob: common.Problem, repeats: int) -> dict[str, Any]:
         mod = sys.modules["pyhessian.hessian"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            h = mod.hessian(model, common.half_mse_criterion, data=(X, y), cuda=False)
+            h = mod.hessian(model, half_mse, data=(X, y), cuda=False)
             rows["PyHessian HVP, cached graph"] = t(
                 lambda: mod.hessian_vector_product(h.gradsH, h.params, v_list)
             )
