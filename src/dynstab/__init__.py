@@ -9,7 +9,7 @@ concept packages (see README "API overview" and docs/design.md):
 * :mod:`dynstab.criteria` — exact η*, bounds, verdicts (:func:`stability`), linearised dynamics.
 * :mod:`dynstab.models`, :mod:`dynstab.norms`, :mod:`dynstab.function_space`, :mod:`dynstab.data`.
 * :mod:`dynstab.training` — GD/SGD trainers, monitors, :class:`~dynstab.training.History`.
-* :mod:`dynstab.experiments` — reproductions (``dynstab run`` / ``dynstab reproduce``).
+* :mod:`dynstab_repro` — reproductions (``dynstab run`` / ``dynstab reproduce``).
 
 Conventions: loss ½·mean squared error (:func:`dynstab.losses.half_mse`), float64 verdicts,
 explicit ``generator``/``seed`` arguments.

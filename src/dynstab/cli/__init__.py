@@ -1,9 +1,12 @@
 """The ``dynstab`` command line: ``dynstab COMMAND [options]`` (``dynstab --help`` lists them).
 
-Commands come from modules listed in :data:`COMMAND_MODULES`; each module defines
+Commands come from the modules listed in :data:`COMMAND_MODULES` and from plugins registered
+under the entry-point group :data:`ENTRY_POINT_GROUP` (``dynstab.commands``): the reproduction
+harness :mod:`dynstab_repro` adds ``list``, ``run``, ``reproduce`` and ``report`` that way, so
+the library never imports the harness. Each module (or entry-point object) defines
 ``register(subparsers)`` that adds its sub-parsers and sets ``func=handler`` with
-``handler(args: argparse.Namespace) -> int`` (``None`` counts as 0). A listed module that does
-not exist is skipped (only a ``ModuleNotFoundError`` for that very module).
+``handler(args: argparse.Namespace) -> int`` (``None`` counts as 0). A plugin must import
+cheaply: heavy work is imported inside its handlers.
 
 Exit codes: ``0`` success (for ``run``/``reproduce``/``report``: every claim passed and no
 unit failed); ``1`` some claim failed or some unit failed; ``2`` usage error (bad arguments,
@@ -16,20 +19,30 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from dynstab._version import __version__
 
-__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "ENTRY_POINT_GROUP", "build_parser", "main"]
 
-#: Modules providing ``register(subparsers)``.
+#: The library's own command modules, each providing ``register(subparsers)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "dynstab.cli.sharpness_cmd",
     "dynstab.cli.stability_cmd",
-    "dynstab.cli.experiment_cmds",
     "dynstab.cli.env_cmd",
 )
+
+#: Entry-point group through which other packages add commands (``register(subparsers)``).
+ENTRY_POINT_GROUP = "dynstab.commands"
+
+
+def _plugins() -> list[Any]:
+    """The objects registered under :data:`ENTRY_POINT_GROUP`, sorted by entry-point name."""
+    eps = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    return [ep.load() for ep in eps]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,13 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dynstab {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # command module not written (yet)
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
+    for plugin in _plugins():
+        plugin.register(subparsers)
     return parser
 
 

@@ -10,7 +10,7 @@ __all__ = ["register"]
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
-    from dynstab.experiments.io import environment_info
+    from dynstab.io import environment_info
 
     info = environment_info()
     if args.json:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dynstab._io import atomic_write_json
+from dynstab.io import atomic_write_json
 from dynstab.losses import half_mse
 from dynstab.measures import MEASURES, SharpnessReport, sharpness
 

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dynstab._io import atomic_write_json
 from dynstab.criteria.sampling import SAMPLING_SCHEMES
 from dynstab.criteria.verdict import StabilityReport, check_stability, stability
+from dynstab.io import atomic_write_json
 
 __all__ = ["register", "run"]
 

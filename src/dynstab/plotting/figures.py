@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from dynstab._io import atomic_write_bytes
+from dynstab.io import atomic_write_bytes
 from dynstab.plotting.style import _as_axes, rc_context
 
 __all__ = ["line_panel", "save_figure", "scatter_panel", "sweep_panel"]

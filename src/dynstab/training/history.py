@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from dynstab._io import atomic_write_text
+from dynstab.io import atomic_write_text
 
 __all__ = ["History", "atomic_write_text"]
 

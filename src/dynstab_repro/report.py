@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynstab.experiments.base import Claim
-from dynstab.experiments.io import atomic_write_text
+from dynstab_repro.base import Claim
+from dynstab_repro.io import atomic_write_text
 
 __all__ = [
     "ReportData",
@@ -51,7 +51,7 @@ class ReportData:
         n_reused: Units reused from an earlier invocation.
         failures: ``{key: {"error": ..., "traceback": ...}}`` of failed units.
         notes: Extra remarks (e.g. errors raised by ``analyze`` or ``plot``).
-        env: Environment information (:func:`dynstab.experiments.io.environment_info`).
+        env: Environment information (:func:`dynstab_repro.io.environment_info`).
     """
 
     name: str

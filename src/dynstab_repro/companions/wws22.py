@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.companions import (
+from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.companions import (
     ShallowNet,
     digits_task,
     fast_train,
@@ -38,8 +38,8 @@ from dynstab.experiments.companions import (
     save_figure,
     train_scalar_run,
 )
-from dynstab.experiments.config import ExperimentConfig
-from dynstab.experiments.registry import register
+from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.registry import register
 
 __all__ = ["WWS22Alignment", "WWS22Config", "analyze_wws22"]
 

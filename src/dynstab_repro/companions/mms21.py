@@ -7,7 +7,7 @@ Univariate one-hidden-layer ReLU networks f(x) = Σ_i w2_i σ(w1_i x + b1_i) + b
 L = (1/2n) Σ_j (f(x_j) − y_j)². Theorem 1: a linearly stable, twice-differentiable
 interpolating minimum satisfies ∫|f''| g = Σ_knots |a| g(t) ≤ 1/η − 1/2, with MMS21's data
 weight g (:func:`dynstab.function_space.stability_weight_g`). Training uses the closed-form
-fast path :func:`dynstab.experiments.companions.fast_train` (the update of
+fast path :func:`dynstab_repro.companions.fast_train` (the update of
 :func:`dynstab.training.train`); the function-space quantities come from
 :mod:`dynstab.function_space` on the equivalent ``UnivariateReLU``.
 
@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.companions import (
+from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.companions import (
     MAX_POINTS,
     ShallowNet,
     fast_train,
@@ -38,8 +38,8 @@ from dynstab.experiments.companions import (
     save_figure,
     thin,
 )
-from dynstab.experiments.config import ExperimentConfig
-from dynstab.experiments.registry import register
+from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.registry import register
 
 __all__ = [
     "MMS21Sweep",

@@ -35,7 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynstab.experiments.base import Experiment, RunSpec
+from dynstab_repro.base import Experiment, RunSpec
 
 __all__ = [
     "EXECUTORS",
@@ -100,7 +100,7 @@ class UnitOutcome:
 
 
 def _resolve_in_worker(name: str, locator: str) -> Experiment:
-    from dynstab.experiments import registry
+    from dynstab_repro import registry
 
     exp = registry._lookup_loaded(name)
     if exp is not None:
@@ -129,8 +129,8 @@ def execute_unit(task: UnitTask, threads: int | None = None) -> UnitOutcome:
     Returns:
         The :class:`UnitOutcome` (``status="error"`` with the traceback if anything raised).
     """
-    from dynstab.experiments.config import config_from_dict
-    from dynstab.experiments.io import to_jsonable
+    from dynstab_repro.config import config_from_dict
+    from dynstab_repro.io import to_jsonable
 
     start = time.perf_counter()
     try:

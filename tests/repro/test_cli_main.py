@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
 import pytest
+from test_framework import NoSeedExperiment, QuadExperiment, QuadExperimentB, calls
 
 import dynstab.cli as cli
 from dynstab.cli import build_parser, main
-from dynstab.experiments import registry
-from dynstab.experiments.io import read_json
-from test_experiments_framework import NoSeedExperiment, QuadExperiment, QuadExperimentB, calls
+from dynstab_repro import registry
+from dynstab_repro.io import read_json
 
 
 @pytest.fixture
 def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Registry holding only the dummies; only this package's own command modules."""
+    """Registry holding only the dummies; the env command and the harness's commands (plugin)."""
     monkeypatch.setattr(registry, "EXPERIMENT_MODULES", ())
     monkeypatch.setattr(registry, "_EXPERIMENTS", {})
     monkeypatch.setattr(registry, "_GROUPS", {})
     monkeypatch.setattr(registry, "_LOADED", set())
-    monkeypatch.setattr(
-        cli, "COMMAND_MODULES", ("dynstab.cli.experiment_cmds", "dynstab.cli.env_cmd")
-    )
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("dynstab.cli.env_cmd",))
     registry.register(QuadExperiment())
     registry.register(QuadExperimentB())
     registry.register(NoSeedExperiment())
@@ -177,23 +176,39 @@ def test_env_command(cli_env, capsys):
     assert info["cpu_count"] >= 1
 
 
-def test_missing_command_module_is_skipped_but_broken_one_raises(monkeypatch, tmp_path):
-    monkeypatch.setattr(
-        cli, "COMMAND_MODULES", ("dynstab.cli.not_written_xyz", "dynstab.cli.env_cmd")
+def test_plugins_add_commands_and_a_broken_plugin_raises(monkeypatch, tmp_path):
+    (tmp_path / "plugin_cmd_xyz.py").write_text(
+        "def register(subparsers):\n"
+        "    p = subparsers.add_parser('hello-xyz')\n"
+        "    p.set_defaults(func=lambda args: 7)\n"
     )
-    assert main(["env", "--json"]) == 0
     (tmp_path / "broken_cmd_module_xyz.py").write_text("import missing_dependency_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("broken_cmd_module_xyz",))
+    group = cli.ENTRY_POINT_GROUP
+
+    def fake(value: str):
+        ep = importlib.metadata.EntryPoint(name="xyz", value=value, group=group)
+        return lambda group: [ep] if group == cli.ENTRY_POINT_GROUP else []
+
+    monkeypatch.setattr(cli.importlib.metadata, "entry_points", fake("plugin_cmd_xyz"))
+    assert main(["hello-xyz"]) == 7
+    monkeypatch.setattr(cli.importlib.metadata, "entry_points", fake("broken_cmd_module_xyz"))
     with pytest.raises(ModuleNotFoundError, match="missing_dependency_xyz"):
         build_parser()
+
+
+def test_the_harness_registers_its_commands_through_the_entry_point():
+    names = {ep.value for ep in importlib.metadata.entry_points(group=cli.ENTRY_POINT_GROUP)}
+    assert "dynstab_repro.cli" in names
+    choices = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"sharpness", "stability", "env", "list", "run", "reproduce", "report"} <= set(choices)
 
 
 def test_keyboard_interrupt_exit_code(cli_env, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("dynstab.experiments.runner.run_experiment", interrupted)
+    monkeypatch.setattr("dynstab_repro.runner.run_experiment", interrupted)
     assert main(["run", "quad/a", "--no-progress"]) == 130
     assert "rerun the same command to resume" in capsys.readouterr().err
 

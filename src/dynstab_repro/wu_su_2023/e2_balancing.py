@@ -12,8 +12,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
-from dynstab.experiments.base import Claim, RunSpec
-from dynstab.experiments.wu_su_2023 import common as C
+from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.wu_su_2023 import common as C
 
 __all__ = ["E2Balancing", "E2Config"]
 

@@ -14,7 +14,7 @@ Conventions shared by every companion: the loss is the ½-MSE
 L(θ) = (1/n) Σ_i ½‖f(x_i; θ) − y_i‖² (:func:`dynstab.losses.half_mse`), so the GD threshold is
 λ_max(H) ≤ 2/η; every stability verdict is computed in float64 from the Gram matrix
 K = JJᵀ/n (exact at interpolating minima, where H = G) or from Lanczos on Hessian-vector
-products; every unit of work (:class:`~dynstab.experiments.RunSpec`) is one independent training
+products; every unit of work (:class:`~dynstab_repro.RunSpec`) is one independent training
 run, so the runner parallelises and resumes them; histories are thinned to at most
 :data:`MAX_POINTS` points.
 
@@ -614,14 +614,14 @@ def train_scalar_run(
 
 
 # Submodules register their experiments on import (after the helpers above exist).
-from dynstab.experiments.companions import (  # noqa: E402
+from dynstab_repro.companions import (  # noqa: E402
     edge_of_stability,
     mm23,
     mms21,
     wme18,
     wws22,
 )
-from dynstab.experiments.registry import register_group  # noqa: E402
+from dynstab_repro.registry import register_group  # noqa: E402
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "eos": ("eos/gd-sweep", "eos/sgd-batch"),

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dynstab.experiments.base import Claim, RunSpec
-from dynstab.experiments.wu_su_2023 import common as C
+from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.wu_su_2023 import common as C
 
 __all__ = ["E1Config", "E1DiagonalSweep"]
 

@@ -126,7 +126,7 @@ def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from dynstab.experiments.registry import list_experiments, list_groups
+    from dynstab_repro.registry import list_experiments, list_groups
 
     exps = list_experiments()
     if not exps:
@@ -145,7 +145,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from dynstab.experiments.runner import run_experiment
+    from dynstab_repro.runner import run_experiment
 
     result = run_experiment(args.name, **_run_kwargs(args))
     _print_claims(result)
@@ -153,7 +153,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from dynstab.experiments.runner import reproduce
+    from dynstab_repro.runner import reproduce
 
     result = reproduce(args.group, **_run_kwargs(args))
     for exp in result.experiments:
@@ -167,7 +167,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from dynstab.experiments.runner import ExperimentResult, render_run_dir
+    from dynstab_repro.runner import ExperimentResult, render_run_dir
 
     result = render_run_dir(args.run_dir)
     exps = [result] if isinstance(result, ExperimentResult) else list(result.experiments)

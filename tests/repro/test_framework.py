@@ -19,9 +19,9 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from dynstab.experiments import registry
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.config import (
+from dynstab_repro import registry
+from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.config import (
     ExperimentConfig,
     apply_overrides,
     config_from_dict,
@@ -30,14 +30,14 @@ from dynstab.experiments.config import (
     profile_config,
     profile_names,
 )
-from dynstab.experiments.executors import (
+from dynstab_repro.executors import (
     LocalExecutor,
     SerialExecutor,
     UnitTask,
     execute_unit,
     make_executor,
 )
-from dynstab.experiments.io import (
+from dynstab_repro.io import (
     atomic_write_bytes,
     atomic_write_csv,
     atomic_write_json,
@@ -47,8 +47,8 @@ from dynstab.experiments.io import (
     read_json,
     safe_dirname,
 )
-from dynstab.experiments.report import ReportData, render_html, render_markdown
-from dynstab.experiments.runner import (
+from dynstab_repro.report import ReportData, render_html, render_markdown
+from dynstab_repro.runner import (
     ExperimentResult,
     ReproductionResult,
     render_run_dir,
@@ -85,7 +85,7 @@ class QuadExperiment(Experiment):
     name = "quad/a"
     title = "GD on a 1-D quadratic"
     description = "Gradient descent on f(x) = ½ h x² converges iff η < 2/h."
-    spec_reference = "test_experiments_framework.py"
+    spec_reference = "test_framework.py"
     ambiguities: ClassVar[dict[str, str]] = {"A1": "x0 = 1", "A2": "200 steps"}
     config_cls = QuadConfig
 
@@ -379,7 +379,7 @@ def test_registry_lookup_groups_and_errors(isolated_registry):
 
 def test_registry_skips_missing_builtin_module_only(isolated_registry, tmp_path, monkeypatch):
     reg = isolated_registry
-    monkeypatch.setattr(reg, "EXPERIMENT_MODULES", ("dynstab.experiments.not_written_yet_xyz",))
+    monkeypatch.setattr(reg, "EXPERIMENT_MODULES", ("dynstab_repro.not_written_yet_xyz",))
     assert len(reg.list_experiments()) == 3  # silently skipped
     (tmp_path / "broken_exp_module_xyz.py").write_text("import not_a_dependency_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))

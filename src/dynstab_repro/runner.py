@@ -43,16 +43,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.config import (
+from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.config import (
     _field_types,
     apply_overrides,
     config_from_dict,
     config_to_dict,
     profile_config,
 )
-from dynstab.experiments.executors import UnitOutcome, UnitTask, make_executor
-from dynstab.experiments.io import (
+from dynstab_repro.executors import UnitOutcome, UnitTask, make_executor
+from dynstab_repro.io import (
     atomic_write_csv,
     atomic_write_json,
     config_hash,
@@ -61,8 +61,8 @@ from dynstab.experiments.io import (
     read_json,
     safe_dirname,
 )
-from dynstab.experiments.registry import get_experiment, resolve
-from dynstab.experiments.report import ReportData, render_summary_markdown, write_report
+from dynstab_repro.registry import get_experiment, resolve
+from dynstab_repro.report import ReportData, render_summary_markdown, write_report
 
 __all__ = [
     "ExperimentResult",
@@ -562,7 +562,7 @@ def _write_summary(out_dir: Path, name: str, results: Sequence[ExperimentResult]
             "experiments": rows,
         },
     )
-    from dynstab.experiments.io import atomic_write_text
+    from dynstab_repro.io import atomic_write_text
 
     atomic_write_text(
         out_dir / "summary.md", render_summary_markdown(rows, f"Reproduction summary: {name}")

@@ -10,7 +10,7 @@ Spec: ``wu_su_2023.md`` (§4 E1–E5, ambiguities A1–A14). Registered experime
   (:mod:`.e5_theory_checks`);
 
 and the group ``wu-su-2023`` (all five). Run with ``dynstab reproduce wu-su-2023 --quick`` or
-:func:`dynstab.experiments.reproduce`.
+:func:`dynstab_repro.reproduce`.
 
 Runtimes (measured on a shared 2-core machine): the quick profile (every claim checked on
 smaller but honest settings; E5.e2 needs d = 1000, n = 300 and is full-only) takes about 25 s
@@ -26,12 +26,12 @@ per unit); training uses the closed-form NumPy fast paths of :mod:`.common` (ide
 to :func:`dynstab.training.train`, a few µs per SGD step), one BLAS/torch thread per unit.
 """
 
-from dynstab.experiments.registry import register, register_group
-from dynstab.experiments.wu_su_2023.e1_diagonal_sweep import E1Config, E1DiagonalSweep
-from dynstab.experiments.wu_su_2023.e2_balancing import E2Balancing, E2Config
-from dynstab.experiments.wu_su_2023.e3_relu_dynamics import E3Config, E3ReLUDynamics
-from dynstab.experiments.wu_su_2023.e4_relu_sweep import E4Config, E4ReLUSweep
-from dynstab.experiments.wu_su_2023.e5_theory_checks import E5Config, E5TheoryChecks
+from dynstab_repro.registry import register, register_group
+from dynstab_repro.wu_su_2023.e1_diagonal_sweep import E1Config, E1DiagonalSweep
+from dynstab_repro.wu_su_2023.e2_balancing import E2Balancing, E2Config
+from dynstab_repro.wu_su_2023.e3_relu_dynamics import E3Config, E3ReLUDynamics
+from dynstab_repro.wu_su_2023.e4_relu_sweep import E4Config, E4ReLUSweep
+from dynstab_repro.wu_su_2023.e5_theory_checks import E5Config, E5TheoryChecks
 
 __all__ = [
     "GROUP",

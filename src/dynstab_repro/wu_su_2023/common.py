@@ -61,8 +61,8 @@ from typing import Any, Literal, TypedDict, TypeVar, Unpack
 import numpy as np
 
 from dynstab.errors import ConvergenceWarning, DivergenceWarning
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.config import ExperimentConfig
+from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.config import ExperimentConfig
 
 __all__ = [
     "INPUT_KINDS",
@@ -1071,7 +1071,7 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 
 def make_claim(claim_id: str, statement: str, measured: str, passed: bool, criterion: str) -> Claim:
-    """Build a :class:`~dynstab.experiments.base.Claim` (NaN comparisons count as failed)."""
+    """Build a :class:`~dynstab_repro.base.Claim` (NaN comparisons count as failed)."""
     return Claim(claim_id, statement, measured, bool(passed), criterion)
 
 
@@ -1475,7 +1475,7 @@ def single_thread_blas() -> Iterator[None]:
     The fast-path trainers multiply small matrices (at most 300×1000) thousands of times; a
     multi-threaded BLAS only adds synchronisation cost there (measured 6× slower on 2 busy
     cores), and the runner parallelises over units anyway. The framework's own limit
-    (:mod:`dynstab.experiments.executors`) is ``cores // workers`` threads and applies only to
+    (:mod:`dynstab_repro.executors`) is ``cores // workers`` threads and applies only to
     the ``local`` executor's worker processes, not to ``serial`` runs nor to fewer workers than
     cores, hence this guard. torch's thread count is restored on exit.
     """

@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.companions import (
+from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.companions import (
     digits_task,
     fmt,
     median,
@@ -37,8 +37,8 @@ from dynstab.experiments.companions import (
     thin,
     train_scalar_run,
 )
-from dynstab.experiments.config import ExperimentConfig
-from dynstab.experiments.registry import register
+from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.registry import register
 
 __all__ = [
     "SharpnessConfig",

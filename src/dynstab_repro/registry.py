@@ -18,7 +18,7 @@ import importlib
 from collections.abc import Iterable
 from typing import TypeVar
 
-from dynstab.experiments.base import Experiment
+from dynstab_repro.base import Experiment
 
 __all__ = [
     "EXPERIMENT_MODULES",
@@ -35,8 +35,8 @@ __all__ = [
 
 #: Modules whose import registers the built-in experiments.
 EXPERIMENT_MODULES: tuple[str, ...] = (
-    "dynstab.experiments.wu_su_2023",
-    "dynstab.experiments.companions",
+    "dynstab_repro.wu_su_2023",
+    "dynstab_repro.companions",
 )
 
 _EXPERIMENTS: dict[str, Experiment] = {}
@@ -80,7 +80,7 @@ def register(experiment: T) -> T:
     if not isinstance(inst, Experiment):
         raise TypeError(
             f"register expects an Experiment instance or subclass; got {experiment!r}. "
-            "Subclass dynstab.experiments.Experiment."
+            "Subclass dynstab_repro.Experiment."
         )
     name = inst.name
     if not name or name == "all" or name in _GROUPS:

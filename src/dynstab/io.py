@@ -8,15 +8,25 @@ one, never a truncated file. Library functions only write where a caller passes 
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
+import platform
+import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "to_jsonable"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "environment_info",
+    "to_jsonable",
+]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -106,3 +116,70 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, allow_nan: bool
         data = _strict(data)
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=allow_nan) + "\n"
     return atomic_write_text(path, text)
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = proc.stdout.strip()
+    return commit if proc.returncode == 0 and commit else None
+
+
+def environment_info() -> dict[str, Any]:
+    """Provenance of a run: versions, thread counts, devices and git commit (no hostname).
+
+    Returns:
+        A JSON-able dict with keys ``python``, ``platform``, ``dynstab``, ``torch``, ``numpy``,
+        ``scipy``, ``matplotlib``, ``torch_threads``, ``torch_interop_threads``, ``cpu_count``,
+        ``thread_env`` (``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` if set), ``cuda_available``,
+        ``devices`` and ``git_commit`` (``None`` outside a git checkout).
+    """
+    import numpy
+    import torch
+
+    from dynstab._version import __version__
+
+    def _version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    devices = ["cpu"]
+    cuda = bool(torch.cuda.is_available())
+    if cuda:
+        devices += [
+            f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())
+        ]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return {
+        "python": sys.version.split()[0],
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "dynstab": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": _version("scipy"),
+        "matplotlib": _version("matplotlib"),
+        "ray": _version("ray"),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_count": os.cpu_count(),
+        "thread_env": {
+            k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ
+        },
+        "cuda_available": cuda,
+        "devices": devices,
+        "git_commit": _git_commit(),
+    }

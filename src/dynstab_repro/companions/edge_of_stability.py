@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.companions import (
+from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.companions import (
     MAX_POINTS,
     finite,
     fmt,
@@ -39,8 +39,8 @@ from dynstab.experiments.companions import (
     save_figure,
     thin,
 )
-from dynstab.experiments.config import ExperimentConfig
-from dynstab.experiments.registry import register
+from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.registry import register
 
 __all__ = [
     "EoSConfig",

@@ -1,4 +1,4 @@
-"""Tests of the Wu & Su (2023) reproduction (dynstab.experiments.wu_su_2023).
+"""Tests of the Wu & Su (2023) reproduction (dynstab_repro.wu_su_2023).
 
 Covers: configs and profiles, the registry entries, the data and initializations drawn through
 dynstab.data / dynstab.models, the shared helpers (selection, medians, ambiguities, the GD
@@ -20,14 +20,14 @@ import pytest
 import torch
 
 from dynstab.errors import DivergenceWarning
-from dynstab.experiments import get_experiment, list_groups, run_experiment
-from dynstab.experiments.base import RunSpec
-from dynstab.experiments.wu_su_2023 import common as C
-from dynstab.experiments.wu_su_2023.e1_diagonal_sweep import E1Config, E1DiagonalSweep, analyze_e1
-from dynstab.experiments.wu_su_2023.e2_balancing import E2Config, analyze_e2
-from dynstab.experiments.wu_su_2023.e3_relu_dynamics import E3Config, analyze_e3
-from dynstab.experiments.wu_su_2023.e4_relu_sweep import E4Config, analyze_e4
-from dynstab.experiments.wu_su_2023.e5_theory_checks import (
+from dynstab_repro import get_experiment, list_groups, run_experiment
+from dynstab_repro.base import RunSpec
+from dynstab_repro.wu_su_2023 import common as C
+from dynstab_repro.wu_su_2023.e1_diagonal_sweep import E1Config, E1DiagonalSweep, analyze_e1
+from dynstab_repro.wu_su_2023.e2_balancing import E2Config, analyze_e2
+from dynstab_repro.wu_su_2023.e3_relu_dynamics import E3Config, analyze_e3
+from dynstab_repro.wu_su_2023.e4_relu_sweep import E4Config, analyze_e4
+from dynstab_repro.wu_su_2023.e5_theory_checks import (
     E5Config,
     E5TheoryChecks,
     analyze_e5,
@@ -947,7 +947,7 @@ def test_e5_quick_profile_end_to_end(tmp_path):
 
 def test_quick_group_passes_every_claim(tmp_path):
     # The whole wu-su-2023 quick group: about 25 s serial on a shared core (CI smoke test).
-    from dynstab.experiments import reproduce
+    from dynstab_repro import reproduce
 
     out = reproduce(
         "wu-su-2023", out_dir=tmp_path, profile="quick", executor="serial", progress=False

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from dynstab.experiments import registry
-from dynstab.experiments.companions import (
+from dynstab_repro import registry
+from dynstab_repro.companions import (
     GROUPS,
     ShallowNet,
     batch_indices,
@@ -18,15 +18,15 @@ from dynstab.experiments.companions import (
     non_uniformity,
     thin,
 )
-from dynstab.experiments.companions.edge_of_stability import (
+from dynstab_repro.companions.edge_of_stability import (
     EoSConfig,
     SGDBatchConfig,
     analyze_eos,
     analyze_sgd_batch,
     eos_run_metrics,
 )
-from dynstab.experiments.companions.mm23 import MM23Config, analyze_mm23
-from dynstab.experiments.companions.mms21 import (
+from dynstab_repro.companions.mm23 import MM23Config, analyze_mm23
+from dynstab_repro.companions.mms21 import (
     SweepConfig,
     SwitchConfig,
     WeightConfig,
@@ -34,7 +34,7 @@ from dynstab.experiments.companions.mms21 import (
     analyze_switch,
     analyze_weight,
 )
-from dynstab.experiments.companions.wme18 import (
+from dynstab_repro.companions.wme18 import (
     SharpnessConfig,
     ToyConfig,
     analyze_sharpness,
@@ -42,7 +42,7 @@ from dynstab.experiments.companions.wme18 import (
     toy_gram,
     toy_per_sample_grad,
 )
-from dynstab.experiments.companions.wws22 import WWS22Config, analyze_wws22
+from dynstab_repro.companions.wws22 import WWS22Config, analyze_wws22
 
 NAMES = [
     "eos/gd-sweep",
@@ -540,7 +540,7 @@ def test_analyze_wme18_sharpness_pass_and_fail():
 def test_quick_profile_end_to_end(tmp_path, name):
     """Every quick profile runs in CI and passes all its claims (one test per experiment, so
     ``pytest -n 2`` distributes them; each is ≤ ≈ 20 s on one core)."""
-    from dynstab.experiments import run_experiment
+    from dynstab_repro import run_experiment
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -18,8 +18,8 @@ import itertools
 from pathlib import Path
 from typing import Any, ClassVar
 
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.companions import (
+from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.companions import (
     digits_task,
     fmt,
     median,
@@ -27,8 +27,8 @@ from dynstab.experiments.companions import (
     save_figure,
     train_scalar_run,
 )
-from dynstab.experiments.config import ExperimentConfig
-from dynstab.experiments.registry import register
+from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.registry import register
 
 __all__ = ["MM23Config", "MM23Sweep", "analyze_mm23"]
 

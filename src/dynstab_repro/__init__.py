@@ -1,22 +1,22 @@
 """Reproductions: configs, registry, resumable runner, executors and reports.
 
-Write a reproduction as an :class:`Experiment` subclass (see :mod:`dynstab.experiments.base`)
-with a frozen dataclass config (see :mod:`dynstab.experiments.config`), register it with
+Write a reproduction as an :class:`Experiment` subclass (see :mod:`dynstab_repro.base`)
+with a frozen dataclass config (see :mod:`dynstab_repro.config`), register it with
 :func:`register` (and :func:`register_group`) in a module listed in
-:data:`dynstab.experiments.registry.EXPERIMENT_MODULES`, and run it with
+:data:`dynstab_repro.registry.EXPERIMENT_MODULES`, and run it with
 :func:`run_experiment` / :func:`reproduce` or ``dynstab run NAME`` / ``dynstab reproduce GROUP``.
-The files written are described in :mod:`dynstab.experiments.runner`.
+The files written are described in :mod:`dynstab_repro.runner`.
 """
 
-from dynstab.experiments.base import Claim, Experiment, RunSpec
-from dynstab.experiments.config import (
+from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.config import (
     ExperimentConfig,
     apply_overrides,
     config_from_dict,
     config_to_dict,
     profile_config,
 )
-from dynstab.experiments.registry import (
+from dynstab_repro.registry import (
     get_experiment,
     list_experiments,
     list_groups,
@@ -26,7 +26,7 @@ from dynstab.experiments.registry import (
     unregister,
     unregister_group,
 )
-from dynstab.experiments.runner import (
+from dynstab_repro.runner import (
     ExperimentResult,
     ReproductionResult,
     render_run_dir,

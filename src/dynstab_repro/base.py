@@ -1,6 +1,6 @@
 """The experiment contract: claims, units of work and the :class:`Experiment` base class.
 
-A reproduction is an :class:`Experiment` subclass. The runner (:mod:`dynstab.experiments.runner`)
+A reproduction is an :class:`Experiment` subclass. The runner (:mod:`dynstab_repro.runner`)
 calls, in order:
 
 1. ``specs(config) -> list[RunSpec]``: independent units of work (JSON-able ``params``,
@@ -124,7 +124,7 @@ class Experiment(abc.ABC):
         ambiguities: Documented defaults for the spec's ambiguities, e.g.
             ``{"A3": "inputs x ~ N(0, I_d)"}``; listed in the report.
         config_cls: Frozen dataclass of settings (defaults = the spec's full settings; see
-            :mod:`dynstab.experiments.config` for profiles).
+            :mod:`dynstab_repro.config` for profiles).
     """
 
     name: ClassVar[str] = ""

@@ -216,7 +216,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         {'seeds': [0, 1]}
     """
     _check_dataclass(type(config))
-    from dynstab.experiments.io import to_jsonable
+    from dynstab_repro.io import to_jsonable
 
     return {f.name: to_jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
