@@ -33,6 +33,7 @@ RANK = {
     "linalg": 1,
     "models": 1,
     "data": 1,
+    "sampling": 1,
     "curvature": 2,
     "measures": 3,
     "norms": 3,

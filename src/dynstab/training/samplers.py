@@ -1,4 +1,4 @@
-"""Mini-batch index samplers for SGD.
+"""Mini-batch index samplers for SGD (the rule itself lives in :mod:`dynstab.sampling`).
 
 Three schemes, with batch size B on a training set of size n:
 
@@ -19,13 +19,11 @@ one run by run).
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from dynstab._checks import check_choice, check_int
+from dynstab._checks import check_int
+from dynstab.sampling import SAMPLING_SCHEMES, BatchSampler, Sampling, is_full_batch
 
-__all__ = ["SAMPLING_SCHEMES", "BatchSampler", "is_full_batch", "make_generator"]
-
-SAMPLING_SCHEMES = ("with", "without", "reshuffle")
+__all__ = ["SAMPLING_SCHEMES", "BatchSampler", "Sampling", "is_full_batch", "make_generator"]
 
 
 def make_generator(
@@ -58,71 +56,3 @@ def make_generator(
         check_int("seed", seed, minimum=0)
         return torch.Generator(device=device).manual_seed(seed)
     return generator
-
-
-def is_full_batch(n: int, batch_size: int | None, sampling: str) -> bool:
-    """Return True when (batch_size, sampling) is deterministic full-batch GD.
-
-    ``batch_size=None`` always means GD; ``batch_size == n`` is GD for ``"without"`` and
-    ``"reshuffle"`` (every batch is the whole set) but **not** for ``"with"`` (a multiset of
-    n draws, p = 1/n).
-
-    Args:
-        n: Number of training samples.
-        batch_size: Batch size B, or None.
-        sampling: One of ``"with"``, ``"without"``, ``"reshuffle"``.
-
-    Returns:
-        Whether the scheme is full-batch GD.
-
-    Example:
-        >>> is_full_batch(8, 8, "without"), is_full_batch(8, 8, "with")
-        (True, False)
-    """
-    return batch_size is None or (batch_size == n and sampling != "with")
-
-
-class BatchSampler:
-    """Stream of mini-batch index tensors of shape ``(B,)`` (int64).
-
-    Args:
-        n: Number of training samples, >= 1.
-        batch_size: B >= 1; B <= n for ``"without"`` and ``"reshuffle"``.
-        sampling: ``"with"``, ``"without"`` or ``"reshuffle"`` (see the module docstring).
-        generator: Random source; None draws from torch's default generator.
-
-    Raises:
-        ValueError: If ``sampling`` is unknown or ``batch_size`` is out of range.
-
-    Example:
-        >>> s = BatchSampler(5, 5, "reshuffle", generator=torch.Generator().manual_seed(0))
-        >>> sorted(s.next().tolist())
-        [0, 1, 2, 3, 4]
-    """
-
-    def __init__(
-        self, n: int, batch_size: int, sampling: str, *, generator: torch.Generator | None = None
-    ) -> None:
-        check_int("n", n, minimum=1)
-        check_choice("sampling", sampling, SAMPLING_SCHEMES)
-        check_int("batch_size", batch_size, minimum=1, maximum=None if sampling == "with" else n)
-        self.n = n
-        self.batch_size = batch_size
-        self.sampling = sampling
-        self.generator = generator
-        self._perm: Tensor | None = None
-        self._pos = 0
-
-    def next(self) -> Tensor:
-        """Return the indices of the next batch, shape ``(B,)``, dtype int64."""
-        n, B, g = self.n, self.batch_size, self.generator
-        if self.sampling == "with":
-            return torch.randint(n, (B,), generator=g)
-        if self.sampling == "without":
-            return torch.randperm(n, generator=g)[:B]
-        if self._perm is None or self._pos + B > n:
-            self._perm = torch.randperm(n, generator=g)
-            self._pos = 0
-        idx = self._perm[self._pos : self._pos + B]
-        self._pos += B
-        return idx
