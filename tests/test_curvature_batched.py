@@ -7,7 +7,7 @@ import torch
 
 from cases import get_case
 from dynstab.curvature import GaussNewtonOperator, HessianOperator, dense_gauss_newton
-from dynstab.curvature.hessian import CPU_MIN_BLOCK, MAX_BLOCK, block_size_for
+from dynstab.curvature.hessian import CPU_BLOCK_BYTES, CPU_MIN_BLOCK, MAX_BLOCK, block_size_for
 from dynstab.errors import DynstabWarning
 from dynstab.losses import half_mse
 from helpers import assert_close, scale_atol
@@ -34,8 +34,8 @@ def test_default_block_size_vectorises_small_graphs_only():
     op = HessianOperator(pr.model, half_mse, pr.data)
     assert op.block_size == MAX_BLOCK  # a few kB of graph: one vectorised pass per block
     cpu = torch.device("cpu")
-    assert block_size_for(2**20 // CPU_MIN_BLOCK, cpu) == 2 * CPU_MIN_BLOCK
-    assert block_size_for(2**20, cpu) == 1  # below CPU_MIN_BLOCK columns: single products
+    assert block_size_for(CPU_BLOCK_BYTES // (2 * CPU_MIN_BLOCK), cpu) == 2 * CPU_MIN_BLOCK
+    assert block_size_for(CPU_BLOCK_BYTES // (CPU_MIN_BLOCK - 1), cpu) == 1  # too few columns
     assert block_size_for(1, cpu) == MAX_BLOCK
 
 

@@ -636,7 +636,12 @@ def sharpness(
         forward: ``forward(model, inputs) -> outputs`` for models not called as
             ``model(inputs)``.
         return_vectors: Add the eigenvectors to ``lambda_max``/``top_k``/``lambda_min``
-            (:attr:`Measure.vectors`, :meth:`SharpnessReport.eigenvectors`). Default: ``False``.
+            (:attr:`Measure.vectors`, :meth:`SharpnessReport.eigenvectors`). Exact routes give
+            them to round-off (the Gram route as ``Jᵀu/√(nλ)``; where that needs a zero
+            eigenvalue it hands over to the dense route); Lanczos vectors are as accurate as
+            its stopping rule makes them (about ``√(tol·|θ|/δ)`` with the default
+            ``criterion="eigenvalue"``; use ``"residual"`` for accurate vectors). Default:
+            ``False``.
         callback: Called with a :class:`~dynstab.curvature.Progress` record at the start, each
             step (batch or operator product) and the end of every phase. Default: ``None``.
         progress: Show a tqdm progress bar per phase (on stderr). Default: ``False``.
@@ -660,6 +665,11 @@ def sharpness(
         (2.0, 2.5, 'exact-dense')
         >>> rep.parameters.names, rep.p
         (('weight',), 2)
+
+    References:
+        Cohen et al. (2021), ICLR (λ_max against 2/η at the edge of stability); Wu & Su (2023),
+        ICML (Tr H ≤ 2/(qη) for SGD); Lanczos (1950); Hutchinson (1989), Comm. Stat. Simul.
+        Comput. 18(3); Meyer, Musco, Musco & Woodruff (2021), SOSA (Hutch++).
     """
     wanted = _validate_measures(measures)
     check_choice("curvature", curvature, ("hessian", "gauss_newton"))
@@ -709,6 +719,12 @@ def sharpness(
         family = "exact-gram"
         if exact and gram_ok:
             results = _gram_measures(problem, wanted, k, return_vectors, reporter)
+            if results is None and method == "exact" and not dense_ok:
+                raise ValueError(
+                    "return_vectors=True asks for eigenvectors of zero eigenvalues of G, which the "
+                    f"Gram route cannot give, and p={p} > max_dense={max_dense} rules out the "
+                    "dense route. Raise max_dense, use method='lanczos', or drop return_vectors."
+                )
         if results is None:
             op_cls = HessianOperator if curvature == "hessian" else GaussNewtonOperator
             op = op_cls.from_problem(problem, cache_graph=cache_graph)

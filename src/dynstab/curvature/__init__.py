@@ -8,7 +8,6 @@ convention of :mod:`dynstab.losses`). :class:`CurvatureProblem` holds this set-u
 are never modified.
 """
 
-from dynstab.curvature.data import Dataset, prepare_data
 from dynstab.curvature.dense import (
     dense_gauss_newton,
     dense_hessian,
@@ -27,7 +26,6 @@ __all__ = [
     "CurvatureOperator",
     # set-up
     "CurvatureProblem",
-    "Dataset",
     "GaussNewtonOperator",
     "HessianOperator",
     "ParameterSelection",
@@ -42,7 +40,6 @@ __all__ = [
     # jacobians
     "gram_matrix",
     "per_sample_jacobian",
-    "prepare_data",
     "select_parameters",
     "unflatten_like",
 ]

@@ -50,10 +50,19 @@ class GaussNewtonOperator(CurvatureOperator):
         >>> G = GaussNewtonOperator(model, half_mse, (X, torch.zeros(2, dtype=torch.float64)))
         >>> G.to_dense().tolist()  # XᵀX/n
         [[1.0, 1.0], [1.0, 2.0]]
+
+    References:
+        Schraudolph (2002), "Fast curvature matrix-vector products for second-order gradient
+        descent", Neural Computation 14(7) (the GGN product ``Jᵀ M J v``); Martens (2020),
+        "New insights and perspectives on the natural gradient method", JMLR 21, §8.
     """
 
     SELF_ADJOINT = True
     PSD = True
+    #: Single GN products each run a forward-mode pass, so blocks pay off up to larger working
+    #: sets than for HVPs: measured (1 thread, float32) a block of 40 took 0.17–0.64× the time
+    #: of 40 single products at 0.1–1.3 MB per column, 1.0–1.6× at 3.3–3.5 MB.
+    CPU_BLOCK_BYTES = 12 * 2**20
 
     #: ``"forward"`` (forward-mode JVP) or ``"reverse"`` (double-backward trick).
     jvp_mode: str = "forward"
@@ -70,6 +79,9 @@ class GaussNewtonOperator(CurvatureOperator):
         o = out.detach().requires_grad_(True)
         (go,) = torch.autograd.grad(self.loss_fn(o, targets), o, create_graph=True)
         return out, o, go, inputs
+
+    def _forward_in_products(self) -> bool:
+        return self._cache is None or self.jvp_mode == "forward"
 
     def _jvp_forward(self, inputs: Inputs, tangents: Params, batched: bool) -> Tensor:
         primals = self.problem.point

@@ -25,6 +25,7 @@ import os
 import warnings
 from abc import abstractmethod
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import TypeVar, cast
 
 import torch
@@ -42,7 +43,7 @@ __all__ = ["CurvatureOperator", "HessianOperator", "block_size_for"]
 
 #: CPU: columns per vectorised backward are chosen so that their working set stays below this
 #: many bytes; fewer than ``CPU_MIN_BLOCK`` columns fall back to single products.
-CPU_BLOCK_BYTES = 2 * 2**20
+CPU_BLOCK_BYTES = 4 * 2**20
 CPU_MIN_BLOCK = 8
 #: CUDA: fraction of the free device memory a vectorised backward may use.
 GPU_MEMORY_FRACTION = 0.125
@@ -63,35 +64,41 @@ def _available_bytes(device: torch.device) -> int:
         return 4 * 2**30
 
 
-def block_size_for(column_bytes: int, device: torch.device) -> int:
+def block_size_for(
+    column_bytes: int, device: torch.device, cpu_block_bytes: int = CPU_BLOCK_BYTES
+) -> int:
     """Columns per vectorised backward for a given per-column working set.
 
     ``column_bytes`` is the memory one product touches: the tensors saved by the gradient
     graph plus two parameter-sized vectors. On CUDA a block may use ``GPU_MEMORY_FRACTION`` of
     the free memory (vectorising removes per-kernel launch overhead, the main cost of single
-    products on a GPU). On the CPU, vectorised backward passes only pay off while the block's
-    working set stays cache-sized: measured in one process (1 thread, float32 MLPs 100-w-w-10,
-    32 HVPs), a block of 32 took 0.23× the time of a column loop at a 0.09 MB working set,
-    0.71× at 0.34 MB, but 1.4–3.1× at 0.7–2.6 MB; blocks of 2 were never faster than the loop.
-    Hence the CPU rule: ``CPU_BLOCK_BYTES // column_bytes`` columns, used only when that is at
-    least ``CPU_MIN_BLOCK``, else single products. Always at most ``MAX_BLOCK``.
+    products on a GPU; this rule is not yet measured on a GPU). On the CPU, vectorised backward
+    passes only pay off while the working set per column is small: measured in one process
+    (1 thread, float32; MLPs 100-w-w-10, a 2-conv CNN, a transformer encoder layer), a block of
+    40 HVPs took 0.29× the time of 40 single products at 0.13 MB per column and 0.66× at
+    0.47 MB, but 1.1× at 1.6–1.7 MB and 1.9–2.2× at 6–7 MB; in an earlier run blocks of 2 were
+    never faster than single products. Hence the CPU rule: ``cpu_block_bytes // column_bytes``
+    columns, used only when that is at least ``CPU_MIN_BLOCK``, else single products; always at
+    most ``MAX_BLOCK``. Gauss–Newton products, whose single products each run a forward-mode
+    pass, gain from blocks up to larger working sets (``GaussNewtonOperator.CPU_BLOCK_BYTES``).
 
     Args:
         column_bytes: Bytes per column (> 0).
         device: Device of the products.
+        cpu_block_bytes: CPU working-set budget of a block. Default: ``CPU_BLOCK_BYTES``.
 
     Returns:
         Block size in ``[1, MAX_BLOCK]``; 1 means single products.
 
     Example:
-        >>> block_size_for(2**16, torch.device("cpu")), block_size_for(2**22, torch.device("cpu"))
+        >>> block_size_for(2**17, torch.device("cpu")), block_size_for(2**20, torch.device("cpu"))
         (32, 1)
     """
     column_bytes = max(int(column_bytes), 1)
     if device.type == "cuda":
         s = int(GPU_MEMORY_FRACTION * _available_bytes(device)) // column_bytes
         return max(1, min(MAX_BLOCK, s))
-    s = CPU_BLOCK_BYTES // column_bytes
+    s = int(cpu_block_bytes) // column_bytes
     return min(MAX_BLOCK, s) if s >= CPU_MIN_BLOCK else 1
 
 
@@ -136,6 +143,13 @@ def graph_bytes(roots: object) -> int:
     return sum(storages.values())
 
 
+def _accumulate(out: Tensor | None, part: Tensor, weight: float) -> Tensor:
+    """``out + weight·part`` (``weight·part`` when ``out`` is ``None``), in place when possible."""
+    if out is None:
+        return part if weight == 1.0 else part.mul_(weight)
+    return out.add_(part, alpha=weight)
+
+
 class CurvatureOperator(LinearOperator):
     """Shared set-up, streaming and block products of model-aware curvature operators.
 
@@ -178,6 +192,9 @@ class CurvatureOperator(LinearOperator):
         ValueError: If the selection is empty/unknown or has wrong shapes, the data is empty or
             mismatched, the model has stochastic layers in train mode, or the loss is not finite.
     """
+
+    #: CPU working-set budget of a vectorised block (see :func:`block_size_for`).
+    CPU_BLOCK_BYTES = CPU_BLOCK_BYTES
 
     def __init__(
         self,
@@ -247,6 +264,7 @@ class CurvatureOperator(LinearOperator):
         self.batching_note: str | None = None
         self.on_product: Callable[[int], object] | None = None
         self._cache: list[object] | None = None
+        self._weights = problem.data.weights()
         if self.cache_graph:
             with problem.evaluation():
                 self._cache = [self._measured_build(b, x, y) for b, x, y, _ in problem.batches()]
@@ -281,24 +299,32 @@ class CurvatureOperator(LinearOperator):
             return state
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         column = graph_bytes(state) + 2 * self.shape[0] * itemsize
-        self.block_size = block_size_for(column, self.device)
+        self.block_size = block_size_for(column, self.device, self.CPU_BLOCK_BYTES)
         return state
 
     # -- products ------------------------------------------------------------------------------
 
+    def _forward_in_products(self) -> bool:
+        """Whether a product evaluates the model (else only cached graphs are differentiated)."""
+        return self._cache is None
+
     def _matmat(self, V: Tensor) -> Tensor:
-        out = torch.zeros_like(V)
         problem = self.problem
-        with problem.evaluation():
+        out: Tensor | None = None
+        # The evaluation context (attention kernel, the problem's RNG stream) matters only where
+        # the model runs; products on cached graphs skip its cost.
+        context = problem.evaluation() if self._forward_in_products() else nullcontext()
+        with context:
             if self._cache is not None:
-                weights = problem.data.weights()
-                for b, state in enumerate(self._cache):
-                    out += weights[b] * self._blocks(state, None, V)
+                for state, w in zip(self._cache, self._weights):
+                    part = self._blocks(state, None, V)
+                    out = _accumulate(out, part, w)
             else:
                 for b, inputs, targets, w in problem.batches():
                     state = self._measured_build(b, inputs, targets)
-                    out += w * self._blocks(state, inputs, V)
+                    out = _accumulate(out, self._blocks(state, inputs, V), w)
                     del state
+        assert out is not None
         if self.on_product is not None:
             self.on_product(V.shape[1])
         return out
@@ -330,7 +356,10 @@ class CurvatureOperator(LinearOperator):
         return torch.cat(parts, dim=1)
 
     def _loop(self, state: object, inputs: object, V: Tensor) -> Tensor:
-        cols = [self._apply(state, inputs, V[:, j : j + 1], False) for j in range(V.shape[1])]
+        if V.shape[1] == 1:
+            return self._apply(state, inputs, V, False)
+        Vt = V.T.contiguous()  # contiguous columns
+        cols = [self._apply(state, inputs, Vt[j].unsqueeze(1), False) for j in range(V.shape[1])]
         return torch.cat(cols, dim=1)
 
     def _disable_batching(self, exc: BaseException) -> None:
@@ -385,6 +414,10 @@ class HessianOperator(CurvatureOperator):
         >>> H = HessianOperator(model, half_mse, (X, torch.zeros(2, dtype=torch.float64)))
         >>> H.to_dense().tolist()  # XᵀX/n
         [[1.0, 1.0], [1.0, 2.0]]
+
+    References:
+        Pearlmutter (1994), "Fast exact multiplication by the Hessian", Neural Computation
+        6(1) (Hessian-vector products by double differentiation).
     """
 
     SELF_ADJOINT = True

@@ -301,6 +301,11 @@ def gram_matrix(
         >>> X = torch.tensor([[1.0, 0.0], [1.0, 2.0]], dtype=torch.float64)
         >>> gram_matrix(model, X).tolist()  # X Xᵀ / n for a linear model
         [[0.5, 0.5], [0.5, 2.5]]
+
+    References:
+        Jacot, Gabriel & Hongler (2018), "Neural tangent kernel", NeurIPS (K as the empirical
+        NTK); Wu & Su (2023), ICML, and Mulayoff & Michaeli (2024), COLT (K carries the exact
+        SGD stability threshold at an interpolating minimum).
     """
     problem = jacobian_problem(model, inputs, params, chunk_size=chunk_size,
                                allow_stochastic=allow_stochastic, device=device, unpack=unpack,

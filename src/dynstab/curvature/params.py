@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -62,12 +63,12 @@ class ParameterSelection:
         """Number of selected tensors."""
         return len(self.names)
 
-    @property
+    @cached_property
     def numels(self) -> tuple[int, ...]:
         """Number of scalars of each selected tensor."""
         return tuple(int(torch.Size(s).numel()) for s in self.shapes)
 
-    @property
+    @cached_property
     def numel(self) -> int:
         """Total size ``p`` of the selection (length of flat vectors)."""
         return sum(self.numels)
