@@ -141,6 +141,11 @@ class ParameterSelection:
         }
 
 
+def _listing(names: list[str]) -> str:
+    """The first twelve names, for messages."""
+    return f"{names[:12]}{' …' if len(names) > 12 else ''}"
+
+
 def _spec_kind(spec: object) -> str:
     return f"{spec!r}"[:80] + f" ({type(spec).__name__})"
 
@@ -169,7 +174,7 @@ def _names_of_list(names: Sequence[str], all_names: list[str], who: str) -> list
     if unknown:
         raise ParameterSelectionError(
             f"{who}: unknown parameter names {unknown}; the model's parameters are "
-            f"{all_names[:12]}{' …' if len(all_names) > 12 else ''}. Use names from "
+            f"{_listing(all_names)}. Use names from "
             "model.named_parameters()."
         )
     wanted = set(names)
@@ -183,7 +188,7 @@ def _check_values(
     if unknown:
         raise ParameterSelectionError(
             f"{who}: params and model disagree; unexpected keys {unknown} (the model's "
-            f"parameters are {all_names[:12]}{' …' if len(all_names) > 12 else ''}). Pass a "
+            f"parameters are {_listing(all_names)}). Pass a "
             "dict keyed by names from model.named_parameters()."
         )
     for name, t in given.items():
@@ -271,7 +276,7 @@ def select_parameters(
     if not names:
         raise ParameterSelectionError(
             f"{who}: the selection {_spec_kind(params)} matches no parameter of the model "
-            f"(parameters: {all_names[:12]}{' …' if len(all_names) > 12 else ''}). Check the "
+            f"(parameters: {_listing(all_names)}). Check the "
             "module, names or predicate."
         )
     out = {n: (values[n] if n in values else named[n]).detach() for n in names}
