@@ -7,6 +7,13 @@ model's own outputs, so the point interpolates and H = G exactly.
 
 Stable API (other test modules import it): ``CASES``, ``CASE_IDS``, ``get_case(name)``,
 ``Case.build()``, ``Problem``; module classes ``DiagonalLinear`` and ``TwoLayerReLU``.
+
+Cases that stress the model-facing layer: ``frozen_first_layer`` (the 37-parameter net with
+its first layer frozen: p = 7 trainable parameters are measured), ``transformer_encoder``
+(``nn.TransformerEncoderLayer``: needs the math attention kernel for double backward) and
+``bn_cnn_eval`` (Conv2d + BatchNorm2d in eval mode with non-trivial running statistics).
+``Problem.params`` / ``Problem.num_params`` refer to the trainable (measured) parameters, and
+:func:`reference_loss` is an autograd-only reference of the loss as a function of them.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from dynstab.losses import cross_entropy, half_mse
 
@@ -37,8 +46,13 @@ class Problem:
         return self.X, self.y
 
     @property
+    def params(self) -> dict[str, Tensor]:
+        """The trainable parameters (``requires_grad=True``): what dynstab measures by default."""
+        return {k: v for k, v in self.model.named_parameters() if v.requires_grad}
+
+    @property
     def num_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        return sum(p.numel() for p in self.params.values())
 
 
 @dataclass(frozen=True)
@@ -162,6 +176,45 @@ def _mlp_vector(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
     return model, X, torch.randn(8, 3, generator=g, dtype=DTYPE)
 
 
+def _frozen_first_layer(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
+    model = _init_(_mlp([4, 6, 1], nn.Tanh), g, scale=1.5)  # 37 parameters, 7 trainable
+    model[0].requires_grad_(False)
+    X = _x(g, 20, 4)
+    return model, X, torch.randn(20, 1, generator=g, dtype=DTYPE)
+
+
+class TinyEncoder(nn.Module):
+    """One ``nn.TransformerEncoderLayer`` (d=4, 2 heads), mean-pooled, then a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.0,
+                                              batch_first=True)  # fmt: skip
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.enc(x).mean(1))
+
+
+def _transformer(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
+    model = _init_(TinyEncoder(), g, scale=1.0).eval()  # p = 151
+    X = torch.randn(6, 3, 4, generator=g, dtype=DTYPE)  # 6 sequences of length 3
+    return model, X, torch.randn(6, 1, generator=g, dtype=DTYPE)
+
+
+def _bn_cnn(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(27, 2))  # fmt: skip
+    model = _init_(model, g, scale=1.5)  # p = 30 + 6 + 56 = 92
+    bn = model[1]
+    with torch.no_grad():
+        bn.running_mean.copy_(0.3 * torch.randn(3, generator=g, dtype=DTYPE))
+        bn.running_var.copy_(0.5 + torch.rand(3, generator=g, dtype=DTYPE))
+    model.eval()
+    X = torch.randn(7, 1, 5, 5, generator=g, dtype=DTYPE)
+    return model, X, torch.randn(7, 2, generator=g, dtype=DTYPE)
+
+
 def _mlp_ce(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
     model = _init_(_mlp([3, 6, 4], nn.Tanh), g, scale=1.5)  # p = 52, 4 classes
     X = _x(g, 9, 3)
@@ -179,10 +232,42 @@ CASES: list[Case] = [
     Case("mlp_tanh_interp", _mlp_tanh, interpolating=True, seed=1),
     Case("two_layer_relu_interp", _two_layer_relu, interpolating=True, seed=5),
     Case("mlp_vector_output_interp", _mlp_vector, outputs=3, interpolating=True, seed=6),
+    Case("frozen_first_layer", _frozen_first_layer, tags=("frozen",), seed=8),
+    Case("transformer_encoder", _transformer, tags=("attention",), seed=9),
+    Case("bn_cnn_eval", _bn_cnn, outputs=2, tags=("batchnorm",), seed=10),
+    Case(
+        "transformer_encoder_interp", _transformer, interpolating=True, tags=("attention",), seed=9
+    ),
 ]
 CASE_IDS = [c.id for c in CASES]
 HALF_MSE_CASES = [c for c in CASES if c.loss == "half_mse"]
 INTERPOLATING_CASES = [c for c in CASES if c.interpolating]
+
+
+def reference_loss(problem: Problem) -> Callable[[Tensor], Tensor]:
+    """The loss as a function of the flat trainable parameters, by plain autograd.
+
+    Independent of dynstab.curvature: ``functional_call`` at the trainable parameters (the
+    frozen ones keep the model's values) under the math attention kernel.
+    """
+    P = {k: v.detach() for k, v in problem.params.items()}
+    shapes = [(k, v.shape, v.numel()) for k, v in P.items()]
+
+    def loss(vec: Tensor) -> Tensor:
+        tensors, start = {}, 0
+        for k, shape, size in shapes:
+            tensors[k] = vec[start : start + size].reshape(shape)
+            start += size
+        with sdpa_kernel(SDPBackend.MATH):
+            out = functional_call(problem.model, tensors, (problem.X,))
+        return problem.loss_fn(out, problem.y)
+
+    return loss
+
+
+def flat_trainable(problem: Problem) -> Tensor:
+    """The trainable parameters as one flat vector (named_parameters order)."""
+    return torch.cat([v.detach().reshape(-1) for v in problem.params.values()])
 
 
 def get_case(name: str) -> Case:

@@ -38,10 +38,12 @@ def test_resolve_params_rejects_mixed_dtypes():
         resolve_params(pr.model, {"w": pr.model.w.float(), "a": pr.model.a})
 
 
-def test_prepare_data_consumes_iterator_once():
+def test_prepare_data_streams_a_reiterable_and_refuses_one_shot_iterators():
     X, y = torch.zeros(3, 2), torch.zeros(3)
-    ds = prepare_data(iter([(X, y), (X[:1], y[:1])]))
+    ds = prepare_data([(X, y), (X[:1], y[:1])])
     assert ds.n == 4
     assert ds.weights() == [0.75, 0.25]
     assert len(list(ds)) == 2
     assert len(list(ds)) == 2
+    with pytest.raises(TypeError, match="one-shot iterator"):
+        prepare_data(iter([(X, y)]))

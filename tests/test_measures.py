@@ -297,7 +297,10 @@ def test_mode_and_grad_left_exactly_as_found(generator):
         ({"trace_estimator": "xtrace"}, "trace_estimator"),
         ({"criterion": "ritz"}, "criterion"),
         ({"lanczos_start": "warm"}, "unknown lanczos_start"),
-        ({"params": {"0.weight": torch.zeros(8, 3)}}, "missing keys"),
+        ({"params": {"0.wieght": torch.zeros(8, 3)}}, r"unexpected keys \['0.wieght'\]"),
+        ({"params": {"0.weight": torch.zeros(8, 3)}}, "values are torch.float32"),
+        ({"params": ["0.weight", "9.bias"]}, r"unknown parameter names \['9.bias'\]"),
+        ({"params": lambda name, t: False}, "matches no parameter"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -376,3 +379,144 @@ def test_float32_model_supported():
     ref = spectrum(dense_hessian(pr.model.double(), half_mse, pr.data))[0]
     assert rep.dtype == "float32"
     assert_close(rep.lambda_max.value, ref, rtol=1e-4)
+
+
+# -- parameter selections, eigenvectors, progress ------------------------------------------------
+
+
+def test_per_layer_sharpness_with_a_module_and_a_predicate():
+    pr = get_case("mlp_relu").build()  # Linear(4,10) ReLU Linear(10,10) ReLU Linear(10,1)
+    model = pr.model
+    H_all = dense_hessian(model, half_mse, pr.data, params=model)
+    start = model[0].weight.numel() + model[0].bias.numel()
+    size = model[2].weight.numel() + model[2].bias.numel()
+    block = H_all[start : start + size, start : start + size]
+    by_module = sharpness(model, half_mse, pr.data, ("lambda_max", "trace"), params=model[2])
+    by_rule = sharpness(model, half_mse, pr.data, ("lambda_max", "trace"), method="lanczos",
+                        params=lambda name, t: name.startswith("2."), tol=1e-10, num_probes=4,
+                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert by_module.p == by_rule.p == size == 110
+    assert by_module.parameters.names == ("2.weight", "2.bias")
+    assert_close(by_module.lambda_max.value, spectrum(block)[0], rtol=1e-10)
+    assert_close(by_module.trace.value, block.trace(), rtol=1e-10)
+    assert_close(by_rule.lambda_max.value, spectrum(block)[0], rtol=1e-8)
+
+
+def _check_eigenvectors(rep, A: torch.Tensor, k: int, tol: float) -> None:
+    """Each returned column is a unit vector with A v = λ v to the method's accuracy."""
+    V = rep.top_k.vectors.to(torch.float64)
+    assert V.shape == (A.shape[0], k)
+    vals = torch.tensor(rep.top_k.value, dtype=torch.float64)
+    assert_close(torch.linalg.vector_norm(V, dim=0), torch.ones(k, dtype=torch.float64), rtol=1e-8)
+    resid = torch.linalg.vector_norm(A @ V - V * vals, dim=0)
+    assert float(resid.max()) <= tol * float(vals.abs().max())
+    assert torch.equal(rep.lambda_max.vectors, rep.top_k.vectors[:, :1])
+    shaped = rep.eigenvectors("top_k")
+    assert len(shaped) == k
+    for name, shape in zip(rep.parameters.names, rep.parameters.shapes):
+        assert shaped[0][name].shape == shape
+    flat = torch.cat([shaped[1][n].reshape(-1) for n in rep.parameters.names])
+    assert torch.equal(flat, rep.top_k.vectors[:, 1])
+
+
+@pytest.mark.parametrize(
+    ("method", "curvature", "tol"),
+    [("exact", "hessian", 1e-10), ("exact", "gauss_newton", 1e-9), ("lanczos", "hessian", 1e-4)],
+)
+def test_eigenvectors_exact_gram_and_lanczos(method, curvature, tol):
+    pr = get_case("mlp_vector_output").build()  # p = 59 > nC = 24 for the Gram route
+    ref = (dense_hessian if curvature == "hessian" else dense_gauss_newton)(
+        pr.model, half_mse, pr.data
+    )
+    rep = sharpness(pr.model, half_mse, pr.data, ("lambda_max", "top_k"), k=3, method=method,
+                    curvature=curvature, return_vectors=True, tol=1e-12,
+                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+    expected_family = {"hessian": "exact-dense", "gauss_newton": "exact-gram"}
+    if method == "exact":
+        assert rep.method == expected_family[curvature]
+    else:
+        assert rep.method == "matrix-free"
+    _check_eigenvectors(rep, 0.5 * (ref + ref.T), 3, tol)
+    assert "vectors" not in rep.to_dict()["measures"]["top_k"]
+    json.dumps(rep.to_dict())
+
+
+def test_gram_route_cannot_give_null_space_vectors_and_falls_back():
+    pr = get_case("mlp_vector_output").build()  # p = 59 > nC = 24: λ_min(G) = 0
+    rep = sharpness(pr.model, half_mse, pr.data, ("lambda_min",), curvature="gauss_newton",
+                    return_vectors=True)  # fmt: skip
+    assert rep.method == "exact-dense"
+    G = dense_gauss_newton(pr.model, half_mse, pr.data)
+    v = rep.lambda_min.vectors[:, 0]
+    assert float(torch.linalg.vector_norm(G @ v)) <= 1e-10 * float(G.abs().max())
+    no_vectors = sharpness(pr.model, half_mse, pr.data, ("lambda_min",), curvature="gauss_newton")
+    assert no_vectors.method == "exact-gram"
+    with pytest.raises(ValueError, match="return_vectors=True"):
+        no_vectors.eigenvectors("lambda_min")
+
+
+def test_callback_reports_every_phase_and_product():
+    pr = get_case("mlp_tanh").build()
+    loader = DataLoader(TensorDataset(pr.X, pr.y), batch_size=4)  # 3 batches
+    records = []
+    rep = sharpness(pr.model, half_mse, loader, ("lambda_max", "trace"), method="lanczos",
+                    num_probes=40, generator=torch.Generator().manual_seed(0),
+                    callback=records.append)  # fmt: skip
+    phases = [r.phase for r in records]
+    assert phases[:3] == ["scan"] * 3  # one record per batch of the validation pass
+    lanczos = [r for r in records if r.phase == "lanczos"]
+    assert lanczos[0].event == "start"
+    assert lanczos[0].total == 100
+    assert lanczos[-1].event == "end"
+    assert lanczos[-1].detail["value"] == rep.lambda_max.value
+    steps = [r for r in lanczos if r.event == "step"]
+    assert len(steps) == rep.lambda_max.num_matvecs  # one record per Lanczos product
+    assert [r.step for r in steps] == list(range(1, len(steps) + 1))
+    hutch = [r for r in records if r.phase == "hutchinson"]
+    assert hutch[0].event == "start"
+    assert hutch[-1].step == 40
+    assert hutch[-1].num_matvecs == rep.num_matvecs  # products of the whole call so far
+    gram = []
+    sharpness(pr.model, half_mse, loader, "lambda_max", curvature="gauss_newton",
+              callback=gram.append)  # fmt: skip
+    jac = [r for r in gram if r.phase == "jacobian" and r.event == "step"]
+    assert [r.step for r in jac] == [1, 2, 3]
+    dense = []
+    sharpness(pr.model, half_mse, pr.data, "lambda_max", callback=dense.append)
+    assert [r.step for r in dense if r.phase == "dense" and r.event == "step"] == [64, 113]
+
+
+def test_progress_bar_goes_to_stderr(capsys):
+    pr = get_case("mlp_tanh").build()
+    sharpness(pr.model, half_mse, pr.data, "lambda_max", method="lanczos", progress=True,
+              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    captured = capsys.readouterr()
+    assert "dynstab lanczos" in captured.err
+    assert captured.out == ""
+
+
+class _CudaGenerator(torch.Generator):
+    """Stands in for a CUDA generator on a CPU-only build (only ``.device`` is read)."""
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("generator", "exc", "match"),
+    [
+        (0, TypeError, r"generator must be a torch.Generator or None; got 0 \(int\)"),
+        (_CudaGenerator(), ValueError, "CPU torch.Generator"),
+    ],
+)
+def test_generator_is_checked(generator, exc, match):
+    pr = get_case("linear").build()
+    with pytest.raises(exc, match=match):
+        sharpness(pr.model, half_mse, pr.data, generator=generator)
+
+
+def test_callback_must_be_callable():
+    pr = get_case("linear").build()
+    with pytest.raises(TypeError, match=r"callback must be callable as callback\(progress\)"):
+        sharpness(pr.model, half_mse, pr.data, callback="print")

@@ -82,3 +82,43 @@ def check_keys(name: str, given: Iterable[str], expected: Sequence[str]) -> None
             f"{name}: params and model disagree; missing keys {missing}, unexpected keys {extra}. "
             "Pass dict(model.named_parameters()) or a dict with exactly those names."
         )
+
+
+# -- appended by the curvature layer ------------------------------------------------------------
+
+
+def check_generator(name: str, generator: object) -> torch.Generator | None:
+    """Return ``generator`` if it is ``None`` or a CPU ``torch.Generator``; raise otherwise.
+
+    Random probes and start vectors are drawn on the CPU (so that a seed gives the same numbers
+    on every device) and then moved to the operator's device.
+    """
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{name} must be a torch.Generator or None; got {generator!r} "
+            f"({type(generator).__name__}). Pass torch.Generator().manual_seed(seed)."
+        )
+    if generator.device.type != "cpu":
+        raise ValueError(
+            f"{name} must be a CPU torch.Generator (probes are drawn on the CPU, then moved to "
+            f"the model's device); got one on {generator.device}. Pass "
+            "torch.Generator().manual_seed(seed)."
+        )
+    return generator
+
+
+def count_non_finite(value: Tensor) -> int:
+    """Number of non-finite entries of a floating or complex tensor (0 for integer tensors)."""
+    if not (value.is_floating_point() or value.is_complex()):
+        return 0
+    return int((~torch.isfinite(value)).sum())
+
+
+def check_callable(name: str, value: object, signature: str) -> None:
+    """Raise TypeError unless ``value`` is callable; ``signature`` says what it is called as."""
+    if not callable(value):
+        raise TypeError(
+            f"{name} must be callable as {signature}; got {value!r} ({type(value).__name__})."
+        )

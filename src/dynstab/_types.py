@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, TypeAlias, runtime_checkable
 
 import torch
@@ -42,3 +42,20 @@ class LinearOperatorLike(Protocol):
     def device(self) -> torch.device: ...
 
     def __matmul__(self, other: Tensor) -> Tensor: ...
+
+
+# -- curvature inputs (appended by the curvature layer) ----------------------------------------
+
+#: What the model is called with: one tensor, several positional tensors, or keyword tensors.
+Inputs: TypeAlias = Tensor | tuple[Tensor, ...] | dict[str, Tensor]
+#: ``unpack(batch) -> (inputs, targets)``: how a batch of a user's loader is split
+#: (``targets`` may be ``None`` where only the model outputs are needed, e.g. Jacobians).
+UnpackFn: TypeAlias = Callable[[object], tuple[Inputs, Tensor | None]]
+#: ``forward(model, inputs) -> outputs``: how the model is called on unpacked inputs.
+ForwardFn: TypeAlias = Callable[[torch.nn.Module, Inputs], Tensor]
+#: Which parameters a curvature quantity is taken with respect to: ``None`` (those with
+#: ``requires_grad=True``), a submodule, parameter names, a predicate ``(name, param) -> bool``
+#: or a ``dict[str, Tensor]`` (those names, evaluated at the given values).
+ParamSpec: TypeAlias = (
+    torch.nn.Module | str | Sequence[str] | Callable[[str, Tensor], bool] | dict[str, Tensor] | None
+)

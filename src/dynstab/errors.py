@@ -21,3 +21,22 @@ class DivergenceWarning(DynstabWarning):
 
 class NotInterpolatingWarning(DynstabWarning):
     """A criterion that assumes an interpolating minimum (H = G) was applied elsewhere."""
+
+
+# -- input errors (appended by the curvature layer) --------------------------------------------
+
+
+class DataError(ValueError):
+    """Data that cannot be used as given.
+
+    Empty batches, mismatched sample counts, non-finite values, labels outside the classes, or a
+    loader that changes between passes. (A batch of the wrong *structure* is a ``TypeError``.)
+    """
+
+
+class DeviceError(ValueError):
+    """Model, parameters, data or an argument live on incompatible devices (or on ``meta``)."""
+
+
+class ParameterSelectionError(ValueError):
+    """A ``params=`` selection that names no parameter, an unknown one, or the wrong shape."""

@@ -74,18 +74,55 @@ def half_mse(outputs: Tensor, targets: Tensor) -> Tensor:
 def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
     """Mean softmax cross-entropy, written without fused kernels so that HVPs work.
 
+    L = −(1/n) Σ_i log softmax(f(x_i))_{y_i} for class indices, or
+    −(1/n) Σ_i Σ_c t_ic log softmax(f(x_i))_c for class probabilities ``t``.
+
     Args:
         outputs: Logits, shape ``(n, C)``.
-        targets: Class indices ``(n,)`` (int64) or probabilities ``(n, C)``.
+        targets: Class indices ``(n,)`` (or ``(n, 1)``) of any integer dtype (``uint8``,
+            ``int8``, ``int16``, ``int32``, ``int64``), each in ``[0, C − 1]``; or class
+            probabilities ``(n, C)`` of a floating dtype.
 
     Returns:
         0-dim tensor.
 
+    Raises:
+        TypeError: If ``targets`` is boolean or complex.
+        ValueError: If a class index is outside ``[0, C − 1]``, index
+            targets are not one per sample, or probability targets do not have the outputs'
+            shape.
+
     Example:
         >>> round(float(cross_entropy(torch.zeros(1, 4), torch.tensor([2]))), 6)  # log 4
         1.386294
+        >>> round(float(cross_entropy(torch.zeros(1, 4), torch.tensor([2], dtype=torch.uint8))), 6)
+        1.386294
     """
     logp = torch.log_softmax(outputs, dim=-1)
-    if targets.dtype in (torch.int64, torch.int32, torch.long):
-        return -logp.gather(-1, targets.long().reshape(-1, 1)).mean()
+    if targets.dtype == torch.bool or targets.is_complex():
+        raise TypeError(
+            f"cross_entropy targets must be integer class indices or floating class "
+            f"probabilities; got dtype {targets.dtype}. Convert with targets.long()."
+        )
+    if not targets.is_floating_point():  # class indices, any integer dtype
+        n, C = logp.shape[0], logp.shape[-1]
+        if targets.numel() != n or (targets.ndim > 1 and targets.shape[1:] != (1,)):
+            raise ValueError(
+                f"cross_entropy class-index targets must have shape ({n},) (one label per "
+                f"sample); got {tuple(targets.shape)}. For probabilities use a floating dtype."
+            )
+        idx = targets.reshape(-1).long()
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= C:
+            raise ValueError(
+                f"cross_entropy labels must lie in [0, {C - 1}] for outputs with C={C} classes; "
+                f"got labels in [{lo}, {hi}]. Check the label encoding or the model's output size."
+            )
+        return -logp.gather(-1, idx.reshape(-1, 1)).mean()
+    if targets.shape != logp.shape:
+        raise ValueError(
+            f"cross_entropy floating targets are class probabilities of the outputs' shape "
+            f"{tuple(logp.shape)}; got {tuple(targets.shape)}. For class indices use an integer "
+            "dtype (targets.long())."
+        )
     return -(targets.to(logp.dtype) * logp).sum(-1).mean()

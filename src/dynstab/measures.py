@@ -31,33 +31,28 @@ Methods (``method="auto"`` picks the first that applies):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from dynstab._checks import check_choice, check_int, check_positive
-from dynstab._types import Data, LossFn, Params
-from dynstab.curvature.functional import (
-    Dataset,
-    batch_loss,
-    check_model_mode,
-    loss_name,
-    num_outputs,
-    prepare_data,
-    resolve_params,
-)
+from dynstab._checks import check_callable, check_choice, check_generator, check_int, check_positive
+from dynstab._types import Data, ForwardFn, LossFn, ParamSpec, UnpackFn
+from dynstab.curvature.functional import loss_name
 from dynstab.curvature.gauss_newton import GaussNewtonOperator
 from dynstab.curvature.hessian import CurvatureOperator, HessianOperator
-from dynstab.curvature.jacobian import gram_matrix
+from dynstab.curvature.jacobian import jacobian_transpose, problem_gram
+from dynstab.curvature.params import ParameterSelection
+from dynstab.curvature.problem import CurvatureProblem, Progress, ProgressFn
 from dynstab.linalg.density import SpectralDensity, slq_density
 from dynstab.linalg.lanczos import lanczos_top_eigenpairs
 from dynstab.linalg.trace import hutchinson_trace_and_frobenius, hutchpp_trace_and_frobenius
 from dynstab.losses import half_mse
 
-__all__ = ["MEASURES", "Measure", "SharpnessReport", "sharpness"]
+__all__ = ["MEASURES", "Measure", "Progress", "SharpnessReport", "sharpness"]
 
 MEASURES = ("lambda_max", "top_k", "trace", "frobenius", "lambda_min", "density")
 _EIGEN = ("lambda_max", "top_k", "lambda_min")
@@ -79,6 +74,10 @@ class Measure:
         converged: Whether the estimator met its tolerance (exact methods: ``True``).
         error_bound: Lanczos eigenvalue error estimate(s) ``min(r, r²/δ)`` (absolute; see
             :func:`dynstab.linalg.lanczos_top_eigenpairs`), else ``None``.
+        vectors: With ``return_vectors=True``, the unit eigenvectors as the columns of a
+            ``(p, k)`` tensor in the parameters' dtype (one column per value; flat in the
+            order of :attr:`SharpnessReport.parameters`), else ``None``. Not part of
+            :meth:`to_dict`; see :meth:`SharpnessReport.eigenvectors` for parameter-shaped ones.
     """
 
     value: float | tuple[float, ...]
@@ -88,10 +87,19 @@ class Measure:
     stderr: float | None = None
     converged: bool = True
     error_bound: float | tuple[float, ...] | None = None
+    vectors: Tensor | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (tuples become lists)."""
-        d = asdict(self)
+        """JSON-able dict (tuples become lists; eigenvectors are left out)."""
+        d: dict[str, Any] = {
+            "value": self.value,
+            "method": self.method,
+            "num_matvecs": self.num_matvecs,
+            "residual": self.residual,
+            "stderr": self.stderr,
+            "converged": self.converged,
+            "error_bound": self.error_bound,
+        }
         for key in ("value", "residual", "error_bound"):
             if isinstance(d[key], tuple):
                 d[key] = list(d[key])
@@ -114,10 +122,11 @@ class SharpnessReport:
         loss: Name of the loss function.
         loss_value: ``L(θ)`` at the point.
         n: Number of samples.
-        p: Number of parameters.
+        p: Number of parameters measured (the size of the selection).
         outputs: Outputs per sample ``C``.
         num_matvecs: Total operator products spent (HVPs or GN products).
         dtype: Parameter dtype.
+        parameters: The parameters measured (names, shapes, count, ``p`` of the model's total).
     """
 
     lambda_max: Measure | None
@@ -135,6 +144,7 @@ class SharpnessReport:
     outputs: int
     num_matvecs: int
     dtype: str
+    parameters: ParameterSelection | None = None
 
     def measures(self) -> dict[str, Measure]:
         """The requested scalar/vector measures by name."""
@@ -144,6 +154,29 @@ class SharpnessReport:
             if m is not None:
                 out[name] = m
         return out
+
+    def eigenvectors(self, measure: str = "top_k") -> list[dict[str, Tensor]]:
+        """Eigenvectors of an eigenvalue measure, shaped like the measured parameters.
+
+        Args:
+            measure: ``"top_k"``, ``"lambda_max"`` or ``"lambda_min"``. Default: ``"top_k"``.
+
+        Returns:
+            One ``{name: tensor}`` dict per eigenvalue (in the order of the values); together
+            the tensors of one dict form a unit vector.
+
+        Raises:
+            ValueError: If the measure was not requested or ``return_vectors`` was not set.
+        """
+        check_choice("measure", measure, _EIGEN)
+        m = getattr(self, measure)
+        if m is None or m.vectors is None or self.parameters is None:
+            raise ValueError(
+                f"the report has no eigenvectors for {measure!r}; request the measure and pass "
+                "return_vectors=True to sharpness()."
+            )
+        block = self.parameters.unflatten(m.vectors)
+        return [{k: v[..., j] for k, v in block.items()} for j in range(m.vectors.shape[1])]
 
     def table(self) -> str:
         """Aligned text table: a summary line, then one row per measure.
@@ -161,9 +194,12 @@ class SharpnessReport:
                  _cell(m.stderr), str(m.converged))
             )  # fmt: skip
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        p = str(self.p)
+        if self.parameters is not None and self.parameters.model_numel != self.p:
+            p += f" of {self.parameters.model_numel} ({self.parameters.count} tensors)"
         lines = [
             f"curvature={self.curvature}  loss={self.loss} (L={self.loss_value:.6g})  "
-            f"n={self.n}  p={self.p}  outputs={self.outputs}  method={self.method}  "
+            f"n={self.n}  p={p}  outputs={self.outputs}  method={self.method}  "
             f"matvecs={self.num_matvecs}"
         ]
         for i, r in enumerate(rows):
@@ -176,7 +212,7 @@ class SharpnessReport:
         return self.table()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of everything in the report."""
+        """JSON-able dict of everything in the report (eigenvectors left out)."""
         d: dict[str, Any] = {
             "curvature": self.curvature,
             "method": self.method,
@@ -189,6 +225,8 @@ class SharpnessReport:
             "dtype": self.dtype,
             "measures": {k: m.to_dict() for k, m in self.measures().items()},
         }
+        if self.parameters is not None:
+            d["parameters"] = self.parameters.to_dict()
         if self.density is not None:
             d["density"] = {
                 "nodes": self.density.nodes.tolist(),
@@ -220,21 +258,103 @@ def _validate_measures(measures: Sequence[str] | str) -> tuple[str, ...]:
     return out
 
 
+# -- progress ----------------------------------------------------------------------------------
+
+
+class _Reporter:
+    """Sends :class:`Progress` records to ``callback`` and/or tqdm bars (one per phase)."""
+
+    def __init__(self, callback: ProgressFn | None, bars: bool) -> None:
+        self.callback = callback
+        self.bars = bool(bars)
+        self.op: CurvatureOperator | None = None
+        self.phase = ""
+        self.step = 0
+        self.total: int | None = None
+        self._bar: Any = None
+
+    @property
+    def active(self) -> bool:
+        return self.callback is not None or self.bars
+
+    def _matvecs(self) -> int:
+        return 0 if self.op is None else self.op.num_matvecs
+
+    def _send(self, record: Progress) -> None:
+        if self.callback is not None:
+            self.callback(record)
+
+    def emit(self, record: Progress) -> None:
+        """Forward a record from the curvature layer (scan, Jacobian batches)."""
+        if record.phase != self.phase:
+            self.start(record.phase, record.total)
+        self.step = record.step
+        if self._bar is not None:
+            self._bar.update(record.step - self._bar.n)
+        self._send(Progress(record.phase, record.event, record.step, record.total,
+                            self._matvecs(), dict(record.detail)))  # fmt: skip
+
+    def start(self, phase: str, total: int | None) -> None:
+        self.close()
+        self.phase, self.step, self.total = phase, 0, total
+        if self.bars:
+            self._bar = tqdm(total=total, desc=f"dynstab {phase}", leave=False)
+        self._send(Progress(phase, "start", 0, total, self._matvecs()))
+
+    def advance(self, units: int) -> None:
+        self.step += int(units)
+        if self._bar is not None:
+            self._bar.update(int(units))
+        self._send(Progress(self.phase, "step", self.step, self.total, self._matvecs()))
+
+    def end(self, detail: dict[str, float] | None = None) -> None:
+        self._send(Progress(self.phase, "end", self.step, self.total, self._matvecs(),
+                            dict(detail or {})))  # fmt: skip
+        self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.phase = ""
+
+    def attach(self, op: CurvatureOperator) -> None:
+        """Report every block product of ``op`` as a step of the current phase."""
+        self.op = op
+        if self.active:
+            op.on_product = self.advance
+
+
+# -- the three routes --------------------------------------------------------------------------
+
+
 def _spectrum_measures(
-    eig_desc: Tensor, p: int, wanted: tuple[str, ...], k: int, method: str, cost: int
+    eig_desc: Tensor,
+    vecs: Tensor | None,
+    p: int,
+    wanted: tuple[str, ...],
+    k: int,
+    method: str,
+    cost: int,
 ) -> dict[str, Any]:
-    """Measures from the full (descending) spectrum of the p×p matrix."""
+    """Measures from the full (descending) spectrum of the p×p matrix (and its eigenvectors)."""
+
+    def cols(sl: slice) -> Tensor | None:
+        return None if vecs is None else vecs[:, sl]
+
     out: dict[str, Any] = {}
     if "lambda_max" in wanted:
-        out["lambda_max"] = Measure(float(eig_desc[0]), method, cost)
+        out["lambda_max"] = Measure(float(eig_desc[0]), method, cost, vectors=cols(slice(0, 1)))
     if "top_k" in wanted:
-        out["top_k"] = Measure(tuple(float(v) for v in eig_desc[:k]), method, cost)
+        out["top_k"] = Measure(tuple(float(v) for v in eig_desc[:k]), method, cost,
+                               vectors=cols(slice(0, k)))  # fmt: skip
     if "trace" in wanted:
         out["trace"] = Measure(float(eig_desc.sum()), method, cost)
     if "frobenius" in wanted:
         out["frobenius"] = Measure(float(torch.linalg.vector_norm(eig_desc)), method, cost)
     if "lambda_min" in wanted:
-        out["lambda_min"] = Measure(float(eig_desc[-1]), method, cost)
+        out["lambda_min"] = Measure(float(eig_desc[-1]), method, cost,
+                                    vectors=cols(slice(p - 1, p)))  # fmt: skip
     if "density" in wanted:
         out["density"] = SpectralDensity(
             eig_desc.flip(0).clone(), torch.full((p,), 1.0 / p, dtype=torch.float64), cost
@@ -243,26 +363,51 @@ def _spectrum_measures(
 
 
 def _gram_measures(
-    model: nn.Module,
-    ds: Dataset,
-    P: Params,
+    problem: CurvatureProblem,
     wanted: tuple[str, ...],
     k: int,
-    allow_stochastic: bool,
-) -> dict[str, Any]:
-    p = sum(t.numel() for t in P.values())
-    K = gram_matrix(model, ds.inputs(), P, allow_stochastic=allow_stochastic)
+    return_vectors: bool,
+    reporter: _Reporter,
+) -> dict[str, Any] | None:
+    """Exact measures of G = JᵀJ/n from K = JJᵀ/n (½-MSE); ``None`` if vectors are impossible.
+
+    Eigenvectors of G are ``v = Jᵀu/√(nλ)`` for eigenpairs ``(λ, u)`` of K with ``λ > 0``; the
+    eigenvectors of zero eigenvalues of G are not determined by K, so a request that needs
+    them returns ``None`` (the caller then uses the dense or matrix-free route).
+    """
+    p = problem.selection.numel
+    reporter.start("jacobian", None)
+    K = problem_gram(problem, callback=reporter.emit if reporter.active else None)
+    reporter.end()
     nC = K.shape[0]
-    eig = torch.linalg.eigvalsh(K.to(torch.float64)).flip(0)  # descending, nC values
+    K64 = K.to(torch.float64)
+    if return_vectors:
+        eig, U = torch.linalg.eigh(K64)
+        eig, U = eig.flip(0), U.flip(1)
+    else:
+        eig, U = torch.linalg.eigvalsh(K64).flip(0), None
     nz = eig[: min(p, nC)]
     zeros = max(p - nC, 0)
     # The spectrum of G (p values) is the top min(p, nC) eigenvalues of K plus `zeros` zeros.
-    out: dict[str, Any] = {}
     head = torch.cat([nz, torch.zeros(min(zeros, k), dtype=torch.float64)])
+    vectors: Tensor | None = None
+    if U is not None:
+        need = max(k if "top_k" in wanted else 0, 1 if "lambda_max" in wanted else 0)
+        floor = nC * torch.finfo(K.dtype).eps * float(eig[0].abs())
+        if "lambda_min" in wanted or need > nz.numel() or bool((head[:need] <= floor).any()):
+            return None
+        if need:
+            U_need = U[:, :need].to(problem.dtype)
+            V = jacobian_transpose(problem, U_need).to(torch.float64)
+            V = V / torch.sqrt(problem.n * head[:need]).to(V.device)
+            vectors = (V / torch.linalg.vector_norm(V, dim=0)).to(problem.dtype)
+    out: dict[str, Any] = {}
     if "lambda_max" in wanted:
-        out["lambda_max"] = Measure(float(head[0]), "exact-gram", 0)
+        v = None if vectors is None else vectors[:, :1]
+        out["lambda_max"] = Measure(float(head[0]), "exact-gram", 0, vectors=v)
     if "top_k" in wanted:
-        out["top_k"] = Measure(tuple(float(v) for v in head[:k]), "exact-gram", 0)
+        v = None if vectors is None else vectors[:, :k]
+        out["top_k"] = Measure(tuple(float(v) for v in head[:k]), "exact-gram", 0, vectors=v)
     if "trace" in wanted:
         out["trace"] = Measure(float(nz.sum()), "exact-gram", 0)
     if "frobenius" in wanted:
@@ -279,6 +424,26 @@ def _gram_measures(
     return out
 
 
+def _dense_measures(
+    op: CurvatureOperator,
+    wanted: tuple[str, ...],
+    k: int,
+    return_vectors: bool,
+    reporter: _Reporter,
+) -> dict[str, Any]:
+    p = op.shape[0]
+    reporter.start("dense", p)
+    A = op.to_dense()
+    reporter.end()
+    A = (0.5 * (A + A.T)).to(torch.float64)
+    if return_vectors:
+        eig, vecs = torch.linalg.eigh(A)
+        eig, vecs = eig.flip(0), vecs.flip(1).to(op.dtype)
+    else:
+        eig, vecs = torch.linalg.eigvalsh(A).flip(0), None
+    return _spectrum_measures(eig, vecs, p, wanted, k, "exact-dense", op.num_matvecs)
+
+
 def _gradient_start(op: CurvatureOperator, generator: torch.Generator | None) -> Tensor | None:
     """Unit loss gradient plus a 1e-2 random component; ``None`` if the gradient vanishes.
 
@@ -290,8 +455,18 @@ def _gradient_start(op: CurvatureOperator, generator: torch.Generator | None) ->
     norm = torch.linalg.vector_norm(g)
     if not (torch.isfinite(norm) and norm > 1e-12 * max(1.0, float(g.abs().max()))):
         return None
-    r = torch.randn(g.numel(), generator=generator, dtype=torch.float64)
+    r = torch.randn(g.numel(), generator=generator, dtype=torch.float64).to(g.device)
     return g / norm + 1e-2 * r / torch.linalg.vector_norm(r)
+
+
+@dataclass(frozen=True)
+class _Eigen:
+    values: list[float]
+    residuals: list[float]
+    bounds: list[float]
+    converged: bool
+    vectors: Tensor | None
+    cost: int
 
 
 def _matrix_free_measures(
@@ -306,44 +481,55 @@ def _matrix_free_measures(
     density_iters: int,
     generator: torch.Generator | None,
     lanczos_start: str,
-    criterion: str = "eigenvalue",
-    trace_estimator: str = "hutchinson",
+    criterion: str,
+    trace_estimator: str,
+    return_vectors: bool,
+    reporter: _Reporter,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
-    def lanczos(
-        kk: int, which: str, v0: Tensor | None
-    ) -> tuple[list[float], list[float], list[float], bool]:
+    def lanczos(kk: int, which: str, v0: Tensor | None) -> _Eigen:
+        before = op.num_matvecs
+        reporter.start("lanczos", max_iters)
+        # LANCZOS CALLBACK: per-iteration progress comes from the operator's product hook
+        # (reporter.attach). When dynstab.linalg.lanczos_top_eigenpairs gains `callback=`
+        # (per-iteration Ritz values and error bounds), forward it here as
+        # `callback=reporter.lanczos_iteration` so the records also carry the running
+        # estimates; no other place needs to change.
         res = lanczos_top_eigenpairs(
             op, kk, tol=tol, max_iters=max_iters, v0=v0, generator=generator, which=which,
-            return_vectors=False, criterion=criterion,
+            return_vectors=return_vectors, criterion=criterion,
         )  # fmt: skip
         bounds = res.error_bounds if res.error_bounds is not None else res.residuals
-        return res.values.tolist(), res.residuals.tolist(), bounds.tolist(), res.converged
+        reporter.end({"value": float(res.values[0]), "converged": float(res.converged)})
+        return _Eigen(res.values.tolist(), res.residuals.tolist(), bounds.tolist(), res.converged,
+                      res.vectors, op.num_matvecs - before)  # fmt: skip
 
     if "lambda_max" in wanted or "top_k" in wanted:
         kk = k if "top_k" in wanted else 1
         v0 = _gradient_start(op, generator) if lanczos_start == "gradient" else None
-        before = op.num_matvecs
-        vals, resid, err, ok = lanczos(kk, "largest", v0)
-        cost = op.num_matvecs - before
+        e = lanczos(kk, "largest", v0)
+        V = e.vectors
         if "lambda_max" in wanted:
-            out["lambda_max"] = Measure(vals[0], "lanczos", cost, resid[0], None, ok, err[0])
+            out["lambda_max"] = Measure(e.values[0], "lanczos", e.cost, e.residuals[0], None,
+                                        e.converged, e.bounds[0],
+                                        None if V is None else V[:, :1])  # fmt: skip
         if "top_k" in wanted:
-            out["top_k"] = Measure(tuple(vals), "lanczos", cost, tuple(resid), None, ok, tuple(err))
+            out["top_k"] = Measure(tuple(e.values), "lanczos", e.cost, tuple(e.residuals), None,
+                                   e.converged, tuple(e.bounds), V)  # fmt: skip
     if "lambda_min" in wanted:
-        before = op.num_matvecs
-        vals, resid, err, ok = lanczos(1, "smallest", None)
-        out["lambda_min"] = Measure(
-            vals[0], "lanczos", op.num_matvecs - before, resid[0], None, ok, err[0]
-        )
+        e = lanczos(1, "smallest", None)
+        out["lambda_min"] = Measure(e.values[0], "lanczos", e.cost, e.residuals[0], None,
+                                    e.converged, e.bounds[0], e.vectors)  # fmt: skip
     if "trace" in wanted or "frobenius" in wanted:
         estimator = (
             hutchpp_trace_and_frobenius
             if trace_estimator == "hutchpp"
-            else (hutchinson_trace_and_frobenius)
+            else hutchinson_trace_and_frobenius
         )
+        reporter.start("hutchinson", num_probes)
         tr, fro2 = estimator(op, num_probes, generator=generator)
+        reporter.end({"trace": tr.estimate})
         ok = tr.num_probes >= 2
         if "trace" in wanted:
             out["trace"] = Measure(
@@ -354,9 +540,11 @@ def _matrix_free_measures(
             se = fro2.stderr / (2.0 * fro) if fro > 0 else float("nan")
             out["frobenius"] = Measure(fro, trace_estimator, fro2.num_matvecs, None, se, ok)
     if "density" in wanted:
+        reporter.start("density", density_probes * density_iters)
         out["density"] = slq_density(
             op, num_probes=density_probes, num_iters=density_iters, generator=generator
         )
+        reporter.end()
     return out
 
 
@@ -366,7 +554,7 @@ def sharpness(
     data: Data,
     measures: Sequence[str] | str = ("lambda_max", "trace", "frobenius"),
     *,
-    params: Params | None = None,
+    params: ParamSpec = None,
     curvature: str = "hessian",
     method: str = "auto",
     k: int = 1,
@@ -383,22 +571,35 @@ def sharpness(
     lanczos_start: str = "gradient",
     criterion: str = "eigenvalue",
     trace_estimator: str = "hutchinson",
+    device: torch.device | str | None = None,
+    unpack: UnpackFn | None = None,
+    forward: ForwardFn | None = None,
+    return_vectors: bool = False,
+    callback: Callable[[Progress], object] | None = None,
+    progress: bool = False,
 ) -> SharpnessReport:
     """Measure the sharpness of ``loss_fn`` at a point: λ_max, top-k, Tr, ‖·‖_F, λ_min, density.
 
     The curvature is ``H = ∇²L`` (``curvature="hessian"``) or the generalised Gauss–Newton
     ``G`` (``"gauss_newton"``; ``JᵀJ/n`` under ½-MSE), with ``L`` the sample mean of the loss
-    (DataLoader batches weighted ``n_b/n``). See the module docstring for how ``method`` picks
-    exact (Gram or dense) or matrix-free (Lanczos + Hutchinson) estimators. The model's mode
-    and ``.grad`` are left exactly as found.
+    (batches weighted ``n_b/n``), taken with respect to the selected parameters (default: those
+    with ``requires_grad=True``; the Hessian of a selection is the principal block of the full
+    Hessian). See the module docstring for how ``method`` picks exact (Gram or dense) or
+    matrix-free (Lanczos + Hutchinson) estimators. The model's mode, buffers, ``.grad`` and the
+    caller's RNG state are left exactly as found (random draws with ``generator=None`` excepted).
 
     Args:
         model: The network (evaluated in its current mode; see ``allow_stochastic``).
         loss_fn: Batch-mean loss, e.g. :func:`dynstab.losses.half_mse` or
             :func:`dynstab.losses.cross_entropy`.
-        data: ``(inputs, targets)`` or an iterable of such pairs (e.g. a ``DataLoader``).
+        data: One batch — ``(inputs, targets)``, ``(x_1, …, x_k, targets)`` or a dict of
+            tensors — or a re-iterable of batches (``DataLoader``, list), streamed; a one-shot
+            iterator is refused.
         measures: Names from ``MEASURES``. Default: ``("lambda_max", "trace", "frobenius")``.
-        params: Point to evaluate at; ``None`` means the model's current parameters.
+        params: Parameters to measure: ``None`` (the parameters with ``requires_grad=True``),
+            a submodule (e.g. ``model.fc2`` for per-layer sharpness), a name or list of names,
+            a predicate ``(name, param) -> bool``, or a ``dict[str, Tensor]`` (those names at
+            the given values). Default: ``None``.
         curvature: ``"hessian"`` or ``"gauss_newton"``. Default: ``"hessian"``.
         method: ``"auto"``, ``"exact"``, ``"lanczos"`` or ``"hutchinson"``. Default: ``"auto"``.
         k: Number of eigenvalues for ``"top_k"``, >= 1. Default: ``1``.
@@ -410,10 +611,13 @@ def sharpness(
             Default: ``64``.
         density_probes: SLQ probes. Default: ``8``.
         density_iters: SLQ Lanczos steps per probe. Default: ``40``.
-        generator: Random source for Lanczos starts and probes; ``None`` uses torch's default.
+        generator: CPU ``torch.Generator`` for Lanczos starts and probes; ``None`` uses
+            torch's default generator.
         max_dense: Largest ``p`` for the dense exact method. Default: ``2000``.
         max_gram: Largest ``n·C`` for the Gram exact method. Default: ``4000``.
-        allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
+        allow_stochastic: Accept train-mode BatchNorm / active Dropout (one fixed draw of the
+            dropout masks; running statistics updated on private copies only). Default:
+            ``False``.
         cache_graph: Passed to the curvature operator. Default: ``None``.
         lanczos_start: ``"gradient"`` starts the λ_max/top-k Lanczos run at the loss gradient
             (plus 1% random; one extra gradient evaluation, not counted as a product; falls
@@ -425,15 +629,32 @@ def sharpness(
         trace_estimator: Matrix-free estimator of the trace and Frobenius norm,
             ``"hutchinson"`` or ``"hutchpp"`` (see the module docstring for its standard error).
             Default: ``"hutchinson"``.
+        device: Device of the computation; ``None`` (default) means the model's (its selected
+            parameters'). Batches are moved there; the model is never moved.
+        unpack: ``unpack(batch) -> (inputs, targets)`` for batch layouts other than tuples
+            and dicts with a ``"y"``/``"labels"`` entry.
+        forward: ``forward(model, inputs) -> outputs`` for models not called as
+            ``model(inputs)``.
+        return_vectors: Add the eigenvectors to ``lambda_max``/``top_k``/``lambda_min``
+            (:attr:`Measure.vectors`, :meth:`SharpnessReport.eigenvectors`). Exact routes give
+            them to round-off (the Gram route as ``Jᵀu/√(nλ)``; where that needs a zero
+            eigenvalue it hands over to the dense route); Lanczos vectors are as accurate as
+            its stopping rule makes them (about ``√(tol·|θ|/δ)`` with the default
+            ``criterion="eigenvalue"``; use ``"residual"`` for accurate vectors). Default:
+            ``False``.
+        callback: Called with a :class:`~dynstab.curvature.Progress` record at the start, each
+            step (batch or operator product) and the end of every phase. Default: ``None``.
+        progress: Show a tqdm progress bar per phase (on stderr). Default: ``False``.
 
     Returns:
-        :class:`SharpnessReport`.
+        :class:`SharpnessReport`, naming the parameters measured (``report.parameters``).
 
     Raises:
-        TypeError: On wrongly typed model, loss, params or data.
-        ValueError: On unknown measure/curvature/method names, wrong params keys, empty or
-            mismatched data, a non-finite loss, stochastic layers in train mode, or
-            ``method="exact"`` on a problem too large for both exact routes.
+        TypeError: On wrongly typed model, loss, params, data, generator or hooks.
+        ValueError: On unknown measure/curvature/method names, a bad parameter selection,
+            empty or mismatched data, non-finite data or parameters, a non-finite loss,
+            stochastic layers in train mode, a device mismatch, or ``method="exact"`` on a
+            problem too large for both exact routes.
 
     Example:
         >>> from dynstab.losses import half_mse
@@ -442,6 +663,13 @@ def sharpness(
         >>> rep = sharpness(model, half_mse, (X, torch.zeros(2, 1, dtype=torch.float64)))
         >>> rep.lambda_max.value, rep.trace.value, rep.lambda_max.method  # XᵀX/n = diag(½, 2)
         (2.0, 2.5, 'exact-dense')
+        >>> rep.parameters.names, rep.p
+        (('weight',), 2)
+
+    References:
+        Cohen et al. (2021), ICLR (λ_max against 2/η at the edge of stability); Wu & Su (2023),
+        ICML (Tr H ≤ 2/(qη) for SGD); Lanczos (1950); Hutchinson (1989), Comm. Stat. Simul.
+        Comput. 18(3); Meyer, Musco, Musco & Woodruff (2021), SOSA (Hutch++).
     """
     wanted = _validate_measures(measures)
     check_choice("curvature", curvature, ("hessian", "gauss_newton"))
@@ -455,73 +683,67 @@ def sharpness(
     check_int("num_probes", num_probes, minimum=3 if trace_estimator == "hutchpp" else 1)
     check_int("max_dense", max_dense, minimum=0)
     check_int("max_gram", max_gram, minimum=0)
+    check_generator("generator", generator)
+    if callback is not None:
+        check_callable("callback", callback, "callback(progress)")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable; got {type(loss_fn).__name__}.")
 
-    P = resolve_params(model, params, who="sharpness")
-    check_model_mode(model, allow_stochastic=allow_stochastic)
-    ds = prepare_data(data)
-    p = sum(t.numel() for t in P.values())
-    if "top_k" in wanted and k > p:
-        raise ValueError(f"k must be <= the number of parameters p={p}; got k={k}.")
-    loss_value = 0.0
-    C = 1
-    with torch.no_grad():
-        for i, ((X, y), w) in enumerate(zip(ds.batches, ds.weights())):
-            out, loss = batch_loss(model, loss_fn, P, X, y)
-            loss_value += w * float(loss)
-            if i == 0:
-                C = num_outputs(out)
-    nC = ds.n * C
-    gram_ok = curvature == "gauss_newton" and loss_fn is half_mse and nC <= max_gram
-    dense_ok = p <= max_dense
-    if method == "exact" and not (gram_ok or dense_ok):
-        raise ValueError(
-            f"method='exact' needs p <= max_dense ({p} > {max_dense})"
-            + (
-                " or, for curvature='gauss_newton' with half_mse, "
-                f"n*C <= max_gram ({nC} > {max_gram})"
-                if curvature == "gauss_newton"
-                else ""
+    problem = CurvatureProblem(model, loss_fn, data, params, allow_stochastic=allow_stochastic,
+                               device=device, unpack=unpack, forward=forward,
+                               who="sharpness")  # fmt: skip
+    reporter = _Reporter(callback, progress)
+    try:
+        problem.scan(reporter.emit if reporter.active else None)
+        reporter.close()
+        p = problem.selection.numel
+        if "top_k" in wanted and k > p:
+            raise ValueError(f"k must be <= the number of parameters p={p}; got k={k}.")
+        nC = problem.n * problem.outputs_per_sample
+        gram_ok = curvature == "gauss_newton" and loss_fn is half_mse and nC <= max_gram
+        dense_ok = p <= max_dense
+        if method == "exact" and not (gram_ok or dense_ok):
+            raise ValueError(
+                f"method='exact' needs p <= max_dense ({p} > {max_dense})"
+                + (
+                    " or, for curvature='gauss_newton' with half_mse, "
+                    f"n*C <= max_gram ({nC} > {max_gram})"
+                    if curvature == "gauss_newton"
+                    else ""
+                )
+                + ". Use method='auto' or 'lanczos', or raise max_dense/max_gram."
             )
-            + ". Use method='auto' or 'lanczos', or raise max_dense/max_gram."
-        )
-    exact = method in ("auto", "exact") and (gram_ok or dense_ok)
-
-    op: CurvatureOperator | None = None
-    if exact and gram_ok:
-        family = "exact-gram"
-        results = _gram_measures(model, ds, P, wanted, k, allow_stochastic)
+        exact = method in ("auto", "exact")
+        results: dict[str, Any] | None = None
         total = 0
-    else:
-        op_cls = HessianOperator if curvature == "hessian" else GaussNewtonOperator
-        op = op_cls(
-            model, loss_fn, ds, P, allow_stochastic=allow_stochastic, cache_graph=cache_graph
-        )
-        if exact:
-            family = "exact-dense"
-            A = op.to_dense()
-            A = 0.5 * (A + A.T)
-            eig = torch.linalg.eigvalsh(A.to(torch.float64)).flip(0)
-            results = _spectrum_measures(eig, p, wanted, k, "exact-dense", op.num_matvecs)
-        else:
-            family = "matrix-free"
-            results = _matrix_free_measures(
-                op,
-                wanted,
-                k=k,
-                tol=tol,
-                max_iters=max_iters,
-                num_probes=num_probes,
-                density_probes=density_probes,
-                density_iters=density_iters,
-                generator=generator,
-                lanczos_start=lanczos_start,
-                criterion=criterion,
-                trace_estimator=trace_estimator,
-            )
-        total = op.num_matvecs
-    dtype = next(iter(P.values())).dtype
+        family = "exact-gram"
+        if exact and gram_ok:
+            results = _gram_measures(problem, wanted, k, return_vectors, reporter)
+            if results is None and method == "exact" and not dense_ok:
+                raise ValueError(
+                    "return_vectors=True asks for eigenvectors of zero eigenvalues of G, which the "
+                    f"Gram route cannot give, and p={p} > max_dense={max_dense} rules out the "
+                    "dense route. Raise max_dense, use method='lanczos', or drop return_vectors."
+                )
+        if results is None:
+            op_cls = HessianOperator if curvature == "hessian" else GaussNewtonOperator
+            op = op_cls.from_problem(problem, cache_graph=cache_graph)
+            reporter.attach(op)
+            if exact and dense_ok:
+                family = "exact-dense"
+                results = _dense_measures(op, wanted, k, return_vectors, reporter)
+            else:
+                family = "matrix-free"
+                results = _matrix_free_measures(
+                    op, wanted, k=k, tol=tol, max_iters=max_iters, num_probes=num_probes,
+                    density_probes=density_probes, density_iters=density_iters,
+                    generator=generator, lanczos_start=lanczos_start, criterion=criterion,
+                    trace_estimator=trace_estimator, return_vectors=return_vectors,
+                    reporter=reporter,
+                )  # fmt: skip
+            total = op.num_matvecs
+    finally:
+        reporter.close()
     return SharpnessReport(
         lambda_max=results.get("lambda_max"),
         top_k=results.get("top_k"),
@@ -532,10 +754,11 @@ def sharpness(
         curvature=curvature,
         method=family,
         loss=loss_name(loss_fn),
-        loss_value=loss_value,
-        n=ds.n,
+        loss_value=problem.loss_value,
+        n=problem.n,
         p=p,
-        outputs=C,
+        outputs=problem.outputs_per_sample,
         num_matvecs=total,
-        dtype=str(dtype).replace("torch.", ""),
+        dtype=str(problem.dtype).replace("torch.", ""),
+        parameters=problem.selection,
     )

@@ -1,8 +1,11 @@
 """Model-aware curvature: Hessian and Gauss–Newton operators, Jacobians, Gram matrices.
 
-All objects take ``(model, loss_fn, data, params=None)`` with ``params`` a
-``dict[str, Tensor]`` keyed like ``model.named_parameters()`` and ``loss_fn`` the batch mean
-(½-MSE convention of :mod:`dynstab.losses`). Models are never modified.
+All objects take ``(model, loss_fn, data, params=None)``: ``params`` selects the parameters
+(default: those with ``requires_grad=True``; a submodule, names, a predicate or a
+``dict[str, Tensor]`` otherwise — see :class:`ParameterSelection`), ``data`` is one batch or a
+re-iterable of batches (a ``DataLoader``), streamed, and ``loss_fn`` is the batch mean (½-MSE
+convention of :mod:`dynstab.losses`). :class:`CurvatureProblem` holds this set-up once. Models
+are never modified.
 """
 
 from dynstab.curvature.dense import (
@@ -15,12 +18,18 @@ from dynstab.curvature.functional import flatten_params, unflatten_like
 from dynstab.curvature.gauss_newton import GaussNewtonOperator
 from dynstab.curvature.hessian import CurvatureOperator, HessianOperator
 from dynstab.curvature.jacobian import gram_matrix, per_sample_jacobian
+from dynstab.curvature.params import ParameterSelection, select_parameters
+from dynstab.curvature.problem import CurvatureProblem, Progress
 
 __all__ = [
     # operators
     "CurvatureOperator",
+    # set-up
+    "CurvatureProblem",
     "GaussNewtonOperator",
     "HessianOperator",
+    "ParameterSelection",
+    "Progress",
     # dense oracles
     "dense_gauss_newton",
     "dense_hessian",
@@ -31,5 +40,6 @@ __all__ = [
     # jacobians
     "gram_matrix",
     "per_sample_jacobian",
+    "select_parameters",
     "unflatten_like",
 ]

@@ -15,15 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dynstab._types import Data, LossFn, Params
-from dynstab.curvature.functional import (
-    batch_loss,
-    check_model_mode,
-    prepare_data,
-    resolve_params,
-)
+from dynstab._types import Data, ForwardFn, LossFn, ParamSpec, UnpackFn
 from dynstab.curvature.hessian import HessianOperator
-from dynstab.curvature.jacobian import per_sample_jacobian
+from dynstab.curvature.jacobian import batch_jacobian, per_sample_jacobian
+from dynstab.curvature.problem import CurvatureProblem
 
 __all__ = ["dense_gauss_newton", "dense_hessian", "dense_jacobian", "dense_output_hessian"]
 
@@ -32,20 +27,27 @@ def dense_hessian(
     model: nn.Module,
     loss_fn: LossFn,
     data: Data,
-    params: Params | None = None,
+    params: ParamSpec = None,
     *,
     chunk_size: int = 64,
     allow_stochastic: bool = False,
+    device: torch.device | str | None = None,
+    unpack: UnpackFn | None = None,
+    forward: ForwardFn | None = None,
 ) -> Tensor:
     """Dense loss Hessian ``H = ∇²_θ L`` from ``p`` Hessian-vector products.
 
     Args:
         model: The network (never modified).
         loss_fn: Batch-mean loss.
-        data: ``(inputs, targets)`` or an iterable of pairs (weighted ``n_b/n``).
-        params: Point to evaluate at; ``None`` means the model's current parameters.
+        data: One batch or an iterable of batches (weighted ``n_b/n``, streamed).
+        params: Parameter selection (default: the parameters with ``requires_grad=True``;
+            see :mod:`dynstab.curvature.params`).
         chunk_size: Identity columns per block product. Default: ``64``.
         allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
+        device: Device of the computation (default: the parameters').
+        unpack: ``unpack(batch) -> (inputs, targets)`` for custom batch layouts.
+        forward: ``forward(model, inputs) -> outputs`` for custom model calls.
 
     Returns:
         Tensor ``(p, p)`` in the parameters' dtype (symmetric up to rounding).
@@ -57,7 +59,8 @@ def dense_hessian(
         >>> dense_hessian(model, half_mse, (X, torch.zeros(2, dtype=torch.float64))).item()
         5.0
     """
-    H = HessianOperator(model, loss_fn, data, params, allow_stochastic=allow_stochastic)
+    H = HessianOperator(model, loss_fn, data, params, allow_stochastic=allow_stochastic,
+                        device=device, unpack=unpack, forward=forward)  # fmt: skip
     return H.to_dense(chunk_size=chunk_size)
 
 
@@ -93,12 +96,17 @@ def dense_output_hessian(loss_fn: LossFn, outputs: Tensor, targets: Tensor) -> T
 
 def dense_jacobian(
     model: nn.Module,
-    inputs: Tensor,
-    params: Params | None = None,
+    inputs: Tensor | Data | object,
+    params: ParamSpec = None,
     *,
     allow_stochastic: bool = False,
+    device: torch.device | str | None = None,
+    unpack: UnpackFn | None = None,
+    forward: ForwardFn | None = None,
 ) -> Tensor:
     """Stacked per-sample Jacobian ``J`` of shape ``(n*C, p)``, row ``i*C + c``.
+
+    Arguments as :func:`~dynstab.curvature.per_sample_jacobian`.
 
     Example:
         >>> model = torch.nn.Linear(2, 1, bias=False)
@@ -106,7 +114,8 @@ def dense_jacobian(
         >>> torch.equal(dense_jacobian(model, X), X)  # linear model: J = X
         True
     """
-    J = per_sample_jacobian(model, inputs, params, allow_stochastic=allow_stochastic)
+    J = per_sample_jacobian(model, inputs, params, allow_stochastic=allow_stochastic,
+                            device=device, unpack=unpack, forward=forward)  # fmt: skip
     return J.reshape(-1, J.shape[-1])
 
 
@@ -114,20 +123,28 @@ def dense_gauss_newton(
     model: nn.Module,
     loss_fn: LossFn,
     data: Data,
-    params: Params | None = None,
+    params: ParamSpec = None,
     *,
     allow_stochastic: bool = False,
+    device: torch.device | str | None = None,
+    unpack: UnpackFn | None = None,
+    forward: ForwardFn | None = None,
 ) -> Tensor:
     """Dense generalised Gauss–Newton matrix ``G = Σ_b (n_b/n) J_bᵀ M_b J_b``.
 
-    Under ½-MSE ``M_b = I/n_b`` and ``G = JᵀJ/n``.
+    Built from explicit per-sample Jacobians and the dense output-space loss Hessian ``M_b``
+    (a route independent of :class:`~dynstab.curvature.GaussNewtonOperator`). Under ½-MSE
+    ``M_b = I/n_b`` and ``G = JᵀJ/n``.
 
     Args:
         model: The network (never modified).
         loss_fn: Batch-mean loss, twice differentiable in the outputs.
-        data: ``(inputs, targets)`` or an iterable of pairs (weighted ``n_b/n``).
-        params: Point to evaluate at; ``None`` means the model's current parameters.
+        data: One batch or an iterable of batches (weighted ``n_b/n``, streamed).
+        params: Parameter selection (default: the parameters with ``requires_grad=True``).
         allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
+        device: Device of the computation (default: the parameters').
+        unpack: ``unpack(batch) -> (inputs, targets)`` for custom batch layouts.
+        forward: ``forward(model, inputs) -> outputs`` for custom model calls.
 
     Returns:
         Symmetric tensor ``(p, p)`` in the parameters' dtype.
@@ -139,16 +156,20 @@ def dense_gauss_newton(
         >>> dense_gauss_newton(model, half_mse, (X, torch.zeros(2, dtype=torch.float64))).item()
         5.0
     """
-    P = resolve_params(model, params, who="dense_gauss_newton")
-    check_model_mode(model, allow_stochastic=allow_stochastic)
-    ds = prepare_data(data)
-    p = sum(t.numel() for t in P.values())
-    first = next(iter(P.values()))
-    G = torch.zeros(p, p, dtype=first.dtype, device=first.device)
-    for (X, y), w in zip(ds.batches, ds.weights()):
-        with torch.no_grad():
-            out, _ = batch_loss(model, loss_fn, P, X, y)
-        J = dense_jacobian(model, X, P, allow_stochastic=allow_stochastic)
-        M = dense_output_hessian(loss_fn, out, y)
-        G += w * (J.T @ M @ J)
+    problem = CurvatureProblem(model, loss_fn, data, params, allow_stochastic=allow_stochastic,
+                               device=device, unpack=unpack, forward=forward,
+                               who="dense_gauss_newton")  # fmt: skip
+    problem.scan()
+    names = list(problem.selection.names)
+    p = problem.selection.numel
+    G = torch.zeros(p, p, dtype=problem.dtype, device=problem.device)
+    with problem.evaluation():
+        for _, inputs, targets, w in problem.batches():
+            assert targets is not None
+            with torch.no_grad():
+                out, _ = problem.batch_loss(problem.point, inputs, targets)
+            jac = batch_jacobian(problem, inputs, names, None)
+            J = torch.cat([jac[k] for k in names], dim=2).reshape(-1, p)
+            M = dense_output_hessian(loss_fn, out, targets)
+            G += w * (J.T @ M @ J)
     return G

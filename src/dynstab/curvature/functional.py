@@ -1,34 +1,41 @@
-"""Params dict ↔ flat vector, data normalisation and the functional loss.
+"""Params dict ↔ flat vector, parameter resolution, model-mode checks and the functional loss.
 
 Conventions (see ``docs/design.md``):
 
-* ``params`` is a ``dict[str, Tensor]`` keyed like ``model.named_parameters()``; flat vectors
-  concatenate the flattened tensors in that order.
-* ``data`` is one ``(inputs, targets)`` pair or an iterable of pairs (a ``DataLoader``, a
-  list). ``loss_fn`` returns the batch *mean*; batches are combined with weights ``n_b / n`` so
-  the result is the mean over the whole data set, also for an uneven last batch. The iterable
-  is read **once** and its batches are kept (references to the tensors), so every product of
-  an operator sees the same batches even for a shuffling loader.
+* ``params`` selects the parameters to differentiate (see :mod:`dynstab.curvature.params`):
+  by default those with ``requires_grad=True``; a submodule, names, a predicate or a
+  ``dict[str, Tensor]`` otherwise. Flat vectors concatenate the selected tensors in
+  ``model.named_parameters()`` order.
+* ``data`` is one batch or a re-iterable of batches (see :mod:`dynstab.curvature.data`),
+  streamed on every pass. ``loss_fn`` returns the batch *mean*; batches are combined with
+  weights ``n_b / n`` so the result is the mean over the whole data set.
 * Models run in the mode they are in. Train-mode BatchNorm and active Dropout make the loss
   random and batch-coupled; they are refused unless ``allow_stochastic=True``.
+* Model evaluations force the math scaled-dot-product-attention kernel (the fused CPU/flash
+  kernels have no double backward) and disable the fused ``nn.TransformerEncoderLayer`` fast
+  path (no forward-mode derivative); both settings are restored afterwards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from dynstab._checks import check_keys
-from dynstab._types import Batch, Data, LossFn, Params
+from dynstab._types import Inputs, LossFn, Params, ParamSpec
+from dynstab.curvature.data import Dataset, input_tensors, prepare_data
+from dynstab.curvature.params import select_parameters
 
 __all__ = [
     "Dataset",
     "batch_loss",
+    "check_loss",
     "check_model_mode",
+    "differentiable_kernels",
     "flatten_params",
     "forward",
     "loss_name",
@@ -84,13 +91,16 @@ def unflatten_like(vec: Tensor, params: Params) -> Params:
     return out
 
 
-def resolve_params(model: nn.Module, params: Params | None, *, who: str = "params") -> Params:
-    """Return detached leaf copies (``requires_grad=True``) of the point to differentiate at.
+def resolve_params(model: nn.Module, params: ParamSpec = None, *, who: str = "params") -> Params:
+    """Return detached leaf copies (``requires_grad=True``) of the selected parameters.
+
+    The selection rules are those of :func:`dynstab.curvature.params.select_parameters`
+    (default: the parameters with ``requires_grad=True``).
 
     Args:
         model: The network.
-        params: ``None`` for the model's current parameters, or a dict with exactly the names
-            of ``model.named_parameters()``.
+        params: ``None``, a submodule, names, a predicate or a ``dict[str, Tensor]`` (those
+            names at the given values).
         who: Name used in error messages.
 
     Returns:
@@ -98,43 +108,12 @@ def resolve_params(model: nn.Module, params: Params | None, *, who: str = "param
         are never touched.
 
     Raises:
-        TypeError: If ``model`` is not an ``nn.Module`` or ``params`` is not a dict of tensors.
-        ValueError: If the keys differ from the model's, a shape differs, dtypes are mixed or
-            the model has no parameters.
+        TypeError: If ``model`` is not an ``nn.Module`` or ``params`` has an unsupported type.
+        ValueError: If the selection is empty or unknown, a shape differs, dtypes are mixed,
+            values are not finite, or the model has no parameters.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
-    names = [name for name, _ in model.named_parameters()]
-    if not names:
-        raise ValueError(f"{who}: the model has no parameters; there is no curvature to measure.")
-    source: dict[str, Tensor]
-    if params is None:
-        source = dict(model.named_parameters())
-    else:
-        if not isinstance(params, dict):
-            raise TypeError(
-                f"{who} must be a dict[str, Tensor] or None; got {type(params).__name__}."
-            )
-        check_keys(who, params.keys(), names)
-        source = params
-        model_shapes = dict(model.named_parameters())
-        for name in names:
-            t = source[name]
-            if not isinstance(t, Tensor):
-                raise TypeError(f"{who}[{name!r}] must be a Tensor; got {type(t).__name__}.")
-            if t.shape != model_shapes[name].shape:
-                raise ValueError(
-                    f"{who}[{name!r}] must have shape {tuple(model_shapes[name].shape)}; got "
-                    f"{tuple(t.shape)}."
-                )
-    out = {name: source[name].detach().clone().requires_grad_(True) for name in names}
-    dtypes = {t.dtype for t in out.values()}
-    if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
-        raise ValueError(
-            f"{who}: all parameters must share one floating dtype; got {sorted(map(str, dtypes))}. "
-            "Convert the model with model.double() (recommended) or model.float()."
-        )
-    return out
+    _, values = select_parameters(model, params, who=who)
+    return {name: t.clone().requires_grad_(True) for name, t in values.items()}
 
 
 def check_model_mode(model: nn.Module, *, allow_stochastic: bool = False) -> None:
@@ -167,130 +146,76 @@ def check_model_mode(model: nn.Module, *, allow_stochastic: bool = False) -> Non
             )
 
 
-@dataclass(frozen=True)
-class Dataset:
-    """Validated data: a list of batches and the total number of samples.
+@contextmanager
+def differentiable_kernels() -> Iterator[None]:
+    """Force twice-differentiable attention kernels for the duration of the block.
 
-    Attributes:
-        batches: ``[(inputs, targets), …]``, each with ``n_b >= 1`` samples.
-        n: Total number of samples ``Σ n_b``.
+    Selects the math backend of :func:`torch.nn.functional.scaled_dot_product_attention` (the
+    flash and memory-efficient kernels have no double backward) and turns off the fused
+    ``nn.TransformerEncoderLayer``/``MultiheadAttention`` inference fast path (no
+    forward-mode derivative). Both are restored on exit.
     """
-
-    batches: tuple[Batch, ...]
-    n: int
-
-    def weights(self) -> list[float]:
-        """Batch weights ``n_b / n``."""
-        return [b[0].shape[0] / self.n for b in self.batches]
-
-    def inputs(self) -> Tensor:
-        """All inputs concatenated along the sample axis."""
-        return torch.cat([b[0] for b in self.batches])
-
-    def targets(self) -> Tensor:
-        """All targets concatenated along the sample axis."""
-        return torch.cat([b[1] for b in self.batches])
-
-    def __iter__(self) -> Iterator[Batch]:
-        return iter(self.batches)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-def _length(obj: object) -> str:
-    return f" of length {len(obj)}" if isinstance(obj, (tuple, list)) else ""
+def describe_inputs(inputs: Inputs) -> str:
+    """``shape (n, d) and dtype float64`` for one tensor; a list of shapes otherwise."""
+    if isinstance(inputs, Tensor):
+        return f"shape {tuple(inputs.shape)} and dtype {inputs.dtype}"
+    ts = input_tensors(inputs)
+    return f"shapes {[tuple(t.shape) for t in ts]} and dtypes {[str(t.dtype) for t in ts]}"
 
 
-def _check_batch(i: int, batch: object) -> Batch:
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError(
-            f"data batch {i} must be an (inputs, targets) pair of tensors; got "
-            f"{type(batch).__name__}{_length(batch)}."
-        )
-    X, y = batch
-    if not isinstance(X, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(
-            f"data batch {i} must hold tensors; got ({type(X).__name__}, {type(y).__name__})."
-        )
-    if X.ndim == 0 or y.ndim == 0:
-        raise ValueError(
-            f"data batch {i}: inputs and targets need a leading sample axis; got shapes "
-            f"{tuple(X.shape)} and {tuple(y.shape)}."
-        )
-    if X.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"data batch {i}: inputs and targets must have the same number of samples; got "
-            f"inputs {tuple(X.shape)} and targets {tuple(y.shape)}."
-        )
-    if X.shape[0] == 0:
-        raise ValueError(f"data batch {i} is empty (0 samples); drop it or check the loader.")
-    return X, y
+def call_model(module: nn.Module, values: Params, inputs: Inputs) -> Tensor:
+    """``module(inputs)`` at ``values`` through :func:`torch.func.functional_call`.
 
-
-def prepare_data(data: Data) -> Dataset:
-    """Validate ``data`` and materialise its batches (an iterator is consumed once).
-
-    Args:
-        data: ``(inputs, targets)`` or an iterable of such pairs.
-
-    Returns:
-        :class:`Dataset`.
-
-    Raises:
-        TypeError: If ``data`` is not a pair of tensors or an iterable of pairs.
-        ValueError: If ``data`` is empty or a batch has mismatched or zero samples.
+    A tensor is passed positionally, a tuple as ``*inputs`` and a dict as ``**inputs``.
     """
-    if isinstance(data, Dataset):
-        return data
-    if (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and isinstance(data[0], Tensor)
-        and isinstance(data[1], Tensor)
-    ):
-        batches: list[Batch] = [_check_batch(0, data)]
-    elif isinstance(data, Iterable) and not isinstance(data, Tensor):
-        batches = [_check_batch(i, b) for i, b in enumerate(data)]
-    else:
-        raise TypeError(
-            "data must be an (inputs, targets) pair of tensors or an iterable of such pairs "
-            f"(e.g. a DataLoader); got {type(data).__name__}."
-        )
-    if not batches:
-        raise ValueError("data is empty (no batches); pass at least one (inputs, targets) pair.")
-    return Dataset(tuple(batches), sum(b[0].shape[0] for b in batches))
+    if isinstance(inputs, Tensor):
+        return functional_call(module, values, (inputs,))
+    if isinstance(inputs, dict):
+        return functional_call(module, values, (), inputs)
+    return functional_call(module, values, tuple(inputs))
 
 
-def forward(model: nn.Module, params: Params, inputs: Tensor) -> Tensor:
+def forward(model: nn.Module, params: Params, inputs: Inputs) -> Tensor:
     """Evaluate ``model`` at ``params`` on ``inputs`` via :func:`torch.func.functional_call`.
+
+    Parameters missing from ``params`` keep the model's values. Runs under
+    :func:`differentiable_kernels`.
 
     Raises:
         ValueError: If the forward pass fails (typically an input shape or dtype mismatch).
     """
     try:
-        return functional_call(model, params, (inputs,))
+        with differentiable_kernels():
+            return call_model(model, params, inputs)
     except RuntimeError as exc:
-        dtype = next(iter(params.values())).dtype
+        dtype = next(iter(params.values())).dtype if params else "unknown"
         raise ValueError(
-            f"model(inputs) failed for inputs of shape {tuple(inputs.shape)} and dtype "
-            f"{inputs.dtype} (parameters are {dtype}): {exc}. Check the input shape and dtype."
+            f"model(inputs) failed for inputs of {describe_inputs(inputs)} (parameters are "
+            f"{dtype}): {exc}. Check the input shape and dtype."
         ) from exc
 
 
-def batch_loss(
-    model: nn.Module, loss_fn: LossFn, params: Params, inputs: Tensor, targets: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Return ``(outputs, loss)`` of one batch, checking shapes and finiteness.
+def check_loss(out: Tensor, targets: Tensor, loss: object) -> Tensor:
+    """Check a batch's outputs against its targets and return the scalar, finite loss.
 
     Raises:
         ValueError: If outputs and targets disagree on the number of samples, the loss is not
             a scalar, or it is not finite.
     """
-    out = forward(model, params, inputs)
     if out.ndim == 0 or out.shape[0] != targets.shape[0]:
         raise ValueError(
             f"model outputs must have a leading sample axis matching the targets; got outputs "
             f"{tuple(out.shape)} for targets {tuple(targets.shape)}."
         )
-    loss = loss_fn(out, targets)
     if not isinstance(loss, Tensor) or loss.numel() != 1:
         shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
         raise ValueError(
@@ -304,7 +229,20 @@ def batch_loss(
             "undefined. "
             "Check the inputs, targets and parameters for inf/nan or divergence."
         )
-    return out, loss
+    return loss
+
+
+def batch_loss(
+    model: nn.Module, loss_fn: LossFn, params: Params, inputs: Inputs, targets: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Return ``(outputs, loss)`` of one batch, checking shapes and finiteness.
+
+    Raises:
+        ValueError: If outputs and targets disagree on the number of samples, the loss is not
+            a scalar, or it is not finite.
+    """
+    out = forward(model, params, inputs)
+    return out, check_loss(out, targets, loss_fn(out, targets))
 
 
 def num_outputs(outputs: Tensor) -> int:

@@ -1,14 +1,18 @@
-"""Per-sample output Jacobians and the Gram (empirical NTK) matrix.
+"""Per-sample output Jacobians and the Gram (empirical NTK) matrix, built batch by batch.
 
-For ``n`` samples and ``C`` outputs per sample, ``J_i = ∂f(x_i; θ)/∂θ ∈ ℝ^{C×p}``. Stacking
-them sample-major gives ``J ∈ ℝ^{nC×p}`` (row ``i*C + c``) and the normalised Gram matrix
+For ``n`` samples and ``C`` outputs per sample, ``J_i = ∂f(x_i; θ)/∂θ ∈ ℝ^{C×p}`` (θ the
+selected parameters, default those with ``requires_grad=True``). Stacking them sample-major
+gives ``J ∈ ℝ^{nC×p}`` (row ``i*C + c``) and the normalised Gram matrix
 
     K = J Jᵀ / n ∈ ℝ^{nC×nC},
 
 whose non-zero spectrum equals that of the Gauss–Newton matrix ``G = JᵀJ/n`` under ½-MSE
 (so ``tr G = tr K``, ``‖G‖_F = ‖K‖_F``, ``λ_max(G) = λ_max(K)``). Jacobians are computed with
-``vmap(jacrev)`` over samples (``chunk_size`` samples at a time) through
-:func:`torch.func.functional_call`; the model is never modified.
+``vmap(jacrev)`` over the samples of each batch (``chunk_size`` samples at a time) through
+:func:`torch.func.functional_call`; the data are streamed batch by batch and the model is never
+modified. :func:`gram_matrix` never holds more than ``MAX_JACOBIAN_ENTRIES`` Jacobian entries
+at once (beyond one parameter tensor's columns): it accumulates ``K = Σ_g J_g J_gᵀ / n`` over
+groups ``g`` of parameter tensors, one pass over the data per group.
 """
 
 from __future__ import annotations
@@ -17,89 +21,228 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev, vmap
+from torch.func import jacrev, vmap
 
 from dynstab._checks import check_int
-from dynstab._types import Params
-from dynstab.curvature.functional import check_model_mode, resolve_params
+from dynstab._types import Data, ForwardFn, Inputs, Params, ParamSpec, UnpackFn
+from dynstab.curvature.data import input_tensors, map_inputs
+from dynstab.curvature.functional import describe_inputs
+from dynstab.curvature.params import ParameterSelection
+from dynstab.curvature.problem import CurvatureProblem, Progress, ProgressFn
 
 __all__ = ["gram_matrix", "per_sample_jacobian"]
 
-#: Above this many Jacobian entries, :func:`gram_matrix` accumulates K tensor by tensor.
+#: Largest number of Jacobian entries :func:`gram_matrix` holds at once (see the module doc).
 MAX_JACOBIAN_ENTRIES = 2**25
 
 
-def _detached_params(
+def jacobian_problem(
     model: nn.Module,
-    inputs: Tensor,
-    params: Params | None,
+    inputs: Tensor | Data | object,
+    params: ParamSpec,
+    *,
     chunk_size: int | None,
     allow_stochastic: bool,
+    device: torch.device | str | None,
+    unpack: Callable[[object], tuple[Inputs, Tensor | None]] | None,
+    forward: ForwardFn | None,
     who: str,
-) -> Params:
-    """Validate the shared arguments of the public functions; return detached parameters."""
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"inputs must be a Tensor; got {type(inputs).__name__}.")
-    if inputs.ndim == 0 or inputs.shape[0] == 0:
+) -> CurvatureProblem:
+    """Validate the shared arguments of the Jacobian routines; return a scanned problem."""
+    if isinstance(inputs, Tensor) and (inputs.ndim == 0 or inputs.shape[0] == 0):
         raise ValueError(
             f"inputs must have a non-empty leading sample axis; got shape {tuple(inputs.shape)}."
         )
     if chunk_size is not None:
         check_int("chunk_size", chunk_size, minimum=1)
-    P = {k: v.detach() for k, v in resolve_params(model, params, who=who).items()}
-    check_model_mode(model, allow_stochastic=allow_stochastic)
-    return P
+    if isinstance(model, nn.Module):
+        for name, m in model.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+                raise ValueError(
+                    f"{who}: submodule {name or type(m).__name__!r} is BatchNorm in train mode, so "
+                    "a sample's output depends on the whole batch and per-sample Jacobians are "
+                    "not defined. Call model.eval() first (allow_stochastic does not apply here)."
+                )
+    try:
+        problem = CurvatureProblem(
+            model, None, inputs, params, allow_stochastic=allow_stochastic, device=device,
+            unpack=unpack, forward=forward, who=who,
+        )  # fmt: skip
+        problem.scan()
+    except ValueError as exc:
+        if str(exc).startswith("model(inputs) failed"):
+            raise ValueError(f"per-sample Jacobian failed: {exc}") from exc
+        raise
+    except TypeError as exc:
+        if isinstance(model, nn.Module) and "loss_fn" not in str(exc):
+            raise TypeError(
+                f"{who}: inputs must be a Tensor (n, …), one batch or an iterable of batches (e.g. "
+                f"a DataLoader); {exc}"
+            ) from None
+        raise
+    return problem
 
 
-def _jacobian_dict(
-    model: nn.Module, P: Params, names: list[str], inputs: Tensor, chunk_size: int | None
+def batch_jacobian(
+    problem: CurvatureProblem, inputs: Inputs, names: list[str], chunk_size: int | None
 ) -> dict[str, Tensor]:
-    """Per-sample Jacobians w.r.t. ``P[name]`` for ``name in names``: ``(n, C, numel)`` each."""
-    fixed = {k: v for k, v in P.items() if k not in names}
+    """Per-sample Jacobians of one batch w.r.t. ``names``: ``{name: (n_b, C, numel)}``.
 
-    def f(sub: Params, x: Tensor) -> Tensor:
-        return functional_call(model, {**fixed, **sub}, (x.unsqueeze(0),)).reshape(-1)
+    Use inside :meth:`CurvatureProblem.evaluation`.
 
-    sub = {k: P[k] for k in names}
+    Raises:
+        ValueError: If the model cannot be evaluated per sample (explained).
+    """
+    point = problem.point
+    others = {k: v for k, v in point.items() if k not in names}
+
+    def f(sub: Params, x: Inputs) -> Tensor:
+        one = map_inputs(x, lambda t: t.unsqueeze(0))
+        return problem.outputs({**others, **sub}, one, explain=False).reshape(-1)
+
+    sub = {k: point[k] for k in names}
+    randomness = "different" if problem.allow_stochastic else "error"
     jac_fn: Callable[..., dict[str, Tensor]] = vmap(
-        jacrev(f), in_dims=(None, 0), chunk_size=chunk_size
+        jacrev(f), in_dims=(None, 0), chunk_size=chunk_size, randomness=randomness
     )
     try:
         jac = jac_fn(sub, inputs)
     except RuntimeError as exc:
         raise ValueError(
-            f"per-sample Jacobian failed for inputs of shape {tuple(inputs.shape)} and dtype "
-            f"{inputs.dtype}: {exc}. Check the input shape/dtype; models must act on a batch "
-            "of one sample."
+            f"per-sample Jacobian failed for inputs of {describe_inputs(inputs)}: {exc}. Check "
+            "the input shape/dtype; models must act on a batch of one sample."
         ) from exc
-    n = inputs.shape[0]
-    return {k: j.reshape(n, j.shape[1], -1) for k, j in jac.items()}
+    n_b = int(input_tensors(inputs)[0].shape[0])
+    return {k: j.reshape(n_b, j.shape[1], -1) for k, j in jac.items()}
+
+
+def _groups(selection: ParameterSelection, rows: int, budget: int) -> list[list[str]]:
+    """Consecutive tensors whose Jacobian columns fit ``budget`` entries (>= 1 tensor each)."""
+    groups: list[list[str]] = []
+    size = 0
+    for name, numel in zip(selection.names, selection.numels):
+        if groups and (size + numel) * rows <= budget:
+            groups[-1].append(name)
+            size += numel
+        else:
+            groups.append([name])
+            size = numel
+    return groups
+
+
+def problem_jacobian(
+    problem: CurvatureProblem,
+    names: list[str] | None = None,
+    *,
+    chunk_size: int | None = None,
+    callback: ProgressFn | None = None,
+    step: int = 0,
+    total: int | None = None,
+) -> Tensor:
+    """Stacked Jacobian ``(n*C, Σ numel)`` of the problem w.r.t. ``names`` (default: all).
+
+    Streams the batches; ``callback`` gets a ``"jacobian"`` record per batch.
+    """
+    names = list(problem.selection.names) if names is None else names
+    numel = sum(dict(zip(problem.selection.names, problem.selection.numels))[k] for k in names)
+    C, n = problem.outputs_per_sample, problem.n
+    J = torch.empty(n * C, numel, dtype=problem.dtype, device=problem.device)
+    row = 0
+    with problem.evaluation():
+        for b, inputs, _, _ in problem.batches():
+            jac = batch_jacobian(problem, inputs, names, chunk_size)
+            block = torch.cat([jac[k] for k in names], dim=2)
+            J[row : row + block.shape[0] * C] = block.reshape(-1, numel)
+            row += block.shape[0] * C
+            del jac, block
+            if callback is not None:
+                callback(Progress("jacobian", "step", step + b + 1, total))
+    return J
+
+
+def problem_gram(
+    problem: CurvatureProblem,
+    *,
+    chunk_size: int | None = None,
+    callback: ProgressFn | None = None,
+) -> Tensor:
+    """``K = JJᵀ/n`` of the problem, accumulated over groups of parameter tensors."""
+    C, n = problem.outputs_per_sample, problem.n
+    groups = _groups(problem.selection, n * C, MAX_JACOBIAN_ENTRIES)
+    total = len(groups) * problem.data.num_batches
+    K = torch.zeros(n * C, n * C, dtype=problem.dtype, device=problem.device)
+    for g, names in enumerate(groups):
+        Jg = problem_jacobian(problem, names, chunk_size=chunk_size, callback=callback,
+                              step=g * problem.data.num_batches, total=total)  # fmt: skip
+        K.addmm_(Jg, Jg.T)
+        del Jg
+    return K / n
+
+
+def jacobian_transpose(problem: CurvatureProblem, U: Tensor) -> Tensor:
+    """``Jᵀ U`` for ``U`` of shape ``(n*C, k)`` (rows sample-major): ``(p, k)``.
+
+    One vectorised vector-Jacobian product per batch (``is_grads_batched``; a loop over the
+    ``k`` columns where the model's backward cannot be vectorised).
+    """
+    C = problem.outputs_per_sample
+    k = U.shape[1]
+    out = torch.zeros(problem.selection.numel, k, dtype=problem.dtype, device=problem.device)
+    leaves = problem.leaves()
+    row = 0
+    with problem.evaluation():
+        for _, inputs, _, _ in problem.batches():
+            F = problem.outputs(leaves, inputs)
+            rows = F.shape[0] * C
+            Ub = U[row : row + rows].T.reshape(k, *F.shape).to(F.dtype)
+            row += rows
+            sel, L = problem.selection, list(leaves.values())
+            try:
+                grads = torch.autograd.grad(F, L, grad_outputs=Ub, allow_unused=True,
+                                            is_grads_batched=True, retain_graph=True)  # fmt: skip
+                out += sel.columns(grads, k, out)
+            except (RuntimeError, NotImplementedError):  # no batching rule: one VJP per column
+                for j in range(k):
+                    g = torch.autograd.grad(F, L, grad_outputs=Ub[j], allow_unused=True,
+                                            retain_graph=True)  # fmt: skip
+                    out[:, j : j + 1] += sel.columns(g, None, out)
+    return out
 
 
 def per_sample_jacobian(
     model: nn.Module,
-    inputs: Tensor,
-    params: Params | None = None,
+    inputs: Tensor | Data | object,
+    params: ParamSpec = None,
     *,
     chunk_size: int | None = None,
     allow_stochastic: bool = False,
+    device: torch.device | str | None = None,
+    unpack: UnpackFn | None = None,
+    forward: ForwardFn | None = None,
+    callback: ProgressFn | None = None,
 ) -> Tensor:
     """Per-sample output Jacobians ``J_i = ∂f(x_i)/∂θ``.
 
     Args:
         model: The network; outputs ``(n,)`` (``C = 1``) or ``(n, C…)`` (flattened to ``C``).
-        inputs: Inputs of shape ``(n, …)``.
-        params: Point to evaluate at; ``None`` means the model's current parameters.
-        chunk_size: Samples per ``vmap`` chunk (memory control); ``None`` = all at once.
+        inputs: Inputs ``(n, …)``, or data: one batch or an iterable of batches (a
+            ``DataLoader``; targets are ignored), streamed batch by batch.
+        params: Parameter selection (default: the parameters with ``requires_grad=True``;
+            see :mod:`dynstab.curvature.params`).
+        chunk_size: Samples per ``vmap`` chunk (memory control); ``None`` = a batch at once.
         allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
+        device: Device of the computation (default: the parameters'); batches are moved there.
+        unpack: ``unpack(batch) -> (inputs, targets)`` for custom batch layouts.
+        forward: ``forward(model, inputs) -> outputs`` for custom model calls.
+        callback: Receives a :class:`~dynstab.curvature.Progress` record per batch.
 
     Returns:
-        Tensor of shape ``(n, C, p)`` (parameters flattened in ``named_parameters`` order).
-        Costs ``C`` backward passes per sample (vectorised).
+        Tensor of shape ``(n, C, p)`` (selected parameters flattened in ``named_parameters``
+        order). Costs ``C`` backward passes per sample (vectorised).
 
     Raises:
-        TypeError: If ``inputs`` is not a tensor.
-        ValueError: On empty inputs, wrong params keys, stochastic layers, or a failing forward.
+        TypeError: If ``inputs`` is neither a tensor nor data.
+        ValueError: On empty inputs, a bad selection, stochastic layers, or a failing forward.
 
     Example:
         >>> model = torch.nn.Linear(3, 2, bias=False)
@@ -108,57 +251,63 @@ def per_sample_jacobian(
         >>> J.shape, torch.allclose(J[1, 0, :3], X[1])  # ∂f_0/∂W[0] = x
         (torch.Size([4, 2, 6]), True)
     """
-    P = _detached_params(model, inputs, params, chunk_size, allow_stochastic, "per_sample_jacobian")
-    jac = _jacobian_dict(model, P, list(P), inputs, chunk_size)
-    return torch.cat([jac[k] for k in P], dim=2)
+    problem = jacobian_problem(model, inputs, params, chunk_size=chunk_size,
+                               allow_stochastic=allow_stochastic, device=device, unpack=unpack,
+                               forward=forward, who="per_sample_jacobian")  # fmt: skip
+    J = problem_jacobian(problem, chunk_size=chunk_size, callback=callback,
+                         total=problem.data.num_batches)  # fmt: skip
+    return J.reshape(problem.n, problem.outputs_per_sample, -1)
 
 
 def gram_matrix(
     model: nn.Module,
-    inputs: Tensor,
-    params: Params | None = None,
+    inputs: Tensor | Data | object,
+    params: ParamSpec = None,
     *,
     chunk_size: int | None = None,
     allow_stochastic: bool = False,
+    device: torch.device | str | None = None,
+    unpack: UnpackFn | None = None,
+    forward: ForwardFn | None = None,
+    callback: ProgressFn | None = None,
 ) -> Tensor:
     """Normalised Gram matrix ``K = J Jᵀ / n`` of the per-sample output Jacobians.
 
-    Rows and columns are ordered sample-major (``i*C + c``). When ``n·C·p`` exceeds
-    ``MAX_JACOBIAN_ENTRIES`` the full ``J`` is never held: ``K = Σ_t J_t J_tᵀ / n`` is
-    accumulated over the parameter tensors ``t``.
+    Rows and columns are ordered sample-major (``i*C + c``). The Jacobian is built batch by
+    batch and at most ``MAX_JACOBIAN_ENTRIES`` of its entries (or one parameter tensor's
+    columns) are held at once: ``K = Σ_g J_g J_gᵀ / n`` over groups ``g`` of parameter tensors.
 
     Args:
         model: The network.
-        inputs: Inputs of shape ``(n, …)``.
-        params: Point to evaluate at; ``None`` means the model's current parameters.
-        chunk_size: Samples per ``vmap`` chunk; ``None`` = all at once.
+        inputs: Inputs ``(n, …)``, or data: one batch or an iterable of batches (targets are
+            ignored), streamed.
+        params: Parameter selection (default: the parameters with ``requires_grad=True``).
+        chunk_size: Samples per ``vmap`` chunk; ``None`` = a batch at once.
         allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
+        device: Device of the computation (default: the parameters'); batches are moved there.
+        unpack: ``unpack(batch) -> (inputs, targets)`` for custom batch layouts.
+        forward: ``forward(model, inputs) -> outputs`` for custom model calls.
+        callback: Receives a :class:`~dynstab.curvature.Progress` record per batch and group.
 
     Returns:
         Symmetric PSD tensor of shape ``(n*C, n*C)`` in the parameters' dtype.
 
     Raises:
-        TypeError: If ``inputs`` is not a tensor.
-        ValueError: On empty inputs, wrong params keys, stochastic layers, or a failing forward.
+        TypeError: If ``inputs`` is neither a tensor nor data.
+        ValueError: On empty inputs, a bad selection, stochastic layers, or a failing forward.
 
     Example:
         >>> model = torch.nn.Linear(2, 1, bias=False).double()
         >>> X = torch.tensor([[1.0, 0.0], [1.0, 2.0]], dtype=torch.float64)
         >>> gram_matrix(model, X).tolist()  # X Xᵀ / n for a linear model
         [[0.5, 0.5], [0.5, 2.5]]
+
+    References:
+        Jacot, Gabriel & Hongler (2018), "Neural tangent kernel", NeurIPS (K as the empirical
+        NTK); Wu & Su (2023), ICML, and Mulayoff & Michaeli (2024), COLT (K carries the exact
+        SGD stability threshold at an interpolating minimum).
     """
-    P = _detached_params(model, inputs, params, chunk_size, allow_stochastic, "gram_matrix")
-    n = inputs.shape[0]
-    p = sum(t.numel() for t in P.values())
-    groups = [list(P)]
-    if n * p * 16 > MAX_JACOBIAN_ENTRIES:  # C unknown yet; assume up to 16 outputs
-        groups = [[k] for k in P]
-    K: Tensor | None = None
-    for names in groups:
-        jac = _jacobian_dict(model, P, names, inputs, chunk_size)
-        for k in names:
-            Jt = jac[k].reshape(-1, jac[k].shape[-1])  # (n*C, numel), sample-major
-            K = Jt @ Jt.T if K is None else K + Jt @ Jt.T
-        del jac
-    assert K is not None
-    return K / n
+    problem = jacobian_problem(model, inputs, params, chunk_size=chunk_size,
+                               allow_stochastic=allow_stochastic, device=device, unpack=unpack,
+                               forward=forward, who="gram_matrix")  # fmt: skip
+    return problem_gram(problem, chunk_size=chunk_size, callback=callback)
