@@ -29,7 +29,7 @@ def test_toy_prints_table_and_writes_json(toy, tmp_path, capsys):
     assert "frobenius" in text
     assert "exact-dense" in text
     payload = json.loads(out.read_text())
-    assert payload["source"] == {"toy": toy, "seed": 0}
+    assert payload["source"] == {"toy": toy, "seed": 0, "device": "cpu", "dtype": None}
     model, loss_fn, data = build_toy(toy)
     H = dense_hessian(model, loss_fn, data)
     lam = float(torch.linalg.eigvalsh(H)[-1])

@@ -58,8 +58,8 @@ def test_run_passes_writes_files_and_resumes(cli_env, capsys):
     tmp_path, marker = cli_env
     assert main(["run", "quad/a", *base_args(tmp_path, marker)]) == 0
     out = capsys.readouterr().out
-    assert "PASS  quad/a" in out
-    assert "PASS  Q1" in out
+    assert "REPRODUCED  quad/a" in out
+    assert "REPRODUCED  Q1" in out
     run_dir = tmp_path / "out" / "quad__a"
     assert (run_dir / "report.html").is_file()
     assert read_json(run_dir / "config.json")["config"]["steps"] == 50  # quick profile
@@ -72,7 +72,7 @@ def test_run_exit_code_one_when_a_claim_fails(cli_env, capsys):
     tmp_path, marker = cli_env
     args = ["run", "quad/a", *base_args(tmp_path, marker), "--set", "expected_threshold=0.4"]
     assert main(args) == 1
-    assert "FAIL  Q1" in capsys.readouterr().out
+    assert "FAILED  Q1" in capsys.readouterr().out
 
 
 def test_run_profile_seed_config_file_and_force(cli_env, capsys):
@@ -156,7 +156,7 @@ def test_reproduce_group_and_report(cli_env, capsys):
     tmp_path, marker = cli_env
     assert main(["reproduce", "quad", *base_args(tmp_path, marker)]) == 0
     out = capsys.readouterr().out
-    assert "2/2 experiments pass" in out
+    assert "2/2 experiments without a failure (2 reproduced)" in out
     assert (tmp_path / "out" / "summary.md").is_file()
     (tmp_path / "out" / "quad__b" / "report.md").unlink()
     assert main(["report", str(tmp_path / "out")]) == 0
