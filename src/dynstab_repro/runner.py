@@ -64,10 +64,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import dataclasses
 import datetime
-import errno
 import json
 import logging
 import os
@@ -109,14 +107,21 @@ from dynstab_repro.executors import (
     make_executor,
 )
 from dynstab_repro.io import (
+    CORRUPT_MARK,
+    RUN_DIR_ENTRIES,
+    DirLock,
     atomic_write_csv,
     atomic_write_json,
     atomic_write_text,
     config_hash,
     environment_info,
     flatten_scalars,
+    quarantine,
     read_json,
+    recover_interrupted_swap,
     safe_dirname,
+    swap_in,
+    sweep_temporaries,
     to_jsonable,
 )
 from dynstab_repro.registry import get_experiment, resolve
@@ -139,24 +144,6 @@ Overrides = Iterable[str] | Mapping[str, Any]
 
 #: ``format`` field of the unit records in ``runs/<key>.json``.
 UNIT_FORMAT = "dynstab-unit/2"
-
-#: Entries a run directory may hold; anything else is foreign (left alone, with a warning).
-_RUN_DIR_ENTRIES = frozenset(
-    {
-        "config.json",
-        "env.json",
-        "metrics.json",
-        "metrics.csv",
-        "claims.json",
-        "result.json",
-        "report.md",
-        "report.html",
-        "runs",
-        "figures",
-        "tables",
-    }
-)
-_CORRUPT = ".corrupt-"
 
 
 @dataclass(frozen=True)
@@ -383,139 +370,6 @@ def _check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
     return Path(out_dir)
 
 
-class _DirLock:
-    """Exclusive advisory lock on a directory (``flock`` on its file descriptor; POSIX only)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._fd: int | None = None
-
-    def __enter__(self) -> _DirLock:
-        try:
-            import fcntl  # deferred: POSIX only (no lock on Windows)
-        except ImportError:  # pragma: no cover
-            return self
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise OSError(
-                errno.EBUSY,
-                "another dynstab process is writing to this output directory; wait for it to "
-                "finish or choose another --out",
-                str(self.directory),
-            ) from None
-        except OSError:  # a file system without locks: proceed unlocked
-            os.close(fd)
-            return self
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the lock
-            self._fd = None
-
-
-def _utc_stamp() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _quarantine(path: Path) -> Path:
-    """Rename ``path`` to ``<name>.corrupt-<UTC timestamp>`` (unique); return the new path."""
-    base = path.with_name(f"{path.name}{_CORRUPT}{_utc_stamp()}")
-    target, i = base, 1
-    while target.exists():
-        target = base.with_name(f"{base.name}-{i}")
-        i += 1
-    os.replace(path, target)
-    return target
-
-
-def _sweep_temporaries(directory: Path) -> int:
-    """Remove leftover temporary files of the atomic writer in ``directory`` and below."""
-    removed = 0
-    for sub in (directory, directory / "runs", directory / "figures", directory / "tables"):
-        if not sub.is_dir():
-            continue
-        for entry in sub.iterdir():
-            if entry.is_file() and is_temporary_name(entry.name):
-                with contextlib.suppress(FileNotFoundError):
-                    entry.unlink()
-                    removed += 1
-    return removed
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically exchange two directories (Linux ``renameat2``); False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint,
-    ]
-    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _old_dir(run_dir: Path) -> Path:
-    return run_dir.with_name(f".{run_dir.name}.old-{os.getpid()}")
-
-
-def _recover_interrupted_swap(run_dir: Path) -> None:
-    """Finish or undo a two-rename swap that a killed process left half done."""
-    for old in sorted(run_dir.parent.glob(f".{run_dir.name}.old-*")):
-        if not old.is_dir():
-            continue
-        if run_dir.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(old, run_dir)
-            logger.warning("restored %s from an interrupted --force swap", run_dir)
-
-
-def _swap_in(staging: Path, run_dir: Path) -> list[str]:
-    """Replace ``run_dir`` by ``staging`` (keeping foreign entries of the old directory)."""
-    carried: list[str] = []
-    if run_dir.is_dir():
-        for entry in sorted(run_dir.iterdir()):
-            if entry.name in _RUN_DIR_ENTRIES or _CORRUPT in entry.name:
-                continue
-            if is_temporary_name(entry.name) or (staging / entry.name).exists():
-                continue
-            os.replace(entry, staging / entry.name)
-            carried.append(entry.name)
-    if not run_dir.exists():
-        os.replace(staging, run_dir)
-        return carried
-    if _exchange(staging, run_dir):
-        shutil.rmtree(staging, ignore_errors=True)  # now holds the old results
-        return carried
-    old = _old_dir(run_dir)
-    os.replace(run_dir, old)
-    os.replace(staging, run_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return carried
-
-
 # --------------------------------------------------------------------------- planning
 
 
@@ -546,6 +400,11 @@ class _Plan:
         """Record ``message`` for the report and say it on the log (warning level)."""
         self.notes.append(message)
         logger.warning("%s: %s", self.exp.name, message)
+
+
+def _unit_files(plan: _Plan) -> set[str]:
+    """Names of the files in ``runs/`` that belong to the plan's units."""
+    return {f"{s.key}.json" for s in plan.specs} | {f"{s.key}.error.json" for s in plan.specs}
 
 
 def _check_specs(exp: Experiment, specs: Sequence[RunSpec]) -> list[RunSpec]:
@@ -642,7 +501,7 @@ def _unit_problem(data: Any, plan: _Plan, spec: RunSpec, code: Mapping[str, Any]
 
 def _open(plan: _Plan, code: Mapping[str, Any], env: Mapping[str, Any]) -> None:
     """Create the working directory, write config/env, and scan the stored units."""
-    _recover_interrupted_swap(plan.run_dir)
+    recover_interrupted_swap(plan.run_dir)
     if plan.staging:
         stored = _read_config_json(plan.work_dir / "config.json")
         if plan.work_dir.is_dir():
@@ -661,15 +520,17 @@ def _open(plan: _Plan, code: Mapping[str, Any], env: Mapping[str, Any]) -> None:
         )
     work = plan.work_dir
     (work / "runs").mkdir(parents=True, exist_ok=True)
-    removed = _sweep_temporaries(work)
+    removed = sweep_temporaries(work)
     if removed:
         logger.info("%s: removed %d leftover temporary file(s)", plan.exp.name, removed)
     cfg_path = work / "config.json"
     if cfg_path.is_file() and _read_config_json(cfg_path) is None:
-        moved = _quarantine(cfg_path)
+        moved = quarantine(cfg_path)
         plan.note(f"config.json was corrupted; quarantined as {moved.name}")
     foreign = sorted(
-        e.name for e in work.iterdir() if e.name not in _RUN_DIR_ENTRIES and _CORRUPT not in e.name
+        e.name
+        for e in work.iterdir()
+        if e.name not in RUN_DIR_ENTRIES and CORRUPT_MARK not in e.name
     )
     if foreign:
         plan.note(f"ignoring foreign entries in {work}: {', '.join(foreign[:5])}")
@@ -695,12 +556,12 @@ def _open(plan: _Plan, code: Mapping[str, Any], env: Mapping[str, Any]) -> None:
 def _scan_runs(plan: _Plan, code: Mapping[str, Any] | None) -> None:
     """Sort the specs into reusable results and pending units (``code=None``: any version)."""
     runs = plan.work_dir / "runs"
-    wanted = {f"{s.key}.json" for s in plan.specs} | {f"{s.key}.error.json" for s in plan.specs}
+    wanted = _unit_files(plan)
     if runs.is_dir():
         foreign = sorted(
             e.name
             for e in runs.iterdir()
-            if e.name not in wanted and _CORRUPT not in e.name and not is_temporary_name(e.name)
+            if e.name not in wanted and CORRUPT_MARK not in e.name and not is_temporary_name(e.name)
         )
         if foreign:
             more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
@@ -729,7 +590,7 @@ def _scan_runs(plan: _Plan, code: Mapping[str, Any] | None) -> None:
             continue
         plan.pending.append(spec)
         if problem.startswith("corrupt"):
-            moved = _quarantine(path)
+            moved = quarantine(path)
             plan.note(f"runs/{path.name} is {problem}; quarantined as {moved.name}, recomputing")
         else:
             stale[problem] += 1
@@ -1165,7 +1026,7 @@ def _run(
     with SignalGuard() as guard:
         try:
             out.mkdir(parents=True, exist_ok=True)
-            with _DirLock(out):
+            with DirLock(out):
                 for plan in plans:
                     _open(plan, code, env)
                     opened.append(plan)
@@ -1193,7 +1054,7 @@ def _run(
                 with guard.deferred():  # all experiments finished: swap the forced ones in
                     for plan in plans:
                         if plan.staging:
-                            carried = _swap_in(plan.work_dir, plan.run_dir)
+                            carried = swap_in(plan.work_dir, plan.run_dir, _unit_files(plan))
                             if carried:
                                 logger.warning(
                                     "%s: kept foreign entries of the old run directory: %s",
@@ -1358,7 +1219,7 @@ def _rerender_one(run_dir: Path) -> ExperimentResult:
         stored.get("overrides", []),
         stored.get("seed"),
     )
-    with _DirLock(run_dir.parent):
+    with DirLock(run_dir.parent):
         _scan_runs(plan, None)
         for spec in plan.pending:
             err = run_dir / "runs" / f"{spec.key}.error.json"

@@ -222,11 +222,12 @@ class SpinExperiment(Experiment):
 
     def analyze(self, config: SpinConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
         ok = [r["diverged"] == (r["lr"] * r["h"] > 2.0) for r in results.values()]
+        total = sum(r["sum_abs_x"] for r in results.values())
         return [
             Claim(
                 "S1",
                 "GD on ½h x² diverges iff η·h > 2",
-                f"{sum(ok)}/{len(ok)} units agree; total Σ|x| = {sum(r['sum_abs_x'] for r in results.values()):.17g}",
+                f"{sum(ok)}/{len(ok)} units agree; total Σ|x| = {total:.17g}",
                 bool(ok) and all(ok) and len(results) == len(self.specs(config)),
                 "every unit agrees",
                 paper="stable iff η < 2/h",
