@@ -952,12 +952,15 @@ def _provenance(
 
 def _kept_message(plans: Sequence[_Plan], signum: int) -> str:
     name = signal.Signals(signum).name if signum in {int(s) for s in signal.Signals} else "signal"
+    if not plans:
+        return f"interrupted by {name} before any unit ran; rerun the same command to start again."
     kept = sum(len(p.results) for p in plans)
     total = sum(len(p.specs) for p in plans)
-    parts = [f"{p.exp.name} {len(p.results)}/{len(p.specs)}" for p in plans]
-    text = f"interrupted by {name}; workers stopped. Kept {kept} of {total} units"
-    text += f" ({', '.join(parts)})" if parts else ""
-    text += ". Rerun the same command to resume: finished units are reused."
+    parts = ", ".join(f"{p.exp.name} {len(p.results)}/{len(p.specs)}" for p in plans)
+    text = (
+        f"interrupted by {name}; workers stopped. Kept {kept} of {total} units ({parts}). "
+        "Rerun the same command to resume: finished units are reused."
+    )
     staged = [p for p in plans if p.staging]
     if staged:
         text += (
