@@ -148,6 +148,13 @@ def _runtime_line(data: ReportData) -> str:
     return ("; ".join(parts) or "not recorded") + "."
 
 
+def _wall_text(data: ReportData) -> str:
+    wall = "n/a" if data.runtime_s is None else f"{data.runtime_s:.1f} s"
+    if data.compute_s is not None:
+        wall += f" (sum of unit runtimes over all invocations {data.compute_s:.1f} s)"
+    return wall
+
+
 def provenance_rows(prov: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(field, value)`` rows of a provenance record, for the report and the summary.
 
@@ -207,7 +214,7 @@ def render_markdown(data: ReportData) -> str:
     if data.provenance:
         out += ["| provenance | |", "|---|---|"]
         out += [f"| {k} | {_md_cell(v)} |" for k, v in provenance_rows(data.provenance)]
-        out.append(f"| wall time (this experiment) | {_md_cell(_runtime_line(data))} |")
+        out.append(f"| wall time (this experiment) | {_md_cell(_wall_text(data))} |")
         out.append("")
     if data.description:
         out += [data.description, ""]
@@ -302,7 +309,7 @@ def render_html(data: ReportData, run_dir: Path | None = None) -> str:
     ]
     if data.provenance:
         rows = [[k, v.strip("`")] for k, v in provenance_rows(data.provenance)]
-        rows.append(["wall time (this experiment)", _runtime_line(data)])
+        rows.append(["wall time (this experiment)", _wall_text(data)])
         out.append(_html_table(["provenance", ""], rows))
     if data.description:
         out.append(f"<p>{html.escape(data.description)}</p>")
