@@ -157,3 +157,56 @@ def test_bad_suffix_and_bad_values(tmp_path, capsys):
 def test_source_is_required():
     with pytest.raises(SystemExit):
         parse(["stability", "--lr", "0.1", "--batch-size", "1"])
+
+
+def test_gram_refuses_options_that_need_a_model(tmp_path, capsys):
+    np.save(tmp_path / "K.npy", K_REG)
+    torch.save({}, tmp_path / "w.pt")
+    base = ["stability", "--gram", str(tmp_path / "K.npy"), "--lr", "0.1", "--batch-size", "1"]
+    assert stability_cmd.run(parse([*base, "--checkpoint", str(tmp_path / "w.pt")])) == 2
+    assert "--checkpoint applies to --spec models" in capsys.readouterr().err
+    assert stability_cmd.run(parse([*base, "--dtype", "float32"])) == 2
+    assert "--dtype applies to --spec models" in capsys.readouterr().err
+
+
+def test_max_dense_chooses_the_eta_star_solver(tmp_path, capsys):
+    np.save(tmp_path / "K.npy", K_REG)  # nC = 3: the dense problem has at most 6 rows
+    out = tmp_path / "v.json"
+    base = ["stability", "--gram", str(tmp_path / "K.npy"), "--lr", "0.5", "--batch-size", "2"]
+    methods, values = {}, {}
+    for cap in ("6", "5"):
+        assert stability_cmd.run(parse([*base, "--max-dense", cap, "--json", str(out)])) == 0
+        data = json.loads(out.read_text())
+        methods[cap], values[cap] = data["eta_star_method"], data["eta_star"]
+    assert methods == {"6": "dense", "5": "matrix_free"}
+    assert values["5"] == pytest.approx(values["6"], rel=1e-8)
+    capsys.readouterr()
+    assert stability_cmd.run(parse([*base, "--max-dense", "5", "--method", "dense"])) == 2
+    assert "--max-dense chooses between" in capsys.readouterr().err
+
+
+def test_spec_file_with_training_checkpoint(tmp_path, capsys):
+    path = tmp_path / "stab_spec_file.py"
+    path.write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from dynstab.losses import half_mse
+
+            def make():
+                model = torch.nn.Linear(3, 1, bias=False).double()
+                X = torch.eye(3, dtype=torch.float64)
+                y = torch.tensor([[2.0], [0.0], [0.0]], dtype=torch.float64)
+                return model, half_mse, (X, y)
+            """
+        )
+    )
+    ckpt = tmp_path / "train.pt"
+    weight = torch.tensor([[2.0, 0.0, 0.0]], dtype=torch.float64)
+    torch.save({"model": {"weight": weight}, "epoch": 10}, ckpt)
+    source = ["--spec", f"{path}:make", "--checkpoint", str(ckpt)]
+    args = parse(["stability", *source, "--lr", "0.5", "--batch-size", "1", "--max-dense", "100"])
+    assert stability_cmd.run(args) == 0
+    text = capsys.readouterr().out
+    assert "exact η* = 2 " in text
+    assert "interpolating: yes" in text

@@ -8,7 +8,15 @@ with a frozen dataclass config (see :mod:`dynstab_repro.config`), register it wi
 The files written are described in :mod:`dynstab_repro.runner`.
 """
 
-from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.base import (
+    UNIT_OUTCOMES,
+    Claim,
+    ClaimStatus,
+    Experiment,
+    Measurement,
+    RunSpec,
+    unit_outcome,
+)
 from dynstab_repro.config import (
     ExperimentConfig,
     apply_overrides,
@@ -16,6 +24,7 @@ from dynstab_repro.config import (
     config_to_dict,
     profile_config,
 )
+from dynstab_repro.executors import Interrupted
 from dynstab_repro.registry import (
     get_experiment,
     list_experiments,
@@ -36,12 +45,16 @@ from dynstab_repro.runner import (
 )
 
 __all__ = [
+    "UNIT_OUTCOMES",
     # contract
     "Claim",
+    "ClaimStatus",
     "Experiment",
     "ExperimentConfig",
     # results
     "ExperimentResult",
+    "Interrupted",
+    "Measurement",
     "ReproductionResult",
     "RunSpec",
     # configs
@@ -61,6 +74,7 @@ __all__ = [
     "resolve",
     "resolve_config",
     "run_experiment",
+    "unit_outcome",
     "unregister",
     "unregister_group",
 ]

@@ -1,6 +1,6 @@
 """``dynstab list | run | reproduce | report`` (alias ``plot``): reproductions from the shell.
 
-* ``dynstab list``: registered experiments and groups.
+* ``dynstab list``: registered experiments (with the paper reference) and groups.
 * ``dynstab run NAME [options]``: one experiment.
 * ``dynstab reproduce GROUP [options]``: a group (e.g. ``wu-su-2023``), ``all``, or one
   experiment, with one progress bar and a ``summary.md``.
@@ -10,14 +10,21 @@ Options of ``run``/``reproduce``: ``--quick`` (= ``--profile quick``; CI smoke s
 ``--profile P`` (default ``full`` = the spec's settings), ``--config FILE.json`` (values, or
 a saved ``config.json``), ``--set key=value`` (repeatable; ``NAME:key=value`` scopes it to
 one experiment), ``--seed N``, ``--out DIR`` (default ``dynstab-runs``), ``--executor
-local|serial|ray``, ``--ray-address ADDR``, ``--workers N``, ``--force`` (discard stored
-results), ``--no-progress``. Rerunning the same command resumes an interrupted run.
+local|serial|ray``, ``--ray-address ADDR``, ``--workers N``, ``--force`` (recompute into a
+staging directory swapped in at the end), ``--no-progress``. Rerunning the same command
+resumes an interrupted run.
+
+Each claim is printed with its status (``REPRODUCED``, ``ADAPTED``, ``NOT REPRODUCED``,
+``FAILED``); exit status 0 means nothing failed (see :mod:`dynstab.cli` for all codes).
+Warnings of the runner (units recomputed, files quarantined or ignored) go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +42,27 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
     return value
+
+
+def _out_dir(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory; got an empty path")
+    return Path(text)
+
+
+class _StderrHandler(logging.Handler):
+    """Log records as ``dynstab: message`` lines on the current ``sys.stderr``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"dynstab: {record.getMessage()}", file=sys.stderr)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("dynstab_repro")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -65,7 +93,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="base seed (sets seed, or seeds=(N, N+1, ...))")
     p.add_argument(
         "--out",
-        type=Path,
+        type=_out_dir,
         default=Path(DEFAULT_OUT),
         help=f"output directory (default: {DEFAULT_OUT})",
     )
@@ -77,7 +105,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ray-address", help="Ray cluster address (default $RAY_ADDRESS or local)")
     p.add_argument("--workers", type=_positive_int, help="local processes (default: CPU count)")
-    p.add_argument("--force", action="store_true", help="discard stored results and recompute")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute everything; the old results stay until the new ones are complete",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -100,14 +132,37 @@ def _load_config_file(path: Path | None) -> dict[str, Any] | None:
 
 
 def _print_claims(result: Any) -> None:
-    mark = "PASS" if result.passed else "FAIL"
-    print(f"{mark}  {result.name}  ({result.run_dir / 'report.md'})")
+    print(f"{result.verdict}  {result.name}  ({result.run_dir / 'report.md'})")
+    width = max((len(c.label) for c in result.claims), default=0)
     for c in result.claims:
-        print(f"  {c.status}  {c.id}: {c.statement} | measured: {c.measured}")
+        line = f"  {c.label:<{width}}  {c.id}: {c.statement} | ours: {c.measured}"
+        if c.paper:
+            line += f" | paper: {c.paper}"
+        if c.note:
+            line += f" | {c.status}: {c.note}"
+        print(line)
     for key, info in result.failures.items():
         print(f"  FAILED UNIT  {key}: {info.get('error')}")
+    special = {k: v for k, v in result.outcomes.items() if v not in ("ok", "converged", "failed")}
+    if special:
+        counts: dict[str, int] = {}
+        for v in special.values():
+            counts[v] = counts.get(v, 0) + 1
+        print("  units: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     for note in result.notes:
         print(f"  NOTE  {note}")
+
+
+def _interrupted(exc: KeyboardInterrupt) -> KeyboardInterrupt:
+    """An interrupt that arrived outside the runner's own handling, with the resume hint."""
+    from dynstab_repro.executors import Interrupted
+
+    if isinstance(exc, Interrupted):
+        return exc
+    signum = int(getattr(exc, "signum", signal.SIGINT))
+    return Interrupted(
+        signum, "interrupted; finished units are saved, rerun the same command to resume."
+    )
 
 
 def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -122,6 +177,7 @@ def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "ray_address": args.ray_address,
         "force": args.force,
+        "command": getattr(args, "command_line", None),
     }
 
 
@@ -133,7 +189,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print("No experiments are registered.")
     width = max((len(e.name) for e in exps), default=0)
     for e in exps:
-        ref = f"  [{e.spec_reference}]" if e.spec_reference else ""
+        ref = f"  [{e.reference}]" if e.reference else ""
         print(f"{e.name:<{width}}  {e.title}{ref}")
     groups = list_groups()
     if groups:
@@ -147,7 +203,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from dynstab_repro.runner import run_experiment
 
-    result = run_experiment(args.name, **_run_kwargs(args))
+    _setup_logging()
+    try:
+        result = run_experiment(args.name, **_run_kwargs(args))
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc) from None
     _print_claims(result)
     return 0 if result.passed else 1
 
@@ -155,13 +215,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from dynstab_repro.runner import reproduce
 
-    result = reproduce(args.group, **_run_kwargs(args))
+    _setup_logging()
+    try:
+        result = reproduce(args.group, **_run_kwargs(args))
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc) from None
     for exp in result.experiments:
         _print_claims(exp)
-    n_pass = sum(e.passed for e in result.experiments)
+    verdicts: dict[str, int] = {}
+    for exp in result.experiments:
+        verdicts[exp.verdict] = verdicts.get(exp.verdict, 0) + 1
+    n_ok = sum(e.passed for e in result.experiments)
     print(
-        f"{n_pass}/{len(result.experiments)} experiments pass; "
-        f"summary: {result.out_dir / 'summary.md'}"
+        f"{n_ok}/{len(result.experiments)} experiments without a failure ("
+        + ", ".join(f"{n} {v.lower()}" for v, n in verdicts.items())
+        + f"); summary: {result.out_dir / 'summary.md'}"
     )
     return 0 if result.passed else 1
 
@@ -169,6 +237,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from dynstab_repro.runner import ExperimentResult, render_run_dir
 
+    _setup_logging()
     result = render_run_dir(args.run_dir)
     exps = [result] if isinstance(result, ExperimentResult) else list(result.experiments)
     for exp in exps:
@@ -184,7 +253,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "run",
         help="run one experiment (resumable)",
-        description="Run one experiment; exit 0 if all its claims pass, 1 otherwise.",
+        description="Run one experiment; exit 0 if no claim failed, 1 otherwise (see "
+        "`dynstab --help` for the other exit codes).",
     )
     p.add_argument("name", help="experiment name (see `dynstab list`)")
     _add_run_options(p)
@@ -193,7 +263,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "reproduce",
         help="run a group of experiments (or 'all') with one progress bar",
-        description="Run a group; exit 0 if all claims of all experiments pass, 1 otherwise.",
+        description="Run a group; exit 0 if no claim of any experiment failed, 1 otherwise "
+        "(see `dynstab --help` for the other exit codes).",
     )
     p.add_argument("group", help="group (e.g. wu-su-2023), 'all', or one experiment")
     _add_run_options(p)

@@ -15,6 +15,15 @@ type: ``int``, ``float``, ``bool`` (``true/false/1/0/yes/no``), ``str``, ``X | N
 (``none``/``null``), ``Literal[...]`` and ``tuple[...]`` (JSON list ``[1,2]`` or comma list
 ``1,2``). Python values (from JSON files or ``PROFILES``) are checked against the same types;
 lists become tuples and ints are accepted for floats.
+
+Two checks guard against configs that would run but mean nothing:
+
+* an override may not empty a tuple field that is not empty (``--set lrs=`` would run an
+  empty grid); a config class can allow it for named fields with
+  ``ALLOW_EMPTY: ClassVar[frozenset[str]]``;
+* a config class may define ``validate(self) -> None`` raising :class:`ValueError` on values
+  that make no sense (negative step counts, ...); :func:`check_config` calls it, and the runner
+  calls :func:`check_config` before any work, so the command exits with status 2.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from typing import Any, ClassVar, TypeVar
 __all__ = [
     "ExperimentConfig",
     "apply_overrides",
+    "check_config",
     "config_from_dict",
     "config_to_dict",
     "parse_overrides",
@@ -276,7 +286,49 @@ def apply_overrides(config: C, overrides: Iterable[str] | Mapping[str, Any]) -> 
     if unknown:
         raise _unknown_key_error(cls, unknown, ftypes)
     changes = {k: _coerce(k, v, ftypes[k]) for k, v in raw.items()}
+    allowed = frozenset(getattr(cls, "ALLOW_EMPTY", frozenset()))
+    for key, value in changes.items():
+        old = getattr(config, key)
+        if (
+            isinstance(value, tuple | list)
+            and not value
+            and isinstance(old, tuple | list)
+            and old
+            and key not in allowed
+        ):
+            example = ",".join(str(v) for v in old[:3])
+            raise ValueError(
+                f"{key} would be empty (got {raw[key]!r}): a grid needs at least one value; "
+                f"give e.g. {key}={example} (the value before this override)."
+            )
     return dataclasses.replace(config, **changes)  # type: ignore[type-var]
+
+
+def check_config(config: Any) -> None:
+    """Call the config's own ``validate()`` if it defines one (see the module docstring).
+
+    Raises:
+        ValueError: What ``validate`` raises; a :class:`TypeError` from it is re-raised as a
+            ValueError so that the command line reports it as a usage error.
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Cfg:
+        ...     steps: int = 10
+        ...     def validate(self) -> None:
+        ...         if self.steps < 1:
+        ...             raise ValueError(f"steps must be >= 1; got {self.steps}")
+        >>> check_config(Cfg(steps=0))
+        Traceback (most recent call last):
+        ...
+        ValueError: steps must be >= 1; got 0
+    """
+    validate = getattr(config, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except TypeError as exc:
+            raise ValueError(str(exc)) from exc
 
 
 def profile_names(cls: type) -> list[str]:

@@ -1,4 +1,4 @@
-"""Executors: run units of work serially, in local processes, or on Ray; yield as completed.
+"""Executors: run units serially, in local processes, or on Ray; yield outcomes as completed.
 
 * ``"serial"``: in the calling process, in order (debugging, tests, profiling).
 * ``"local"`` (default): :class:`concurrent.futures.ProcessPoolExecutor` with the ``spawn``
@@ -13,6 +13,22 @@
   thread per task. On a cluster, dynstab (and any module defining the experiment) must be
   importable on every node.
 
+**Process hygiene** (local executor). The runner owns its workers:
+
+* workers ignore ``SIGINT`` (a Ctrl-C in the terminal reaches the whole process group; the
+  runner alone decides what to do with it);
+* when the runner stops early (an exception, ``SIGINT`` or ``SIGTERM`` turned into
+  :class:`Interrupted` by :class:`SignalGuard`, or the consumer closing the generator), pending
+  units are cancelled and the running workers are terminated (``SIGTERM``, then ``SIGKILL``
+  after a grace period) and reaped; outcomes that finished but were not consumed yet are
+  returned by :meth:`LocalExecutor.drain`, so that they can still be saved;
+* a worker never outlives the runner, even when the runner is killed with ``SIGKILL``: on
+  Linux each worker asks the kernel for ``SIGKILL`` when its parent dies
+  (``prctl(PR_SET_PDEATHSIG)`` through :mod:`ctypes`), and on every platform a daemon thread
+  in each worker exits the process within half a second of the parent's death (its parent
+  process id changes). multiprocessing's resource tracker then sees its last client go and
+  exits by itself.
+
 Workers receive a picklable :class:`UnitTask` (experiment name, a ``"module:qualname"``
 locator of its class, the config dict and the spec) and re-resolve the experiment by name in
 the child: the locator's module is imported (built-in experiments register on import) and,
@@ -25,23 +41,29 @@ the same way. Nothing is retried.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from types import FrameType, TracebackType
 from typing import Any
 
 from dynstab_repro.base import Experiment, RunSpec
 
 __all__ = [
     "EXECUTORS",
+    "Interrupted",
     "LocalExecutor",
     "RayExecutor",
     "SerialExecutor",
+    "SignalGuard",
     "UnitOutcome",
     "UnitTask",
     "execute_unit",
@@ -49,6 +71,90 @@ __all__ = [
 ]
 
 EXECUTORS = ("local", "serial", "ray")
+
+#: Seconds a terminated worker gets to exit before it is killed.
+TERMINATE_GRACE_S = 5.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (``SIGINT`` or ``SIGTERM``).
+
+    A subclass of :class:`KeyboardInterrupt`, so code that handles Ctrl-C handles it too.
+
+    Attributes:
+        signum: The signal number.
+        exit_code: ``128 + signum``: 130 for ``SIGINT``, 143 for ``SIGTERM``.
+    """
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        name = signal.Signals(self.signum).name if self.signum in _SIGNAL_NUMBERS else "signal"
+        super().__init__(message or f"interrupted by {name}")
+
+
+_SIGNAL_NUMBERS = {int(s) for s in signal.Signals}
+
+
+class SignalGuard:
+    """Turn ``SIGINT``/``SIGTERM`` into :class:`Interrupted` while the guard is active.
+
+    Handlers are installed only in the main thread (Python delivers signals there) and the
+    previous handlers are restored on exit. The first signal raises; later ones are ignored
+    while the run cleans up (bounded: workers get :data:`TERMINATE_GRACE_S` seconds). Inside
+    :meth:`deferred` a signal is held back and raised when the block ends, so that a finished
+    unit is recorded completely or not at all.
+
+    Example:
+        >>> with SignalGuard() as guard, guard.deferred():
+        ...     pass
+    """
+
+    SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._old: dict[int, Any] = {}
+        self._defer = 0
+        self._pending: int | None = None
+        self._fired = False
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self._fired:
+            return
+        if self._defer:
+            self._pending = signum
+            return
+        self._fired = True
+        raise Interrupted(signum)
+
+    def __enter__(self) -> SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold signals back during the block; raise :class:`Interrupted` after it if one came."""
+        self._defer += 1
+        try:
+            yield
+        finally:
+            self._defer -= 1
+        if not self._defer and self._pending is not None and not self._fired:
+            signum, self._pending = self._pending, None
+            self._fired = True
+            raise Interrupted(signum)
 
 
 @dataclass(frozen=True)
@@ -88,6 +194,7 @@ class UnitOutcome:
         error: ``"ExceptionType: message"`` on error, else ``None``.
         traceback: Formatted traceback on error, else ``None``.
         runtime_s: Wall-clock seconds spent in the unit.
+        started_at: Unix time at which the unit started (``None`` if it never started).
     """
 
     experiment: str
@@ -97,6 +204,7 @@ class UnitOutcome:
     error: str | None
     traceback: str | None
     runtime_s: float
+    started_at: float | None = None
 
 
 def _resolve_in_worker(name: str, locator: str) -> Experiment:
@@ -132,10 +240,11 @@ def execute_unit(task: UnitTask, threads: int | None = None) -> UnitOutcome:
     from dynstab_repro.config import config_from_dict
     from dynstab_repro.io import to_jsonable
 
+    started_at = time.time()
     start = time.perf_counter()
     try:
         if threads is not None:
-            import torch
+            import torch  # deferred: only Ray tasks pass threads, and torch is heavy
 
             torch.set_num_threads(threads)
         exp = _resolve_in_worker(task.experiment, task.locator)
@@ -156,9 +265,17 @@ def execute_unit(task: UnitTask, threads: int | None = None) -> UnitOutcome:
             f"{type(exc).__name__}: {exc}",
             traceback.format_exc(),
             time.perf_counter() - start,
+            started_at,
         )
     return UnitOutcome(
-        task.experiment, task.key, "ok", metrics, None, None, time.perf_counter() - start
+        task.experiment,
+        task.key,
+        "ok",
+        metrics,
+        None,
+        None,
+        time.perf_counter() - start,
+        started_at,
     )
 
 
@@ -179,15 +296,62 @@ class SerialExecutor:
         for task in tasks:
             yield execute_unit(task)
 
+    def drain(self) -> list[UnitOutcome]:
+        """Outcomes finished but not yielded: none (units run in the consumer's process)."""
+        return []
 
-def _init_worker(threads: int) -> None:
+
+# --------------------------------------------------------------------------- local workers
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker exit when ``parent_pid`` (the runner) dies, however it dies."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(0.5)
+
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=watch, name="dynstab-parent-watch", daemon=True).start()
+
+
+def _init_worker(threads: int, parent_pid: int | None = None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C, not each worker
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    import torch
+    import torch  # deferred: the parent never needs torch for this
 
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # already set once parallel work started
         torch.set_num_interop_threads(1)
+
+
+def _stop_processes(procs: Sequence[Any], grace_s: float = TERMINATE_GRACE_S) -> None:
+    """Terminate (``SIGTERM``), wait up to ``grace_s``, then kill and reap ``procs``."""
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            if proc.is_alive():
+                proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            if proc.is_alive():
+                proc.kill()
+            proc.join(1.0)
 
 
 class LocalExecutor:
@@ -206,42 +370,68 @@ class LocalExecutor:
             raise ValueError(f"max_workers must be a positive int or None; got {max_workers!r}.")
         self.max_workers = max_workers
         self.start_method = start_method
+        self._futures: dict[Future[UnitOutcome], UnitTask] = {}
+        self._delivered: set[Future[UnitOutcome]] = set()
+
+    def threads_per_worker(self, n_tasks: int) -> tuple[int, int]:
+        """``(workers, threads per worker)`` used for ``n_tasks`` tasks."""
+        cores = os.cpu_count() or 1
+        workers = max(1, min(self.max_workers or cores, max(n_tasks, 1)))
+        return workers, max(1, cores // workers)
 
     def run(self, tasks: Sequence[UnitTask]) -> Iterator[UnitOutcome]:
-        """Yield outcomes in completion order."""
+        """Yield outcomes in completion order; stop and reap the workers on any early exit."""
         import multiprocessing
 
         if not tasks:
             return
-        cores = os.cpu_count() or 1
-        workers = max(1, min(self.max_workers or cores, len(tasks)))
-        threads = max(1, cores // workers)
+        workers, threads = self.threads_per_worker(len(tasks))
         ctx = multiprocessing.get_context(self.start_method)
         pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(threads, os.getpid()),
         )
-        futures: dict[Future[UnitOutcome], UnitTask] = {}
+        self._futures = {}
+        self._delivered = set()
         finished = False
         try:
             for task in tasks:
-                futures[pool.submit(execute_unit, task)] = task
-            pending = set(futures)
+                self._futures[pool.submit(execute_unit, task)] = task
+            pending = set(self._futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    task = futures[fut]
-                    exc = fut.exception()
-                    yield fut.result() if exc is None else _error_outcome(task, exc)
+                    self._delivered.add(fut)
+                    yield self._outcome(fut)
             finished = True
         finally:
             if finished:
                 pool.shutdown(wait=True)
-            else:  # interrupted (Ctrl-C) or the consumer stopped: do not wait for running units
-                procs = dict(getattr(pool, "_processes", None) or {})
+            else:  # interrupted, failed, or the consumer stopped: do not wait for running units
+                procs = list((getattr(pool, "_processes", None) or {}).values())
                 pool.shutdown(wait=False, cancel_futures=True)
-                for proc in procs.values():
-                    if proc.is_alive():
-                        proc.terminate()
+                _stop_processes(procs)
+
+    def _outcome(self, fut: Future[UnitOutcome]) -> UnitOutcome:
+        task = self._futures[fut]
+        exc = fut.exception()
+        return fut.result() if exc is None else _error_outcome(task, exc)
+
+    def drain(self) -> list[UnitOutcome]:
+        """Outcomes of units that finished successfully but were not yielded yet.
+
+        Call after the run stopped early, to save what was already computed.
+        """
+        out = []
+        for fut in self._futures:
+            if fut in self._delivered or not fut.done() or fut.cancelled():
+                continue
+            if fut.exception() is None and fut.result().status == "ok":
+                self._delivered.add(fut)
+                out.append(fut.result())
+        return out
 
 
 def _import_ray() -> Any:
@@ -281,6 +471,7 @@ class RayExecutor:
             )
             ray.init(address=address, runtime_env=runtime_env)
             started_here = True
+        pending: list[Any] = []
         try:
             remote = ray.remote(num_cpus=1)(execute_unit)
             refs = {remote.remote(task, 1): task for task in tasks}
@@ -293,8 +484,15 @@ class RayExecutor:
                     except Exception as exc:
                         yield _error_outcome(refs[ref], exc)
         finally:
+            for ref in pending:  # stopped early: do not leave tasks running on the cluster
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
             if started_here:
                 ray.shutdown()
+
+    def drain(self) -> list[UnitOutcome]:
+        """Outcomes finished but not yielded: none are kept (Ray tasks are cancelled)."""
+        return []
 
 
 def make_executor(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def test_list_shows_experiments_and_groups(cli_env, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "quad/a" in out
-    assert "GD on a 1-D quadratic" in out
+    assert "GD on a 1-D quadratic  [Cauchy (1847), gradient descent on a quadratic]" in out
     assert "quad: quad/a, quad/b" in out
     assert "all: every experiment" in out
 
@@ -58,8 +59,8 @@ def test_run_passes_writes_files_and_resumes(cli_env, capsys):
     tmp_path, marker = cli_env
     assert main(["run", "quad/a", *base_args(tmp_path, marker)]) == 0
     out = capsys.readouterr().out
-    assert "PASS  quad/a" in out
-    assert "PASS  Q1" in out
+    assert "REPRODUCED  quad/a" in out
+    assert "REPRODUCED  Q1" in out
     run_dir = tmp_path / "out" / "quad__a"
     assert (run_dir / "report.html").is_file()
     assert read_json(run_dir / "config.json")["config"]["steps"] == 50  # quick profile
@@ -72,7 +73,7 @@ def test_run_exit_code_one_when_a_claim_fails(cli_env, capsys):
     tmp_path, marker = cli_env
     args = ["run", "quad/a", *base_args(tmp_path, marker), "--set", "expected_threshold=0.4"]
     assert main(args) == 1
-    assert "FAIL  Q1" in capsys.readouterr().out
+    assert "FAILED  Q1" in capsys.readouterr().out
 
 
 def test_run_profile_seed_config_file_and_force(cli_env, capsys):
@@ -156,7 +157,7 @@ def test_reproduce_group_and_report(cli_env, capsys):
     tmp_path, marker = cli_env
     assert main(["reproduce", "quad", *base_args(tmp_path, marker)]) == 0
     out = capsys.readouterr().out
-    assert "2/2 experiments pass" in out
+    assert "2/2 experiments without a failure (2 reproduced)" in out
     assert (tmp_path / "out" / "summary.md").is_file()
     (tmp_path / "out" / "quad__b" / "report.md").unlink()
     assert main(["report", str(tmp_path / "out")]) == 0
@@ -216,3 +217,65 @@ def test_keyboard_interrupt_exit_code(cli_env, capsys, monkeypatch):
 def test_default_command_modules_are_importable_or_absent():
     parser = build_parser()  # the real module list: missing modules are skipped
     assert parser.prog == "dynstab"
+
+
+def test_sigterm_during_a_run_exits_143_keeps_units_and_resumes(cli_env, capsys):
+    tmp_path, marker = cli_env
+    (marker / "sigterm_lr=0.5").touch()  # the second unit (serial order) gets SIGTERM
+    assert main(["run", "quad/a", *base_args(tmp_path, marker)]) == 143
+    err = capsys.readouterr().err
+    assert "interrupted by SIGTERM" in err
+    assert "Kept 1 of 4 units (quad/a 1/4)" in err
+    assert "Rerun the same command to resume" in err
+    assert not list((tmp_path / "out").rglob(".*.tmp"))
+    (marker / "sigterm_lr=0.5").unlink()
+    assert main(["run", "quad/a", *base_args(tmp_path, marker)]) == 0
+    assert calls(marker, key="lr=0.1") == 1  # kept, not recomputed
+    assert calls(marker, key="lr=0.5") == 2
+
+
+def _plugin(monkeypatch, tmp_path, body: str) -> None:
+    module = f"plugin_cmd_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text(
+        "import os, signal, time\n"
+        "def register(subparsers):\n"
+        "    p = subparsers.add_parser('boom-abc')\n"
+        "    p.set_defaults(func=run)\n"
+        f"def run(args):\n    {body}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = importlib.metadata.EntryPoint(name="abc", value=module, group=cli.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(
+        cli.importlib.metadata,
+        "entry_points",
+        lambda group: [ep] if group == cli.ENTRY_POINT_GROUP else [],
+    )
+
+
+def test_internal_errors_exit_4_and_debug_shows_the_traceback(monkeypatch, tmp_path, capsys):
+    _plugin(monkeypatch, tmp_path, "raise KeyError('oops')")
+    assert main(["boom-abc"]) == 4
+    err = capsys.readouterr().err
+    assert "internal error KeyError" in err
+    assert "--debug" in err
+    assert "Traceback" not in err
+    assert main(["--debug", "boom-abc"]) == 4
+    assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        ("raise OSError(28, 'No space left on device', 'x/y.json')", 3, "no space left on device"),
+        ("raise PermissionError(13, 'Permission denied', '/ro')", 3, "permission denied: /ro"),
+        ("raise ImportError('install it with: pip install thing')", 3, "pip install thing"),
+        ("raise ValueError('bad value; use a good one')", 2, "bad value; use a good one"),
+        ("os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)", 143, "interrupted by SIGTERM"),
+    ],
+)
+def test_exit_codes_of_error_classes(monkeypatch, tmp_path, capsys, body, code, message):
+    _plugin(monkeypatch, tmp_path, body)
+    assert main(["boom-abc"]) == code
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1

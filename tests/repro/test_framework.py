@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 import time
 import uuid
@@ -20,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import pytest
 
 from dynstab_repro import registry
-from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.base import Claim, ClaimStatus, Experiment, Measurement, RunSpec, unit_outcome
 from dynstab_repro.config import (
     ExperimentConfig,
     apply_overrides,
@@ -70,6 +71,7 @@ class QuadConfig(ExperimentConfig):
     marker_dir: str = ""
     expected_threshold: float | None = None
     analyze_raises: bool = False
+    extra_statuses: tuple[str, ...] = ()
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"steps": 50}}
 
@@ -85,7 +87,7 @@ class QuadExperiment(Experiment):
     name = "quad/a"
     title = "GD on a 1-D quadratic"
     description = "Gradient descent on f(x) = ½ h x² converges iff η < 2/h."
-    spec_reference = "test_framework.py"
+    reference = "Cauchy (1847), gradient descent on a quadratic"
     ambiguities: ClassVar[dict[str, str]] = {"A1": "x0 = 1", "A2": "200 steps"}
     config_cls = QuadConfig
 
@@ -102,6 +104,9 @@ class QuadExperiment(Experiment):
                 os._exit(3)  # simulate a crashing worker process
             if (marker / f"sleep_{spec.key}").exists():
                 time.sleep(120)  # a long unit, to test interruption
+            if (marker / f"sigterm_{spec.key}").exists():
+                os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` from outside would
+                time.sleep(5)
         lr = float(spec.params["lr"])
         x = gd_on_quadratic(config.curvature, lr, config.x0, config.steps)
         return {"lr": lr, "final_abs_x": abs(x), "converged": abs(x) < 1e-3, "nested": {"a": 1}}
@@ -112,7 +117,7 @@ class QuadExperiment(Experiment):
         threshold = config.expected_threshold or 2.0 / config.curvature
         ok = [r["converged"] == (r["lr"] < threshold) for r in results.values()]
         conv = sorted(r["lr"] for r in results.values() if r["converged"])
-        return [
+        claims = [
             Claim(
                 "Q1",
                 "GD on ½h x² converges iff η < 2/h",
@@ -121,6 +126,22 @@ class QuadExperiment(Experiment):
                 f"converged ⇔ η < {threshold:g} for every η",
             )
         ]
+        for i, status in enumerate(config.extra_statuses):  # new-style claims
+            claims.append(
+                Claim(
+                    f"X{i}",
+                    "|x_T| of the smallest η is tiny",
+                    criterion="|x_T| ≤ 1e-3",
+                    status=status,
+                    paper="|x_T| → 0",
+                    source="Eq. (1)",
+                    note="" if status in ("reproduced", "failed") else f"why {status}",
+                    measurement=Measurement.over_seeds(
+                        [r["final_abs_x"] for r in results.values()], label="|x_T|"
+                    ),
+                )
+            )
+        return claims
 
     def plot(self, config: QuadConfig, results: dict[str, dict[str, Any]], fig_dir: Path):
         from dynstab.plotting import new_figure, save_figure, sweep_panel
@@ -174,6 +195,80 @@ class NoSeedExperiment(QuadExperiment):
 
     def tables(self, config: Any, results: dict[str, dict[str, Any]]):
         return []
+
+
+@dataclasses.dataclass(frozen=True)
+class SpinConfig(ExperimentConfig):
+    """Many small CPU-bound units (no sleeping): a sweep that can be interrupted anywhere."""
+
+    n_units: int = 48
+    work: int = 60_000
+    lrs: tuple[float, ...] = (0.3, 0.9)
+    seed: int = 0
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"n_units": 32}}
+
+
+class SpinExperiment(Experiment):
+    """Deterministic pseudo-random GD runs, ``n_units`` of them, each ``work`` steps long."""
+
+    name = "spin/a"
+    title = "Spin: many tiny CPU-bound units"
+    reference = "test dummy"
+    config_cls = SpinConfig
+
+    def specs(self, config: SpinConfig) -> list[RunSpec]:
+        return [
+            RunSpec(f"u={i}_lr={lr:g}", {"i": i, "lr": lr})
+            for i in range(config.n_units)
+            for lr in config.lrs
+        ][: config.n_units]
+
+    def run_one(self, config: SpinConfig, spec: RunSpec) -> dict[str, Any]:
+        i, lr = int(spec.params["i"]), float(spec.params["lr"])
+        h = 1.0 + (1103515245 * (i + 1) + config.seed) % 1000 / 500.0  # curvature in [1, 3)
+        x, acc = 1.0, 0.0
+        for _ in range(config.work):
+            x -= lr * h * x
+            acc += abs(x)
+            if abs(x) > 1e12:
+                break
+        return {
+            "h": h,
+            "lr": lr,
+            "sum_abs_x": acc,
+            "converged": abs(x) < 1e-6,
+            "diverged": abs(x) > 1e12,
+        }
+
+    def analyze(self, config: SpinConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+        ok = [r["diverged"] == (r["lr"] * r["h"] > 2.0) for r in results.values()]
+        total = sum(r["sum_abs_x"] for r in results.values())
+        return [
+            Claim(
+                "S1",
+                "GD on ½h x² diverges iff η·h > 2",
+                f"{sum(ok)}/{len(ok)} units agree; total Σ|x| = {total:.17g}",
+                bool(ok) and all(ok) and len(results) == len(self.specs(config)),
+                "every unit agrees",
+                paper="stable iff η < 2/h",
+                source="Cauchy (1847)",
+            )
+        ]
+
+    def tables(self, config: SpinConfig, results: dict[str, dict[str, Any]]):
+        return [("Units", [{"key": k, **v} for k, v in results.items()])]
+
+
+class SpinExperimentB(SpinExperiment):
+    name = "spin/b"
+
+
+def register_spin() -> None:
+    """Register the spin dummies and their group ``spin`` (also used by subprocess drivers)."""
+    registry.register(SpinExperiment())
+    registry.register(SpinExperimentB())
+    registry.register_group("spin", ["spin/a", "spin/b"])
 
 
 @pytest.fixture
@@ -453,14 +548,15 @@ def test_run_writes_every_file_and_claims_pass(isolated_registry, tmp_path):
     assert claims["passed"]
     assert claims["claims"][0]["id"] == "Q1"
     md = (d / "report.md").read_text()
-    assert "| id | claim | criterion | measured | result |" in md
+    assert "| id | claim | source | paper | ours | rule | status |" in md
     assert "| Q1 | GD on ½h x² converges iff η < 2/h |" in md
-    assert "| PASS |" in md
+    assert "| reproduced |" in md
+    assert "paper: Cauchy (1847), gradient descent on a quadratic" in md
     assert "| A1 | x0 = 1 |" in md
     assert "![final_x](figures/final_x.png)" in md
     html = (d / "report.html").read_text()
     assert "data:image/png;base64," in html
-    assert '<td class="pass">PASS</td>' in html
+    assert '<td class="reproduced">reproduced</td>' in html
     assert res.results["lr=0.5"]["converged"] is True
 
 
@@ -489,14 +585,14 @@ def test_changed_config_is_refused_unless_forced(isolated_registry, tmp_path):
     assert res.n_computed == 4
     assert calls(marker) == 8
     assert read_json(res.run_dir / "config.json")["config"]["steps"] == 60
-    # a stored unit from another config (config.json tampered with) is detected as well
-    cfg = read_json(res.run_dir / "config.json")
+    # a stored unit from another config (config.json tampered with) is recomputed, and said so
     run = read_json(res.run_dir / "runs" / "lr=0.1.json")
     run["config_hash"] = "0" * 16
     atomic_write_json(res.run_dir / "runs" / "lr=0.1.json", run)
-    with pytest.raises(ValueError, match="was computed with config hash"):
-        run_quad(tmp_path, overrides=changed)
-    assert cfg["config_hash"] != "0" * 16
+    res = run_quad(tmp_path, overrides=changed)
+    assert (res.n_computed, res.n_reused) == (1, 3)
+    assert calls(marker, key="lr=0.1") == 3
+    assert any("computed with another config" in n for n in res.notes)
 
 
 def test_failed_unit_is_recorded_reported_and_retried_next_time(isolated_registry, tmp_path):
@@ -535,7 +631,7 @@ def test_failing_claim_makes_the_run_fail(isolated_registry, tmp_path):
     res = run_quad(tmp_path, overrides={"expected_threshold": 0.4})
     assert not res.passed
     assert not res.claims[0].passed
-    assert "| FAIL |" in (res.run_dir / "report.md").read_text()
+    assert "| failed |" in (res.run_dir / "report.md").read_text()
 
 
 def test_seed_and_config_resolution_order(isolated_registry):
@@ -605,7 +701,7 @@ def test_reproduce_group_with_scoped_overrides_and_summary(isolated_registry, tm
     assert summary["passed"]
     assert [r["name"] for r in summary["experiments"]] == ["quad/a", "quad/b"]
     md = (tmp_path / "out" / "summary.md").read_text()
-    assert "2/2 experiments pass" in md
+    assert "2/2 experiments without a failure" in md
     assert "[report](quad__b/report.md)" in md
     assert calls(marker, "quad/a") == 4
     assert calls(marker, "quad/b") == 4
@@ -715,12 +811,26 @@ def test_report_escapes_and_lists_everything():
     data = ReportData(
         name="x/y",
         title="T <b>",
-        spec_reference="spec §1",
+        reference="Wu & Su (ICML 2023), Fig. 2",
         profile="full",
         overrides=["a=1"],
         config={"a": 1, "b": [0.5, 2]},
         ambiguities={"A3": "Gaussian inputs"},
-        claims=[Claim("C1", "a|b", "1.0", True, "<= 2"), Claim("C2", "s", "m", False, "c")],
+        claims=[
+            Claim("C1", "a|b", "1.0", True, "<= 2"),
+            Claim("C2", "s", "m", False, "c"),
+            Claim(
+                "C3",
+                "t",
+                "0.9",
+                criterion="≤ 1.1",
+                status="adapted",
+                paper="≤ 1",
+                source="Fig. 3",
+                note="10% slack",
+            ),
+            Claim("C4", "u", "0.6", status="not reproduced", paper="= 1", note="data differ"),
+        ],
         tables=[("Tab", [{"u": 1}, {"u": 2, "v": 3}])],
         runtime_s=1.25,
         compute_s=2.5,
@@ -728,17 +838,225 @@ def test_report_escapes_and_lists_everything():
         n_computed=2,
         failures={"k": {"error": "E", "traceback": "tb"}},
         notes=["note 1"],
+        outcomes={"k": "failed", "j": "diverged"},
+        provenance={"command": "dynstab run x/y", "commit_label": "abc1234 dirty"},
+        config_hash="0123456789abcdef",
     )
     md = render_markdown(data)
-    assert "| C1 | a\\|b | <= 2 | 1.0 | PASS |" in md
-    assert "| C2 | s | c | m | FAIL |" in md
-    assert "**FAIL**: 1/2 claims pass; 1 of 2 units failed." in md
+    assert "| C1 | a\\|b |  |  | 1.0 | <= 2 | reproduced |" in md
+    assert "| C2 | s |  |  | m | c | failed |" in md
+    assert "| C3 | t | Fig. 3 | ≤ 1 | 0.9 | ≤ 1.1 | adapted (10% slack) |" in md
+    assert "| C4 | u |  | = 1 | 0.6 |  | not reproduced (data differ) |" in md
+    assert (
+        "**FAILED**: 4 claims (1 reproduced, 1 adapted, 1 not reproduced, 1 failed); "
+        "1 of 2 units failed." in md
+    )
     assert "| A3 | Gaussian inputs |" in md
     assert "| u | v |" in md
     assert "| 2 | 3 |" in md
-    assert "wall time of this invocation 1.2 s" in md
+    assert "wall time of this experiment 1.2 s" in md
+    assert "| command | `dynstab run x/y` |" in md
+    assert "| git commit | abc1234 dirty |" in md
+    assert "config hash `0123456789abcdef`" in md
+    assert "| j | diverged |" in md
+    assert "1 diverged, 1 failed" in md
     assert "* note 1" in md
     html = render_html(data)
     assert "T &lt;b&gt;" in html
-    assert '<td class="fail">FAIL</td>' in html
+    assert '<td class="failed">failed</td>' in html
+    assert '<td class="adapted">adapted (10% slack)</td>' in html
+    assert '<td class="not-reproduced">not reproduced (data differ)</td>' in html
+    assert "PASS" not in md + html
     assert not data.passed
+
+
+# --------------------------------------------------------------------------- claim model
+
+
+def test_old_style_claims_map_to_reproduced_or_failed():
+    ok = Claim("a", "s", "m", True, "rule")
+    bad = Claim("b", "s", "m", False, "rule")
+    assert (ok.status, ok.passed, ok.label) == (ClaimStatus.REPRODUCED, True, "REPRODUCED")
+    assert (bad.status, bad.passed, bad.label) == (ClaimStatus.FAILED, False, "FAILED")
+    assert ok.paper == ""
+    assert ok.source == ""
+    old_dict = {"id": "c", "statement": "s", "measured": "m", "passed": False, "criterion": "r"}
+    assert Claim.from_dict(old_dict).status == "failed"  # claims.json of older versions
+
+
+@pytest.mark.parametrize("status", ["adapted", "not reproduced", "reproduced", "failed"])
+def test_new_style_claims_round_trip_and_derive_passed(status):
+    c = Claim(
+        "E1",
+        "Tr G ≤ 2/η",
+        criterion="ratio ≤ 1.05",
+        status=status,
+        paper="Tr G ≤ 2/η at every η",
+        source="Fig. 2(a)",
+        note="" if status in ("reproduced", "failed") else "finite training time",
+        measurement=Measurement.over_seeds([0.91, 0.95, 0.93], label="max ratio"),
+    )
+    assert c.passed is (status != "failed")
+    assert c.measured == "max ratio = 0.93 (median of 3 seeds; range 0.91 to 0.95)"
+    assert Claim.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert c.label == status.upper()
+
+
+def test_claim_validation_messages():
+    with pytest.raises(TypeError, match="needs passed=True/False"):
+        Claim("a", "s", "m")
+    with pytest.raises(ValueError, match="unknown status 'pass'"):
+        Claim("a", "s", "m", status="pass")
+    with pytest.raises(ValueError, match="contradicts status 'failed'"):
+        Claim("a", "s", "m", True, status="failed")
+    with pytest.raises(ValueError, match="say what changed and why"):
+        Claim("a", "s", "m", status="adapted")
+    assert Claim("a", "s", "m", False, status="failed").passed is False
+
+
+def test_measurement_over_seeds_with_diverged_seeds():
+    m = Measurement.over_seeds([1.0, float("nan"), 3.0, float("inf")])
+    assert (m.value, m.low, m.high, m.n_seeds, m.n_excluded) == (2.0, 1.0, 3.0, 2, 2)
+    assert str(m) == "2 (median of 2 seeds; range 1 to 3; 2 not finite)"
+    assert math.isnan(Measurement.over_seeds([float("nan")]).value)
+    with pytest.raises(ValueError, match="at least one value"):
+        Measurement.over_seeds([])
+
+
+def test_unit_outcomes():
+    assert unit_outcome({"diverged": True, "converged": False}) == "diverged"
+    assert unit_outcome({"early_stopped": True}) == "early-stopped"
+    assert unit_outcome({"converged": True, "converged_at_full_lr": False}) == (
+        "converged in warm-up"
+    )
+    assert unit_outcome({"converged": True, "converged_at_full_lr": True}) == "converged"
+    assert unit_outcome({"outcome": "plateau", "diverged": True}) == "plateau"
+    assert unit_outcome({"loss": 1.0}) == "ok"
+
+
+def test_adapted_and_not_reproduced_are_never_shown_as_pass(isolated_registry, tmp_path):
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    statuses = "reproduced,adapted,not reproduced"
+    res = reproduce(
+        "quad",
+        out_dir=tmp_path / "out",
+        executor="serial",
+        progress=False,
+        overrides=[f"marker_dir={marker}", f"quad/a:extra_statuses={statuses}"],
+        command="dynstab reproduce quad --quick",
+    )
+    assert res.passed  # nothing failed
+    a, b = res.experiments
+    assert a.verdict == "PARTLY REPRODUCED"
+    assert b.verdict == "REPRODUCED"
+    assert a.status_counts == {"reproduced": 2, "adapted": 1, "not reproduced": 1, "failed": 0}
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| experiment | id | claim | source | paper | ours | rule | status |" in md
+    assert "| quad/a | X1 | |x_T| of the smallest η is tiny" not in md  # cells are escaped
+    assert "| adapted (why adapted) |" in md
+    assert "| not reproduced (why not reproduced) |" in md
+    assert "| Eq. (1) | \\|x_T\\| → 0 | \\|x_T\\| = " in md
+    # an old-style claim renders an empty paper cell
+    assert "| quad/b | Q1 | GD on ½h x² converges iff η < 2/h |  |  | converged at" in md
+    assert "PASS" not in md
+    summary = read_json(tmp_path / "out" / "summary.json")
+    rows = {r["name"]: r for r in summary["experiments"]}
+    assert [c["status"] for c in rows["quad/a"]["claims"]] == [
+        "reproduced",
+        "reproduced",
+        "adapted",
+        "not reproduced",
+    ]
+    assert rows["quad/a"]["verdict"] == "PARTLY REPRODUCED"
+    html = (res.experiments[0].run_dir / "report.html").read_text()
+    assert '<td class="adapted">adapted (why adapted)</td>' in html
+    assert '<td class="not-reproduced">not reproduced (why not reproduced)</td>' in html
+    assert "PASS" not in html
+    (tmp_path / "f").mkdir()
+    failed = run_quad(tmp_path / "f", overrides=[f"marker_dir={marker}", "extra_statuses=failed"])
+    assert not failed.passed
+    assert failed.verdict == "FAILED"
+
+
+def test_summary_opens_with_provenance_and_per_experiment_facts(isolated_registry, tmp_path):
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    cmd = "dynstab reproduce quad --quick --out out"
+    res = reproduce(
+        "quad",
+        out_dir=tmp_path / "out",
+        executor="serial",
+        progress=False,
+        overrides=[f"marker_dir={marker}"],
+        command=cmd,
+    )
+    md = (tmp_path / "out" / "summary.md").read_text()
+    head = md.split("\n\n")[1]  # the block after the title
+    for field in ("command", "git commit", "versions", "threads", "device", "started"):
+        assert f"| {field} |" in head, field
+    assert f"`{cmd}`" in head
+    assert "dynstab 0." in head
+    assert "torch 2." in head
+    assert "python 3." in head
+    code = environment_info()
+    if code["git_commit"]:
+        label = code["git_commit"][:7] + (" dirty" if code["git_dirty"] else "")
+        assert f"| git commit | {label} |" in head
+    summary = read_json(tmp_path / "out" / "summary.json")
+    prov = summary["provenance"]
+    assert prov["command"] == cmd
+    assert {"commit", "dirty", "versions", "threads", "device", "started_at", "wall_s"} <= set(prov)
+    assert prov["device"] == "cpu"
+    for exp, row in zip(res.experiments, summary["experiments"]):
+        assert row["config_hash"] == exp.config_hash
+        assert row["wall_s"] == exp.runtime_s
+        assert row["outcome_counts"] == {"converged": 3, "not converged": 1}
+        assert f"`{exp.config_hash}`" in md
+        result = read_json(exp.run_dir / "result.json")
+        assert result["wall_s"] == exp.runtime_s
+        assert result["provenance"]["command"] == cmd
+        report = (exp.run_dir / "report.md").read_text()
+        assert "| wall time (this experiment) |" in report
+        assert "3 converged, 1 not converged" in report
+    assert "| quad/a |" in md
+    assert "3 converged, 1 not converged" in md
+
+
+def test_corrupted_config_json_is_quarantined(isolated_registry, tmp_path):
+    res = run_quad(tmp_path)
+    (res.run_dir / "config.json").write_text("{broken")
+    again = run_quad(tmp_path)
+    assert again.n_reused == 4
+    assert len(list(res.run_dir.glob("config.json.corrupt-*"))) == 1
+    assert any("config.json was corrupted" in n for n in again.notes)
+    (res.run_dir / "config.json").write_text("[]")
+    with pytest.raises(ValueError, match="unreadable or not a run configuration"):
+        render_run_dir(res.run_dir)
+
+
+def test_force_swaps_in_a_fresh_directory_at_the_end(isolated_registry, tmp_path):
+    marker = tmp_path / "marker"
+    res = run_quad(tmp_path)
+    (res.run_dir / "runs" / "lr=0.1.json").write_text("{}")  # would be quarantined without force
+    res = run_quad(tmp_path, force=True)
+    assert res.n_computed == 4
+    assert calls(marker) == 8
+    assert not list(res.run_dir.parent.glob(".*"))  # no staging or old directory left
+    assert not list((res.run_dir / "runs").glob("*.corrupt-*"))
+    assert read_json(res.run_dir / "runs" / "lr=0.1.json")["status"] == "ok"
+
+
+def test_local_executor_drain_returns_finished_outcomes(tmp_path):
+    tasks = quad_tasks(tmp_path)
+    ex = LocalExecutor(max_workers=2)
+    gen = ex.run(tasks)
+    first = next(gen)
+    deadline = time.monotonic() + 60
+    while sum(f.done() for f in ex._futures) < len(tasks) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gen.close()
+    drained = ex.drain()
+    assert {o.key for o in drained} | {first.key} == {t.key for t in tasks}
+    assert all(o.status == "ok" for o in drained)
+    assert ex.drain() == []  # each outcome is handed out once

@@ -1,25 +1,28 @@
-"""``dynstab sharpness``: sharpness measures of a built-in toy or a user model, as a table + JSON.
+"""``dynstab sharpness`` and ``dynstab density``: sharpness measures of a model, as tables + JSON.
 
 Sources (exactly one):
 
 * ``--toy NAME``: a small seeded float64 problem (``linear``, ``diagonal``, ``mlp-tanh``,
   ``two-layer-relu``), ½-MSE loss;
-* ``--spec module:function``: an importable callable returning ``(model, loss_fn, (X, y))``;
-  ``--checkpoint FILE`` then loads a ``state_dict`` (``torch.load(weights_only=True)``) into
-  that model (also allowed with ``--toy``).
+* ``--spec module:function`` or ``--spec path/to/file.py:function``: a callable returning
+  ``(model, loss_fn, (X, y))`` (see :func:`dynstab.cli.common.load_spec`).
+
+``--checkpoint FILE`` loads weights into the model (a ``state_dict`` or a training checkpoint
+holding one; :func:`dynstab.cli.common.load_checkpoint`), ``--device`` / ``--dtype`` move the
+model and data, ``--max-dense`` caps the size of the dense exact method. ``dynstab density``
+prints the spectral density (the ``density`` measure) as a histogram table; ``dynstab
+sharpness --measures ...,density`` prints the same table after the measures.
 
 Example::
 
     dynstab sharpness --toy mlp-tanh --measures lambda_max,trace --json out.json
+    dynstab density --toy mlp-tanh --bins 8
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dynstab.cli.common import (
+    CommandError,
+    add_placement_options,
+    exit_status,
+    load_checkpoint,
+    load_spec,
+    parse_device,
+    place,
+)
 from dynstab.io import atomic_write_json
+from dynstab.linalg import SpectralDensity
 from dynstab.losses import half_mse
 from dynstab.measures import MEASURES, SharpnessReport, sharpness
 
-__all__ = ["TOYS", "build_toy", "register", "run"]
+__all__ = ["TOYS", "build_toy", "format_density", "register", "run", "run_density"]
 
 _DTYPE = torch.float64
 
@@ -127,77 +140,82 @@ def build_toy(
     return model, half_mse, (X, y)
 
 
-def _load_spec(spec: str) -> tuple[nn.Module, Callable[..., Tensor], Any]:
-    module_name, sep, func_name = spec.partition(":")
-    if not sep or not module_name or not func_name:
-        raise ValueError(f"--spec must look like 'package.module:function'; got {spec!r}.")
-    cwd = os.getcwd()
-    if cwd not in sys.path:  # console scripts do not put the working directory on the path
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"--spec: cannot import module {module_name!r}: {exc}.") from exc
-    fn = getattr(module, func_name, None)
-    if not callable(fn):
-        raise ValueError(f"--spec: {module_name!r} has no callable {func_name!r}.")
-    result = fn()
-    if not (isinstance(result, tuple) and len(result) == 3 and isinstance(result[0], nn.Module)):
-        raise ValueError(
-            f"--spec: {spec}() must return (model, loss_fn, (X, y)); got {type(result).__name__}."
-        )
-    return result
-
-
-def _load_checkpoint(model: nn.Module, path: str) -> None:
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"--checkpoint: no such file {path!r}.")
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(
-            f"--checkpoint: {path!r} does not hold a state_dict (got {type(state).__name__})."
-        )
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(f"--checkpoint: {path!r} does not match the model: {exc}") from exc
-
-
 def format_table(report: SharpnessReport) -> str:
     """Render a report as an aligned text table (one row per measure); see ``report.table()``."""
     return report.table()
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``sharpness`` subcommand to ``subparsers`` (sets ``func=run``)."""
-    parser = subparsers.add_parser(
-        "sharpness",
-        help="sharpness measures (λmax, trace, Frobenius, ...) of a model at a point",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def format_density(density: SpectralDensity, bins: int = 10) -> str:
+    """The spectral density as a histogram table: mass of the nodes in ``bins`` equal bins.
+
+    The first line states the support, the product count and the first two moments
+    (``Σ w θ`` estimates Tr/p, ``Σ w θ²`` estimates ‖·‖²_F/p).
+
+    Example:
+        >>> d = SpectralDensity(torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64),
+        ...                     torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64), 0)
+        >>> print(format_density(d, bins=3))
+        spectral density: 3 nodes on [0, 3], 0 products; Σwθ = 1 (≈ Tr/p), Σwθ² = 2.5 (≈ ‖·‖²_F/p)
+        interval  mass
+        --------  ----
+        [0, 1)    0.5
+        [1, 2)    0.25
+        [2, 3]    0.25
+    """
+    nodes = density.nodes.detach().to("cpu", torch.float64)
+    weights = density.weights.detach().to("cpu", torch.float64)
+    if nodes.numel() == 0:
+        return "spectral density: no nodes (nothing to show)"
+    lo, hi = float(nodes.min()), float(nodes.max())
+    head = (
+        f"spectral density: {nodes.numel()} nodes on [{lo:.6g}, {hi:.6g}], "
+        f"{density.num_matvecs} products; Σwθ = {density.moment(1):.6g} (≈ Tr/p), "
+        f"Σwθ² = {density.moment(2):.6g} (≈ ‖·‖²_F/p)"
     )
+    bins = max(1, int(bins))
+    if hi <= lo:
+        edges = [lo, hi]
+        masses = [float(weights.sum())]
+    else:
+        width = (hi - lo) / bins
+        edges = [lo + i * width for i in range(bins)] + [hi]
+        index = ((nodes - lo) / width).floor().clamp(0, bins - 1).to(torch.long)
+        masses = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, weights).tolist()
+    rows = []
+    for i, mass in enumerate(masses):
+        close = "]" if i == len(masses) - 1 else ")"
+        rows.append((f"[{edges[i]:.6g}, {edges[i + 1]:.6g}{close}", f"{mass:.6g}"))
+    w0 = max(len("interval"), *(len(r[0]) for r in rows))
+    w1 = max(len("mass"), *(len(r[1]) for r in rows))
+    lines = [head, f"{'interval':<{w0}}  mass", f"{'-' * w0}  {'-' * w1}"]
+    lines += [f"{a:<{w0}}  {b}" for a, b in rows]
+    return "\n".join(lines)
+
+
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--toy", choices=sorted(TOYS), help="built-in toy problem")
     source.add_argument(
-        "--spec", metavar="MODULE:FUNCTION", help="returns (model, loss_fn, (X, y))"
+        "--spec",
+        metavar="MODULE:FUNCTION",
+        help="module:function or path/to/file.py:function returning (model, loss_fn, (X, y))",
     )
-    parser.add_argument("--checkpoint", metavar="FILE", help="state_dict to load into the model")
     parser.add_argument(
-        "--measures",
-        default="lambda_max,trace,frobenius",
-        help=f"comma-separated subset of {','.join(MEASURES)} (default: %(default)s)",
+        "--checkpoint",
+        metavar="FILE",
+        help="weights to load: a state_dict, or a dict with a 'state_dict'/'model' entry",
     )
+    add_placement_options(parser)
     parser.add_argument("--curvature", choices=["hessian", "gauss_newton"], default="hessian")
     parser.add_argument(
         "--method", choices=["auto", "exact", "lanczos", "hutchinson"], default="auto"
     )
-    parser.add_argument("--k", type=int, default=1, help="eigenvalues for top_k (default: 1)")
-    parser.add_argument("--tol", type=float, default=1e-6, help="Lanczos residual tolerance")
-    parser.add_argument("--max-iters", type=int, default=100, help="Lanczos product budget")
-    parser.add_argument("--num-probes", type=int, default=64, help="Hutchinson probes")
+    parser.add_argument(
+        "--max-dense",
+        type=int,
+        default=2000,
+        help="largest parameter count for the dense exact method (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for toys, starts and probes")
     parser.add_argument(
         "--allow-stochastic",
@@ -206,42 +224,125 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="accept train-mode BatchNorm/Dropout instead of refusing",
     )
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON (atomically)")
+    parser.add_argument("--density-probes", type=int, default=8, help="SLQ probes (density)")
+    parser.add_argument("--density-iters", type=int, default=40, help="SLQ steps per probe")
+    parser.add_argument("--bins", type=int, default=10, help="histogram bins of the density")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``sharpness`` and ``density`` subcommands to ``subparsers``."""
+    parser = subparsers.add_parser(
+        "sharpness",
+        help="sharpness measures (λmax, trace, Frobenius, ...) of a model at a point",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common_options(parser)
+    parser.add_argument(
+        "--measures",
+        default="lambda_max,trace,frobenius",
+        help=f"comma-separated subset of {','.join(MEASURES)} (default: %(default)s)",
+    )
+    parser.add_argument("--k", type=int, default=1, help="eigenvalues for top_k (default: 1)")
+    parser.add_argument("--tol", type=float, default=1e-6, help="Lanczos relative tolerance")
+    parser.add_argument("--max-iters", type=int, default=100, help="Lanczos product budget")
+    parser.add_argument("--num-probes", type=int, default=64, help="Hutchinson probes")
     parser.set_defaults(func=run)
+
+    dens = subparsers.add_parser(
+        "density",
+        help="spectral density of the curvature (SLQ, or exact when small) as a histogram",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common_options(dens)
+    dens.set_defaults(func=run_density, measures="density")
+
+
+def _problem(
+    args: argparse.Namespace,
+) -> tuple[nn.Module, Callable[..., Tensor], Any, dict[str, Any]]:
+    device = parse_device(args.device)
+    if args.toy is not None:
+        model, loss_fn, data = build_toy(args.toy, seed=args.seed)
+        source: dict[str, Any] = {"toy": args.toy, "seed": args.seed}
+    else:
+        model, loss_fn, data = load_spec(args.spec)
+        source = {"spec": args.spec}
+    if args.checkpoint:
+        source["checkpoint"] = str(args.checkpoint)
+        source["checkpoint_layout"] = load_checkpoint(model, args.checkpoint)
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(args.dtype or "")
+    model, data = place(model, data, device, dtype)
+    source.update({"device": str(device), "dtype": args.dtype})
+    return model, loss_fn, data, source
+
+
+def _measure(
+    args: argparse.Namespace, measures: tuple[str, ...]
+) -> tuple[SharpnessReport, dict[str, Any]]:
+    if not measures:
+        raise CommandError(f"--measures must name at least one of {list(MEASURES)}.")
+    if args.bins < 1:
+        raise CommandError(f"--bins must be >= 1; got {args.bins}.")
+    model, loss_fn, data, source = _problem(args)
+    report = sharpness(
+        model,
+        loss_fn,
+        data,
+        measures,
+        curvature=args.curvature,
+        method=args.method,
+        k=getattr(args, "k", 1),
+        tol=getattr(args, "tol", 1e-6),
+        max_iters=getattr(args, "max_iters", 100),
+        num_probes=getattr(args, "num_probes", 64),
+        density_probes=args.density_probes,
+        density_iters=args.density_iters,
+        generator=torch.Generator().manual_seed(args.seed),
+        max_dense=args.max_dense,
+        allow_stochastic=args.allow_stochastic,
+    )
+    return report, source
+
+
+def _print_and_save(
+    args: argparse.Namespace, report: SharpnessReport, source: dict[str, Any], command: str
+) -> None:
+    if report.measures():
+        print(format_table(report))
+    else:
+        print(format_table(report).splitlines()[0])
+    if "density" in args.measures.split(","):
+        if report.density is None:
+            print(
+                "spectral density: not computed (the chosen method returned none); "
+                "use --method auto or lanczos"
+            )
+        else:
+            print(format_density(report.density, args.bins))
+    if args.json:
+        payload = {"command": command, "source": source, "report": report.to_dict()}
+        atomic_write_json(Path(args.json), payload)
+        print(f"wrote {args.json}")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Execute ``dynstab sharpness``; return the exit status (0 ok, 2 bad input)."""
+    """Execute ``dynstab sharpness``; return the exit status (0 ok, 2 bad input, 3 environment)."""
     try:
-        if args.toy is not None:
-            model, loss_fn, data = build_toy(args.toy, seed=args.seed)
-            source: dict[str, Any] = {"toy": args.toy, "seed": args.seed}
-        else:
-            model, loss_fn, data = _load_spec(args.spec)
-            source = {"spec": args.spec}
-        if args.checkpoint:
-            _load_checkpoint(model, args.checkpoint)
-            source["checkpoint"] = str(args.checkpoint)
         measures = tuple(m.strip() for m in args.measures.split(",") if m.strip())
-        report = sharpness(
-            model,
-            loss_fn,
-            data,
-            measures,
-            curvature=args.curvature,
-            method=args.method,
-            k=args.k,
-            tol=args.tol,
-            max_iters=args.max_iters,
-            num_probes=args.num_probes,
-            generator=torch.Generator().manual_seed(args.seed),
-            allow_stochastic=args.allow_stochastic,
-        )
-    except (ValueError, TypeError) as exc:
-        print(f"dynstab sharpness: error: {exc}", file=sys.stderr)
-        return 2
-    print(format_table(report))
-    if args.json:
-        payload = {"command": "sharpness", "source": source, "report": report.to_dict()}
-        atomic_write_json(Path(args.json), payload)
-        print(f"wrote {args.json}")
+        report, source = _measure(args, measures)
+        _print_and_save(args, report, source, "sharpness")
+    except Exception as exc:
+        return exit_status("sharpness", exc, debug=getattr(args, "debug", False))
+    return 0
+
+
+def run_density(args: argparse.Namespace) -> int:
+    """Execute ``dynstab density``: the spectral density as a histogram table (+ JSON)."""
+    try:
+        report, source = _measure(args, ("density",))
+        _print_and_save(args, report, source, "density")
+    except Exception as exc:
+        return exit_status("density", exc, debug=getattr(args, "debug", False))
     return 0

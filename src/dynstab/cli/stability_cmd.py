@@ -5,17 +5,20 @@ Usage::
     dynstab stability --gram K.npy [--residuals r.npy] --lr 0.1 --batch-size 8 \
         [--sampling with|without] [--outputs C] [--json verdict.json]
     dynstab stability --spec mypkg.mymod:make --checkpoint model.pt --lr 0.1 --batch-size 8
+    dynstab stability --spec path/to/make.py:make --device cuda --dtype float64 ...
 
-``--spec module:function`` names a callable returning ``(model, loss_fn, (X, y))``; the
-optional ``--checkpoint`` is a ``state_dict`` loaded into the model (``weights_only``). The
-thresholds assume the ½-square loss at an interpolating minimum.
+``--spec`` names a callable returning ``(model, loss_fn, (X, y))`` (``module:function`` or
+``file.py:function``); ``--checkpoint`` loads weights into that model (a ``state_dict`` or a
+training checkpoint holding one). A Gram matrix file has no weights, so ``--checkpoint`` and
+``--dtype`` are refused with ``--gram`` (K is always used in float64). ``--max-dense N`` lets
+the exact η* use its dense solver only when that problem is guaranteed to have at most ``N``
+rows (``nC(nC+1)/2 ≤ N``, an upper bound of the ρ(ρ+1)/2 rows it needs), else the matrix-free
+solver. The thresholds assume the ½-square loss at an interpolating minimum.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dynstab.criteria.sampling import SAMPLING_SCHEMES
-from dynstab.criteria.verdict import StabilityReport, check_stability, stability
+from dynstab.cli.common import (
+    DTYPES,
+    CommandError,
+    add_placement_options,
+    exit_status,
+    load_checkpoint,
+    load_spec,
+    parse_device,
+    place,
+)
+from dynstab.criteria import SAMPLING_SCHEMES, StabilityReport, check_stability, stability
 from dynstab.io import atomic_write_json
 
 __all__ = ["register", "run"]
@@ -44,14 +56,27 @@ def register(subparsers: Any) -> None:
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--gram", type=Path, help="Gram matrix K = JJᵀ/n (.npy or .pt), (nC, nC)")
-    src.add_argument("--spec", help="module:function returning (model, loss_fn, (X, y))")
+    src.add_argument(
+        "--spec", help="module:function or file.py:function returning (model, loss_fn, (X, y))"
+    )
     p.add_argument("--residuals", type=Path, help="residuals f(x_i) − y_i (.npy/.pt), with --gram")
-    p.add_argument("--checkpoint", type=Path, help="state_dict to load into the model, with --spec")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="weights for the --spec model: a state_dict or a dict with a 'state_dict'/'model' key",
+    )
+    add_placement_options(p)
     p.add_argument("--lr", type=float, required=True, help="learning rate η > 0")
     p.add_argument("--batch-size", type=int, required=True, help="batch size B")
     p.add_argument("--sampling", choices=SAMPLING_SCHEMES, default="with", help="replacement")
     p.add_argument("--outputs", type=int, default=None, help="outputs C (with --gram; default 1)")
     p.add_argument("--method", choices=("auto", "dense", "matrix_free"), default="auto")
+    p.add_argument(
+        "--max-dense",
+        type=int,
+        default=None,
+        help="dense η* only if nC(nC+1)/2 ≤ N, else matrix-free (default: the library's auto rule)",
+    )
     p.add_argument(
         "--rank-one", action=argparse.BooleanOptionalAction, default=True, help="MM23 (24) ascent"
     )
@@ -62,27 +87,49 @@ def register(subparsers: Any) -> None:
 
 def _load_tensor(path: Path, what: str) -> Tensor:
     if not path.exists():
-        raise FileNotFoundError(f"{what} file {str(path)!r} does not exist.")
+        raise CommandError(f"{what} file {str(path)!r} does not exist.")
     if path.suffix == ".npy":
-        return torch.from_numpy(np.load(path, allow_pickle=False)).to(torch.float64)
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise CommandError(
+                f"{what} file {str(path)!r} is not a plain .npy array ({exc})."
+            ) from None
+        return torch.from_numpy(array).to(torch.float64)
     if path.suffix in (".pt", ".pth"):
-        obj = torch.load(path, weights_only=True, map_location="cpu")
+        try:
+            obj = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as exc:
+            raise CommandError(
+                f"{what} file {str(path)!r} cannot be loaded with torch.load(weights_only=True) "
+                f"({type(exc).__name__}); save one tensor with torch.save(tensor, path)."
+            ) from None
         if not isinstance(obj, Tensor):
-            raise ValueError(
+            raise CommandError(
                 f"{what} file {str(path)!r} must hold one Tensor; got {type(obj).__name__}."
             )
         return obj.to(torch.float64)
-    raise ValueError(f"{what} file must end in .npy or .pt; got {str(path)!r}.")
+    raise CommandError(f"{what} file must end in .npy or .pt; got {str(path)!r}.")
 
 
-def _load_spec(spec: str) -> Any:
-    module_name, sep, func_name = spec.partition(":")
-    if not sep or not module_name or not func_name:
-        raise ValueError(f"--spec must look like 'package.module:function'; got {spec!r}.")
-    func = getattr(importlib.import_module(module_name), func_name, None)
-    if not callable(func):
-        raise ValueError(f"--spec: {module_name!r} has no callable {func_name!r}.")
-    return func()
+def _method(args: argparse.Namespace, n_rows: int) -> str:
+    """The η* solver: ``--method``, or dense/matrix-free from ``--max-dense``."""
+    if args.max_dense is None:
+        return str(args.method)
+    if args.max_dense < 1:
+        raise CommandError(f"--max-dense must be >= 1; got {args.max_dense}.")
+    if args.method != "auto":
+        raise CommandError(
+            f"--max-dense chooses between the dense and matrix-free solvers; drop it or "
+            f"--method {args.method}."
+        )
+    return "dense" if n_rows * (n_rows + 1) // 2 <= args.max_dense else "matrix_free"
+
+
+def _rows(data: Any) -> int:
+    """Number of rows nC of K for data ``(X, y)`` or an iterable of batches (from y)."""
+    batches = [data] if isinstance(data, tuple | list) and isinstance(data[0], Tensor) else data
+    return sum(int(y.numel()) for _, y in batches)
 
 
 def _report(args: argparse.Namespace) -> StabilityReport:
@@ -91,25 +138,37 @@ def _report(args: argparse.Namespace) -> StabilityReport:
         "lr": args.lr,
         "batch_size": args.batch_size,
         "sampling": args.sampling,
-        "method": args.method,
         "rank_one": args.rank_one,
         "generator": gen,
     }
+    device = parse_device(args.device)
     if args.gram is not None:
-        K = _load_tensor(args.gram, "--gram")
+        for flag, value in (("--checkpoint", args.checkpoint), ("--dtype", args.dtype)):
+            if value is not None:
+                raise CommandError(
+                    f"{flag} applies to --spec models; a Gram matrix file has no weights and K "
+                    f"is always used in float64. Drop {flag}, or pass --spec."
+                )
+        K = _load_tensor(args.gram, "--gram").to(device)
         res = None if args.residuals is None else _load_tensor(args.residuals, "--residuals")
         outputs = 1 if args.outputs is None else args.outputs
-        return check_stability(K, res, outputs=outputs, **common)
-    model, loss_fn, data = _load_spec(args.spec)
+        method = _method(args, int(K.shape[0]) if K.ndim == 2 else 0)
+        return check_stability(
+            K, None if res is None else res.to(device), outputs=outputs, method=method, **common
+        )
+    if args.residuals is not None or args.outputs is not None:
+        raise CommandError(
+            "--residuals and --outputs apply to --gram; the --spec model gives them."
+        )
+    model, loss_fn, data = load_spec(args.spec)
     if args.checkpoint is not None:
-        if not args.checkpoint.exists():
-            raise FileNotFoundError(f"--checkpoint file {str(args.checkpoint)!r} does not exist.")
-        model.load_state_dict(torch.load(args.checkpoint, weights_only=True, map_location="cpu"))
-    return stability(model, loss_fn, data, **common)
+        load_checkpoint(model, args.checkpoint)
+    model, data = place(model, data, device, DTYPES.get(args.dtype or ""))
+    return stability(model, loss_fn, data, method=_method(args, _rows(data)), **common)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``dynstab stability``: print the verdict table; return 0, or 2 on bad input.
+    """Run ``dynstab stability``: print the verdict table; 0, 2 (bad input) or 3 (environment).
 
     Args:
         args: Parsed arguments of the ``stability`` subcommand.
@@ -119,10 +178,9 @@ def run(args: argparse.Namespace) -> int:
     """
     try:
         report = _report(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        print(f"dynstab stability: error: {err}", file=sys.stderr)
-        return 2
-    print(report.table())
-    if args.json is not None:
-        atomic_write_json(args.json, report.to_dict(), allow_nan=False)
+        print(report.table())
+        if args.json is not None:
+            atomic_write_json(args.json, report.to_dict(), allow_nan=False)
+    except Exception as exc:
+        return exit_status("stability", exc, debug=getattr(args, "debug", False))
     return 0
