@@ -34,9 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from scipy.linalg import blas
 from torch import Tensor
 
 from dynstab._checks import check_positive
@@ -51,8 +49,6 @@ DENSE_MAX_DIM = 12000
 _BASIS_BUDGET_BYTES = 2**28  # store Lanczos vectors (full reorthogonalisation) below 256 MiB
 #: Entries of the svec factor W built at once by the dense solver (chunks over samples).
 _DENSE_CHUNK_ENTRIES = 2**23
-#: Smallest rank ρ at which the per-sample term uses BLAS-3 triangular/symmetric kernels.
-BLAS3_MIN_RANK = 96
 
 
 def gd_threshold(lambda_max: float) -> float:
@@ -152,31 +148,21 @@ def _dense_sym_matrix(coords: GramCoordinates, p: float) -> Tensor:
     return s[:, None] * D * s[None, :]
 
 
-def _per_sample_term(coords: GramCoordinates, X: Tensor, *, blas3: bool | None = None) -> Tensor:
+def _per_sample_term(coords: GramCoordinates, X: Tensor) -> Tensor:
     """P(X) = (1/n) Σ_i Ĝ_iᵀ (Ĝ_i X Ĝ_iᵀ) Ĝ_i for a symmetric ρ×ρ matrix X.
 
     The per-sample part of D_z; also Wu, Ma & E (2018)'s (1/n) Σ_i H_i² (X = I) and the
-    alignment matrix (1/n) Σ_i H_iΛH_i (X = Λ) in row-space coordinates. Two kernels with the
-    same result: general matrix products, 4nCρ² + 4nC²ρ flops; or, on the CPU in float64 for
-    ρ ≥ :data:`BLAS3_MIN_RANK`, BLAS-3 triangular and symmetric rank-k kernels (``dtrmm`` for
-    the quadratic forms, ``dsyrk`` for the sum), 2nCρ² + O(nC²ρ + nC³) flops.
+    alignment matrix (1/n) Σ_i H_iΛH_i (X = Λ) in row-space coordinates. Two matrix products
+    with Ĝ: 4nCρ² + 4nC²ρ flops, two nC×ρ temporaries.
 
     Args:
         coords: Row-space coordinates.
         X: Symmetric matrix, shape ``(ρ, ρ)``.
-        blas3: Force (True) or forbid (False) the BLAS-3 kernel; None chooses.
 
     Returns:
         Symmetric tensor of shape ``(ρ, ρ)``.
     """
-    Gh = coords.Ghat
-    if blas3 is None:
-        blas3 = (
-            Gh.device.type == "cpu" and Gh.dtype == torch.float64 and coords.rank >= BLAS3_MIN_RANK
-        )
-    if blas3:
-        return _per_sample_term_blas3(coords, X)
-    n, C, rho = coords.n, coords.outputs, coords.rank
+    Gh, n, C, rho = coords.Ghat, coords.n, coords.outputs, coords.rank
     T = Gh @ X
     if C == 1:
         d = torch.einsum("ia,ia->i", T, Gh)
@@ -186,41 +172,6 @@ def _per_sample_term(coords: GramCoordinates, X: Tensor, *, blas3: bool | None =
         Bm = T.reshape(n, C, rho) @ Gr.transpose(1, 2)  # (n, C, C) = Ĝ_i X Ĝ_iᵀ
         out = Gh.T @ (Bm @ Gr).reshape(n * C, rho)
     return (out + out.T) * (0.5 / n)
-
-
-def _per_sample_term_blas3(coords: GramCoordinates, X: Tensor) -> Tensor:
-    """:func:`_per_sample_term` with ``dtrmm``/``dsyrk`` (CPU, float64); see there.
-
-    With U = triu(X): Ĝ_iXĜ_iᵀ = E_i + E_iᵀ − Ĝ_i diag(X) Ĝ_iᵀ, E_i = (ĜUᵀ)_i Ĝ_iᵀ, and
-    ĜUᵀ costs nCρ² (``dtrmm``). Each C×C block B_i = V_i diag(β_i) V_iᵀ is split into its
-    eigen-parts; the rows r_ic = v_icᵀĜ_i then give
-    Σ_i Ĝ_iᵀB_iĜ_i = Σ_{β>0} β r rᵀ − Σ_{β<0} |β| r rᵀ, two symmetric rank-k updates of
-    nCρ²/2 flops each.
-    """
-    n, C, rho = coords.n, coords.outputs, coords.rank
-    G = np.ascontiguousarray(coords.Ghat.numpy())  # (nC, ρ), C order
-    Xn = np.ascontiguousarray(X.detach().numpy())
-    diag = np.diag(Xn).copy()
-    # dtrmm on Fortran views: (triu(X) Ĝᵀ) has shape (ρ, nC); its transpose is Ĝ tril(X).
-    M = blas.dtrmm(1.0, Xn.T, G.T, side=0, lower=0)
-    if C == 1:
-        beta = 2.0 * np.einsum("ai,ia->i", M, G) - (G * G) @ diag
-        R = G
-    else:
-        Gr = G.reshape(n, C, rho)
-        E = M.T.reshape(n, C, rho) @ Gr.transpose(0, 2, 1)
-        Bm = E + E.transpose(0, 2, 1) - (Gr * diag) @ Gr.transpose(0, 2, 1)
-        b, V = np.linalg.eigh(Bm)  # (n, C), (n, C, C)
-        beta = b.reshape(-1)
-        R = (V.transpose(0, 2, 1) @ Gr).reshape(n * C, rho)
-    pos = beta > 0
-    out = np.zeros((rho, rho))
-    for mask, sign in ((pos, 1.0), (~pos, -1.0)):
-        if mask.any():
-            A = R[mask] * np.sqrt(np.abs(beta[mask]))[:, None]
-            out += sign * blas.dsyrk(1.0, A.T, trans=0, lower=0)  # AᵀA, upper triangle
-    out = out + out.T - np.diag(np.diag(out))
-    return torch.from_numpy(out / n)
 
 
 def _apply_D(coords: GramCoordinates, p: float, X: Tensor) -> Tensor:

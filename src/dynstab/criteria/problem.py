@@ -94,7 +94,7 @@ ROUTES: tuple[str, ...] = ("gram", "parameter")
 #: Default tolerance on max_i |f(x_i) − y_i| for calling a point interpolating.
 INTERPOLATION_TOL = 1e-5
 #: A dense η* solve below this many flops is preferred to Lanczos (exact, no iteration).
-_DENSE_CHEAP_FLOPS = 5e9
+_DENSE_CHEAP_FLOPS = 5e8
 _METHODS = ("auto", "dense", "matrix_free")
 
 
@@ -122,7 +122,8 @@ def _route_costs(
     N = n * outputs
     costs: dict[str, RouteCost] = {}
     r = N if num_params is None else min(N, num_params)
-    gram_bytes = 8 * (4 * N * N + 2 * N * r)
+    # K (formed here unless given), eigenvectors, eigh workspace, then Ĝ and U.
+    gram_bytes = 8 * ((3 if source == "gram" else 4) * N * N + 2 * N * r)
     gram_flops = eigen_flops(N)
     if source != "gram":
         assert num_params is not None
@@ -179,7 +180,7 @@ def _choose_route(
         only = next(iter(costs.values()))
         budget.check(only.bytes, what=only.what, who=who)
         return only.route, f"only K was given; {describe(only)}"
-    fits = [c for c in costs.values() if c.bytes <= max(budget.bytes, 0) or c.bytes < 2**26]
+    fits = [c for c in costs.values() if budget.allows(c.bytes)]
     if not fits:
         cheapest = min(costs.values(), key=lambda c: c.bytes)
         budget.check(
@@ -302,6 +303,13 @@ class StabilityProblem:
             (2, 1, 2.0, 3.0)
         """
         rank_tol = _check_rank_tol(rank_tol)
+        if isinstance(K, Tensor) and K.ndim == 2:
+            size = int(K.shape[0])
+            memory_budget(max_memory, K.device).check(
+                8 * 2 * size * size,
+                what=f"the validated float64 copy of K, shape ({size}, {size})",
+                who="StabilityProblem.from_gram",
+            )
         K64 = validate_gram(K, outputs)
         N = K64.shape[0]
         n = N // outputs
@@ -721,11 +729,11 @@ class StabilityProblem:
                 bd, what=f"the dense {m}×{m} symmetric-space matrix", who=who, alternatives=[mf_alt]
             )
             return "dense"
-        dense_fits = m <= DENSE_AUTO_MAX_DIM and bd <= self.budget.bytes
+        dense_fits = m <= DENSE_AUTO_MAX_DIM and self.budget.allows(bd)
         if (
             method == "auto"
             and dense_fits
-            and (fd <= max(fm, _DENSE_CHEAP_FLOPS) or bm > self.budget.bytes)
+            and (fd <= max(fm, _DENSE_CHEAP_FLOPS) or not self.budget.allows(bm))
         ):
             return "dense"
         self.budget.check(
@@ -1541,7 +1549,7 @@ def eta_star(
 
     Example:
         >>> J = torch.tensor([[1.0, 0, 1, 0], [0, 2, 0, 1], [1, 1, 0, 0]], dtype=torch.float64)
-        >>> round(eta_star(J @ J.T / 3, 1).eta_star, 10)  # B = 1, MM23's three-sample example
+        >>> round(eta_star(J @ J.T / 3, 1).eta_star, 10)  # B = 1, hand-computed instance
         0.4434007919
 
     References:

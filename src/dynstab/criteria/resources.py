@@ -13,7 +13,6 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -74,17 +73,62 @@ def available_memory(device: torch.device) -> int | None:
         return None
 
 
-@dataclass(frozen=True)
 class MemoryBudget:
-    """A memory budget in bytes and where it came from.
+    """A memory budget in bytes, resolved lazily (nothing is read for small requests).
 
-    Attributes:
-        bytes: The budget (``sys.maxsize`` when unlimited or unknown).
-        source: In words, e.g. ``"max_memory=4e+09"`` or ``"50% of the 31.2 GB available"``.
+    Args:
+        max_memory: Bytes; ``math.inf`` for no limit; None for ``DEFAULT_MEMORY_FRACTION`` of
+            the memory available on ``device`` (no limit when that is unknown).
+        device: Where the computation runs.
+
+    Raises:
+        TypeError: If ``max_memory`` is not a real number or None.
+        ValueError: If it is not > 0.
     """
 
-    bytes: int
-    source: str
+    def __init__(self, max_memory: float | None, device: torch.device) -> None:
+        if isinstance(max_memory, bool):
+            raise TypeError("max_memory must be a number of bytes or None; got a bool.")
+        if max_memory is not None and not (
+            isinstance(max_memory, float) and max_memory == math.inf
+        ):
+            check_positive("max_memory", max_memory)
+        self.max_memory = max_memory
+        self.device = device
+        self._resolved: tuple[int, str] | None = None
+
+    def _resolve(self) -> tuple[int, str]:
+        if self._resolved is None:
+            mm = self.max_memory
+            if mm is not None:
+                value = int(min(float(mm), _UNLIMITED))
+                self._resolved = (value, f"max_memory={mm:g}")
+            else:
+                avail = available_memory(self.device)
+                if avail is None:
+                    self._resolved = (_UNLIMITED, f"available memory on {self.device} unknown")
+                else:
+                    pct = round(100 * DEFAULT_MEMORY_FRACTION)
+                    self._resolved = (
+                        int(DEFAULT_MEMORY_FRACTION * avail),
+                        f"max_memory=None: {pct}% of the {format_bytes(avail)} available on "
+                        f"{self.device.type}",
+                    )
+        return self._resolved
+
+    @property
+    def bytes(self) -> int:
+        """The budget in bytes (``sys.maxsize`` when unlimited or unknown)."""
+        return self._resolve()[0]
+
+    @property
+    def source(self) -> str:
+        """Where the budget came from, in words."""
+        return self._resolve()[1]
+
+    def allows(self, required: float) -> bool:
+        """Whether ``required`` bytes fit (always True below ``CHECK_FLOOR_BYTES``)."""
+        return required < CHECK_FLOOR_BYTES or required <= self.bytes
 
     def check(
         self, required: float, *, what: str, who: str, alternatives: Sequence[str] = ()
@@ -100,7 +144,7 @@ class MemoryBudget:
         Raises:
             MemoryBudgetError: Naming ``what``, the estimate, the budget and ``alternatives``.
         """
-        if required < CHECK_FLOOR_BYTES or required <= self.bytes:
+        if self.allows(required):
             return
         alts = (
             *alternatives,
@@ -123,7 +167,7 @@ class MemoryBudget:
 
 
 def memory_budget(max_memory: float | None, device: torch.device) -> MemoryBudget:
-    """Resolve ``max_memory`` (bytes, ``math.inf`` or None) into a :class:`MemoryBudget`.
+    """The :class:`MemoryBudget` for ``max_memory`` (bytes, ``math.inf`` or None) on ``device``.
 
     Args:
         max_memory: Bytes; ``math.inf`` for no limit; None for ``DEFAULT_MEMORY_FRACTION`` of
@@ -131,7 +175,7 @@ def memory_budget(max_memory: float | None, device: torch.device) -> MemoryBudge
         device: Where the computation runs.
 
     Returns:
-        The budget.
+        The budget (resolved on first use).
 
     Raises:
         TypeError: If ``max_memory`` is not a real number or None.
@@ -141,18 +185,4 @@ def memory_budget(max_memory: float | None, device: torch.device) -> MemoryBudge
         >>> memory_budget(2e9, torch.device("cpu")).bytes
         2000000000
     """
-    if max_memory is not None:
-        if isinstance(max_memory, bool):
-            raise TypeError("max_memory must be a number of bytes or None; got a bool.")
-        if isinstance(max_memory, float) and math.isinf(max_memory) and max_memory > 0:
-            return MemoryBudget(_UNLIMITED, "max_memory=inf")
-        value = check_positive("max_memory", max_memory)
-        return MemoryBudget(int(min(value, _UNLIMITED)), f"max_memory={max_memory:g}")
-    avail = available_memory(device)
-    if avail is None:
-        return MemoryBudget(_UNLIMITED, f"available memory on {device} unknown")
-    pct = round(100 * DEFAULT_MEMORY_FRACTION)
-    return MemoryBudget(
-        int(DEFAULT_MEMORY_FRACTION * avail),
-        f"max_memory=None: {pct}% of the {format_bytes(avail)} available on {device.type}",
-    )
+    return MemoryBudget(max_memory, device)
