@@ -39,6 +39,7 @@ from dynstab.criteria.reference import (
     parameter_space_Q,
     parameter_space_wme18_lr,
 )
+from dynstab.criteria.routes import choose_route, route_costs
 from dynstab.criteria.spectral import FACTOR_MIN_SIZE
 from dynstab.curvature import per_sample_jacobian
 from dynstab.curvature.functional import resolve_params
@@ -481,8 +482,8 @@ def test_jacobian_shapes_are_checked():
     with pytest.raises(TypeError, match=r"torch\.Tensor or a NumPy array"):
         StabilityProblem.from_jacobians([[1.0]])
     with pytest.raises(ValueError, match="needs the per-sample Jacobians"):
-        problem_module._choose_route(
-            problem_module._route_costs(3, 1, None, "gram"),
+        choose_route(
+            route_costs(3, 1, None, "gram"),
             "parameter",
             problem_module.memory_budget(None, torch.device("cpu")),
             "test",

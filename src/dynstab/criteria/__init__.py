@@ -16,6 +16,7 @@ any :class:`dynstab.sampling.Sampling`. The one-call functions are thin wrappers
 * :mod:`~dynstab.criteria.linearized` — exact second-moment propagation and Lyapunov
   exponents of linearized SGD;
 * :mod:`~dynstab.criteria.verdict` — :func:`check_stability` and :func:`stability` reports;
+* :mod:`~dynstab.criteria.routes` — the Gram and parameter routes and their cost model;
 * :mod:`~dynstab.criteria.spectral` — validation, PSD certificate and kept spectrum of K;
 * :mod:`~dynstab.criteria.resources` — memory budgets;
 * :mod:`~dynstab.criteria.sampling` — mixture weights p and q (from :mod:`dynstab.sampling`);
@@ -38,13 +39,7 @@ from dynstab.criteria.linearized import (
     propagate_second_moment,
     second_moment_growth,
 )
-from dynstab.criteria.problem import (
-    RouteCost,
-    StabilityProblem,
-    critical_lr,
-    eta_star,
-    gram_coordinates,
-)
+from dynstab.criteria.problem import StabilityProblem, critical_lr, eta_star, gram_coordinates
 from dynstab.criteria.results import (
     BoundRow,
     EtaStarResult,
@@ -52,6 +47,7 @@ from dynstab.criteria.results import (
     RankOneBoundResult,
     StabilityReport,
 )
+from dynstab.criteria.routes import RouteCost
 from dynstab.criteria.sampling import SAMPLING_SCHEMES, mixing_p, q_factor
 from dynstab.criteria.verdict import check_stability, stability
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -73,7 +72,8 @@ from dynstab.criteria.results import (
     RankOneBoundResult,
     StabilityReport,
 )
-from dynstab.criteria.spectral import PSDMatrix, eigen_flops, validate_gram
+from dynstab.criteria.routes import RouteCost, choose_route, route_costs
+from dynstab.criteria.spectral import PSDMatrix, validate_gram
 from dynstab.curvature import gram_matrix, per_sample_jacobian
 from dynstab.curvature.functional import check_model_mode, forward, prepare_data, resolve_params
 from dynstab.errors import ConvergenceWarning, NotInterpolatingWarning
@@ -81,119 +81,17 @@ from dynstab.losses import half_mse
 from dynstab.sampling import IID_SCHEMES, Sampling
 
 __all__ = [
-    "ROUTES",
-    "RouteCost",
     "StabilityProblem",
     "critical_lr",
     "eta_star",
     "gram_coordinates",
 ]
 
-#: The exact routes to the row-space coordinates.
-ROUTES: tuple[str, ...] = ("gram", "parameter")
 #: Default tolerance on max_i |f(x_i) − y_i| for calling a point interpolating.
 INTERPOLATION_TOL = 1e-5
 #: A dense η* solve below this many flops is preferred to Lanczos (exact, no iteration).
 _DENSE_CHEAP_FLOPS = 5e8
 _METHODS = ("auto", "dense", "matrix_free")
-
-
-@dataclass(frozen=True)
-class RouteCost:
-    """Estimated cost of building the row-space coordinates along one exact route.
-
-    Attributes:
-        route: ``"gram"`` or ``"parameter"``.
-        flops: Floating-point operations (forming the Gram side, its eigen-decomposition, Ĝ).
-        bytes: Peak memory of that setup in bytes (float64), the input included when built here.
-        what: The dominant allocation, in words.
-    """
-
-    route: str
-    flops: float
-    bytes: int
-    what: str
-
-
-def _route_costs(
-    n: int, outputs: int, num_params: int | None, source: str, largest_tensor: int | None = None
-) -> dict[str, RouteCost]:
-    """Cost of each route available for ``source`` = ``"gram"``, ``"jacobian"`` or ``"model"``."""
-    N = n * outputs
-    costs: dict[str, RouteCost] = {}
-    r = N if num_params is None else min(N, num_params)
-    # K (formed here unless given), eigenvectors, eigh workspace, then Ĝ and U.
-    gram_bytes = 8 * ((3 if source == "gram" else 4) * N * N + 2 * N * r)
-    gram_flops = eigen_flops(N)
-    if source != "gram":
-        assert num_params is not None
-        gram_flops += 2.0 * N * N * num_params
-    if source == "model":
-        assert num_params is not None
-        width = num_params if n * num_params * 16 <= 2**25 else (largest_tensor or num_params)
-        gram_bytes += 8 * 2 * N * width  # per-tensor Jacobian blocks inside gram_matrix
-    costs["gram"] = RouteCost(
-        "gram",
-        gram_flops,
-        gram_bytes,
-        f"the Gram matrix K of shape ({N}, {N}) and its eigenvectors",
-    )
-    if source != "gram":
-        assert num_params is not None
-        p = num_params
-        copies = 3 if source == "model" else 1  # model dtype, float64 copy, vmap workspace
-        costs["parameter"] = RouteCost(
-            "parameter",
-            2.0 * N * p * p + eigen_flops(p) + 2.0 * N * p * r,
-            8 * (copies * N * p + 4 * p * p + 2 * N * r),
-            f"the per-sample Jacobians J of shape ({N}, {p}) and H = JᵀJ/n of shape ({p}, {p})",
-        )
-    return costs
-
-
-def _choose_route(
-    costs: dict[str, RouteCost], route: str, budget: MemoryBudget, who: str
-) -> tuple[str, str]:
-    """Pick the route (``"auto"``: fewest flops within the budget); return (route, reason)."""
-    check_choice("route", route, ("auto", *ROUTES))
-    if route != "auto" and route not in costs:
-        raise ValueError(
-            f"route={route!r} needs the per-sample Jacobians (the parameter route works on "
-            "H = JᵀJ/n); only the Gram matrix K was given. Use route='gram' or 'auto', or build "
-            "the problem with StabilityProblem.from_jacobians / from_model."
-        )
-
-    def describe(c: RouteCost) -> str:
-        return f"≈ {c.flops:.2g} flops and {format_bytes(c.bytes)} for the {c.route} route"
-
-    if route != "auto":
-        chosen = costs[route]
-        others = [c for c in costs.values() if c.route != route]
-        budget.check(
-            chosen.bytes,
-            what=chosen.what,
-            who=who,
-            alternatives=[f"route={c.route!r} needs {format_bytes(c.bytes)}" for c in others],
-        )
-        return route, f"route={route!r} requested; {describe(chosen)}"
-    if len(costs) == 1:
-        only = next(iter(costs.values()))
-        budget.check(only.bytes, what=only.what, who=who)
-        return only.route, f"only K was given; {describe(only)}"
-    fits = [c for c in costs.values() if budget.allows(c.bytes)]
-    if not fits:
-        cheapest = min(costs.values(), key=lambda c: c.bytes)
-        budget.check(
-            cheapest.bytes,
-            what=cheapest.what,
-            who=who,
-            alternatives=[describe(c) for c in costs.values() if c is not cheapest],
-        )
-    best = min(fits, key=lambda c: c.flops)
-    rest = "; ".join(describe(c) for c in costs.values() if c is not best)
-    over = [c.route for c in costs.values() if c not in fits]
-    tail = f"; {', '.join(over)} route over the memory budget" if over else ""
-    return best.route, f"fewest flops: {describe(best)} vs {rest}{tail}"
 
 
 class StabilityProblem:
@@ -323,7 +221,7 @@ class StabilityProblem:
                 f"{n}, outputs = {outputs}); got {type(coordinates).__name__}. Build them with "
                 "gram_coordinates(K, outputs) or leave coordinates=None."
             )
-        costs = _route_costs(n, outputs, None, "gram")
+        costs = route_costs(n, outputs, None, "gram")
         return cls(
             n=n,
             outputs=outputs,
@@ -396,8 +294,8 @@ class StabilityProblem:
         Jf = J.reshape(n * C, -1)
         p = int(Jf.shape[1])
         budget = memory_budget(max_memory, Jf.device)
-        costs = _route_costs(n, C, p, "jacobian")
-        chosen, reason = _choose_route(costs, route, budget, "StabilityProblem.from_jacobians")
+        costs = route_costs(n, C, p, "jacobian")
+        chosen, reason = choose_route(costs, route, budget, "StabilityProblem.from_jacobians")
         names = None if param_names is None else tuple(str(x) for x in param_names)
         return cls(
             n=n,
@@ -527,8 +425,8 @@ class StabilityProblem:
         largest = max(t.numel() for t in P.values())
         device = next(iter(P.values())).device
         budget = memory_budget(max_memory, device)
-        costs = _route_costs(n, C, p, "model", largest)
-        chosen, reason = _choose_route(costs, route, budget, who)
+        costs = route_costs(n, C, p, "model", largest)
+        chosen, reason = choose_route(costs, route, budget, who)
         hint = (
             "The model's per-sample Jacobians (its curvature) hold inf/nan at these parameters; "
             "check the parameters and inputs (the run may have diverged)."
@@ -975,14 +873,15 @@ class StabilityProblem:
         if rho == 0:
             return LyapunovResult(0.0, 1.0, 0.0, num_steps, num_runs)
         Gb = c.Ghat.reshape(n, C, rho)
-        delta = torch.randn(num_runs, rho, generator=generator, dtype=torch.float64)
+        dev = Gb.device
+        delta = torch.randn(num_runs, rho, generator=generator, dtype=torch.float64).to(dev)
         delta = delta / torch.linalg.norm(delta, dim=1, keepdim=True)
-        total = torch.zeros(num_runs, dtype=torch.float64)
+        total = torch.zeros(num_runs, dtype=torch.float64, device=dev)
         chunk = 256
         t = 0
         while t < burn + num_steps:
             size = min(chunk, burn + num_steps - t)
-            idx = _sample_batches(n, B, s.scheme, (size, num_runs), generator)
+            idx = _sample_batches(n, B, s.scheme, (size, num_runs), generator).to(dev)
             for k in range(size):
                 Gi = Gb[idx[k]]  # (runs, B, C, ρ)
                 z = torch.einsum("rbcq,rq->rbc", Gi, delta)
@@ -1601,7 +1500,8 @@ def critical_lr(
         tol: As for :func:`eta_star`.
         max_iters: As for :func:`eta_star`.
         rank_tol: As for :func:`eta_star`.
-        route: ``"auto"``, ``"gram"`` or ``"parameter"`` (a model only).
+        route: ``"auto"``, ``"gram"`` or ``"parameter"`` (the parameter route needs a model;
+            with K only ``"auto"``/``"gram"``).
         max_memory: Memory budget in bytes (None: half the available memory).
 
     Returns:
@@ -1619,29 +1519,24 @@ def critical_lr(
         >>> critical_lr(K, batch_size=2, sampling="without").eta_star  # GD: 2/λ_max
         2.0
     """
-    if isinstance(source, Tensor):
-        return eta_star(
-            source,
-            batch_size,
-            sampling,
-            outputs=1 if outputs is None else outputs,
-            method=method,
-            tol=tol,
-            max_iters=max_iters,
-            rank_tol=rank_tol,
-        )
-    if not isinstance(source, nn.Module):
+    if not isinstance(source, Tensor | nn.Module):
         raise TypeError(
             f"source must be a Gram matrix Tensor or an nn.Module; got {type(source).__name__}."
         )
+    check_choice("method", method, _METHODS)
+    tol = check_positive("tol", tol)
+    check_int("max_iters", max_iters, minimum=1)
+    if isinstance(source, Tensor):
+        check_choice("route", route, ("auto", "gram"))
+        prob = StabilityProblem.from_gram(
+            source, 1 if outputs is None else outputs, rank_tol=rank_tol, max_memory=max_memory
+        )
+        return prob._eta_star(prob.sampling(batch_size, sampling), method, tol, max_iters)
     if data is None:
         raise ValueError(
             "critical_lr(model, data, ...) needs the training inputs; got data=None. "
             "Pass data=(X, y), data=X or a DataLoader."
         )
-    check_choice("method", method, _METHODS)
-    tol = check_positive("tol", tol)
-    check_int("max_iters", max_iters, minimum=1)
     prob = StabilityProblem.from_model(
         source,
         data,
