@@ -3,10 +3,13 @@
 import json
 import math
 import pickle
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader, TensorDataset
 
 from criteria_cases import J_REG, K_REG, random_jacobians, route_cases
@@ -31,6 +34,7 @@ from dynstab.criteria import (
     wme18_sufficient_lr,
 )
 from dynstab.criteria import problem as problem_module
+from dynstab.criteria import spectral as spectral_module
 from dynstab.criteria.gram import _per_sample_term
 from dynstab.criteria.reference import (
     gram_from_jacobians,
@@ -499,3 +503,60 @@ def test_route_costs_are_reported():
     assert prob.route == "parameter"
     assert "(50, 50)" in costs["gram"].what
     assert repr(prob) == "StabilityProblem(n=50, C=1, p=4, route='parameter', residuals=no)"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    N=st.integers(2, 40),
+    rank=st.integers(0, 40),
+    neg=st.floats(1e-4, 1.0),
+)
+def test_psd_certificate_property(seed, N, rank, neg):
+    # Small FACTOR_MIN_SIZE so that the pivoted-Cholesky certificate runs on small matrices too.
+    g = torch.Generator().manual_seed(seed)
+    rank = min(rank, N)
+    J = torch.randn(N, rank, generator=g, dtype=torch.float64) * torch.rand(rank, generator=g)
+    K = J @ J.T / N
+    with patch.object(spectral_module, "FACTOR_MIN_SIZE", 2):
+        good = StabilityProblem.from_gram(K)
+        good.certify()
+        want = torch.linalg.eigvalsh(K).flip(0)
+        scale = max(float(want[0]), 1e-300)
+        got = good.coordinates.lam
+        keep = want[want > 1e-10 * scale]
+        assert got.numel() == keep.numel() or float(keep[got.numel() :].max()) <= 1e-6 * scale
+        torch.testing.assert_close(got, keep[: got.numel()], rtol=0, atol=1e-9 * scale)
+        v = torch.randn(N, generator=g, dtype=torch.float64)
+        v = v / torch.linalg.norm(v)
+        lam_max = max(scale, 1.0)
+        bad = K - (neg * lam_max + scale) * torch.outer(v, v)
+        if float(torch.linalg.eigvalsh(bad)[0]) < -1e-5 * float(torch.linalg.norm(bad, 2)):
+            with pytest.raises(ValueError, match="positive semi-definite"):
+                StabilityProblem.from_gram(bad).certify()
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.one_of(st.booleans(), st.text(max_size=3), st.none(), st.complex_numbers()))
+def test_learning_rates_of_the_wrong_type_are_refused(value):
+    with pytest.raises(TypeError, match="lr must be a real number"):
+        second_moment_growth(K_REG, value, 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.floats(allow_nan=True, allow_infinity=True))
+def test_learning_rates_are_accepted_iff_finite_and_positive(value):
+    if math.isfinite(value) and value > 0:
+        assert second_moment_growth(K_REG, value, 1, method="dense") >= 0.0
+    else:
+        with pytest.raises(ValueError, match="lr must be finite and > 0"):
+            second_moment_growth(K_REG, value, 1)
+
+
+def test_huge_learning_rates_give_inf_not_nan():
+    growth = second_moment_growth(K_REG, 1e200, 1, method="dense")
+    assert math.isinf(growth)
+    assert second_moment_growth(K_REG, 1e100, 1, method="matrix_free") > 1e199
+    m = propagate_second_moment(K_REG, 1e100, 1, steps=5)
+    assert not bool(torch.isnan(m).any())
+    assert math.isinf(float(m[-1]))

@@ -183,10 +183,14 @@ def _apply_D(coords: GramCoordinates, p: float, X: Tensor) -> Tensor:
     return 0.5 * (out + out.T)
 
 
-def _apply_Q(coords: GramCoordinates, p: float, lr: float, X: Tensor) -> Tensor:
-    """Q_z(X) = X − η(ΛX + XΛ) + η²D_z(X), the exact map of E[w wᵀ] over one SGD step."""
+def _apply_Q(coords: GramCoordinates, p: float, lr: float, X: Tensor, inv: float = 1.0) -> Tensor:
+    """inv²·Q_z(X) = inv²·[X − η(ΛX + XΛ) + η²D_z(X)], the exact map of E[w wᵀ] over one step.
+
+    ``inv`` = 1/η for η > 1 keeps every coefficient ≤ 1, so huge learning rates stay finite.
+    """
     lam = coords.lam
-    return X - lr * (lam[:, None] * X + X * lam[None, :]) + lr * lr * _apply_D(coords, p, X)
+    lin = lam[:, None] * X + X * lam[None, :]
+    return (inv * inv) * X - (lr * inv * inv) * lin + (lr * inv) ** 2 * _apply_D(coords, p, X)
 
 
 def _lanczos_top(
@@ -286,19 +290,22 @@ def second_moment_radius(
     """ρ(Q_z) at η = lr for a resolved method (ρ ≥ 1): ``(value, converged, residual)``.
 
     The spectral radius is the top eigenvalue (its eigenvector is PSD; Mulayoff & Michaeli
-    2024, Thm 6), so Lanczos from X₀ = I computes it.
+    2024, Thm 6), so Lanczos from X₀ = I computes it. For η > 1 the operator is solved as Q/η²,
+    so any finite lr works; a radius beyond the float64 range is returned as ``inf``.
     """
     p = sampling.p
+    inv = 1.0 / lr if lr > 1.0 else 1.0
     if method == "dense":
         D, cdiag = _dense_sym_D(coords, p)
-        Q = lr * lr * D
-        Q.diagonal().add_(1.0 - 2.0 * lr * cdiag)
-        return float(torch.linalg.eigvalsh(Q).abs().max()), True, 0.0
+        Q = (lr * inv) ** 2 * D
+        Q.diagonal().add_(inv * inv - 2.0 * (lr * inv * inv) * cdiag)
+        top = float(torch.linalg.eigvalsh(Q).abs().max())
+        return top / inv / inv, True, 0.0
     X0 = torch.eye(coords.rank, dtype=torch.float64, device=coords.lam.device)
     top, converged, _, res = _top_eigenvalue(
-        lambda X: _apply_Q(coords, p, lr, X), X0, tol=tol, max_iters=max_iters
+        lambda X: _apply_Q(coords, p, lr, X, inv), X0, tol=tol, max_iters=max_iters
     )
-    return top, converged, res
+    return top / inv / inv, converged, res
 
 
 def solver_cost(

@@ -796,7 +796,8 @@ class StabilityProblem:
                 Default K/Tr K (an isotropic δ₀ in the row space, unit trace).
 
         Returns:
-            float64 Tensor of shape ``(steps + 1,)``.
+            float64 Tensor of shape ``(steps + 1,)``; entries past the float64 range are
+            ``inf`` (never NaN).
 
         Example:
             >>> prob = StabilityProblem.from_gram(torch.eye(1))
@@ -826,6 +827,9 @@ class StabilityProblem:
         p = s.p
         for t in range(steps + 1):
             out[t] = n * float((lam * Sig.diagonal()).sum())
+            if not math.isfinite(float(out[t])):  # overflow past float64: diverged
+                out[t:] = math.inf
+                break
             if t < steps:
                 Sig = _apply_Q(c, p, lr, Sig)
         return out
