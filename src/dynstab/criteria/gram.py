@@ -308,16 +308,13 @@ def second_moment_radius(
     return top / inv / inv, converged, res
 
 
-def solver_cost(
-    n: int, outputs: int, rank: int, method: str, max_iters: int, products: int = 40
-) -> tuple[float, int]:
-    """Estimated ``(flops, bytes)`` of one eigen-solve on rank-ρ coordinates.
+def solver_cost(n: int, outputs: int, rank: int, method: str, max_iters: int) -> tuple[float, int]:
+    """Estimated ``(flops, bytes)`` of one η* eigen-solve on rank-ρ coordinates.
 
     Dense: the svec matrix (m = ρ(ρ+1)/2): n·C(C+1)·m² flops to form, ≈ 4m³ to diagonalise,
-    three m×m float64 arrays. Matrix-free: ``products`` products of (4nCρ² + 4nC²ρ) flops (η*
-    typically needs 10–40 at tol = 1e-10; ρ(Q), whose spectrum clusters near 1, up to
-    ``max_iters``), six ρ×ρ work matrices, the stored Lanczos basis (at most 256 MiB) and three
-    nC×ρ temporaries.
+    three m×m float64 arrays. Matrix-free: 40 products of (4nCρ² + 4nC²ρ) flops (η* typically
+    needs 10–40 at tol = 1e-10), six ρ×ρ work matrices, the stored Lanczos basis (at most
+    256 MiB) and three nC×ρ temporaries.
     """
     N, C, rho = n * outputs, outputs, rank
     m = rho * (rho + 1) // 2
@@ -325,7 +322,7 @@ def solver_cost(
         chunk = min(n, max(1, _DENSE_CHUNK_ENTRIES // (C * (C + 1) // 2 * m)))
         flops = float(n * C * (C + 1) * m * m + 4 * m**3)
         return flops, 8 * (3 * m * m + 4 * chunk * C * (C + 1) // 2 * m)
-    flops = float(min(products, max_iters) * (4 * N * rho * rho + 4 * N * C * rho))
+    flops = float(min(40, max_iters) * (4 * N * rho * rho + 4 * N * C * rho))
     basis = min(rho * rho * 8 * (max_iters + 1), _BASIS_BUDGET_BYTES)
     return flops, 8 * (6 * rho * rho + 3 * N * rho) + basis
 

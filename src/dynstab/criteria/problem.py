@@ -610,16 +610,16 @@ class StabilityProblem:
 
     # ------------------------------------------------------------------ η* and growth
 
-    def _solver(self, method: str, max_iters: int, who: str, products: int = 40) -> str:
+    def _solver(self, method: str, max_iters: int, who: str, prefer_dense: bool = False) -> str:
         """Resolve ``method`` for the current rank by flops and memory (dense or matrix-free).
 
-        ``products`` is the expected number of Lanczos products (40 for η*; ``max_iters`` for
-        ρ(Q), whose spectrum clusters near 1).
+        ``prefer_dense``: take the dense solver whenever it is allowed and fits (for ρ(Q), whose
+        spectrum clusters near 1, so that Lanczos needs many products).
         """
         rho = self.rank
         m = rho * (rho + 1) // 2
         fd, bd = solver_cost(self.n, self.outputs, rho, "dense", max_iters)
-        fm, bm = solver_cost(self.n, self.outputs, rho, "matrix_free", max_iters, products)
+        fm, bm = solver_cost(self.n, self.outputs, rho, "matrix_free", max_iters)
         mf_alt = f"method='matrix_free' needs about {format_bytes(bm)}"
         if method == "dense":
             if m > DENSE_MAX_DIM:
@@ -635,7 +635,7 @@ class StabilityProblem:
         if (
             method == "auto"
             and dense_fits
-            and (fd <= max(fm, _DENSE_CHEAP_FLOPS) or not self.budget.allows(bm))
+            and (prefer_dense or fd <= max(fm, _DENSE_CHEAP_FLOPS) or not self.budget.allows(bm))
         ):
             return "dense"
         self.budget.check(
@@ -767,7 +767,7 @@ class StabilityProblem:
         c = self.coordinates
         if c.rank == 0:
             return 1.0
-        method = self._solver(method, max_iters, "second_moment_growth", products=max_iters)
+        method = self._solver(method, max_iters, "second_moment_growth", prefer_dense=True)
         value, converged, res = second_moment_radius(
             c, s, lr, method=method, tol=tol, max_iters=max_iters
         )
