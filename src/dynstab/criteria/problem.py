@@ -107,6 +107,20 @@ class StabilityProblem:
 
     Do not call the constructor directly; use the ``from_*`` class methods.
 
+    Attributes:
+        n: Number of samples.
+        outputs: Outputs per sample C.
+        route: ``"gram"`` or ``"parameter"`` (see :mod:`dynstab.criteria.routes`).
+        route_reason: Why that route was taken (cost model, budget, or what was given).
+        route_costs: The :class:`~dynstab.criteria.routes.RouteCost` of each available route.
+        residuals: f(x_i) − y_i as a float64 vector of length nC, or None.
+        param_names: Names of the parameters measured (None when only K was given).
+        num_params: Their total number of entries p (None when only K was given).
+        rank_tol: Relative eigenvalue cut-off.
+        budget: The :class:`~dynstab.criteria.resources.MemoryBudget`.
+        train_loss: The training loss ``loss_fn`` gave (:meth:`from_model`), or None.
+        half_mse_loss: The ½-square loss at the same point (:meth:`from_model`), or None.
+
     Example:
         >>> prob = StabilityProblem.from_gram(torch.eye(4))
         >>> s = prob.sampling(1, "with")
