@@ -429,7 +429,9 @@ def test_learning_rate_batch_size_and_generator_are_checked():
     for bad in (True, 2.0):
         with pytest.raises(TypeError, match="batch_size must be an int"):
             eta_star(K_REG, bad)
-    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator or None; got int"):
+    with pytest.raises(
+        TypeError, match=r"generator must be a torch\.Generator or None; got 0 \(int\)"
+    ):
         check_stability(K_REG, lr=0.1, batch_size=1, generator=0)
     with pytest.raises(TypeError, match=r"generator must be a torch\.Generator"):
         rank_one_bound(K_REG, 1, generator=np.random.default_rng(0))

@@ -112,14 +112,26 @@ def check_lr(value: object, name: str = "lr") -> float:
     return v
 
 
-def check_generator(value: object, name: str = "generator") -> torch.Generator | None:
-    """Return ``value`` if it is a ``torch.Generator`` or ``None``; raise TypeError otherwise."""
-    if value is not None and not isinstance(value, torch.Generator):
+def check_generator(name: str, generator: object) -> torch.Generator | None:
+    """Return ``generator`` if it is ``None`` or a CPU ``torch.Generator``; raise otherwise.
+
+    Random probes and start vectors are drawn on the CPU (so that a seed gives the same numbers
+    on every device) and then moved to the operator's device.
+    """
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
         raise TypeError(
-            f"{name} must be a torch.Generator or None; got {type(value).__name__} ({value!r}). "
-            "Pass torch.Generator().manual_seed(seed) for reproducible draws."
+            f"{name} must be a torch.Generator or None; got {generator!r} "
+            f"({type(generator).__name__}). Pass torch.Generator().manual_seed(seed)."
         )
-    return value
+    if generator.device.type != "cpu":
+        raise ValueError(
+            f"{name} must be a CPU torch.Generator (probes are drawn on the CPU, then moved to "
+            f"the model's device); got one on {generator.device}. Pass "
+            "torch.Generator().manual_seed(seed)."
+        )
+    return generator
 
 
 def as_float64_tensor(name: str, value: object, hint: str = "") -> Tensor:

@@ -889,7 +889,7 @@ class StabilityProblem:
         check_int("num_steps", num_steps, minimum=1)
         check_int("num_runs", num_runs, minimum=2)
         burn = num_steps // 10 if burn_in is None else check_int("burn_in", burn_in, minimum=0)
-        generator = check_generator(generator)
+        generator = check_generator("generator", generator)
         c = self.coordinates
         n, C, rho, B = c.n, c.outputs, c.rank, s.B
         if rho == 0:
@@ -1031,7 +1031,9 @@ class StabilityProblem:
         check_int("num_restarts", num_restarts, minimum=1)
         check_int("num_iters", num_iters, minimum=1)
         tol = check_positive("tol", tol)
-        return self._rank_one(s, num_restarts, num_iters, tol, check_generator(generator))
+        return self._rank_one(
+            s, num_restarts, num_iters, tol, check_generator("generator", generator)
+        )
 
     def _rank_one(
         self,
@@ -1238,7 +1240,7 @@ class StabilityProblem:
         s = self._check_sampling(sampling)
         check_choice("method", method, _METHODS)
         interpolation_tol = check_positive("interpolation_tol", interpolation_tol, allow_zero=True)
-        generator = check_generator(generator)
+        generator = check_generator("generator", generator)
         if train_loss is None:
             train_loss = self.train_loss
         notes: list[str] = [

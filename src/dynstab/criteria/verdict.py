@@ -86,7 +86,7 @@ def check_stability(
         (True, True, 0.5)
     """
     lr = check_lr(lr)
-    generator = check_generator(generator)
+    generator = check_generator("generator", generator)
     prob = StabilityProblem.from_gram(K, outputs, residuals=residuals)
     return prob.check(
         lr,
@@ -163,7 +163,7 @@ def stability(
             alternatives).
     """
     lr = check_lr(lr)
-    generator = check_generator(generator)
+    generator = check_generator("generator", generator)
     ds = prepare_data(data)
     prob = StabilityProblem.from_model(
         model, ds, params=params, loss_fn=loss_fn, route=route, max_memory=max_memory
