@@ -474,11 +474,11 @@ def test_non_finite_curvature_gives_a_clear_error(route):
     with torch.no_grad():
         model[0].weight[0, 0] = math.nan  # every Jacobian entry becomes nan
     X = torch.randn(6, 3, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"must be finite.*hold inf/nan") as info:
+    with pytest.raises(ValueError, match=r"must be finite") as info:
         critical_lr(model, X, batch_size=1, route=route)
     assert not isinstance(info.value, torch.linalg.LinAlgError)
     y = torch.zeros(6, 2, dtype=torch.float64)
-    with pytest.raises(ValueError, match="residuals must be finite"):
+    with pytest.raises(ValueError, match="must be finite"):
         stability(model, half_mse, (X, y), lr=0.1, batch_size=1)
 
 
