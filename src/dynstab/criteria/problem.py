@@ -75,7 +75,13 @@ from dynstab.criteria.results import (
 from dynstab.criteria.routes import RouteCost, choose_route, route_costs
 from dynstab.criteria.spectral import PSDMatrix, validate_gram
 from dynstab.curvature import gram_matrix, per_sample_jacobian
-from dynstab.curvature.functional import check_model_mode, forward, prepare_data, resolve_params
+from dynstab.curvature.functional import (
+    Dataset,
+    check_model_mode,
+    forward,
+    prepare_data,
+    resolve_params,
+)
 from dynstab.errors import ConvergenceWarning, NotInterpolatingWarning
 from dynstab.losses import half_mse
 from dynstab.sampling import IID_SCHEMES, Sampling
@@ -331,7 +337,7 @@ class StabilityProblem:
     def from_model(
         cls,
         model: nn.Module,
-        data: Data | Tensor,
+        data: Data | Dataset | Tensor,
         *,
         params: Params | None = None,
         loss_fn: LossFn | None = None,
