@@ -80,7 +80,7 @@ def row(
     old_s = f"{old_path(K, B, s):7.2f}" if old and K is not None else "—"
     how = f"{prob.route}/{prob.spectral_method}"
     print(
-        f"{family:<9} {n:>6} {p:>5} {how:<27} {setup:7.2f} {r.method:<11} {t_solve:7.2f} "
+        f"{family:<9} {n:>6} {p:>5} {how:<32} {setup:7.2f} {r.method:<11} {t_solve:7.2f} "
         f"{r.num_matvecs:>3} {r.eta_star:14.10g} {check:>8} {old_s:>7}",
         flush=True,
     )
@@ -98,7 +98,7 @@ def main() -> None:
     big = [5000] if args.with_5000 else []
     print(f"threads={torch.get_num_threads()}  B={B}  sampling={s}  (wall-clock seconds)")
     hdr = (
-        f"{'family':<9} {'n':>6} {'p':>5} {'route/spectrum':<27} {'setup s':>7} {'solver':<11} "
+        f"{'family':<9} {'n':>6} {'p':>5} {'route/spectrum':<32} {'setup s':>7} {'solver':<11} "
         f"{'solve s':>7} {'mv':>3} {'eta*':>14} {'check':>8} {'old s':>7}"
     )
     print(hdr)
@@ -124,7 +124,7 @@ def main() -> None:
         t = time.perf_counter() - t0
         route = f"{res.route} (critical_lr, all in)"
         print(
-            f"{'model':<9} {n:>6} {res.num_params:>5} {route:<27} {'':>7} {res.method:<11} "
+            f"{'model':<9} {n:>6} {res.num_params:>5} {route:<32} {'':>7} {res.method:<11} "
             f"{t:7.2f} {res.num_matvecs:>3} {res.eta_star:14.10g}",
             flush=True,
         )
