@@ -21,7 +21,7 @@ from dynstab.criteria import (
 )
 from dynstab.criteria.reference import gram_from_jacobians, parameter_space_wme18_lr
 
-# §1.9.5: (sampling, B, trace bound, Frobenius bound, alignment bound), printed to 6 digits
+# Hand-computed values on K_REG: (sampling, B, trace, Frobenius, alignment bound), 6 digits
 BOUND_ROWS = [
     ("with", 1, 0.666667, 0.914991, 1.132215),
     ("without", 1, 0.666667, 0.914991, 1.132215),

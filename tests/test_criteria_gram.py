@@ -17,7 +17,7 @@ from dynstab.criteria import (
 from dynstab.criteria.reference import gram_from_jacobians, parameter_space_eta_star
 from dynstab.errors import ConvergenceWarning
 
-# §1.9.5 of related_criteria.md: (sampling, B, p, η*)
+# Hand-computed values on K_REG (n = 3, p = 4): (sampling, B, p, η*)
 REGRESSION_ROWS = [
     ("with", 1, 1.0, 0.4434007919),
     ("without", 1, 1.0, 0.4434007919),

@@ -6,8 +6,10 @@ Every message says what must hold, what was received and what to do.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -87,6 +89,32 @@ def check_keys(name: str, given: Iterable[str], expected: Sequence[str]) -> None
 # -- appended by the curvature layer ------------------------------------------------------------
 
 
+def check_lr(value: object, name: str = "lr") -> float:
+    """Return a learning rate as a float if it is a real number, finite and > 0.
+
+    ``bool`` is refused (``lr=True`` is a mistake, not 1.0); so are strings, complex numbers and
+    tensors with more than one element.
+
+    Raises:
+        TypeError: If ``value`` is not a real number.
+        ValueError: If it is not finite or not > 0.
+    """
+    if isinstance(value, bool) or not (
+        isinstance(value, numbers.Real)
+        or (isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex())
+    ):
+        raise TypeError(
+            f"{name} must be a real number (a float such as 0.01); got {value!r} "
+            f"({type(value).__name__}). Pass the learning rate as a float."
+        )
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(
+            f"{name} must be finite and > 0; got {value!r}. Pass a positive learning rate."
+        )
+    return v
+
+
 def check_generator(name: str, generator: object) -> torch.Generator | None:
     """Return ``generator`` if it is ``None`` or a CPU ``torch.Generator``; raise otherwise.
 
@@ -122,3 +150,29 @@ def check_callable(name: str, value: object, signature: str) -> None:
         raise TypeError(
             f"{name} must be callable as {signature}; got {value!r} ({type(value).__name__})."
         )
+
+
+def as_float64_tensor(name: str, value: object, hint: str = "") -> Tensor:
+    """Return ``value`` (a Tensor or a NumPy array) as a detached, finite float64 Tensor.
+
+    NumPy arrays are converted (on the CPU); lists, scalars and other objects are refused.
+
+    Raises:
+        TypeError: If ``value`` is neither a Tensor nor a NumPy array, or is not real-valued.
+        ValueError: If an entry is not finite (``hint`` is appended to the message).
+    """
+    if isinstance(value, np.ndarray):
+        if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+            raise TypeError(
+                f"{name} must hold real numbers; got a NumPy array of dtype {value.dtype}."
+            )
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor or a NumPy array; got {type(value).__name__}. "
+            "Convert it with torch.as_tensor(...)."
+        )
+    if value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers; got dtype {value.dtype}.")
+    out = value.detach().to(torch.float64)
+    return check_finite(name, out, hint)

@@ -1,21 +1,30 @@
 """Linear stability of GD and SGD at interpolating minima of the ½-square loss.
 
-Pure numerics on the Gram matrix K = JJᵀ/n (shape ``(nC, nC)``, sample-major):
+Set up once, query many: :class:`StabilityProblem` holds the validated Gram matrix K = JJᵀ/n
+(shape ``(nC, nC)``, sample-major) or the per-sample Jacobians, and answers every criterion for
+any :class:`dynstab.sampling.Sampling`. The one-call functions are thin wrappers of its methods.
 
-* :mod:`~dynstab.criteria.sampling` — mixture weights p and q of the sampling schemes;
-* :mod:`~dynstab.criteria.gram` — the exact mean-square threshold η* (MM23) through the
-  Gram reduction, dense or matrix-free, and the commuting / 1-D closed form (WME18);
+* :mod:`~dynstab.criteria.problem` — :class:`StabilityProblem` (from K, Jacobians or a model;
+  the Gram or the parameter route, chosen by a cost model within a memory budget),
+  :func:`eta_star`, :func:`critical_lr`, :func:`gram_coordinates`;
+* :mod:`~dynstab.criteria.gram` — the operators of the exact mean-square threshold η*
+  (Mulayoff & Michaeli 2024) in row-space coordinates and their dense and matrix-free solvers;
+  the commuting / 1-D closed form (Wu, Ma & E 2018);
 * :mod:`~dynstab.criteria.bounds` and :mod:`~dynstab.criteria.alignment` — cheap necessary
-  bounds on η*, WME18's sufficient learning rate, the alignment factor μ (WWS22);
+  bounds on η*, Wu, Ma & E (2018)'s sufficient learning rate, the alignment factor μ (Wu, Wang
+  & Su 2022);
 * :mod:`~dynstab.criteria.linearized` — exact second-moment propagation and Lyapunov
   exponents of linearized SGD;
 * :mod:`~dynstab.criteria.verdict` — :func:`check_stability` and :func:`stability` reports;
-* :mod:`~dynstab.criteria.reference` — parameter-space (P²×P²) references for tests.
+* :mod:`~dynstab.criteria.routes` — the Gram and parameter routes and their cost model;
+* :mod:`~dynstab.criteria.spectral` — validation, PSD certificate and kept spectrum of K;
+* :mod:`~dynstab.criteria.resources` — memory budgets;
+* :mod:`~dynstab.criteria.sampling` — mixture weights p and q (from :mod:`dynstab.sampling`);
+* :mod:`~dynstab.criteria.reference` — parameter-space Kronecker references for tests.
 """
 
 from dynstab.criteria.alignment import alignment_bound, alignment_factor, alignment_infimum
 from dynstab.criteria.bounds import (
-    RankOneBoundResult,
     frobenius_bound,
     gd_bound,
     mm23_bound_15,
@@ -24,23 +33,23 @@ from dynstab.criteria.bounds import (
     trace_bound,
     wme18_sufficient_lr,
 )
-from dynstab.criteria.gram import (
-    EtaStarResult,
-    GramCoordinates,
-    commuting_eta_star,
-    critical_lr,
-    eta_star,
-    gd_threshold,
-    gram_coordinates,
-)
+from dynstab.criteria.gram import GramCoordinates, commuting_eta_star, gd_threshold
 from dynstab.criteria.linearized import (
-    LyapunovResult,
     lyapunov_exponent,
     propagate_second_moment,
     second_moment_growth,
 )
+from dynstab.criteria.problem import StabilityProblem, critical_lr, eta_star, gram_coordinates
+from dynstab.criteria.results import (
+    BoundRow,
+    EtaStarResult,
+    LyapunovResult,
+    RankOneBoundResult,
+    StabilityReport,
+)
+from dynstab.criteria.routes import RouteCost
 from dynstab.criteria.sampling import SAMPLING_SCHEMES, mixing_p, q_factor
-from dynstab.criteria.verdict import BoundRow, StabilityReport, check_stability, stability
+from dynstab.criteria.verdict import check_stability, stability
 
 __all__ = [
     "SAMPLING_SCHEMES",
@@ -49,6 +58,8 @@ __all__ = [
     "GramCoordinates",
     "LyapunovResult",
     "RankOneBoundResult",
+    "RouteCost",
+    "StabilityProblem",
     "StabilityReport",
     "alignment_bound",
     "alignment_factor",
