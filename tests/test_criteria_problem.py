@@ -562,3 +562,19 @@ def test_huge_learning_rates_give_inf_not_nan():
     m = propagate_second_moment(K_REG, 1e100, 1, steps=5)
     assert not bool(torch.isnan(m).any())
     assert math.isinf(float(m[-1]))
+
+
+def test_from_model_streams_loaders_and_dict_batches_to_the_same_problem():
+    g = torch.Generator().manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    model = model.double()
+    X = torch.randn(12, 3, dtype=torch.float64, generator=g)
+    y = model(X).detach()
+    ref = StabilityProblem.from_model(model, (X, y))
+    loader = DataLoader(TensorDataset(X, y), batch_size=5)
+    dicts = [{"input": X[i : i + 4], "y": y[i : i + 4]} for i in range(0, 12, 4)]
+    for data in (loader, dicts):
+        prob = StabilityProblem.from_model(model, data)
+        assert prob.n == 12
+        s = Sampling(12, 2, "with")
+        assert prob.eta_star(s).eta_star == pytest.approx(ref.eta_star(s).eta_star, rel=1e-10)

@@ -52,7 +52,7 @@ from dynstab._checks import (
     check_lr,
     check_positive,
 )
-from dynstab._types import Data, LossFn, Params
+from dynstab._types import Data, LossFn, Params, ParamSpec
 from dynstab.criteria.gram import (
     DENSE_AUTO_MAX_DIM,
     DENSE_MAX_DIM,
@@ -339,7 +339,7 @@ class StabilityProblem:
         model: nn.Module,
         data: Data | Dataset | Tensor,
         *,
-        params: Params | None = None,
+        params: ParamSpec = None,
         loss_fn: LossFn | None = None,
         outputs: int | None = None,
         route: str = "auto",
@@ -395,24 +395,36 @@ class StabilityProblem:
             check_int("outputs", outputs, minimum=1)
         P = {k: v.detach() for k, v in resolve_params(model, params).items()}
         check_model_mode(model)
-        y: Tensor | None
-        if isinstance(data, Tensor):
-            X, y = data, None
-            if X.ndim == 0 or X.shape[0] == 0:
-                raise ValueError(
-                    "inputs must have a non-empty leading sample axis; got shape "
-                    f"{tuple(X.shape)}. Pass the training inputs."
-                )
-        else:
-            ds = prepare_data(data)
-            X, y = ds.inputs(), ds.targets()
-        n = int(X.shape[0])
+        if isinstance(data, Tensor) and (data.ndim == 0 or data.shape[0] == 0):
+            raise ValueError(
+                "inputs must have a non-empty leading sample axis; got shape "
+                f"{tuple(data.shape)}. Pass the training inputs."
+            )
+        # Streamed: one batch in memory at a time; only the (n, C) outputs are kept.
+        ds = prepare_data(data, require_targets=not isinstance(data, Tensor))
+        has_targets = not isinstance(data, Tensor)
+        n = ds.n
+        outs: list[Tensor] = []
+        targets: list[Tensor] = []
         with torch.no_grad():
-            out = forward(model, P, X if y is not None else X[:1])
-        if out.ndim == 0 or out.shape[0] != (n if y is not None else 1):
+            for inputs, t in ds:
+                o = forward(model, P, inputs)
+                if o.ndim == 0:
+                    raise ValueError(
+                        "model outputs must have a leading sample axis; got a scalar output. "
+                        "Return one output row per sample."
+                    )
+                outs.append(o)
+                if t is not None:
+                    targets.append(t)
+                if not has_targets:
+                    break  # input-only data: one batch tells the number of outputs C
+        out = torch.cat(outs)
+        y: Tensor | None = torch.cat(targets) if has_targets else None
+        if has_targets and out.shape[0] != n:
             raise ValueError(
                 f"model outputs must have a leading sample axis; got outputs {tuple(out.shape)} "
-                f"for inputs {tuple(X.shape)}."
+                f"for {n} samples."
             )
         C = int(out[0].numel())
         if y is not None and y[0].numel() != C:
@@ -454,11 +466,11 @@ class StabilityProblem:
         J: Tensor | None = None
         K: Tensor | None = None
         if chosen == "parameter":
-            Jt = per_sample_jacobian(model, X, params, chunk_size=chunk_size)
+            Jt = per_sample_jacobian(model, ds, params, chunk_size=chunk_size)
             J = check_finite("per-sample Jacobians", Jt.detach().to(torch.float64), hint)
             J = J.reshape(n * C, -1)
         else:
-            Kt = gram_matrix(model, X, params, chunk_size=chunk_size)
+            Kt = gram_matrix(model, ds, params, chunk_size=chunk_size)
             K = check_finite("the Gram matrix K", Kt.detach().to(torch.float64), hint)
             K = 0.5 * (K + K.T)
         return cls(
