@@ -30,8 +30,9 @@ def _build(case: SpectrumCase) -> BuiltSpectrum:
 
 
 def _tol(case: SpectrumCase) -> float:
-    # float32 products are modelled accurate to 4·eps32·‖A‖ each: 1e-6 is at the floor
-    return 1e-4 if case.dtype == torch.float32 else 1e-6
+    # float32 products are modelled accurate to 4·eps32·‖A‖ each: 1e-6 is near their floor,
+    # reached by recomputing the returned vectors' products afresh
+    return 1e-6
 
 
 def _check(case: SpectrumCase, k: int, which: str, cfg: LanczosConfig, seed: int) -> None:

@@ -5,10 +5,10 @@ extreme-eigenpair solver (:func:`~dynstab.linalg.lanczos_top_eigenpairs`), the p
 tridiagonals of stochastic Lanczos quadrature (:func:`~dynstab.linalg.slq_density`) and the
 certificate of power iteration.
 
-**Algorithm.** The basis is one preallocated matrix ``V`` (``p × max_basis``, float64 by default)
-split into *locked* columns ``L`` (converged Ritz vectors), the active Krylov *segment* ``W``
-and the *pending* block ``P``. The projected matrix is kept in Krylov–Schur form
-(Stewart 2001; thick-restart Lanczos, Wu & Simon 2000)::
+**Algorithm.** The basis is one preallocated matrix (``max_basis`` vectors of length ``p``, each
+stored contiguously, float64 by default) split into *locked* vectors ``L`` (converged Ritz
+vectors), the active Krylov *segment* ``W`` and the *pending* block ``P``. The projected
+matrix is kept in Krylov–Schur form (Stewart 2001; thick-restart Lanczos, Wu & Simon 2000)::
 
     A W = W H + P F + L C,        Lᵀ A L = diag(θ_L) (+ small coupling, see below).
 
@@ -52,7 +52,7 @@ returned Ritz values (the ``j``-th largest). What holds:
    (``‖fl(Av) − Av‖ ≤ product_rtol·‖A‖·‖v‖``, default four units of round-off of the operator's
    dtype), ``ω_j`` is the ℓ₁-weight of the products in the Ritz vector and ``ε_orth`` the loss of
    orthogonality of the basis (measured on the returned vectors). ``‖A‖`` is estimated by
-   the largest Ritz value, product norm or ``|τ|``.
+   the largest Ritz value or product norm.
 
 So ``error_bounds`` are valid with probability ≥ ``1 − failure_probability`` over the random
 start vectors, for every fixed symmetric operator, provided the products meet the
@@ -317,29 +317,30 @@ def gram_schmidt(V: Tensor, Y: Tensor) -> tuple[Tensor, Tensor]:
     return Y, coeff.cpu()
 
 
-def rotate_columns(V: Tensor, start: int, stop: int, S: Tensor) -> None:
-    """In place ``V[:, start:start+k] ← V[:, start:stop] @ S``, one block of rows at a time.
+def rotate_rows(B: Tensor, start: int, stop: int, S: Tensor) -> None:
+    """In place ``B[start:start+k] ← Sᵀ B[start:stop]`` (basis vectors stored as rows).
 
-    ``S`` has shape ``(stop−start, k)`` with ``k <= stop−start``; no ``p × k`` copy is made.
+    ``S`` has shape ``(stop−start, k)`` with ``k <= stop−start``; the update runs over blocks of
+    coordinates so no ``k × p`` copy is made.
     """
-    p = V.shape[0]
+    p = B.shape[1]
     k = S.shape[1]
-    Sd = S.to(dtype=V.dtype, device=V.device)
-    rows = max(1, _ROW_CHUNK_ELEMENTS // max(1, stop - start))
-    for r0 in range(0, p, rows):
-        r1 = min(p, r0 + rows)
-        V[r0:r1, start : start + k] = V[r0:r1, start:stop] @ Sd
+    St = S.T.to(dtype=B.dtype, device=B.device)
+    cols = max(1, _ROW_CHUNK_ELEMENTS // max(1, stop - start))
+    for c0 in range(0, p, cols):
+        c1 = min(p, c0 + cols)
+        B[start : start + k, c0:c1] = St @ B[start:stop, c0:c1]
 
 
-def combine_columns(V: Tensor, S: Tensor, dtype: torch.dtype) -> Tensor:
-    """``V @ S`` in ``dtype`` computed one block of rows at a time (``V`` may be huge)."""
-    p, c = V.shape
-    out = torch.empty(p, S.shape[1], dtype=dtype, device=V.device)
-    Sd = S.to(dtype=V.dtype, device=V.device)
-    rows = max(1, _ROW_CHUNK_ELEMENTS // max(1, c))
-    for r0 in range(0, p, rows):
-        r1 = min(p, r0 + rows)
-        out[r0:r1] = (V[r0:r1] @ Sd).to(dtype)
+def combine_rows(B: Tensor, S: Tensor, dtype: torch.dtype) -> Tensor:
+    """``Bᵀ S`` of shape ``(p, k)`` in ``dtype`` (``B`` holds ``n`` basis vectors as rows)."""
+    n, p = B.shape
+    out = torch.empty(p, S.shape[1], dtype=dtype, device=B.device)
+    Sd = S.to(dtype=B.dtype, device=B.device)
+    cols = max(1, _ROW_CHUNK_ELEMENTS // max(1, n))
+    for c0 in range(0, p, cols):
+        c1 = min(p, c0 + cols)
+        out[c0:c1] = (B[:, c0:c1].T @ Sd).to(dtype)
     return out
 
 
@@ -367,15 +368,15 @@ def plain_lanczos(
             the eigen-decomposition of the current tridiagonal (``s = 1`` only).
 
     Returns:
-        ``(alpha (s, m), beta (s, m), basis (s, p, m), lengths (s,), num_matvecs)``;
+        ``(alpha (s, m), beta (s, m), basis (s, m, p), lengths (s,), num_matvecs)``;
         ``beta[:, j]`` couples step ``j`` to ``j + 1``; ``m`` is the number of steps taken and
         ``lengths[i] <= m`` the steps of run ``i`` before its invariant subspace.
     """
     p, s = Q0.shape
     bdt = basis_dtype or work_dtype(A.device)
     m_max = min(num_steps, p)
-    Q = torch.zeros(s, p, m_max, dtype=bdt, device=A.device)
-    q = Q0.to(dtype=bdt, device=A.device).T.unsqueeze(-1)  # (s, p, 1)
+    Q = torch.zeros(s, m_max, p, dtype=bdt, device=A.device)  # one basis vector per row
+    q = Q0.to(dtype=bdt, device=A.device).T.contiguous()  # (s, p)
     q = q / torch.linalg.vector_norm(q, dim=1, keepdim=True)
     alpha = torch.zeros(s, m_max, dtype=torch.float64)
     beta = torch.zeros(s, m_max, dtype=torch.float64)
@@ -386,11 +387,11 @@ def plain_lanczos(
     m = 0
     scale = 0.0
     for j in range(m_max):
-        Q[:, :, j] = q[:, :, 0]
-        W = (A @ q[:, :, 0].T.to(A.dtype)).to(bdt).T.unsqueeze(-1)  # (s, p, 1)
+        Q[:, j] = q
+        W = (A @ q.T.to(A.dtype)).to(bdt).T.unsqueeze(-1)  # (s, p, 1)
         used += s
         scale = max(scale, float(torch.linalg.vector_norm(W, dim=1).max()))
-        W, h = gram_schmidt(Q[:, :, : j + 1], W)
+        W, h = gram_schmidt(Q[:, : j + 1].mT, W)
         alpha[:, j] = torch.where(alive, h[:, j, 0], torch.zeros(()))
         lengths = lengths + alive.long()
         b = torch.linalg.vector_norm(W, dim=1)[:, 0].to(torch.float64).cpu()
@@ -409,9 +410,9 @@ def plain_lanczos(
         if not bool(alive.any()):
             break
         denom = torch.where(alive, b, torch.ones(())).to(dtype=bdt, device=A.device)
-        q = W / denom.view(s, 1, 1)
+        q = W[:, :, 0] / denom.view(s, 1)
         q[~alive.to(A.device)] = 0.0
-    return alpha[:, :m], beta[:, :m], Q[:, :, :m], lengths, used
+    return alpha[:, :m], beta[:, :m], Q[:, :m], lengths, used
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,11 +432,13 @@ class _Answer:
     thresholds: Tensor
     certified: bool
     norm: float
+    mode: str = "segment"  # "segment" (no locked vectors), "locked" (locked values), "joint"
+    polish: bool = False  # certified after recomputing the vectors' products afresh
 
 
 @dataclass
 class _Segment:
-    """The active Krylov segment: ``A W = W H + P F + L C`` with ``W`` at ``V[:, l:l+m]``."""
+    """The active Krylov segment: ``A W = W H + P F + L C``, ``W`` the basis rows ``l:l+m``."""
 
     b: int
     H: Tensor  # (m, m) float64, symmetric
@@ -464,7 +467,7 @@ class _Segment:
 
 @dataclass
 class _Locked:
-    """Locked Ritz vectors ``L = V[:, :l]``: values, residual groups, error weights."""
+    """Locked Ritz vectors (basis rows ``:l``): values, residual groups, error weights."""
 
     theta: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
     groups: list[Tensor] = field(default_factory=list)  # (b_g, l) residual coefficients
@@ -532,8 +535,9 @@ class KrylovEngine:
                 f"max_basis must be >= 2·block_size + 1 = {2 * self.b0 + 1}; got "
                 f"{config.max_basis}. Raise max_basis or lower block_size."
             )
-        self.V = torch.zeros(
-            self.p, min(self.cap, max(32, 4 * self.b0)), dtype=self.bdt, device=A.device
+        # the basis: one preallocated block, one basis vector per (contiguous) row
+        self.B = torch.zeros(
+            min(self.cap, max(32, 4 * self.b0)), self.p, dtype=self.bdt, device=A.device
         )
         self.locked = _Locked()
         self.num_matvecs = 0
@@ -553,18 +557,22 @@ class KrylovEngine:
         self.seg = self._new_segment(v0)
 
     # ---------------------------------------------------------------- basis bookkeeping
+    def _cols(self, start: int, stop: int) -> Tensor:
+        """Basis vectors ``start:stop`` as the columns of a ``(p, stop−start)`` view."""
+        return self.B[start:stop].T
+
     def _ensure_columns(self, n: int) -> None:
-        if n <= self.V.shape[1]:
+        if n <= self.B.shape[0]:
             return
-        new = min(self.cap, max(n, 2 * self.V.shape[1]))
-        V = torch.zeros(self.p, new, dtype=self.bdt, device=self.A.device)
-        V[:, : self.V.shape[1]] = self.V
-        self.V = V
+        new = min(self.cap, max(n, 2 * self.B.shape[0]))
+        B = torch.zeros(new, self.p, dtype=self.bdt, device=self.A.device)
+        B[: self.B.shape[0]] = self.B
+        self.B = B
 
     def _new_segment(self, start: Tensor | None) -> _Segment:
-        """Put a fresh start block at ``V[:, l:l+b]``: ``start`` or uniform random on L⊥."""
+        """Put a fresh start block at rows ``l:l+b``: ``start`` or uniform random on L⊥."""
         l = self.locked.l
-        L = self.V[:, :l]
+        L = self._cols(0, l)
         if start is not None:
             X = start.detach().to(dtype=self.bdt, device=self.A.device)
             X = X.unsqueeze(1) if X.ndim == 1 else X
@@ -574,7 +582,7 @@ class KrylovEngine:
             overlap = self.cfg.start_overlap
             if overlap is not None and b == 1 and self.b0 == 1 and self.which != "both":
                 self._ensure_columns(l + 1)
-                self.V[:, l : l + 1] = X
+                self.B[l : l + 1] = X.T
                 return self._segment(1, pure=True, delta=0.0, gamma=overlap)
             if b < self.b0:  # pad a short warm block with random columns
                 extra = [
@@ -607,7 +615,7 @@ class KrylovEngine:
             X = torch.stack(cols, dim=1)
             pure = b == 1
         self._ensure_columns(l + b)
-        self.V[:, l : l + b] = X
+        self.B[l : l + b] = X.T
         delta = 0.0
         if pure:
             self.num_pure += 1
@@ -639,7 +647,7 @@ class KrylovEngine:
         m, b = seg.m, seg.b
         c0 = l + m
         self._ensure_columns(c0 + 2 * b)
-        X = self.V[:, c0 : c0 + b]
+        X = self._cols(c0, c0 + b)
         Y = (self.A @ X.to(self.A.dtype)).to(self.bdt)
         self.num_matvecs += b
         self.iterations += 1
@@ -650,8 +658,8 @@ class KrylovEngine:
         nz = torch.nonzero(seg.F.abs().sum(0) > 0).flatten()
         if nz.numel():
             FT = seg.F[:, nz].T.to(dtype=self.bdt, device=Y.device)
-            Y = Y - self.V[:, l + nz.to(Y.device)] @ FT
-        Y, h = gram_schmidt(self.V[:, : c0 + b], Y)
+            Y = Y - self.B[l + nz.to(Y.device)].T @ FT
+        Y, h = gram_schmidt(self._cols(0, c0 + b), Y)
         hL = h[:l]
         dW = h[l:c0]  # what remains of the coupling to W after the local step: asymmetry
         hx = hx + h[c0 : c0 + b]
@@ -671,7 +679,7 @@ class KrylovEngine:
                 seg.broken = True
                 self.invariant = True
             for i in dead:
-                against = torch.cat([self.V[:, : c0 + b], Q[:, :i]], dim=1)
+                against = torch.cat([self._cols(0, c0 + b), Q[:, :i]], dim=1)
                 Q[:, i] = random_unit(
                     self.p, self.generator, dtype=self.bdt, device=self.A.device, against=against
                 )
@@ -688,7 +696,7 @@ class KrylovEngine:
         seg.C = torch.cat([seg.C, hL], dim=1)
         seg.omega = torch.cat([seg.omega, torch.ones(b, dtype=torch.float64)])
         seg.abserr = torch.cat([seg.abserr, asym.to(torch.float64)])
-        self.V[:, c0 + b : c0 + 2 * b] = Q
+        self.B[c0 + b : c0 + 2 * b] = Q.T
         if seg.pure:
             self._polynomial_bound()
 
@@ -730,9 +738,9 @@ class KrylovEngine:
         m, b = seg.m, seg.b
         theta, S = seg.eigh()
         Sk = S[:, keep]
-        rotate_columns(self.V, l, l + m, Sk)
+        rotate_rows(self.B, l, l + m, Sk)
         nk = int(keep.numel())
-        self.V[:, l + nk : l + nk + b] = self.V[:, l + m : l + m + b].clone()
+        self.B[l + nk : l + nk + b] = self.B[l + m : l + m + b].clone()
         seg.H = torch.diag(theta[keep])
         seg.eig = None
         seg.F = seg.F @ Sk
@@ -752,7 +760,7 @@ class KrylovEngine:
         theta, S = seg.eigh()
         Sz = S[:, idx]
         nz = int(idx.numel())
-        rotate_columns(self.V, l, l + m, Sz)
+        rotate_rows(self.B, l, l + m, Sz)
         cross = seg.C @ Sz  # Lᵀ A Z
         G = torch.zeros(l + nz, l + nz, dtype=torch.float64)
         G[:l, :l] = torch.diag(lk.theta)
@@ -768,7 +776,7 @@ class KrylovEngine:
         abserr = torch.cat([lk.abserr, Sz.abs().T @ seg.abserr])
         vals, Qg = torch.linalg.eigh(G)
         if l > 0:  # rotate the locked block so that Lᵀ A L is diagonal again
-            rotate_columns(self.V, 0, l + nz, Qg)
+            rotate_rows(self.B, 0, l + nz, Qg)
             groups = [g @ Qg for g in groups]
             omega = Qg.abs().T @ omega
             abserr = Qg.abs().T @ abserr
@@ -781,9 +789,12 @@ class KrylovEngine:
         seg, lk = self.seg, self.locked
         l, m = lk.l, seg.m
         n = l + m
+        mode = "joint"
         if l == 0:
             eta, S = seg.eigh()
+            mode = "segment"
         elif m == 0 or not self._segment_has_wanted():
+            mode = "locked"
             # the answer is the locked Ritz values (still Ritz values of an orthonormal basis);
             # the joint Rayleigh–Ritz would only move them by the tiny L–W coupling
             eta = lk.theta
@@ -817,12 +828,9 @@ class KrylovEngine:
         Sabs = S[:, idx].abs()
         weight = Sabs.T @ omega if n else torch.zeros(0, dtype=torch.float64)
         aerr = Sabs.T @ abserr if n else torch.zeros(0, dtype=torch.float64)
-        norm = max(
-            self.norm_lower,
-            float(eta.abs().max()) if n else 0.0,
-            abs(self.tau_hi) if math.isfinite(self.tau_hi) else 0.0,
-            abs(self.tau_lo) if math.isfinite(self.tau_lo) else 0.0,
-        )
+        # ‖A‖ for the round-off floor: the largest Ritz value or product norm seen (τ is an
+        # upper bound but a loose one until the segment converges)
+        norm = max(self.norm_lower, float(eta.abs().max()) if n else 0.0)
         if eps_orth is None:
             eps_orth = 4.0 * self.eps_basis * math.sqrt(max(n, 1))
         # relation error of each returned vector (product round-off and observed asymmetry)
@@ -844,9 +852,24 @@ class KrylovEngine:
         ok = bool((bounds <= thr).all()) and enough
         if self.cfg.criterion == "residual":
             ok = ok and bool((res <= thr).all())
+        # Would recomputing the products of the returned (segment mode) or locked vectors
+        # afresh certify? It replaces the accumulated relation error (ℓ1 weight ω) by the
+        # error of n fresh products; it pays off for float32 operators near their floor.
+        polish = False
+        n_pol = int(idx.numel()) if mode == "segment" else (l if mode == "locked" else 0)
+        if not ok and enough and n_pol and self.num_matvecs + n_pol <= self.cfg.max_iters:
+            fresh = norm * (self.prod_rtol * math.sqrt(n_pol) + 4.0 * eps_orth)
+            rho_f = lk.rho() + fresh if l else 0.0
+            rL_f = lk.residuals() + fresh
+            opt = self._bounds(eta, top, bottom, rL_f, rho_f, self.tau_hi, self.tau_lo) + fresh
+            polish = bool((opt <= thr).all())
+            if self.cfg.criterion == "residual":
+                polish = polish and bool((res - floor + fresh <= thr).all())
         self.last_norm = norm
         self._rho, self._rL, self._floor = rho, rL, floor
-        return _Answer(top, bottom, eta, S, values, bounds, res, thr, ok, norm)
+        return _Answer(
+            top, bottom, eta, S, values, bounds, res, thr, ok, norm, mode=mode, polish=polish
+        )
 
     def _bounds(
         self,
@@ -857,11 +880,13 @@ class KrylovEngine:
         rho: float,
         tau_hi: float,
         tau_lo: float,
+        theta_L: Tensor | None = None,
     ) -> Tensor:
         """``max(0, U_j − η_j)`` at the top and ``max(0, η_j − L_j)`` at the bottom."""
         kt, kb = int(top.numel()), int(bottom.numel())
         bounds = torch.full((kt + kb,), math.inf, dtype=torch.float64)
-        theta_L = self.locked.theta
+        if theta_L is None:
+            theta_L = self.locked.theta
         if kt:
             up = self._upper_bounds(theta_L, rL, rho, tau_hi, kt)
             bounds[:kt] = (up - eta[top]).clamp(min=0.0)
@@ -897,7 +922,7 @@ class KrylovEngine:
     def _refine(self) -> None:
         """Unlock everything and restart from the locked vectors with the strict lock target."""
         l = self.locked.l
-        start = self.V[:, :l].clone()
+        start = self._cols(0, l).clone()
         self.locked = _Locked()
         self.strict = True
         self.refines += 1
@@ -1144,6 +1169,12 @@ class KrylovEngine:
             if ans.certified:
                 reason = "certified"
                 break
+            if ans.polish:
+                reason = "polish"
+                break
+            if self._floor_blocks(ans):
+                reason = "round-off floor"
+                break
             if self.seg.broken:  # invariant subspace: its Ritz values are exact; lock it
                 self._lock(torch.arange(self.seg.m))
                 self.seg = self._new_segment(None) if self.locked.l < self.p else self._empty()
@@ -1159,8 +1190,82 @@ class KrylovEngine:
                 self.seg = self._new_segment(None)
         return self._assess(), reason
 
+    def _floor_blocks(self, ans: _Answer) -> bool:
+        """Whether the bounds have reached the round-off floor and it exceeds the tolerance.
+
+        Then no further product can help: the run stops with the most accurate values its
+        products allow (recomputed afresh when possible) and reports ``converged=False``.
+        """
+        n_pol = max(1, int(ans.values.numel()))
+        fresh = ans.norm * self.prod_rtol * math.sqrt(n_pol)
+        if not bool((ans.thresholds < fresh).any()):
+            return False
+        raw = ans.bounds - self._floor
+        return bool((raw <= fresh).all())
+
+    def polish(self, ans: _Answer) -> tuple[_Answer, Tensor]:
+        """Recompute the products of the answer's (or all locked) vectors afresh.
+
+        Rayleigh–Ritz and explicit residuals from one block of ``n`` products, whose round-off
+        is that of ``n`` products instead of the accumulated relation error of the whole run
+        (segment mode: the returned vectors; locked mode: all locked vectors). Returns the
+        final answer and the vectors.
+        """
+        if ans.mode == "locked":
+            Y = combine_rows(
+                self.B[: self.locked.l],
+                torch.eye(self.locked.l, dtype=torch.float64),
+                torch.float64,
+            )
+        else:
+            Y = self.vectors(ans).to(torch.float64)
+        n = Y.shape[1]
+        AY = (self.A @ Y.to(self.A.dtype)).to(torch.float64)
+        self.num_matvecs += n
+        gram = (Y.T @ Y).cpu()
+        eps_orth = float(torch.linalg.matrix_norm(gram - torch.eye(n, dtype=torch.float64), ord=2))
+        G = (Y.T @ AY).cpu()
+        G = 0.5 * (G + G.T)
+        theta, Qg = torch.linalg.eigh(G)
+        Qd = Qg.to(Y.device)
+        Yr, AYr = Y @ Qd, AY @ Qd
+        R = AYr - Yr * theta.to(Y.device)
+        rcol = torch.linalg.vector_norm(R, dim=0).cpu()
+        RtR = (R.T @ R).cpu()
+        rho_R = math.sqrt(max(float(torch.linalg.eigvalsh(0.5 * (RtR + RtR.T))[-1]), 0.0))
+        norm = max(ans.norm, float(theta.abs().max()))
+        # n fresh products err by at most √n·product_rtol·‖A‖ (Frobenius), which bounds both
+        # the error of the Rayleigh–Ritz values and that of the explicit residuals
+        fresh = norm * (self.prod_rtol * math.sqrt(n) + 4.0 * eps_orth)
+        kt = int(ans.top.numel())
+        kb = int(ans.bottom.numel())
+        top = torch.arange(n - 1, n - 1 - kt, -1, dtype=torch.long)
+        bottom = torch.arange(0, kb, dtype=torch.long)
+        idx = torch.cat([top, bottom])
+        if ans.mode == "locked":
+            raw = self._bounds(
+                theta, top, bottom, rcol + fresh, rho_R + fresh, self.tau_hi, self.tau_lo, theta
+            )
+        else:  # no locked vectors: the values are bounded by the random segment alone
+            empty = torch.zeros(0, dtype=torch.float64)
+            raw = self._bounds(theta, top, bottom, empty, 0.0, self.tau_hi, self.tau_lo, empty)
+        bounds = raw + fresh
+        values = theta[idx]
+        res = rcol[idx] + fresh
+        zeroish = values.abs() <= bounds
+        thr = torch.where(
+            zeroish, torch.full_like(values, self.cfg.tol * norm), self.cfg.tol * values.abs()
+        )
+        ok = bool((bounds <= thr).all())
+        if self.cfg.criterion == "residual":
+            ok = ok and bool((res <= thr).all())
+        S = torch.eye(n, dtype=torch.float64)
+        final = _Answer(top, bottom, theta, S, values, bounds, res, thr, ok, norm, mode="polished")
+        self.last_norm = norm
+        return final, Yr[:, idx].to(self.A.dtype)
+
     def vectors(self, ans: _Answer) -> Tensor:
         """The returned Ritz vectors ``[L, W] S`` in the operator's dtype."""
         n = self.locked.l + self.seg.m
         idx = torch.cat([ans.top, ans.bottom])
-        return combine_columns(self.V[:, :n], ans.S[:, idx], self.A.dtype)
+        return combine_rows(self.B[:n], ans.S[:, idx], self.A.dtype)

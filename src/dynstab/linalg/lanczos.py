@@ -184,9 +184,16 @@ def lanczos_top_eigenpairs(
     start = _start_block(A, v0)
     engine = KrylovEngine(A, k, which, config, v0=start, generator=generator, callback=callback)
     ans, reason = engine.run()
-    eps_orth = None
     vectors = None
-    if return_vectors and ans.values.numel():
+    polishable = ans.mode in ("segment", "locked") and (
+        engine.num_matvecs + ans.values.numel() <= engine.cfg.max_iters
+    )
+    if reason == "polish" or (reason == "round-off floor" and polishable):
+        ans, Y = engine.polish(ans)
+        if ans.certified:
+            reason = "certified after recomputing the products of the vectors"
+        vectors = Y if return_vectors else None
+    elif return_vectors and ans.values.numel():
         Y = engine.vectors(ans)
         gram = (Y.T.to(torch.float64) @ Y.to(torch.float64)).cpu()
         eye = torch.eye(gram.shape[0], dtype=torch.float64)
@@ -270,4 +277,4 @@ def _lanczos_run(
         as_operator(A), q0.reshape(-1, 1), max_iters, should_stop=should_stop
     )
     m = int(lengths[0])
-    return _Krylov(Q=Q[0, :, :m], alpha=alpha[0, :m], beta=beta[0, :m], num_matvecs=used)
+    return _Krylov(Q=Q[0, :m].T, alpha=alpha[0, :m], beta=beta[0, :m], num_matvecs=used)
