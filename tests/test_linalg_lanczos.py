@@ -366,6 +366,14 @@ def test_function_operator_on_matrices_matches_dense():
     assert res.vectors.shape == (rho * rho, 1)
 
 
+def test_operator_returning_its_input_does_not_corrupt_the_basis():
+    op = FunctionOperator(lambda X: X, (6,), dtype=torch.float64)  # the identity, no copy
+    res = lanczos_top_eigenpairs(op, 3, generator=torch.Generator().manual_seed(0))
+    assert res.converged
+    assert res.invariant_subspace
+    assert_close(res.values, torch.ones(3, dtype=torch.float64), rtol=1e-15)
+
+
 # -- the defects quoted in issue 12 ---------------------------------------------------------
 
 

@@ -536,7 +536,7 @@ class KrylovEngine:
                 f"{config.max_basis}. Raise max_basis or lower block_size."
             )
         # the basis: one preallocated block, one basis vector per (contiguous) row
-        self.B = torch.zeros(
+        self.B = torch.empty(
             min(self.cap, max(32, 4 * self.b0)), self.p, dtype=self.bdt, device=A.device
         )
         self.locked = _Locked()
@@ -565,7 +565,7 @@ class KrylovEngine:
         if n <= self.B.shape[0]:
             return
         new = min(self.cap, max(n, 2 * self.B.shape[0]))
-        B = torch.zeros(new, self.p, dtype=self.bdt, device=self.A.device)
+        B = torch.empty(new, self.p, dtype=self.bdt, device=self.A.device)  # rows used are written
         B[: self.B.shape[0]] = self.B
         self.B = B
 
@@ -649,26 +649,31 @@ class KrylovEngine:
         self._ensure_columns(c0 + 2 * b)
         X = self._cols(c0, c0 + b)
         Y = (self.A @ X.to(self.A.dtype)).to(self.bdt)
+        if Y.untyped_storage().data_ptr() == self.B.untyped_storage().data_ptr():
+            Y = Y.clone()  # an operator that returns its input: never update the basis in place
         self.num_matvecs += b
         self.iterations += 1
         self.norm_lower = max(self.norm_lower, float(torch.linalg.vector_norm(Y, dim=0).max()))
         # local part first (the pending block and the coupling F), then the full basis
         hx = (X.T @ Y).to(torch.float64).cpu()
-        Y = Y - X @ hx.to(self.bdt).to(Y.device)
+        Y.sub_(X @ hx.to(dtype=self.bdt, device=Y.device))
         nz = torch.nonzero(seg.F.abs().sum(0) > 0).flatten()
         if nz.numel():
-            FT = seg.F[:, nz].T.to(dtype=self.bdt, device=Y.device)
-            Y = Y - self.B[l + nz.to(Y.device)].T @ FT
+            a0, a1 = int(nz[0]), int(nz[-1]) + 1
+            FT = seg.F[:, a0:a1].T.to(dtype=self.bdt, device=Y.device)
+            Y.sub_(self.B[l + a0 : l + a1].T @ FT)  # a contiguous block of rows: no copy
         Y, h = gram_schmidt(self._cols(0, c0 + b), Y)
         hL = h[:l]
         dW = h[l:c0]  # what remains of the coupling to W after the local step: asymmetry
         hx = hx + h[c0 : c0 + b]
         hx = 0.5 * (hx + hx.T)
-        Q, R = torch.linalg.qr(Y)
-        R = R.to(torch.float64).cpu()
-        if b == 1:  # keep β >= 0
-            sign = 1.0 if float(R[0, 0]) >= 0 else -1.0
-            Q, R = Q * sign, R * sign
+        if b == 1:  # β = ‖y‖ >= 0, no QR needed
+            beta = float(torch.linalg.vector_norm(Y))
+            R = torch.tensor([[beta]], dtype=torch.float64)
+            Q = Y / beta if beta > 0 else Y
+        else:
+            Q, Rb = torch.linalg.qr(Y)
+            R = Rb.to(torch.float64).cpu()
         scale = max(self.norm_lower, 1e-300)
         brk = 16.0 * (self.prod_rtol + self.eps_basis) * scale * math.sqrt(c0 + b)
         dead = torch.nonzero(torch.diagonal(R).abs() <= brk).flatten().tolist()
