@@ -169,7 +169,8 @@ def main() -> None:
             )
         lz = r["lanczos_1e-06_float32_basis"]
         print(
-            f"{'':>6} {'f32 basis':>9} | {1e-6:>5.0e} {lz['hvps']:>4d} {lz['first_within_tol']:>5d} "
+            f"{'':>6} {'f32 basis':>9} | {1e-6:>5.0e} {lz['hvps']:>4d} "
+            f"{lz['first_within_tol']:>5d} "
             f"{lz['ratio']:>6.3f} {lz['relative_error']:>8.1e} "
             f"{lz['error_bound'] / abs(lz['value']):>8.1e} | converged={lz['converged']}",
             flush=True,
