@@ -87,6 +87,7 @@ __all__ = ["EigenResult", "LanczosConfig", "LanczosProgress"]
 _WHICH = ("largest", "smallest", "both")
 _CRITERIA = ("eigenvalue", "residual")
 _DGKS = 1.0 / math.sqrt(2.0)
+_EPS64 = float(torch.finfo(torch.float64).eps)
 _ROW_CHUNK_ELEMENTS = 1 << 22  # rows × columns handled at once by in-place basis rotations
 
 
@@ -298,7 +299,8 @@ def gram_schmidt(V: Tensor, Y: Tensor) -> tuple[Tensor, Tensor]:
 
     Classical Gram–Schmidt as two matrix products, repeated once when some column lost more
     than a factor ``1/√2`` of its norm (the DGKS criterion). Works on batches: ``V`` of shape
-    ``(..., p, c)``, ``Y`` of shape ``(..., p, b)``.
+    ``(..., p, c)``, ``Y`` of shape ``(..., p, b)``. ``Y`` is updated in place (no ``p``-sized
+    temporaries beyond the products themselves).
 
     Returns:
         ``(Y ⊥ V, coefficients)``; the coefficients ``(..., c, b)`` are float64.
@@ -307,14 +309,22 @@ def gram_schmidt(V: Tensor, Y: Tensor) -> tuple[Tensor, Tensor]:
         return Y, torch.zeros(*Y.shape[:-2], 0, Y.shape[-1], dtype=torch.float64)
     before = torch.linalg.vector_norm(Y, dim=-2)
     h = V.mT @ Y
-    Y = Y - V @ h
+    _subtract_product(Y, V, h)
     coeff = h.to(torch.float64)
     after = torch.linalg.vector_norm(Y, dim=-2)
     if bool((after < _DGKS * before).any()):
         h2 = V.mT @ Y
-        Y = Y - V @ h2
+        _subtract_product(Y, V, h2)
         coeff = coeff + h2.to(torch.float64)
     return Y, coeff.cpu()
+
+
+def _subtract_product(Y: Tensor, V: Tensor, h: Tensor) -> None:
+    """``Y ← Y − V h`` in place (batched when ``Y`` has three dimensions)."""
+    if Y.ndim == 2:
+        Y.addmm_(V, h, alpha=-1.0)
+    else:
+        Y.baddbmm_(V, h, alpha=-1.0)
 
 
 def rotate_rows(B: Tensor, start: int, stop: int, S: Tensor) -> None:
@@ -523,6 +533,8 @@ class KrylovEngine:
         self.eps_op = float(torch.finfo(A.dtype).eps)
         self.eps_basis = float(torch.finfo(self.bdt).eps)
         self.prod_rtol = config.product_rtol or 4.0 * self.eps_op
+        # relation error per basis vector: the product's, or the rounding of a stored vector
+        self.rel_rtol = max(self.prod_rtol, 2.0 * self.eps_basis)
         self.ends = 2 if which == "both" else 1
         self.b0 = config.block_size or 1
         if v0 is not None and v0.ndim == 2 and config.block_size is None:
@@ -550,6 +562,7 @@ class KrylovEngine:
         self.norm_lower = 0.0
         self.invariant = False
         self.last_norm = 0.0
+        self._ybuf: Tensor | None = None
         # lock only at the Weyl-level residual: after a refinement, or when the residuals
         # themselves must meet tol
         self.strict = config.criterion == "residual"
@@ -648,20 +661,21 @@ class KrylovEngine:
         c0 = l + m
         self._ensure_columns(c0 + 2 * b)
         X = self._cols(c0, c0 + b)
-        Y = (self.A @ X.to(self.A.dtype)).to(self.bdt)
-        if Y.untyped_storage().data_ptr() == self.B.untyped_storage().data_ptr():
-            Y = Y.clone()  # an operator that returns its input: never update the basis in place
+        if self._ybuf is None or self._ybuf.shape[1] < b:
+            self._ybuf = torch.empty(self.p, b, dtype=self.bdt, device=self.A.device)
+        Y = self._ybuf[:, :b]
+        Y.copy_(self.A @ X.to(self.A.dtype))  # one float64 work block, reused every step
         self.num_matvecs += b
         self.iterations += 1
         self.norm_lower = max(self.norm_lower, float(torch.linalg.vector_norm(Y, dim=0).max()))
         # local part first (the pending block and the coupling F), then the full basis
         hx = (X.T @ Y).to(torch.float64).cpu()
-        Y.sub_(X @ hx.to(dtype=self.bdt, device=Y.device))
+        Y.addmm_(X, hx.to(dtype=self.bdt, device=Y.device), alpha=-1.0)
         nz = torch.nonzero(seg.F.abs().sum(0) > 0).flatten()
         if nz.numel():
             a0, a1 = int(nz[0]), int(nz[-1]) + 1
             FT = seg.F[:, a0:a1].T.to(dtype=self.bdt, device=Y.device)
-            Y.sub_(self.B[l + a0 : l + a1].T @ FT)  # a contiguous block of rows: no copy
+            Y.addmm_(self.B[l + a0 : l + a1].T, FT, alpha=-1.0)  # contiguous rows: no copy
         Y, h = gram_schmidt(self._cols(0, c0 + b), Y)
         hL = h[:l]
         dW = h[l:c0]  # what remains of the coupling to W after the local step: asymmetry
@@ -670,7 +684,7 @@ class KrylovEngine:
         if b == 1:  # β = ‖y‖ >= 0, no QR needed
             beta = float(torch.linalg.vector_norm(Y))
             R = torch.tensor([[beta]], dtype=torch.float64)
-            Q = Y / beta if beta > 0 else Y
+            Q = Y.div_(beta) if beta > 0 else Y
         else:
             Q, Rb = torch.linalg.qr(Y)
             R = Rb.to(torch.float64).cpu()
@@ -728,6 +742,11 @@ class KrylovEngine:
             log_limit = float(torch.log(beta).sum()) + math.log(1.0 / gamma_min)
             hi = hidden_eigenvalue_bound(theta, log_limit, 1.0)
             lo = hidden_eigenvalue_bound(theta, log_limit, -1.0)
+        # T is the projection of A only up to the round-off of the products (and of a stored
+        # float32 basis): the roots move with T's spectrum, by about one product's error
+        asym = float(seg.abserr.abs().max()) if seg.abserr.numel() else 0.0
+        pad = self.norm_lower * self.rel_rtol + asym
+        hi, lo = hi + pad, lo - pad
         if not seg.counted:
             seg.counted = True
             self.delta_spent += seg.delta
@@ -840,10 +859,10 @@ class KrylovEngine:
             eps_orth = 4.0 * self.eps_basis * math.sqrt(max(n, 1))
         # relation error of each returned vector (product round-off and observed asymmetry)
         # and of each locked vector; they enter the residuals and the Rayleigh quotients
-        rel_err = norm * self.prod_rtol * weight + aerr
+        rel_err = norm * self.rel_rtol * weight + aerr
         floor = rel_err + 4.0 * eps_orth * norm
         res = res + floor
-        fL = norm * self.prod_rtol * lk.omega.abs() + lk.abserr.abs()
+        fL = norm * self.rel_rtol * lk.omega.abs() + lk.abserr.abs()
         rho = lk.rho() + float(torch.linalg.vector_norm(fL))
         rL = lk.residuals() + fL
         bounds = self._bounds(eta, top, bottom, rL, rho, self.tau_hi, self.tau_lo) + floor
@@ -863,7 +882,8 @@ class KrylovEngine:
         polish = False
         n_pol = int(idx.numel()) if mode == "segment" else (l if mode == "locked" else 0)
         if not ok and enough and n_pol and self.num_matvecs + n_pol <= self.cfg.max_iters:
-            fresh = norm * (self.prod_rtol * math.sqrt(n_pol) + 4.0 * eps_orth)
+            # the polished vectors are re-orthonormalised in float64
+            fresh = norm * math.sqrt(n_pol) * (self.prod_rtol + 4.0 * _EPS64)
             rho_f = lk.rho() + fresh if l else 0.0
             rL_f = lk.residuals() + fresh
             opt = self._bounds(eta, top, bottom, rL_f, rho_f, self.tau_hi, self.tau_lo) + fresh
@@ -1202,7 +1222,7 @@ class KrylovEngine:
         products allow (recomputed afresh when possible) and reports ``converged=False``.
         """
         n_pol = max(1, int(ans.values.numel()))
-        fresh = ans.norm * self.prod_rtol * math.sqrt(n_pol)
+        fresh = ans.norm * math.sqrt(n_pol) * (self.prod_rtol + 4.0 * _EPS64)
         if not bool((ans.thresholds < fresh).any()):
             return False
         raw = ans.bounds - self._floor
@@ -1223,7 +1243,10 @@ class KrylovEngine:
                 torch.float64,
             )
         else:
-            Y = self.vectors(ans).to(torch.float64)
+            n_cols = self.locked.l + self.seg.m
+            idx_ans = torch.cat([ans.top, ans.bottom])
+            Y = combine_rows(self.B[:n_cols], ans.S[:, idx_ans], torch.float64)
+        Y, _ = torch.linalg.qr(Y)  # float64 orthonormal basis of the same span
         n = Y.shape[1]
         AY = (self.A @ Y.to(self.A.dtype)).to(torch.float64)
         self.num_matvecs += n
