@@ -582,6 +582,7 @@ class KrylovEngine:
         self.invariant = False
         self.last_norm = 0.0
         self._ybuf: Tensor | None = None
+        self._tau_pad = 0.0
         # lock only at the Weyl-level residual: after a refinement, or when the residuals
         # themselves must meet tol
         self.strict = config.criterion == "residual"
@@ -765,6 +766,7 @@ class KrylovEngine:
         # float32 basis): the roots move with T's spectrum, by about one product's error
         asym = float(seg.abserr.abs().max()) if seg.abserr.numel() else 0.0
         pad = self.norm_lower * self.rel_rtol + asym
+        self._tau_pad = pad
         hi, lo = hi + pad, lo - pad
         if not seg.counted:
             seg.counted = True
@@ -1242,6 +1244,8 @@ class KrylovEngine:
         """
         n_pol = max(1, int(ans.values.numel()))
         fresh = ans.norm * math.sqrt(n_pol) * (self.prod_rtol + 4.0 * _EPS64)
+        if ans.mode == "segment":
+            fresh += self._tau_pad  # τ − η never falls below τ's round-off margin
         if not bool((ans.thresholds < fresh).any()):
             return False
         raw = ans.bounds - self._floor
