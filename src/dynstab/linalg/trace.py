@@ -136,7 +136,9 @@ def _probes(
             cols.append(torch.randn(p, generator=generator, dtype=torch.float64))
     if not cols:
         return torch.zeros(p, 0, dtype=A.dtype, device=A.device)
-    return torch.stack(cols, dim=1).to(dtype=A.dtype, device=A.device)
+    # one probe per contiguous row, returned as the columns of a (p, k) view: operators that
+    # take the block apart column by column read contiguous memory
+    return torch.stack(cols, dim=0).to(dtype=A.dtype, device=A.device).T
 
 
 def _apply_blocks(A: LinearOperator, V: Tensor, block: int) -> Tensor:
@@ -274,9 +276,10 @@ def hutchinson_trace_and_frobenius(
     quad, sq = [], []
     for start in range(0, num_probes, block):
         V = _probes(p, min(block, num_probes - start), distribution, generator, A)
-        AV = (A @ V).to(torch.float64)
-        quad.append((V.to(torch.float64) * AV).sum(0).cpu())
-        sq.append((AV * AV).sum(0).cpu())
+        AV = A @ V
+        # column dot products in the operator's dtype (pairwise summation), no p × k copies
+        quad.append(torch.linalg.vecdot(V, AV, dim=0).to(torch.float64).cpu())
+        sq.append(torch.linalg.vecdot(AV, AV, dim=0).to(torch.float64).cpu())
     return _sample_mean(torch.cat(quad), num_probes), _sample_mean(torch.cat(sq), num_probes)
 
 
