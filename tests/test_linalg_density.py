@@ -63,8 +63,31 @@ def test_smoothed_density_integrates_to_one():
     assert float(torch.trapezoid(vals, grid)) == pytest.approx(1.0, rel=1e-6)
 
 
+def test_probe_blocks_do_not_change_the_density():
+    A = _sym(p=30)
+    kw = {"num_probes": 7, "num_iters": 6}
+    one = slq_density(A, generator=torch.Generator().manual_seed(4), block_size=1, **kw)
+    all_ = slq_density(A, generator=torch.Generator().manual_seed(4), block_size=7, **kw)
+    three = slq_density(A, generator=torch.Generator().manual_seed(4), block_size=3, **kw)
+    for other in (all_, three):
+        assert torch.allclose(one.nodes, other.nodes, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(one.weights, other.weights, rtol=1e-10, atol=1e-14)
+        assert one.num_matvecs == other.num_matvecs == 42
+
+
+def test_breakdown_truncates_the_quadrature():
+    A = torch.diag(torch.tensor([1.0, 1.0, 2.0, 2.0, 5.0], dtype=torch.float64))
+    dens = slq_density(A, num_probes=2, num_iters=5, generator=torch.Generator().manual_seed(0))
+    # three distinct eigenvalues: each probe's Krylov space is invariant after 3 steps
+    assert dens.nodes.numel() == 6
+    assert float(dens.weights.sum()) == pytest.approx(1.0, rel=1e-12)
+    assert dens.moment(1) == pytest.approx(float(torch.diagonal(A).mean()), rel=1e-12)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_probes"):
         slq_density(torch.eye(3), num_probes=0)
     with pytest.raises(ValueError, match="num_iters"):
         slq_density(torch.eye(3), num_iters=0)
+    with pytest.raises(ValueError, match="block_size"):
+        slq_density(torch.eye(3), block_size=0)

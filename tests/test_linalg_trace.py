@@ -5,11 +5,15 @@ import torch
 
 from dynstab.linalg import (
     DenseOperator,
+    LinearOperator,
+    TraceConfig,
+    estimate_trace,
     hutchinson_squared_frobenius,
     hutchinson_trace,
     hutchinson_trace_and_frobenius,
     hutchpp_trace,
     hutchpp_trace_and_frobenius,
+    xtrace,
 )
 
 
@@ -141,6 +145,161 @@ def test_bad_arguments(fn, kwargs, match):
         fn(torch.eye(3), **kwargs)
 
 
+def test_xtrace_bad_arguments():
+    with pytest.raises(ValueError, match="num_matvecs"):
+        xtrace(torch.eye(3), 1)
+    with pytest.raises(ValueError, match="probes"):
+        xtrace(torch.eye(3), 8)
+    with pytest.raises(ValueError, match="estimator"):
+        TraceConfig(estimator="girard")
+    with pytest.raises(ValueError, match="num_matvecs"):
+        TraceConfig(estimator="hutchpp", num_matvecs=2)
+    with pytest.raises(TypeError, match="TraceConfig"):
+        estimate_trace(torch.eye(3), {"num_matvecs": 3})
+
+
 def test_non_square_rejected():
     with pytest.raises(ValueError, match="square"):
         hutchinson_trace(torch.zeros(2, 3), 2)
+
+
+# -- blocks, XTrace and the honesty of the standard errors --------------------------------------
+
+
+class _BlockRecorder(LinearOperator):
+    """Dense operator that records the width of every block it is applied to."""
+
+    def __init__(self, A: torch.Tensor) -> None:
+        super().__init__(A.shape[0], A.dtype, A.device)
+        self.A = A
+        self.widths: list[int] = []
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        self.widths.append(V.shape[1])
+        return self.A @ V
+
+
+@pytest.mark.parametrize("estimator", ["hutchinson", "hutchpp", "xtrace"])
+def test_estimators_apply_the_operator_to_blocks(estimator):
+    op = _BlockRecorder(_sym(p=80))
+    estimate_trace(op, TraceConfig(estimator=estimator, num_matvecs=30, block_size=8))
+    assert sum(op.widths) == op.num_matvecs
+    assert max(op.widths) == 8
+    assert len(op.widths) <= 6  # never one call per probe
+
+
+def test_memory_budget_sets_the_block_size():
+    op = _BlockRecorder(_sym(p=100))
+    # one column costs p·(2·8 + 16) = 3200 bytes: a 10 kB budget allows blocks of 3
+    hutchinson_trace(op, 10, max_memory=10_000, generator=torch.Generator().manual_seed(0))
+    assert max(op.widths) == 3
+    big = _BlockRecorder(_sym(p=100))
+    hutchinson_trace(big, 10, generator=torch.Generator().manual_seed(0))
+    assert big.widths == [10]
+
+
+@pytest.mark.parametrize("estimator", ["hutchpp", "xtrace"])
+def test_blocking_does_not_change_the_estimate(estimator):
+    A = _sym(p=60)
+    a = estimate_trace(
+        A,
+        TraceConfig(estimator=estimator, num_matvecs=24, block_size=5),
+        generator=torch.Generator().manual_seed(3),
+    )[0]
+    b = estimate_trace(
+        A,
+        TraceConfig(estimator=estimator, num_matvecs=24, block_size=64),
+        generator=torch.Generator().manual_seed(3),
+    )[0]
+    assert a.estimate == pytest.approx(b.estimate, rel=1e-12)
+    assert a.stderr == pytest.approx(b.stderr, rel=1e-9)
+
+
+def _naive_xtrace(A: torch.Tensor, num_matvecs: int, seed: int) -> float:
+    """Algorithm 1.2 of Epperly, Tropp & Webber (2024): one QR per left-out probe."""
+    g = torch.Generator().manual_seed(seed)
+    p, s = A.shape[0], num_matvecs // 2
+    Om = torch.stack(
+        [2.0 * torch.randint(0, 2, (p,), generator=g).double() - 1.0 for _ in range(s)], 1
+    )
+    Y = A @ Om
+    ests = []
+    for i in range(s):
+        Qi, _ = torch.linalg.qr(Y[:, [j for j in range(s) if j != i]])
+        w = Om[:, i] - Qi @ (Qi.T @ Om[:, i])
+        ests.append(float(torch.trace(Qi.T @ A @ Qi) + w @ (A @ w)))
+    return sum(ests) / s
+
+
+@pytest.mark.parametrize("m", [6, 12, 20])
+def test_xtrace_equals_the_leave_one_out_definition(m):
+    A = _sym(p=50, seed=4)
+    fast = xtrace(A, m, generator=torch.Generator().manual_seed(m)).estimate
+    assert fast == pytest.approx(_naive_xtrace(A, m, m), rel=1e-10)
+
+
+def test_xtrace_and_hutchpp_exact_for_low_rank():
+    g = torch.Generator().manual_seed(5)
+    U = torch.randn(60, 3, generator=g, dtype=torch.float64)
+    A = U @ U.T
+    res = xtrace(A, 10, generator=torch.Generator().manual_seed(0))  # s = 5 > rank + 1
+    assert res.estimate == pytest.approx(float(A.trace()), rel=1e-10)
+    assert res.stderr == pytest.approx(0.0, abs=1e-9)
+    assert res.num_matvecs == 10
+
+
+def _decaying(p: int = 120, seed: int = 6) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=torch.float64))
+    lam = 10.0 * 0.85 ** torch.arange(p, dtype=torch.float64) - 0.05
+    return (U * lam) @ U.T
+
+
+@pytest.mark.parametrize(
+    ("estimator", "m"), [("hutchinson", 30), ("hutchpp", 60), ("xtrace", 30), ("xtrace", 60)]
+)
+def test_standard_errors_are_honest(estimator, m):
+    """Over many seeds the z-scores (estimate − tr)/SE are ~N(0, 1): mean ~0, variance ~1 and
+    ±2 SE covers ~95% (400 runs: binomial SE of the coverage 1.1%, SE of the z variance ~0.1
+    with the heavier tails of t-statistics from 20–30 terms). XTrace's jackknife SE is
+    conservative by design (Efron–Stein): only its coverage and an upper variance are checked.
+    """
+    A = _decaying()
+    exact = float(A.trace())
+    z = []
+    for seed in range(400):
+        res = estimate_trace(
+            A,
+            TraceConfig(estimator=estimator, num_matvecs=m),
+            generator=torch.Generator().manual_seed(seed),
+        )[0]
+        z.append((res.estimate - exact) / res.stderr)
+    zt = torch.tensor(z, dtype=torch.float64)
+    coverage = float((zt.abs() <= 2.0).double().mean())
+    assert abs(float(zt.mean())) <= 0.2
+    assert float(zt.var()) <= 1.35, float(zt.var())
+    if estimator == "xtrace":
+        assert coverage >= 0.95, coverage
+    else:
+        assert 0.91 <= coverage <= 0.985, coverage
+        assert float(zt.var()) >= 0.75, float(zt.var())
+
+
+def test_deflation_beats_hutchinson_on_a_decaying_spectrum():
+    """Root-mean-square errors over 100 seeds at 30 products (measured: 4.4, 2.6, 1.7)."""
+    A = _decaying()
+    exact = float(A.trace())
+    rmse = {}
+    for e in ("hutchinson", "hutchpp", "xtrace"):
+        err = [
+            estimate_trace(
+                A,
+                TraceConfig(estimator=e, num_matvecs=30),
+                generator=torch.Generator().manual_seed(seed),
+            )[0].estimate
+            - exact
+            for seed in range(100)
+        ]
+        rmse[e] = math.sqrt(sum(x * x for x in err) / len(err))
+    assert rmse["hutchpp"] < 0.8 * rmse["hutchinson"]
+    assert rmse["xtrace"] < 0.8 * rmse["hutchpp"]

@@ -80,7 +80,10 @@ def test_lanczos_residual_criterion_passed_through(generator):
     assert by_res.lambda_max.converged
     assert by_eig.lambda_max.converged
     assert by_res.lambda_max.residual <= tol * abs(by_res.lambda_max.value)
-    assert by_eig.lambda_max.num_matvecs < by_res.lambda_max.num_matvecs
+    # the certified eigenvalue bound needs about the residual the residual rule asks for, so
+    # the eigenvalue criterion is no longer cheaper than the residual one (it was an
+    # uncertified estimate before); it is never more expensive
+    assert by_eig.lambda_max.num_matvecs <= by_res.lambda_max.num_matvecs
     for rep in (by_res, by_eig):
         assert_close(rep.lambda_max.value, eig[0], rtol=tol)
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from dynstab._checks import check_int, check_positive
 from dynstab._types import LinearOperatorLike
-from dynstab.linalg.lanczos import _lanczos_run, _tridiag_eigh
+from dynstab.linalg.krylov import plain_lanczos, work_dtype
 from dynstab.linalg.operator import as_operator
 
 __all__ = ["SpectralDensity", "slq_density"]
@@ -53,26 +53,45 @@ class SpectralDensity:
         return (torch.exp(-0.5 * z**2) @ self.weights) / (sigma * math.sqrt(2 * math.pi))
 
 
+def _tridiagonal_eigh(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigen-decomposition of the symmetric tridiagonal matrix (alpha; beta off-diagonal)."""
+    T = torch.diag(alpha)
+    if alpha.numel() > 1:
+        off = beta[: alpha.numel() - 1]
+        T = T + torch.diag(off, 1) + torch.diag(off, -1)
+    return torch.linalg.eigh(T)
+
+
 def slq_density(
     op: Tensor | LinearOperatorLike,
     *,
     num_probes: int = 10,
     num_iters: int = 30,
     generator: torch.Generator | None = None,
+    block_size: int | None = None,
+    max_memory: int = 256 * 2**20,
 ) -> SpectralDensity:
     """Approximate the spectral density of a symmetric operator by SLQ.
+
+    The probes' Lanczos runs advance together: every step applies the operator to one block
+    holding the current vector of each run (the Krylov engine's :func:`plain_lanczos`), so a
+    block-capable operator (batched HVPs) pays one block product per step instead of one
+    product per probe. Results do not depend on the blocking (probes are drawn one at a time).
 
     Args:
         op: Symmetric square tensor or operator of shape ``(p, p)``.
         num_probes: Number of Rademacher probes, >= 1. Default: ``10``.
         num_iters: Lanczos steps per probe (capped at ``p``), >= 1. Default: ``30``.
         generator: Random source (CPU); ``None`` uses torch's default generator.
+        block_size: Probes run together, >= 1; ``None``: as many as fit in ``max_memory``.
+        max_memory: Bytes allowed for the probes' Lanczos bases when ``block_size`` is
+            ``None``, >= 1. Default: 256 MiB.
 
     Returns:
         :class:`SpectralDensity`; costs at most ``num_probes × num_iters`` products.
 
     Raises:
-        ValueError: If ``num_probes`` or ``num_iters`` < 1.
+        ValueError: If ``num_probes``, ``num_iters``, ``block_size`` or ``max_memory`` < 1.
 
     Example:
         >>> A = torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
@@ -86,15 +105,25 @@ def slq_density(
     A = as_operator(op)
     check_int("num_probes", num_probes, minimum=1)
     check_int("num_iters", num_iters, minimum=1)
+    check_int("max_memory", max_memory, minimum=1)
     p = A.shape[0]
+    m = min(num_iters, p)
+    if block_size is None:
+        per_probe = p * m * torch.finfo(work_dtype(A.device)).bits // 8
+        block_size = max(1, min(num_probes, max_memory // max(per_probe, 1)))
+    check_int("block_size", block_size, minimum=1)
     nodes, weights = [], []
     used = 0
-    for _ in range(num_probes):
-        v = torch.randint(0, 2, (p,), generator=generator, dtype=torch.int64).to(torch.float64)
-        q = ((2.0 * v - 1.0) / math.sqrt(p)).to(dtype=A.dtype, device=A.device)
-        kry = _lanczos_run(A, q, num_iters)
-        used += kry.num_matvecs
-        theta, S = _tridiag_eigh(kry.alpha, kry.beta)
-        nodes.append(theta)
-        weights.append(S[0, :] ** 2 / num_probes)
+    for start in range(0, num_probes, block_size):
+        cols = []
+        for _ in range(min(block_size, num_probes - start)):
+            v = torch.randint(0, 2, (p,), generator=generator, dtype=torch.int64)
+            cols.append((2.0 * v.to(torch.float64) - 1.0) / math.sqrt(p))
+        alpha, beta, _, lengths, cost = plain_lanczos(A, torch.stack(cols, dim=1), m)
+        used += cost
+        for i in range(len(cols)):
+            n_i = int(lengths[i])
+            theta, S = _tridiagonal_eigh(alpha[i, :n_i], beta[i, :n_i])
+            nodes.append(theta)
+            weights.append(S[0, :] ** 2 / num_probes)
     return SpectralDensity(torch.cat(nodes), torch.cat(weights), used)

@@ -1,48 +1,14 @@
-"""Lanczos with full reorthogonalisation for extreme eigenpairs of symmetric operators.
+"""Extreme eigenpairs of symmetric operators with certified error bounds.
 
-After ``m`` products the Krylov basis ``Q_m`` (``p × m``, orthonormal) and the tridiagonal
-``T_m = Q_mᵀ A Q_m`` satisfy ``A Q_m = Q_m T_m + β_m q_{m+1} e_mᵀ``. A Ritz pair
-``(θ_i, y_i = Q_m s_i)`` of ``T_m`` then has the residual
-
-    ‖A y_i − θ_i y_i‖ = β_m |s_{m,i}|,
-
-read off the last row of the eigenvectors of ``T_m`` at no extra cost. Two stopping rules are
-offered; both compare an error measure ``e_i`` of every *wanted* Ritz pair with
-``tol·max(|θ_i|, ε^{2/3}·max_j|θ_j|)`` (the floor only matters for eigenvalues near zero):
-
-* ``criterion="eigenvalue"`` (default): ``e_i`` is the a-posteriori eigenvalue error estimate
-
-      e_i = min(r_i, r_i²/δ_i),   r_i = ‖A y_i − θ_i y_i‖,   δ_i = min_{j≠i} |θ_i − θ_j|,
-
-  the Kato–Temple bound (Parlett, *The Symmetric Eigenvalue Problem*, §11-7): an eigenvalue
-  lies within ``r_i`` of ``θ_i``, and within ``r_i²/δ_i`` when ``δ_i`` bounds the distance from
-  ``θ_i`` to the rest of the spectrum. The Ritz gap ``δ_i`` is an estimate of that distance,
-  not a certified bound (interlacing makes it an over-estimate while the neighbouring Ritz
-  values are still moving), so ``e_i`` is the standard estimate rather than a rigorous bound.
-  ``tol`` is then the wanted *relative eigenvalue accuracy*; since the eigenvalue error is
-  about ``r²/gap``, this stops roughly when ``r ≈ √(tol·|θ|·gap)``, far earlier than the
-  residual rule. Caveat (shared by every Krylov stopping rule, but the residual rule's extra
-  products usually hide it): an eigenvalue closer to ``θ`` than the Krylov space resolves yet
-  (a relative gap below ~1e-3 after a dozen products) is invisible to ``δ``, and ``θ`` can
-  then settle on the lower member of the pair. Where near-degenerate top eigenvalues matter,
-  use ``criterion="residual"`` or check with a second start vector.
-* ``criterion="residual"``: ``e_i = r_i`` (the ARPACK rule), a rigorous bound on the distance
-  from ``θ_i`` to the spectrum that also makes the Ritz *vector* accurate.
-
-Every new Lanczos vector is orthogonalised twice against the whole basis (classical
-Gram–Schmidt, twice), so there are no spurious copies of converged eigenvalues; the memory cost
-is ``p × m`` float64 numbers for ``m`` iterations.
-
-The basis, the coefficients ``α_j, β_j`` and the reorthogonalisation are always float64 (on the
-operator's device), whatever the operator's dtype: each Krylov vector is cast to the operator's
-dtype only for the product and the product is cast back. A float32 basis floors the eigenvalue
-accuracy near float32 round-off (relative errors ~1e-6 were measured on a small CNN), whereas a
-float64 basis over the same float32 products reaches ~1e-9. For a float32 operator of huge
-``p`` this doubles the basis memory compared with a float32 basis.
+:func:`lanczos_top_eigenpairs` is the public face of the Krylov engine in
+:mod:`dynstab.linalg.krylov` (thick-restart block Lanczos with full reorthogonalisation, locking,
+and error bounds that hold with a stated probability over the random start vectors); see that
+module for the algorithm and exactly what the certificate guarantees.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,42 +16,223 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dynstab._checks import check_choice, check_int, check_positive
+from dynstab._checks import check_choice, check_int
 from dynstab._types import LinearOperatorLike
 from dynstab.errors import ConvergenceWarning
+from dynstab.linalg.krylov import (
+    EigenResult,
+    KrylovEngine,
+    LanczosConfig,
+    LanczosProgress,
+    plain_lanczos,
+)
 from dynstab.linalg.operator import LinearOperator, as_operator
 
-__all__ = ["EigenResult", "lanczos_top_eigenpairs"]
+__all__ = ["EigenResult", "LanczosConfig", "LanczosProgress", "lanczos_top_eigenpairs"]
 
 
-@dataclass(frozen=True)
-class EigenResult:
-    """Eigenvalue estimates of a symmetric operator.
+def _start_block(A: LinearOperator, v0: Tensor | None) -> Tensor | None:
+    """Validate a user start vector ``(p,)`` or block ``(p, b)``; return it as float64."""
+    if v0 is None:
+        return None
+    p = A.shape[0]
+    if not isinstance(v0, Tensor) or v0.ndim not in (1, 2) or v0.shape[0] != p:
+        shape = tuple(v0.shape) if isinstance(v0, Tensor) else type(v0).__name__
+        raise ValueError(
+            f"v0 must be a tensor of shape ({p},) or ({p}, b) (a warm-start block); got {shape}."
+        )
+    v = v0.detach().to(torch.float64)
+    block = v.unsqueeze(1) if v.ndim == 1 else v
+    norms = torch.linalg.vector_norm(block, dim=0)
+    if not bool(torch.isfinite(norms).all() and (norms > 0).all()):
+        raise ValueError("v0 must be finite and non-zero; got a zero or non-finite vector.")
+    if v.ndim == 2 and int(torch.linalg.matrix_rank(block)) < block.shape[1]:
+        raise ValueError(
+            f"the columns of v0 must be linearly independent; got a rank-deficient "
+            f"({p}, {block.shape[1]}) block. Drop the dependent columns."
+        )
+    return v
 
-    Attributes:
-        values: Ritz values, shape ``(k,)``, float64 (order documented by the producer).
-        vectors: Ritz vectors, shape ``(p, k)`` in the operator's dtype, or ``None``.
-        converged: Whether every returned pair met the producer's tolerance.
-        num_matvecs: Operator products spent.
-        residuals: Residual norms ``‖A y_i − θ_i y_i‖`` (unit ``y_i``), shape ``(k,)``, float64.
-        error_bounds: Eigenvalue error estimates ``|θ_i − λ|`` (absolute), shape ``(k,)``,
-            float64: ``min(r_i, r_i²/δ_i)`` from Lanczos (see :mod:`dynstab.linalg.lanczos`),
-            the residual from power iteration; ``None`` when the producer gives none.
+
+def _certificate(engine: KrylovEngine, reason: str, converged: bool) -> str:
+    delta = engine.delta_spent
+    parts = []
+    if delta > 0:
+        parts.append(
+            f"With probability >= {1 - delta:.6g} over the random start vectors, every "
+            "|value − eigenvalue of the same rank| <= error_bounds (Lanczos-polynomial bound "
+            f"of {engine.num_pure} random segment(s); Kuczyński & Woźniakowski 1992)."
+        )
+    else:
+        parts.append(
+            "No random Krylov segment bounds the unexplored spectrum (user start or restarted "
+            "run): error_bounds are infinite where a missed eigenvalue cannot be excluded."
+        )
+    parts.append(
+        "Deterministically (up to the round-off floor) each value is a Ritz value of an "
+        "orthonormal basis, so it never overshoots the eigenvalue of its rank."
+    )
+    parts.append(
+        f"Round-off floor modelled with products accurate to {engine.prod_rtol:.2g}·‖A‖ "
+        f"(‖A‖ ≈ {engine.last_norm:.6g})."
+    )
+    if engine.invariant:
+        parts.append("A Krylov space became invariant: its Ritz values are exact.")
+    parts.append(
+        f"{engine.num_matvecs} products, {engine.num_restarts} thick restart(s), stopped: "
+        f"{reason}; {'converged' if converged else 'NOT converged'}."
+    )
+    return " ".join(parts)
+
+
+def lanczos_top_eigenpairs(
+    op: Tensor | LinearOperatorLike,
+    k: int = 1,
+    *,
+    tol: float | None = None,
+    max_iters: int | None = None,
+    v0: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    which: str = "largest",
+    return_vectors: bool = True,
+    criterion: str | None = None,
+    config: LanczosConfig | None = None,
+    callback: Callable[[LanczosProgress], bool | None] | None = None,
+) -> EigenResult:
+    """Extreme eigenpairs of a symmetric operator, with certified error bounds.
+
+    Runs the Krylov engine (:mod:`dynstab.linalg.krylov`): Lanczos with full
+    reorthogonalisation on a preallocated basis, thick restarts when ``max_basis`` is reached,
+    locking of converged Ritz vectors, fresh random vectors after locking (so that repeated
+    eigenvalues and the zeros of rank-deficient operators are found) and a certificate from
+    the Lanczos polynomial of a random segment. It stops as soon as every wanted value has
+    ``error_bound <= tol·|θ|``.
+
+    Guarantee: ``θ_i <= λ_i`` (largest end; ``>=`` at the smallest end) deterministically up to
+    round-off, and ``|θ_i − λ_i| <= error_bounds[i]`` with probability at least
+    ``1 − failure_probability`` over the random start vectors, where ``λ_i`` is the
+    eigenvalue of the same rank. A Krylov method cannot exclude an eigenvalue whose eigenvector
+    is (nearly) orthogonal to its start vectors; the probability statement quantifies exactly
+    that risk (see :mod:`dynstab.linalg.krylov`).
+
+    Args:
+        op: Symmetric square tensor, dynstab or foreign operator, or
+            ``scipy.sparse.linalg.LinearOperator``, of shape ``(p, p)``.
+        k: Number of eigenpairs wanted at each requested end, 1 <= k <= p. Default: ``1``.
+        tol: Relative accuracy, > 0 (``config.tol`` when ``None``; default ``1e-6``).
+        max_iters: Budget of operator products, >= 1 (``config.max_iters`` when ``None``;
+            default ``100``).
+        v0: Warm start: a vector ``(p,)`` or a block ``(p, b)`` of previous eigenvectors;
+            ``None`` starts from a random vector drawn from ``generator``. A warm start is
+            certified by an extra random segment after its Ritz vectors converged.
+        generator: Random source for the start and certification vectors (CPU generator);
+            ``None`` uses torch's default generator.
+        which: ``"largest"`` (values descending), ``"smallest"`` (ascending) or ``"both"``
+            (the ``k`` largest descending, then the ``k`` smallest ascending; fewer when
+            ``2k > p``). Default: ``"largest"``.
+        return_vectors: Whether to form the Ritz vectors. Default: ``True``.
+        criterion: ``"eigenvalue"`` or ``"residual"`` (``config.criterion`` when ``None``);
+            see :class:`LanczosConfig`.
+        config: Solver settings (:class:`LanczosConfig`); explicit keyword arguments override
+            its fields. ``None``: the defaults.
+        callback: Called after every block step with a :class:`LanczosProgress`; returning
+            ``True`` stops the run (reported as not converged unless already certified).
+
+    Returns:
+        :class:`EigenResult`; ``values``, ``residuals`` and ``error_bounds`` are float64,
+        ``vectors`` has shape ``(p, len(values))`` in the operator's dtype. Emits
+        :class:`~dynstab.errors.ConvergenceWarning` when not converged.
+
+    Raises:
+        ValueError: If ``k``, ``tol``, ``max_iters``, ``which``, ``criterion``, the config or
+            ``v0`` are invalid.
+        TypeError: If ``op`` is not a square operator or ``config`` is not a
+            :class:`LanczosConfig`.
+
+    Example:
+        >>> A = torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64))
+        >>> res = lanczos_top_eigenpairs(A, k=2, generator=torch.Generator().manual_seed(0))
+        >>> [round(v, 8) for v in res.values.tolist()], res.converged
+        ([10.0, 9.0], True)
+        >>> bool((res.error_bounds <= 1e-6 * res.values).all())
+        True
+
+    References:
+        Lanczos (1950); Parlett, *The Symmetric Eigenvalue Problem* (1998), ch. 10–11;
+        Wu & Simon (2000), SIMAX 22 (thick restart); Kuczyński & Woźniakowski (1992), SIMAX 13;
+        Li & Li (2005), Linear Algebra Appl. 395.
     """
+    A = as_operator(op)
+    if config is None:
+        config = LanczosConfig()
+    elif not isinstance(config, LanczosConfig):
+        raise TypeError(f"config must be a LanczosConfig; got {type(config).__name__}.")
+    overrides: dict[str, object] = {}
+    if tol is not None:
+        overrides["tol"] = tol
+    if max_iters is not None:
+        overrides["max_iters"] = max_iters
+    if criterion is not None:
+        overrides["criterion"] = criterion
+    if overrides:
+        config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
+    check_int("k", k, minimum=1)
+    check_choice("which", which, ("largest", "smallest", "both"))
+    p = A.shape[0]
+    if k > p:
+        raise ValueError(f"k must be <= the operator size {p}; got k={k}.")
+    start = _start_block(A, v0)
+    engine = KrylovEngine(A, k, which, config, v0=start, generator=generator, callback=callback)
+    ans, reason = engine.run()
+    vectors = None
+    polishable = ans.mode in ("segment", "locked") and (
+        engine.num_matvecs + ans.values.numel() <= engine.cfg.max_iters
+    )
+    if reason == "polish" or (reason == "round-off floor" and polishable):
+        ans, Y = engine.polish(ans)
+        if ans.certified:
+            reason = "certified after recomputing the products of the vectors"
+        vectors = Y if return_vectors else None
+    elif return_vectors and ans.values.numel():
+        Y = engine.vectors(ans)
+        gram = (Y.T.to(torch.float64) @ Y.to(torch.float64)).cpu()
+        eye = torch.eye(gram.shape[0], dtype=torch.float64)
+        measured = float(torch.linalg.matrix_norm(gram - eye, ord=2))
+        eps_orth = max(measured, 4.0 * engine.eps_basis * (engine.locked.l + engine.seg.m) ** 0.5)
+        ans = engine.reassess(eps_orth)
+        vectors = Y
+    converged = ans.certified
+    if not converged:
+        warnings.warn(
+            f"Lanczos did not certify {which} k={k} to tol={config.tol:g}: error bounds "
+            f"{[float(f'{b:.3g}') for b in ans.bounds.tolist()]} after {engine.num_matvecs} "
+            f"products (max_iters={config.max_iters}, stopped: {reason}). Increase max_iters "
+            "or max_basis, or loosen tol.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return EigenResult(
+        values=ans.values.clone(),
+        vectors=vectors,
+        converged=converged,
+        num_matvecs=engine.num_matvecs,
+        residuals=ans.residuals.clone(),
+        error_bounds=ans.bounds.clone(),
+        invariant_subspace=engine.invariant,
+        num_restarts=engine.num_restarts,
+        certificate=_certificate(engine, reason, converged),
+        failure_probability=engine.delta_spent,
+    )
 
-    values: Tensor
-    vectors: Tensor | None
-    converged: bool
-    num_matvecs: int
-    residuals: Tensor
-    error_bounds: Tensor | None = None
 
-
+# --------------------------------------------------------------------------------------------
+# single-vector helpers kept for callers of the previous private API (benchmarks)
+# --------------------------------------------------------------------------------------------
 @dataclass
 class _Krylov:
-    Q: Tensor  # (p, m) orthonormal basis, float64 on the operator's device
+    Q: Tensor  # (p, m) orthonormal basis
     alpha: Tensor  # (m,) float64
-    beta: Tensor  # (m,) float64; beta[-1] is the residual coupling β_m
+    beta: Tensor  # (m,) float64; beta[-1] couples to the next (unformed) vector
     num_matvecs: int
 
 
@@ -110,11 +257,6 @@ def _start_vector(
     return (v / norm).to(dtype=A.dtype if dtype is None else dtype, device=A.device)
 
 
-def _work_dtype(A: LinearOperator) -> torch.dtype:
-    """Dtype of the Krylov basis: float64, except on devices without float64 (Apple MPS)."""
-    return torch.float32 if torch.device(A.device).type == "mps" else torch.float64
-
-
 def _tridiag_eigh(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
     """Eigen-decomposition of the symmetric tridiagonal matrix (alpha; beta off-diagonal)."""
     T = torch.diag(alpha)
@@ -130,192 +272,9 @@ def _lanczos_run(
     max_iters: int,
     should_stop: Callable[[Tensor, Tensor, float], bool] | None = None,
 ) -> _Krylov:
-    """Run at most ``max_iters`` Lanczos steps from a unit ``q0`` (any dtype).
-
-    The basis and the recurrence are float64 whatever ``A.dtype``: each basis vector is cast to
-    ``A.dtype`` only for the product, which is cast back to float64 (see the module docstring).
-    Stops early on breakdown (invariant subspace) or when ``should_stop(theta, S, beta_m)``.
-    """
-    p = A.shape[0]
-    m_max = min(max_iters, p)
-    # The basis grows by doubling, so memory follows the iterations actually used.
-    work = _work_dtype(A)
-    Q = torch.zeros(p, min(m_max, 16), dtype=work, device=A.device)
-    alpha = torch.zeros(m_max, dtype=torch.float64)
-    beta = torch.zeros(m_max, dtype=torch.float64)
-    q0 = q0.to(dtype=work, device=A.device)
-    Q[:, 0] = q0 / torch.linalg.vector_norm(q0)
-    # Breakdown is judged at the accuracy of the products, i.e. of the operator's dtype.
-    eps = torch.finfo(A.dtype).eps
-    m = 0
-    for j in range(m_max):
-        q = Q[:, j]
-        w = (A @ q.to(A.dtype)).to(work)
-        alpha[j] = float(torch.dot(q, w))
-        basis = Q[:, : j + 1]
-        for _ in range(2):  # CGS2: full reorthogonalisation
-            w = w - basis @ (basis.T @ w)
-        b = float(torch.linalg.vector_norm(w))
-        beta[j] = b
-        m = j + 1
-        theta, S = _tridiag_eigh(alpha[:m], beta[:m])
-        scale = float(theta.abs().max()) if m else 0.0
-        if b <= 10 * eps * max(scale, 1e-300) or m == p:
-            beta[j] = 0.0  # invariant subspace: Ritz pairs are exact
-            break
-        if should_stop is not None and should_stop(theta, S, b):
-            break
-        if j + 1 < m_max:
-            if j + 1 == Q.shape[1]:
-                extra = min(Q.shape[1], m_max - Q.shape[1])
-                Q = torch.cat([Q, Q.new_zeros(p, extra)], dim=1)
-            Q[:, j + 1] = w / b
-    return _Krylov(Q=Q[:, :m], alpha=alpha[:m], beta=beta[:m], num_matvecs=m)
-
-
-def _wanted(theta: Tensor, k: int, which: str) -> Tensor:
-    m = theta.numel()
-    desc = torch.argsort(theta, descending=True)
-    if which == "largest":
-        return desc[: min(k, m)]
-    asc = torch.flip(desc, dims=[0])
-    if which == "smallest":
-        return asc[: min(k, m)]
-    top = desc[: min(k, m)]
-    bottom = [int(i) for i in asc[: min(k, m)] if int(i) not in set(top.tolist())]
-    return torch.cat([top, torch.tensor(bottom, dtype=torch.long)])
-
-
-def _thresholds(theta: Tensor, idx: Tensor, tol: float, eps: float) -> Tensor:
-    scale = float(theta.abs().max()) if theta.numel() else 0.0
-    floor = eps ** (2.0 / 3.0) * scale
-    return tol * torch.clamp(theta[idx].abs(), min=floor)
-
-
-def _errors(theta: Tensor, S: Tensor, b: float, idx: Tensor) -> tuple[Tensor, Tensor]:
-    """Residuals ``r = β_m|s_{m,i}|`` and error estimates ``min(r, r²/δ)`` of Ritz pairs ``idx``.
-
-    ``δ_i`` is the distance from ``θ_i`` to the nearest other Ritz value. With a single Ritz
-    value, or a zero gap (a repeated Ritz value), the estimate falls back to ``r_i``.
-    """
-    res = b * S[-1, idx].abs()
-    m = theta.numel()
-    if m < 2:
-        return res, res.clone()
-    dist = (theta[idx].unsqueeze(1) - theta.unsqueeze(0)).abs()  # (len(idx), m)
-    dist[torch.arange(idx.numel()), idx] = float("inf")
-    gap = dist.min(dim=1).values
-    quad = torch.where(gap > 0, res * res / gap, res)
-    return res, torch.minimum(res, quad)
-
-
-def lanczos_top_eigenpairs(
-    op: Tensor | LinearOperatorLike,
-    k: int = 1,
-    *,
-    tol: float = 1e-6,
-    max_iters: int = 100,
-    v0: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    which: str = "largest",
-    return_vectors: bool = True,
-    criterion: str = "eigenvalue",
-) -> EigenResult:
-    """Extreme eigenpairs of a symmetric operator by Lanczos with an a-posteriori stop.
-
-    Builds the Krylov space ``span{v0, A v0, …}`` one product at a time with full
-    reorthogonalisation and stops as soon as every wanted Ritz pair ``(θ, y)`` meets
-    ``e ≤ tol·|θ|`` (see the module docstring for the floor near zero), where ``e`` is the
-    eigenvalue error estimate ``min(r, r²/δ)`` (``criterion="eigenvalue"``: ``r`` the residual
-    ``‖A y − θ y‖``, ``δ`` the gap to the other Ritz values) or the residual ``r`` itself
-    (``criterion="residual"``). The basis and recurrence are float64 even for a float32
-    operator (only the products run in the operator's dtype), because a float32 basis floors
-    the eigenvalue accuracy near 1e-6; this costs ``8·p·m`` bytes of basis memory.
-
-    Args:
-        op: Symmetric square tensor or operator of shape ``(p, p)``.
-        k: Number of eigenpairs wanted at each requested end, >= 1. Default: ``1``.
-        tol: Relative tolerance, > 0: the wanted relative eigenvalue accuracy
-            (``criterion="eigenvalue"``) or relative residual (``"residual"``).
-            Default: ``1e-6``.
-        max_iters: Maximum number of products (Krylov dimension), >= 1; capped at ``p``.
-            Default: ``100``.
-        v0: Start vector ``(p,)``; ``None`` draws a standard normal vector from ``generator``.
-        generator: Random source for the start vector (CPU generator); ``None`` uses torch's
-            default generator.
-        which: ``"largest"`` (values in descending order), ``"smallest"`` (ascending) or
-            ``"both"`` (the ``k`` largest, descending, followed by the ``k`` smallest,
-            ascending; fewer when they overlap). Default: ``"largest"``.
-        return_vectors: Whether to form the Ritz vectors. Default: ``True``.
-        criterion: ``"eigenvalue"`` (stop on the error estimate ``min(r, r²/δ)``; the Ritz
-            vectors are then only accurate to about ``r/δ ≈ √(tol·|θ|/δ)``) or ``"residual"``
-            (stop on ``r``; Ritz vectors accurate to about ``tol·|θ|/δ``). Default:
-            ``"eigenvalue"``.
-
-    Returns:
-        :class:`EigenResult`; ``values``, ``residuals`` and ``error_bounds`` are float64,
-        ``converged`` refers to the chosen criterion, ``vectors`` has shape
-        ``(p, len(values))`` in the operator's dtype. Costs ``num_matvecs <= max_iters``
-        products. Emits :class:`~dynstab.errors.ConvergenceWarning` when not converged.
-
-    Raises:
-        ValueError: If ``k``, ``tol``, ``max_iters``, ``which``, ``criterion`` or ``v0`` are
-            invalid.
-
-    Example:
-        >>> A = torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64))
-        >>> res = lanczos_top_eigenpairs(A, k=2, generator=torch.Generator().manual_seed(0))
-        >>> [round(v, 8) for v in res.values.tolist()], res.converged
-        ([10.0, 9.0], True)
-
-    References:
-        Lanczos (1950); Golub & Van Loan, *Matrix Computations*, §10.1 (full reorthogonalisation);
-        Parlett, *The Symmetric Eigenvalue Problem*, §11-7 (error bounds ``min(r, r²/δ)``).
-    """
-    A = as_operator(op)
-    check_int("k", k, minimum=1)
-    tol = check_positive("tol", tol)
-    check_int("max_iters", max_iters, minimum=1)
-    check_choice("which", which, ("largest", "smallest", "both"))
-    check_choice("criterion", criterion, ("eigenvalue", "residual"))
-    by_residual = criterion == "residual"
-    p = A.shape[0]
-    if k > p:
-        raise ValueError(f"k must be <= the operator size {p}; got k={k}.")
-    q0 = _start_vector(A, v0, generator, dtype=_work_dtype(A))
-    eps = float(torch.finfo(A.dtype).eps)
-
-    def should_stop(theta: Tensor, S: Tensor, b: float) -> bool:
-        if theta.numel() < min(k * (2 if which == "both" else 1), p):
-            return False
-        idx = _wanted(theta, k, which)
-        res, err = _errors(theta, S, b, idx)
-        return bool(((res if by_residual else err) <= _thresholds(theta, idx, tol, eps)).all())
-
-    kry = _lanczos_run(A, q0, max_iters, should_stop)
-    theta, S = _tridiag_eigh(kry.alpha, kry.beta)
-    idx = _wanted(theta, k, which)
-    residuals, errors = _errors(theta, S, float(kry.beta[-1]), idx)
-    measure = residuals if by_residual else errors
-    converged = bool((measure <= _thresholds(theta, idx, tol, eps)).all())
-    if theta.numel() < k:  # Krylov space exhausted before k pairs were found
-        converged = False
-    vectors = None
-    if return_vectors:
-        vectors = (kry.Q @ S[:, idx].to(device=A.device, dtype=kry.Q.dtype)).to(A.dtype)
-    if not converged:
-        warnings.warn(
-            f"Lanczos did not converge: {kry.num_matvecs} products (max_iters={max_iters}), "
-            f"{criterion} errors {measure.tolist()} vs tol={tol:g}·|θ|. Increase max_iters "
-            "or tol.",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-    return EigenResult(
-        values=theta[idx].clone(),
-        vectors=vectors,
-        converged=converged,
-        num_matvecs=kry.num_matvecs,
-        residuals=residuals,
-        error_bounds=errors,
+    """Plain single-vector Lanczos (the engine's :func:`plain_lanczos`) from a unit ``q0``."""
+    alpha, beta, Q, lengths, used = plain_lanczos(
+        as_operator(A), q0.reshape(-1, 1), max_iters, should_stop=should_stop
     )
+    m = int(lengths[0])
+    return _Krylov(Q=Q[0, :m].T, alpha=alpha[0, :m], beta=beta[0, :m], num_matvecs=used)
