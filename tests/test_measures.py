@@ -523,3 +523,65 @@ def test_callback_must_be_callable():
     pr = get_case("linear").build()
     with pytest.raises(TypeError, match=r"callback must be callable as callback\(progress\)"):
         sharpness(pr.model, half_mse, pr.data, callback="print")
+
+
+# -- configuration objects -----------------------------------------------------------------
+
+
+def test_config_object_equals_keyword_shortcuts():
+    from dynstab.linalg import LanczosConfig, TraceConfig
+    from dynstab.measures import SharpnessConfig
+
+    pr = get_case("mlp_tanh").build()
+    cfg = SharpnessConfig(
+        method="lanczos",
+        lanczos=LanczosConfig(tol=1e-9, max_iters=150),
+        trace=TraceConfig(num_matvecs=20),
+    )
+    a = sharpness(
+        pr.model, half_mse, pr.data, config=cfg, generator=torch.Generator().manual_seed(0)
+    )
+    b = sharpness(pr.model, half_mse, pr.data, method="lanczos", tol=1e-9, max_iters=150,
+                  num_probes=20, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert a.lambda_max == b.lambda_max
+    assert a.trace == b.trace
+    assert a.trace.num_matvecs == 20
+    # a shortcut overrides the object's field
+    c = sharpness(pr.model, half_mse, pr.data, "trace", config=cfg, num_probes=8,
+                  generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert c.trace.num_matvecs == 8
+
+
+def test_config_rejects_unknown_options_and_wrong_types():
+    from dynstab.measures import SharpnessConfig
+
+    pr = get_case("mlp_tanh").build()
+    with pytest.raises(TypeError, match="unknown sharpness option"):
+        sharpness(pr.model, half_mse, pr.data, num_probess=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="config must be a SharpnessConfig"):
+        sharpness(pr.model, half_mse, pr.data, config={"method": "exact"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="lanczos must be a LanczosConfig"):
+        SharpnessConfig(lanczos={"tol": 1e-3})  # type: ignore[arg-type]
+
+
+def test_xtrace_trace_against_dense():
+    pr = get_case("mlp_tanh").build()
+    H = dense_hessian(pr.model, half_mse, pr.data)
+    rep = sharpness(pr.model, half_mse, pr.data, "trace", method="hutchinson",
+                    trace_estimator="xtrace", num_probes=40,
+                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert rep.trace.method == "xtrace"
+    assert abs(rep.trace.value - float(H.trace())) <= 4 * rep.trace.stderr + 1e-9
+
+
+def test_callback_receives_certified_lanczos_iterations():
+    pr = get_case("mlp_tanh").build()
+    events: list = []
+    rep = sharpness(pr.model, half_mse, pr.data, "lambda_max", method="lanczos", tol=1e-8,
+                    generator=torch.Generator().manual_seed(0), callback=events.append)  # fmt: skip
+    its = [e for e in events if e.phase == "lanczos" and e.event == "iteration"]
+    assert its, "the engine's per-step records are forwarded"
+    assert its[-1].detail["value"] == pytest.approx(rep.lambda_max.value, rel=1e-8)
+    assert its[-1].detail["error_bound"] <= 1e-8 * rep.lambda_max.value
+    bounds = [e.detail["error_bound"] for e in its]
+    assert math.isinf(bounds[0]) or bounds[0] >= bounds[-1]

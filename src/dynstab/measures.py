@@ -15,31 +15,36 @@ Methods (``method="auto"`` picks the first that applies):
   ``n·C ≤ max_gram``): ``G`` has the non-zero spectrum of ``K`` plus ``max(p − nC, 0)`` zeros,
   so ``λ_min(G) = 0`` when ``p > nC``. Costs no operator products (one Jacobian).
 * ``"exact"`` dense: ``p ≤ max_dense``, ``A`` built from ``p`` products, then ``eigvalsh``.
-* ``"lanczos"`` (eigenvalues; full reorthogonalisation, stopped when the eigenvalue error
-  estimate ``min(r, r²/δ)`` — or, with ``criterion="residual"``, the residual ``r`` — is at most
-  ``tol·|θ|``) together with ``"hutchinson"`` (trace and Frobenius from one shared Rademacher
-  probe set, with standard errors). Asking for ``method="lanczos"`` or ``"hutchinson"`` selects
-  this matrix-free pair; each :class:`Measure` records the estimator actually used.
-  ``trace_estimator="hutchpp"`` estimates the trace and the Frobenius norm with Hutch++
-  instead (``num_probes`` shared products in all: ``s = ⌊m/3⌋`` sketch probes, ``s`` products
-  with the sketch basis ``Q``, ``m − 2s`` Hutchinson probes on the deflated remainder; see
-  :func:`dynstab.linalg.hutchpp_trace_and_frobenius`). Hutch++ has no simple standard error;
-  the one reported is that of its Hutchinson part on the deflated remainder (the sketch terms
-  ``tr(QᵀAQ)``, ``‖AQ‖_F²`` treated as fixed: the standard error conditional on the sketch).
+* ``"lanczos"`` (eigenvalues: the project's Krylov engine, :func:`dynstab.linalg.
+  lanczos_top_eigenpairs`, stopped when every value's *certified* error bound is at most
+  ``tol·|θ|``; the bounds hold with probability ``1 − δ`` over the random start vectors, see
+  :mod:`dynstab.linalg.krylov`) together with ``"hutchinson"`` (trace and Frobenius norm from
+  one shared probe set, with standard errors). Asking for ``method="lanczos"`` or
+  ``"hutchinson"`` selects this matrix-free pair; each :class:`Measure` records the estimator
+  actually used. ``TraceConfig(estimator="hutchpp")`` estimates the trace and the Frobenius
+  norm with Hutch++ instead (its standard error is that of its Hutchinson part on the deflated
+  remainder, conditional on the sketch); ``"xtrace"`` estimates the trace only (jackknife
+  standard error).
+
+Solver settings are small objects set up once: :class:`SharpnessConfig` (route limits, the
+Lanczos start, SLQ settings) holding a :class:`~dynstab.linalg.LanczosConfig` and a
+:class:`~dynstab.linalg.TraceConfig`. The common fields also have keyword shortcuts on
+:func:`sharpness` (``tol``, ``max_iters``, ``num_probes``, ``method``, …; see
+:class:`SharpnessOptions`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypedDict, Unpack
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dynstab._checks import check_callable, check_choice, check_generator, check_int, check_positive
+from dynstab._checks import check_callable, check_choice, check_generator, check_int
 from dynstab._types import Data, ForwardFn, LossFn, ParamSpec, UnpackFn
 from dynstab.curvature.functional import loss_name
 from dynstab.curvature.gauss_newton import GaussNewtonOperator
@@ -48,14 +53,138 @@ from dynstab.curvature.jacobian import jacobian_transpose, problem_gram
 from dynstab.curvature.params import ParameterSelection
 from dynstab.curvature.problem import CurvatureProblem, Progress, ProgressFn
 from dynstab.linalg.density import SpectralDensity, slq_density
+from dynstab.linalg.krylov import LanczosConfig, LanczosProgress
 from dynstab.linalg.lanczos import lanczos_top_eigenpairs
-from dynstab.linalg.trace import hutchinson_trace_and_frobenius, hutchpp_trace_and_frobenius
+from dynstab.linalg.trace import TraceConfig, estimate_trace
 from dynstab.losses import half_mse
 
-__all__ = ["MEASURES", "Measure", "Progress", "SharpnessReport", "sharpness"]
+__all__ = [
+    "MEASURES",
+    "Measure",
+    "Progress",
+    "SharpnessConfig",
+    "SharpnessOptions",
+    "SharpnessReport",
+    "sharpness",
+]
 
 MEASURES = ("lambda_max", "top_k", "trace", "frobenius", "lambda_min", "density")
 _EIGEN = ("lambda_max", "top_k", "lambda_min")
+_METHODS = ("auto", "exact", "lanczos", "hutchinson")
+
+
+@dataclass(frozen=True)
+class SharpnessConfig:
+    """How :func:`sharpness` computes its measures; set up once, reused across calls.
+
+    Attributes:
+        method: ``"auto"`` (exact when a route fits, else matrix-free), ``"exact"``,
+            ``"lanczos"`` or ``"hutchinson"`` (the last two select the matrix-free pair).
+            Default: ``"auto"``.
+        max_dense: Largest ``p`` for the dense exact route (``p`` products, then ``eigh``).
+            Default: ``2000``.
+        max_gram: Largest ``n·C`` for the Gram exact route (Gauss–Newton under ½-MSE).
+            Default: ``4000``.
+        lanczos: Settings of every Lanczos run (tolerance, product budget, stopping criterion,
+            block size, basis memory, failure probability). Default: ``LanczosConfig()``
+            (``tol=1e-6``, 100 products).
+        lanczos_start: ``"random"`` (a Gaussian start vector from ``generator``; certified in the
+            same run) or ``"gradient"`` (the loss gradient plus 1% noise: a deterministic start
+            proves nothing, so the engine adds a random certification segment — usually more
+            products in all). Default: ``"random"``.
+        trace: Settings of the trace / Frobenius estimator (estimator, number of products,
+            probe distribution, block memory). Default: ``TraceConfig()`` (Hutchinson, 64
+            Rademacher probes).
+        density_probes: Probes of stochastic Lanczos quadrature, >= 1. Default: ``8``.
+        density_iters: Lanczos steps per SLQ probe, >= 1. Default: ``40``.
+        cache_graph: Passed to the curvature operator (``None``: cache the gradient graph when
+            the data fit in one batch). Default: ``None``.
+
+    Raises:
+        TypeError: If ``lanczos`` or ``trace`` has the wrong type.
+        ValueError: On an unknown method or start, or non-positive sizes.
+
+    Example:
+        >>> cfg = SharpnessConfig(lanczos=LanczosConfig(tol=1e-8))
+        >>> cfg.with_options(num_probes=128, method="lanczos").trace.num_matvecs
+        128
+    """
+
+    method: str = "auto"
+    max_dense: int = 2000
+    max_gram: int = 4000
+    lanczos: LanczosConfig = field(default_factory=LanczosConfig)
+    lanczos_start: str = "random"
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    density_probes: int = 8
+    density_iters: int = 40
+    cache_graph: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, _METHODS)
+        check_int("max_dense", self.max_dense, minimum=0)
+        check_int("max_gram", self.max_gram, minimum=0)
+        if not isinstance(self.lanczos, LanczosConfig):
+            raise TypeError(f"lanczos must be a LanczosConfig; got {type(self.lanczos).__name__}.")
+        check_choice("lanczos_start", self.lanczos_start, ("gradient", "random"))
+        if not isinstance(self.trace, TraceConfig):
+            raise TypeError(f"trace must be a TraceConfig; got {type(self.trace).__name__}.")
+        check_int("density_probes", self.density_probes, minimum=1)
+        check_int("density_iters", self.density_iters, minimum=1)
+
+    def with_options(self, **options: Unpack[SharpnessOptions]) -> SharpnessConfig:
+        """This configuration with the :class:`SharpnessOptions` shortcuts applied.
+
+        Raises:
+            TypeError: On an unknown option name.
+        """
+        unknown = sorted(set(options) - set(SharpnessOptions.__annotations__))
+        if unknown:
+            raise TypeError(
+                f"unknown sharpness option(s) {unknown}; valid: "
+                f"{sorted(SharpnessOptions.__annotations__)} (or pass config=SharpnessConfig(...))."
+            )
+        opts: dict[str, Any] = dict(options)
+        lz = {k: opts.pop(k) for k in ("tol", "max_iters", "criterion") if k in opts}
+        tr: dict[str, Any] = {}
+        if "num_probes" in opts:
+            tr["num_matvecs"] = opts.pop("num_probes")
+        if "trace_estimator" in opts:
+            tr["estimator"] = check_choice(
+                "trace_estimator", opts.pop("trace_estimator"), ("hutchinson", "hutchpp", "xtrace")
+            )
+        if "num_matvecs" in tr:
+            estimator = tr.get("estimator", self.trace.estimator)
+            least = {"hutchpp": 3, "xtrace": 2}.get(estimator, 1)
+            check_int("num_probes", tr["num_matvecs"], minimum=least)
+        return replace(
+            self,
+            lanczos=replace(self.lanczos, **lz) if lz else self.lanczos,
+            trace=replace(self.trace, **tr) if tr else self.trace,
+            **opts,
+        )
+
+
+class SharpnessOptions(TypedDict, total=False):
+    """Keyword shortcuts of :func:`sharpness` for the most used :class:`SharpnessConfig` fields.
+
+    ``tol``, ``max_iters``, ``criterion`` set the :class:`~dynstab.linalg.LanczosConfig` fields;
+    ``num_probes`` and ``trace_estimator`` set ``TraceConfig.num_matvecs`` / ``.estimator``;
+    the others set the :class:`SharpnessConfig` field of the same name.
+    """
+
+    method: str
+    tol: float
+    max_iters: int
+    criterion: str
+    num_probes: int
+    trace_estimator: str
+    max_dense: int
+    max_gram: int
+    density_probes: int
+    density_iters: int
+    lanczos_start: str
+    cache_graph: bool | None
 
 
 @dataclass(frozen=True)
@@ -318,6 +447,16 @@ class _Reporter:
             self._bar = None
         self.phase = ""
 
+    def lanczos_iteration(self, record: LanczosProgress) -> None:
+        """Forward the engine's per-step record (running Ritz values and certified bounds)."""
+        detail = {"iteration": float(record.iteration), "restarts": float(record.num_restarts)}
+        if record.values.numel():
+            detail["value"] = float(record.values[0])
+            detail["error_bound"] = float(record.error_bounds[0])
+        detail["certifying"] = float(record.phase == "certify")
+        self._send(Progress(self.phase, "iteration", self.step, self.total, self._matvecs(),
+                            detail))  # fmt: skip
+
     def attach(self, op: CurvatureOperator) -> None:
         """Report every block product of ``op`` as a step of the current phase."""
         self.op = op
@@ -474,31 +613,21 @@ def _matrix_free_measures(
     wanted: tuple[str, ...],
     *,
     k: int,
-    tol: float,
-    max_iters: int,
-    num_probes: int,
-    density_probes: int,
-    density_iters: int,
+    config: SharpnessConfig,
     generator: torch.Generator | None,
-    lanczos_start: str,
-    criterion: str,
-    trace_estimator: str,
     return_vectors: bool,
     reporter: _Reporter,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    lz = config.lanczos
 
     def lanczos(kk: int, which: str, v0: Tensor | None) -> _Eigen:
         before = op.num_matvecs
-        reporter.start("lanczos", max_iters)
-        # LANCZOS CALLBACK: per-iteration progress comes from the operator's product hook
-        # (reporter.attach). When dynstab.linalg.lanczos_top_eigenpairs gains `callback=`
-        # (per-iteration Ritz values and error bounds), forward it here as
-        # `callback=reporter.lanczos_iteration` so the records also carry the running
-        # estimates; no other place needs to change.
+        reporter.start("lanczos", lz.max_iters)
         res = lanczos_top_eigenpairs(
-            op, kk, tol=tol, max_iters=max_iters, v0=v0, generator=generator, which=which,
-            return_vectors=return_vectors, criterion=criterion,
+            op, kk, config=lz, v0=v0, generator=generator, which=which,
+            return_vectors=return_vectors,
+            callback=reporter.lanczos_iteration if reporter.active else None,
         )  # fmt: skip
         bounds = res.error_bounds if res.error_bounds is not None else res.residuals
         reporter.end({"value": float(res.values[0]), "converged": float(res.converged)})
@@ -507,7 +636,7 @@ def _matrix_free_measures(
 
     if "lambda_max" in wanted or "top_k" in wanted:
         kk = k if "top_k" in wanted else 1
-        v0 = _gradient_start(op, generator) if lanczos_start == "gradient" else None
+        v0 = _gradient_start(op, generator) if config.lanczos_start == "gradient" else None
         e = lanczos(kk, "largest", v0)
         V = e.vectors
         if "lambda_max" in wanted:
@@ -522,27 +651,25 @@ def _matrix_free_measures(
         out["lambda_min"] = Measure(e.values[0], "lanczos", e.cost, e.residuals[0], None,
                                     e.converged, e.bounds[0], e.vectors)  # fmt: skip
     if "trace" in wanted or "frobenius" in wanted:
-        estimator = (
-            hutchpp_trace_and_frobenius
-            if trace_estimator == "hutchpp"
-            else hutchinson_trace_and_frobenius
-        )
-        reporter.start("hutchinson", num_probes)
-        tr, fro2 = estimator(op, num_probes, generator=generator)
+        trc = config.trace
+        reporter.start("hutchinson", trc.num_matvecs)
+        tr, fro2 = estimate_trace(op, trc, generator=generator)
         reporter.end({"trace": tr.estimate})
         ok = tr.num_probes >= 2
         if "trace" in wanted:
-            out["trace"] = Measure(
-                tr.estimate, trace_estimator, tr.num_matvecs, None, tr.stderr, ok
-            )
+            out["trace"] = Measure(tr.estimate, trc.estimator, tr.num_matvecs, None, tr.stderr, ok)
         if "frobenius" in wanted:
+            assert fro2 is not None  # xtrace with "frobenius" is refused up front
             fro = math.sqrt(max(fro2.estimate, 0.0))
             se = fro2.stderr / (2.0 * fro) if fro > 0 else float("nan")
-            out["frobenius"] = Measure(fro, trace_estimator, fro2.num_matvecs, None, se, ok)
+            out["frobenius"] = Measure(fro, trc.estimator, fro2.num_matvecs, None, se, ok)
     if "density" in wanted:
-        reporter.start("density", density_probes * density_iters)
+        reporter.start("density", config.density_probes * config.density_iters)
         out["density"] = slq_density(
-            op, num_probes=density_probes, num_iters=density_iters, generator=generator
+            op,
+            num_probes=config.density_probes,
+            num_iters=config.density_iters,
+            generator=generator,
         )
         reporter.end()
     return out
@@ -556,27 +683,17 @@ def sharpness(
     *,
     params: ParamSpec = None,
     curvature: str = "hessian",
-    method: str = "auto",
     k: int = 1,
-    tol: float = 1e-6,
-    max_iters: int = 100,
-    num_probes: int = 64,
-    density_probes: int = 8,
-    density_iters: int = 40,
+    config: SharpnessConfig | None = None,
     generator: torch.Generator | None = None,
-    max_dense: int = 2000,
-    max_gram: int = 4000,
-    allow_stochastic: bool = False,
-    cache_graph: bool | None = None,
-    lanczos_start: str = "gradient",
-    criterion: str = "eigenvalue",
-    trace_estimator: str = "hutchinson",
     device: torch.device | str | None = None,
     unpack: UnpackFn | None = None,
     forward: ForwardFn | None = None,
+    allow_stochastic: bool = False,
     return_vectors: bool = False,
     callback: Callable[[Progress], object] | None = None,
     progress: bool = False,
+    **options: Unpack[SharpnessOptions],
 ) -> SharpnessReport:
     """Measure the sharpness of ``loss_fn`` at a point: λ_max, top-k, Tr, ‖·‖_F, λ_min, density.
 
@@ -601,50 +718,33 @@ def sharpness(
             a predicate ``(name, param) -> bool``, or a ``dict[str, Tensor]`` (those names at
             the given values). Default: ``None``.
         curvature: ``"hessian"`` or ``"gauss_newton"``. Default: ``"hessian"``.
-        method: ``"auto"``, ``"exact"``, ``"lanczos"`` or ``"hutchinson"``. Default: ``"auto"``.
         k: Number of eigenvalues for ``"top_k"``, >= 1. Default: ``1``.
-        tol: Lanczos relative tolerance: the wanted relative eigenvalue accuracy
-            (``criterion="eigenvalue"``) or relative residual (``"residual"``). Default: ``1e-6``.
-        max_iters: Lanczos product budget per run. Default: ``100``.
-        num_probes: Hutchinson probes (shared by trace and Frobenius), >= 1; with
-            ``trace_estimator="hutchpp"`` the total (shared) product budget, >= 3.
-            Default: ``64``.
-        density_probes: SLQ probes. Default: ``8``.
-        density_iters: SLQ Lanczos steps per probe. Default: ``40``.
+        config: How to compute (:class:`SharpnessConfig`: route limits, Lanczos and trace
+            settings, SLQ); ``None`` uses ``SharpnessConfig()``.
         generator: CPU ``torch.Generator`` for Lanczos starts and probes; ``None`` uses
             torch's default generator.
-        max_dense: Largest ``p`` for the dense exact method. Default: ``2000``.
-        max_gram: Largest ``n·C`` for the Gram exact method. Default: ``4000``.
-        allow_stochastic: Accept train-mode BatchNorm / active Dropout (one fixed draw of the
-            dropout masks; running statistics updated on private copies only). Default:
-            ``False``.
-        cache_graph: Passed to the curvature operator. Default: ``None``.
-        lanczos_start: ``"gradient"`` starts the λ_max/top-k Lanczos run at the loss gradient
-            (plus 1% random; one extra gradient evaluation, not counted as a product; falls
-            back to random where the gradient vanishes) or ``"random"``. Default:
-            ``"gradient"``.
-        criterion: Lanczos stopping rule, ``"eigenvalue"`` (error estimate ``min(r, r²/δ)``)
-            or ``"residual"`` (``r``); see :func:`dynstab.linalg.lanczos_top_eigenpairs`.
-            Default: ``"eigenvalue"``.
-        trace_estimator: Matrix-free estimator of the trace and Frobenius norm,
-            ``"hutchinson"`` or ``"hutchpp"`` (see the module docstring for its standard error).
-            Default: ``"hutchinson"``.
         device: Device of the computation; ``None`` (default) means the model's (its selected
             parameters'). Batches are moved there; the model is never moved.
         unpack: ``unpack(batch) -> (inputs, targets)`` for batch layouts other than tuples
             and dicts with a ``"y"``/``"labels"`` entry.
         forward: ``forward(model, inputs) -> outputs`` for models not called as
             ``model(inputs)``.
+        allow_stochastic: Accept train-mode BatchNorm / active Dropout (one fixed draw of the
+            dropout masks; running statistics updated on private copies only). Default:
+            ``False``.
         return_vectors: Add the eigenvectors to ``lambda_max``/``top_k``/``lambda_min``
             (:attr:`Measure.vectors`, :meth:`SharpnessReport.eigenvectors`). Exact routes give
             them to round-off (the Gram route as ``Jᵀu/√(nλ)``; where that needs a zero
-            eigenvalue it hands over to the dense route); Lanczos vectors are as accurate as
-            its stopping rule makes them (about ``√(tol·|θ|/δ)`` with the default
-            ``criterion="eigenvalue"``; use ``"residual"`` for accurate vectors). Default:
-            ``False``.
+            eigenvalue it hands over to the dense route); Lanczos vectors have the residuals
+            reported in :attr:`Measure.residual` (use ``criterion="residual"`` to make them
+            small). Default: ``False``.
         callback: Called with a :class:`~dynstab.curvature.Progress` record at the start, each
             step (batch or operator product) and the end of every phase. Default: ``None``.
         progress: Show a tqdm progress bar per phase (on stderr). Default: ``False``.
+        **options: Shortcuts for common ``config`` fields (:class:`SharpnessOptions`):
+            ``method``, ``tol``, ``max_iters``, ``criterion``, ``num_probes``,
+            ``trace_estimator``, ``max_dense``, ``max_gram``, ``density_probes``,
+            ``density_iters``, ``lanczos_start``, ``cache_graph``; they override ``config``.
 
     Returns:
         :class:`SharpnessReport`, naming the parameters measured (``report.parameters``).
@@ -673,16 +773,16 @@ def sharpness(
     """
     wanted = _validate_measures(measures)
     check_choice("curvature", curvature, ("hessian", "gauss_newton"))
-    check_choice("method", method, ("auto", "exact", "lanczos", "hutchinson"))
-    check_choice("lanczos_start", lanczos_start, ("gradient", "random"))
-    check_choice("criterion", criterion, ("eigenvalue", "residual"))
-    check_choice("trace_estimator", trace_estimator, ("hutchinson", "hutchpp"))
+    if config is not None and not isinstance(config, SharpnessConfig):
+        raise TypeError(f"config must be a SharpnessConfig; got {type(config).__name__}.")
+    cfg = (config or SharpnessConfig()).with_options(**options)
+    method, max_dense, max_gram = cfg.method, cfg.max_dense, cfg.max_gram
     check_int("k", k, minimum=1)
-    tol = check_positive("tol", tol)
-    check_int("max_iters", max_iters, minimum=1)
-    check_int("num_probes", num_probes, minimum=3 if trace_estimator == "hutchpp" else 1)
-    check_int("max_dense", max_dense, minimum=0)
-    check_int("max_gram", max_gram, minimum=0)
+    if "frobenius" in wanted and cfg.trace.estimator == "xtrace":
+        raise ValueError(
+            "the 'frobenius' measure needs trace_estimator 'hutchinson' or 'hutchpp'; got "
+            "'xtrace', which estimates the trace only. Drop 'frobenius' or change the estimator."
+        )
     check_generator("generator", generator)
     if callback is not None:
         check_callable("callback", callback, "callback(progress)")
@@ -727,7 +827,7 @@ def sharpness(
                 )
         if results is None:
             op_cls = HessianOperator if curvature == "hessian" else GaussNewtonOperator
-            op = op_cls.from_problem(problem, cache_graph=cache_graph)
+            op = op_cls.from_problem(problem, cache_graph=cfg.cache_graph)
             reporter.attach(op)
             if exact and dense_ok:
                 family = "exact-dense"
@@ -735,11 +835,8 @@ def sharpness(
             else:
                 family = "matrix-free"
                 results = _matrix_free_measures(
-                    op, wanted, k=k, tol=tol, max_iters=max_iters, num_probes=num_probes,
-                    density_probes=density_probes, density_iters=density_iters,
-                    generator=generator, lanczos_start=lanczos_start, criterion=criterion,
-                    trace_estimator=trace_estimator, return_vectors=return_vectors,
-                    reporter=reporter,
+                    op, wanted, k=k, config=cfg, generator=generator,
+                    return_vectors=return_vectors, reporter=reporter,
                 )  # fmt: skip
             total = op.num_matvecs
     finally:

@@ -201,8 +201,13 @@ def _residual_term(
 
     op = _Difference(H.shape[0], H.dtype, H.device)
     size = H.shape[0]
-    v0 = torch.randn(size, generator=generator, dtype=torch.float64).to(H.dtype)
     res = lanczos_top_eigenpairs(
-        op, 1, which="both", tol=1e-6, max_iters=min(size, 80), v0=v0, return_vectors=False
+        op,
+        1,
+        which="both",
+        tol=1e-6,
+        max_iters=min(size, 80),
+        generator=generator,
+        return_vectors=False,
     )
     return float(res.values.abs().max())
