@@ -342,8 +342,14 @@ def test_dropout_refused_unless_allowed():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("act", [nn.ReLU, nn.Tanh])
-def test_lambda_max_mlp_784_512_512_10_within_30_hvps(act):
-    """λ_max to relative 1e-6 in <= 30 HVPs (default tol) against a tight reference run."""
+def test_lambda_max_mlp_784_512_512_10_certified(act):
+    """λ_max certified to relative 1e-6 (default tol) against a tight reference run.
+
+    Product budget: the uncertified Ritz-gap rule of dynstab 0.1 stopped after <= 30 HVPs; a
+    *certified* stop must also exclude a hidden eigenvalue above θ, which costs about
+    ln(√p/δ)/(2√gap) more products (see dynstab.linalg.krylov): measured 27 (ReLU) and 55
+    (Tanh, top gap ≈ 1%) HVPs. The bound below (60) is that measurement, not a target.
+    """
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, 512), act(), nn.Linear(512, 512), act(),
                           nn.Linear(512, 10)).double()  # fmt: skip
@@ -357,8 +363,10 @@ def test_lambda_max_mlp_784_512_512_10_within_30_hvps(act):
                     criterion="residual", generator=torch.Generator().manual_seed(2))  # fmt: skip
     assert rep.method == "matrix-free"
     assert rep.lambda_max.converged
-    assert rep.lambda_max.num_matvecs <= 30
-    assert abs(rep.lambda_max.value - ref.lambda_max.value) <= 1e-6 * ref.lambda_max.value
+    assert rep.lambda_max.num_matvecs <= 60
+    err = abs(rep.lambda_max.value - ref.lambda_max.value)
+    assert err <= 1e-6 * ref.lambda_max.value
+    assert err <= rep.lambda_max.error_bound + ref.lambda_max.error_bound
     print(
         f"HVPs={rep.lambda_max.num_matvecs} seconds={elapsed:.1f} lambda_max={rep.lambda_max.value}"
     )
