@@ -276,3 +276,18 @@ def test_dtype_device_and_max_dense(capsys, tmp_path):
         assert "CUDA is not available here" in capsys.readouterr().err
     assert sharpness_cmd.run(parse(["--toy", "linear", "--device", "tpu9"])) == 2
     assert "unknown device" in capsys.readouterr().err
+
+
+def test_params_selects_layers_by_prefix_and_regex(capsys):
+    from dynstab.cli import main
+
+    assert (
+        main(["sharpness", "--toy", "mlp-tanh", "--params", "re:bias$", "--measures", "trace"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "of 465 (3 tensors)" in out
+    assert main(["sharpness", "--toy", "mlp-tanh", "--params", "2", "--measures", "trace"]) == 0
+    assert "p=272 of 465 (2 tensors)" in capsys.readouterr().out
+    assert main(["sharpness", "--toy", "mlp-tanh", "--params", "re:(", "--measures", "trace"]) == 2
+    assert "invalid regular expression" in capsys.readouterr().err
+    assert main(["sharpness", "--toy", "mlp-tanh", "--params", "nope", "--measures", "trace"]) == 2

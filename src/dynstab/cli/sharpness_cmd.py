@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from dynstab.linalg import SpectralDensity
 from dynstab.losses import half_mse
 from dynstab.measures import MEASURES, SharpnessReport, sharpness
 
-__all__ = ["TOYS", "build_toy", "format_density", "register", "run", "run_density"]
+__all__ = ["TOYS", "build_toy", "format_density", "parse_params", "register", "run", "run_density"]
 
 _DTYPE = torch.float64
 
@@ -223,6 +224,19 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
         default=False,
         help="accept train-mode BatchNorm/Dropout instead of refusing",
     )
+    parser.add_argument(
+        "--params",
+        metavar="SELECTION",
+        help="parameters to measure: comma-separated names or module prefixes (e.g. '2' or "
+        "'fc2.weight,fc2.bias'), or 're:PATTERN' (a regular expression on the names); "
+        "default: the parameters with requires_grad=True",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="show progress bars on stderr",
+    )
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON (atomically)")
     parser.add_argument("--density-probes", type=int, default=8, help="SLQ probes (density)")
     parser.add_argument("--density-iters", type=int, default=40, help="SLQ steps per probe")
@@ -278,6 +292,32 @@ def _problem(
     return model, loss_fn, data, source
 
 
+def parse_params(text: str | None) -> Callable[[str, Tensor], bool] | None:
+    """The ``--params`` selection as a predicate on ``(name, parameter)`` (None: the default).
+
+    Example:
+        >>> pred = parse_params("2,fc.bias")
+        >>> [n for n in ("2.weight", "2.bias", "12.weight", "fc.bias") if pred(n, None)]
+        ['2.weight', '2.bias', 'fc.bias']
+        >>> parse_params("re:bias$")("0.bias", None)
+        True
+    """
+    if text is None:
+        return None
+    if text.startswith("re:"):
+        try:
+            pattern = re.compile(text[3:])
+        except re.error as exc:
+            raise CommandError(
+                f"--params: invalid regular expression {text[3:]!r}: {exc}."
+            ) from None
+        return lambda name, _p: pattern.search(name) is not None
+    items = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not items:
+        raise CommandError("--params must name at least one parameter or module prefix.")
+    return lambda name, _p: any(name == it or name.startswith(it + ".") for it in items)
+
+
 def _measure(
     args: argparse.Namespace, measures: tuple[str, ...]
 ) -> tuple[SharpnessReport, dict[str, Any]]:
@@ -302,7 +342,11 @@ def _measure(
         generator=torch.Generator().manual_seed(args.seed),
         max_dense=args.max_dense,
         allow_stochastic=args.allow_stochastic,
+        params=parse_params(args.params),
+        progress=args.progress,
     )
+    if args.params is not None:
+        source["params"] = args.params
     return report, source
 
 
