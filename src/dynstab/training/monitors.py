@@ -11,7 +11,7 @@ returned names become History columns, so two monitors of the same kind need dis
   it was not evaluated at this step), ``"history"`` (the run's History so far).
 
 Curvature monitors use :mod:`dynstab.curvature`, :mod:`dynstab.linalg` and
-:mod:`dynstab.criteria`; they import them when first called. Every monitor leaves the
+:mod:`dynstab.criteria`. Every monitor leaves the
 model's parameters, mode and ``.grad`` untouched. All curvature conventions are those of
 :func:`dynstab.losses.half_mse` (½·mean), for which the GD threshold is λ_max(H) = 2/η.
 """
@@ -26,6 +26,17 @@ import torch
 from torch import Tensor, nn
 
 from dynstab._checks import check_choice, check_int, check_positive
+from dynstab.criteria import (
+    alignment_factor,
+    eta_star,
+    frobenius_bound,
+    gd_bound,
+    q_factor,
+    trace_bound,
+)
+from dynstab.curvature import GaussNewtonOperator, HessianOperator, gram_matrix
+from dynstab.linalg import hutchinson_trace_and_frobenius, lanczos_top_eigenpairs
+from dynstab.norms import gram_spectrum
 
 __all__ = [
     "GramMonitor",
@@ -306,17 +317,11 @@ class SharpnessMonitor(Monitor):
         data = (_to_model(model, X), _to_model(model, y))
         loss_fn = self.loss_fn or context["loss_fn"]
         if self.curvature == "hessian":
-            from dynstab.curvature import HessianOperator
-
             return HessianOperator(model, loss_fn, data)
-        from dynstab.curvature import GaussNewtonOperator
-
         return GaussNewtonOperator(model, loss_fn, data)
 
     def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
         """Return the requested sharpness measures of the model at its current parameters."""
-        from dynstab.linalg import hutchinson_trace_and_frobenius, lanczos_top_eigenpairs
-
         op = self._operator(model, context)
         P, res = self.prefix, {}
         if "lambda_max" in self.measures:
@@ -385,46 +390,79 @@ class TraceMonitor(SharpnessMonitor):
 
 
 def _gram(model: nn.Module, X: Tensor | None, context: Mapping[str, Any]) -> tuple[Tensor, int]:
-    from dynstab.curvature import gram_matrix
-
     Xd = context["X"] if X is None else X
     n = int(Xd.shape[0])
     K = gram_matrix(model, _to_model(model, Xd)).detach().to(torch.float64)
     return K, n
 
 
+_GRAM_MEASURES = ("trace", "frobenius", "lambda_max", "alignment")
+
+
 class GramMonitor(Monitor):
-    """Exact Tr G, ‖G‖_F and λ_max(G) from the Gram matrix K = JJᵀ/n (small n only).
+    """Exact Tr G, ‖G‖_F, λ_max(G) and the SGD-noise alignment from K = JJᵀ/n (small n only).
 
     G = JᵀJ/n is the Gauss–Newton matrix of the ½-MSE (= H at an interpolating minimum) and
-    shares its nonzero spectrum with K (nC×nC, sample-major). Cost: the per-sample Jacobian
-    (n·C backward passes' worth) plus an O((nC)³) eigendecomposition in float64.
+    shares its nonzero spectrum with K (nC×nC, sample-major), so the first three measures come
+    from :func:`dynstab.norms.gram_spectrum`. ``"alignment"`` is the alignment factor μ(θ_t) of
+    Wu, Wang & Su (2022) in Gram form (:func:`dynstab.criteria.alignment_factor`) from K and
+    the residuals r = f(X) − y (NaN where r = 0, at interpolation). Cost: the per-sample
+    Jacobian (n·C backward passes' worth) plus an O((nC)³) eigendecomposition in float64.
 
-    Columns (with ``prefix``, default ``"gram_"``): ``trace``, ``frobenius``, ``lambda_max``.
+    Columns (with ``prefix``, default ``"gram_"``): ``trace``, ``frobenius``, ``lambda_max``,
+    ``alignment``, as requested.
 
     Args:
-        X: Inputs; None uses the training inputs.
+        X: Inputs; None uses the training inputs (``"alignment"`` then also uses the training
+            targets).
         every: Period in steps. Default 1.
+        measures: Subset of ``("trace", "frobenius", "lambda_max", "alignment")``. Default: the
+            first three.
         prefix: Column prefix. Default ``"gram_"``.
         name: Monitor name. Default ``"gram"``.
+
+    Raises:
+        ValueError: If a measure is unknown, or ``"alignment"`` is asked with an explicit ``X``.
     """
 
     def __init__(
-        self, X: Tensor | None = None, *, every: int = 1, prefix: str = "gram_", name: str = "gram"
+        self,
+        X: Tensor | None = None,
+        *,
+        every: int = 1,
+        measures: Sequence[str] = ("trace", "frobenius", "lambda_max"),
+        prefix: str = "gram_",
+        name: str = "gram",
     ) -> None:
         super().__init__(name, every)
-        self.X, self.prefix = X, prefix
+        if isinstance(measures, str):
+            measures = (measures,)
+        for m in measures:
+            check_choice("Gram measure", m, _GRAM_MEASURES)
+        if not measures:
+            raise ValueError(f"measures must name at least one of {list(_GRAM_MEASURES)}.")
+        if "alignment" in measures and X is not None:
+            raise ValueError(
+                "GramMonitor's 'alignment' needs the training set (its residuals); got an explicit "
+                "X. Drop X or the 'alignment' measure."
+            )
+        self.X, self.prefix, self.measures = X, prefix, tuple(measures)
 
     def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
-        """Return Tr K, ‖K‖_F and λ_max(K) (float64)."""
-        K, _ = _gram(model, self.X, context)
-        evals = torch.linalg.eigvalsh(K)
-        P = self.prefix
-        return {
-            f"{P}trace": float(torch.trace(K)),
-            f"{P}frobenius": float(torch.linalg.matrix_norm(K)),
-            f"{P}lambda_max": float(evals[-1]),
-        }
+        """Return the requested measures (float64)."""
+        K, n = _gram(model, self.X, context)
+        P, out = self.prefix, {}
+        if set(self.measures) & {"trace", "frobenius", "lambda_max"}:
+            spec = gram_spectrum(K).as_dict()
+            out.update({f"{P}{m}": spec[m] for m in self.measures if m in spec})
+        if "alignment" in self.measures:
+            X, y = context["X"], context["y"]
+            with torch.no_grad():
+                r = model(_to_model(model, X)).reshape(-1).double() - y.reshape(-1).double()
+            out[f"{P}alignment"] = (
+                float(alignment_factor(K, r, K.shape[0] // n)) if bool(r.any()) else math.nan
+            )
+        return out
 
 
 class StabilityMonitor(Monitor):
@@ -487,14 +525,6 @@ class StabilityMonitor(Monitor):
 
     def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
         """Return the margins and the quantities they are built from."""
-        from dynstab.criteria import (
-            eta_star,
-            frobenius_bound,
-            gd_bound,
-            q_factor,
-            trace_bound,
-        )
-
         K, n = _gram(model, self.X, context)
         eta = float(self.lr if self.lr is not None else context["lr"])
         B = int(self.batch_size if self.batch_size is not None else context["batch_size"])
