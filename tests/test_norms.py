@@ -13,10 +13,12 @@ from dynstab.norms import (
     balance_relu,
     balancedness,
     data_weights,
+    diagonal_gram,
     diagonal_trace_G,
     gram_spectrum,
     kappa_n,
     path_norm,
+    relu_gram,
     relu_trace_G,
     weighted_l1,
     wme18_non_uniformity,
@@ -299,3 +301,22 @@ def test_gram_measures_reject_bad_matrices():
         wme18_non_uniformity(torch.eye(3, dtype=torch.float64), outputs=2)
     with pytest.raises(TypeError, match="floating point"):
         gram_spectrum(torch.eye(2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("form", ["ab", "uv"])
+def test_diagonal_gram_equals_the_autograd_gram(form):
+    net = DiagonalLinearNet(6, form=form, generator=gen(5), dtype=f64)
+    X = torch.randn(9, 6, generator=gen(6), dtype=f64) * torch.linspace(0.5, 2.0, 6, dtype=f64)
+    K = diagonal_gram(net, X)
+    torch.testing.assert_close(K, gram_matrix(net, X), rtol=1e-12, atol=1e-13)
+    assert float(K.trace()) == pytest.approx(diagonal_trace_G(net, X), rel=1e-12)
+
+
+def test_relu_gram_equals_the_autograd_gram():
+    net = TwoLayerReLU(5, 7, generator=gen(7), dtype=f64)
+    X = torch.randn(11, 5, generator=gen(8), dtype=f64)
+    K = relu_gram(net, X)
+    torch.testing.assert_close(K, gram_matrix(net, X), rtol=1e-12, atol=1e-13)
+    assert float(K.trace()) == pytest.approx(relu_trace_G(net, X), rel=1e-12)
+    with pytest.raises(TypeError, match="needs a TwoLayerReLU"):
+        relu_gram(DiagonalLinearNet(5, dtype=f64), X)

@@ -1,4 +1,4 @@
-"""Closed forms of Tr G and the parameter norms they are equivalent to (Wu & Su (2023) R4, R7).
+"""Closed forms of Tr G and the parameter norms they are equivalent to (Wu & Su, ICML 2023).
 
 Conventions: scalar-output models, loss ½·mean squared error (:func:`dynstab.losses.half_mse`),
 G(θ) = (1/n) Σ_i g_i g_iᵀ = JᵀJ/n with g_i = ∇_θ f(x_i; θ). At an interpolating minimum
@@ -15,8 +15,10 @@ Data weights: s_j := (1/n) Σ_i x_ij² (the second moment of coordinate j).
 Every closed form here costs O(n·p) flops and no Hessian- or Jacobian-vector products, and
 returns a Python float (measurements, not differentiable losses).
 
-Two functions read measures off a given Gram matrix K = JJᵀ/n (shape ``(nC, nC)``, from
-:func:`dynstab.curvature.gram_matrix`), whose non-zero spectrum is that of G:
+:func:`diagonal_gram` and :func:`relu_gram` give the Gram matrix K = JJᵀ/n itself in closed
+form (no Jacobian). Two functions read measures off a given Gram matrix K = JJᵀ/n (shape
+``(nC, nC)``, e.g. from :func:`dynstab.curvature.gram_matrix`), whose non-zero spectrum is that
+of G:
 :func:`gram_spectrum` (Tr G, ‖G‖_F, λ_max(G)) and :func:`wme18_non_uniformity` (the
 non-uniformity s of Wu, Ma & E (2018) at an interpolating minimum). Each costs one symmetric
 eigendecomposition of K.
@@ -40,10 +42,12 @@ __all__ = [
     "balance_relu",
     "balancedness",
     "data_weights",
+    "diagonal_gram",
     "diagonal_trace_G",
     "gram_spectrum",
     "kappa_n",
     "path_norm",
+    "relu_gram",
     "relu_trace_G",
     "weighted_l1",
     "wme18_non_uniformity",
@@ -170,6 +174,73 @@ def relu_trace_G(model: TwoLayerReLU, X: Tensor) -> float:
     return float(first + second)
 
 
+def diagonal_gram(model: DiagonalLinearNet, X: Tensor) -> Tensor:
+    """Closed-form Gram matrix K = JJᵀ/n of a diagonal linear net, shape ``(n, n)``.
+
+    Form ``ab``: g_i = (b⊙x_i, a⊙x_i), so K = X diag(a² + b²) Xᵀ/n; form ``uv``:
+    K = 4 X diag(u² + v²) Xᵀ/n. Equals :func:`dynstab.curvature.gram_matrix` for every θ at
+    O(n²d) cost with no Jacobian. Its trace is :func:`diagonal_trace_G`.
+
+    Args:
+        model: A :class:`~dynstab.models.DiagonalLinearNet`.
+        X: Inputs, shape ``(n, d)``.
+
+    Returns:
+        K (detached) in the parameters' dtype.
+
+    Raises:
+        TypeError: If ``model`` is not a DiagonalLinearNet.
+        ValueError: If ``X`` does not have shape ``(n, d)``.
+
+    Example:
+        >>> net = DiagonalLinearNet.from_tensors(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0]))
+        >>> diagonal_gram(net, torch.eye(2)).tolist()
+        [[0.5, 0.0], [0.0, 2.5]]
+    """
+    _check_model(model, DiagonalLinearNet, "diagonal_gram")
+    first, second = model.factors()
+    X = _check_X(X, model.d).to(first.dtype)
+    with torch.no_grad():
+        w = first * first + second * second
+        K = (X * w) @ X.T / X.shape[0]
+    return K if model.form == "ab" else 4.0 * K
+
+
+def relu_gram(model: TwoLayerReLU, X: Tensor) -> Tensor:
+    """Closed-form Gram matrix K = JJᵀ/n of the bias-free two-layer ReLU net, ``(n, n)``.
+
+    With S = σ(XWᵀ) and A = 1{XWᵀ > 0} diag(a) (σ'(0) = 0, as autograd),
+    K = (SSᵀ + (AAᵀ) ∘ (XXᵀ))/n: the first term from ∂f/∂a_j = σ(w_jᵀx), the second from
+    ∂f/∂w_j = a_j 1{w_jᵀx > 0} x. Equals :func:`dynstab.curvature.gram_matrix` at O(n²(m + d))
+    cost with no Jacobian. Its trace is :func:`relu_trace_G`.
+
+    Args:
+        model: A :class:`~dynstab.models.TwoLayerReLU`.
+        X: Inputs, shape ``(n, d)``.
+
+    Returns:
+        K (detached) in the parameters' dtype.
+
+    Raises:
+        TypeError: If ``model`` is not a TwoLayerReLU.
+        ValueError: If ``X`` does not have shape ``(n, d)``.
+
+    Example:
+        >>> net = TwoLayerReLU(2, 1)
+        >>> with torch.no_grad():
+        ...     _ = net.w.copy_(torch.tensor([[1.0, 0.0]])); _ = net.a.fill_(2.0)
+        >>> relu_gram(net, torch.tensor([[3.0, 4.0], [-1.0, 0.0]])).tolist()  # (9 + 4·25)/2
+        [[54.5, 0.0], [0.0, 0.0]]
+    """
+    _check_model(model, TwoLayerReLU, "relu_gram")
+    X = _check_X(X, model.d).to(model.w.dtype)
+    with torch.no_grad():
+        Z = X @ model.w.T
+        S = torch.relu(Z)
+        A = (Z > 0).to(X.dtype) * model.a
+        return (S @ S.T + (A @ A.T) * (X @ X.T)) / X.shape[0]
+
+
 def path_norm(model: TwoLayerReLU) -> float:
     """Return the path norm ‖θ‖_P = Σ_j |a_j| ‖w_j‖₂ of a two-layer ReLU net.
 
@@ -276,7 +347,7 @@ def balance_relu(model: TwoLayerReLU, X: Tensor) -> TwoLayerReLU:
     The rescaling (a_j, w_j) → (a_j/c_j, c_j w_j), c_j > 0, leaves f unchanged (σ is positively
     homogeneous) and changes neuron j's Tr G term to c_j² A_j + B_j/c_j², with
     A_j = (1/n) Σ_i σ(w_jᵀx_i)² and B_j = a_j² (1/n) Σ_i 1{w_jᵀx_i > 0} ‖x_i‖². The minimiser
-    is c_j = (B_j/A_j)^{1/4}, giving 2√(A_j B_j) (Wu & Su (2023) R7). Neurons inactive on every
+    is c_j = (B_j/A_j)^{1/4}, giving 2√(A_j B_j) (Wu & Su (2023), two-layer ReLU nets). Neurons inactive on every
     x_i (A_j = 0) are left unchanged; neurons with a_j = 0 and A_j > 0 have infimum 0, reached
     by setting w_j = 0 (the function is unchanged).
 
@@ -337,7 +408,7 @@ def kappa_n(
     optimize: bool = True,
     num_steps: int = 200,
 ) -> float:
-    """Estimate κ_n = inf_{u ∈ S^{d−1}} (1/n) Σ_i ‖x_i‖ σ(uᵀx_i) (Wu & Su (2023) R7).
+    """Estimate κ_n = inf_{u ∈ S^{d−1}} (1/n) Σ_i ‖x_i‖ σ(uᵀx_i) (Wu & Su (2023), two-layer ReLU nets).
 
     κ_n is the constant in Tr G ≥ 2 κ_n ‖θ‖_P. For d = 1 and d = 2 the infimum is computed
     exactly (d = 2: φ is linear on the arcs between the 2n directions orthogonal to the x_i,

@@ -1,4 +1,4 @@
-"""Diagonal linear network f(x) = ⟨a⊙b, x⟩ (or ⟨u⊙u − v⊙v, x⟩), Wu & Su (2023) §2, R4."""
+"""Diagonal linear network f(x) = ⟨a⊙b, x⟩ (or ⟨u⊙u − v⊙v, x⟩) of Wu & Su (ICML 2023)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class DiagonalLinearNet(nn.Module):
     Form ``"uv"``: f(x) = ⟨u⊙u − v⊙v, x⟩, β = u⊙u − v⊙v, parameters ``u``, ``v``.
 
     Initialization: every entry of both parameter vectors is drawn iid N(0, init_scale²) from
-    ``generator`` (the E1 setting of Wu & Su (2023) is init_scale = 1).
+    ``generator`` (the large initialization of the ``wu-su-2023/e1`` reproduction is init_scale = 1).
 
     Args:
         d: Input dimension, >= 1.
@@ -124,7 +124,7 @@ class DiagonalLinearNet(nn.Module):
 
         With residuals r_b = ⟨β, x_b⟩ − y_b and g_β = (1/B) Σ_b r_b x_b (the gradient with
         respect to β), form ``"ab"`` gives ∇_a = g_β ⊙ b, ∇_b = g_β ⊙ a and form ``"uv"``
-        ∇_u = 2 g_β ⊙ u, ∇_v = −2 g_β ⊙ v (Wu & Su (2023), Sec. 4.1). Cost: O(R·B·d).
+        ∇_u = 2 g_β ⊙ u, ∇_v = −2 g_β ⊙ v (chain rule through β). Cost: O(R·B·d).
 
         Args:
             params: ``{"a": (R, d), "b": (R, d)}`` (or ``u``, ``v``): R runs' parameters.

@@ -104,6 +104,7 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(
             seeded_linear(fi, fo, bias, generator, dt) for fi, fo in itertools.pairwise(sizes)
         )
+        self._param_names = tuple(n for n, _ in self.named_parameters())
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the network to ``x`` of shape ``(n, *)`` with ``sizes[0]`` features."""
@@ -148,7 +149,7 @@ class MLP(nn.Module):
             >>> bool(torch.allclose(g["layers.0.weight"][0], auto))
             True
         """
-        names = tuple(n for n, _ in self.named_parameters())
+        names = self._param_names
         R = check_params(params, names)
         h = batched_inputs(X, R, self.sizes[0])
         B = h.shape[1]

@@ -1,4 +1,4 @@
-"""Two-layer ReLU network without biases, f(x) = Σ_j a_j σ(w_jᵀx) (Wu & Su (2023) §2, R7)."""
+"""Two-layer ReLU network without biases, f(x) = Σ_j a_j σ(w_jᵀx) (Wu & Su, ICML 2023)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class TwoLayerReLU(nn.Module):
     f(x; θ) = Σ_{j=1}^m a_j σ(w_jᵀx), σ(z) = max(z, 0); parameters ``w`` of shape ``(m, d)``
     (row j is w_j) and ``a`` of shape ``(m,)``.
 
-    Initializations (Wu & Su (2023) ambiguity A4):
+    Initializations (two conventions in use for Wu & Su (2023)'s experiments):
 
     * ``"lw"`` (default, Lei Wu's notes): w_j ~ N(0, I_d/d), a_j ~ N(0, 1), so ‖w_j‖ ≈ 1.
     * ``"r3p"`` (the third-party reproduction): w_j ~ N(0, I_d/√d), i.e. std d^{−1/4};

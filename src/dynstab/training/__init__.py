@@ -12,6 +12,7 @@
   effective learning rate of every run.
 * Schedules :func:`constant`, :func:`warmup`; samplers :class:`BatchSampler`.
 * Monitors :class:`LossMonitor`, :class:`TestErrorMonitor`, :class:`NormMonitor`,
+  :class:`GradientNormMonitor`,
   :class:`SharpnessMonitor`, :class:`TraceMonitor`, :class:`GramMonitor`,
   :class:`StabilityMonitor`; results in a :class:`History` (JSON/CSV, atomic save).
 
@@ -23,6 +24,7 @@ from dynstab.training.batched import train_batched
 from dynstab.training.engine import Run, train_runs
 from dynstab.training.history import History
 from dynstab.training.monitors import (
+    GradientNormMonitor,
     GramMonitor,
     LossMonitor,
     Monitor,
@@ -31,6 +33,7 @@ from dynstab.training.monitors import (
     StabilityMonitor,
     TestErrorMonitor,
     TraceMonitor,
+    gradient_norm,
 )
 from dynstab.training.result import StoppingRule, TrainResult
 from dynstab.training.samplers import BatchSampler, draw_batches
@@ -43,6 +46,7 @@ __all__ = [
     "BatchSampler",
     "ClosedFormStepper",
     "Constant",
+    "GradientNormMonitor",
     "GramMonitor",
     "History",
     "LossMonitor",
@@ -61,6 +65,7 @@ __all__ = [
     "Warmup",
     "constant",
     "draw_batches",
+    "gradient_norm",
     "train",
     "train_batched",
     "train_runs",

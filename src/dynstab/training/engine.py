@@ -157,6 +157,15 @@ def _multipliers(schedule: Schedule, t0: int, count: int) -> list[float]:
     return [_multiplier(schedule, t) for t in range(t0, t0 + count)]
 
 
+def _schedule_key(schedule: Schedule) -> object:
+    """Equal schedules (e.g. two ``Constant()``) share one table; unhashable ones go by id."""
+    try:
+        hash(schedule)
+    except TypeError:
+        return id(schedule)
+    return schedule
+
+
 class _Multipliers:
     """A chunk's schedule multipliers as a list, a float64 tensor and a count of full rates."""
 
@@ -164,6 +173,27 @@ class _Multipliers:
         self.values = values
         self.tensor = torch.tensor(values, dtype=torch.float64)
         self.num_full = sum(m >= 1.0 - FULL_LR_RTOL for m in values)
+
+
+class _ActiveIndex:
+    """Per-chunk lookups of the active runs: their rates, schedules and sampler groups."""
+
+    def __init__(
+        self,
+        active: Sequence[int],
+        schedule_of: Sequence[int],
+        group_of: Sequence[int],
+        setups: Sequence[RunSetup],
+    ) -> None:
+        self.lrs = [setups[r].lr for r in active]
+        self.lr_vec = torch.tensor(self.lrs, dtype=torch.float64)
+        self.schedules = sorted({schedule_of[r] for r in active})
+        pos = {j: i for i, j in enumerate(self.schedules)}
+        self.schedule_pos_list = [pos[schedule_of[r]] for r in active]
+        self.schedule_pos = torch.tensor(self.schedule_pos_list, dtype=torch.long)
+        self.groups = sorted({group_of[r] for r in active})
+        gpos = {g: i for i, g in enumerate(self.groups)}
+        self.group_pos = torch.tensor([gpos[group_of[r]] for r in active], dtype=torch.long)
 
 
 def _rows(params: Params, rows: Tensor) -> Params:
@@ -200,16 +230,32 @@ class _Loop:
         ]
         self.device = next(iter(params.values())).device
         self.dtype = next(iter(params.values())).dtype
-        # Runs that share a generator share one index stream (drawn once per chunk).
+        # Runs that share a generator share one index stream (drawn once per chunk); runs with
+        # equal schedules share one table of multipliers.
         self.samplers: list[BatchSampler] = []
         self.group_of: list[int] = []
+        self.schedules: list[Schedule] = []
+        self.schedule_of: list[int] = []
         keys: dict[int, int] = {}
+        sched_keys: dict[object, int] = {}
         for s in setups:
             key = id(s.generator) if s.generator is not None else 0
             if key not in keys:
                 keys[key] = len(self.samplers)
                 self.samplers.append(cfg.sampling.sampler(s.generator))
             self.group_of.append(keys[key])
+            skey = _schedule_key(s.schedule)
+            if skey not in sched_keys:
+                sched_keys[skey] = len(self.schedules)
+                self.schedules.append(s.schedule)
+            self.schedule_of.append(sched_keys[skey])
+        self._index: _ActiveIndex | None = None
+
+    def index(self) -> _ActiveIndex:
+        """Lookup tables of the active runs (rebuilt after a compaction)."""
+        if self._index is None:
+            self._index = _ActiveIndex(self.active, self.schedule_of, self.group_of, self.setups)
+        return self._index
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -263,6 +309,7 @@ class _Loop:
         kp = torch.tensor(keep, dtype=torch.long, device=self.device)
         self.active = [self.active[i] for i in keep]
         self.P, self.F = _rows(self.P, kp), _rows(self.F, kp)
+        self._index = None
 
     # ------------------------------------------------------------------ steps
 
@@ -317,26 +364,20 @@ class _Loop:
         """Steps t .. t+K−1 of the active runs, then their stopping checks; return K."""
         cfg = self.cfg
         K, A = self.chunk_length(t), len(self.active)
-        tables: dict[int, _Multipliers] = {}
-        mults: list[_Multipliers] = []
-        for r in self.active:
-            s = self.setups[r].schedule
-            if id(s) not in tables:
-                tables[id(s)] = _Multipliers(_multipliers(s, t, K))
-            mults.append(tables[id(s)])
-        lr_vec = torch.tensor([self.setups[r].lr for r in self.active], dtype=torch.float64)
-        mult_mat = torch.stack([m.tensor for m in mults], dim=1)  # (K, A)
-        eta_tab = (mult_mat * lr_vec).to(device=self.device, dtype=self.dtype)
+        ix = self.index()
+        tables = [_Multipliers(_multipliers(self.schedules[j], t, K)) for j in ix.schedules]
+        mult_mat = torch.stack([m.tensor for m in tables], dim=1).index_select(1, ix.schedule_pos)
+        eta_tab = (mult_mat * ix.lr_vec).to(device=self.device, dtype=self.dtype)  # (K, A)
         ndims = {v.ndim for v in self.P.values()}
         etas = [{nd: e.view(A, *([1] * (nd - 1))) for nd in ndims} for e in eta_tab.unbind(0)]
         xs: Sequence[Tensor | None] = [None] * K
         ys: Sequence[Tensor | None] = [None] * K
         if not cfg.full_batch:
-            groups = sorted({self.group_of[r] for r in self.active})
-            draws = {g: draw_batches(self.samplers[g], K) for g in groups}
-            idx = torch.stack([draws[self.group_of[r]] for r in self.active], dim=1)  # (K, A, B)
+            draws = torch.stack([draw_batches(self.samplers[g], K) for g in ix.groups])
+            idx = draws.index_select(0, ix.group_pos).transpose(0, 1)  # (K, A, B)
             idx = idx.to(self.X.device)
             xs, ys = self.X[idx].unbind(0), self.y[idx].unbind(0)
+        mults = [tables[j] for j in ix.schedule_pos_list]
         saved = {k: v.clone() for k, v in self.P.items()}
         loss_list: list[Tensor] = []
         clip_list: list[Tensor] = []
@@ -454,9 +495,11 @@ class _Loop:
     def evaluate(self, t: int, record: bool) -> dict[int, float]:
         """Observe the full loss L(θ_t) of every active run; retire those that stop."""
         losses = self.stepper.losses(self.P, self.F).tolist()
+        ix = self.index()
+        m_t = [_multiplier(self.schedules[j], t) for j in ix.schedules]
         stop, at_t = [], {}
         for i, r in enumerate(self.active):
-            eta = self.setups[r].lr * _multiplier(self.setups[r].schedule, t)
+            eta = ix.lrs[i] * m_t[ix.schedule_pos_list[i]]
             at_t[r] = losses[i]
             if self.trackers[r].observe_full(t, losses[i], eta, record=record):
                 stop.append(i)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from dynstab._checks import check_choice, check_int, check_positive
+from dynstab._types import LossFn
 from dynstab.criteria import (
     alignment_factor,
     eta_star,
@@ -39,6 +40,7 @@ from dynstab.linalg import hutchinson_trace_and_frobenius, lanczos_top_eigenpair
 from dynstab.norms import gram_spectrum
 
 __all__ = [
+    "GradientNormMonitor",
     "GramMonitor",
     "LossMonitor",
     "Monitor",
@@ -47,6 +49,7 @@ __all__ = [
     "StabilityMonitor",
     "TestErrorMonitor",
     "TraceMonitor",
+    "gradient_norm",
 ]
 
 _SHARPNESS_MEASURES = ("lambda_max", "trace", "frobenius")
@@ -226,6 +229,71 @@ class NormMonitor(Monitor):
         """Return ``{name: fn(model)}``."""
         with torch.no_grad():
             return {self.name: float(self.fn(model))}
+
+
+def gradient_norm(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor) -> float:
+    """Return ‖∇_θ L(θ)‖₂ of L = ``loss_fn(model(X), y)`` over the trainable parameters.
+
+    Uses ``torch.autograd.grad`` (``.grad`` attributes are left untouched); parameters unused by
+    the loss count as zero gradient. Cost: one forward and one backward pass.
+
+    Args:
+        model: The network (evaluated in its current mode).
+        loss_fn: Batch-mean loss, e.g. :func:`dynstab.losses.half_mse`.
+        X: Inputs ``(n, ...)``.
+        y: Targets ``(n, ...)``.
+
+    Returns:
+        The Euclidean norm of the gradient as a Python float.
+
+    Example:
+        >>> from dynstab.losses import half_mse
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> _ = model.weight.data.fill_(0.0)
+        >>> gradient_norm(model, half_mse, torch.ones(2, 1), 3 * torch.ones(2, 1))  # |0 − 3|
+        3.0
+    """
+    leaves = [p for p in model.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        loss = loss_fn(model(_to_model(model, X)), _to_model(model, y))
+        grads = torch.autograd.grad(loss, leaves, materialize_grads=True)
+    return math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
+
+
+class GradientNormMonitor(Monitor):
+    """The norm of the full training-loss gradient, ‖∇L(θ_t)‖₂ (:func:`gradient_norm`).
+
+    Args:
+        X: Inputs; None uses the training inputs.
+        y: Targets; None uses the training targets.
+        every: Period in steps. Default 1.
+        loss_fn: Loss; None uses the trainer's ``loss_fn``.
+        name: History column. Default ``"grad_norm"``.
+
+    Raises:
+        ValueError: If exactly one of ``X``, ``y`` is given.
+    """
+
+    def __init__(
+        self,
+        X: Tensor | None = None,
+        y: Tensor | None = None,
+        *,
+        every: int = 1,
+        loss_fn: LossFn | None = None,
+        name: str = "grad_norm",
+    ) -> None:
+        super().__init__(name, every)
+        if (X is None) != (y is None):
+            raise ValueError(
+                "GradientNormMonitor needs both X and y, or neither (training set); got one."
+            )
+        self.X, self.y, self.loss_fn = X, y, loss_fn
+
+    def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
+        """Return ``{name: ‖∇L‖}``."""
+        X, y = _data(self.X, self.y, context)
+        return {self.name: gradient_norm(model, self.loss_fn or context["loss_fn"], X, y)}
 
 
 class SharpnessMonitor(Monitor):
@@ -476,7 +544,7 @@ class StabilityMonitor(Monitor):
     * ``gd_margin``        = η/:func:`~dynstab.criteria.gd_bound` = η·λ_max(K)/2 — GD /
       first-moment condition λ_max ≤ 2/η (:func:`~dynstab.criteria.gd_threshold` of λ_max(K));
     * ``trace_margin``     = η/:func:`~dynstab.criteria.trace_bound` = η·q·Tr K/(2C) —
-      necessary SGD condition Tr H ≤ 2C/(qη) (Wu & Su R1; the factor C because H_i has rank ≤ C);
+      necessary SGD condition Tr H ≤ 2C/(qη) (Wu & Su 2023; the factor C because H_i has rank ≤ C);
     * ``frobenius_margin`` = η/:func:`~dynstab.criteria.frobenius_bound` = η·√q·‖K‖_F/(2√C) —
       necessary condition ‖H‖_F ≤ 2√C/(η√q);
     * ``sgd_margin``       = η/η* = η·λ_max(C†D)/2 — exact mean-square condition (MM23 Thm 3),

@@ -10,8 +10,9 @@ the step's own; every ``eval_every`` steps and at the end for SGD):
 * **convergence** — L(θ_t) ≤ ``stop_loss`` at an evaluation step t. With
   ``require_full_lr=True`` the run must also have made at least a fraction
   ``min_full_lr_fraction`` of its updates at the full target learning rate (so a run that
-  reaches ``stop_loss`` during a warm-up keeps training at the target rate, the protocol of
-  Wu & Su (2023), Sec. 5); otherwise (the default) the first such t stops it. The run then
+  reaches ``stop_loss`` during a warm-up keeps training at the target rate; the bounds of
+  Wu & Su (2023) refer to the learning rate in effect at the minimum); otherwise (the default)
+  the first such t stops it. The run then
   reports ``converged=True`` and η_t at that step (``lr_at_convergence``);
   ``converged_at_full_lr`` holds when the fraction of full-rate updates is ≥
   ``min_full_lr_fraction``.
@@ -51,7 +52,7 @@ class StoppingRule:
         stop_loss: Convergence tolerance on the full training loss; None never stops early.
         min_full_lr_fraction: Fraction of the updates that must use the full learning rate for
             ``converged_at_full_lr`` (and, with ``require_full_lr``, for stopping); in [0, 1].
-            Default 0.2 (Wu & Su (2023), Sec. 5: at least a fifth of training at the target η).
+            Default 0.2 (at least a fifth of the updates at the target η).
         require_full_lr: Stop on convergence only once ``min_full_lr_fraction`` is met.
         divergence_threshold: A loss above this (or non-finite) counts as divergence.
         loss_threshold: Level whose last downward crossing defines the effective learning rate.

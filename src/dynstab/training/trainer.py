@@ -99,8 +99,7 @@ def train(
             data to it. Otherwise floating data are converted to the model's dtype.
         stop_loss: Stop when the full training loss is <= this; None never stops early.
         min_full_lr_fraction: Fraction of updates at the full ``lr`` required for
-            ``converged_at_full_lr`` (default 0.2: a fifth of training at the target η, the
-            protocol of Wu & Su (2023), Sec. 5).
+            ``converged_at_full_lr`` (default 0.2: a fifth of the updates at the target η).
         divergence_threshold: A loss above this counts as divergence.
         eval_every: Steps between full-loss evaluations and history records; default every step
             for GD and every ⌊n/B⌋ steps (about one epoch) for SGD.
