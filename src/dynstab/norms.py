@@ -345,10 +345,10 @@ def balance_relu(model: TwoLayerReLU, X: Tensor) -> TwoLayerReLU:
     """Return the copy of a two-layer ReLU net whose per-neuron scales minimise Tr G.
 
     The rescaling (a_j, w_j) → (a_j/c_j, c_j w_j), c_j > 0, leaves f unchanged (σ is positively
-    homogeneous) and changes neuron j's Tr G term to c_j² A_j + B_j/c_j², with
-    A_j = (1/n) Σ_i σ(w_jᵀx_i)² and B_j = a_j² (1/n) Σ_i 1{w_jᵀx_i > 0} ‖x_i‖². The minimiser
-    is c_j = (B_j/A_j)^{1/4}, giving 2√(A_j B_j) (Wu & Su (2023), two-layer ReLU nets). Neurons inactive on every
-    x_i (A_j = 0) are left unchanged; neurons with a_j = 0 and A_j > 0 have infimum 0, reached
+    homogeneous) and changes neuron j's Tr G term to c_j² A_j + B_j/c_j², with A_j = (1/n) Σ_i
+    σ(w_jᵀx_i)² and B_j = a_j² (1/n) Σ_i 1{w_jᵀx_i > 0} ‖x_i‖². The minimiser is c_j =
+    (B_j/A_j)^{1/4}, giving 2√(A_j B_j) (Wu & Su (2023), two-layer ReLU nets). Neurons inactive on
+    every x_i (A_j = 0) are left unchanged; neurons with a_j = 0 and A_j > 0 have infimum 0, reached
     by setting w_j = 0 (the function is unchanged).
 
     Args:
@@ -408,7 +408,7 @@ def kappa_n(
     optimize: bool = True,
     num_steps: int = 200,
 ) -> float:
-    """Estimate κ_n = inf_{u ∈ S^{d−1}} (1/n) Σ_i ‖x_i‖ σ(uᵀx_i) (Wu & Su (2023), two-layer ReLU nets).
+    """Estimate κ_n = inf_{u ∈ S^{d−1}} (1/n) Σ_i ‖x_i‖ σ(uᵀx_i) (Wu & Su 2023, ReLU nets).
 
     κ_n is the constant in Tr G ≥ 2 κ_n ‖θ‖_P. For d = 1 and d = 2 the infimum is computed
     exactly (d = 2: φ is linear on the arcs between the 2n directions orthogonal to the x_i,

@@ -24,7 +24,8 @@ class DiagonalLinearNet(nn.Module):
     Form ``"uv"``: f(x) = ⟨u⊙u − v⊙v, x⟩, β = u⊙u − v⊙v, parameters ``u``, ``v``.
 
     Initialization: every entry of both parameter vectors is drawn iid N(0, init_scale²) from
-    ``generator`` (the large initialization of the ``wu-su-2023/e1`` reproduction is init_scale = 1).
+    ``generator`` (the large initialization of the ``wu-su-2023/e1`` reproduction is
+    init_scale = 1).
 
     Args:
         d: Input dimension, >= 1.

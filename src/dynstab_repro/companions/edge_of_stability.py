@@ -2,18 +2,19 @@
 
 Adapted to offline data: mnist1d generated locally instead of C21's CIFAR-10 5k subset.
 
-``eos/gd-sweep`` (C21, Fig. 1: progressive sharpening and the edge of stability): full-batch
-GD on the ½-MSE with one-hot targets (L = (1/n) Σ_i ½‖f(x_i) − e_{y_i}‖², C21's ``mse``) for a tanh MLP and C21's two-conv small
-CNN (1-D convolutions), over a sweep of η. The sharpness λ_max(H) of the full training loss is
-measured every ``eig_every`` steps by warm-started Lanczos on float64 Hessian-vector products
-(:class:`dynstab.training.SharpnessMonitor`). Progressive sharpening carries λ_max up to 2/η;
-after the first crossing it hovers there while the loss keeps decreasing non-monotonically.
+``eos/gd-sweep`` (C21, Fig. 1: progressive sharpening and the edge of stability): full-batch GD on
+the ½-MSE with one-hot targets (L = (1/n) Σ_i ½‖f(x_i) − e_{y_i}‖², C21's ``mse``) for a tanh MLP
+and C21's two-conv small CNN (1-D convolutions), over a sweep of η. The sharpness λ_max(H) of the
+full training loss is measured every ``eig_every`` steps by warm-started Lanczos on float64
+Hessian-vector products (:class:`dynstab.training.SharpnessMonitor`). Progressive sharpening carries
+λ_max up to 2/η; after the first crossing it hovers there while the loss keeps decreasing
+non-monotonically.
 
-``eos/sgd-batch`` (C21, Appendix G, the SGD variant): SGD with i.i.d. batches without replacement at one η over a sweep of
-B on a small training set; λ_max(H) at the end grows with B (GD ≈ 2/η, small B clearly
-below), and the exact generalized sharpness λ_max(C†D) from the Gram matrix of the whole
-training set (:func:`dynstab.criteria.eta_star`, nC×nC with C = 10) obeys
-η·λ_max(C†D)/2 ≤ 1.1 near interpolation.
+``eos/sgd-batch`` (C21, Appendix G, the SGD variant): SGD with i.i.d. batches without replacement at
+one η over a sweep of B on a small training set; λ_max(H) at the end grows with B (GD ≈ 2/η, small B
+clearly below), and the exact generalized sharpness λ_max(C†D) from the Gram matrix of the whole
+training set (:func:`dynstab.criteria.eta_star`, nC×nC with C = 10) obeys η·λ_max(C†D)/2 ≤ 1.1 near
+interpolation.
 """
 
 from __future__ import annotations

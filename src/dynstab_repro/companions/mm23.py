@@ -226,11 +226,12 @@ def analyze_mm23(config: MM23Config, results: dict[str, dict[str, Any]]) -> list
     * M3: every converged SGD minimum has η·λ_max(C†D)/2 ≤ ``ratio_tol`` (≥ 1 minimum).
     * M4 (sanity check, true by construction): the chain λ_max(H) ≤ (15) ≤ (24) ≤ λ_max(C†D)
       (rel. 1e-6) at every converged minimum.
-    * M5 (MM23's "(24) = 2/η for small B", adapted): η·(24)/2 ≥ ``rank_one_min_ratio`` at every converged B ≤
-      ``small_batch`` minimum with η·λ_max(C†D)/2 ≥ ``binding_ratio``; the count reaching MM23's
-      ≈ 1 (≥ 0.85) is reported.
-    * M6 (the (15)–λ_max gap grows with η): for each B ≤ ``small_batch``, the relative gap (15)/λ_max(H) − 1 at the
-      largest converged η is positive and ≥ ``gap_growth`` × the gap at the smallest η.
+    * M5 (MM23's "(24) = 2/η for small B", adapted): η·(24)/2 ≥ ``rank_one_min_ratio`` at
+      every converged B ≤ ``small_batch`` minimum with η·λ_max(C†D)/2 ≥ ``binding_ratio``; the count
+      reaching MM23's ≈ 1 (≥ 0.85) is reported.
+    * M6 (the (15)–λ_max gap grows with η): for each B ≤ ``small_batch``, the relative gap
+      (15)/λ_max(H) − 1 at the largest converged η is positive and ≥ ``gap_growth`` × the gap at the
+      smallest η.
     """
     conv = [r for r in results.values() if r.get("converged") and r.get("lambda_max")]
     gd = {r["lr"]: r for r in conv if r["B"] == 0}
