@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -28,6 +29,8 @@ from dynstab.sampling import Sampling
 from dynstab.training import (
     AutogradStepper,
     ClosedFormStepper,
+    GradientNormMonitor,
+    LossMonitor,
     NormMonitor,
     Run,
     StoppingRule,
@@ -81,10 +84,11 @@ MODELS = [
 ]
 
 
+@pytest.mark.parametrize("B", [1, 4])
 @pytest.mark.parametrize(("make", "d"), MODELS)
-def test_steppers_agree_closed_form_vs_autograd(make, d) -> None:
+def test_steppers_agree_closed_form_vs_autograd(make, d, B) -> None:
     model = make()
-    R, B, n = 3, 4, 9
+    R, n = 3, 9
     X = torch.randn(n, d, generator=gen(4), dtype=DT)
     y = torch.randn(n, generator=gen(5), dtype=DT)
     if d == 1:
@@ -218,6 +222,57 @@ def test_train_runs_equals_train_run_by_run(
     assert not any(r.diverged for r in res[:-1])
     assert any(r.converged for r in res)
     assert any(r.stop_reason == "max_steps" for r in res)
+
+
+@pytest.mark.parametrize("gradient", ["closed_form", "autograd"])
+@pytest.mark.parametrize("batch_size", [None, 1, 3])
+def test_runs_on_their_own_data_equal_separate_calls(gradient: str, batch_size: int | None) -> None:
+    # Runs on three data sets (two runs share one) in one call equal one call per data set.
+    template, X, y = relu_problem()
+    sets = []
+    for seed in (11, 12):
+        Xj = torch.randn(X.shape, generator=gen(seed), dtype=DT)
+        sets.append((Xj, torch.tanh(Xj.sum(1))))
+    runs = [
+        Run(lr=0.05, seed=0, params=params_of(template, 0.2, 1)),
+        Run(
+            lr=0.08,
+            seed=1,
+            params=params_of(template, 0.2, 2),
+            data=sets[0],
+            monitors=[LossMonitor(*sets[1], every=10, name="other_loss")],
+        ),
+        Run(lr=0.1, seed=2, params=params_of(template, 0.2, 3), data=sets[1], schedule=warmup(9)),
+        Run(lr=0.04, seed=3, params=params_of(template, 0.2, 4), data=sets[0]),
+    ]
+    kw = {"steps": 400, "batch_size": batch_size, "eval_every": 5, "gradient": gradient}
+    monitors = [GradientNormMonitor(every=10)]
+    stop = StoppingRule(stop_loss=3e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        together = train_runs(template, X, y, runs, stop=stop, monitors=monitors, **kw)
+    assert {r.stop_reason for r in together} == {"converged", "max_steps"}
+    assert "other_loss" in together[1].history.names
+    assert "other_loss" not in together[0].history.names
+    for run, res in zip(runs, together, strict=True):
+        Xr, yr = run.data if run.data is not None else (X, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            alone = train_runs(
+                template, Xr, yr, [replace(run, data=None)], stop=stop, monitors=monitors, **kw
+            )[0]
+        assert (res.steps_run, res.stop_reason) == (alone.steps_run, alone.stop_reason)
+        assert res.history.steps == alone.history.steps
+        for name in alone.history.names:
+            a = torch.from_numpy(res.history.as_arrays(name)[1])
+            b = torch.from_numpy(alone.history.as_arrays(name)[1])
+            torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-300)
+        assert res.params is not None
+        assert alone.params is not None
+        for k, v in alone.params.items():
+            torch.testing.assert_close(res.params[k], v, rtol=1e-11, atol=1e-13)
+    with pytest.raises(ValueError, match="shaped like X"):
+        train_runs(template, X, y, [Run(0.1, data=(X[:5], y[:5]))], steps=1)
 
 
 def test_gd_convergence_inside_a_chunk_stops_at_the_exact_step() -> None:

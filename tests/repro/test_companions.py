@@ -34,6 +34,7 @@ from dynstab_repro.companions.mms21 import (
 )
 from dynstab_repro.companions.results import thin
 from dynstab_repro.companions.scalar_nets import (
+    ScalarSweepConfig,
     digits_task,
     shallow_mlp,
     train_scalar,
@@ -200,20 +201,8 @@ def test_train_scalar_is_the_library_trainer_with_the_protocols_rules():
 
 def test_train_scalar_run_records_alignment_and_measures_the_minimum():
     X, y = digits_task(10, classes=(3, 8))
-    out = train_scalar_run(
-        X,
-        y,
-        width=16,
-        activation="tanh",
-        init_scale=1.0,
-        lr=0.2,
-        batch_size=2,
-        seed=0,
-        steps=400,
-        warmup_steps=100,
-        stop_loss=1e-30,
-        record_every=100,
-    )
+    settings = ScalarSweepConfig(steps=400, warmup_steps=100, stop_loss=1e-30)
+    out = train_scalar_run(settings, X, y, width=16, lr=0.2, batch_size=2, seed=0, record_every=100)
     h = out["history"]
     assert h["step"] == [0, 100, 200, 300, 400]
     assert all(m is not None and m > 0 for m in h["mu"])

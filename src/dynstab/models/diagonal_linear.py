@@ -10,7 +10,13 @@ from torch import Tensor, nn
 from dynstab._checks import check_choice, check_int, check_positive
 from dynstab._types import Params
 from dynstab.models._init import normal, resolve_dtype
-from dynstab.models.closed_form import batched_inputs, check_params, half_mse_residual
+from dynstab.models.closed_form import (
+    batched_inputs,
+    check_params,
+    half_mse_residual,
+    linear_apply,
+    linear_grad,
+)
 
 __all__ = ["DiagonalLinearNet"]
 
@@ -149,13 +155,11 @@ class DiagonalLinearNet(nn.Module):
             True
         """
         first_name, second_name = self.param_names
-        R = check_params(params, self.param_names)
         first, second = params[first_name], params[second_name]
-        Xr = batched_inputs(X, R, self.d)
+        Xr, out = self._outputs(params, X)
         B = Xr.shape[1]
-        beta = first * second if self.form == "ab" else first * first - second * second
-        r, loss = half_mse_residual(torch.bmm(Xr, beta[:, :, None]), y)
-        g_beta = torch.bmm(r.transpose(1, 2), Xr)[:, 0, :]
+        r, loss = half_mse_residual(out, y)
+        g_beta = linear_grad(r.transpose(1, 2), Xr)[:, 0, :]
         if B != 1:
             g_beta = g_beta * (1.0 / B)
         if self.form == "ab":
@@ -163,6 +167,26 @@ class DiagonalLinearNet(nn.Module):
         else:
             grads = {first_name: 2.0 * g_beta * first, second_name: -2.0 * g_beta * second}
         return grads, loss
+
+    def closed_form_loss(self, params: Params, X: Tensor, y: Tensor) -> Tensor:
+        """The batch losses ``(R,)`` of :meth:`closed_form_grad`, from the forward pass alone.
+
+        Example:
+            >>> net = DiagonalLinearNet(3, generator=torch.Generator().manual_seed(0))
+            >>> p = {k: v.detach()[None] for k, v in net.named_parameters()}
+            >>> X, y = torch.randn(1, 4, 3), torch.randn(1, 4)
+            >>> bool(torch.equal(net.closed_form_loss(p, X, y), net.closed_form_grad(p, X, y)[1]))
+            True
+        """
+        return half_mse_residual(self._outputs(params, X)[1], y)[1]
+
+    def _outputs(self, params: Params, X: Tensor) -> tuple[Tensor, Tensor]:
+        """The runs' inputs ``(R, B, d)`` and outputs ``(R, B, 1)``."""
+        first, second = (params[k] for k in self.param_names)
+        R = check_params(params, self.param_names)
+        Xr = batched_inputs(X, R, self.d)
+        beta = first * second if self.form == "ab" else first * first - second * second
+        return Xr, linear_apply(Xr, beta[:, None, :]).transpose(1, 2)
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"d={self.d}, form={self.form!r}"

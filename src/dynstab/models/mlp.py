@@ -11,7 +11,14 @@ from torch import Tensor, nn
 from dynstab._checks import check_choice, check_int
 from dynstab._types import Params
 from dynstab.models._init import fan_in_bound, resolve_dtype, uniform
-from dynstab.models.closed_form import batched_inputs, check_params, half_mse_residual
+from dynstab.models.closed_form import (
+    batched_inputs,
+    check_params,
+    half_mse_residual,
+    linear_apply,
+    linear_grad,
+    relu_backward,
+)
 
 __all__ = ["ACTIVATIONS", "MLP"]
 
@@ -25,11 +32,12 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 def _derivative(activation: str, z: Tensor, h: Tensor) -> Tensor:
-    """φ'(z) for the activation ``activation`` given z and h = φ(z), as autograd computes it."""
+    """φ'(z) for a non-ReLU ``activation`` given z and h = φ(z), as autograd computes it.
+
+    (ReLU goes through :func:`~dynstab.models.closed_form.relu_backward`.)
+    """
     if activation == "tanh":
         return 1.0 - h * h
-    if activation == "relu":
-        return (z > 0).to(z.dtype)
     if activation == "elu":  # α = 1: e^z for z ≤ 0
         return torch.where(z > 0, torch.ones_like(z), h + 1.0)
     if activation == "softplus":  # β = 1, linear above the threshold 20 (as torch)
@@ -149,15 +157,44 @@ class MLP(nn.Module):
             >>> bool(torch.allclose(g["layers.0.weight"][0], auto))
             True
         """
-        names = self._param_names
-        R = check_params(params, names)
+        hs, zs = self._layers(params, X)
+        B, L = hs[0].shape[1], len(self.layers)
+        r, loss = half_mse_residual(zs[-1], y)
+        delta = r * (1.0 / B) if B != 1 else r
+        grads: Params = {}
+        for l in reversed(range(L)):
+            grads[f"layers.{l}.weight"] = linear_grad(delta.transpose(1, 2), hs[l])
+            if f"layers.{l}.bias" in params:
+                grads[f"layers.{l}.bias"] = delta.sum(1)
+            if l > 0:
+                back = torch.bmm(delta, params[f"layers.{l}.weight"])
+                if self.activation == "relu":
+                    delta = relu_backward(back, zs[l - 1])
+                else:
+                    delta = back * _derivative(self.activation, zs[l - 1], hs[l])
+        return {k: grads[k] for k in self._param_names}, loss
+
+    def closed_form_loss(self, params: Params, X: Tensor, y: Tensor) -> Tensor:
+        """The batch losses ``(R,)`` of :meth:`closed_form_grad`, from the forward pass alone.
+
+        Example:
+            >>> net = MLP([3, 5, 1], generator=torch.Generator().manual_seed(0))
+            >>> p = {k: v.detach()[None] for k, v in net.named_parameters()}
+            >>> X, y = torch.randn(1, 4, 3), torch.randn(1, 4)
+            >>> bool(torch.equal(net.closed_form_loss(p, X, y), net.closed_form_grad(p, X, y)[1]))
+            True
+        """
+        return half_mse_residual(self._layers(params, X)[1][-1], y)[1]
+
+    def _layers(self, params: Params, X: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Layer inputs h_0 = x, …, h_{L−1} and pre-activations z_1, …, z_L, each ``(R, B, ·)``."""
+        R = check_params(params, self._param_names)
         h = batched_inputs(X, R, self.sizes[0])
-        B = h.shape[1]
         L = len(self.layers)
         phi = ACTIVATIONS[self.activation]
         hs, zs = [h], []
         for l in range(L):
-            z = torch.bmm(h, params[f"layers.{l}.weight"].transpose(1, 2))
+            z = linear_apply(h, params[f"layers.{l}.weight"]).transpose(1, 2)
             bias = params.get(f"layers.{l}.bias")
             if bias is not None:
                 z = z + bias[:, None, :]
@@ -165,17 +202,7 @@ class MLP(nn.Module):
             if l < L - 1:
                 h = phi(z)
                 hs.append(h)
-        r, loss = half_mse_residual(zs[-1], y)
-        delta = r * (1.0 / B) if B != 1 else r
-        grads: Params = {}
-        for l in reversed(range(L)):
-            grads[f"layers.{l}.weight"] = torch.bmm(delta.transpose(1, 2), hs[l])
-            if f"layers.{l}.bias" in params:
-                grads[f"layers.{l}.bias"] = delta.sum(1)
-            if l > 0:
-                back = torch.bmm(delta, params[f"layers.{l}.weight"])
-                delta = back * _derivative(self.activation, zs[l - 1], hs[l])
-        return {k: grads[k] for k in names}, loss
+        return hs, zs
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"sizes={self.sizes}, activation={self.activation!r}"

@@ -10,7 +10,14 @@ from torch import Tensor, nn
 from dynstab._checks import check_choice, check_int
 from dynstab._types import Params
 from dynstab.models._init import normal, resolve_dtype
-from dynstab.models.closed_form import batched_inputs, check_params, half_mse_residual
+from dynstab.models.closed_form import (
+    batched_inputs,
+    check_params,
+    half_mse_residual,
+    linear_apply,
+    linear_grad,
+    relu_backward,
+)
 
 __all__ = ["TwoLayerReLU"]
 
@@ -99,19 +106,37 @@ class TwoLayerReLU(nn.Module):
             >>> bool(torch.allclose(g["w"][0], auto[0]) and torch.allclose(g["a"][0], auto[1]))
             True
         """
-        R = check_params(params, ("w", "a"))
-        W, a = params["w"], params["a"]
-        Xr = batched_inputs(X, R, self.d)
+        a = params["a"]
+        Xr, Z, S, out = self._outputs(params, X)
         B = Xr.shape[1]
-        Z = torch.bmm(Xr, W.transpose(1, 2))  # (R, B, m)
-        S = torch.relu(Z)
-        r, loss = half_mse_residual(torch.bmm(S, a[:, :, None]), y)  # r: (R, B, 1)
+        r, loss = half_mse_residual(out, y)  # r: (R, B, 1)
+        rows = r.transpose(1, 2)  # (R, 1, B)
         if B != 1:
-            r = r * (1.0 / B)
-        g_a = torch.bmm(r.transpose(1, 2), S)[:, 0, :]
-        delta = (r * a[:, None, :]) * (Z > 0)  # (R, B, m)
-        g_w = torch.bmm(delta.transpose(1, 2), Xr)
+            rows = rows * (1.0 / B)
+        g_a = torch.bmm(rows, S.transpose(1, 2))[:, 0, :]  # row-vector form: fast CPU bmm
+        delta = relu_backward(a[:, :, None] * rows, Z)  # (R, m, B)
+        g_w = linear_grad(delta, Xr)
         return {"w": g_w, "a": g_a}, loss
+
+    def closed_form_loss(self, params: Params, X: Tensor, y: Tensor) -> Tensor:
+        """The batch losses ``(R,)`` of :meth:`closed_form_grad`, from the forward pass alone.
+
+        Example:
+            >>> net = TwoLayerReLU(3, 4, generator=torch.Generator().manual_seed(0))
+            >>> p = {k: v.detach()[None] for k, v in net.named_parameters()}
+            >>> X, y = torch.randn(1, 5, 3), torch.randn(1, 5)
+            >>> bool(torch.equal(net.closed_form_loss(p, X, y), net.closed_form_grad(p, X, y)[1]))
+            True
+        """
+        return half_mse_residual(self._outputs(params, X)[3], y)[1]
+
+    def _outputs(self, params: Params, X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The runs' inputs ``(R, B, d)``, Z and σ(Z) ``(R, m, B)`` and outputs ``(R, B, 1)``."""
+        R = check_params(params, ("w", "a"))
+        Xr = batched_inputs(X, R, self.d)
+        Z = linear_apply(Xr, params["w"])  # neurons first
+        S = torch.relu(Z)
+        return Xr, Z, S, torch.bmm(params["a"][:, None, :], S).transpose(1, 2)
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"d={self.d}, m={self.m}, init={self.init!r}"

@@ -10,7 +10,12 @@ from torch import Tensor, nn
 from dynstab._checks import check_int, check_positive
 from dynstab._types import Params
 from dynstab.models._init import normal, resolve_dtype
-from dynstab.models.closed_form import batched_inputs, check_params, half_mse_residual
+from dynstab.models.closed_form import (
+    batched_inputs,
+    check_params,
+    half_mse_residual,
+    relu_backward,
+)
 
 __all__ = ["UnivariateReLU"]
 
@@ -93,16 +98,13 @@ class UnivariateReLU(nn.Module):
             >>> bool(torch.allclose(g["w1"][0], auto))
             True
         """
-        R = check_params(params, ("w1", "b1", "w2", "b2"))
-        w1, b1, w2, b2 = params["w1"], params["b1"], params["w2"], params["b2"]
-        x = batched_inputs(X, R, 1)  # (R, B, 1)
+        w2 = params["w2"]
+        x, Z, S, out = self._outputs(params, X)
         B = x.shape[1]
-        Z = x * w1[:, None, :] + b1[:, None, :]  # (R, B, k)
-        S = torch.relu(Z)
-        r, loss = half_mse_residual(torch.bmm(S, w2[:, :, None]) + b2[:, None, :], y)
+        r, loss = half_mse_residual(out, y)
         if B != 1:
             r = r * (1.0 / B)
-        delta = (r * w2[:, None, :]) * (Z > 0)  # (R, B, k)
+        delta = relu_backward(r * w2[:, None, :], Z)  # (R, B, k)
         grads = {
             "w1": (delta * x).sum(1),
             "b1": delta.sum(1),
@@ -110,6 +112,28 @@ class UnivariateReLU(nn.Module):
             "b2": r.sum(1),
         }
         return grads, loss
+
+    def closed_form_loss(self, params: Params, X: Tensor, y: Tensor) -> Tensor:
+        """The batch losses ``(R,)`` of :meth:`closed_form_grad`, from the forward pass alone.
+
+        Example:
+            >>> net = UnivariateReLU(4, generator=torch.Generator().manual_seed(0))
+            >>> p = {k: v.detach()[None] for k, v in net.named_parameters()}
+            >>> x, y = torch.randn(1, 6), torch.randn(1, 6)
+            >>> bool(torch.equal(net.closed_form_loss(p, x, y), net.closed_form_grad(p, x, y)[1]))
+            True
+        """
+        return half_mse_residual(self._outputs(params, X)[3], y)[1]
+
+    def _outputs(self, params: Params, X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The runs' inputs ``(R, B, 1)``, Z and σ(Z) ``(R, B, k)`` and outputs ``(R, B, 1)``."""
+        R = check_params(params, ("w1", "b1", "w2", "b2"))
+        w1, b1, w2, b2 = params["w1"], params["b1"], params["w2"], params["b2"]
+        x = batched_inputs(X, R, 1)
+        Z = x * w1[:, None, :] + b1[:, None, :]
+        S = torch.relu(Z)
+        out = torch.bmm(w2[:, None, :], S.transpose(1, 2)).transpose(1, 2)  # row-vector bmm
+        return x, Z, S, out + b2[:, None, :]
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"k={self.k}"

@@ -144,11 +144,7 @@ def train_batched(
         for j, s in enumerate(seeds)
     ]
     rule = StoppingRule(
-        stop_loss=stop_loss,
-        min_full_lr_fraction=min_full_lr_fraction,
-        require_full_lr=require_full_lr,
-        divergence_threshold=divergence_threshold,
-        loss_threshold=loss_threshold,
+        stop_loss, min_full_lr_fraction, require_full_lr, divergence_threshold, loss_threshold
     )
     results = _train_runs(
         models[0],

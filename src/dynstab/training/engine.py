@@ -60,7 +60,7 @@ from dynstab.training.samplers import draw_batches, make_generator
 from dynstab.training.schedules import Constant
 from dynstab.training.steppers import Stepper, make_stepper
 
-__all__ = ["EngineConfig", "Run", "RunSetup", "run_engine", "train_runs"]
+__all__ = ["Engine", "EngineConfig", "Run", "RunSetup", "train_runs"]
 
 #: Most elements of pre-gathered batch inputs held per chunk (float64: 32 MB).
 _MAX_CHUNK_ELEMENTS = 1 << 22
@@ -84,6 +84,11 @@ class Run:
             parameters and buffers), keyed like ``named_parameters()``; None starts from the
             template model's values.
         schedule: Learning-rate multiplier schedule ``schedule(t) -> m_t``; None = constant.
+        data: The run's own training set ``(X_r, y_r)``, shaped like the ``X``, ``y`` given to
+            :func:`train_runs` (e.g. one data seed per run); None trains on those. Runs that
+            pass the same tensors share them.
+        monitors: Monitors of this run only (e.g. a test error on the run's own test set),
+            called after the ``monitors`` given to :func:`train_runs`.
 
     Example:
         >>> Run(lr=0.1, seed=3).schedule is None
@@ -94,16 +99,22 @@ class Run:
     seed: int | None = None
     params: Mapping[str, Tensor] | None = None
     schedule: Schedule | None = None
+    data: tuple[Tensor, Tensor] | None = None
+    monitors: Sequence[Monitor] = ()
 
 
 @dataclass(frozen=True)
 class RunSetup:
-    """A run as the engine sees it: learning rate, schedule, random source, recorded seed."""
+    """A run as the engine sees it: learning rate, schedule, random source, recorded seed.
+
+    ``data`` indexes its training set: 0 is the engine's ``(X, y)``, j + 1 its ``datasets[j]``.
+    """
 
     lr: float
     schedule: Schedule
     generator: torch.Generator | None
     seed: int | None
+    data: int = 0
 
 
 @dataclass(frozen=True)
@@ -185,6 +196,8 @@ class _ActiveIndex:
         group_of: Sequence[int],
         setups: Sequence[RunSetup],
     ) -> None:
+        self.data_ids = [setups[r].data for r in active]
+        self.data_pos = torch.tensor(self.data_ids, dtype=torch.long)
         self.lrs = [setups[r].lr for r in active]
         self.lr_vec = torch.tensor(self.lrs, dtype=torch.float64)
         self.schedules = sorted({schedule_of[r] for r in active})
@@ -196,12 +209,34 @@ class _ActiveIndex:
         self.group_pos = torch.tensor([gpos[group_of[r]] for r in active], dtype=torch.long)
 
 
+def _slice(params: Params, start: int, stop: int) -> Params:
+    """Rows ``start:stop`` of stacked tensors (views: updates reach the stack)."""
+    return {k: v[start:stop] for k, v in params.items()}
+
+
 def _rows(params: Params, rows: Tensor) -> Params:
     return {k: v.index_select(0, rows) for k, v in params.items()}
 
 
-class _Loop:
-    """State of one engine call: the active runs' stacked tensors and their trackers."""
+class Engine:
+    """One training call: R stacked runs trained to their stopping rule (module docstring).
+
+    Args:
+        stepper: Gradients and losses of the stacked runs.
+        params: Initial trainable parameters ``(R, *shape)`` (updated in place while training,
+            unless runs on several datasets must be reordered).
+        fixed: Frozen parameters and buffers ``(R, *shape)`` (may be empty).
+        X: Training inputs ``(n, *in)`` on the parameters' device and dtype.
+        y: Training targets ``(n, *out)``.
+        setups: One :class:`RunSetup` per run.
+        cfg: Shared settings.
+        loss_fn: The loss (passed to monitors in their context).
+        monitors: Per run, the monitors to call (each run needs its own instances).
+        module_for: ``module_for(P, F, i)`` returns an ``nn.Module`` holding row ``i`` of the
+            active stacked tensors (for monitors); None runs no monitors.
+        datasets: Further training sets ``(X_j, y_j)`` shaped like ``(X, y)``, for runs with
+            ``RunSetup.data = j + 1`` (index 0 is ``(X, y)``).
+    """
 
     def __init__(
         self,
@@ -212,16 +247,26 @@ class _Loop:
         y: Tensor,
         setups: Sequence[RunSetup],
         cfg: EngineConfig,
-        loss_fn: LossFn,
-        monitors: Sequence[Sequence[Monitor]],
-        module_for: Callable[[Params, Params, int], nn.Module] | None,
+        *,
+        loss_fn: LossFn = half_mse,
+        monitors: Sequence[Sequence[Monitor]] | None = None,
+        module_for: Callable[[Params, Params, int], nn.Module] | None = None,
+        datasets: Sequence[tuple[Tensor, Tensor]] = (),
     ) -> None:
         self.stepper, self.cfg, self.setups = stepper, cfg, setups
         self.X, self.y, self.loss_fn = X, y, loss_fn
+        self.datasets = [(X, y), *datasets]
+        # Runs on several training sets: all of them stacked, (D, n, ...), gathered per run.
+        self.Xs = torch.stack([d[0] for d in self.datasets]) if datasets else None
+        self.ys = torch.stack([d[1] for d in self.datasets]) if datasets else None
         self.P, self.F = params, fixed
         self.final: Params = {k: torch.empty_like(v) for k, v in params.items()}
-        self.active = list(range(len(setups)))
-        self.monitors = monitors
+        # The stack holds the runs ordered by dataset (stable): a data group is one slice.
+        self.active = sorted(range(len(setups)), key=lambda r: setups[r].data)
+        if self.active != list(range(len(setups))):
+            order = torch.tensor(self.active, device=next(iter(params.values())).device)
+            self.P, self.F = _rows(params, order), _rows(fixed, order)
+        self.monitors = monitors if monitors is not None else [[] for _ in setups]
         self.module_for = module_for
         self.last_monitored: list[dict[int, int]] = [{} for _ in setups]
         label = cfg.label_batch_size, cfg.label_sampling
@@ -249,21 +294,58 @@ class _Loop:
                 sched_keys[skey] = len(self.schedules)
                 self.schedules.append(s.schedule)
             self.schedule_of.append(sched_keys[skey])
-        self._index: _ActiveIndex | None = None
+        self._index_cache: _ActiveIndex | None = None
 
-    def index(self) -> _ActiveIndex:
+    def _index(self) -> _ActiveIndex:
         """Lookup tables of the active runs (rebuilt after a compaction)."""
-        if self._index is None:
-            self._index = _ActiveIndex(self.active, self.schedule_of, self.group_of, self.setups)
-        return self._index
+        if self._index_cache is None:
+            self._index_cache = _ActiveIndex(
+                self.active, self.schedule_of, self.group_of, self.setups
+            )
+        return self._index_cache
+
+    def _groups(self, positions: Sequence[int]) -> list[tuple[int, int, int]] | None:
+        """Full-batch data groups of the active runs at ``positions`` (in that order).
+
+        None when every run trains on ``(X, y)``; else ``(dataset, start, stop)`` per run of
+        equal datasets: rows ``start:stop`` of a stack of those runs share dataset ``dataset``
+        (the engine keeps runs ordered by dataset, so a group is one slice of the stack).
+        """
+        if self.Xs is None:
+            return None
+        ids = self._index().data_ids
+        groups: list[tuple[int, int, int]] = []
+        for row, i in enumerate(positions):
+            if groups and groups[-1][0] == ids[i]:
+                groups[-1] = (ids[i], groups[-1][1], row + 1)
+            else:
+                groups.append((ids[i], row, row + 1))
+        return groups
+
+    def _losses(self) -> list[float]:
+        """Full training loss L(θ_t) of every active run (per data group when there are several)."""
+        groups = self._groups(range(len(self.active)))
+        if groups is None:
+            return self.stepper.losses(self.P, self.F).tolist()
+        out: list[float] = []
+        for j, a, b in groups:
+            Xj, yj = self.datasets[j]
+            out += self.stepper.losses(
+                _slice(self.P, a, b),
+                _slice(self.F, a, b),
+                Xj.expand(b - a, *Xj.shape),
+                yj.expand(b - a, *yj.shape),
+            ).tolist()
+        return out
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def context(self, r: int, t: int, eta: float, loss: float | None) -> dict[str, object]:
+    def _context(self, r: int, t: int, eta: float, loss: float | None) -> dict[str, object]:
         cfg = self.cfg
+        X, y = self.datasets[self.setups[r].data]
         return {
-            "X": self.X,
-            "y": self.y,
+            "X": X,
+            "y": y,
             "loss_fn": self.loss_fn,
             "n": cfg.sampling.n,
             "batch_size": cfg.sampling.B,
@@ -275,7 +357,7 @@ class _Loop:
             "loss": loss,
         }
 
-    def run_monitors(self, i: int, t: int, loss: float | None, *, final: bool) -> None:
+    def _run_monitors(self, i: int, t: int, loss: float | None, *, final: bool) -> None:
         """Call run ``active[i]``'s due monitors at step ``t`` (θ_t before update t)."""
         r = self.active[i]
         due = [
@@ -287,19 +369,19 @@ class _Loop:
             return
         model = self.module_for(self.P, self.F, i)
         eta = self.setups[r].lr * _multiplier(self.setups[r].schedule, t)
-        ctx = self.context(r, t, eta, loss)
+        ctx = self._context(r, t, eta, loss)
         for j, m in due:
             self.trackers[r].history.update(t, m(t, model, ctx))
             self.last_monitored[r][j] = t
 
-    def retire(self, positions: Sequence[int]) -> None:
+    def _retire(self, positions: Sequence[int]) -> None:
         """Run final monitors of the stopped runs at ``positions``, store them, compact."""
         if not positions:
             return
         for i in positions:
             tr = self.trackers[self.active[i]]
             if tr.reason != "diverged":
-                self.run_monitors(i, tr.stop_step, tr.final_loss, final=True)
+                self._run_monitors(i, tr.stop_step, tr.final_loss, final=True)
         rows = torch.tensor([self.active[i] for i in positions], device=self.device)
         pos = torch.tensor(list(positions), device=self.device)
         for k, v in self.P.items():
@@ -309,11 +391,43 @@ class _Loop:
         kp = torch.tensor(keep, dtype=torch.long, device=self.device)
         self.active = [self.active[i] for i in keep]
         self.P, self.F = _rows(self.P, kp), _rows(self.F, kp)
-        self._index = None
+        self._index_cache = None
 
     # ------------------------------------------------------------------ steps
 
-    def step(
+    def _step(
+        self,
+        P: Params,
+        F: Params,
+        xb: Tensor | None,
+        yb: Tensor | None,
+        etas: Mapping[int, Tensor],
+        groups: Sequence[tuple[int, int, int]] | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """One update of the stacked runs ``P`` in place; return batch losses and clip flags.
+
+        A full-batch step (``xb`` None) of runs on several datasets is one stepper call per
+        data ``groups`` (slices of the stack): the runs of a group share their inputs, which
+        the closed forms multiply as one matrix.
+        """
+        if xb is not None or yb is not None or groups is None:
+            return self._update(P, F, xb, yb, etas)
+        losses, flags = [], []
+        for j, a, b in groups:
+            Xj, yj = self.datasets[j]
+            loss, clipped = self._update(
+                _slice(P, a, b),
+                _slice(F, a, b),
+                Xj.expand(b - a, *Xj.shape),
+                yj.expand(b - a, *yj.shape),
+                {nd: e[a:b] for nd, e in etas.items()},
+            )
+            losses.append(loss)
+            if clipped is not None:
+                flags.append(clipped)
+        return torch.cat(losses), (torch.cat(flags) if flags else None)
+
+    def _update(
         self,
         P: Params,
         F: Params,
@@ -321,7 +435,7 @@ class _Loop:
         yb: Tensor | None,
         etas: Mapping[int, Tensor],
     ) -> tuple[Tensor, Tensor | None]:
-        """One update of the stacked runs ``P`` in place; return batch losses and clip flags."""
+        """Gradient step of the stacked runs ``P`` (in place) on batches ``xb`` (None: X)."""
         grads, losses = self.stepper.gradients(P, F, xb, yb)
         clip, clipped = self.cfg.clip, None
         if clip is not None:
@@ -346,7 +460,7 @@ class _Loop:
             P[k].addcmul_(etas[g.ndim], g, value=-1.0)
         return losses, clipped
 
-    def chunk_length(self, t: int) -> int:
+    def _chunk_length(self, t: int) -> int:
         cfg = self.cfg
         K = cfg.steps - t
         if cfg.full_batch:
@@ -360,29 +474,36 @@ class _Loop:
                 K = min(K, m.every - t % m.every)
         return max(1, K)
 
-    def run_chunk(self, t: int, observed_t: bool) -> int:
+    def _run_chunk(self, t: int, observed_t: bool) -> int:
         """Steps t .. t+K−1 of the active runs, then their stopping checks; return K."""
         cfg = self.cfg
-        K, A = self.chunk_length(t), len(self.active)
-        ix = self.index()
+        K, A = self._chunk_length(t), len(self.active)
+        ix = self._index()
         tables = [_Multipliers(_multipliers(self.schedules[j], t, K)) for j in ix.schedules]
         mult_mat = torch.stack([m.tensor for m in tables], dim=1).index_select(1, ix.schedule_pos)
         eta_tab = (mult_mat * ix.lr_vec).to(device=self.device, dtype=self.dtype)  # (K, A)
         ndims = {v.ndim for v in self.P.values()}
         etas = [{nd: e.view(A, *([1] * (nd - 1))) for nd in ndims} for e in eta_tab.unbind(0)]
-        xs: Sequence[Tensor | None] = [None] * K
-        ys: Sequence[Tensor | None] = [None] * K
-        if not cfg.full_batch:
+        xs: Sequence[Tensor | None]
+        ys: Sequence[Tensor | None]
+        groups = self._groups(range(A)) if cfg.full_batch else None
+        if cfg.full_batch:
+            xs, ys = [None] * K, [None] * K
+        else:
             draws = torch.stack([draw_batches(self.samplers[g], K) for g in ix.groups])
             idx = draws.index_select(0, ix.group_pos).transpose(0, 1)  # (K, A, B)
             idx = idx.to(self.X.device)
-            xs, ys = self.X[idx].unbind(0), self.y[idx].unbind(0)
+            if self.Xs is None or self.ys is None:
+                xs, ys = self.X[idx].unbind(0), self.y[idx].unbind(0)
+            else:  # run a's batch from its own training set
+                which = ix.data_pos.to(self.X.device).view(1, A, 1)
+                xs, ys = self.Xs[which, idx].unbind(0), self.ys[which, idx].unbind(0)
         mults = [tables[j] for j in ix.schedule_pos_list]
         saved = {k: v.clone() for k, v in self.P.items()}
         loss_list: list[Tensor] = []
         clip_list: list[Tensor] = []
         for k in range(K):
-            losses, clipped = self.step(self.P, self.F, xs[k], ys[k], etas[k])
+            losses, clipped = self._step(self.P, self.F, xs[k], ys[k], etas[k], groups)
             loss_list.append(losses)
             if clipped is not None:
                 clip_list.append(clipped)
@@ -392,13 +513,13 @@ class _Loop:
             if clip_list
             else torch.zeros(K, A, dtype=torch.bool, device=self.device)
         )
-        stops = self.stopping_events(t, K, loss_buf, clip_buf, mults, observed_t)
+        stops = self._stopping_events(t, K, loss_buf, clip_buf, mults, observed_t)
         if stops:
-            self.replay(saved, stops, xs, ys, etas)
-            self.retire(sorted(stops))
+            self._replay(saved, stops, xs, ys, etas)
+            self._retire(sorted(stops))
         return K
 
-    def stopping_events(
+    def _stopping_events(
         self,
         t: int,
         K: int,
@@ -445,7 +566,7 @@ class _Loop:
                 tr.count_update(m.values[k], bool(clip_rows[k][i]))
         return stops
 
-    def replay(
+    def _replay(
         self,
         saved: Params,
         stops: Mapping[int, int],
@@ -461,8 +582,9 @@ class _Loop:
         if len(self.active) == 1:  # in place (the live module of an AutogradStepper)
             for name, v in self.P.items():
                 v.copy_(saved[name])
+            groups = self._groups([0])
             for step in range(stops[0]):
-                self.step(self.P, self.F, xs[step], ys[step], etas[step])
+                self._step(self.P, self.F, xs[step], ys[step], etas[step], groups)
             return
         cur = sorted(stops)
         pos = torch.tensor(cur, device=self.device)
@@ -481,21 +603,22 @@ class _Loop:
                     return
             rows = torch.tensor(cur, device=self.device)
             xb, yb = xs[k], ys[k]
-            self.step(
+            self._step(
                 P,
                 F,
                 None if xb is None else xb.index_select(0, rows),
                 None if yb is None else yb.index_select(0, rows),
                 {nd: v.index_select(0, rows) for nd, v in etas[k].items()},
+                self._groups(cur),
             )
             k += 1
 
     # ------------------------------------------------------------------ the loop
 
-    def evaluate(self, t: int, record: bool) -> dict[int, float]:
+    def _evaluate(self, t: int, record: bool) -> dict[int, float]:
         """Observe the full loss L(θ_t) of every active run; retire those that stop."""
-        losses = self.stepper.losses(self.P, self.F).tolist()
-        ix = self.index()
+        losses = self._losses()
+        ix = self._index()
         m_t = [_multiplier(self.schedules[j], t) for j in ix.schedules]
         stop, at_t = [], {}
         for i, r in enumerate(self.active):
@@ -503,10 +626,21 @@ class _Loop:
             at_t[r] = losses[i]
             if self.trackers[r].observe_full(t, losses[i], eta, record=record):
                 stop.append(i)
-        self.retire(stop)
+        self._retire(stop)
         return at_t
 
-    def run(self) -> None:
+    def run(self) -> tuple[list[RunTracker], Params]:
+        """Train every run to its stopping rule; return the trackers and final parameters.
+
+        ``final_params[name][r]`` is run r's final iterate.
+        """
+        for ms in self.monitors:
+            for m in ms:
+                m.reset()
+        self._loop()
+        return self.trackers, self.final
+
+    def _loop(self) -> None:
         cfg = self.cfg
         bar = tqdm(total=cfg.steps, disable=not cfg.progress, file=sys.stderr, desc=cfg.desc)
         try:
@@ -520,73 +654,23 @@ class _Loop:
                 observed = due if cfg.full_batch else t % cfg.eval_every == 0
                 at_t: dict[int, float] = {}
                 if observed:
-                    at_t = self.evaluate(t, record=t % cfg.eval_every == 0)
+                    at_t = self._evaluate(t, record=t % cfg.eval_every == 0)
                     if not self.active:
                         break
                 if due:
                     for i, r in enumerate(self.active):
-                        self.run_monitors(i, t, at_t.get(r), final=False)
-                K = self.run_chunk(t, observed_t=observed)
+                        self._run_monitors(i, t, at_t.get(r), final=False)
+                K = self._run_chunk(t, observed_t=observed)
                 bar.update(K)
                 t += K
             if self.active:
-                losses = self.stepper.losses(self.P, self.F).tolist()
+                losses = self._losses()
                 for i, r in enumerate(self.active):
                     eta = self.setups[r].lr * _multiplier(self.setups[r].schedule, cfg.steps)
                     self.trackers[r].finish_max_steps(cfg.steps, losses[i], eta)
-                self.retire(list(range(len(self.active))))
+                self._retire(list(range(len(self.active))))
         finally:
             bar.close()
-
-
-def run_engine(
-    stepper: Stepper,
-    params: Params,
-    fixed: Params,
-    X: Tensor,
-    y: Tensor,
-    setups: Sequence[RunSetup],
-    cfg: EngineConfig,
-    *,
-    loss_fn: LossFn = half_mse,
-    monitors: Sequence[Sequence[Monitor]] | None = None,
-    module_for: Callable[[Params, Params, int], nn.Module] | None = None,
-) -> tuple[list[RunTracker], Params]:
-    """Train R stacked runs to their stopping rule; return their trackers and final parameters.
-
-    Args:
-        stepper: Gradients and losses of the stacked runs.
-        params: Initial trainable parameters ``(R, *shape)`` (updated in place while training).
-        fixed: Frozen parameters and buffers ``(R, *shape)`` (may be empty).
-        X: Training inputs ``(n, *in)`` on the parameters' device and dtype.
-        y: Training targets ``(n, *out)``.
-        setups: One :class:`RunSetup` per run.
-        cfg: Shared settings.
-        loss_fn: The loss (passed to monitors in their context).
-        monitors: Per run, the monitors to call (each run needs its own instances).
-        module_for: ``module_for(P, F, i)`` returns an ``nn.Module`` holding row ``i`` of the
-            active stacked tensors (for monitors); None runs no monitors.
-
-    Returns:
-        ``(trackers, final_params)`` with ``final_params[name][r]`` run r's final iterate.
-    """
-    loop = _Loop(
-        stepper,
-        params,
-        fixed,
-        X,
-        y,
-        setups,
-        cfg,
-        loss_fn,
-        monitors if monitors is not None else [[] for _ in setups],
-        module_for,
-    )
-    for ms in loop.monitors:
-        for m in ms:
-            m.reset()
-    loop.run()
-    return loop.trackers, loop.final
 
 
 # ---------------------------------------------------------------------------------------------
@@ -716,6 +800,36 @@ def _stack_runs(
     )
 
 
+def _run_datasets(
+    runs: Sequence[Run], X: Tensor, y: Tensor
+) -> tuple[list[int], list[tuple[Tensor, Tensor]]]:
+    """Index each run's training set: 0 for ``(X, y)``, j + 1 for the j-th distinct ``data``.
+
+    Raises:
+        ValueError: If a run's data are not shaped like ``X`` and ``y``.
+    """
+    data_of: list[int] = []
+    datasets: list[tuple[Tensor, Tensor]] = []
+    seen: dict[tuple[int, int], int] = {(id(X), id(y)): 0}
+    for i, r in enumerate(runs):
+        if r.data is None:
+            data_of.append(0)
+            continue
+        Xr, yr = r.data
+        check_data(Xr, yr)
+        if Xr.shape != X.shape or yr.shape != y.shape:
+            raise ValueError(
+                f"runs[{i}].data must be shaped like X {tuple(X.shape)} and y {tuple(y.shape)}; "
+                f"got {tuple(Xr.shape)} and {tuple(yr.shape)}."
+            )
+        key = (id(Xr), id(yr))
+        if key not in seen:
+            seen[key] = len(datasets) + 1
+            datasets.append((Xr, yr))
+        data_of.append(seen[key])
+    return data_of, datasets
+
+
 def _row_loader(template: nn.Module) -> Callable[[Params, Params, int], nn.Module]:
     """A scratch copy of ``template`` and a function loading row i of stacked tensors into it."""
     scratch = copy.deepcopy(template)
@@ -751,6 +865,7 @@ def train_runs(
     """Train many runs of one architecture at once, each with its own η, seed, start, schedule.
 
     Run ``i`` is ``runs[i]``: plain GD/SGD from ``runs[i].params`` (default: ``model``'s values)
+    on ``runs[i].data`` (default: ``X``, ``y``)
     at learning rate ``runs[i].lr`` with multiplier schedule ``runs[i].schedule``, batches drawn
     by ``Sampling(n, batch_size, sampling).sampler(torch.Generator().manual_seed(seed))``, the
     ½-MSE by default and the stopping rule ``stop`` (:class:`StoppingRule`; module docstring of
@@ -873,17 +988,20 @@ def _train_runs(
     names = [k for k, _ in check_trainable(template, "model")]
     P, F = _stack_runs(template, runs, names)
     p0 = next(iter(P.values()))
+    data_of, datasets = _run_datasets(runs, X, y)
     X, y = prepare_data(X, y, p0.dtype, p0.device)
+    datasets = [prepare_data(Xj, yj, p0.dtype, p0.device) for Xj, yj in datasets]
     stepper = make_stepper(template, X, y, loss_fn, gradient, live=False)
     gens: dict[int, torch.Generator] = {}
     setups = []
-    for r in runs:
+    for r, data in zip(runs, data_of, strict=True):
         gen = None
         if r.seed is not None:
             gen = gens.setdefault(r.seed, make_generator(None, r.seed) or torch.Generator())
-        setups.append(RunSetup(float(r.lr), r.schedule or Constant(), gen, r.seed))
-    per_run = [copy.deepcopy(list(monitors)) for _ in runs] if monitors else None
-    trackers, final = run_engine(
+        setups.append(RunSetup(float(r.lr), r.schedule or Constant(), gen, r.seed, data))
+    watched = bool(monitors) or any(r.monitors for r in runs)
+    per_run = [copy.deepcopy([*monitors, *r.monitors]) for r in runs] if watched else None
+    trackers, final = Engine(
         stepper,
         P,
         F,
@@ -893,8 +1011,9 @@ def _train_runs(
         cfg,
         loss_fn=loss_fn,
         monitors=per_run,
-        module_for=_row_loader(template) if monitors else None,
-    )
+        module_for=_row_loader(template) if watched else None,
+        datasets=datasets,
+    ).run()
     return [
         tr.result(params={k: v[i].clone() for k, v in final.items()})
         for i, tr in enumerate(trackers)

@@ -125,7 +125,9 @@ class LossMonitor(Monitor):
     ) -> None:
         super().__init__(name, every)
         if (X is None) != (y is None):
-            raise ValueError("LossMonitor needs both X and y, or neither (training set); got one.")
+            raise ValueError(
+                f"{type(self).__name__} needs both X and y, or neither (training set); got one."
+            )
         self.X, self.y, self.loss_fn = X, y, loss_fn
 
     def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
@@ -260,18 +262,19 @@ def gradient_norm(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor) -> fl
     return math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
 
 
-class GradientNormMonitor(Monitor):
+class GradientNormMonitor(LossMonitor):
     """The norm of the full training-loss gradient, ‖∇L(θ_t)‖₂ (:func:`gradient_norm`).
 
-    Args:
-        X: Inputs; None uses the training inputs.
-        y: Targets; None uses the training targets.
-        every: Period in steps. Default 1.
-        loss_fn: Loss; None uses the trainer's ``loss_fn``.
-        name: History column. Default ``"grad_norm"``.
+    Arguments as for :class:`LossMonitor` (default column ``"grad_norm"``); costs one forward
+    and one backward pass over ``X``.
 
-    Raises:
-        ValueError: If exactly one of ``X``, ``y`` is given.
+    Example:
+        >>> from dynstab.losses import half_mse
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> _ = model.weight.data.fill_(0.0)
+        >>> ctx = {"X": torch.ones(2, 1), "y": 3 * torch.ones(2, 1), "loss_fn": half_mse}
+        >>> GradientNormMonitor()(0, model, ctx)
+        {'grad_norm': 3.0}
     """
 
     def __init__(
@@ -283,12 +286,7 @@ class GradientNormMonitor(Monitor):
         loss_fn: LossFn | None = None,
         name: str = "grad_norm",
     ) -> None:
-        super().__init__(name, every)
-        if (X is None) != (y is None):
-            raise ValueError(
-                "GradientNormMonitor needs both X and y, or neither (training set); got one."
-            )
-        self.X, self.y, self.loss_fn = X, y, loss_fn
+        super().__init__(X, y, every=every, loss_fn=loss_fn, name=name)
 
     def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
         """Return ``{name: ‖∇L‖}``."""

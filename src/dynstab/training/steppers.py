@@ -8,6 +8,9 @@ along a leading run dimension (``params[name]`` of shape ``(R, *shape)``):
   batch is None (full-batch GD), and the batch losses ``(R,)``;
 * :meth:`Stepper.losses` — each run's full training loss ``(R,)``.
 
+"The training set" is the stepper's own ``(X, y)`` unless the engine passes each run's own
+training set (runs trained on different data sets: ``inputs`` ``(R, n, *in)``).
+
 Three implementations:
 
 * :class:`AutogradStepper` — ``torch.autograd`` on a live ``nn.Module`` (any architecture, any
@@ -65,8 +68,18 @@ class Stepper(Protocol):
         """
         ...
 
-    def losses(self, params: Params, fixed: Params) -> Tensor:
-        """Return each run's full training loss, shape ``(R,)``."""
+    def losses(
+        self,
+        params: Params,
+        fixed: Params,
+        inputs: Tensor | None = None,
+        targets: Tensor | None = None,
+    ) -> Tensor:
+        """Return each run's full training loss, shape ``(R,)``.
+
+        ``inputs``/``targets``: each run's own training set ``(R, n, ...)``; None for the
+        stepper's ``(X, y)``.
+        """
         ...
 
 
@@ -104,10 +117,18 @@ class AutogradStepper:
             grads = torch.autograd.grad(loss, self.leaves, materialize_grads=True)
         return {k: g[None] for k, g in zip(self.names, grads, strict=True)}, loss.detach()[None]
 
-    def losses(self, params: Params, fixed: Params) -> Tensor:
+    def losses(
+        self,
+        params: Params,
+        fixed: Params,
+        inputs: Tensor | None = None,
+        targets: Tensor | None = None,
+    ) -> Tensor:
         """Full training loss of the module, shape ``(1,)``."""
+        X = self.X if inputs is None else inputs[0]
+        y = self.y if targets is None else targets[0]
         with torch.no_grad():
-            return self.loss_fn(self.model(self.X), self.y).detach()[None]
+            return self.loss_fn(self.model(X), y).detach()[None]
 
 
 class VmapStepper:
@@ -144,17 +165,26 @@ class VmapStepper:
             grads = torch.autograd.grad(losses.sum(), list(leaves.values()), materialize_grads=True)
         return dict(zip(leaves, grads, strict=True)), losses.detach()
 
-    def losses(self, params: Params, fixed: Params) -> Tensor:
+    def losses(
+        self,
+        params: Params,
+        fixed: Params,
+        inputs: Tensor | None = None,
+        targets: Tensor | None = None,
+    ) -> Tensor:
         """Vectorised full training loss of every run."""
         with torch.no_grad():
-            return self._full(params, fixed, self.X, self.y)
+            if inputs is None or targets is None:
+                return self._full(params, fixed, self.X, self.y)
+            return self._batch(params, fixed, inputs, targets)
 
 
 class ClosedFormStepper:
     """The model's closed-form ½-MSE gradient (:class:`dynstab.models.ClosedFormModel`).
 
-    Full-batch steps pass ``X.expand(R, *X.shape)`` (a view). Full training losses come from
-    the vectorised forward pass of :class:`VmapStepper`.
+    Full-batch steps and full training losses pass ``X.expand(R, *X.shape)`` (a view, which
+    the models multiply as one shared matrix); the losses are the model's
+    ``closed_form_loss`` (its forward pass alone).
 
     Args:
         model: A model with ``closed_form_grad`` whose parameters all require grad and that has
@@ -170,7 +200,8 @@ class ClosedFormStepper:
     def __init__(self, model: nn.Module, X: Tensor, y: Tensor) -> None:
         if not isinstance(model, ClosedFormModel):
             raise TypeError(
-                f"{type(model).__name__} has no closed-form gradient (a closed_form_grad method); "
+                f"{type(model).__name__} has no closed-form gradient (closed_form_grad and "
+                "closed_form_loss methods); "
                 "use gradient='autograd'."
             )
         frozen = [k for k, p in model.named_parameters() if not p.requires_grad]
@@ -182,7 +213,6 @@ class ClosedFormStepper:
             )
         self.model: ClosedFormModel = model
         self.X, self.y = X, y
-        self._forward = VmapStepper(model, X, y, half_mse)
 
     def gradients(
         self, params: Params, fixed: Params, inputs: Tensor | None, targets: Tensor | None
@@ -194,9 +224,19 @@ class ClosedFormStepper:
             targets = self.y.expand(R, *self.y.shape)
         return self.model.closed_form_grad(params, inputs, targets)
 
-    def losses(self, params: Params, fixed: Params) -> Tensor:
-        """Vectorised full training loss of every run."""
-        return self._forward.losses(params, fixed)
+    def losses(
+        self,
+        params: Params,
+        fixed: Params,
+        inputs: Tensor | None = None,
+        targets: Tensor | None = None,
+    ) -> Tensor:
+        """Full training loss of every run (``closed_form_loss`` on the expanded training set)."""
+        if inputs is None or targets is None:
+            R = next(iter(params.values())).shape[0]
+            inputs = self.X.expand(R, *self.X.shape)
+            targets = self.y.expand(R, *self.y.shape)
+        return self.model.closed_form_loss(params, inputs, targets)
 
 
 def supports_closed_form(model: nn.Module, loss_fn: LossFn) -> bool:

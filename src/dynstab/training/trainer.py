@@ -22,12 +22,12 @@ from dynstab._checks import check_positive
 from dynstab._types import LossFn
 from dynstab.losses import half_mse
 from dynstab.training.engine import (
+    Engine,
     RunSetup,
     check_data,
     check_trainable,
     make_config,
     prepare_data,
-    run_engine,
 )
 from dynstab.training.monitors import Monitor
 from dynstab.training.result import StoppingRule, TrainResult, warn_outcomes
@@ -135,11 +135,7 @@ def train(
     n = check_data(X, y)
     lr = check_positive("lr", lr)
     rule = StoppingRule(
-        stop_loss=stop_loss,
-        min_full_lr_fraction=min_full_lr_fraction,
-        require_full_lr=require_full_lr,
-        divergence_threshold=divergence_threshold,
-        loss_threshold=loss_threshold,
+        stop_loss, min_full_lr_fraction, require_full_lr, divergence_threshold, loss_threshold
     )
     cfg = make_config(
         n,
@@ -164,7 +160,7 @@ def train(
     stepper = make_stepper(model, X, y, loss_fn, gradient, live=True)
     params = {k: p.detach()[None] for k, p in named}  # views: the engine updates the model
     setup = RunSetup(lr, schedule if schedule is not None else Constant(), gen, seed)
-    trackers, _ = run_engine(
+    trackers, _ = Engine(
         stepper,
         params,
         {},
@@ -175,7 +171,7 @@ def train(
         loss_fn=loss_fn,
         monitors=[list(monitors)],
         module_for=lambda P, F, i: model,
-    )
+    ).run()
     result = trackers[0].result(params=None)
     warn_outcomes([result], stop_loss, stacklevel=2)
     return result

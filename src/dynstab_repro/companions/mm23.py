@@ -16,31 +16,22 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dynstab.criteria import gd_threshold
-from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.base import Claim
 from dynstab_repro.companions.figures import new_figure, save_figure
 from dynstab_repro.companions.results import fmt, median
-from dynstab_repro.companions.scalar_nets import digits_task, train_scalar_run
-from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.companions.scalar_nets import ScalarSweep, ScalarSweepConfig
 from dynstab_repro.registry import register
 
 __all__ = ["MM23Config", "MM23Sweep", "analyze_mm23"]
 
 
 @dataclasses.dataclass(frozen=True)
-class MM23Config(ExperimentConfig):
-    """Settings of ``mm23/sweep``.
+class MM23Config(ScalarSweepConfig):
+    """Settings of ``mm23/sweep``: those of a scalar sweep (digits 3 vs 8) and the thresholds.
+
+    The training fields are those of :class:`~.scalar_nets.ScalarSweepConfig`.
 
     Attributes:
-        n: Training samples (digits 3 vs 8).
-        width: Hidden width m.
-        activation: ``"tanh"`` or ``"relu"``.
-        init_scale: Initialization scale s (w_j ~ N(0, s²I), a_j ~ N(0, s²/m)).
-        lrs: Learning rates η.
-        batch_sizes: Batch sizes B (0 = GD).
-        steps: Maximum updates.
-        warmup_steps: Cubic warm-up length.
-        stop_loss: Interpolation threshold on the ½-MSE.
-        seeds: Batch-sampling seeds (the initialization is shared).
         ratio_tol: Acceptance margin for η·λ_max(C†D)/2 (1.1: minima found by SGD sit at or
             just below the exact threshold).
         small_batch: Batch sizes ≤ this are "small" (claim M1).
@@ -86,7 +77,7 @@ class MM23Config(ExperimentConfig):
 
 
 @register
-class MM23Sweep(Experiment):
+class MM23Sweep(ScalarSweep):
     """λ_max(H) at SGD minima vs η for several B, with 2/η and bounds (24), (15)."""
 
     name = "mm23/sweep"
@@ -110,33 +101,8 @@ class MM23Sweep(Experiment):
         "1e-6 for 200 epochs)",
     }
     config_cls = MM23Config
-
-    def specs(self, config: MM23Config) -> list[RunSpec]:
-        """One unit per (η, B, seed)."""
-        return [
-            RunSpec(f"lr={lr:g}_B={B if B else 'GD'}_seed={s}", {"lr": lr, "B": B, "seed": s})
-            for lr in config.lrs
-            for B in config.batch_sizes
-            for s in config.seeds
-        ]
-
-    def run_one(self, config: MM23Config, spec: RunSpec) -> dict[str, Any]:
-        """Train one run; measure λ_max, λ_max(C†D), bounds (15) and (24) at the minimum."""
-        X, y = digits_task(config.n, classes=(3, 8))
-        return train_scalar_run(
-            X,
-            y,
-            width=config.width,
-            activation=config.activation,
-            init_scale=config.init_scale,
-            lr=float(spec.params["lr"]),
-            batch_size=int(spec.params["B"]),
-            seed=int(spec.params["seed"]),
-            steps=config.steps,
-            warmup_steps=config.warmup_steps,
-            stop_loss=config.stop_loss,
-            bounds=True,
-        )
+    classes = (3, 8)
+    bounds = True
 
     def analyze(self, config: MM23Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
         """See :func:`analyze_mm23`."""

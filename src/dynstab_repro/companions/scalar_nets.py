@@ -11,9 +11,11 @@ StoppingRule` with ``require_full_lr=True`` (converged: ½-MSE ≤ ``stop_loss``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -22,11 +24,16 @@ from torch import Tensor, nn
 from dynstab.models import MLP
 from dynstab.norms import gram_spectrum
 from dynstab.training import GramMonitor, Monitor, TrainResult, Warmup, train
+from dynstab_repro.base import Experiment, RunSpec
 from dynstab_repro.companions.minima import JSONScalar, gram_float64, gram_summary
 from dynstab_repro.companions.results import MAX_POINTS, finite, thin
+from dynstab_repro.config import ExperimentConfig
 
 __all__ = [
     "CHECK_EVERY",
+    "ScalarRunSettings",
+    "ScalarSweep",
+    "ScalarSweepConfig",
     "digits_task",
     "loss_curve",
     "run_summary",
@@ -180,20 +187,49 @@ def run_summary(res: TrainResult) -> dict[str, JSONScalar | list[int] | list[flo
     }
 
 
+class ScalarRunSettings(Protocol):
+    """The training settings :func:`train_scalar_run` reads from an experiment's config."""
+
+    @property
+    def activation(self) -> str:
+        """φ of the hidden layer."""
+        ...
+
+    @property
+    def init_scale(self) -> float:
+        """Scale s of the large Gaussian initialization (:func:`shallow_mlp`)."""
+        ...
+
+    @property
+    def steps(self) -> int:
+        """Maximum number of updates."""
+        ...
+
+    @property
+    def warmup_steps(self) -> int:
+        """Cubic warm-up length."""
+        ...
+
+    @property
+    def stop_loss(self) -> float:
+        """Interpolation threshold on the ½-MSE."""
+        ...
+
+    @property
+    def min_full_lr_fraction(self) -> float:
+        """Fraction of the updates at the full η required to stop as converged."""
+        ...
+
+
 def train_scalar_run(
+    settings: ScalarRunSettings,
     X: Tensor,
     y: Tensor,
     *,
     width: int,
-    activation: str,
-    init_scale: float,
     lr: float,
     batch_size: int,
     seed: int,
-    steps: int,
-    warmup_steps: int,
-    stop_loss: float,
-    min_full_lr_fraction: float = 0.2,
     bounds: bool = False,
     init_seed: int = 0,
     record_every: int = 0,
@@ -202,11 +238,11 @@ def train_scalar_run(
     """Train a :func:`shallow_mlp` on a scalar ½-MSE task and measure the minimum.
 
     The initialization (seeded by ``init_seed``, shared by all runs as in MM23) is
-    :func:`shallow_mlp`; training is :func:`train_scalar` (``batch_size`` 0 = GD). At the final
-    iterate the float64 K = JJᵀ/n gives :func:`~.minima.gram_summary` (exact η* included; with
-    ``bounds`` also MM23 (15) and (24)). With ``record_every`` > 0 the alignment μ(θ_t) of Wu,
-    Wang & Su (2022) and ‖H‖_F = ‖K‖_F are recorded along training
-    (:class:`dynstab.training.GramMonitor`).
+    :func:`shallow_mlp` of the given ``width``; training is :func:`train_scalar` with the
+    ``settings`` (``batch_size`` 0 = GD). At the final iterate the float64 K = JJᵀ/n gives
+    :func:`~.minima.gram_summary` (exact η* included; with ``bounds`` also MM23 (15) and (24)).
+    With ``record_every`` > 0 the alignment μ(θ_t) of Wu, Wang & Su (2022) and ‖H‖_F = ‖K‖_F are
+    recorded along training (:class:`dynstab.training.GramMonitor`).
 
     Returns:
         JSON-able dict: run settings, the :func:`run_summary` fields, ``init_lambda_max``, the
@@ -215,7 +251,9 @@ def train_scalar_run(
     """
     t0 = time.perf_counter()
     n, d = X.shape
-    net = shallow_mlp(d, width, init_scale=init_scale, activation=activation, seed=init_seed)
+    net = shallow_mlp(
+        d, width, init_scale=settings.init_scale, activation=settings.activation, seed=init_seed
+    )
     init_lambda = gram_spectrum(gram_float64(net, X)).lambda_max
     monitors: list[Monitor] = []
     if record_every > 0:
@@ -225,16 +263,16 @@ def train_scalar_run(
         X,
         y,
         lr=lr,
-        steps=steps,
+        steps=settings.steps,
         batch_size=batch_size,
         sampling=sampling,
-        warmup_steps=warmup_steps,
+        warmup_steps=settings.warmup_steps,
         seed=seed,
-        stop_loss=stop_loss,
-        min_full_lr_fraction=min_full_lr_fraction,
+        stop_loss=settings.stop_loss,
+        min_full_lr_fraction=settings.min_full_lr_fraction,
         monitors=monitors,
     )
-    gd = batch_size == 0 or (batch_size >= n and sampling == "without")
+    gd = res.sampling == "full"
     out: dict[str, object] = {
         "lr": lr,
         "B": 0 if gd else batch_size,
@@ -256,16 +294,85 @@ def train_scalar_run(
             ).to_dict()
         )
     if record_every > 0:
-        h = res.history
-        steps_mu, mu = h.as_arrays("alignment")
-        fro = dict(zip(*(v.tolist() for v in h.as_arrays("frobenius")), strict=True))
-        loss = dict(zip(*(v.tolist() for v in h.as_arrays("loss")), strict=True))
-        idx = thin(list(range(len(steps_mu))), MAX_POINTS)
-        out["history"] = {
-            "step": [int(steps_mu[i]) for i in idx],
-            "mu": [finite(mu[i]) for i in idx],
-            "frobenius": [finite(fro.get(int(steps_mu[i]))) for i in idx],
-            "loss": [finite(loss.get(int(steps_mu[i]))) for i in idx],
-        }
+        out["history"] = _alignment_history(res)
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _alignment_history(res: TrainResult) -> dict[str, list[float | None] | list[int]]:
+    h = res.history
+    steps, mu = h.as_arrays("alignment")
+    fro = dict(zip(*(v.tolist() for v in h.as_arrays("frobenius")), strict=True))
+    loss = dict(zip(*(v.tolist() for v in h.as_arrays("loss")), strict=True))
+    idx = thin(list(range(len(steps))), MAX_POINTS)
+    return {
+        "step": [int(steps[i]) for i in idx],
+        "mu": [finite(mu[i]) for i in idx],
+        "frobenius": [finite(fro.get(int(steps[i]))) for i in idx],
+        "loss": [finite(loss.get(int(steps[i]))) for i in idx],
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalarSweepConfig(ExperimentConfig):
+    """Settings of an (η, B, seed) sweep of :func:`shallow_mlp` networks on the digits task.
+
+    Attributes:
+        n: Training samples.
+        width: Hidden width m.
+        activation: ``"tanh"`` or ``"relu"``.
+        init_scale: Initialization scale s (w_j ~ N(0, s²I), a_j ~ N(0, s²/m)).
+        lrs: Learning rates η.
+        batch_sizes: SGD batch sizes B (i.i.d. batches without replacement); 0 means GD.
+        steps: Maximum updates.
+        warmup_steps: Cubic warm-up length.
+        stop_loss: Interpolation threshold on the ½-MSE.
+        min_full_lr_fraction: Fraction of updates at the full η for "converged at η".
+        seeds: Batch-sampling seeds (the initialization is shared, as in MM23).
+    """
+
+    n: int = 40
+    width: int = 64
+    activation: str = "tanh"
+    init_scale: float = 1.0
+    lrs: tuple[float, ...] = (0.1,)
+    batch_sizes: tuple[int, ...] = (2, 0)
+    steps: int = 20000
+    warmup_steps: int = 2000
+    stop_loss: float = 1e-10
+    min_full_lr_fraction: float = 0.2
+    seeds: tuple[int, ...] = (0,)
+
+
+class ScalarSweep(Experiment):
+    """An (η, B, seed) sweep of :func:`shallow_mlp` networks on :func:`digits_task`.
+
+    Subclasses set ``classes`` (digit classes; empty: parity of all ten digits) and ``bounds``
+    (also measure MM23's bounds (15) and (24)); one unit is one :func:`train_scalar_run`.
+    """
+
+    classes: ClassVar[tuple[int, ...]] = ()
+    bounds: ClassVar[bool] = False
+
+    def specs(self, config: ScalarSweepConfig) -> list[RunSpec]:
+        """One unit per (η, B, seed)."""
+        return [
+            RunSpec(f"lr={lr:g}_B={B if B else 'GD'}_seed={s}", {"lr": lr, "B": B, "seed": s})
+            for lr in config.lrs
+            for B in config.batch_sizes
+            for s in config.seeds
+        ]
+
+    def run_one(self, config: ScalarSweepConfig, spec: RunSpec) -> dict[str, object]:
+        """Train one run to near interpolation, then measure the minimum from K."""
+        X, y = digits_task(config.n, classes=self.classes)
+        return train_scalar_run(
+            config,
+            X,
+            y,
+            width=config.width,
+            lr=float(spec.params["lr"]),
+            batch_size=int(spec.params["B"]),
+            seed=int(spec.params["seed"]),
+            bounds=self.bounds,
+        )

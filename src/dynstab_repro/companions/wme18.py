@@ -40,7 +40,7 @@ from dynstab.training import Monitor, NormMonitor, Run, StoppingRule, TrainResul
 from dynstab_repro.base import Claim, Experiment, RunSpec
 from dynstab_repro.companions.figures import new_figure, save_figure
 from dynstab_repro.companions.results import fmt, median, thin
-from dynstab_repro.companions.scalar_nets import digits_task, train_scalar_run
+from dynstab_repro.companions.scalar_nets import ScalarSweep, ScalarSweepConfig
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
 
@@ -330,23 +330,16 @@ FLAT_FACTOR_NOTE = (
 
 
 @dataclasses.dataclass(frozen=True)
-class SharpnessConfig(ExperimentConfig):
+class SharpnessConfig(ScalarSweepConfig):
     """Settings of ``wme18/sharpness`` (WME18's sharpness/non-uniformity tables, on digits).
 
+    The fields of :class:`~.scalar_nets.ScalarSweepConfig` (parity labels ±1 of all digits;
+    ``activation`` ``"relu"`` as WME18; ``stop_loss`` 5e-5, WME18's tolerance 1e-4 in
+    ``nn.MSELoss`` units) and the claims' thresholds.
+
     Attributes:
-        n: Training samples (digits, parity labels ±1, inputs scaled to unit norm).
-        width: Hidden width m of the one-hidden-layer net.
-        activation: ``"relu"`` (WME18) or ``"tanh"``.
-        init_scale: Initialization scale s (w_j ~ N(0, s²I), a_j ~ N(0, s²/m)).
-        lrs: Learning rates η.
-        batch_sizes: SGD batch sizes B (i.i.d. batches without replacement); 0 means GD.
-        steps: Maximum number of updates.
-        warmup_steps: Cubic learning-rate warm-up length.
-        stop_loss: Stop when the full ½-MSE is ≤ this (WME18's tol 1e-4 in nn.MSELoss units).
-        seeds: Seeds (batch sampling; the initialization is shared, as in MM23).
         gd_band: GD acceptance band for η·λ_max/2 where the constraint binds.
         ratio_tol: Upper tolerance on η·λ_max(C†D)/2 (1.1).
-        min_full_lr_fraction: Fraction of updates at the full η for "converged at η".
         flat_batch_sizes: Batch sizes checked by claim S2 against GD.
         flat_factors: Required λ_max(GD)/λ_max(B) for each of ``flat_batch_sizes`` at every
             binding η. WME18's setting (n = 1000, FashionMNIST/CIFAR-10) gives 3 at B = 4 and
@@ -365,7 +358,6 @@ class SharpnessConfig(ExperimentConfig):
     seeds: tuple[int, ...] = (0,)
     gd_band: tuple[float, float] = (0.9, 1.03)
     ratio_tol: float = 1.1
-    min_full_lr_fraction: float = 0.2
     flat_batch_sizes: tuple[int, ...] = (4, 10)
     flat_factors: tuple[float, ...] = (1.5, 1.15)
 
@@ -384,7 +376,7 @@ class SharpnessConfig(ExperimentConfig):
 
 
 @register
-class WME18Sharpness(Experiment):
+class WME18Sharpness(ScalarSweep):
     """Sharpness and non-uniformity at GD/SGD minima versus B and η (WME18)."""
 
     name = "wme18/sharpness"
@@ -412,34 +404,8 @@ class WME18Sharpness(Experiment):
         "epoch, which the theory does not cover)",
     }
     config_cls = SharpnessConfig
-
-    def specs(self, config: SharpnessConfig) -> list[RunSpec]:
-        """One unit per (η, B, seed)."""
-        return [
-            RunSpec(f"lr={lr:g}_B={B if B else 'GD'}_seed={s}", {"lr": lr, "B": B, "seed": s})
-            for lr in config.lrs
-            for B in config.batch_sizes
-            for s in config.seeds
-        ]
-
-    def run_one(self, config: SharpnessConfig, spec: RunSpec) -> dict[str, Any]:
-        """Train one run to near interpolation, then measure the minimum from K."""
-        X, y = digits_task(config.n)
-        return train_scalar_run(
-            X,
-            y,
-            width=config.width,
-            activation=config.activation,
-            init_scale=config.init_scale,
-            lr=float(spec.params["lr"]),
-            batch_size=int(spec.params["B"]),
-            seed=int(spec.params["seed"]),
-            steps=config.steps,
-            warmup_steps=config.warmup_steps,
-            stop_loss=config.stop_loss,
-            min_full_lr_fraction=config.min_full_lr_fraction,
-            bounds=False,
-        )
+    classes = ()
+    bounds = False
 
     def analyze(self, config: SharpnessConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
         """See :func:`analyze_sharpness`."""

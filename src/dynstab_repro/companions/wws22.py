@@ -47,6 +47,7 @@ class WWS22Config(ExperimentConfig):
 
     Attributes:
         n: Training samples (digits 3 vs 8).
+        activation: Hidden activation (tanh).
         init_scale: Initialization scale s (w_j ~ N(0, s²I), a_j ~ N(0, s²/m)).
         lrs: Learning rates η.
         batch_sizes: SGD batch sizes B.
@@ -54,6 +55,7 @@ class WWS22Config(ExperimentConfig):
         steps: Maximum updates.
         warmup_steps: Cubic warm-up length.
         stop_loss: Interpolation threshold.
+        min_full_lr_fraction: Fraction of updates at the full η for "converged at η".
         record_every: Steps between μ(θ_t) records.
         seed: Batch-sampling seed (the initialization is shared).
         mu_min: Lower bound required for the median μ(θ_t) of every run.
@@ -67,6 +69,7 @@ class WWS22Config(ExperimentConfig):
     """
 
     n: int = 24
+    activation: str = "tanh"
     init_scale: float = 1.0
     lrs: tuple[float, ...] = (0.1, 0.15, 0.2)
     batch_sizes: tuple[int, ...] = (2, 4, 8)
@@ -74,6 +77,7 @@ class WWS22Config(ExperimentConfig):
     steps: int = 40000
     warmup_steps: int = 2000
     stop_loss: float = 1e-10
+    min_full_lr_fraction: float = 0.2
     record_every: int = 200
     seed: int = 0
     mu_min: float = 0.1
@@ -133,17 +137,13 @@ class WWS22Alignment(Experiment):
         if spec.params.get("switch"):
             return _switch(config, X, y)
         return train_scalar_run(
+            config,
             X,
             y,
             width=int(spec.params["width"]),
-            activation="tanh",
-            init_scale=config.init_scale,
             lr=float(spec.params["lr"]),
             batch_size=int(spec.params["B"]),
             seed=config.seed,
-            steps=config.steps,
-            warmup_steps=config.warmup_steps,
-            stop_loss=config.stop_loss,
             record_every=config.record_every,
         )
 

@@ -9,14 +9,14 @@ is NaN and makes the claims that need it fail wherever it sits (:func:`strict_mi
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
 
 from dynstab.criteria import gd_threshold, q_factor
 from dynstab_repro.base import Claim
-from dynstab_repro.wu_su_2023.units import Record
+from dynstab_repro.wu_su_2023.units import Record, Row
 
 __all__ = [
     "count_finite",
@@ -27,6 +27,7 @@ __all__ = [
     "make_claim",
     "max_over_min",
     "median",
+    "median_table",
     "medians",
     "select",
     "sgd_curvature_threshold",
@@ -204,13 +205,42 @@ def count_finite(values: Iterable[float]) -> int:
     return sum(1 for x in values if math.isfinite(x))
 
 
-def summary_cells(
-    optimizer: str, runs: Sequence[Record], keys: Iterable[str]
-) -> dict[str, float | str]:
+def summary_cells(optimizer: str, runs: Sequence[Record], keys: Iterable[str]) -> Row:
     """Table cells ``<optimizer>_<key>`` (medians over ``runs``) and ``<optimizer>_converged``."""
-    row: dict[str, float | str] = {f"{optimizer}_{k}": median([r[k] for r in runs]) for k in keys}
+    row: Row = {f"{optimizer}_{k}": median([r[k] for r in runs]) for k in keys}
     row[f"{optimizer}_converged"] = f"{sum(bool(r.get('converged')) for r in runs)}/{len(runs)}"
     return row
+
+
+def median_table(
+    runs: Mapping[str, Record],
+    optimizers: Iterable[str],
+    by: str,
+    values: Iterable[float],
+    keys: Iterable[str],
+    *,
+    lead: Callable[[float], Row] | None = None,
+    **fixed: float,
+) -> list[Row]:
+    """One row per value of the field ``by``: its :func:`summary_cells` for each optimizer.
+
+    A row starts with ``{by: value}`` (plus ``lead(value)``); the runs of a cell are all runs
+    (converged or not) with ``by = value`` and the ``fixed`` fields.
+
+    Example:
+        >>> res = {"a": {"optimizer": "gd", "lr": 0.1, "converged": True, "t": 2.0}}
+        >>> median_table(res, ["gd"], "lr", [0.1], ["t"])
+        [{'lr': 0.1, 'gd_t': 2.0, 'gd_converged': '1/1'}]
+    """
+    keys = tuple(keys)
+    rows = []
+    for v in values:
+        row: Row = {by: v, **(lead(v) if lead is not None else {})}
+        for opt in optimizers:
+            sel = _select(runs, opt, False, {**fixed, by: v})
+            row.update(summary_cells(opt, sel, keys))
+        rows.append(row)
+    return rows
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

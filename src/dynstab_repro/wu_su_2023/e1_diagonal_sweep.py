@@ -29,16 +29,12 @@ from dynstab_repro.wu_su_2023.configs import (
 )
 from dynstab_repro.wu_su_2023.problems import init_diagonal
 from dynstab_repro.wu_su_2023.units import (
-    PlannedRun,
     Record,
-    WuSuExperiment,
-    flatten_runs,
+    Row,
+    SweepExperiment,
     run_key,
-    solution_measures,
-    sweep_specs,
-    sweep_steps,
-    sweep_warmup,
-    train_and_measure,
+    sweep_plans,
+    sweep_unit,
 )
 
 __all__ = ["E1Config", "E1DiagonalSweep", "analyze_e1"]
@@ -69,7 +65,7 @@ class E1Config(SweepConfig, DiagonalDataConfig):
     }
 
 
-class E1DiagonalSweep(WuSuExperiment):
+class E1DiagonalSweep(SweepExperiment[E1Config]):
     """E1: sharpness, norms and test error of SGD vs GD solutions across η."""
 
     name = "wu-su-2023/e1"
@@ -96,53 +92,36 @@ class E1DiagonalSweep(WuSuExperiment):
     )
     config_cls = E1Config
 
-    def specs(self, config: E1Config) -> list[RunSpec]:
-        """One unit per (optimizer, seed), training every η together."""
-        return sweep_specs(config)
-
     def compute(self, config: E1Config, spec: RunSpec) -> Record:
-        """Train the unit's runs (one per η, same initialization) and measure the solutions."""
-        opt, seed = str(spec.params["optimizer"]), int(spec.params["seed"])
-        problem = config.problem(seed)
-        model = init_diagonal(config.d, config.init_scale, seed)
-        init = solution_measures(model, problem)
-        plans = [
-            PlannedRun(
-                run_key(opt, "lr", lr, seed),
-                lr,
-                model,
-                sweep_warmup(config, opt, lr, init["lambda_max"]),
-                init,
-            )
-            for lr in config.lrs
-        ]
-        runs = train_and_measure(
-            config, problem, plans, optimizer=opt, seed=seed, steps=sweep_steps(config, opt)
-        )
-        return {"runs": runs}
+        """Train the unit's runs (every η and seed; one initialization per seed), measure them."""
+        opt = str(spec.params["optimizer"])
+        plans = []
+        no_extra: dict[str, float] = {}
+        for seed in config.seeds:
+            model = init_diagonal(config.d, config.init_scale, seed)
+            runs = [(run_key(opt, "lr", lr, seed), lr, model, no_extra) for lr in config.lrs]
+            plans += sweep_plans(config, opt, seed, config.problem(seed), runs)
+        return sweep_unit(config, opt, plans)
 
-    def analyze(self, config: E1Config, results: dict[str, Record]) -> list[Claim]:
+    def analyze_runs(self, config: E1Config, runs: dict[str, Record]) -> list[Claim]:
         """Claims E1.1–E1.6 (see :func:`analyze_e1`)."""
-        return analyze_e1(config, flatten_runs(results))
+        return analyze_e1(config, runs)
 
-    def plot(self, config: E1Config, results: dict[str, Record], fig_dir: Path) -> list[Path]:
+    def plot_runs(self, config: E1Config, runs: dict[str, Record], fig_dir: Path) -> list[Path]:
         """Three panels: SGD measures vs η, GD measures vs η, test MSE vs η."""
-        return plot_e1(config, flatten_runs(results), fig_dir)
+        return plot_e1(config, runs, fig_dir)
 
-    def tables(
-        self, config: E1Config, results: dict[str, Record]
-    ) -> list[tuple[str, list[dict[str, float | str]]]]:
+    def table_runs(self, config: E1Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:
         """The calibration table (medians over seeds)."""
-        runs = flatten_runs(results)
         keys = ("trace", "frobenius", "lambda_max", "l1", "balancedness", "test_mse")
-        rows = []
-        for lr in sorted(config.lrs):
-            row: dict[str, float | str] = {"lr": lr, "2/lr": 2.0 / lr}
-            for opt in config.optimizers:
-                row.update(
-                    A.summary_cells(opt, A.select(runs, opt, converged_only=False, lr=lr), keys)
-                )
-            rows.append(row)
+        rows = A.median_table(
+            runs,
+            config.optimizers,
+            "lr",
+            sorted(config.lrs),
+            keys,
+            lead=lambda lr: {"2/lr": 2 / lr},
+        )
         return [("E1 medians over seeds", rows)]
 
 

@@ -25,14 +25,11 @@ from dynstab_repro.wu_su_2023.configs import (
 )
 from dynstab_repro.wu_su_2023.problems import init_unbalanced
 from dynstab_repro.wu_su_2023.units import (
-    PlannedRun,
     Record,
-    WuSuExperiment,
-    flatten_runs,
-    solution_measures,
-    sweep_steps,
-    sweep_warmup,
-    train_and_measure,
+    Row,
+    SweepExperiment,
+    sweep_plans,
+    sweep_unit,
 )
 
 __all__ = ["E2Balancing", "E2Config", "analyze_e2"]
@@ -80,7 +77,7 @@ def _key(opt: str, lr: float, r0: float, seed: int) -> str:
     return f"{opt}_lr={lr:.5g}_r0={r0:g}_seed={seed}"
 
 
-class E2Balancing(WuSuExperiment):
+class E2Balancing(SweepExperiment[E2Config]):
     """E2: r(θ_T) against r(θ_0) for SGD and GD."""
 
     name = "wu-su-2023/e2"
@@ -106,50 +103,29 @@ class E2Balancing(WuSuExperiment):
     )
     config_cls = E2Config
 
-    def specs(self, config: E2Config) -> list[RunSpec]:
-        """One unit per (optimizer, seed), training its (η, r0) runs together."""
-        return [
-            RunSpec(f"{opt}_seed={seed}", {"optimizer": opt, "seed": seed})
-            for seed in config.seeds
-            for opt in config.optimizers
-        ]
-
     def compute(self, config: E2Config, spec: RunSpec) -> Record:
         """Train from the unbalanced initializations and record r(θ_T), Tr G, test MSE."""
-        opt, seed = str(spec.params["optimizer"]), int(spec.params["seed"])
-        problem = config.problem(seed)
+        opt = str(spec.params["optimizer"])
         plans = []
-        for lr, r0 in config.runs_of(opt):
-            model = init_unbalanced(config.d, r0, config.init_std, seed)
-            init = solution_measures(model, problem)
-            warm = sweep_warmup(config, opt, lr, init["lambda_max"])
-            plans.append(PlannedRun(_key(opt, lr, r0, seed), lr, model, warm, init, {"r0": r0}))
-        runs = train_and_measure(
-            config, problem, plans, optimizer=opt, seed=seed, steps=sweep_steps(config, opt)
-        )
-        return {"runs": runs}
+        pairs = config.runs_of(opt)
+        for seed in config.seeds:
+            models = {r0: init_unbalanced(config.d, r0, config.init_std, seed) for _, r0 in pairs}
+            runs = [(_key(opt, lr, r0, seed), lr, models[r0], {"r0": r0}) for lr, r0 in pairs]
+            plans += sweep_plans(config, opt, seed, config.problem(seed), runs)
+        return sweep_unit(config, opt, plans)
 
-    def analyze(self, config: E2Config, results: dict[str, Record]) -> list[Claim]:
+    def analyze_runs(self, config: E2Config, runs: dict[str, Record]) -> list[Claim]:
         """Claims E2.1–E2.5."""
-        return analyze_e2(config, flatten_runs(results))
+        return analyze_e2(config, runs)
 
-    def plot(self, config: E2Config, results: dict[str, Record], fig_dir: Path) -> list[Path]:
+    def plot_runs(self, config: E2Config, runs: dict[str, Record], fig_dir: Path) -> list[Path]:
         """r(θ_T) vs r(θ_0) (log–log, r = 1 and r_T = r_0 lines) and r(θ_T) vs η."""
-        return plot_e2(config, flatten_runs(results), fig_dir)
+        return plot_e2(config, runs, fig_dir)
 
-    def tables(
-        self, config: E2Config, results: dict[str, Record]
-    ) -> list[tuple[str, list[dict[str, float | str]]]]:
+    def table_runs(self, config: E2Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:
         """Medians over seeds of r_T, Tr G and test MSE per r0."""
-        runs = flatten_runs(results)
-        rows = []
-        for r0 in config.r0s:
-            row: dict[str, float | str] = {"r0": r0}
-            for opt in config.optimizers:
-                sel = A.select(runs, opt, converged_only=False, lr=config.lr, r0=r0)
-                row[f"{opt}_r_final"] = A.median([r["balancedness"] for r in sel])
-                row.update(A.summary_cells(opt, sel, ("trace", "test_mse")))
-            rows.append(row)
+        keys = ("balancedness", "trace", "test_mse")
+        rows = A.median_table(runs, config.optimizers, "r0", config.r0s, keys, lr=config.lr)
         return [(f"E2 at η = {config.lr:g} (medians over seeds)", rows)]
 
 

@@ -30,6 +30,7 @@ from dynstab_repro.wu_su_2023.units import (
     PlannedRun,
     Record,
     WuSuExperiment,
+    flatten_runs,
     train_and_measure,
 )
 
@@ -99,33 +100,39 @@ class E3ReLUDynamics(WuSuExperiment):
     config_cls = E3Config
 
     def specs(self, config: E3Config) -> list[RunSpec]:
-        """One SGD run per seed."""
-        return [RunSpec(f"sgd_seed={s}", {"seed": s}) for s in config.seeds]
+        """One unit: the SGD runs of every seed, trained together."""
+        return [RunSpec("sgd", {})]
 
     def compute(self, config: E3Config, spec: RunSpec) -> Record:
-        """Train with history recording (test MSE, ‖∇L‖, Tr G and path norm)."""
-        seed = int(spec.params["seed"])
-        key = f"sgd_seed={seed}"
-        plan = PlannedRun(key, config.lr, config.initial_model(seed), config.warmup_steps)
+        """Train with history recording (test MSE, ‖∇L‖, Tr G and path norm); one run per seed."""
+        plans = [
+            PlannedRun(
+                f"sgd_seed={seed}",
+                config.lr,
+                seed,
+                config.problem(seed),
+                config.initial_model(seed),
+                config.warmup_steps,
+            )
+            for seed in config.seeds
+        ]
         runs = train_and_measure(
             config,
-            config.problem(seed),
-            [plan],
+            plans,
             optimizer="sgd",
-            seed=seed,
             steps=config.steps,
             record_points=min(config.max_history, 500),
             monitor_keys=("test_mse", "grad_norm", "trace", "path_norm"),
         )
-        return runs[key]
+        return {"runs": runs}
 
     def analyze(self, config: E3Config, results: dict[str, Record]) -> list[Claim]:
-        """Claims E3.1–E3.5."""
-        return analyze_e3(config, results)
+        """Claims E3.1–E3.5 on the per-run records (:func:`~.units.flatten_runs`)."""
+        return analyze_e3(config, flatten_runs(results))
 
     def plot(self, config: E3Config, results: dict[str, Record], fig_dir: Path) -> list[Path]:
         """Dynamics panels of the first seed."""
-        return plot_e3(config, results, fig_dir)
+        return plot_e3(config, flatten_runs(results), fig_dir)
 
 
 E3_DROP_FRACTION = 0.25

@@ -26,16 +26,12 @@ from dynstab_repro.wu_su_2023.configs import (
     documented_defaults,
 )
 from dynstab_repro.wu_su_2023.units import (
-    PlannedRun,
     Record,
-    WuSuExperiment,
-    flatten_runs,
+    Row,
+    SweepExperiment,
     run_key,
-    solution_measures,
-    sweep_specs,
-    sweep_steps,
-    sweep_warmup,
-    train_and_measure,
+    sweep_plans,
+    sweep_unit,
 )
 
 __all__ = ["E4Config", "E4ReLUSweep", "analyze_e4"]
@@ -76,7 +72,7 @@ class E4Config(SweepConfig, ReLUDataConfig):
         return label / math.sqrt(self.d) if optimizer == "sgd" else label
 
 
-class E4ReLUSweep(WuSuExperiment):
+class E4ReLUSweep(SweepExperiment[E4Config]):
     """E4: Tr G / λ_max, path norm and test error of SGD and GD solutions across LR labels."""
 
     name = "wu-su-2023/e4"
@@ -100,48 +96,31 @@ class E4ReLUSweep(WuSuExperiment):
     )
     config_cls = E4Config
 
-    def specs(self, config: E4Config) -> list[RunSpec]:
-        """One unit per (optimizer, seed), training every label together."""
-        return sweep_specs(config)
-
     def compute(self, config: E4Config, spec: RunSpec) -> Record:
-        """Train the unit's runs: SGD at η = label/√d, GD at η = label."""
-        opt, seed = str(spec.params["optimizer"]), int(spec.params["seed"])
-        problem = config.problem(seed)
-        model = config.initial_model(seed)
-        init = solution_measures(model, problem)
+        """Train the unit's runs (every label and seed): SGD at η = label/√d, GD at η = label."""
+        opt = str(spec.params["optimizer"])
         plans = []
-        for label in config.lr_labels:
-            lr = config.lr_of(opt, label)
-            warm = sweep_warmup(config, opt, lr, init["lambda_max"])
-            key = run_key(opt, "lr", label, seed)
-            plans.append(PlannedRun(key, lr, model, warm, init, {"label": label}))
-        runs = train_and_measure(
-            config, problem, plans, optimizer=opt, seed=seed, steps=sweep_steps(config, opt)
-        )
-        return {"runs": runs}
+        for seed in config.seeds:
+            model = config.initial_model(seed)
+            runs = [
+                (run_key(opt, "lr", lab, seed), config.lr_of(opt, lab), model, {"label": lab})
+                for lab in config.lr_labels
+            ]
+            plans += sweep_plans(config, opt, seed, config.problem(seed), runs)
+        return sweep_unit(config, opt, plans)
 
-    def analyze(self, config: E4Config, results: dict[str, Record]) -> list[Claim]:
+    def analyze_runs(self, config: E4Config, runs: dict[str, Record]) -> list[Claim]:
         """Claims E4.1–E4.5."""
-        return analyze_e4(config, flatten_runs(results))
+        return analyze_e4(config, runs)
 
-    def plot(self, config: E4Config, results: dict[str, Record], fig_dir: Path) -> list[Path]:
+    def plot_runs(self, config: E4Config, runs: dict[str, Record], fig_dir: Path) -> list[Path]:
         """Four panels (SGD vs √d·η, GD vs η, test error and path norm vs label)."""
-        return plot_e4(config, flatten_runs(results), fig_dir)
+        return plot_e4(config, runs, fig_dir)
 
-    def tables(
-        self, config: E4Config, results: dict[str, Record]
-    ) -> list[tuple[str, list[dict[str, float | str]]]]:
+    def table_runs(self, config: E4Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:
         """Medians over seeds per label."""
-        runs = flatten_runs(results)
         keys = ("lr", "trace", "lambda_max", "path_norm", "test_mse")
-        rows = []
-        for lab in sorted(config.lr_labels):
-            row: dict[str, float | str] = {"label": lab}
-            for opt in config.optimizers:
-                sel = A.select(runs, opt, converged_only=False, label=lab)
-                row.update(A.summary_cells(opt, sel, keys))
-            rows.append(row)
+        rows = A.median_table(runs, config.optimizers, "label", sorted(config.lr_labels), keys)
         return [("E4 medians over seeds", rows)]
 
 

@@ -52,7 +52,13 @@ from dynstab.norms import (
     relu_trace_G,
     weighted_l1,
 )
-from dynstab.training import Run, StoppingRule, train_runs
+from dynstab.training import (
+    AutogradStepper,
+    ClosedFormStepper,
+    Run,
+    StoppingRule,
+    train_runs,
+)
 from dynstab_repro.base import Claim, RunSpec
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.wu_su_2023 import analysis as A
@@ -316,12 +322,16 @@ def part_c(config: E5Config) -> Record:
 def _closed_form_gradient_error(
     net: DiagonalLinearNet | TwoLayerReLU, X: torch.Tensor, y: torch.Tensor
 ) -> float:
-    """Relative difference of the model's closed-form ½-MSE gradient and autograd's."""
+    """Relative difference of the training engine's closed-form and autograd gradients.
+
+    :class:`dynstab.training.ClosedFormStepper` (the model's ``closed_form_grad``) against
+    :class:`dynstab.training.AutogradStepper` on the full training set.
+    """
     params = {k: p.detach()[None] for k, p in net.named_parameters()}
-    closed, _ = net.closed_form_grad(params, X[None], y[None])
-    auto = torch.autograd.grad(half_mse(net(X), y), list(net.parameters()))
-    diff = sum(float(((closed[k][0] - g) ** 2).sum()) for k, g in zip(params, auto, strict=True))
-    norm = sum(float((g**2).sum()) for g in auto)
+    closed, _ = ClosedFormStepper(net, X, y).gradients(params, {}, None, None)
+    auto, _ = AutogradStepper(net, X, y, half_mse).gradients(params, {}, None, None)
+    diff = sum(float(((closed[k] - g) ** 2).sum()) for k, g in auto.items())
+    norm = sum(float((g**2).sum()) for g in auto.values())
     return math.sqrt(diff / norm)
 
 

@@ -1,7 +1,8 @@
 """Run units of E1–E4: train runs with dynstab's engine, measure each solution with the library.
 
-A unit trains a group of runs that share an architecture, a data set and an optimizer (the
-learning rates of one seed, say) in one call of :func:`dynstab.training.train_runs`: the
+A unit trains a group of runs that share an architecture and an optimizer (every learning rate
+and seed of a sweep: each seed its own data set, initialization and batch stream) in one call
+of :func:`dynstab.training.train_runs`: the
 models' closed-form gradients (:meth:`dynstab.models.DiagonalLinearNet.closed_form_grad`,
 :meth:`dynstab.models.TwoLayerReLU.closed_form_grad`) batched over the runs, SGD batches drawn
 by :class:`dynstab.sampling.Sampling` (B = 1 with replacement), a cubic warm-up
@@ -25,7 +26,8 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -60,7 +62,7 @@ from dynstab.training import (
     gradient_norm,
     train_runs,
 )
-from dynstab_repro.base import Experiment, RunSpec
+from dynstab_repro.base import Claim, Experiment, RunSpec
 from dynstab_repro.wu_su_2023.configs import SweepConfig, TrainerConfig
 from dynstab_repro.wu_su_2023.problems import STREAM_SAMPLER, Problem, stream_seed
 
@@ -69,6 +71,8 @@ __all__ = [
     "SGD_CHECK_EVERY",
     "PlannedRun",
     "Record",
+    "Row",
+    "SweepExperiment",
     "WuSuExperiment",
     "diagonal_measures",
     "flatten_runs",
@@ -76,12 +80,20 @@ __all__ = [
     "relu_measures",
     "single_thread_blas",
     "solution_measures",
+    "sweep_plans",
     "sweep_specs",
+    "sweep_steps",
+    "sweep_unit",
+    "sweep_warmup",
     "train_and_measure",
 ]
 
 #: The JSON-able metrics of one run or unit (values of several types, read by key).
 Record = dict[str, Any]
+#: One row of a report table.
+Row = dict[str, float | str]
+#: The configuration type of a :class:`SweepExperiment`.
+SweepConfigT = TypeVar("SweepConfigT", bound=SweepConfig)
 
 #: Steps between full-loss checks (and history records) of SGD and GD runs.
 SGD_CHECK_EVERY, GD_CHECK_EVERY = 100, 10
@@ -185,11 +197,13 @@ def solution_measures(
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One run of a unit: its record key, target η, initial network and warm-up.
+    """One run of a unit: its record key, target η, seed, data, initial network and warm-up.
 
     Attributes:
         key: Record key, e.g. ``"sgd_lr=0.05_seed=0"``.
         lr: Target learning rate η.
+        seed: The run's seed (recorded; SGD's batch stream derives from it).
+        problem: The run's data set.
         model: Initial network (its parameters are copied, never trained in place).
         warmup_steps: Cubic warm-up length T_w (0: constant η).
         init: Measures of ``model`` (:func:`solution_measures`); computed when empty.
@@ -198,6 +212,8 @@ class PlannedRun:
 
     key: str
     lr: float
+    seed: int
+    problem: Problem
     model: nn.Module
     warmup_steps: int
     init: Mapping[str, float] = field(default_factory=dict)
@@ -220,7 +236,12 @@ def _history_monitors(keys: Sequence[str], problem: Problem, every: int) -> list
 
 
 def _closed_form_trace(model: nn.Module, problem: Problem) -> float:
-    return float(solution_measures(model, problem, spectrum=False)["trace"])
+    """Tr G in closed form (:func:`dynstab.norms.diagonal_trace_G`, :func:`~.relu_trace_G`)."""
+    if isinstance(model, DiagonalLinearNet):
+        return diagonal_trace_G(model, problem.X)
+    if isinstance(model, TwoLayerReLU):
+        return relu_trace_G(model, problem.X)
+    raise TypeError(f"trace needs a DiagonalLinearNet or TwoLayerReLU; got {type(model).__name__}.")
 
 
 def _path_norm(model: nn.Module) -> float:
@@ -262,30 +283,27 @@ def subsample_history(
 
 def train_and_measure(
     config: TrainerConfig,
-    problem: Problem,
     plans: Sequence[PlannedRun],
     *,
     optimizer: str,
-    seed: int,
     steps: int,
     record_points: int | None = None,
     monitor_keys: Sequence[str] = (),
 ) -> dict[str, Record]:
     """Train the planned runs together and return one record per run (key → metrics).
 
-    SGD uses B = ``config.batch_size`` sampled with replacement from the stream
-    :func:`~.problems.stream_seed` ``(seed, STREAM_SAMPLER)`` (shared by the unit's runs) and
-    checks the full loss every :data:`SGD_CHECK_EVERY` steps; GD checks it at every step and
-    records it every :data:`GD_CHECK_EVERY` steps. With ``record_points`` the measures
-    ``monitor_keys`` (``test_mse``, ``grad_norm``, ``trace`` closed form, ``path_norm``) are
-    recorded about that many times along training (``history``).
+    Each run trains on its plan's data set. SGD uses B = ``config.batch_size`` sampled with
+    replacement from the stream :func:`~.problems.stream_seed` ``(plan.seed, STREAM_SAMPLER)``
+    (shared by the runs of one seed) and checks the full loss every :data:`SGD_CHECK_EVERY`
+    steps; GD checks it at every step and records it every :data:`GD_CHECK_EVERY` steps. With
+    ``record_points`` the measures ``monitor_keys`` (``test_mse``, ``grad_norm``, ``trace``
+    closed form, ``path_norm``) are recorded about that many times along training
+    (``history``).
 
     Args:
         config: Trainer settings (batch size, warm-up power, stopping rule, clipping).
-        problem: The data set.
-        plans: The runs (same architecture).
+        plans: The runs (same architecture, same data shapes).
         optimizer: ``"sgd"`` or ``"gd"``.
-        seed: Unit seed (recorded as ``seed``; the sampler's stream derives from it).
         steps: Step budget of every run.
         record_points: About this many history points (None: no history).
         monitor_keys: Measures recorded at the history points.
@@ -303,26 +321,24 @@ def train_and_measure(
         raise ValueError(f"optimizer must be 'sgd' or 'gd'; got {optimizer!r}.")
     sgd = optimizer == "sgd"
     check = SGD_CHECK_EVERY if sgd else GD_CHECK_EVERY
-    monitors: list[Monitor] = []
-    if record_points:
-        every = max(check, (steps // record_points) // check * check)
-        monitors = _history_monitors(monitor_keys, problem, every)
-    sampler = stream_seed(seed, STREAM_SAMPLER) if sgd else None
+    every = max(check, (steps // record_points) // check * check) if record_points else 0
     runs = [
         Run(
             lr=p.lr,
-            seed=sampler,
+            seed=stream_seed(p.seed, STREAM_SAMPLER) if sgd else None,
             params=dict(p.model.named_parameters()),
             schedule=Warmup(p.warmup_steps, config.warmup_power) if p.warmup_steps > 0 else None,
+            data=(p.problem.X, p.problem.y),
+            monitors=_history_monitors(monitor_keys, p.problem, every) if record_points else (),
         )
         for p in plans
     ]
-    template = plans[0].model
+    template, first = plans[0].model, plans[0].problem
     start = time.perf_counter()
     results = train_runs(
         template,
-        problem.X,
-        problem.y,
+        first.X,
+        first.y,
         runs,
         steps=steps,
         batch_size=config.batch_size if sgd else None,
@@ -335,18 +351,18 @@ def train_and_measure(
             divergence_threshold=DIVERGENCE_LOSS,
         ),
         eval_every=check,
-        monitors=monitors,
         gradient="closed_form",
         progress=config.progress,
     )
     seconds = time.perf_counter() - start
     out: dict[str, Record] = {}
     for plan, res in zip(plans, results, strict=True):
+        problem = plan.problem
         init = dict(plan.init) or solution_measures(plan.model, problem)
         rec: Record = {"optimizer": optimizer, "lr": plan.lr, "used_warmup": plan.warmup_steps > 0}
         rec.update(res.to_dict(include_history=False))
         rec["final_loss"] = res.final_loss  # a float (NaN/inf when diverged), like the measures
-        rec["seed"] = seed
+        rec["seed"] = plan.seed
         rec["unit_train_seconds"] = seconds
         if res.diverged or not math.isfinite(res.final_loss) or res.params is None:
             rec.update({k: math.nan for k in init})
@@ -368,17 +384,13 @@ def train_and_measure(
 
 
 def sweep_specs(config: SweepConfig) -> list[RunSpec]:
-    """One unit per (optimizer, seed); the unit trains the sweep's values together.
+    """One unit per optimizer; the unit trains every value and seed of the sweep together.
 
     Example:
-        >>> [s.key for s in sweep_specs(SweepConfig(seeds=(0, 1), optimizers=("gd",)))]
-        ['gd_seed=0', 'gd_seed=1']
+        >>> [s.key for s in sweep_specs(SweepConfig(seeds=(0, 1), optimizers=("gd", "sgd")))]
+        ['gd', 'sgd']
     """
-    return [
-        RunSpec(f"{opt}_seed={seed}", {"optimizer": opt, "seed": seed})
-        for opt in config.optimizers
-        for seed in config.seeds
-    ]
+    return [RunSpec(opt, {"optimizer": opt}) for opt in config.optimizers]
 
 
 def run_key(optimizer: str, field_name: str, value: float, seed: int) -> str:
@@ -435,6 +447,39 @@ def sweep_warmup(config: SweepConfig, optimizer: str, lr: float, lambda_max0: fl
     return gd_warmup_steps(config, lr, lambda_max0)
 
 
+def sweep_plans(
+    config: SweepConfig,
+    optimizer: str,
+    seed: int,
+    problem: Problem,
+    runs: Sequence[tuple[str, float, PaperModel, Mapping[str, float]]],
+) -> list[PlannedRun]:
+    """The planned runs ``(key, η, initial model, extra)`` of one seed of a sweep.
+
+    Each run gets the warm-up of :func:`sweep_warmup`, decided on λ_max(G) of its initial
+    model (measured once per model).
+    """
+    inits: dict[int, dict[str, float]] = {}
+    plans = []
+    for key, lr, model, extra in runs:
+        if id(model) not in inits:
+            inits[id(model)] = solution_measures(model, problem)
+        init = inits[id(model)]
+        warm = sweep_warmup(config, optimizer, lr, init["lambda_max"])
+        plans.append(PlannedRun(key, lr, seed, problem, model, warm, init, extra))
+    return plans
+
+
+def sweep_unit(config: SweepConfig, optimizer: str, plans: Sequence[PlannedRun]) -> Record:
+    """Train one sweep unit (the runs of one optimizer) within :func:`sweep_steps`.
+
+    Returns:
+        ``{"runs": {key: record}}``.
+    """
+    steps = sweep_steps(config, optimizer)
+    return {"runs": train_and_measure(config, plans, optimizer=optimizer, steps=steps)}
+
+
 # --------------------------------------------------------------------------------------
 # Experiment plumbing
 # --------------------------------------------------------------------------------------
@@ -476,3 +521,43 @@ class WuSuExperiment(Experiment):
     @abc.abstractmethod
     def compute(self, config: Any, spec: RunSpec) -> Record:
         """Compute one unit; return JSON-able metrics."""
+
+
+class SweepExperiment(WuSuExperiment, Generic[SweepConfigT]):
+    """E1, E2, E4: units of many runs; claims, figures and tables read per-run records.
+
+    Subclasses implement :meth:`analyze_runs` (and optionally :meth:`plot_runs`,
+    :meth:`table_runs`) on ``{run key: record}`` (:func:`flatten_runs` of the unit results).
+    """
+
+    def specs(self, config: SweepConfigT) -> list[RunSpec]:
+        """One unit per (optimizer, seed) (:func:`sweep_specs`)."""
+        return sweep_specs(config)
+
+    def analyze(self, config: SweepConfigT, results: dict[str, Record]) -> list[Claim]:
+        """The claims of :meth:`analyze_runs` on the per-run records."""
+        return self.analyze_runs(config, flatten_runs(results))
+
+    def plot(self, config: SweepConfigT, results: dict[str, Record], fig_dir: Path) -> list[Path]:
+        """The figures of :meth:`plot_runs` on the per-run records."""
+        return self.plot_runs(config, flatten_runs(results), fig_dir)
+
+    def tables(
+        self, config: SweepConfigT, results: dict[str, Record]
+    ) -> list[tuple[str, list[Row]]]:
+        """The tables of :meth:`table_runs` on the per-run records."""
+        return self.table_runs(config, flatten_runs(results))
+
+    @abc.abstractmethod
+    def analyze_runs(self, config: SweepConfigT, runs: dict[str, Record]) -> list[Claim]:
+        """Check the claims on per-run records."""
+
+    def plot_runs(self, config: SweepConfigT, runs: dict[str, Record], fig_dir: Path) -> list[Path]:
+        """Write figures of per-run records (default: none)."""
+        return []
+
+    def table_runs(
+        self, config: SweepConfigT, runs: dict[str, Record]
+    ) -> list[tuple[str, list[Row]]]:
+        """Tables of per-run records (default: none)."""
+        return []
