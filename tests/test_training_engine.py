@@ -99,9 +99,9 @@ def test_steppers_agree_closed_form_vs_autograd(make, d, B) -> None:
     }
     idx = torch.randint(n, (R, B), generator=gen(6))
     cf, vm = ClosedFormStepper(model, X, y), VmapStepper(model, X, y, half_mse)
-    for inputs, targets in ((X[idx], y[idx]), (None, None)):
-        g1, l1 = cf.gradients(P, {}, inputs, targets)
-        g2, l2 = vm.gradients(P, {}, inputs, targets)
+    for batch in ((X[idx], y[idx]), None):
+        g1, l1 = cf.gradients(P, {}, batch)
+        g2, l2 = vm.gradients(P, {}, batch)
         torch.testing.assert_close(l1, l2, rtol=1e-12, atol=0)
         for k in g2:
             scale = float(g2[k].abs().max())
@@ -112,8 +112,8 @@ def test_steppers_agree_closed_form_vs_autograd(make, d, B) -> None:
     live.load_state_dict({k: v[0] for k, v in P.items()})
     ag = AutogradStepper(live, X, y, half_mse)
     views = {k: p.detach()[None] for k, p in live.named_parameters()}
-    g3, l3 = ag.gradients(views, {}, X[idx[:1]], y[idx[:1]])
-    g1, l1 = cf.gradients({k: v[:1] for k, v in P.items()}, {}, X[idx[:1]], y[idx[:1]])
+    g3, l3 = ag.gradients(views, {}, (X[idx[:1]], y[idx[:1]]))
+    g1, l1 = cf.gradients({k: v[:1] for k, v in P.items()}, {}, (X[idx[:1]], y[idx[:1]]))
     torch.testing.assert_close(l3, l1, rtol=1e-12, atol=0)
     for k in g3:
         torch.testing.assert_close(g3[k], g1[k], rtol=1e-12, atol=1e-14)

@@ -9,14 +9,8 @@ from torch import Tensor, nn
 
 from dynstab._checks import check_choice, check_int, check_positive
 from dynstab._types import Params
+from dynstab.models import closed_form as cf
 from dynstab.models._init import normal, resolve_dtype
-from dynstab.models.closed_form import (
-    batched_inputs,
-    check_params,
-    half_mse_residual,
-    linear_apply,
-    linear_grad,
-)
 
 __all__ = ["DiagonalLinearNet"]
 
@@ -158,8 +152,8 @@ class DiagonalLinearNet(nn.Module):
         first, second = params[first_name], params[second_name]
         Xr, out = self._outputs(params, X)
         B = Xr.shape[1]
-        r, loss = half_mse_residual(out, y)
-        g_beta = linear_grad(r.transpose(1, 2), Xr)[:, 0, :]
+        r, loss = cf.half_mse_residual(out, y)
+        g_beta = cf.linear_grad(r.transpose(1, 2), Xr)[:, 0, :]
         if B != 1:
             g_beta = g_beta * (1.0 / B)
         if self.form == "ab":
@@ -178,15 +172,15 @@ class DiagonalLinearNet(nn.Module):
             >>> bool(torch.equal(net.closed_form_loss(p, X, y), net.closed_form_grad(p, X, y)[1]))
             True
         """
-        return half_mse_residual(self._outputs(params, X)[1], y)[1]
+        return cf.half_mse_residual(self._outputs(params, X)[1], y)[1]
 
     def _outputs(self, params: Params, X: Tensor) -> tuple[Tensor, Tensor]:
         """The runs' inputs ``(R, B, d)`` and outputs ``(R, B, 1)``."""
         first, second = (params[k] for k in self.param_names)
-        R = check_params(params, self.param_names)
-        Xr = batched_inputs(X, R, self.d)
+        R = cf.check_params(params, self.param_names)
+        Xr = cf.batched_inputs(X, R, self.d)
         beta = first * second if self.form == "ab" else first * first - second * second
-        return Xr, linear_apply(Xr, beta[:, None, :]).transpose(1, 2)
+        return Xr, cf.linear_apply(Xr, beta[:, None, :]).transpose(1, 2)
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"d={self.d}, form={self.form!r}"

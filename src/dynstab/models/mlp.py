@@ -10,15 +10,8 @@ from torch import Tensor, nn
 
 from dynstab._checks import check_choice, check_int
 from dynstab._types import Params
+from dynstab.models import closed_form as cf
 from dynstab.models._init import fan_in_bound, resolve_dtype, uniform
-from dynstab.models.closed_form import (
-    batched_inputs,
-    check_params,
-    half_mse_residual,
-    linear_apply,
-    linear_grad,
-    relu_backward,
-)
 
 __all__ = ["ACTIVATIONS", "MLP"]
 
@@ -159,17 +152,17 @@ class MLP(nn.Module):
         """
         hs, zs = self._layers(params, X)
         B, L = hs[0].shape[1], len(self.layers)
-        r, loss = half_mse_residual(zs[-1], y)
+        r, loss = cf.half_mse_residual(zs[-1], y)
         delta = r * (1.0 / B) if B != 1 else r
         grads: Params = {}
         for l in reversed(range(L)):
-            grads[f"layers.{l}.weight"] = linear_grad(delta.transpose(1, 2), hs[l])
+            grads[f"layers.{l}.weight"] = cf.linear_grad(delta.transpose(1, 2), hs[l])
             if f"layers.{l}.bias" in params:
                 grads[f"layers.{l}.bias"] = delta.sum(1)
             if l > 0:
                 back = torch.bmm(delta, params[f"layers.{l}.weight"])
                 if self.activation == "relu":
-                    delta = relu_backward(back, zs[l - 1])
+                    delta = cf.relu_backward(back, zs[l - 1])
                 else:
                     delta = back * _derivative(self.activation, zs[l - 1], hs[l])
         return {k: grads[k] for k in self._param_names}, loss
@@ -184,17 +177,17 @@ class MLP(nn.Module):
             >>> bool(torch.equal(net.closed_form_loss(p, X, y), net.closed_form_grad(p, X, y)[1]))
             True
         """
-        return half_mse_residual(self._layers(params, X)[1][-1], y)[1]
+        return cf.half_mse_residual(self._layers(params, X)[1][-1], y)[1]
 
     def _layers(self, params: Params, X: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Layer inputs h_0 = x, …, h_{L−1} and pre-activations z_1, …, z_L, each ``(R, B, ·)``."""
-        R = check_params(params, self._param_names)
-        h = batched_inputs(X, R, self.sizes[0])
+        R = cf.check_params(params, self._param_names)
+        h = cf.batched_inputs(X, R, self.sizes[0])
         L = len(self.layers)
         phi = ACTIVATIONS[self.activation]
         hs, zs = [h], []
         for l in range(L):
-            z = linear_apply(h, params[f"layers.{l}.weight"]).transpose(1, 2)
+            z = cf.linear_apply(h, params[f"layers.{l}.weight"]).transpose(1, 2)
             bias = params.get(f"layers.{l}.bias")
             if bias is not None:
                 z = z + bias[:, None, :]

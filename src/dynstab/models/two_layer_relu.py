@@ -9,15 +9,8 @@ from torch import Tensor, nn
 
 from dynstab._checks import check_choice, check_int
 from dynstab._types import Params
+from dynstab.models import closed_form as cf
 from dynstab.models._init import normal, resolve_dtype
-from dynstab.models.closed_form import (
-    batched_inputs,
-    check_params,
-    half_mse_residual,
-    linear_apply,
-    linear_grad,
-    relu_backward,
-)
 
 __all__ = ["TwoLayerReLU"]
 
@@ -109,13 +102,13 @@ class TwoLayerReLU(nn.Module):
         a = params["a"]
         Xr, Z, S, out = self._outputs(params, X)
         B = Xr.shape[1]
-        r, loss = half_mse_residual(out, y)  # r: (R, B, 1)
+        r, loss = cf.half_mse_residual(out, y)  # r: (R, B, 1)
         rows = r.transpose(1, 2)  # (R, 1, B)
         if B != 1:
             rows = rows * (1.0 / B)
         g_a = torch.bmm(rows, S.transpose(1, 2))[:, 0, :]  # row-vector form: fast CPU bmm
-        delta = relu_backward(a[:, :, None] * rows, Z)  # (R, m, B)
-        g_w = linear_grad(delta, Xr)
+        delta = cf.relu_backward(a[:, :, None] * rows, Z)  # (R, m, B)
+        g_w = cf.linear_grad(delta, Xr)
         return {"w": g_w, "a": g_a}, loss
 
     def closed_form_loss(self, params: Params, X: Tensor, y: Tensor) -> Tensor:
@@ -128,13 +121,13 @@ class TwoLayerReLU(nn.Module):
             >>> bool(torch.equal(net.closed_form_loss(p, X, y), net.closed_form_grad(p, X, y)[1]))
             True
         """
-        return half_mse_residual(self._outputs(params, X)[3], y)[1]
+        return cf.half_mse_residual(self._outputs(params, X)[3], y)[1]
 
     def _outputs(self, params: Params, X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The runs' inputs ``(R, B, d)``, Z and σ(Z) ``(R, m, B)`` and outputs ``(R, B, 1)``."""
-        R = check_params(params, ("w", "a"))
-        Xr = batched_inputs(X, R, self.d)
-        Z = linear_apply(Xr, params["w"])  # neurons first
+        R = cf.check_params(params, ("w", "a"))
+        Xr = cf.batched_inputs(X, R, self.d)
+        Z = cf.linear_apply(Xr, params["w"])  # neurons first
         S = torch.relu(Z)
         return Xr, Z, S, torch.bmm(params["a"][:, None, :], S).transpose(1, 2)
 

@@ -9,13 +9,8 @@ from torch import Tensor, nn
 
 from dynstab._checks import check_int, check_positive
 from dynstab._types import Params
+from dynstab.models import closed_form as cf
 from dynstab.models._init import normal, resolve_dtype
-from dynstab.models.closed_form import (
-    batched_inputs,
-    check_params,
-    half_mse_residual,
-    relu_backward,
-)
 
 __all__ = ["UnivariateReLU"]
 
@@ -101,10 +96,10 @@ class UnivariateReLU(nn.Module):
         w2 = params["w2"]
         x, Z, S, out = self._outputs(params, X)
         B = x.shape[1]
-        r, loss = half_mse_residual(out, y)
+        r, loss = cf.half_mse_residual(out, y)
         if B != 1:
             r = r * (1.0 / B)
-        delta = relu_backward(r * w2[:, None, :], Z)  # (R, B, k)
+        delta = cf.relu_backward(r * w2[:, None, :], Z)  # (R, B, k)
         grads = {
             "w1": (delta * x).sum(1),
             "b1": delta.sum(1),
@@ -123,13 +118,13 @@ class UnivariateReLU(nn.Module):
             >>> bool(torch.equal(net.closed_form_loss(p, x, y), net.closed_form_grad(p, x, y)[1]))
             True
         """
-        return half_mse_residual(self._outputs(params, X)[3], y)[1]
+        return cf.half_mse_residual(self._outputs(params, X)[3], y)[1]
 
     def _outputs(self, params: Params, X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The runs' inputs ``(R, B, 1)``, Z and σ(Z) ``(R, B, k)`` and outputs ``(R, B, 1)``."""
-        R = check_params(params, ("w1", "b1", "w2", "b2"))
+        R = cf.check_params(params, ("w1", "b1", "w2", "b2"))
         w1, b1, w2, b2 = params["w1"], params["b1"], params["w2"], params["b2"]
-        x = batched_inputs(X, R, 1)
+        x = cf.batched_inputs(X, R, 1)
         Z = x * w1[:, None, :] + b1[:, None, :]
         S = torch.relu(Z)
         out = torch.bmm(w2[:, None, :], S.transpose(1, 2)).transpose(1, 2)  # row-vector bmm

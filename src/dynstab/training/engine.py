@@ -58,7 +58,7 @@ from dynstab.training.result import (
 )
 from dynstab.training.samplers import draw_batches, make_generator
 from dynstab.training.schedules import Constant
-from dynstab.training.steppers import Stepper, make_stepper
+from dynstab.training.steppers import Batch, Stepper, make_stepper
 
 __all__ = ["Engine", "EngineConfig", "Run", "RunSetup", "train_runs"]
 
@@ -330,12 +330,8 @@ class Engine:
         out: list[float] = []
         for j, a, b in groups:
             Xj, yj = self.datasets[j]
-            out += self.stepper.losses(
-                _slice(self.P, a, b),
-                _slice(self.F, a, b),
-                Xj.expand(b - a, *Xj.shape),
-                yj.expand(b - a, *yj.shape),
-            ).tolist()
+            data = Xj.expand(b - a, *Xj.shape), yj.expand(b - a, *yj.shape)
+            out += self.stepper.losses(_slice(self.P, a, b), _slice(self.F, a, b), data).tolist()
         return out
 
     # ------------------------------------------------------------------ bookkeeping
@@ -399,44 +395,34 @@ class Engine:
         self,
         P: Params,
         F: Params,
-        xb: Tensor | None,
-        yb: Tensor | None,
+        batch: Batch | None,
         etas: Mapping[int, Tensor],
         groups: Sequence[tuple[int, int, int]] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """One update of the stacked runs ``P`` in place; return batch losses and clip flags.
 
-        A full-batch step (``xb`` None) of runs on several datasets is one stepper call per
+        A full-batch step (``batch`` None) of runs on several datasets is one stepper call per
         data ``groups`` (slices of the stack): the runs of a group share their inputs, which
         the closed forms multiply as one matrix.
         """
-        if xb is not None or yb is not None or groups is None:
-            return self._update(P, F, xb, yb, etas)
+        if batch is not None or groups is None:
+            return self._update(P, F, batch, etas)
         losses, flags = [], []
         for j, a, b in groups:
             Xj, yj = self.datasets[j]
-            loss, clipped = self._update(
-                _slice(P, a, b),
-                _slice(F, a, b),
-                Xj.expand(b - a, *Xj.shape),
-                yj.expand(b - a, *yj.shape),
-                {nd: e[a:b] for nd, e in etas.items()},
-            )
+            data = Xj.expand(b - a, *Xj.shape), yj.expand(b - a, *yj.shape)
+            sub_etas = {nd: e[a:b] for nd, e in etas.items()}
+            loss, clipped = self._update(_slice(P, a, b), _slice(F, a, b), data, sub_etas)
             losses.append(loss)
             if clipped is not None:
                 flags.append(clipped)
         return torch.cat(losses), (torch.cat(flags) if flags else None)
 
     def _update(
-        self,
-        P: Params,
-        F: Params,
-        xb: Tensor | None,
-        yb: Tensor | None,
-        etas: Mapping[int, Tensor],
+        self, P: Params, F: Params, batch: Batch | None, etas: Mapping[int, Tensor]
     ) -> tuple[Tensor, Tensor | None]:
-        """Gradient step of the stacked runs ``P`` (in place) on batches ``xb`` (None: X)."""
-        grads, losses = self.stepper.gradients(P, F, xb, yb)
+        """Gradient step of the stacked runs ``P`` (in place) on ``batch`` (None: X, y)."""
+        grads, losses = self.stepper.gradients(P, F, batch)
         clip, clipped = self.cfg.clip, None
         if clip is not None:
             A = losses.shape[0]
@@ -484,26 +470,27 @@ class Engine:
         eta_tab = (mult_mat * ix.lr_vec).to(device=self.device, dtype=self.dtype)  # (K, A)
         ndims = {v.ndim for v in self.P.values()}
         etas = [{nd: e.view(A, *([1] * (nd - 1))) for nd in ndims} for e in eta_tab.unbind(0)]
-        xs: Sequence[Tensor | None]
-        ys: Sequence[Tensor | None]
+        batches: Sequence[Batch | None]
         groups = self._groups(range(A)) if cfg.full_batch else None
         if cfg.full_batch:
-            xs, ys = [None] * K, [None] * K
+            batches = [None] * K
         else:
             draws = torch.stack([draw_batches(self.samplers[g], K) for g in ix.groups])
             idx = draws.index_select(0, ix.group_pos).transpose(0, 1)  # (K, A, B)
             idx = idx.to(self.X.device)
             if self.Xs is None or self.ys is None:
                 xs, ys = self.X[idx].unbind(0), self.y[idx].unbind(0)
+                batches = list(zip(xs, ys, strict=True))
             else:  # run a's batch from its own training set
                 which = ix.data_pos.to(self.X.device).view(1, A, 1)
                 xs, ys = self.Xs[which, idx].unbind(0), self.ys[which, idx].unbind(0)
+                batches = list(zip(xs, ys, strict=True))
         mults = [tables[j] for j in ix.schedule_pos_list]
         saved = {k: v.clone() for k, v in self.P.items()}
         loss_list: list[Tensor] = []
         clip_list: list[Tensor] = []
         for k in range(K):
-            losses, clipped = self._step(self.P, self.F, xs[k], ys[k], etas[k], groups)
+            losses, clipped = self._step(self.P, self.F, batches[k], etas[k], groups)
             loss_list.append(losses)
             if clipped is not None:
                 clip_list.append(clipped)
@@ -515,7 +502,7 @@ class Engine:
         )
         stops = self._stopping_events(t, K, loss_buf, clip_buf, mults, observed_t)
         if stops:
-            self._replay(saved, stops, xs, ys, etas)
+            self._replay(saved, stops, batches, etas)
             self._retire(sorted(stops))
         return K
 
@@ -570,8 +557,7 @@ class Engine:
         self,
         saved: Params,
         stops: Mapping[int, int],
-        xs: Sequence[Tensor | None],
-        ys: Sequence[Tensor | None],
+        batches: Sequence[Batch | None],
         etas: Sequence[Mapping[int, Tensor]],
     ) -> None:
         """Put the runs that stopped inside the chunk back at their stopping iterate.
@@ -584,7 +570,7 @@ class Engine:
                 v.copy_(saved[name])
             groups = self._groups([0])
             for step in range(stops[0]):
-                self._step(self.P, self.F, xs[step], ys[step], etas[step], groups)
+                self._step(self.P, self.F, batches[step], etas[step], groups)
             return
         cur = sorted(stops)
         pos = torch.tensor(cur, device=self.device)
@@ -602,15 +588,11 @@ class Engine:
                 if not cur:
                     return
             rows = torch.tensor(cur, device=self.device)
-            xb, yb = xs[k], ys[k]
-            self._step(
-                P,
-                F,
-                None if xb is None else xb.index_select(0, rows),
-                None if yb is None else yb.index_select(0, rows),
-                {nd: v.index_select(0, rows) for nd, v in etas[k].items()},
-                self._groups(cur),
-            )
+            batch = batches[k]
+            if batch is not None:
+                batch = batch[0].index_select(0, rows), batch[1].index_select(0, rows)
+            sub_etas = {nd: v.index_select(0, rows) for nd, v in etas[k].items()}
+            self._step(P, F, batch, sub_etas, self._groups(cur))
             k += 1
 
     # ------------------------------------------------------------------ the loop

@@ -4,12 +4,10 @@ A :class:`Stepper` answers two questions about a stack of R runs whose parameter
 along a leading run dimension (``params[name]`` of shape ``(R, *shape)``):
 
 * :meth:`Stepper.gradients` — the gradient of each run's batch-mean loss on its own batch
-  (inputs ``(R, B, *in)``, targets ``(R, B, *out)``), or on the whole training set when the
-  batch is None (full-batch GD), and the batch losses ``(R,)``;
-* :meth:`Stepper.losses` — each run's full training loss ``(R,)``.
-
-"The training set" is the stepper's own ``(X, y)`` unless the engine passes each run's own
-training set (runs trained on different data sets: ``inputs`` ``(R, n, *in)``).
+  (a :data:`Batch`: inputs ``(R, B, *in)``, targets ``(R, B, *out)``), or on the stepper's
+  training set ``(X, y)`` when the batch is None (full-batch GD), and the batch losses ``(R,)``;
+* :meth:`Stepper.losses` — each run's full training loss ``(R,)`` (on ``(X, y)``, or on each
+  run's own training set passed as a :data:`Batch` of size n).
 
 Three implementations:
 
@@ -41,11 +39,15 @@ from dynstab.models import ClosedFormModel
 __all__ = [
     "GRADIENT_METHODS",
     "AutogradStepper",
+    "Batch",
     "ClosedFormStepper",
     "Stepper",
     "VmapStepper",
     "make_stepper",
 ]
+
+#: One batch per run: inputs ``(R, B, *in)`` and targets ``(R, B, *out)``.
+Batch = tuple[Tensor, Tensor]
 
 #: Values of the ``gradient`` argument of the trainers.
 GRADIENT_METHODS: tuple[str, ...] = ("auto", "autograd", "closed_form")
@@ -56,30 +58,19 @@ class Stepper(Protocol):
     """Gradients and losses of R stacked runs (see the module docstring)."""
 
     def gradients(
-        self, params: Params, fixed: Params, inputs: Tensor | None, targets: Tensor | None
+        self, params: Params, fixed: Params, batch: Batch | None
     ) -> tuple[Params, Tensor]:
         """Return per-run gradients (shapes of ``params``) and batch losses ``(R,)``.
 
         Args:
             params: Trainable parameters, ``(R, *shape)`` each.
             fixed: Frozen parameters and buffers, ``(R, *shape)`` each.
-            inputs: One batch per run ``(R, B, *in)``, or None for the full training set.
-            targets: The batches' targets ``(R, B, *out)``, or None with ``inputs``.
+            batch: One batch per run, or None for the training set ``(X, y)``.
         """
         ...
 
-    def losses(
-        self,
-        params: Params,
-        fixed: Params,
-        inputs: Tensor | None = None,
-        targets: Tensor | None = None,
-    ) -> Tensor:
-        """Return each run's full training loss, shape ``(R,)``.
-
-        ``inputs``/``targets``: each run's own training set ``(R, n, ...)``; None for the
-        stepper's ``(X, y)``.
-        """
+    def losses(self, params: Params, fixed: Params, data: Batch | None = None) -> Tensor:
+        """Return each run's full training loss ``(R,)`` on ``(X, y)`` or on its own ``data``."""
         ...
 
 
@@ -106,27 +97,19 @@ class AutogradStepper:
         self.leaves = [p for _, p in named]
 
     def gradients(
-        self, params: Params, fixed: Params, inputs: Tensor | None, targets: Tensor | None
+        self, params: Params, fixed: Params, batch: Batch | None
     ) -> tuple[Params, Tensor]:
-        """Gradient and loss of the module on ``inputs[0]`` (or the training set)."""
-        xb = self.X if inputs is None else inputs[0]
-        yb = self.y if targets is None else targets[0]
+        """Gradient and loss of the module on ``batch`` (run 0's; or the training set)."""
+        xb, yb = (self.X, self.y) if batch is None else (batch[0][0], batch[1][0])
         # autograd.grad is ~3x cheaper per step than torch.func.grad_and_value on small nets.
         with torch.enable_grad():
             loss = self.loss_fn(self.model(xb), yb)
             grads = torch.autograd.grad(loss, self.leaves, materialize_grads=True)
         return {k: g[None] for k, g in zip(self.names, grads, strict=True)}, loss.detach()[None]
 
-    def losses(
-        self,
-        params: Params,
-        fixed: Params,
-        inputs: Tensor | None = None,
-        targets: Tensor | None = None,
-    ) -> Tensor:
+    def losses(self, params: Params, fixed: Params, data: Batch | None = None) -> Tensor:
         """Full training loss of the module, shape ``(1,)``."""
-        X = self.X if inputs is None else inputs[0]
-        y = self.y if targets is None else targets[0]
+        X, y = (self.X, self.y) if data is None else (data[0][0], data[1][0])
         with torch.no_grad():
             return self.loss_fn(self.model(X), y).detach()[None]
 
@@ -153,30 +136,24 @@ class VmapStepper:
         self._batch = vmap(loss_one, in_dims=(0, 0, 0, 0))
 
     def gradients(
-        self, params: Params, fixed: Params, inputs: Tensor | None, targets: Tensor | None
+        self, params: Params, fixed: Params, batch: Batch | None
     ) -> tuple[Params, Tensor]:
         """Vectorised forward of every run on its batch, one backward of Σ_r L_r."""
         leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         with torch.enable_grad():
-            if inputs is None or targets is None:
-                losses = self._full(leaves, fixed, self.X, self.y)
-            else:
-                losses = self._batch(leaves, fixed, inputs, targets)
+            losses = self._losses(leaves, fixed, batch)
             grads = torch.autograd.grad(losses.sum(), list(leaves.values()), materialize_grads=True)
         return dict(zip(leaves, grads, strict=True)), losses.detach()
 
-    def losses(
-        self,
-        params: Params,
-        fixed: Params,
-        inputs: Tensor | None = None,
-        targets: Tensor | None = None,
-    ) -> Tensor:
+    def losses(self, params: Params, fixed: Params, data: Batch | None = None) -> Tensor:
         """Vectorised full training loss of every run."""
         with torch.no_grad():
-            if inputs is None or targets is None:
-                return self._full(params, fixed, self.X, self.y)
-            return self._batch(params, fixed, inputs, targets)
+            return self._losses(params, fixed, data)
+
+    def _losses(self, params: Params, fixed: Params, batch: Batch | None) -> Tensor:
+        if batch is None:
+            return self._full(params, fixed, self.X, self.y)
+        return self._batch(params, fixed, *batch)
 
 
 class ClosedFormStepper:
@@ -215,28 +192,20 @@ class ClosedFormStepper:
         self.X, self.y = X, y
 
     def gradients(
-        self, params: Params, fixed: Params, inputs: Tensor | None, targets: Tensor | None
+        self, params: Params, fixed: Params, batch: Batch | None
     ) -> tuple[Params, Tensor]:
         """``model.closed_form_grad`` on every run's batch (or the expanded training set)."""
-        if inputs is None or targets is None:
-            R = next(iter(params.values())).shape[0]
-            inputs = self.X.expand(R, *self.X.shape)
-            targets = self.y.expand(R, *self.y.shape)
-        return self.model.closed_form_grad(params, inputs, targets)
+        return self.model.closed_form_grad(params, *self._data(params, batch))
 
-    def losses(
-        self,
-        params: Params,
-        fixed: Params,
-        inputs: Tensor | None = None,
-        targets: Tensor | None = None,
-    ) -> Tensor:
+    def losses(self, params: Params, fixed: Params, data: Batch | None = None) -> Tensor:
         """Full training loss of every run (``closed_form_loss`` on the expanded training set)."""
-        if inputs is None or targets is None:
-            R = next(iter(params.values())).shape[0]
-            inputs = self.X.expand(R, *self.X.shape)
-            targets = self.y.expand(R, *self.y.shape)
-        return self.model.closed_form_loss(params, inputs, targets)
+        return self.model.closed_form_loss(params, *self._data(params, data))
+
+    def _data(self, params: Params, batch: Batch | None) -> Batch:
+        if batch is not None:
+            return batch
+        R = next(iter(params.values())).shape[0]
+        return self.X.expand(R, *self.X.shape), self.y.expand(R, *self.y.shape)
 
 
 def supports_closed_form(model: nn.Module, loss_fn: LossFn) -> bool:

@@ -23,7 +23,7 @@ import dataclasses
 import itertools
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -39,7 +39,16 @@ from dynstab.training import SharpnessMonitor, train
 from dynstab_repro.base import Claim, Experiment, RunSpec
 from dynstab_repro.companions.figures import new_figure, save_figure
 from dynstab_repro.companions.minima import gram_float64
-from dynstab_repro.companions.results import MAX_POINTS, finite, fmt, thin
+from dynstab_repro.companions.results import (
+    MAX_POINTS,
+    Overrides,
+    Record,
+    Results,
+    Table,
+    finite,
+    fmt,
+    thin,
+)
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
 
@@ -78,7 +87,7 @@ def eos_run_metrics(
     lr: float,
     cross_frac: float = 0.95,
     band: tuple[float, float] = (0.9, 1.25),
-) -> dict[str, Any]:
+) -> Record:
     """Edge-of-stability summary of one GD run (pure function of the recorded curves).
 
     ``ratio`` = λ_max/(2/η). The first crossing is the first measurement with ratio ≥
@@ -94,7 +103,7 @@ def eos_run_metrics(
     edge = 2.0 / lr
     pts = [(s, v / edge) for s, v in zip(steps, lam) if v is not None]
     cross = next((s for s, r in pts if r >= cross_frac), None)
-    out: dict[str, Any] = {"crossing_step": cross}
+    out: Record = {"crossing_step": cross}
     if cross is None:
         out.update(post_median_ratio=None, post_fraction_in_band=None, loss_end_over_crossing=None)
         return out
@@ -154,7 +163,7 @@ class EoSConfig(ExperimentConfig):
     band_fraction: float = 0.95
     seed: int = 0
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+    PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {
             "n_train": 300,
             "width": 64,
@@ -167,7 +176,7 @@ class EoSConfig(ExperimentConfig):
     }
 
 
-def _train_gd_eos(config: EoSConfig, arch: str, lr: float) -> dict[str, Any]:
+def _train_gd_eos(config: EoSConfig, arch: str, lr: float) -> Record:
     t0 = time.perf_counter()
     X, y = _data(config.n_train, config.data_seed)
     model = _model(arch, config.width, config.channels, config.seed)
@@ -248,17 +257,15 @@ class EoSGDSweep(Experiment):
             out += [RunSpec(f"arch={arch}_lr={lr:g}", {"arch": arch, "lr": lr}) for lr in lrs]
         return out
 
-    def run_one(self, config: EoSConfig, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: EoSConfig, spec: RunSpec) -> Record:
         """Train one GD run with sharpness monitoring."""
         return _train_gd_eos(config, str(spec.params["arch"]), float(spec.params["lr"]))
 
-    def analyze(self, config: EoSConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: EoSConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_eos`."""
         return analyze_eos(config, results)
 
-    def plot(
-        self, config: EoSConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: EoSConfig, results: Results, fig_dir: Path) -> list[Path]:
         """C21 Fig 1: loss and sharpness vs step per architecture, dashed 2/η per η."""
         archs = [a for a in config.archs if any(r.get("arch") == a for r in results.values())]
         fig, axes = new_figure(max(1, len(archs)), 2)
@@ -286,9 +293,7 @@ class EoSGDSweep(Experiment):
             ax_s.legend(fontsize=7)
         return save_figure(fig, fig_dir, "eos_gd_sweep")
 
-    def tables(
-        self, config: EoSConfig, results: dict[str, dict[str, Any]]
-    ) -> list[tuple[str, list[dict[str, Any]]]]:
+    def tables(self, config: EoSConfig, results: Results) -> list[Table]:
         """Per-run EoS summary."""
         keys = (
             "crossing_step",
@@ -302,7 +307,7 @@ class EoSGDSweep(Experiment):
         return [("Edge-of-stability summary", rows)]
 
 
-def analyze_eos(config: EoSConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+def analyze_eos(config: EoSConfig, results: Results) -> list[Claim]:
     """Claims of ``eos/gd-sweep``.
 
     * C1: every run crosses cross_frac·2/η (progressive sharpening reaches the edge).
@@ -437,7 +442,7 @@ class SGDBatchConfig(ExperimentConfig):
     check_rtol: float = 0.01
     seed: int = 0
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+    PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {
             "n_train": 64,
             "width": 64,
@@ -480,7 +485,7 @@ class EoSSGDBatch(Experiment):
         """One unit per B."""
         return [RunSpec(f"B={B if B else 'GD'}", {"B": B}) for B in config.batch_sizes]
 
-    def run_one(self, config: SGDBatchConfig, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: SGDBatchConfig, spec: RunSpec) -> Record:
         """Train one run, then measure λ_max(H) and the subset generalized sharpness."""
         t0 = time.perf_counter()
         B = int(spec.params["B"])
@@ -508,7 +513,7 @@ class EoSSGDBatch(Experiment):
             tol=1e-6,
             generator=torch.Generator().manual_seed(config.seed),
         )
-        out: dict[str, Any] = {
+        out: Record = {
             "B": B,
             "lr": config.lr,
             "diverged": bool(res.diverged),
@@ -541,13 +546,11 @@ class EoSSGDBatch(Experiment):
         out["seconds"] = time.perf_counter() - t0
         return out
 
-    def analyze(self, config: SGDBatchConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: SGDBatchConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_sgd_batch`."""
         return analyze_sgd_batch(config, results)
 
-    def plot(
-        self, config: SGDBatchConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: SGDBatchConfig, results: Results, fig_dir: Path) -> list[Path]:
         """λ_max(H) and subset λ_max(C†D) vs B with 2/η; loss curves."""
         fig, axes = new_figure(2)
         ax, ax2 = axes[0, 0], axes[0, 1]
@@ -581,7 +584,7 @@ class EoSSGDBatch(Experiment):
         return save_figure(fig, fig_dir, "eos_sgd_batch")
 
 
-def analyze_sgd_batch(config: SGDBatchConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+def analyze_sgd_batch(config: SGDBatchConfig, results: Results) -> list[Claim]:
     """Claims of ``eos/sgd-batch``.
 
     * B1: λ_max(H) is non-decreasing in B (5% slack), the smallest B is ≤

@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from dynstab.criteria import gd_threshold
 from dynstab_repro.base import Claim
 from dynstab_repro.companions.figures import new_figure, save_figure
-from dynstab_repro.companions.results import fmt, median
+from dynstab_repro.companions.results import Overrides, Record, Results, Table, fmt, median
 from dynstab_repro.companions.scalar_nets import ScalarSweep, ScalarSweepConfig
 from dynstab_repro.registry import register
 
@@ -64,7 +64,7 @@ class MM23Config(ScalarSweepConfig):
     rank_one_min_ratio: float = 0.55
     gap_growth: float = 1.5
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+    PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {
             "n": 24,
             "lrs": (0.1, 0.2),
@@ -104,13 +104,11 @@ class MM23Sweep(ScalarSweep):
     classes = (3, 8)
     bounds = True
 
-    def analyze(self, config: MM23Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: MM23Config, results: Results) -> list[Claim]:
         """See :func:`analyze_mm23`."""
         return analyze_mm23(config, results)
 
-    def plot(
-        self, config: MM23Config, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: MM23Config, results: Results, fig_dir: Path) -> list[Path]:
         """Fig 1a (λ_max vs η per B) and Fig 2 (2/η, (24), (15), λ_max(C†D), λ_max per B)."""
         paths: list[Path] = []
         lrs = sorted(config.lrs)
@@ -154,9 +152,7 @@ class MM23Sweep(ScalarSweep):
         paths += save_figure(fig, fig_dir, "mm23_bounds_vs_lr")
         return paths
 
-    def tables(
-        self, config: MM23Config, results: dict[str, dict[str, Any]]
-    ) -> list[tuple[str, list[dict[str, Any]]]]:
+    def tables(self, config: MM23Config, results: Results) -> list[Table]:
         """Per-run table of the measured curvatures and ratios."""
         rows = [
             {
@@ -175,7 +171,7 @@ class MM23Sweep(ScalarSweep):
         return [("Minima", rows)]
 
 
-def _curve(results: dict[str, dict[str, Any]], B: int, key: str) -> list[tuple[float, float]]:
+def _curve(results: Results, B: int, key: str) -> list[tuple[float, float]]:
     by_lr: dict[float, list[float]] = {}
     for r in results.values():
         if r.get("B") == B and r.get("converged") and r.get(key) is not None:
@@ -183,7 +179,7 @@ def _curve(results: dict[str, dict[str, Any]], B: int, key: str) -> list[tuple[f
     return sorted((lr, median(v)) for lr, v in by_lr.items())
 
 
-def analyze_mm23(config: MM23Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
+def analyze_mm23(config: MM23Config, results: Results) -> list[Claim]:
     """Claims of ``mm23/sweep`` (MM23's observations of Sec. 4 and the exact criterion).
 
     * M1: small-B (≤ ``small_batch``) converged minima have η·λ_max(H)/2 ≤
@@ -276,7 +272,7 @@ def analyze_mm23(config: MM23Config, results: dict[str, dict[str, Any]]) -> list
     return claims + _rank_one_claims(config, conv)
 
 
-def _rank_one_claims(config: MM23Config, conv: list[dict[str, Any]]) -> list[Claim]:
+def _rank_one_claims(config: MM23Config, conv: list[Record]) -> list[Claim]:
     """Claims M5 (adapted) and M6 of :func:`analyze_mm23`."""
     small = [
         r

@@ -21,7 +21,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -40,7 +40,17 @@ from dynstab.norms import gram_spectrum
 from dynstab_repro.base import Claim, Experiment, RunSpec
 from dynstab_repro.companions.figures import new_figure, save_figure
 from dynstab_repro.companions.minima import gram_float64
-from dynstab_repro.companions.results import MAX_POINTS, finite, fmt, median, thin
+from dynstab_repro.companions.results import (
+    MAX_POINTS,
+    Overrides,
+    Record,
+    Results,
+    Table,
+    finite,
+    fmt,
+    median,
+    thin,
+)
 from dynstab_repro.companions.scalar_nets import loss_curve, train_scalar
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
@@ -87,9 +97,7 @@ def _network(config: SwitchConfig | SweepConfig, seed: int) -> UnivariateReLU:
     return net
 
 
-def minimum_report(
-    net: UnivariateReLU, X: torch.Tensor, y: torch.Tensor, lr: float
-) -> dict[str, Any]:
+def minimum_report(net: UnivariateReLU, X: torch.Tensor, y: torch.Tensor, lr: float) -> Record:
     """Function-space and curvature summary of a univariate ReLU net at (near) a minimum.
 
     Returns ``weighted_tv`` = Σ|a| g(t), ``bound`` = 1/η − 1/2 (:func:`mms21_bound`),
@@ -159,10 +167,10 @@ class SwitchConfig(ExperimentConfig):
     spike_factor: float = 10.0
     seed: int = 0
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"steps": 60000}}
+    PROFILES: ClassVar[dict[str, Overrides]] = {"quick": {"steps": 60000}}
 
 
-def _switch_run(config: SwitchConfig, switch: bool) -> dict[str, Any]:
+def _switch_run(config: SwitchConfig, switch: bool) -> Record:
     X, y = _data(config.kind, config.n, config.degree, config.seed)
     net = _network(config, config.seed)
     phase1 = train_scalar(
@@ -226,20 +234,18 @@ class MMS21Switch(Experiment):
         """Two units: constant η (a) and the switch (b)."""
         return [RunSpec("constant", {"switch": False}), RunSpec("switch", {"switch": True})]
 
-    def run_one(self, config: SwitchConfig, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: SwitchConfig, spec: RunSpec) -> Record:
         """Run (a) or (b) and summarise its final minimum."""
         t0 = time.perf_counter()
         out = _switch_run(config, bool(spec.params["switch"]))
         out["seconds"] = time.perf_counter() - t0
         return out
 
-    def analyze(self, config: SwitchConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: SwitchConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_switch`."""
         return analyze_switch(config, results)
 
-    def plot(
-        self, config: SwitchConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: SwitchConfig, results: Results, fig_dir: Path) -> list[Path]:
         """Loss curves, the two interpolants with the data, and |a| at the knots with g."""
         fig, axes = new_figure(3)
         ax0, ax1, ax2 = axes[0, 0], axes[0, 1], axes[0, 2]
@@ -284,7 +290,7 @@ class MMS21Switch(Experiment):
         return save_figure(fig, fig_dir, "mms21_switch")
 
 
-def analyze_switch(config: SwitchConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+def analyze_switch(config: SwitchConfig, results: Results) -> list[Claim]:
     """Claims of ``mms21/switch``.
 
     * W1: both runs converged (interpolation) and, where no knot is on a data point, satisfy
@@ -385,7 +391,7 @@ class WeightConfig(ExperimentConfig):
     edge_fraction: float = 0.25
     seed: int = 0
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"num_seeds": 12, "n_large": 200}}
+    PROFILES: ClassVar[dict[str, Overrides]] = {"quick": {"num_seeds": 12, "n_large": 200}}
 
 
 def _rel_l1(g_emp: np.ndarray, g_pop: np.ndarray, t: np.ndarray) -> float:
@@ -417,7 +423,7 @@ class MMS21Weight(Experiment):
         """One unit per distribution."""
         return [RunSpec(f"dist={d}", {"dist": d}) for d in config.dists]
 
-    def run_one(self, config: WeightConfig, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: WeightConfig, spec: RunSpec) -> Record:
         """Empirical g for ``num_seeds`` samples at n and n_large, and the population g."""
         dist = str(spec.params["dist"])
         t = torch.linspace(
@@ -425,7 +431,7 @@ class MMS21Weight(Experiment):
         )
         tn = t.numpy()
         g_pop = population_weight_g(dist, t).numpy()
-        out: dict[str, Any] = {"dist": dist, "t": tn.tolist(), "g_pop": g_pop.tolist()}
+        out: Record = {"dist": dist, "t": tn.tolist(), "g_pop": g_pop.tolist()}
         for label, n in (("small", config.n), ("large", config.n_large)):
             dists, argmax, edge_max, curves = [], [], [], []
             for s in range(config.num_seeds):
@@ -455,13 +461,11 @@ class MMS21Weight(Experiment):
         out["pop_tail"] = float(tail.max())
         return out
 
-    def analyze(self, config: WeightConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: WeightConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_weight`."""
         return analyze_weight(config, results)
 
-    def plot(
-        self, config: WeightConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: WeightConfig, results: Results, fig_dir: Path) -> list[Path]:
         """One panel per distribution: population g, an empirical g (n = 20) and the mean."""
         keys = [f"dist={d}" for d in config.dists if f"dist={d}" in results]
         fig, axes = new_figure(max(1, len(keys)))
@@ -487,7 +491,7 @@ class MMS21Weight(Experiment):
         return save_figure(fig, fig_dir, "mms21_weight")
 
 
-def analyze_weight(config: WeightConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+def analyze_weight(config: WeightConfig, results: Results) -> list[Claim]:
     """Claims of ``mms21/weight``.
 
     * G1 (peaked at the centre): |argmax g| ≤ ``centre_tol`` for every population g and for the
@@ -579,7 +583,7 @@ class SweepConfig(ExperimentConfig):
     data_seed: int = 0
     rtol: float = 1e-6
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+    PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {"lrs": (0.2, 0.3, 0.4), "seeds": (0,), "steps": 40000}
     }
 
@@ -618,7 +622,7 @@ class MMS21Sweep(Experiment):
             for s in config.seeds
         ]
 
-    def run_one(self, config: SweepConfig, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: SweepConfig, spec: RunSpec) -> Record:
         """Train GD to interpolation and report the minimum."""
         t0 = time.perf_counter()
         lr, seed = float(spec.params["lr"]), int(spec.params["seed"])
@@ -628,7 +632,7 @@ class MMS21Sweep(Experiment):
             net, X, y, lr=lr, steps=config.steps, batch_size=0, stop_loss=config.stop_loss
         )
         steps, values = loss_curve(res)
-        out: dict[str, Any] = {
+        out: Record = {
             "lr": lr,
             "seed": seed,
             "converged": res.converged,
@@ -643,13 +647,11 @@ class MMS21Sweep(Experiment):
         out["seconds"] = time.perf_counter() - t0
         return out
 
-    def analyze(self, config: SweepConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: SweepConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_sweep`."""
         return analyze_sweep(config, results)
 
-    def plot(
-        self, config: SweepConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: SweepConfig, results: Results, fig_dir: Path) -> list[Path]:
         """∫|f''|g vs η with the bound 1/η − 1/2, and the interpolants."""
         fig, axes = new_figure(2)
         ax, ax2 = axes[0, 0], axes[0, 1]
@@ -678,9 +680,7 @@ class MMS21Sweep(Experiment):
         ax2.legend(fontsize=7)
         return save_figure(fig, fig_dir, "mms21_sweep")
 
-    def tables(
-        self, config: SweepConfig, results: dict[str, dict[str, Any]]
-    ) -> list[tuple[str, list[dict[str, Any]]]]:
+    def tables(self, config: SweepConfig, results: Results) -> list[Table]:
         """Per-minimum table."""
         rows = [
             {
@@ -698,7 +698,7 @@ class MMS21Sweep(Experiment):
         return [("Minima", rows)]
 
 
-def analyze_sweep(config: SweepConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+def analyze_sweep(config: SweepConfig, results: Results) -> list[Claim]:
     """Claims of ``mms21/sweep``.
 
     * E1: every converged minimum without a knot on a data point satisfies Theorem 1

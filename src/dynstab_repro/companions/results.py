@@ -8,14 +8,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["MAX_POINTS", "finite", "fmt", "median", "thin"]
+__all__ = [
+    "MAX_POINTS",
+    "Overrides",
+    "Record",
+    "Results",
+    "Table",
+    "finite",
+    "fmt",
+    "median",
+    "thin",
+]
 
 #: Largest number of points stored per recorded curve.
 MAX_POINTS = 500
+
+#: The JSON-able metrics of one unit (values of several types, read by key).
+Record = dict[str, Any]
+#: Unit results of an experiment, keyed by unit key.
+Results = dict[str, Record]
+#: A report table: title and rows.
+Table = tuple[str, list[Record]]
+#: Field overrides of a config profile.
+Overrides = dict[str, object]
 
 T = TypeVar("T")
 

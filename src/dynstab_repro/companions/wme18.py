@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from dynstab.models import MLP
 from dynstab.training import Monitor, NormMonitor, Run, StoppingRule, TrainResult, train_runs
 from dynstab_repro.base import Claim, Experiment, RunSpec
 from dynstab_repro.companions.figures import new_figure, save_figure
-from dynstab_repro.companions.results import fmt, median, thin
+from dynstab_repro.companions.results import Overrides, Record, Results, Table, fmt, median, thin
 from dynstab_repro.companions.scalar_nets import ScalarSweep, ScalarSweepConfig
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
@@ -89,7 +89,7 @@ class ToyConfig(ExperimentConfig):
     min_escape_fraction: float = 0.95
     seed: int = 0
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"num_seeds": 40}}
+    PROFILES: ClassVar[dict[str, Overrides]] = {"quick": {"num_seeds": 40}}
 
 
 def toy_loss(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -193,7 +193,7 @@ class WME18Toy(Experiment):
             out.append(RunSpec(f"sgd_chunk={j // k}", {"gd": False, "seeds": seeds[j : j + k]}))
         return out
 
-    def run_one(self, config: ToyConfig, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: ToyConfig, spec: RunSpec) -> Record:
         """Iterate the toy for the unit's seeds; also record the closed-form thresholds."""
         t0 = time.perf_counter()
         out = _run_toy(config, list(spec.params["seeds"]), bool(spec.params["gd"]))
@@ -220,13 +220,11 @@ class WME18Toy(Experiment):
         )
         return out
 
-    def analyze(self, config: ToyConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: ToyConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_toy`."""
         return analyze_toy(config, results)
 
-    def plot(
-        self, config: ToyConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: ToyConfig, results: Results, fig_dir: Path) -> list[Path]:
         """Trajectories x_t of a few SGD seeds and of GD, with the two minima."""
         fig, axes = new_figure(1)
         ax = axes[0, 0]
@@ -250,7 +248,7 @@ class WME18Toy(Experiment):
         return save_figure(fig, fig_dir, "wme18_toy")
 
 
-def analyze_toy(config: ToyConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+def analyze_toy(config: ToyConfig, results: Results) -> list[Claim]:
     """Claims of ``wme18/toy`` from the units' results (missing units make claims fail)."""
     claims: list[Claim] = []
     sgd = [r for k, r in results.items() if k.startswith("sgd")]
@@ -361,7 +359,7 @@ class SharpnessConfig(ScalarSweepConfig):
     flat_batch_sizes: tuple[int, ...] = (4, 10)
     flat_factors: tuple[float, ...] = (1.5, 1.15)
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+    PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {
             "n": 96,
             "width": 32,
@@ -407,13 +405,11 @@ class WME18Sharpness(ScalarSweep):
     classes = ()
     bounds = False
 
-    def analyze(self, config: SharpnessConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: SharpnessConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_sharpness`."""
         return analyze_sharpness(config, results)
 
-    def plot(
-        self, config: SharpnessConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: SharpnessConfig, results: Results, fig_dir: Path) -> list[Path]:
         """Sharpness vs B per η (with 2/η) and the sharpness–non-uniformity diagram."""
         fig, axes = new_figure(2)
         ax, ax2 = axes[0, 0], axes[0, 1]
@@ -450,9 +446,7 @@ class WME18Sharpness(ScalarSweep):
         ax2.legend(fontsize=7)
         return save_figure(fig, fig_dir, "wme18_sharpness")
 
-    def tables(
-        self, config: SharpnessConfig, results: dict[str, dict[str, Any]]
-    ) -> list[tuple[str, list[dict[str, Any]]]]:
+    def tables(self, config: SharpnessConfig, results: Results) -> list[Table]:
         """Per-run table: η, B, converged, sharpness, non-uniformity, η·λ_max/2, η·λ_max(C†D)/2."""
         rows = [
             {
@@ -471,7 +465,7 @@ class WME18Sharpness(ScalarSweep):
         return [("Minima", rows)]
 
 
-def analyze_sharpness(config: SharpnessConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+def analyze_sharpness(config: SharpnessConfig, results: Results) -> list[Claim]:
     """Claims of ``wme18/sharpness`` (WME18's observations, adapted to the digits task).
 
     * S1 (GD): for every η where the constraint binds (λ_max at init > 2/η) and GD converged,

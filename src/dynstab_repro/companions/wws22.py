@@ -19,7 +19,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
@@ -27,7 +27,7 @@ from dynstab.criteria import alignment_factor, q_factor
 from dynstab_repro.base import Claim, Experiment, RunSpec
 from dynstab_repro.companions.figures import new_figure, save_figure
 from dynstab_repro.companions.minima import gram_float64, gram_summary
-from dynstab_repro.companions.results import finite, fmt, median
+from dynstab_repro.companions.results import Overrides, Record, Results, Table, finite, fmt, median
 from dynstab_repro.companions.scalar_nets import (
     digits_task,
     loss_curve,
@@ -89,7 +89,7 @@ class WWS22Config(ExperimentConfig):
     escape_window: int = 1000
     escape_factor: float = 100.0
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+    PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {"lrs": (0.1, 0.2), "batch_sizes": (2, 8), "widths": (32, 64), "steps": 25000}
     }
 
@@ -131,7 +131,7 @@ class WWS22Alignment(Experiment):
         out.append(RunSpec("switch", {"switch": True}))
         return out
 
-    def run_one(self, config: WWS22Config, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: WWS22Config, spec: RunSpec) -> Record:
         """Train one SGD run (recording μ) or run the GD→SGD switch."""
         X, y = digits_task(config.n, classes=(3, 8))
         if spec.params.get("switch"):
@@ -147,13 +147,11 @@ class WWS22Alignment(Experiment):
             record_every=config.record_every,
         )
 
-    def analyze(self, config: WWS22Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: WWS22Config, results: Results) -> list[Claim]:
         """See :func:`analyze_wws22`."""
         return analyze_wws22(config, results)
 
-    def plot(
-        self, config: WWS22Config, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: WWS22Config, results: Results, fig_dir: Path) -> list[Path]:
         """μ(θ_t) along training; ‖H‖_F·η/√B vs η with the bound 2/√(qB); the GD→SGD switch."""
         paths: list[Path] = []
         fig, axes = new_figure(3)
@@ -201,9 +199,7 @@ class WWS22Alignment(Experiment):
         paths += save_figure(fig, fig_dir, "wws22_alignment")
         return paths
 
-    def tables(
-        self, config: WWS22Config, results: dict[str, dict[str, Any]]
-    ) -> list[tuple[str, list[dict[str, Any]]]]:
+    def tables(self, config: WWS22Config, results: Results) -> list[Table]:
         """Per-run table."""
         rows = []
         for k, r in sorted(results.items()):
@@ -226,11 +222,11 @@ class WWS22Alignment(Experiment):
         return [("SGD minima", rows)]
 
 
-def _frob_bound(r: dict[str, Any]) -> float:
+def _frob_bound(r: Record) -> float:
     return 2.0 / (r["lr"] * math.sqrt(r["q"]))
 
 
-def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor) -> Record:
     """GD to a minimum at η, then SGD(η, B) from it."""
     t0 = time.perf_counter()
     n = X.shape[0]
@@ -295,7 +291,7 @@ def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor) -> dict[str, 
     }
 
 
-def analyze_wws22(config: WWS22Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
+def analyze_wws22(config: WWS22Config, results: Results) -> list[Claim]:
     """Claims of ``wws22/alignment``.
 
     * A1: the median of μ(θ_t) along every SGD run is ≥ ``mu_min``, and the median over the

@@ -176,10 +176,7 @@ def strict_min(values: Sequence[float]) -> float:
         >>> strict_min([2.0, 1.0]), strict_min([1.0, float("nan")]), strict_min([])
         (1.0, nan, nan)
     """
-    v = list(values)
-    if not v or not all(math.isfinite(x) for x in v):
-        return float("nan")
-    return float(min(v))
+    return _strict(min, values)
 
 
 def strict_max(values: Sequence[float]) -> float:
@@ -189,10 +186,14 @@ def strict_max(values: Sequence[float]) -> float:
         >>> strict_max([2.0, 1.0]), strict_max([1.0, float("nan")])
         (2.0, nan)
     """
+    return _strict(max, values)
+
+
+def _strict(reduce: Callable[[list[float]], float], values: Sequence[float]) -> float:
     v = list(values)
     if not v or not all(math.isfinite(x) for x in v):
         return float("nan")
-    return float(max(v))
+    return float(reduce(v))
 
 
 def count_finite(values: Iterable[float]) -> int:

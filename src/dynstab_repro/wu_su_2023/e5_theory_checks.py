@@ -328,8 +328,8 @@ def _closed_form_gradient_error(
     :class:`dynstab.training.AutogradStepper` on the full training set.
     """
     params = {k: p.detach()[None] for k, p in net.named_parameters()}
-    closed, _ = ClosedFormStepper(net, X, y).gradients(params, {}, None, None)
-    auto, _ = AutogradStepper(net, X, y, half_mse).gradients(params, {}, None, None)
+    closed, _ = ClosedFormStepper(net, X, y).gradients(params, {}, None)
+    auto, _ = AutogradStepper(net, X, y, half_mse).gradients(params, {}, None)
     diff = sum(float(((closed[k] - g) ** 2).sum()) for k, g in auto.items())
     norm = sum(float((g**2).sum()) for g in auto.values())
     return math.sqrt(diff / norm)
