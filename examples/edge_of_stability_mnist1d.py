@@ -27,53 +27,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from dynstab.data import mnist1d_dataset
+from dynstab.models import MLP
 from dynstab.training import SharpnessMonitor, TestErrorMonitor, train
 
 
 def load_mnist1d(n_train: int, n_test: int, seed: int) -> tuple[torch.Tensor, ...]:
     """Return (X, Y, X_test, Y_test) in float64 with one-hot targets (generated locally)."""
-    try:
-        from dynstab.data import mnist1d_dataset
-    except ImportError:  # data layer not available: generate with mnist1d directly
-        from mnist1d.data import get_dataset_args, make_dataset
-
-        args = get_dataset_args()
-        args.num_samples = n_train + n_test
-        args.train_split = n_train / (n_train + n_test)
-        args.seed = seed
-        d = make_dataset(args)
-        X = torch.tensor(d["x"], dtype=torch.float64)[:n_train]
-        Xt = torch.tensor(d["x_test"], dtype=torch.float64)[:n_test]
-        eye = torch.eye(10, dtype=torch.float64)
-        return (
-            X,
-            eye[torch.as_tensor(d["y"][:n_train])],
-            Xt,
-            eye[torch.as_tensor(d["y_test"][:n_test])],
-        )
     ds = mnist1d_dataset(n_train, n_test, seed=seed, one_hot=True, dtype=torch.float64)
     return ds.X, ds.y, ds.X_test, ds.y_test
 
 
 def make_model(width: int, seed: int) -> nn.Module:
     """tanh MLP 40-width-width-10 with PyTorch's default initialisation, seeded."""
-    try:
-        from dynstab.models import MLP
-
-        return MLP(
-            [40, width, width, 10], activation="tanh", generator=torch.Generator().manual_seed(seed)
-        )
-    except ImportError:
-        g = torch.Generator().manual_seed(seed)
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate([(40, width), (width, width), (width, 10)]):
-            lin = nn.Linear(a, b)
-            with torch.no_grad():
-                bound = 1 / a**0.5
-                lin.weight.copy_(torch.empty(b, a).uniform_(-bound, bound, generator=g))
-                lin.bias.copy_(torch.empty(b).uniform_(-bound, bound, generator=g))
-            layers += [lin] if i == 2 else [lin, nn.Tanh()]
-        return nn.Sequential(*layers)
+    return MLP(
+        [40, width, width, 10], activation="tanh", generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def edge_of_stability(

@@ -5,17 +5,23 @@ import pytest
 import torch
 from torch.func import functional_call, jacrev, vmap
 
+from dynstab.curvature import dense_gauss_newton, gram_matrix
+from dynstab.losses import half_mse
 from dynstab.models import DiagonalLinearNet, TwoLayerReLU, UnivariateReLU
 from dynstab.norms import (
     balance_diagonal,
     balance_relu,
     balancedness,
     data_weights,
+    diagonal_gram,
     diagonal_trace_G,
+    gram_spectrum,
     kappa_n,
     path_norm,
+    relu_gram,
     relu_trace_G,
     weighted_l1,
+    wme18_non_uniformity,
 )
 
 f64 = torch.float64
@@ -254,3 +260,63 @@ def test_norm_errors():
         kappa_n(torch.ones(3, 3), num_directions=0)
     with pytest.raises(ValueError, match=r"beta must have shape \(d,\)"):
         weighted_l1(torch.ones(2, 2))
+
+
+# ------------------------------------------------------------------ measures of a Gram matrix
+
+
+def test_gram_spectrum_equals_the_dense_gauss_newton_spectrum():
+    g = torch.Generator().manual_seed(4)
+    net = TwoLayerReLU(4, 5, generator=g, dtype=torch.float64)
+    X = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(7, generator=g, dtype=torch.float64)
+    G = dense_gauss_newton(net, half_mse, (X, y))
+    eig = torch.linalg.eigvalsh(G)
+    s = gram_spectrum(gram_matrix(net, X))
+    assert s.trace == pytest.approx(float(eig.sum()), rel=1e-12)
+    assert s.frobenius == pytest.approx(float(torch.linalg.matrix_norm(G)), rel=1e-12)
+    assert s.lambda_max == pytest.approx(float(eig[-1]), rel=1e-12)
+    assert s.as_dict() == {"trace": s.trace, "frobenius": s.frobenius, "lambda_max": s.lambda_max}
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_wme18_non_uniformity_matches_parameter_space(outputs):
+    g = torch.Generator().manual_seed(outputs)
+    n, p = 5, 7
+    J = torch.randn(n * outputs, p, generator=g, dtype=torch.float64)
+    K = J @ J.T / n
+    Hs = [
+        J[i * outputs : (i + 1) * outputs].T @ J[i * outputs : (i + 1) * outputs] for i in range(n)
+    ]
+    H = sum(Hs) / n
+    Sigma = sum(Hi @ Hi for Hi in Hs) / n - H @ H
+    expected = math.sqrt(float(torch.linalg.eigvalsh(Sigma).max()))
+    assert wme18_non_uniformity(K, outputs) == pytest.approx(expected, rel=1e-9)
+
+
+def test_gram_measures_reject_bad_matrices():
+    with pytest.raises(ValueError, match="square"):
+        gram_spectrum(torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="C = outputs = 2"):
+        wme18_non_uniformity(torch.eye(3, dtype=torch.float64), outputs=2)
+    with pytest.raises(TypeError, match="floating point"):
+        gram_spectrum(torch.eye(2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("form", ["ab", "uv"])
+def test_diagonal_gram_equals_the_autograd_gram(form):
+    net = DiagonalLinearNet(6, form=form, generator=gen(5), dtype=f64)
+    X = torch.randn(9, 6, generator=gen(6), dtype=f64) * torch.linspace(0.5, 2.0, 6, dtype=f64)
+    K = diagonal_gram(net, X)
+    torch.testing.assert_close(K, gram_matrix(net, X), rtol=1e-12, atol=1e-13)
+    assert float(K.trace()) == pytest.approx(diagonal_trace_G(net, X), rel=1e-12)
+
+
+def test_relu_gram_equals_the_autograd_gram():
+    net = TwoLayerReLU(5, 7, generator=gen(7), dtype=f64)
+    X = torch.randn(11, 5, generator=gen(8), dtype=f64)
+    K = relu_gram(net, X)
+    torch.testing.assert_close(K, gram_matrix(net, X), rtol=1e-12, atol=1e-13)
+    assert float(K.trace()) == pytest.approx(relu_trace_G(net, X), rel=1e-12)
+    with pytest.raises(TypeError, match="needs a TwoLayerReLU"):
+        relu_gram(DiagonalLinearNet(5, dtype=f64), X)

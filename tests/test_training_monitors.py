@@ -166,6 +166,27 @@ def test_gram_monitor_of_linear_model() -> None:
 
 
 @needs_curvature
+def test_gram_monitor_alignment_is_wws22_mu_in_gram_form() -> None:
+    model, X, y, ctx = linear_case()
+    K = X @ X.T / X.shape[0]
+    with torch.no_grad():
+        r = model(X).reshape(-1) - y.reshape(-1)
+    n = X.shape[0]
+    # μ = [n Σ_i r_i² (K²)_ii − rᵀK²r] / (‖r‖² ‖K‖_F²) for one output
+    K2 = K @ K
+    mu = (n * float((r * r * K2.diagonal()).sum()) - float(r @ K2 @ r)) / (
+        float(r @ r) * float((K * K).sum())
+    )
+    out = GramMonitor(measures=("alignment", "trace"), prefix="")(0, model, ctx)
+    assert set(out) == {"alignment", "trace"}
+    assert out["alignment"] == pytest.approx(mu, rel=1e-10)
+    with pytest.raises(ValueError, match="needs the training set"):
+        GramMonitor(X, measures=("alignment",))
+    with pytest.raises(ValueError, match="unknown Gram measure"):
+        GramMonitor(measures=("mu",))
+
+
+@needs_curvature
 @needs_stability
 def test_stability_monitor_gd_margins() -> None:
     model, X, _y, ctx = linear_case()

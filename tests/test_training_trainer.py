@@ -161,10 +161,10 @@ def test_convergence_stops_at_first_step_below_stop_loss_and_records_lrs() -> No
     assert not res.diverged
     assert res.stop_reason == "converged"
     assert res.steps_run == t_conv
-    assert res.step_at_1e_6 == t_6
     assert res.lr_at_convergence == lr
-    assert res.lr_at_1e_6 == lr
-    assert (res.step_at_last_1e_6, res.lr_at_last_1e_6) == (t_6, lr)  # no rebound: = first
+    assert (res.step_at_loss_threshold, res.lr_at_loss_threshold) == (t_6, lr)
+    assert res.loss_threshold == 1e-6
+    assert res.effective_lr == lr
     assert res.full_lr_fraction == 1.0
     assert res.converged_at_full_lr
     assert res.final_loss == pytest.approx(2 * (1 - lr) ** (2 * t_conv), rel=1e-9)
@@ -176,7 +176,7 @@ def rebound_schedule(t: int) -> float:
     return 0.5 if t < 12 else (4.0 if t == 12 else 0.75)
 
 
-def test_last_1e_6_crossing_is_recorded_after_a_rebound_above_1e_6() -> None:
+def test_effective_lr_is_the_last_downward_crossing_after_a_rebound() -> None:
     # Scalar problem with lr = 1: L_{t+1} = L_t (1 − m(t))², L_0 = 2. L_11 = 2/4^11 ≈ 4.8e-7 is
     # the first value ≤ 1e-6; the overshoot gives L_13 = 9·2/4^13 ≈ 1.07e-6 > 1e-6, and
     # L_14 = L_13/16 ≈ 6.7e-8 crosses again (the last crossing) at multiplier 0.75.
@@ -188,19 +188,26 @@ def test_last_1e_6_crossing_is_recorded_after_a_rebound_above_1e_6() -> None:
     model, X, y = scalar_problem()
     res = train(model, X, y, lr=1.0, steps=100, schedule=rebound_schedule)
     assert res.converged
-    assert (res.step_at_1e_6, res.lr_at_1e_6) == (11, 0.5)
-    assert (res.step_at_last_1e_6, res.lr_at_last_1e_6) == (14, 0.75)
+    assert (res.step_at_loss_threshold, res.lr_at_loss_threshold) == (14, 0.75)
+    assert res.effective_lr == 0.75
     steps, loss = res.history.as_arrays("loss")
     assert loss[list(steps).index(13)] == pytest.approx(losses[13], rel=1e-9)
     d = res.to_dict(include_history=False)
-    assert (d["step_at_last_1e-6"], d["lr_at_last_1e-6"]) == (14, 0.75)
+    assert (d["step_at_loss_threshold"], d["lr_at_loss_threshold"]) == (14, 0.75)
+    assert d["effective_lr"] == 0.75
+    # The threshold is a parameter: at 1e-4 the loss crosses once, before the overshoot.
+    crossings4 = [t for t in range(31) if losses[t] <= 1e-4 and (t == 0 or losses[t - 1] > 1e-4)]
+    assert len(crossings4) == 1
+    model, X, y = scalar_problem()
+    res4 = train(model, X, y, lr=1.0, steps=100, schedule=rebound_schedule, loss_threshold=1e-4)
+    assert (res4.step_at_loss_threshold, res4.lr_at_loss_threshold) == (crossings4[0], 0.5)
 
 
-def test_last_1e_6_crossing_is_none_when_the_loss_never_reaches_1e_6() -> None:
+def test_loss_threshold_crossing_is_none_when_the_loss_never_reaches_it() -> None:
     model, X, y = scalar_problem()
     res = train(model, X, y, lr=0.1, steps=3, stop_loss=None)
-    assert (res.step_at_1e_6, res.lr_at_1e_6) == (None, None)
-    assert (res.step_at_last_1e_6, res.lr_at_last_1e_6) == (None, None)
+    assert (res.step_at_loss_threshold, res.lr_at_loss_threshold) == (None, None)
+    assert res.effective_lr == 0.1
 
 
 def test_converged_at_full_lr_requires_the_fraction_of_full_lr_steps() -> None:
@@ -226,8 +233,8 @@ def test_converged_at_full_lr_requires_the_fraction_of_full_lr_steps() -> None:
     )
     assert res0.converged_at_full_lr
     assert res0.lr_at_convergence == lr
-    assert res0.lr_at_1e_6 is not None
-    assert res0.lr_at_1e_6 <= lr
+    assert res0.lr_at_loss_threshold is not None
+    assert res0.lr_at_loss_threshold <= lr
 
 
 def test_divergence_stops_warns_and_does_not_raise() -> None:
@@ -377,8 +384,7 @@ def test_result_to_dict_is_json() -> None:
     res = train(Linear(w0), X, y, lr=0.1, steps=3, stop_loss=None)
     d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
     assert d["steps_run"] == 3
-    assert "lr_at_1e-6" in d
-    assert {"lr_at_last_1e-6", "step_at_last_1e-6"} <= d.keys()
+    assert {"lr_at_loss_threshold", "step_at_loss_threshold", "loss_threshold"} <= d.keys()
     assert d["history"]["records"][0]["step"] == 0
     assert "history" not in res.to_dict(include_history=False)
 

@@ -1,4 +1,4 @@
-"""Closed forms of Tr G and the parameter norms they are equivalent to (Wu & Su (2023) R4, R7).
+"""Closed forms of Tr G and the parameter norms they are equivalent to (Wu & Su, ICML 2023).
 
 Conventions: scalar-output models, loss ½·mean squared error (:func:`dynstab.losses.half_mse`),
 G(θ) = (1/n) Σ_i g_i g_iᵀ = JᵀJ/n with g_i = ∇_θ f(x_i; θ). At an interpolating minimum
@@ -12,31 +12,45 @@ Data weights: s_j := (1/n) Σ_i x_ij² (the second moment of coordinate j).
   ≥ 2 κ_n ‖θ‖_P, with path norm ‖θ‖_P = Σ_j |a_j| ‖w_j‖ and
   κ_n = inf_{‖u‖=1} (1/n) Σ_i ‖x_i‖ σ(uᵀx_i).
 
-Every function here costs O(n·p) flops and no Hessian- or Jacobian-vector products, and
+Every closed form here costs O(n·p) flops and no Hessian- or Jacobian-vector products, and
 returns a Python float (measurements, not differentiable losses).
+
+:func:`diagonal_gram` and :func:`relu_gram` give the Gram matrix K = JJᵀ/n itself in closed
+form (no Jacobian). Two functions read measures off a given Gram matrix K = JJᵀ/n (shape
+``(nC, nC)``, e.g. from :func:`dynstab.curvature.gram_matrix`), whose non-zero spectrum is that
+of G:
+:func:`gram_spectrum` (Tr G, ‖G‖_F, λ_max(G)) and :func:`wme18_non_uniformity` (the
+non-uniformity s of Wu, Ma & E (2018) at an interpolating minimum). Each costs one symmetric
+eigendecomposition of K.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from dynstab._checks import check_int
+from dynstab._checks import check_int, check_square_matrix
 from dynstab.models.diagonal_linear import DiagonalLinearNet
 from dynstab.models.two_layer_relu import TwoLayerReLU
 
 __all__ = [
+    "GramSpectrum",
     "balance_diagonal",
     "balance_relu",
     "balancedness",
     "data_weights",
+    "diagonal_gram",
     "diagonal_trace_G",
+    "gram_spectrum",
     "kappa_n",
     "path_norm",
+    "relu_gram",
     "relu_trace_G",
     "weighted_l1",
+    "wme18_non_uniformity",
 ]
 
 
@@ -160,6 +174,73 @@ def relu_trace_G(model: TwoLayerReLU, X: Tensor) -> float:
     return float(first + second)
 
 
+def diagonal_gram(model: DiagonalLinearNet, X: Tensor) -> Tensor:
+    """Closed-form Gram matrix K = JJᵀ/n of a diagonal linear net, shape ``(n, n)``.
+
+    Form ``ab``: g_i = (b⊙x_i, a⊙x_i), so K = X diag(a² + b²) Xᵀ/n; form ``uv``:
+    K = 4 X diag(u² + v²) Xᵀ/n. Equals :func:`dynstab.curvature.gram_matrix` for every θ at
+    O(n²d) cost with no Jacobian. Its trace is :func:`diagonal_trace_G`.
+
+    Args:
+        model: A :class:`~dynstab.models.DiagonalLinearNet`.
+        X: Inputs, shape ``(n, d)``.
+
+    Returns:
+        K (detached) in the parameters' dtype.
+
+    Raises:
+        TypeError: If ``model`` is not a DiagonalLinearNet.
+        ValueError: If ``X`` does not have shape ``(n, d)``.
+
+    Example:
+        >>> net = DiagonalLinearNet.from_tensors(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0]))
+        >>> diagonal_gram(net, torch.eye(2)).tolist()
+        [[0.5, 0.0], [0.0, 2.5]]
+    """
+    _check_model(model, DiagonalLinearNet, "diagonal_gram")
+    first, second = model.factors()
+    X = _check_X(X, model.d).to(first.dtype)
+    with torch.no_grad():
+        w = first * first + second * second
+        K = (X * w) @ X.T / X.shape[0]
+    return K if model.form == "ab" else 4.0 * K
+
+
+def relu_gram(model: TwoLayerReLU, X: Tensor) -> Tensor:
+    """Closed-form Gram matrix K = JJᵀ/n of the bias-free two-layer ReLU net, ``(n, n)``.
+
+    With S = σ(XWᵀ) and A = 1{XWᵀ > 0} diag(a) (σ'(0) = 0, as autograd),
+    K = (SSᵀ + (AAᵀ) ∘ (XXᵀ))/n: the first term from ∂f/∂a_j = σ(w_jᵀx), the second from
+    ∂f/∂w_j = a_j 1{w_jᵀx > 0} x. Equals :func:`dynstab.curvature.gram_matrix` at O(n²(m + d))
+    cost with no Jacobian. Its trace is :func:`relu_trace_G`.
+
+    Args:
+        model: A :class:`~dynstab.models.TwoLayerReLU`.
+        X: Inputs, shape ``(n, d)``.
+
+    Returns:
+        K (detached) in the parameters' dtype.
+
+    Raises:
+        TypeError: If ``model`` is not a TwoLayerReLU.
+        ValueError: If ``X`` does not have shape ``(n, d)``.
+
+    Example:
+        >>> net = TwoLayerReLU(2, 1)
+        >>> with torch.no_grad():
+        ...     _ = net.w.copy_(torch.tensor([[1.0, 0.0]])); _ = net.a.fill_(2.0)
+        >>> relu_gram(net, torch.tensor([[3.0, 4.0], [-1.0, 0.0]])).tolist()  # (9 + 4·25)/2
+        [[54.5, 0.0], [0.0, 0.0]]
+    """
+    _check_model(model, TwoLayerReLU, "relu_gram")
+    X = _check_X(X, model.d).to(model.w.dtype)
+    with torch.no_grad():
+        Z = X @ model.w.T
+        S = torch.relu(Z)
+        A = (Z > 0).to(X.dtype) * model.a
+        return (S @ S.T + (A @ A.T) * (X @ X.T)) / X.shape[0]
+
+
 def path_norm(model: TwoLayerReLU) -> float:
     """Return the path norm ‖θ‖_P = Σ_j |a_j| ‖w_j‖₂ of a two-layer ReLU net.
 
@@ -264,10 +345,10 @@ def balance_relu(model: TwoLayerReLU, X: Tensor) -> TwoLayerReLU:
     """Return the copy of a two-layer ReLU net whose per-neuron scales minimise Tr G.
 
     The rescaling (a_j, w_j) → (a_j/c_j, c_j w_j), c_j > 0, leaves f unchanged (σ is positively
-    homogeneous) and changes neuron j's Tr G term to c_j² A_j + B_j/c_j², with
-    A_j = (1/n) Σ_i σ(w_jᵀx_i)² and B_j = a_j² (1/n) Σ_i 1{w_jᵀx_i > 0} ‖x_i‖². The minimiser
-    is c_j = (B_j/A_j)^{1/4}, giving 2√(A_j B_j) (Wu & Su (2023) R7). Neurons inactive on every
-    x_i (A_j = 0) are left unchanged; neurons with a_j = 0 and A_j > 0 have infimum 0, reached
+    homogeneous) and changes neuron j's Tr G term to c_j² A_j + B_j/c_j², with A_j = (1/n) Σ_i
+    σ(w_jᵀx_i)² and B_j = a_j² (1/n) Σ_i 1{w_jᵀx_i > 0} ‖x_i‖². The minimiser is c_j =
+    (B_j/A_j)^{1/4}, giving 2√(A_j B_j) (Wu & Su (2023), two-layer ReLU nets). Neurons inactive on
+    every x_i (A_j = 0) are left unchanged; neurons with a_j = 0 and A_j > 0 have infimum 0, reached
     by setting w_j = 0 (the function is unchanged).
 
     Args:
@@ -327,7 +408,7 @@ def kappa_n(
     optimize: bool = True,
     num_steps: int = 200,
 ) -> float:
-    """Estimate κ_n = inf_{u ∈ S^{d−1}} (1/n) Σ_i ‖x_i‖ σ(uᵀx_i) (Wu & Su (2023) R7).
+    """Estimate κ_n = inf_{u ∈ S^{d−1}} (1/n) Σ_i ‖x_i‖ σ(uᵀx_i) (Wu & Su 2023, ReLU nets).
 
     κ_n is the constant in Tr G ≥ 2 κ_n ‖θ‖_P. For d = 1 and d = 2 the infimum is computed
     exactly (d = 2: φ is linear on the arcs between the 2n directions orthogonal to the x_i,
@@ -382,3 +463,105 @@ def kappa_n(
             u = u / u.norm()
             best = min(best, float(_phi(u[None], X, norms)[0]))
     return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Measures of a given Gram matrix
+
+
+def _symmetric_gram(K: Tensor, outputs: int) -> Tensor:
+    check_square_matrix("K", K)
+    check_int("outputs", outputs, minimum=1)
+    if K.shape[0] == 0 or K.shape[0] % outputs:
+        raise ValueError(
+            f"K must have shape (n*C, n*C) with n >= 1 and C = outputs = {outputs}; got "
+            f"{tuple(K.shape)}. Build K = JJᵀ/n with dynstab.curvature.gram_matrix."
+        )
+    K = K.detach().to(torch.float64)
+    return 0.5 * (K + K.T)
+
+
+@dataclass(frozen=True)
+class GramSpectrum:
+    """Tr G, ‖G‖_F and λ_max(G) read off the Gram matrix K (float64).
+
+    Attributes:
+        trace: Tr G = Tr K.
+        frobenius: ‖G‖_F = ‖K‖_F.
+        lambda_max: λ_max(G) = λ_max(K) (= λ_max(H) at an interpolating minimum).
+    """
+
+    trace: float
+    frobenius: float
+    lambda_max: float
+
+    def as_dict(self) -> dict[str, float]:
+        """``{"trace": ..., "frobenius": ..., "lambda_max": ...}``."""
+        return {"trace": self.trace, "frobenius": self.frobenius, "lambda_max": self.lambda_max}
+
+
+def gram_spectrum(K: Tensor) -> GramSpectrum:
+    """Return Tr G, ‖G‖_F and λ_max(G) from the Gram matrix K = JJᵀ/n, exactly.
+
+    G = JᵀJ/n (p×p) and K = JJᵀ/n (nC×nC) share their non-zero eigenvalues, so the three
+    measures of G are those of K: its trace, the norm of its eigenvalues and the largest one
+    (symmetrised, float64 ``eigvalsh``). Cost: O((nC)³).
+
+    Args:
+        K: Gram matrix, shape ``(nC, nC)``, symmetric positive semi-definite.
+
+    Returns:
+        :class:`GramSpectrum`.
+
+    Raises:
+        TypeError: If ``K`` is not a floating tensor.
+        ValueError: If ``K`` is not square, empty or has non-finite entries.
+
+    Example:
+        >>> gram_spectrum(torch.diag(torch.tensor([3.0, 4.0], dtype=torch.float64)))
+        GramSpectrum(trace=7.0, frobenius=5.0, lambda_max=4.0)
+    """
+    K = _symmetric_gram(K, 1)
+    eig = torch.linalg.eigvalsh(K)
+    return GramSpectrum(
+        trace=float(torch.trace(K)),
+        frobenius=float(torch.linalg.vector_norm(eig)),
+        lambda_max=float(eig[-1]),
+    )
+
+
+def wme18_non_uniformity(K: Tensor, outputs: int = 1) -> float:
+    """Return the non-uniformity s = λ_max(Σ)^{1/2} of Wu, Ma & E (2018) at a minimum, from K.
+
+    At an interpolating minimum of the ½-MSE the per-sample Hessians are H_i = J_iᵀJ_i and
+    Σ = (1/n) Σ_i H_i² − H² (WME18, Sec. 3, the covariance behind their sharpness–non-uniformity
+    diagram). In the coordinates of K's row space its non-zero spectrum is that of
+    K^{1/2} (n·BlkDiag(K)) K^{1/2} − K², where BlkDiag keeps the C×C diagonal blocks of K.
+    Cost: two symmetric eigendecompositions of the nC×nC matrix.
+
+    Args:
+        K: Gram matrix, shape ``(nC, nC)`` (rows ``i*C + c``).
+        outputs: Number of outputs C.
+
+    Returns:
+        s >= 0 as a Python float.
+
+    Raises:
+        TypeError: If ``K`` is not a floating tensor.
+        ValueError: If ``K`` is not square, has non-finite entries, or nC is not a multiple
+            of ``outputs``.
+
+    Example:
+        >>> K = torch.tensor([[0.1, 0.0], [0.0, 1.9]], dtype=torch.float64)  # WME18's toy
+        >>> round(wme18_non_uniformity(K), 6)  # per-sample curvatures 0.2, 3.8 on orthogonal axes
+        1.9
+    """
+    K = _symmetric_gram(K, outputs)
+    n = K.shape[0] // outputs
+    lam, U = torch.linalg.eigh(K)
+    root = (U * lam.clamp_min(0.0).sqrt()) @ U.T
+    blocks = K.reshape(n, outputs, n, outputs).diagonal(dim1=0, dim2=2)  # (C, C, n)
+    blk = torch.block_diag(*blocks.permute(2, 0, 1).unbind(0))
+    S = root @ (n * blk) @ root - K @ K
+    top = torch.linalg.eigvalsh(0.5 * (S + S.T))[-1]
+    return float(top.clamp_min(0.0).sqrt())

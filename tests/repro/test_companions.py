@@ -1,4 +1,4 @@
-"""Tests of the companion reproductions (issue 6): configs, helpers, analyses, quick runs."""
+"""Tests of the companion reproductions: configs, helpers, training, analyses, quick runs."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ import math
 import pytest
 import torch
 
-from dynstab_repro import registry
-from dynstab_repro.companions import (
-    GROUPS,
-    ShallowNet,
-    batch_indices,
-    fast_train,
-    gram_summary,
-    non_uniformity,
-    thin,
-)
+from dynstab.curvature import gram_matrix
+from dynstab.losses import half_mse
+from dynstab.models import MLP
+from dynstab.norms import gram_spectrum, wme18_non_uniformity
+from dynstab.training import train, warmup
+from dynstab_repro import registry, run_experiment
+from dynstab_repro.companions import GROUPS
 from dynstab_repro.companions.edge_of_stability import (
     EoSConfig,
     SGDBatchConfig,
@@ -25,6 +22,7 @@ from dynstab_repro.companions.edge_of_stability import (
     analyze_sgd_batch,
     eos_run_metrics,
 )
+from dynstab_repro.companions.minima import gram_float64, gram_summary
 from dynstab_repro.companions.mm23 import MM23Config, analyze_mm23
 from dynstab_repro.companions.mms21 import (
     SweepConfig,
@@ -34,13 +32,22 @@ from dynstab_repro.companions.mms21 import (
     analyze_switch,
     analyze_weight,
 )
+from dynstab_repro.companions.results import thin
+from dynstab_repro.companions.scalar_nets import (
+    ScalarSweepConfig,
+    digits_task,
+    shallow_mlp,
+    train_scalar,
+    train_scalar_run,
+)
 from dynstab_repro.companions.wme18 import (
     SharpnessConfig,
     ToyConfig,
+    _toy_runs,
     analyze_sharpness,
     analyze_toy,
     toy_gram,
-    toy_per_sample_grad,
+    toy_loss,
 )
 from dynstab_repro.companions.wws22 import WWS22Config, analyze_wws22
 
@@ -106,99 +113,127 @@ def test_thin_keeps_ends_and_bounds_length():
     assert thin([1, 2], 500) == [1, 2]
 
 
-@pytest.mark.parametrize("outputs", [1, 2])
-def test_non_uniformity_matches_parameter_space(outputs):
-    g = torch.Generator().manual_seed(outputs)
-    n, p = 5, 7
-    J = torch.randn(n * outputs, p, generator=g, dtype=torch.float64)
-    K = J @ J.T / n
-    Hs = [
-        J[i * outputs : (i + 1) * outputs].T @ J[i * outputs : (i + 1) * outputs] for i in range(n)
-    ]
-    H = sum(Hs) / n
-    Sigma = sum(Hi @ Hi for Hi in Hs) / n - H @ H
-    expected = math.sqrt(float(torch.linalg.eigvalsh(Sigma).max()))
-    assert non_uniformity(K, outputs) == pytest.approx(expected, rel=1e-9)
-
-
-def test_gram_summary_matches_spec_regression_example():
-    # related_criteria.md §1.9 test 5: J = [[1,0,1,0],[0,2,0,1],[1,1,0,0]], W B = 2
+def test_gram_summary_matches_a_hand_computed_example():
+    # J = [[1,0,1,0],[0,2,0,1],[1,1,0,0]], B = 2 with replacement: η* = 0.6249971971 (MM23),
+    # GD (B = 3 without replacement): 2/λ_max = 0.9915103182.
     J = torch.tensor([[1, 0, 1, 0], [0, 2, 0, 1], [1, 1, 0, 0]], dtype=torch.float64)
     K = J @ J.T / 3
-    s = gram_summary(K, lr=0.5, batch_size=2, sampling="with")
-    assert s["eta_star"] == pytest.approx(0.6249971971, rel=1e-8)
-    assert s["trace"] == pytest.approx(3.0, rel=1e-12)
-    assert s["frobenius"] == pytest.approx(2.185813, rel=1e-6)
-    assert s["ms_ratio"] == pytest.approx(0.5 / 0.6249971971, rel=1e-8)
-    gd = gram_summary(K, lr=0.5, batch_size=3, sampling="without")
-    assert gd["eta_star"] == pytest.approx(0.9915103182, rel=1e-8)
+    s = gram_summary(K, lr=0.5, batch_size=2, sampling="with", bounds=True)
+    assert s.eta_star == pytest.approx(0.6249971971, rel=1e-8)
+    assert s.trace == pytest.approx(3.0, rel=1e-12)
+    assert s.frobenius == pytest.approx(2.185813, rel=1e-6)
+    assert s.ms_ratio == pytest.approx(0.5 / 0.6249971971, rel=1e-8)
+    assert s.lambda_max == pytest.approx(gram_spectrum(K).lambda_max, rel=1e-15)
+    assert s.non_uniformity == pytest.approx(wme18_non_uniformity(K), rel=1e-15)
+    # MM23's chain λ_max ≤ (15) ≤ (24) ≤ λ_max(C†D)
+    assert s.bound15 is not None
+    assert s.bound24 is not None
+    assert s.generalized_sharpness is not None
+    assert s.lambda_max <= s.bound15 * (1 + 1e-9) <= s.bound24 * (1 + 1e-9)
+    assert s.bound24 <= s.generalized_sharpness * (1 + 1e-9)
+    d = s.to_dict()
+    assert {"eta_star", "bound15", "bound24", "non_uniformity"} <= d.keys()
+    gd = gram_summary(K, lr=0.5, batch_size=3, sampling="without", exact=True)
+    assert gd.eta_star == pytest.approx(0.9915103182, rel=1e-8)
+    assert "bound15" not in gd.to_dict()
+    assert (
+        "eta_star"
+        not in gram_summary(K, lr=0.5, batch_size=2, sampling="with", exact=False).to_dict()
+    )
 
 
-@pytest.mark.parametrize(("activation", "d"), [("tanh", 4), ("relu", 1)])
-def test_shallow_net_matches_mlp_autograd_and_gram(activation, d):
-    from dynstab.curvature import gram_matrix
-    from dynstab.losses import half_mse
-
-    net = ShallowNet.init(d, 6, init_scale=1.0, activation=activation, seed=3, bias_scale=0.5)
-    X = torch.randn(8, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    y = torch.randn(8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    mlp = net.to_mlp()
-    grads = torch.autograd.grad(half_mse(mlp(X), y), list(mlp.parameters()))
-    old = net.copy()
-    net.step(X, y, 0.1)
-    torch.testing.assert_close(old.W - net.W, 0.1 * grads[0], rtol=1e-10, atol=1e-13)
-    torch.testing.assert_close(old.b - net.b, 0.1 * grads[1], rtol=1e-10, atol=1e-13)
-    torch.testing.assert_close(old.a - net.a, 0.1 * grads[2][0], rtol=1e-10, atol=1e-13)
-    torch.testing.assert_close(old.c - net.c, 0.1 * grads[3], rtol=1e-10, atol=1e-13)
-    torch.testing.assert_close(old.gram(X), gram_matrix(old.to_mlp(), X), rtol=1e-10, atol=1e-13)
-    J = old.jacobian(X)
-    torch.testing.assert_close(J @ J.T / 8, old.gram(X), rtol=1e-10, atol=1e-13)
-    if activation == "relu":
-        torch.testing.assert_close(old.to_univariate()(X), old(X), rtol=1e-12, atol=1e-14)
-    else:
-        with pytest.raises(ValueError, match="d = 1 and activation 'relu'"):
-            old.to_univariate()
+def test_shallow_mlp_has_the_large_gaussian_initialization():
+    net = shallow_mlp(4, 6, init_scale=1.5, activation="tanh", seed=3, bias_scale=0.5)
+    assert isinstance(net, MLP)
+    g = torch.Generator().manual_seed(3)  # drawn in the order W, a, b
+    W = torch.randn(6, 4, generator=g, dtype=torch.float64) * 1.5
+    a = torch.randn(6, generator=g, dtype=torch.float64) * 1.5 / math.sqrt(6)
+    b = torch.randn(6, generator=g, dtype=torch.float64) * 0.5
+    p = dict(net.named_parameters())
+    assert torch.equal(p["layers.0.weight"], W)
+    assert torch.equal(p["layers.1.weight"][0], a)
+    assert torch.equal(p["layers.0.bias"], b)
+    assert torch.equal(p["layers.1.bias"], torch.zeros(1, dtype=torch.float64))
 
 
-def test_fast_train_equals_library_gd():
-    from dynstab.training import train, warmup
+def test_train_scalar_is_the_library_trainer_with_the_protocols_rules():
+    X, y = digits_task(12, classes=(3, 8))
+    a = shallow_mlp(64, 8, init_scale=1.0, activation="tanh", seed=0)
+    b = shallow_mlp(64, 8, init_scale=1.0, activation="tanh", seed=0)
+    ra = train_scalar(a, X, y, lr=0.3, steps=300, batch_size=4, warmup_steps=100, seed=2)
+    rb = train(
+        b,
+        X,
+        y,
+        lr=0.3,
+        steps=300,
+        batch_size=4,
+        sampling="without",
+        schedule=warmup(100),
+        seed=2,
+        require_full_lr=True,
+        divergence_threshold=1e8,
+        eval_every=50,
+    )
+    assert ra.steps_run == rb.steps_run
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-12, atol=1e-14)
+    gd = train_scalar(
+        shallow_mlp(64, 8, init_scale=1.0, activation="tanh", seed=0),
+        X,
+        y,
+        lr=0.3,
+        steps=5,
+        batch_size=0,
+        stop_loss=None,
+    )
+    assert gd.sampling == "full"
+    bad = train_scalar(
+        shallow_mlp(64, 8, init_scale=1.0, activation="tanh", seed=0),
+        X,
+        y,
+        lr=1e4,
+        steps=200,
+        batch_size=0,
+    )
+    assert bad.diverged
 
-    X = torch.randn(10, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    y = torch.randn(10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    net = ShallowNet.init(3, 5, init_scale=1.0, activation="tanh", seed=0)
-    mlp = net.to_mlp()
-    fast_train(net, X, y, lr=0.3, steps=25, batch_size=0, warmup_steps=10, stop_loss=0.0)
-    train(mlp, X, y, lr=0.3, steps=25, schedule=warmup(10, kind="cubic"), stop_loss=None)
-    torch.testing.assert_close(net.to_mlp()(X), mlp(X).detach(), rtol=1e-10, atol=1e-12)
 
-
-def test_batch_indices_schemes():
-    rng = torch.Generator().manual_seed(0)
-    wo = batch_indices(6, 4, "without", 50, rng)
-    assert wo.shape == (50, 4)
-    assert all(len(set(row.tolist())) == 4 for row in wo)
-    w = batch_indices(3, 3, "with", 400, rng)
-    assert any(len(set(row.tolist())) < 3 for row in w)  # duplicates occur with replacement
-
-
-def test_fast_train_flags_divergence_and_convergence():
-    X = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
-    y = torch.tensor([1.0, -1.0], dtype=torch.float64)
-    net = ShallowNet.init(1, 4, init_scale=1.0, activation="tanh", seed=0)
-    res = fast_train(net, X, y, lr=1e3, steps=200, batch_size=0)
-    assert res["diverged"]
-    assert not res["converged"]
-    net = ShallowNet.init(1, 8, init_scale=1.0, activation="tanh", seed=0)
-    res = fast_train(net, X, y, lr=0.2, steps=20000, batch_size=0, stop_loss=1e-10)
-    assert res["converged"]
-    assert res["final_loss"] <= 1e-10
+def test_train_scalar_run_records_alignment_and_measures_the_minimum():
+    X, y = digits_task(10, classes=(3, 8))
+    settings = ScalarSweepConfig(steps=400, warmup_steps=100, stop_loss=1e-30)
+    out = train_scalar_run(settings, X, y, width=16, lr=0.2, batch_size=2, seed=0, record_every=100)
+    h = out["history"]
+    assert h["step"] == [0, 100, 200, 300, 400]
+    assert all(m is not None and m > 0 for m in h["mu"])
+    assert h["loss"][0] == pytest.approx(
+        float(half_mse(shallow_mlp(64, 16, init_scale=1.0, activation="tanh", seed=0)(X), y)),
+        rel=1e-12,
+    )
+    assert out["lambda_max"] > 0
+    assert "eta_star" in out
+    assert out["B"] == 2
+    net = shallow_mlp(64, 16, init_scale=1.0, activation="tanh", seed=0)
+    assert out["init_lambda_max"] == pytest.approx(
+        gram_spectrum(gram_matrix(net, X)).lambda_max, rel=1e-12
+    )
+    assert torch.equal(gram_float64(net, X), gram_matrix(net, X))
 
 
 def test_toy_pieces():
-    assert toy_per_sample_grad(torch.tensor([0.5]).numpy(), 0.1)[0] == pytest.approx(-0.1)
+    x = torch.tensor([0.5, 0.5], requires_grad=True)
+    (g,) = torch.autograd.grad(toy_loss(x, torch.tensor([0.1, 1.9])), x)
+    # ℓ' = 2c(x − 1) on the branch c(x − 1)² < x² (c = 0.1), 2x on the other: halves of the mean
+    assert g.tolist() == pytest.approx([0.5 * 2 * 0.1 * (0.5 - 1.0), 0.5 * 2 * 0.5])
     K1 = toy_gram((0.1, 1.9), 1.0)
-    assert float(torch.linalg.eigvalsh(K1).max()) == pytest.approx(2.0)  # a = mean h = 2
-    assert non_uniformity(K1) == pytest.approx(1.8, rel=1e-12)  # s = std of (0.2, 3.8)
+    assert gram_spectrum(K1).lambda_max == pytest.approx(2.0)  # a = mean h = 2
+    assert wme18_non_uniformity(K1) == pytest.approx(1.8, rel=1e-12)  # s = std of (0.2, 3.8)
+    cfg = ToyConfig.profile("quick")
+    runs = _toy_runs(cfg, [0, 1], gd=False)
+    assert [r.steps_run for r in runs] == [cfg.steps] * 2
+    assert runs[0].params is not None
+    assert runs[1].params is not None
+    assert not torch.equal(runs[0].params["layers.0.weight"], runs[1].params["layers.0.weight"])
 
 
 # --------------------------------------------------------------------------- analyses
@@ -539,9 +574,7 @@ def test_analyze_wme18_sharpness_pass_and_fail():
 @pytest.mark.parametrize("name", NAMES)
 def test_quick_profile_end_to_end(tmp_path, name):
     """Every quick profile runs in CI and passes all its claims (one test per experiment, so
-    ``pytest -n 2`` distributes them; each is ≤ ≈ 20 s on one core)."""
-    from dynstab_repro import run_experiment
-
+    ``pytest -n 2`` distributes them)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,12 +1,11 @@
 """Tests of the Wu & Su (2023) reproduction (dynstab_repro.wu_su_2023).
 
-Covers: configs and profiles, the registry entries, the data and initializations drawn through
-dynstab.data / dynstab.models, the shared helpers (selection, medians, ambiguities, the GD
-warm-up rule, the one-thread guard), the closed-form Gram matrices against the autograd Gram
-matrix, the NumPy fast-path trainers against dynstab.training.train (same index
-stream, same schedule), the convergence/divergence flags, the independent Kronecker η*, the
-analysis of every claim family on synthetic result dicts (one passing and one failing case per
-claim), and an end-to-end run of the E5 quick profile through the runner.
+Covers: configs and profiles, the registry entries, the data and initial networks drawn through
+dynstab.data / dynstab.models, the shared helpers (selection, medians, documented defaults, the
+GD warm-up rule, the one-thread guard), the units trained by dynstab's engine (equal to
+dynstab.training.train run by run, the convergence rule, the library's measures), the
+analysis of every claim family on synthetic records (one passing and one failing case per
+claim), and end-to-end runs of the quick profiles through the runner.
 """
 
 from __future__ import annotations
@@ -19,20 +18,23 @@ import numpy as np
 import pytest
 import torch
 
-from dynstab.errors import DivergenceWarning
-from dynstab_repro import get_experiment, list_groups, run_experiment
+from dynstab.curvature import gram_matrix
+from dynstab.data import make_regression_dataset, unbalanced_diagonal_init
+from dynstab.losses import half_mse
+from dynstab.models import DiagonalLinearNet, TwoLayerReLU
+from dynstab.norms import balancedness, gram_spectrum, path_norm
+from dynstab.training import train, warmup
+from dynstab_repro import get_experiment, list_groups, reproduce, run_experiment
 from dynstab_repro.base import RunSpec
-from dynstab_repro.wu_su_2023 import common as C
+from dynstab_repro.wu_su_2023 import analysis as A
+from dynstab_repro.wu_su_2023 import configs as CF
+from dynstab_repro.wu_su_2023 import problems as P
+from dynstab_repro.wu_su_2023 import units as U
 from dynstab_repro.wu_su_2023.e1_diagonal_sweep import E1Config, E1DiagonalSweep, analyze_e1
 from dynstab_repro.wu_su_2023.e2_balancing import E2Config, analyze_e2
 from dynstab_repro.wu_su_2023.e3_relu_dynamics import E3Config, analyze_e3
 from dynstab_repro.wu_su_2023.e4_relu_sweep import E4Config, analyze_e4
-from dynstab_repro.wu_su_2023.e5_theory_checks import (
-    E5Config,
-    E5TheoryChecks,
-    analyze_e5,
-    kronecker_eta_star,
-)
+from dynstab_repro.wu_su_2023.e5_theory_checks import E5Config, E5TheoryChecks, analyze_e5
 
 # --------------------------------------------------------------------------------------
 # Configs and registry
@@ -85,47 +87,52 @@ def test_registry_entries_and_group():
     assert list_groups()["wu-su-2023"] == tuple(names)
 
 
-def test_specs_are_one_unit_per_run_with_unique_keys():
-    cfg = E1Config.profile("quick")
+def test_specs_are_one_unit_per_optimizer_with_unique_keys():
+    cfg = dataclasses.replace(E1Config.profile("quick"), seeds=(0, 1))
     specs = E1DiagonalSweep().specs(cfg)
-    assert len(specs) == len(cfg.optimizers) * len(cfg.lrs) * len(cfg.seeds)
-    assert len({s.key for s in specs}) == len(specs)
+    assert [s.key for s in specs] == ["sgd", "gd"]
     e2 = get_experiment("wu-su-2023/e2")
     specs2 = e2.specs(E2Config.profile("quick"))
     assert len({s.key for s in specs2}) == len(specs2)
+    # E2's SGD unit trains the r0 sweep and the η sweep; the shared (0.05, r0 = 8) run once.
+    runs = E2Config.profile("quick").runs_of("sgd")
+    assert len(runs) == len(set(runs)) == 4 + 3 - 1
+    assert E2Config.profile("quick").runs_of("gd") == [(0.05, r0) for r0 in (2.0, 4.0, 8.0, 16.0)]
+
+
+def test_flatten_runs_reads_units_of_many_runs_and_single_runs():
+    res = {"sgd": {"runs": {"a": {"lr": 1.0}, "b": {"lr": 2.0}}}, "e": {"lr": 3.0}}
+    assert U.flatten_runs(res) == {"a": {"lr": 1.0}, "b": {"lr": 2.0}, "e": {"lr": 3.0}}
 
 
 # --------------------------------------------------------------------------------------
-# Data, closed forms and thresholds
+# Data, initial networks, measures and thresholds
 # --------------------------------------------------------------------------------------
 
 
 def test_unbalanced_init_has_exact_r0_and_rejects_r0_below_one():
     for r0 in (1.0, 1.05, 2.0, 16.0):
-        a, b = C.init_unbalanced(40, r0, 0.1, seed=3)
-        r = np.sum(a * a + b * b) / (2 * np.sum(np.abs(a * b)))
-        assert r == pytest.approx(r0, rel=1e-12)
+        net = P.init_unbalanced(40, r0, 0.1, seed=3)
+        assert isinstance(net, DiagonalLinearNet)
+        assert balancedness(net) == pytest.approx(r0, rel=1e-12)
     with pytest.raises(ValueError, match="r0 must be >= 1"):
-        C.init_unbalanced(5, 0.5, 0.1, 0)
+        P.init_unbalanced(5, 0.5, 0.1, 0)
 
 
 def test_inputs_kinds_and_errors():
-    p = C.diagonal_problem(d=4, n=50, n_test=3, inputs="cube", support=1, seed=0)
+    p = P.diagonal_problem(d=4, n=50, n_test=3, inputs="cube", support=1, seed=0)
     assert p.X.min() >= -1
     assert p.X.max() <= 1
-    p = C.diagonal_problem(d=9, n=5, n_test=3, inputs="sphere", support=1, seed=0)
-    np.testing.assert_allclose(np.linalg.norm(p.X, axis=1), 3.0, rtol=1e-12)
+    p = P.diagonal_problem(d=9, n=5, n_test=3, inputs="sphere", support=1, seed=0)
+    torch.testing.assert_close(p.X.norm(dim=1), torch.full((5,), 3.0, dtype=torch.float64))
     with pytest.raises(ValueError, match="unknown input_dist"):
-        C.diagonal_problem(d=2, n=2, n_test=1, inputs="laplace", support=1, seed=0)
+        P.diagonal_problem(d=2, n=2, n_test=1, inputs="laplace", support=1, seed=0)
     with pytest.raises(ValueError, match="unknown init"):
-        C.init_relu(3, 2, "xavier", 0)
+        P.init_relu(3, 2, "xavier", 0)
 
 
-def test_data_and_inits_come_from_the_shared_layers():
-    from dynstab.data import make_regression_dataset, unbalanced_diagonal_init
-    from dynstab.models import DiagonalLinearNet, TwoLayerReLU
-
-    p = C.diagonal_problem(d=6, n=4, n_test=3, inputs="gaussian", support=2, seed=5)
+def test_data_and_inits_come_from_the_library():
+    p = P.diagonal_problem(d=6, n=4, n_test=3, inputs="gaussian", support=2, seed=5)
     ds = make_regression_dataset(
         "sparse_linear",
         4,
@@ -133,70 +140,74 @@ def test_data_and_inits_come_from_the_shared_layers():
         6,
         input_dist="gaussian",
         sparsity=2,
-        generator=C.torch_generator(5, 1),
+        generator=P.torch_generator(5, 1),
     )
-    np.testing.assert_array_equal(p.X, ds.X.numpy())
-    np.testing.assert_array_equal(p.y_test, ds.y_test.numpy())
-    np.testing.assert_array_equal(p.teacher, [1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
-    rp = C.relu_problem(d=5, n=4, n_test=2, k=3, seed=5)
-    rds = make_regression_dataset("relu", 4, 2, 5, k=3, generator=C.torch_generator(5, 2))
-    np.testing.assert_array_equal(rp.X, rds.X.numpy())
-    np.testing.assert_array_equal(rp.teacher, rds.teacher.V.numpy())
-    np.testing.assert_allclose(rp.y, np.maximum(rp.X @ rp.teacher.T, 0).sum(1), rtol=1e-12)
-    a, b = C.init_diagonal(7, 0.5, seed=2)
+    assert torch.equal(p.X, ds.X)
+    assert torch.equal(p.y_test, ds.y_test)
+    assert p.teacher.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    rp = P.relu_problem(d=5, n=4, n_test=2, k=3, seed=5)
+    rds = make_regression_dataset("relu", 4, 2, 5, k=3, generator=P.torch_generator(5, 2))
+    assert torch.equal(rp.X, rds.X)
+    torch.testing.assert_close(rp.y, torch.relu(rp.X @ rp.teacher.T).sum(1), rtol=1e-12, atol=0)
     net = DiagonalLinearNet(
-        7, init_scale=0.5, generator=C.torch_generator(2, 4), dtype=torch.float64
+        7, init_scale=0.5, generator=P.torch_generator(2, 4), dtype=torch.float64
     )
-    np.testing.assert_array_equal(a, net.a.detach().numpy())
-    np.testing.assert_array_equal(b, net.b.detach().numpy())
-    a, b = C.init_unbalanced(7, 4.0, 0.1, seed=2)
-    ta, tb = unbalanced_diagonal_init(7, 4.0, std=0.1, generator=C.torch_generator(2, 5))
-    np.testing.assert_array_equal(a, ta.numpy())
-    np.testing.assert_array_equal(b, tb.numpy())
-    W, av = C.init_relu(5, 3, "r3p", seed=2)
-    rnet = TwoLayerReLU(5, 3, init="r3p", generator=C.torch_generator(2, 6), dtype=torch.float64)
-    np.testing.assert_array_equal(W, rnet.w.detach().numpy())
-    np.testing.assert_array_equal(av, rnet.a.detach().numpy())
+    assert torch.equal(P.init_diagonal(7, 0.5, seed=2).a, net.a)
+    ta, tb = unbalanced_diagonal_init(7, 4.0, std=0.1, generator=P.torch_generator(2, 5))
+    unb = P.init_unbalanced(7, 4.0, 0.1, seed=2)
+    assert torch.equal(unb.a, ta.double())
+    assert torch.equal(unb.b, tb.double())
+    rnet = TwoLayerReLU(5, 3, init="r3p", generator=P.torch_generator(2, 6), dtype=torch.float64)
+    assert torch.equal(P.init_relu(5, 3, "r3p", seed=2).w, rnet.w)
     # Same seed and stream: same draw; other stream or seed: a different draw.
-    x = [torch.randn(4, generator=C.torch_generator(s, t)) for s, t in ((1, 1), (1, 1), (1, 2))]
-    x.append(torch.randn(4, generator=C.torch_generator(2, 1)))
+    x = [torch.randn(4, generator=P.torch_generator(s, t)) for s, t in ((1, 1), (1, 1), (1, 2))]
+    x.append(torch.randn(4, generator=P.torch_generator(2, 1)))
     assert torch.equal(x[0], x[1])
     assert not torch.equal(x[0], x[2])
     assert not torch.equal(x[0], x[3])
     # The data of a unit do not depend on the other units (E1 and E2 share seed → data).
     cfg1, cfg2 = E1Config.profile("quick"), E2Config.profile("quick")
-    np.testing.assert_array_equal(cfg1.problem(0).X, cfg2.problem(0).X)
+    assert torch.equal(cfg1.problem(0).X, cfg2.problem(0).X)
 
 
-def test_shared_config_fields_and_ambiguities():
+def test_shared_config_fields_and_documented_defaults():
     e1, e4 = E1Config(), E4Config()
-    assert isinstance(e1, C.SweepConfig)
-    assert isinstance(e1, C.DiagonalDataConfig)
-    assert isinstance(e4, C.ReLUDataConfig)
-    assert isinstance(E3Config(), C.TrainerConfig)
-    assert not isinstance(E3Config(), C.SweepConfig)
+    assert isinstance(e1, CF.SweepConfig)
+    assert isinstance(e1, CF.DiagonalDataConfig)
+    assert isinstance(e4, CF.ReLUDataConfig)
+    assert isinstance(E3Config(), CF.TrainerConfig)
+    assert not isinstance(E3Config(), CF.SweepConfig)
     # E4 keeps its own warm-up lengths on top of the shared sweep fields.
     assert (e4.sgd_warmup_steps, e4.gd_warmup_steps) == (100_000, 10_000)
     assert (e1.sgd_warmup_steps, e1.gd_warmup_steps) == (50_000, 5_000)
-    assert E2Config.profile("quick").d == E1Config.profile("quick").d == C.QUICK_DIAGONAL["d"]
-    assert E3Config.profile("quick").k == E4Config.profile("quick").k == C.QUICK_RELU["k"]
-    amb = C.ambiguities(["A12", "A7"], {"A3": "x", "E2 init": "y"})
-    assert list(amb) == ["A3", "A7", "A12", "E2 init"]
-    assert amb["A7"].startswith("converged")
+    assert E2Config.profile("quick").d == E1Config.profile("quick").d == CF.QUICK_DIAGONAL["d"]
+    assert E3Config.profile("quick").k == E4Config.profile("quick").k == CF.QUICK_RELU["k"]
+    amb = CF.documented_defaults(["GD schedule", "convergence"], {"inputs": "x"})
+    assert list(amb) == ["GD schedule", "convergence", "inputs"]
+    assert amb["convergence"].startswith("converged")
     with pytest.raises(KeyError):
-        C.ambiguities(["A99"])
-    assert list(get_experiment("wu-su-2023/e4").ambiguities)[:2] == ["A2", "A4"]
+        CF.documented_defaults(["A99"])
+    for i in range(1, 6):
+        exp = get_experiment(f"wu-su-2023/e{i}")
+        assert exp.reference.startswith("Wu & Su (ICML 2023)")
+        text = " ".join(
+            [exp.description, exp.reference, *exp.ambiguities, *exp.ambiguities.values()]
+        )
+        assert "spec" not in text
+        assert ".md" not in text
+        assert "§" not in text
 
 
-def test_gd_warmup_rule_a12():
+def test_gd_warmup_rule():
     cfg = E1Config()
     # η > 2/λ_max(G_0) needs the warm-up under "auto"; η ≤ 2/λ_max(G_0) does not.
-    assert C.gd_warmup_steps(cfg, 0.1, 25.0) == cfg.gd_warmup_steps
-    assert C.gd_warmup_steps(cfg, 0.08, 25.0) == 0
+    assert U.gd_warmup_steps(cfg, 0.1, 25.0) == cfg.gd_warmup_steps
+    assert U.gd_warmup_steps(cfg, 0.08, 25.0) == 0
     always = dataclasses.replace(cfg, gd_warmup="always")
     never = dataclasses.replace(cfg, gd_warmup="never")
-    assert C.gd_warmup_steps(always, 0.01, 25.0) == cfg.gd_warmup_steps
-    assert C.gd_warmup_steps(never, 1.0, 25.0) == 0
+    assert U.gd_warmup_steps(always, 0.01, 25.0) == cfg.gd_warmup_steps
+    assert U.gd_warmup_steps(never, 1.0, 25.0) == 0
+    assert U.sweep_warmup(cfg, "sgd", 0.01, 25.0) == cfg.sgd_warmup_steps
 
 
 def test_selection_medians_and_ratios():
@@ -207,25 +218,25 @@ def test_selection_medians_and_ratios():
         "d": {"optimizer": "sgd", "lr": 0.2, "r0": 2.0, "converged": True, "diverged": True},
         "e": {"optimizer": "gd", "lr": 0.1, "r0": 2.0, "converged": True, "trace": 1.0},
     }
-    assert [r["trace"] for r in C.select(res, "sgd")] == [10.0, 16.0]
-    assert len(C.select(res, "sgd", converged_only=False, lr=0.2)) == 2
-    assert C.medians(res, "sgd", "trace", "lr", [0.1, 0.2])[0] == 13.0
-    assert math.isnan(C.medians(res, "sgd", "trace", "lr", [0.1, 0.2])[1])
-    assert C.medians(res, "sgd", "trace", "r0", [4.0], lr=0.1) == [16.0]
-    cells = C.summary_cells("sgd", C.select(res, "sgd", lr=0.1), ["trace"])
+    assert [r["trace"] for r in A.select(res, "sgd")] == [10.0, 16.0]
+    assert len(A.select(res, "sgd", converged_only=False, lr=0.2)) == 2
+    assert A.medians(res, "sgd", "trace", "lr", [0.1, 0.2])[0] == 13.0
+    assert math.isnan(A.medians(res, "sgd", "trace", "lr", [0.1, 0.2])[1])
+    assert A.medians(res, "sgd", "trace", "r0", [4.0], lr=0.1) == [16.0]
+    cells = A.summary_cells("sgd", A.select(res, "sgd", lr=0.1), ["trace"])
     assert cells == {"sgd_trace": 13.0, "sgd_converged": "2/2"}
-    assert C.summary_cells("sgd", [res["c"]], ["trace"]) == {
+    assert A.summary_cells("sgd", [res["c"]], ["trace"]) == {
         "sgd_trace": 99.0,
         "sgd_converged": "0/1",
     }
-    # R1 ratio at the effective learning rate: Tr G·η_eff/2 (B = 1, q = 1).
-    runs = [{"trace": 10.0, "lr": 0.1, "lr_at_1e6": 0.15}, {"trace": 12.0, "lr": 0.1}]
-    assert C.worst_trace_ratio(runs, 100, 1) == pytest.approx(max(10 * 0.15 / 2, 12 * 0.1 / 2))
-    assert math.isnan(C.worst_trace_ratio([], 100, 1))
-    assert C.max_over_min([2.0, 8.0, 4.0]) == 4.0
-    assert math.isnan(C.max_over_min([2.0, float("nan")]))
-    assert C.max_over_min([2.0, float("nan"), 3.0], skip_missing=True) == 1.5
-    assert math.isnan(C.max_over_min([]))
+    # The trace bound at the effective learning rate: Tr G·η_eff/2 (B = 1, q = 1).
+    runs = [{"trace": 10.0, "lr": 0.1, "effective_lr": 0.15}, {"trace": 12.0, "lr": 0.1}]
+    assert A.worst_trace_ratio(runs, 100, 1) == pytest.approx(max(10 * 0.15 / 2, 12 * 0.1 / 2))
+    assert math.isnan(A.worst_trace_ratio([], 100, 1))
+    assert A.max_over_min([2.0, 8.0, 4.0]) == 4.0
+    assert math.isnan(A.max_over_min([2.0, float("nan")]))
+    assert A.max_over_min([2.0, float("nan"), 3.0], skip_missing=True) == 1.5
+    assert math.isnan(A.max_over_min([]))
 
 
 def test_run_one_uses_one_thread_and_restores_torch_threads():
@@ -233,7 +244,7 @@ def test_run_one_uses_one_thread_and_restores_torch_threads():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     seen = {}
 
-    class Probe(C.WuSuExperiment):
+    class Probe(U.WuSuExperiment):
         name = "wu-su-2023/probe"
         config_cls = E5Config
 
@@ -257,237 +268,175 @@ def test_run_one_uses_one_thread_and_restores_torch_threads():
     assert torch.get_num_threads() == before
 
 
-def test_closed_form_grams_match_autograd_gram():
-    from dynstab.curvature import gram_matrix
-    from dynstab.models import DiagonalLinearNet, TwoLayerReLU
-
-    rng = np.random.default_rng(1)
-    X = rng.standard_normal((7, 5))
-    a, b = rng.standard_normal(5), rng.standard_normal(5)
-    net = DiagonalLinearNet.from_tensors(torch.tensor(a), torch.tensor(b))
-    K = gram_matrix(net, torch.tensor(X)).numpy()
-    np.testing.assert_allclose(C.diagonal_gram(a, b, X), K, rtol=1e-10, atol=1e-12)
-    W, av = rng.standard_normal((6, 5)), rng.standard_normal(6)
-    rnet = TwoLayerReLU(5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        rnet.w.copy_(torch.tensor(W))
-        rnet.a.copy_(torch.tensor(av))
-    K = gram_matrix(rnet, torch.tensor(X)).numpy()
-    np.testing.assert_allclose(C.relu_gram(W, av, X), K, rtol=1e-10, atol=1e-12)
-    m = C.spectral_measures(K)
-    ev = np.linalg.eigvalsh(K)
-    assert m["trace"] == pytest.approx(ev.sum(), rel=1e-12)
-    assert m["frobenius"] == pytest.approx(np.sqrt(np.sum(ev**2)), rel=1e-12)
-    assert m["lambda_max"] == pytest.approx(ev[-1], rel=1e-12)
-
-
-def test_measures_closed_form_trace_and_norms():
-    prob = C.diagonal_problem(d=6, n=4, n_test=5, inputs="gaussian", support=2, seed=0)
-    rng = np.random.default_rng(2)
-    a, b = rng.standard_normal(6), rng.standard_normal(6)
-    full = C.diagonal_measures(a, b, prob)
-    cheap = C.diagonal_measures(a, b, prob, spectrum=False)
-    s = np.mean(prob.X**2, axis=0)
-    assert full["trace"] == pytest.approx(np.sum(s * (a * a + b * b)), rel=1e-12)
+def test_measures_are_the_librarys_and_exact():
+    prob = P.diagonal_problem(d=6, n=4, n_test=5, inputs="gaussian", support=2, seed=0)
+    net = P.init_diagonal(6, 1.0, 2)
+    full = U.diagonal_measures(net, prob)
+    cheap = U.diagonal_measures(net, prob, spectrum=False)
+    exact = gram_spectrum(gram_matrix(net, prob.X))  # autograd Jacobian
+    assert full["trace"] == pytest.approx(exact.trace, rel=1e-12)
+    assert full["frobenius"] == pytest.approx(exact.frobenius, rel=1e-12)
+    assert full["lambda_max"] == pytest.approx(exact.lambda_max, rel=1e-12)
     assert cheap["trace"] == pytest.approx(full["trace"], rel=1e-12)
-    assert full["weighted_l1"] == pytest.approx(np.sum(s * np.abs(a * b)), rel=1e-12)
-    # Tr G ≥ 2‖β‖_{1,s} (AM–GM, R4).
-    assert full["trace"] >= 2 * full["weighted_l1"]
-    rp = C.relu_problem(d=5, n=6, n_test=4, k=2, seed=0)
-    W, av = C.init_relu(5, 7, "lw", 0)
-    f, c = C.relu_measures(W, av, rp), C.relu_measures(W, av, rp, spectrum=False)
+    s = (prob.X**2).mean(0)
+    beta = (net.a * net.b).detach()
+    assert full["weighted_l1"] == pytest.approx(float((s * beta.abs()).sum()), rel=1e-12)
+    assert full["trace"] >= 2 * full["weighted_l1"]  # Tr G ≥ 2‖β‖_{1,s} (AM–GM)
+    with torch.no_grad():
+        assert full["train_loss"] == pytest.approx(float(half_mse(net(prob.X), prob.y)), rel=1e-12)
+    rp = P.relu_problem(d=5, n=6, n_test=4, k=2, seed=0)
+    rnet = P.init_relu(5, 7, "lw", 0)
+    f, c = U.relu_measures(rnet, rp), U.relu_measures(rnet, rp, spectrum=False)
+    exact = gram_spectrum(gram_matrix(rnet, rp.X))
+    assert f["lambda_max"] == pytest.approx(exact.lambda_max, rel=1e-12)
     assert c["trace"] == pytest.approx(f["trace"], rel=1e-12)
-    assert f["path_norm"] == pytest.approx(np.sum(np.abs(av) * np.linalg.norm(W, axis=1)))
+    assert f["path_norm"] == pytest.approx(path_norm(rnet))
+    g = torch.autograd.grad(half_mse(rnet(rp.X), rp.y), list(rnet.parameters()))
+    assert f["grad_norm"] == pytest.approx(math.sqrt(sum(float((x**2).sum()) for x in g)))
+    with pytest.raises(TypeError, match="DiagonalLinearNet or TwoLayerReLU"):
+        U.solution_measures(torch.nn.Linear(2, 1), rp)
 
 
-def test_thresholds_come_from_stability():
-    assert C.sgd_curvature_threshold(0.1, 300) == pytest.approx(20.0)
+def test_thresholds_come_from_the_criteria():
+    assert A.sgd_curvature_threshold(0.1, 300) == pytest.approx(20.0)
     # without replacement, B = 4: q = 1/B → 2B/η
-    assert C.sgd_curvature_threshold(0.1, 300, 4, "without") == pytest.approx(80.0)
-    assert C.gd_curvature_threshold(0.5) == pytest.approx(4.0)
+    assert A.sgd_curvature_threshold(0.1, 300, 4, "without") == pytest.approx(80.0)
+    assert A.gd_curvature_threshold(0.5) == pytest.approx(4.0)
 
 
 def test_spearman_and_history_helpers():
-    assert C.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert math.isnan(C.spearman([1, 2], [1, 2]))
+    assert A.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(A.spearman([1, 2], [1, 2]))
     with pytest.raises(ValueError, match="same length"):
-        C.spearman([1, 2, 3], [1, 2])
-    h = C.subsample_history({"step": list(range(1000)), "loss": list(range(1000))}, 50)
+        A.spearman([1, 2, 3], [1, 2])
+    h = U.subsample_history({"step": list(range(1000)), "loss": list(range(1000))}, 50)
     assert len(h["step"]) <= 50
     assert h["step"][0] == 0
     assert h["step"][-1] == 999
-    assert C.median([1.0, float("nan"), 3.0]) == 2.0
-
-
-def test_kronecker_eta_star_matches_library_and_trace_bound_equality():
-    from dynstab.criteria import eta_star
-
-    J = np.diag([1.5, 1.5, 1.5])
-    assert kronecker_eta_star(J, 1, "with") == pytest.approx(2.0 / 1.5**2, rel=1e-10)
-    rng = np.random.default_rng(4)
-    J = rng.standard_normal((3, 4))
-    K = torch.tensor(J @ J.T / 3)
-    for B, s in ((1, "with"), (2, "without"), (2, "with")):
-        assert kronecker_eta_star(J, B, s) == pytest.approx(eta_star(K, B, s).eta_star, rel=1e-9)
+    assert A.median([1.0, float("nan"), 3.0]) == 2.0
 
 
 # --------------------------------------------------------------------------------------
-# Fast-path trainers vs the generic trainer
+# Units: dynstab's engine, run by run equal to dynstab.training.train
 # --------------------------------------------------------------------------------------
 
 
-def _generic_indices(n: int, steps: int, seed: int) -> np.ndarray:
-    from dynstab.training.samplers import BatchSampler, make_generator
-
-    s = BatchSampler(n, 1, "with", generator=make_generator(None, seed))
-    return np.array([int(s.next()[0]) for _ in range(steps)])
+def _cfg(**kw):
+    return dataclasses.replace(E1Config.profile("quick"), **kw)
 
 
-def test_fast_sgd_diagonal_equals_generic_trainer():
-    from dynstab.models import DiagonalLinearNet
-    from dynstab.training import train, warmup
-
-    prob = C.diagonal_problem(d=30, n=12, n_test=2, inputs="gaussian", support=3, seed=0)
-    rng = np.random.default_rng(0)
-    a0, b0 = rng.standard_normal(30), rng.standard_normal(30)
-    net = DiagonalLinearNet.from_tensors(torch.tensor(a0), torch.tensor(b0))
-    steps, T = 300, 100
-    train(
-        net,
-        torch.tensor(prob.X),
-        torch.tensor(prob.y),
-        lr=0.01,
-        steps=steps,
-        batch_size=1,
-        seed=7,
-        schedule=warmup(T),
-        stop_loss=None,
+@pytest.mark.parametrize("optimizer", ["sgd", "gd"])
+def test_a_unit_equals_train_run_by_run(optimizer):
+    # Two learning rates of one unit (batched) against two single runs of dynstab.training.train
+    # with the unit's index stream, schedule and stopping rule. Both use the closed-form
+    # gradient (equal to autograd per step to round-off, tests/test_training_engine.py). GD
+    # stays below 2/λ_max(G): in the unstable regime (η > 2/λ_max, as during a warm-up from an
+    # unstable start) the round-off differences between one run's and two runs' matrix
+    # products grow to 1e-4 and run-by-run equality to 1e-12 cannot hold.
+    cfg = _cfg(
+        d=30,
+        n=12,
+        n_test=20,
+        sgd_steps=8000,
+        gd_steps=3000,
+        sgd_warmup_steps=500,
+        gd_warmup="always",
+        gd_warmup_steps=300,
     )
-    model = C._DiagonalModel(prob.X, prob.y)
-    theta = np.concatenate([a0, b0])
-    lrs = 0.01 * C.warmup_multipliers(0, steps, T, 3.0)
-    model.sgd1_chunk(theta, _generic_indices(12, steps, 7), lrs, None)
-    np.testing.assert_allclose(theta[:30], net.a.detach().numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(theta[30:], net.b.detach().numpy(), rtol=1e-10, atol=1e-12)
-
-
-def test_fast_sgd_relu_equals_generic_trainer_with_and_without_clipping():
-    from dynstab.models import TwoLayerReLU
-    from dynstab.training import train
-
-    prob = C.relu_problem(d=6, n=10, n_test=2, k=2, seed=1)
-    W0, a0 = C.init_relu(6, 8, "lw", 1)
-    for clip in (None, 0.5):
-        net = TwoLayerReLU(6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            net.w.copy_(torch.tensor(W0))
-            net.a.copy_(torch.tensor(a0))
-        train(
+    prob = cfg.problem(0)
+    model = P.init_diagonal(cfg.d, 1.0, 0)
+    init = U.solution_measures(model, prob)
+    lam = init["lambda_max"]
+    lrs = (0.01, 0.02) if optimizer == "sgd" else (0.5 / lam, 1.5 / lam)  # GD: warm-ups
+    plans = [
+        U.PlannedRun(f"r{i}", lr, 0, prob, model, U.sweep_warmup(cfg, optimizer, lr, lam), init)
+        for i, lr in enumerate(lrs)
+    ]
+    steps = U.sweep_steps(cfg, optimizer)
+    recs = U.train_and_measure(cfg, plans, optimizer=optimizer, steps=steps)
+    for plan in plans:
+        net = DiagonalLinearNet.from_tensors(model.a, model.b)
+        res = train(
             net,
-            torch.tensor(prob.X),
-            torch.tensor(prob.y),
-            lr=0.02,
-            steps=200,
-            batch_size=1,
-            seed=5,
-            clip=clip,
-            stop_loss=None,
+            prob.X,
+            prob.y,
+            lr=plan.lr,
+            steps=steps,
+            batch_size=1 if optimizer == "sgd" else None,
+            seed=P.stream_seed(0, P.STREAM_SAMPLER) if optimizer == "sgd" else None,
+            schedule=warmup(plan.warmup_steps) if plan.warmup_steps else None,
+            stop_loss=cfg.stop_loss,
+            require_full_lr=True,
+            divergence_threshold=U.DIVERGENCE_LOSS,
+            eval_every=U.SGD_CHECK_EVERY if optimizer == "sgd" else U.GD_CHECK_EVERY,
+            gradient="closed_form",
         )
-        model = C._ReLUModel(prob.X, prob.y, 8)
-        theta = np.concatenate([W0.ravel(), a0])
-        model.sgd1_chunk(theta, _generic_indices(10, 200, 5), np.full(200, 0.02), clip)
-        W, a = model.split(theta)
-        np.testing.assert_allclose(W, net.w.detach().numpy(), rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(a, net.a.detach().numpy(), rtol=1e-10, atol=1e-12)
+        rec = recs[plan.key]
+        assert (rec["steps_run"], rec["converged"]) == (res.steps_run, res.converged)
+        assert rec["effective_lr"] == res.effective_lr
+        assert rec["trace"] == pytest.approx(U.diagonal_measures(net, prob)["trace"], rel=1e-12)
+        assert rec["init_trace"] == init["trace"]
+        assert (rec["optimizer"], rec["seed"], rec["lr"]) == (optimizer, 0, plan.lr)
+    assert all(r["converged"] for r in recs.values())
+    assert recs["r0"]["steps_run"] != recs["r1"]["steps_run"]
 
 
-def test_fast_gd_equals_generic_trainer():
-    from dynstab.models import DiagonalLinearNet, TwoLayerReLU
-    from dynstab.training import train
-
-    prob = C.diagonal_problem(d=20, n=8, n_test=2, inputs="gaussian", support=3, seed=2)
-    rng = np.random.default_rng(3)
-    a0, b0 = rng.standard_normal(20), rng.standard_normal(20)
-    net = DiagonalLinearNet.from_tensors(torch.tensor(a0), torch.tensor(b0))
-    train(net, torch.tensor(prob.X), torch.tensor(prob.y), lr=0.01, steps=50, stop_loss=None)
-    a, b, res = C.train_diagonal_fast(
-        prob.X,
-        prob.y,
-        a0,
-        b0,
-        lr=0.01,
-        max_steps=50,
-        batch_size=None,
-        check_every=10,
-        stop_loss=0.0,
+def test_unit_convergence_needs_full_lr_steps_and_flags_divergence():
+    cfg = _cfg(d=40, n=5, n_test=10, gd_steps=20_000, gd_warmup="always", gd_warmup_steps=1000)
+    prob = P.diagonal_problem(d=40, n=5, n_test=10, inputs="gaussian", support=1, seed=0)
+    model = DiagonalLinearNet.from_tensors(
+        torch.full((40,), 0.3, dtype=torch.float64), torch.full((40,), 0.3, dtype=torch.float64)
     )
-    assert res.steps_run == 50
-    assert not res.converged
-    np.testing.assert_allclose(a, net.a.detach().numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(b, net.b.detach().numpy(), rtol=1e-10, atol=1e-12)
-    rp = C.relu_problem(d=5, n=9, n_test=2, k=2, seed=0)
-    W0, av0 = C.init_relu(5, 7, "lw", 0)
-    rnet = TwoLayerReLU(5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        rnet.w.copy_(torch.tensor(W0))
-        rnet.a.copy_(torch.tensor(av0))
-    train(rnet, torch.tensor(rp.X), torch.tensor(rp.y), lr=0.01, steps=40, stop_loss=None)
-    W, av, _ = C.train_relu_fast(
-        rp.X, rp.y, W0, av0, lr=0.01, max_steps=40, batch_size=None, check_every=10, stop_loss=0.0
-    )
-    np.testing.assert_allclose(W, rnet.w.detach().numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(av, rnet.a.detach().numpy(), rtol=1e-10, atol=1e-12)
-
-
-def test_fast_loop_convergence_rule_needs_full_lr_steps_and_flags_divergence():
-    prob = C.diagonal_problem(d=40, n=5, n_test=2, inputs="gaussian", support=1, seed=0)
-    a0 = np.full(40, 0.3)
-    # GD with a warm-up of 1000 steps: the loss is tiny long before, but the run must spend
-    # ≥ 20 % of its steps at full η, i.e. stop no earlier than 1250.
-    _, _, res = C.train_diagonal_fast(
-        prob.X,
-        prob.y,
-        a0,
-        a0,
-        lr=0.02,
-        max_steps=20_000,
-        batch_size=None,
-        warmup_steps=1000,
-        check_every=10,
-    )
-    assert res.converged
-    assert res.steps_run >= 1250
-    assert res.final_loss <= 1e-10
-    assert res.lr_at_convergence == pytest.approx(0.02)
-    with pytest.warns(DivergenceWarning, match="diverged"):
-        _, _, bad = C.train_diagonal_fast(
-            prob.X, prob.y, a0, a0, lr=50.0, max_steps=500, batch_size=None, check_every=10
-        )
-    assert bad.diverged
-    assert not bad.converged
-    with pytest.raises(ValueError, match="lr must be a positive"):
-        C.train_diagonal_fast(prob.X, prob.y, a0, a0, lr=0.0, max_steps=5)
-    with pytest.raises(ValueError, match="record_every must be a multiple"):
-        C.train_diagonal_fast(
-            prob.X, prob.y, a0, a0, lr=0.1, max_steps=5, check_every=10, record_every=15
-        )
-    with pytest.raises(ValueError, match="batch_size must be"):
-        C.train_diagonal_fast(prob.X, prob.y, a0, a0, lr=0.1, max_steps=5, batch_size=0)
+    plans = [
+        U.PlannedRun("ok", 0.02, 0, prob, model, 1000),
+        U.PlannedRun("bad", 50.0, 0, prob, model, 0),
+    ]
+    with pytest.warns(UserWarning, match="diverged"):
+        recs = U.train_and_measure(cfg, plans, optimizer="gd", steps=20_000)
+    # The loss is tiny long before the warm-up ends, but ≥ 20 % of the updates must be at the
+    # full η: update 999 is the first at full rate, so no stop before (1000 − 1)/0.8.
+    ok = recs["ok"]
+    assert ok["converged"]
+    assert ok["steps_run"] >= 999 / 0.8
+    assert ok["final_loss"] <= 1e-10
+    assert ok["lr_at_convergence"] == pytest.approx(0.02)
+    assert ok["converged_at_full_lr"]
+    bad = recs["bad"]
+    assert bad["diverged"]
+    assert not bad["converged"]
+    assert math.isnan(bad["trace"])
     with pytest.raises(ValueError, match="optimizer must be"):
-        C.run_unit(E1Config.profile("quick"), opt="adam", lr=0.1, seed=0)
-    with pytest.raises(TypeError, match="DiagonalDataConfig or ReLUDataConfig"):
-        C.run_unit(E5Config(), opt="sgd", lr=0.1, seed=0)
+        U.train_and_measure(cfg, plans[:1], optimizer="adam", steps=1)
 
 
-def test_run_unit_small_sgd_run_respects_trace_bound():
-    cfg = dataclasses.replace(
-        E1Config.profile("quick"), d=80, n=20, n_test=100, sgd_steps=20_000, sgd_warmup_steps=4000
+def test_relu_unit_records_a_history_of_library_monitors():
+    cfg = dataclasses.replace(E3Config.profile("quick"), d=6, m=8, n=10, n_test=20, k=2)
+    prob = cfg.problem(0)
+    plan = U.PlannedRun("sgd", 0.02, 0, prob, cfg.initial_model(0), 200)
+    keys = ("test_mse", "grad_norm", "trace", "path_norm")
+    rec = U.train_and_measure(
+        cfg, [plan], optimizer="sgd", steps=1000, record_points=5, monitor_keys=keys
+    )["sgd"]
+    h = rec["history"]
+    assert set(h) == {"step", "lr", "loss", *keys}
+    assert h["step"][0] == 0
+    assert len(h["step"]) == len(h["trace"]) <= 5 + 1
+    assert all(s % U.SGD_CHECK_EVERY == 0 for s in h["step"][:-1])
+    assert h["path_norm"][0] == pytest.approx(path_norm(cfg.initial_model(0)))
+    assert h["trace"][0] == pytest.approx(rec["init_trace"], rel=1e-12)
+
+
+def test_small_sgd_unit_respects_the_trace_bound():
+    cfg = _cfg(d=80, n=20, n_test=100, sgd_steps=20_000, sgd_warmup_steps=4000)
+    out = E1DiagonalSweep().compute(
+        dataclasses.replace(cfg, lrs=(0.05,)),
+        RunSpec("sgd", {"optimizer": "sgd"}),
     )
-    out = C.run_unit(cfg, opt="sgd", lr=0.05, seed=0)
-    assert out["converged"]
-    assert not out["diverged"]
-    assert out["trace"] <= 2 / C.effective_lr(out) * 1.05
-    assert out["init_trace"] > out["trace"]
+    (rec,) = out["runs"].values()
+    assert rec["converged"]
+    assert not rec["diverged"]
+    assert rec["trace"] <= 2 / A.effective_lr(rec) * 1.05
+    assert rec["init_trace"] > rec["trace"]
 
 
 # --------------------------------------------------------------------------------------
@@ -518,7 +467,7 @@ def _e1_results(cfg):
             "seed": 0,
             "converged": True,
             "diverged": False,
-            "lr_at_1e6": lr,
+            "effective_lr": lr,
             "init_lambda_max": 20.0,
         }
         res[f"sgd_{lr}"] = base | {
@@ -570,14 +519,14 @@ def test_analyze_e1_without_results_fails_instead_of_crashing():
 
 
 def test_e1_4_e1_6_need_two_gd_stable_lrs_with_converged_runs():
-    # Reviewer fix 7: with only one of the GD-stable-at-init η converged, max/min over the
+    # with only one of the GD-stable-at-init η converged, max/min over the
     # finite medians is 1.0 and E1.4/E1.6 passed trivially; they must fail now.
     cfg = E1Config.profile("quick")  # λ_max(G_0) = 20 ⇒ stable η: 0.004, 0.0126, 0.04
     res = _e1_results(cfg)
     for lr in (0.004, 0.0126):
         res[f"gd_{lr}"]["converged"] = False
-    meds = C.medians(res, "gd", "trace", "lr", [0.004, 0.0126, 0.04])
-    assert C.max_over_min(meds, skip_missing=True) == 1.0  # the previously trivial situation
+    meds = A.medians(res, "gd", "trace", "lr", [0.004, 0.0126, 0.04])
+    assert A.max_over_min(meds, skip_missing=True) == 1.0  # the previously trivial situation
     claims = {c.id: c for c in analyze_e1(cfg, res)}
     assert claims["E1.4"].passed is False
     assert "(1 with a converged GD run)" in claims["E1.4"].measured
@@ -602,7 +551,13 @@ def _e2_results(cfg):
     res = {}
     sweep = {0.025: 2.5, 0.05: 1.7, 0.1: 1.3}
     for r0 in cfg.r0s:
-        base = {"lr": cfg.lr, "r0": r0, "converged": True, "diverged": False, "lr_at_1e6": cfg.lr}
+        base = {
+            "lr": cfg.lr,
+            "r0": r0,
+            "converged": True,
+            "diverged": False,
+            "effective_lr": cfg.lr,
+        }
         res[f"sgd_{r0}"] = base | {"optimizer": "sgd", "balancedness": 1.7, "trace": 32.0}
         res[f"gd_{r0}"] = base | {"optimizer": "gd", "balancedness": 1.5 * r0, "trace": 500.0}
     for lr, rt in sweep.items():
@@ -612,7 +567,7 @@ def _e2_results(cfg):
             "r0": cfg.lr_sweep_r0,
             "converged": True,
             "diverged": False,
-            "lr_at_1e6": lr,
+            "effective_lr": lr,
             "balancedness": rt,
             "trace": 0.8 * 2 / lr,
         }
@@ -644,7 +599,7 @@ def test_analyze_e2(target):
 
 @pytest.mark.parametrize("r0", [2.0, 4.0, 8.0, 16.0])
 def test_e2_4_rejects_a_missing_gd_median_at_any_position(r0):
-    # Reviewer fix 8: the builtin min skipped a NaN unless it came first.
+    # the builtin min skipped a NaN unless it came first.
     cfg = E2Config.profile("quick")
     res = _e2_results(cfg)
     res[f"gd_{r0}"]["converged"] = False
@@ -655,15 +610,15 @@ def test_e2_4_rejects_a_missing_gd_median_at_any_position(r0):
 def test_strict_min_max_and_count_finite_are_order_independent():
     nan = float("nan")
     for vals in ([nan, 1.0, 2.0], [1.0, nan, 2.0], [1.0, 2.0, nan]):
-        assert math.isnan(C.strict_min(vals))
-        assert math.isnan(C.strict_max(vals))
-        assert C.count_finite(vals) == 2
-    assert C.strict_min([3.0, 1.0, 2.0]) == 1.0
-    assert C.strict_max([3.0, 1.0, 2.0]) == 3.0
-    assert math.isnan(C.strict_min([]))
-    assert math.isnan(C.strict_max([]))
+        assert math.isnan(A.strict_min(vals))
+        assert math.isnan(A.strict_max(vals))
+        assert A.count_finite(vals) == 2
+    assert A.strict_min([3.0, 1.0, 2.0]) == 1.0
+    assert A.strict_max([3.0, 1.0, 2.0]) == 3.0
+    assert math.isnan(A.strict_min([]))
+    assert math.isnan(A.strict_max([]))
     runs = [{"trace": 10.0, "lr": 0.1}, {"trace": nan, "lr": 0.1}]
-    assert math.isnan(C.worst_trace_ratio(runs, 300, 1))
+    assert math.isnan(A.worst_trace_ratio(runs, 300, 1))
 
 
 def _e3_results(cfg):
@@ -678,7 +633,7 @@ def _e3_results(cfg):
         "sgd_seed=0": {
             "seed": 0,
             "lr": lr,
-            "lr_at_1e6": lr,
+            "effective_lr": lr,
             "converged": True,
             "final_loss": 9e-11,
             "trace": 0.8 * 2 / lr,
@@ -719,7 +674,7 @@ def test_analyze_e3(target):
 
 
 def test_e3_2_needs_a_fast_drop_after_entering_the_stable_region():
-    # Reviewer fix 9: E3.2 used max/final ‖∇L‖ ≥ 1e3, implied by reaching loss ≤ 1e-10. A run that
+    # E3.2 used max/final ‖∇L‖ ≥ 1e3, implied by reaching loss ≤ 1e-10. A run that
     # converges with a steady geometric decay over the whole run must now fail E3.2 only.
     cfg = E3Config.profile("quick")
     good = _e3_results(cfg)
@@ -745,15 +700,15 @@ def test_e3_2_needs_a_fast_drop_after_entering_the_stable_region():
 
 
 def test_e3_3_uses_the_effective_learning_rate():
-    # Reviewer fix 10: the final Tr G is judged at η_eff = lr_at_1e6 (A7), not the nominal η.
+    # The final Tr G is judged at the effective η, not the nominal η.
     cfg = E3Config.profile("quick")
     low = _e3_results(cfg)
-    low["sgd_seed=0"]["lr_at_1e6"] = 0.5 * cfg.lr  # η_eff·Tr G/2 = 0.4 (nominal: 0.8)
+    low["sgd_seed=0"]["effective_lr"] = 0.5 * cfg.lr  # η_eff·Tr G/2 = 0.4 (nominal: 0.8)
     c = {c.id: c for c in analyze_e3(cfg, low)}["E3.3"]
     assert c.passed is False, c
     assert "0.4" in c.measured, c
     high = _e3_results(cfg)
-    high["sgd_seed=0"].update(lr_at_1e6=0.5 * cfg.lr, trace=1.5 * 2 / cfg.lr)  # 0.75 (nom. 1.5)
+    high["sgd_seed=0"].update(effective_lr=0.5 * cfg.lr, trace=1.5 * 2 / cfg.lr)  # 0.75 (nom. 1.5)
     c = {c.id: c for c in analyze_e3(cfg, high)}["E3.3"]
     assert c.passed is True, c
     assert "0.75" in c.measured, c
@@ -776,7 +731,7 @@ def _e4_results(cfg):
             "optimizer": "sgd",
             "label": lab,
             "lr": eta,
-            "lr_at_1e6": eta,
+            "effective_lr": eta,
             "converged": True,
             "diverged": False,
             "init_trace": 2000.0,
@@ -789,7 +744,7 @@ def _e4_results(cfg):
             "optimizer": "gd",
             "label": lab,
             "lr": lab,
-            "lr_at_1e6": eff,
+            "effective_lr": eff,
             "converged": True,
             "diverged": False,
             "init_lambda_max": 67.0,
@@ -819,7 +774,7 @@ def test_analyze_e4(target):
 
 @pytest.mark.parametrize("label", [0.003, 0.01, 0.03, 0.1])
 def test_e4_1_fails_when_any_sgd_run_did_not_converge(label):
-    # Reviewer fix 8: a NaN median (no converged run at a label) fails E4.1 wherever it sits in
+    # a NaN median (no converged run at a label) fails E4.1 wherever it sits in
     # the label order, and every SGD run must converge.
     cfg = E4Config.profile("quick")
     res = _e4_results(cfg)
@@ -870,7 +825,7 @@ def _e5_results():
             "diagonal": {
                 "trace_autograd": 10.0,
                 "trace_closed_form": 10.0,
-                "gram_fast_rel_err": 1e-16,
+                "grad_closed_form_rel_err": 1e-16,
                 "balanced_trace": 4.0,
                 "balanced_2_weighted_l1": 4.0,
                 "beta_change": 0.0,
@@ -878,7 +833,7 @@ def _e5_results():
             "relu": {
                 "trace_autograd": 9.0,
                 "trace_closed_form": 9.0,
-                "gram_fast_rel_err": 0.0,
+                "grad_closed_form_rel_err": 0.0,
                 "ratio_before": 1.8,
                 "ratio_balanced": 0.99,
                 "f_change": 1e-15,
@@ -946,9 +901,7 @@ def test_e5_quick_profile_end_to_end(tmp_path):
 
 
 def test_quick_group_passes_every_claim(tmp_path):
-    # The whole wu-su-2023 quick group: about 25 s serial on a shared core (CI smoke test).
-    from dynstab_repro import reproduce
-
+    # The whole wu-su-2023 quick group, serial (CI smoke test).
     out = reproduce(
         "wu-su-2023", out_dir=tmp_path, profile="quick", executor="serial", progress=False
     )

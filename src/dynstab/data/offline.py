@@ -119,7 +119,7 @@ def digits_dataset(
         ValueError: If the sizes do not fit in 1797 images or ``layout`` is unknown.
     """
     check_choice("layout", layout, ("flat", "image"))
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # deferred: optional dependency (extra [data])
 
     bunch = load_digits()
     x = torch.from_numpy(np.asarray(bunch.data, dtype=np.float64)) / 16.0

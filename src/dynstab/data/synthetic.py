@@ -1,4 +1,4 @@
-"""Synthetic inputs, regression data sets and initializations (Wu & Su (2023) §4; MMS21 §5).
+"""Synthetic inputs, regression data sets and initializations (Wu & Su 2023; MMS21).
 
 All randomness comes from an explicit ``generator``; samples are drawn in float64 and cast to
 ``dtype`` so that the same seed gives the same data in every dtype.
@@ -93,12 +93,12 @@ def make_regression_dataset(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> Dataset:
-    """Build a noiseless teacher–student regression data set (Wu & Su (2023) E1–E4).
+    """Build a noiseless teacher–student regression data set (Wu & Su, ICML 2023).
 
     * ``kind="sparse_linear"``: y = β*ᵀx, β* = ``beta_star`` or (1, …, 1, 0, …, 0) with
-      ``sparsity`` ones; default inputs N(0, I_d) (E1/E2, ambiguity A3).
+      ``sparsity`` ones; default inputs N(0, I_d) (the diagonal-net experiments).
     * ``kind="relu"``: y = Σ_{i=1}^k σ(v_iᵀx), v_i ~ Unif(S^{d−1}); default inputs
-      Unif(√d S^{d−1}) (E3/E4).
+      Unif(√d S^{d−1}) (the two-layer ReLU experiments).
 
     Draw order from ``generator``: teacher directions (``relu`` only), X, then X_test.
 
@@ -169,7 +169,7 @@ def unbalanced_diagonal_init(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[Tensor, Tensor]:
-    """Draw a diagonal-net initialization with balancedness exactly r(θ₀) = r0 (E2).
+    """Draw a diagonal-net initialization with balancedness exactly r(θ₀) = r0 (``wu-su-2023/e2``).
 
     a_j ~ N(0, std²), ε_j = ±1 with probability ½ each, b_j = c ε_j a_j with
     c = r0 + √(r0² − 1). Every coordinate has (a_j² + b_j²)/(2|a_j b_j|) = (1 + c²)/(2c) = r0,
@@ -239,7 +239,7 @@ def one_d_dataset(
     Inputs (returned sorted, shape ``(n, 1)``):
 
     * ``"uniform"``, ``"gaussian"``, ``"laplace"``: iid from the zero-mean, unit-variance
-      Unif[−√3, √3], N(0, 1) or Laplace(0, 1/√2) (MMS21 E4.2);
+      Unif[−√3, √3], N(0, 1) or Laplace(0, 1/√2) (MMS21, Fig. 2);
     * ``"chebyshev"``: n points evenly spaced on [−1, 1] (C21's ``chebyshev-{deg}-{n}``).
 
     Labels: ``"random"`` (iid N(0, 1), the default for random inputs) or ``"chebyshev"``

@@ -1,4 +1,4 @@
-"""Teacher functions for noiseless regression (Wu & Su (2023) §4: E1–E4)."""
+"""Teacher functions for noiseless regression (the experiments of Wu & Su, ICML 2023)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _check_inputs(X: Tensor, d: int) -> None:
 
 
 class SparseLinearTeacher:
-    """Linear teacher f*(x) = β*ᵀx (E1/E2 use β* = (1, 1, 1, 0, …, 0)).
+    """Linear teacher f*(x) = β*ᵀx (``wu-su-2023/e1``, ``e2`` use β* = (1, 1, 1, 0, …, 0)).
 
     Args:
         beta_star: Teacher vector, shape ``(d,)``.
@@ -63,7 +63,7 @@ class SparseLinearTeacher:
 class ReLUTeacher:
     """Sum-of-k-ReLU teacher f*(x) = Σ_{i=1}^k σ(v_iᵀx) with v_i iid Unif(S^{d−1}).
 
-    Its path norm is k (E3/E4: k = 10, d = 100).
+    Its path norm is k (``wu-su-2023/e3``, ``e4``: k = 10, d = 100).
 
     Args:
         k: Number of teacher neurons, >= 1.

@@ -1,10 +1,18 @@
-"""Training with stability monitors: GD/SGD trainers, samplers, schedules, monitors, history.
+"""Training with stability monitors: one GD/SGD engine, samplers, schedules, monitors, history.
 
 * :func:`train` — one GD/SGD run (model trained in place) -> :class:`TrainResult`.
-* :func:`train_batched` — many small runs (η × seed grid) at once with ``torch.func.vmap``;
-  equal to :func:`train` run by run.
+* :func:`train_batched` — many small runs (η × seed grid) at once; equal to :func:`train` run
+  by run.
+* :func:`train_runs` — any list of :class:`Run` s (own η, sampler seed, initial parameters,
+  schedule) of one architecture, at once.
+* All three are front-ends of one engine (:mod:`dynstab.training.engine`) whose gradients come
+  from a :class:`Stepper`: :class:`AutogradStepper` (any ``nn.Module``), :class:`VmapStepper`
+  (``torch.func.vmap`` over runs) or :class:`ClosedFormStepper` (the model's
+  ``closed_form_grad``); one :class:`StoppingRule` defines convergence, divergence and the
+  effective learning rate of every run.
 * Schedules :func:`constant`, :func:`warmup`; samplers :class:`BatchSampler`.
 * Monitors :class:`LossMonitor`, :class:`TestErrorMonitor`, :class:`NormMonitor`,
+  :class:`GradientNormMonitor`,
   :class:`SharpnessMonitor`, :class:`TraceMonitor`, :class:`GramMonitor`,
   :class:`StabilityMonitor`; results in a :class:`History` (JSON/CSV, atomic save).
 
@@ -13,8 +21,10 @@ minimum iff λ_max(H) ≤ 2/η.
 """
 
 from dynstab.training.batched import train_batched
+from dynstab.training.engine import Run, train_runs
 from dynstab.training.history import History
 from dynstab.training.monitors import (
+    GradientNormMonitor,
     GramMonitor,
     LossMonitor,
     Monitor,
@@ -23,28 +33,41 @@ from dynstab.training.monitors import (
     StabilityMonitor,
     TestErrorMonitor,
     TraceMonitor,
+    gradient_norm,
 )
-from dynstab.training.samplers import BatchSampler
+from dynstab.training.result import StoppingRule, TrainResult
+from dynstab.training.samplers import BatchSampler, draw_batches
 from dynstab.training.schedules import Constant, Schedule, Warmup, constant, warmup
-from dynstab.training.trainer import TrainResult, train
+from dynstab.training.steppers import AutogradStepper, ClosedFormStepper, Stepper, VmapStepper
+from dynstab.training.trainer import train
 
 __all__ = [
+    "AutogradStepper",
     "BatchSampler",
+    "ClosedFormStepper",
     "Constant",
+    "GradientNormMonitor",
     "GramMonitor",
     "History",
     "LossMonitor",
     "Monitor",
     "NormMonitor",
+    "Run",
     "Schedule",
     "SharpnessMonitor",
     "StabilityMonitor",
+    "Stepper",
+    "StoppingRule",
     "TestErrorMonitor",
     "TraceMonitor",
     "TrainResult",
+    "VmapStepper",
     "Warmup",
     "constant",
+    "draw_batches",
+    "gradient_norm",
     "train",
     "train_batched",
+    "train_runs",
     "warmup",
 ]

@@ -1,14 +1,14 @@
-"""Many small GD/SGD runs at once: an η × seed grid vectorised with ``torch.func.vmap``.
+"""Many small GD/SGD runs at once: an η × seed grid, a front-end of the training engine.
 
-:func:`train_batched` trains R = len(lrs)·len(seeds) copies of a small network side by side.
-Parameters of all runs are stacked along a leading run axis; per step, one ``vmap``-ed forward
-pass and one backward pass of the summed losses give every run's gradient. Each run replays
-exactly what :func:`dynstab.training.train` does with the same arguments: the initial model is
+:func:`train_batched` trains R = len(lrs)·len(seeds) copies of a small network side by side
+with :func:`dynstab.training.train_runs`: parameters of all runs are stacked along a leading run
+axis and one vectorised gradient per step serves every run. Each run replays exactly what
+:func:`dynstab.training.train` does with the same arguments: the initial model is
 ``model_factory(seed)``, the batch indices come from a sampler seeded with ``seed`` (runs that
 share a seed share the index stream, as their sequential counterparts would), and the same
-stopping rules (divergence, convergence with the A7 bookkeeping) are applied per run. A
-stopped run is frozen and dropped from the vectorised computation; its record matches the
-sequential run to float round-off (vectorised kernels may sum in a different order).
+stopping rules are applied per run. A stopped run is dropped from the vectorised computation;
+its record matches the sequential run to float round-off (vectorised kernels may sum in a
+different order).
 
 Suited to small networks whose per-step cost is dominated by Python and kernel-launch
 overhead (the trainer then runs R runs for the price of a few); for large networks a plain
@@ -17,52 +17,25 @@ loop over :func:`~dynstab.training.train` is as fast.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 
 from dynstab._checks import check_int, check_positive
-from dynstab._types import LossFn, Params
+from dynstab._types import LossFn
 from dynstab.losses import half_mse
-from dynstab.training.samplers import BatchSampler, make_generator
-from dynstab.training.trainer import (
-    TrainResult,
-    _multiplier,
-    _prepare_data,
-    _progress_bar,
-    _RunTracker,
-    _validate,
-    _warn_divergence,
-    _warn_not_converged,
-)
+from dynstab.training.engine import Run, _train_runs
+from dynstab.training.result import StoppingRule, TrainResult, warn_outcomes
 
 __all__ = ["train_batched"]
 
 
-def _stack_models(models: Sequence[nn.Module]) -> tuple[Params, dict[str, Tensor]]:
-    """Stack trainable parameters, and frozen parameters plus buffers, along a new dim 0."""
-
-    def layout(m: nn.Module) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
-        train_ = [(k, p.shape) for k, p in m.named_parameters() if p.requires_grad]
-        fixed = [(k, p.shape) for k, p in m.named_parameters() if not p.requires_grad]
-        return train_, fixed + [(k, b.shape) for k, b in m.named_buffers()]
-
-    ref = layout(models[0])
-    for i, m in enumerate(models[1:], start=1):
-        got = layout(m)
-        if got != ref:
-            raise ValueError(
-                "model_factory must build the same architecture for every seed; model "
-                f"{i} has (trainable, frozen+buffers) {got} but model 0 has {ref}."
-            )
-    tensors = [dict(m.named_parameters()) | dict(m.named_buffers()) for m in models]
-    params = {k: torch.stack([t[k].detach() for t in tensors]) for k, _ in ref[0]}
-    others = {k: torch.stack([t[k].detach() for t in tensors]) for k, _ in ref[1]}
-    return params, others
+def _layout(m: nn.Module) -> tuple[list[tuple[str, torch.Size]], list[tuple[str, torch.Size]]]:
+    """(trainable, frozen + buffers) names and shapes of a model."""
+    train_ = [(k, p.shape) for k, p in m.named_parameters() if p.requires_grad]
+    fixed = [(k, p.shape) for k, p in m.named_parameters() if not p.requires_grad]
+    return train_, fixed + [(k, b.shape) for k, b in m.named_buffers()]
 
 
 def train_batched(
@@ -84,6 +57,9 @@ def train_batched(
     divergence_threshold: float = 1e10,
     eval_every: int | None = None,
     progress: bool = False,
+    require_full_lr: bool = False,
+    loss_threshold: float = 1e-6,
+    gradient: str = "autograd",
 ) -> list[TrainResult]:
     """Train the grid ``lrs × seeds`` of small networks at once, equal to :func:`train` run by run.
 
@@ -113,10 +89,14 @@ def train_batched(
         loss_fn: Batch-mean loss; must be ``vmap``-compatible. Default ½-MSE.
         dtype: Convert models and floating data to this dtype (e.g. ``torch.float64``).
         stop_loss: Convergence tolerance on the full training loss; None never stops early.
-        min_full_lr_fraction: See :func:`train` (spec A7).
+        min_full_lr_fraction: See :func:`train`.
         divergence_threshold: A loss above this counts as divergence.
         eval_every: See :func:`train`.
         progress: Show a tqdm progress bar on stderr.
+        require_full_lr: See :func:`train`.
+        loss_threshold: See :func:`train`.
+        gradient: ``"autograd"`` (``torch.func.vmap``; default), ``"closed_form"`` or
+            ``"auto"`` (see :func:`~dynstab.training.train_runs`).
 
     Returns:
         ``len(lrs)·len(seeds)`` :class:`TrainResult` objects in η-major order, each with its
@@ -141,10 +121,6 @@ def train_batched(
         raise ValueError(
             f"lrs and seeds must be non-empty; got {len(lrs)} lrs and {len(seeds)} seeds."
         )
-    cfg = _validate(
-        X, y, lrs[0], steps, batch_size, sampling, schedule, clip, stop_loss, min_full_lr_fraction,
-        divergence_threshold, eval_every, dtype
-    )  # fmt: skip
     models = []
     for s in seeds:
         m = model_factory(s)
@@ -152,141 +128,41 @@ def train_batched(
             raise TypeError(
                 f"model_factory(seed) must return an nn.Module; got {type(m).__name__}."
             )
-        if dtype is not None:
-            m = m.to(dtype)
-        models.append(m)
-    stacked, buffers_s = _stack_models(models)
-    if not stacked:
-        raise ValueError(
-            "model_factory's models must have at least one trainable (requires_grad=True) "
-            "parameter; got none."
-        )
-    p0 = next(iter(stacked.values()))
-    X, y = _prepare_data(X, y, p0.dtype, p0.device)
-    base = copy.deepcopy(models[0]).to("meta")
-    del models
-
-    S, R = len(seeds), len(lrs) * len(seeds)
-    run_lr = [lrs[r // S] for r in range(R)]
-    run_seed = torch.tensor([r % S for r in range(R)])  # CPU, like the sampled indices
-    W: Params = {k: v[run_seed].clone() for k, v in stacked.items()}
-    Bufs = {k: v[run_seed].clone() for k, v in buffers_s.items()}
-    trackers = [_RunTracker(cfg, run_lr[r], seeds[r % S]) for r in range(R)]
-    samplers = (
-        None
-        if cfg.full_batch
-        else [
-            BatchSampler(
-                cfg.n, int(cfg.batch_size or cfg.n), cfg.sampling, generator=make_generator(None, s)
+        models.append(m.to(dtype) if dtype is not None else m)
+    ref = _layout(models[0])
+    for i, m in enumerate(models[1:], start=1):
+        got = _layout(m)
+        if got != ref:
+            raise ValueError(
+                "model_factory must build the same architecture for every seed; model "
+                f"{i} has (trainable, frozen+buffers) {got} but model 0 has {ref}."
             )
-            for s in seeds
-        ]
+    states = [dict(m.named_parameters()) | dict(m.named_buffers()) for m in models]
+    runs = [
+        Run(lr=lr, seed=s, params=states[j], schedule=schedule)
+        for lr in lrs
+        for j, s in enumerate(seeds)
+    ]
+    rule = StoppingRule(
+        stop_loss, min_full_lr_fraction, require_full_lr, divergence_threshold, loss_threshold
     )
-
-    def loss_one(p: Params, b: dict[str, Tensor], xb: Tensor, yb: Tensor) -> Tensor:
-        return loss_fn(functional_call(base, (p, b), (xb,)), yb)
-
-    loss_full = vmap(loss_one, in_dims=(0, 0, None, None))
-    loss_batch = vmap(loss_one, in_dims=(0, 0, 0, 0))
-
-    def grads_and_values(
-        fwd: Callable[..., Tensor], P: Params, b: dict[str, Tensor], xb: Tensor, yb: Tensor
-    ) -> tuple[Params, Tensor]:
-        # Runs are independent, so the gradient of Σ_r L_r with respect to run r's parameters
-        # is ∇L_r: a vmapped forward plus one ordinary backward pass (cheaper than vmap(grad)).
-        leaves = {k: v.detach().requires_grad_(True) for k, v in P.items()}
-        with torch.enable_grad():
-            losses = fwd(leaves, b, xb, yb)
-            grads = torch.autograd.grad(losses.sum(), list(leaves.values()), materialize_grads=True)
-        return dict(zip(leaves, grads, strict=True)), losses.detach()
-
-    act = list(range(R))  # runs still training, in the order of the working tensors
-    Wa, Ba = dict(W), dict(Bufs)
-
-    def retire(stop_pos: list[int]) -> None:
-        """Write stopped runs back into W and drop them from the working set."""
-        nonlocal act, Wa, Ba
-        if not stop_pos:
-            return
-        rows = torch.tensor([act[i] for i in stop_pos], device=p0.device)
-        pos = torch.tensor(stop_pos, device=p0.device)
-        for k in W:
-            W[k][rows] = Wa[k][pos]
-        keep = [i for i in range(len(act)) if i not in set(stop_pos)]
-        kp = torch.tensor(keep, dtype=torch.long, device=p0.device)
-        act = [act[i] for i in keep]
-        Wa = {k: v[kp] for k, v in Wa.items()}
-        Ba = {k: v[kp] for k, v in Ba.items()}
-
-    bar = _progress_bar(cfg.steps, progress, f"train_batched[{R}]")
-    try:
-        for t in range(cfg.steps):
-            if not act:
-                break
-            mult = _multiplier(cfg.schedule, t)
-            etas = [run_lr[r] * mult for r in act]
-            stopping: list[int] = []
-            if samplers is None:
-                grads, vals = grads_and_values(loss_full, Wa, Ba, X, y)
-                record = t % cfg.eval_every == 0
-                for i, v in enumerate(vals.tolist()):
-                    if trackers[act[i]].observe_full(t, v, etas[i], record=record):
-                        stopping.append(i)
-            else:
-                idx_s = torch.stack([s.next() for s in samplers])
-                if t % cfg.eval_every == 0:
-                    with torch.no_grad():
-                        fl = loss_full(Wa, Ba, X, y).tolist()
-                    for i, v in enumerate(fl):
-                        if trackers[act[i]].observe_full(t, v, etas[i], record=True):
-                            stopping.append(i)
-                idx = idx_s[run_seed[act]]
-                grads, vals = grads_and_values(loss_batch, Wa, Ba, X[idx], y[idx])
-                done = set(stopping)
-                for i, v in enumerate(vals.tolist()):
-                    if i not in done and trackers[act[i]].observe_batch(t, v, etas[i]):
-                        stopping.append(i)
-            A = len(act)
-            eta_t = torch.tensor(etas, dtype=torch.float64, device=p0.device).to(p0.dtype)
-            clipped = [False] * A
-            if cfg.clip is not None:
-                sq = torch.zeros(A, dtype=p0.dtype, device=p0.device)
-                for g in grads.values():
-                    sq = sq + (g * g).reshape(A, -1).sum(1)
-                norm = torch.sqrt(sq)
-                is_clipped = norm > cfg.clip
-                scale = torch.where(is_clipped, cfg.clip / norm, torch.ones_like(norm))
-                clipped = is_clipped.tolist()
-                grads = {
-                    k: torch.where(
-                        is_clipped.view(-1, *([1] * (g.ndim - 1))),
-                        g * scale.view(-1, *([1] * (g.ndim - 1))),
-                        g,
-                    )
-                    for k, g in grads.items()
-                }
-            keep_mask = torch.ones(A, dtype=torch.bool, device=p0.device)
-            if stopping:
-                keep_mask[stopping] = False
-            for k, g in grads.items():
-                shape = (-1, *([1] * (g.ndim - 1)))
-                Wa[k] = torch.where(keep_mask.view(shape), Wa[k] - eta_t.view(shape) * g, Wa[k])
-            done = set(stopping)
-            for i in range(A):
-                if i not in done:
-                    trackers[act[i]].count_update(mult, bool(clipped[i]))
-            retire(sorted(done))
-            bar.update(1)
-        if act:
-            eta_end = [run_lr[r] * _multiplier(cfg.schedule, cfg.steps) for r in act]
-            with torch.no_grad():
-                fl = loss_full(Wa, Ba, X, y).tolist()
-            for i, v in enumerate(fl):
-                trackers[act[i]].finish_max_steps(cfg.steps, v, eta_end[i])
-            retire(list(range(len(act))))
-    finally:
-        bar.close()
-    results = [trackers[r].result(params={k: W[k][r].clone() for k in W}) for r in range(R)]
-    _warn_divergence(results)
-    _warn_not_converged(results, cfg.stop_loss)
+    results = _train_runs(
+        models[0],
+        X,
+        y,
+        runs,
+        steps=steps,
+        batch_size=batch_size,
+        sampling=sampling,
+        clip=clip,
+        loss_fn=loss_fn,
+        stop=rule,
+        eval_every=eval_every,
+        monitors=(),
+        gradient=gradient,
+        dtype=None,
+        progress=progress,
+        desc=f"train_batched[{len(runs)}]",
+    )
+    warn_outcomes(results, stop_loss, stacklevel=2)
     return results

@@ -11,7 +11,7 @@ returned names become History columns, so two monitors of the same kind need dis
   it was not evaluated at this step), ``"history"`` (the run's History so far).
 
 Curvature monitors use :mod:`dynstab.curvature`, :mod:`dynstab.linalg` and
-:mod:`dynstab.criteria`; they import them when first called. Every monitor leaves the
+:mod:`dynstab.criteria`. Every monitor leaves the
 model's parameters, mode and ``.grad`` untouched. All curvature conventions are those of
 :func:`dynstab.losses.half_mse` (½·mean), for which the GD threshold is λ_max(H) = 2/η.
 """
@@ -26,8 +26,21 @@ import torch
 from torch import Tensor, nn
 
 from dynstab._checks import check_choice, check_int, check_positive
+from dynstab._types import LossFn
+from dynstab.criteria import (
+    alignment_factor,
+    eta_star,
+    frobenius_bound,
+    gd_bound,
+    q_factor,
+    trace_bound,
+)
+from dynstab.curvature import GaussNewtonOperator, HessianOperator, gram_matrix
+from dynstab.linalg import hutchinson_trace_and_frobenius, lanczos_top_eigenpairs
+from dynstab.norms import gram_spectrum
 
 __all__ = [
+    "GradientNormMonitor",
     "GramMonitor",
     "LossMonitor",
     "Monitor",
@@ -36,6 +49,7 @@ __all__ = [
     "StabilityMonitor",
     "TestErrorMonitor",
     "TraceMonitor",
+    "gradient_norm",
 ]
 
 _SHARPNESS_MEASURES = ("lambda_max", "trace", "frobenius")
@@ -111,7 +125,9 @@ class LossMonitor(Monitor):
     ) -> None:
         super().__init__(name, every)
         if (X is None) != (y is None):
-            raise ValueError("LossMonitor needs both X and y, or neither (training set); got one.")
+            raise ValueError(
+                f"{type(self).__name__} needs both X and y, or neither (training set); got one."
+            )
         self.X, self.y, self.loss_fn = X, y, loss_fn
 
     def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
@@ -217,6 +233,67 @@ class NormMonitor(Monitor):
             return {self.name: float(self.fn(model))}
 
 
+def gradient_norm(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor) -> float:
+    """Return ‖∇_θ L(θ)‖₂ of L = ``loss_fn(model(X), y)`` over the trainable parameters.
+
+    Uses ``torch.autograd.grad`` (``.grad`` attributes are left untouched); parameters unused by
+    the loss count as zero gradient. Cost: one forward and one backward pass.
+
+    Args:
+        model: The network (evaluated in its current mode).
+        loss_fn: Batch-mean loss, e.g. :func:`dynstab.losses.half_mse`.
+        X: Inputs ``(n, ...)``.
+        y: Targets ``(n, ...)``.
+
+    Returns:
+        The Euclidean norm of the gradient as a Python float.
+
+    Example:
+        >>> from dynstab.losses import half_mse
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> _ = model.weight.data.fill_(0.0)
+        >>> gradient_norm(model, half_mse, torch.ones(2, 1), 3 * torch.ones(2, 1))  # |0 − 3|
+        3.0
+    """
+    leaves = [p for p in model.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        loss = loss_fn(model(_to_model(model, X)), _to_model(model, y))
+        grads = torch.autograd.grad(loss, leaves, materialize_grads=True)
+    return math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
+
+
+class GradientNormMonitor(LossMonitor):
+    """The norm of the full training-loss gradient, ‖∇L(θ_t)‖₂ (:func:`gradient_norm`).
+
+    Arguments as for :class:`LossMonitor` (default column ``"grad_norm"``); costs one forward
+    and one backward pass over ``X``.
+
+    Example:
+        >>> from dynstab.losses import half_mse
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> _ = model.weight.data.fill_(0.0)
+        >>> ctx = {"X": torch.ones(2, 1), "y": 3 * torch.ones(2, 1), "loss_fn": half_mse}
+        >>> GradientNormMonitor()(0, model, ctx)
+        {'grad_norm': 3.0}
+    """
+
+    def __init__(
+        self,
+        X: Tensor | None = None,
+        y: Tensor | None = None,
+        *,
+        every: int = 1,
+        loss_fn: LossFn | None = None,
+        name: str = "grad_norm",
+    ) -> None:
+        super().__init__(X, y, every=every, loss_fn=loss_fn, name=name)
+
+    def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
+        """Return ``{name: ‖∇L‖}``."""
+        X, y = _data(self.X, self.y, context)
+        return {self.name: gradient_norm(model, self.loss_fn or context["loss_fn"], X, y)}
+
+
 class SharpnessMonitor(Monitor):
     """Hessian (or Gauss–Newton) sharpness on a data set, λ_max warm-started between calls.
 
@@ -306,17 +383,11 @@ class SharpnessMonitor(Monitor):
         data = (_to_model(model, X), _to_model(model, y))
         loss_fn = self.loss_fn or context["loss_fn"]
         if self.curvature == "hessian":
-            from dynstab.curvature import HessianOperator
-
             return HessianOperator(model, loss_fn, data)
-        from dynstab.curvature import GaussNewtonOperator
-
         return GaussNewtonOperator(model, loss_fn, data)
 
     def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
         """Return the requested sharpness measures of the model at its current parameters."""
-        from dynstab.linalg import hutchinson_trace_and_frobenius, lanczos_top_eigenpairs
-
         op = self._operator(model, context)
         P, res = self.prefix, {}
         if "lambda_max" in self.measures:
@@ -385,46 +456,79 @@ class TraceMonitor(SharpnessMonitor):
 
 
 def _gram(model: nn.Module, X: Tensor | None, context: Mapping[str, Any]) -> tuple[Tensor, int]:
-    from dynstab.curvature import gram_matrix
-
     Xd = context["X"] if X is None else X
     n = int(Xd.shape[0])
     K = gram_matrix(model, _to_model(model, Xd)).detach().to(torch.float64)
     return K, n
 
 
+_GRAM_MEASURES = ("trace", "frobenius", "lambda_max", "alignment")
+
+
 class GramMonitor(Monitor):
-    """Exact Tr G, ‖G‖_F and λ_max(G) from the Gram matrix K = JJᵀ/n (small n only).
+    """Exact Tr G, ‖G‖_F, λ_max(G) and the SGD-noise alignment from K = JJᵀ/n (small n only).
 
     G = JᵀJ/n is the Gauss–Newton matrix of the ½-MSE (= H at an interpolating minimum) and
-    shares its nonzero spectrum with K (nC×nC, sample-major). Cost: the per-sample Jacobian
-    (n·C backward passes' worth) plus an O((nC)³) eigendecomposition in float64.
+    shares its nonzero spectrum with K (nC×nC, sample-major), so the first three measures come
+    from :func:`dynstab.norms.gram_spectrum`. ``"alignment"`` is the alignment factor μ(θ_t) of
+    Wu, Wang & Su (2022) in Gram form (:func:`dynstab.criteria.alignment_factor`) from K and
+    the residuals r = f(X) − y (NaN where r = 0, at interpolation). Cost: the per-sample
+    Jacobian (n·C backward passes' worth) plus an O((nC)³) eigendecomposition in float64.
 
-    Columns (with ``prefix``, default ``"gram_"``): ``trace``, ``frobenius``, ``lambda_max``.
+    Columns (with ``prefix``, default ``"gram_"``): ``trace``, ``frobenius``, ``lambda_max``,
+    ``alignment``, as requested.
 
     Args:
-        X: Inputs; None uses the training inputs.
+        X: Inputs; None uses the training inputs (``"alignment"`` then also uses the training
+            targets).
         every: Period in steps. Default 1.
+        measures: Subset of ``("trace", "frobenius", "lambda_max", "alignment")``. Default: the
+            first three.
         prefix: Column prefix. Default ``"gram_"``.
         name: Monitor name. Default ``"gram"``.
+
+    Raises:
+        ValueError: If a measure is unknown, or ``"alignment"`` is asked with an explicit ``X``.
     """
 
     def __init__(
-        self, X: Tensor | None = None, *, every: int = 1, prefix: str = "gram_", name: str = "gram"
+        self,
+        X: Tensor | None = None,
+        *,
+        every: int = 1,
+        measures: Sequence[str] = ("trace", "frobenius", "lambda_max"),
+        prefix: str = "gram_",
+        name: str = "gram",
     ) -> None:
         super().__init__(name, every)
-        self.X, self.prefix = X, prefix
+        if isinstance(measures, str):
+            measures = (measures,)
+        for m in measures:
+            check_choice("Gram measure", m, _GRAM_MEASURES)
+        if not measures:
+            raise ValueError(f"measures must name at least one of {list(_GRAM_MEASURES)}.")
+        if "alignment" in measures and X is not None:
+            raise ValueError(
+                "GramMonitor's 'alignment' needs the training set (its residuals); got an explicit "
+                "X. Drop X or the 'alignment' measure."
+            )
+        self.X, self.prefix, self.measures = X, prefix, tuple(measures)
 
     def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
-        """Return Tr K, ‖K‖_F and λ_max(K) (float64)."""
-        K, _ = _gram(model, self.X, context)
-        evals = torch.linalg.eigvalsh(K)
-        P = self.prefix
-        return {
-            f"{P}trace": float(torch.trace(K)),
-            f"{P}frobenius": float(torch.linalg.matrix_norm(K)),
-            f"{P}lambda_max": float(evals[-1]),
-        }
+        """Return the requested measures (float64)."""
+        K, n = _gram(model, self.X, context)
+        P, out = self.prefix, {}
+        if set(self.measures) & {"trace", "frobenius", "lambda_max"}:
+            spec = gram_spectrum(K).as_dict()
+            out.update({f"{P}{m}": spec[m] for m in self.measures if m in spec})
+        if "alignment" in self.measures:
+            X, y = context["X"], context["y"]
+            with torch.no_grad():
+                r = model(_to_model(model, X)).reshape(-1).double() - y.reshape(-1).double()
+            out[f"{P}alignment"] = (
+                float(alignment_factor(K, r, K.shape[0] // n)) if bool(r.any()) else math.nan
+            )
+        return out
 
 
 class StabilityMonitor(Monitor):
@@ -438,7 +542,7 @@ class StabilityMonitor(Monitor):
     * ``gd_margin``        = η/:func:`~dynstab.criteria.gd_bound` = η·λ_max(K)/2 — GD /
       first-moment condition λ_max ≤ 2/η (:func:`~dynstab.criteria.gd_threshold` of λ_max(K));
     * ``trace_margin``     = η/:func:`~dynstab.criteria.trace_bound` = η·q·Tr K/(2C) —
-      necessary SGD condition Tr H ≤ 2C/(qη) (Wu & Su R1; the factor C because H_i has rank ≤ C);
+      necessary SGD condition Tr H ≤ 2C/(qη) (Wu & Su 2023; the factor C because H_i has rank ≤ C);
     * ``frobenius_margin`` = η/:func:`~dynstab.criteria.frobenius_bound` = η·√q·‖K‖_F/(2√C) —
       necessary condition ‖H‖_F ≤ 2√C/(η√q);
     * ``sgd_margin``       = η/η* = η·λ_max(C†D)/2 — exact mean-square condition (MM23 Thm 3),
@@ -487,14 +591,6 @@ class StabilityMonitor(Monitor):
 
     def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
         """Return the margins and the quantities they are built from."""
-        from dynstab.criteria import (
-            eta_star,
-            frobenius_bound,
-            gd_bound,
-            q_factor,
-            trace_bound,
-        )
-
         K, n = _gram(model, self.X, context)
         eta = float(self.lr if self.lr is not None else context["lr"])
         B = int(self.batch_size if self.batch_size is not None else context["batch_size"])

@@ -13,17 +13,53 @@ Three schemes, with batch size B on a training set of size n:
 
 Samplers draw only from their own ``torch.Generator``, so two samplers built with the same
 seed produce the same index stream (this is how the batched trainer matches the sequential
-one run by run).
+one run by run). :func:`draw_batches` draws the next ``count`` batches of a sampler at once,
+the same indices as ``count`` calls of :meth:`~dynstab.sampling.BatchSampler.next`.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from dynstab._checks import check_int
 from dynstab.sampling import SAMPLING_SCHEMES, BatchSampler, Sampling, is_full_batch
 
-__all__ = ["SAMPLING_SCHEMES", "BatchSampler", "Sampling", "is_full_batch", "make_generator"]
+__all__ = [
+    "SAMPLING_SCHEMES",
+    "BatchSampler",
+    "Sampling",
+    "draw_batches",
+    "is_full_batch",
+    "make_generator",
+]
+
+
+def draw_batches(sampler: BatchSampler, count: int) -> Tensor:
+    """Return the next ``count`` batches of ``sampler`` as rows of a ``(count, B)`` tensor.
+
+    The indices are exactly those of ``count`` successive calls of ``sampler.next()`` (for
+    i.i.d. draws with replacement, torch's CPU generator produces the same stream whether the
+    ``count·B`` integers are drawn at once or B at a time; the tests check it), drawn with one
+    call instead of ``count``.
+
+    Args:
+        sampler: The sampler to advance.
+        count: Number of batches, >= 1.
+
+    Returns:
+        int64 Tensor ``(count, B)``.
+
+    Example:
+        >>> s1 = BatchSampler(10, 2, "with", generator=torch.Generator().manual_seed(0))
+        >>> s2 = BatchSampler(10, 2, "with", generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.equal(draw_batches(s1, 3), torch.stack([s2.next() for _ in range(3)])))
+        True
+    """
+    check_int("count", count, minimum=1)
+    if sampler.sampling == "with":
+        return torch.randint(sampler.n, (count, sampler.batch_size), generator=sampler.generator)
+    return torch.stack([sampler.next() for _ in range(count)])
 
 
 def make_generator(

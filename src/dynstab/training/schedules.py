@@ -4,7 +4,8 @@ A schedule maps the 0-based update index ``t`` to a multiplier ``m_t``; update `
 η_t = ``lr`` · m_t. The default is :func:`constant` (m_t = 1). :func:`warmup` ramps up
 polynomially and then stays at 1: there is **no decay** by default, because the stability
 bounds (2/η, Tr H ≤ 2/(qη), ...) refer to the learning rate in effect at convergence
-(Wu & Su 2023 spec, A6/A7). Any callable ``int -> float`` is accepted where a schedule is.
+(Wu & Su (2023) train at a constant learning rate after the warm-up). Any callable
+``int -> float`` is accepted where a schedule is.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def warmup(steps: int, kind: str = "cubic", power: float | None = None) -> Warmu
     """Return a polynomial warm-up m_t = min(1, (t + 1)/steps)^k, constant afterwards.
 
     Args:
-        steps: Length of the ramp in updates, >= 1 (e.g. ¼–⅓ of training, spec A6).
+        steps: Length of the ramp in updates, >= 1 (e.g. ¼–⅓ of the training budget).
         kind: ``"cubic"`` (k = 3, the default of the Wu & Su protocol), ``"linear"`` (k = 1)
             or ``"poly"`` (k = ``power``, required).
         power: Exponent for ``kind="poly"``; must be None for the other kinds.

@@ -1,20 +1,20 @@
 """Cohen et al. (ICLR 2021): gradient descent at the edge of stability, on offline mnist1d.
 
-Spec: ``related_criteria.md`` §7 (E6.1–E6.3), adapted to offline data (mnist1d generated
-locally instead of CIFAR-10-5k).
+Adapted to offline data: mnist1d generated locally instead of C21's CIFAR-10 5k subset.
 
-``eos/gd-sweep`` (E6.1/E6.2): full-batch GD on the ½-MSE with one-hot targets
-(L = (1/n) Σ_i ½‖f(x_i) − e_{y_i}‖², C21's ``mse``) for a tanh MLP and C21's two-conv small
-CNN (1-D convolutions), over a sweep of η. The sharpness λ_max(H) of the full training loss is
-measured every ``eig_every`` steps by warm-started Lanczos on float64 Hessian-vector products
-(:class:`dynstab.training.SharpnessMonitor`). Progressive sharpening carries λ_max up to 2/η;
-after the first crossing it hovers there while the loss keeps decreasing non-monotonically.
+``eos/gd-sweep`` (C21, Fig. 1: progressive sharpening and the edge of stability): full-batch GD on
+the ½-MSE with one-hot targets (L = (1/n) Σ_i ½‖f(x_i) − e_{y_i}‖², C21's ``mse``) for a tanh MLP
+and C21's two-conv small CNN (1-D convolutions), over a sweep of η. The sharpness λ_max(H) of the
+full training loss is measured every ``eig_every`` steps by warm-started Lanczos on float64
+Hessian-vector products (:class:`dynstab.training.SharpnessMonitor`). Progressive sharpening carries
+λ_max up to 2/η; after the first crossing it hovers there while the loss keeps decreasing
+non-monotonically.
 
-``eos/sgd-batch`` (E6.3): SGD with i.i.d. batches without replacement at one η over a sweep of
-B on a small training set; λ_max(H) at the end grows with B (GD ≈ 2/η, small B clearly
-below), and the exact generalized sharpness λ_max(C†D) from the Gram matrix of the whole
-training set (:func:`dynstab.criteria.eta_star`, nC×nC with C = 10) obeys
-η·λ_max(C†D)/2 ≤ 1.1 near interpolation.
+``eos/sgd-batch`` (C21, Appendix G, the SGD variant): SGD with i.i.d. batches without replacement at
+one η over a sweep of B on a small training set; λ_max(H) at the end grows with B (GD ≈ 2/η, small B
+clearly below), and the exact generalized sharpness λ_max(C†D) from the Gram matrix of the whole
+training set (:func:`dynstab.criteria.eta_star`, nC×nC with C = 10) obeys η·λ_max(C†D)/2 ≤ 1.1 near
+interpolation.
 """
 
 from __future__ import annotations
@@ -23,20 +23,30 @@ import dataclasses
 import itertools
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from dynstab.criteria import eta_star, gd_threshold
+from dynstab.data import mnist1d_dataset
+from dynstab.losses import half_mse
+from dynstab.measures import sharpness
+from dynstab.models import MLP, SmallCNN
+from dynstab.norms import gram_spectrum
+from dynstab.training import SharpnessMonitor, train
 from dynstab_repro.base import Claim, Experiment, RunSpec
-from dynstab_repro.companions import (
+from dynstab_repro.companions.figures import new_figure, save_figure
+from dynstab_repro.companions.minima import gram_float64
+from dynstab_repro.companions.results import (
     MAX_POINTS,
+    Overrides,
+    Record,
+    Results,
+    Table,
     finite,
     fmt,
-    gram_float64,
-    new_figure,
-    save_figure,
     thin,
 )
 from dynstab_repro.config import ExperimentConfig
@@ -54,8 +64,6 @@ __all__ = [
 
 
 def _model(arch: str, width: int, channels: int, seed: int) -> nn.Module:
-    from dynstab.models import MLP, SmallCNN
-
     gen = torch.Generator().manual_seed(seed)
     if arch == "mlp":
         return MLP([40, width, width, 10], activation="tanh", generator=gen).to(torch.float64)
@@ -67,8 +75,6 @@ def _model(arch: str, width: int, channels: int, seed: int) -> nn.Module:
 
 
 def _data(n_train: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from dynstab.data import mnist1d_dataset
-
     ds = mnist1d_dataset(n_train, 10, seed=seed, one_hot=True)
     return ds.X.to(torch.float64), ds.y.to(torch.float64)
 
@@ -81,7 +87,7 @@ def eos_run_metrics(
     lr: float,
     cross_frac: float = 0.95,
     band: tuple[float, float] = (0.9, 1.25),
-) -> dict[str, Any]:
+) -> Record:
     """Edge-of-stability summary of one GD run (pure function of the recorded curves).
 
     ``ratio`` = λ_max/(2/η). The first crossing is the first measurement with ratio ≥
@@ -97,7 +103,7 @@ def eos_run_metrics(
     edge = 2.0 / lr
     pts = [(s, v / edge) for s, v in zip(steps, lam) if v is not None]
     cross = next((s for s, r in pts if r >= cross_frac), None)
-    out: dict[str, Any] = {"crossing_step": cross}
+    out: Record = {"crossing_step": cross}
     if cross is None:
         out.update(post_median_ratio=None, post_fraction_in_band=None, loss_end_over_crossing=None)
         return out
@@ -115,7 +121,7 @@ def eos_run_metrics(
 
 
 # ---------------------------------------------------------------------------------------------
-# E6.1 / E6.2
+# GD at the edge of stability
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +163,7 @@ class EoSConfig(ExperimentConfig):
     band_fraction: float = 0.95
     seed: int = 0
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+    PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {
             "n_train": 300,
             "width": 64,
@@ -170,9 +176,7 @@ class EoSConfig(ExperimentConfig):
     }
 
 
-def _train_gd_eos(config: EoSConfig, arch: str, lr: float) -> dict[str, Any]:
-    from dynstab.training import SharpnessMonitor, train
-
+def _train_gd_eos(config: EoSConfig, arch: str, lr: float) -> Record:
     t0 = time.perf_counter()
     X, y = _data(config.n_train, config.data_seed)
     model = _model(arch, config.width, config.channels, config.seed)
@@ -217,7 +221,7 @@ def _train_gd_eos(config: EoSConfig, arch: str, lr: float) -> dict[str, Any]:
 
 @register
 class EoSGDSweep(Experiment):
-    """E6.1/E6.2 on mnist1d: λ_max rises to 2/η and hovers there, for an MLP and a small CNN."""
+    """C21 on mnist1d: λ_max rises to 2/η and hovers there, for an MLP and a small CNN."""
 
     name = "eos/gd-sweep"
     title = "Edge of stability (C21) on mnist1d: GD sharpness rises to 2/η and hovers"
@@ -226,15 +230,16 @@ class EoSGDSweep(Experiment):
         "and C21's small CNN (1-D), η sweep; λ_max(H) by warm-started float64 Lanczos every "
         "eig_every steps."
     )
-    spec_reference = "related_criteria.md §7.1–7.5 (E6.1, E6.2)"
+    reference = "Cohen et al. (ICLR 2021), Fig. 1: progressive sharpening and the edge of stability"
+    spec_reference = reference
     ambiguities: ClassVar[dict[str, str]] = {
-        "data": "cifar10-5k replaced by mnist1d (n_train samples, offline); the crossing-step "
-        "window 3 500–5 500 of E6.1 is CIFAR-specific and replaced by E6.2's ordering claim",
+        "data": "CIFAR-10 5k replaced by mnist1d (n_train samples, offline); a crossing-step "
+        "window in absolute steps is CIFAR-specific and replaced by the ordering claim C5",
         "bands": "post-crossing median band [0.95, 1.15]·2/η and 95% of measurements in "
-        "[0.9, 1.25]·2/η (spec: [1.0, 1.1] and [0.95, 1.2] on CIFAR-10): on mnist1d the "
+        "[0.9, 1.25]·2/η (CIFAR-10 targets: [1.0, 1.1] and [0.95, 1.2]): on mnist1d the "
         "sharpness hovers slightly below 2/η between catapults and overshoots further right "
         "after the first crossing",
-        "loss": "loss at the end < loss at the crossing (spec: < 60%)",
+        "loss": "loss at the end < loss at the crossing (CIFAR-10 target: < 60%)",
         "architectures": "tanh MLP of width 100 (C21: 200) and the 2-conv CNN with 8 "
         "channels and tanh (C21: 32, relu) to fit the CPU budget; with 16 channels the CNN's "
         "initial sharpness (17.6) already exceeds 2/η for η ≥ 0.15, so GD starts beyond the "
@@ -252,20 +257,16 @@ class EoSGDSweep(Experiment):
             out += [RunSpec(f"arch={arch}_lr={lr:g}", {"arch": arch, "lr": lr}) for lr in lrs]
         return out
 
-    def run_one(self, config: EoSConfig, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: EoSConfig, spec: RunSpec) -> Record:
         """Train one GD run with sharpness monitoring."""
         return _train_gd_eos(config, str(spec.params["arch"]), float(spec.params["lr"]))
 
-    def analyze(self, config: EoSConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: EoSConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_eos`."""
         return analyze_eos(config, results)
 
-    def plot(
-        self, config: EoSConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: EoSConfig, results: Results, fig_dir: Path) -> list[Path]:
         """C21 Fig 1: loss and sharpness vs step per architecture, dashed 2/η per η."""
-        from dynstab.criteria import gd_threshold
-
         archs = [a for a in config.archs if any(r.get("arch") == a for r in results.values())]
         fig, axes = new_figure(max(1, len(archs)), 2)
         for j, arch in enumerate(archs):
@@ -292,9 +293,7 @@ class EoSGDSweep(Experiment):
             ax_s.legend(fontsize=7)
         return save_figure(fig, fig_dir, "eos_gd_sweep")
 
-    def tables(
-        self, config: EoSConfig, results: dict[str, dict[str, Any]]
-    ) -> list[tuple[str, list[dict[str, Any]]]]:
+    def tables(self, config: EoSConfig, results: Results) -> list[Table]:
         """Per-run EoS summary."""
         keys = (
             "crossing_step",
@@ -308,7 +307,7 @@ class EoSGDSweep(Experiment):
         return [("Edge-of-stability summary", rows)]
 
 
-def analyze_eos(config: EoSConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+def analyze_eos(config: EoSConfig, results: Results) -> list[Claim]:
     """Claims of ``eos/gd-sweep``.
 
     * C1: every run crosses cross_frac·2/η (progressive sharpening reaches the edge).
@@ -391,7 +390,7 @@ def analyze_eos(config: EoSConfig, results: dict[str, dict[str, Any]]) -> list[C
     claims.append(
         Claim(
             "C5",
-            "The first crossing happens later for smaller η (E6.2)",
+            "The first crossing happens later for smaller η",
             "; ".join(parts) or "fewer than two crossing runs per architecture",
             nchecked > 0 and ok5,
             "crossing step strictly decreasing in η within every architecture with ≥ 2 η",
@@ -401,12 +400,12 @@ def analyze_eos(config: EoSConfig, results: dict[str, dict[str, Any]]) -> list[C
 
 
 # ---------------------------------------------------------------------------------------------
-# E6.3
+# SGD: sharpness against the batch size
 
 
 @dataclasses.dataclass(frozen=True)
 class SGDBatchConfig(ExperimentConfig):
-    """Settings of ``eos/sgd-batch`` (E6.3).
+    """Settings of ``eos/sgd-batch``.
 
     Attributes:
         n_train: mnist1d training samples.
@@ -422,9 +421,9 @@ class SGDBatchConfig(ExperimentConfig):
         ratio_tol: Margin on η·λ_max(C†D)/2.
         small_max_ratio: The smallest B must have λ_max ≤ this × 2/η.
         gd_min_ratio: GD must have λ_max ≥ this × 2/η.
-        check_loss: E6.4: runs with final ½-MSE below this compare the Lanczos-HVP λ_max(H)
-            with λ_max(K) of the whole-set Gram matrix (spec §7.5: 1e-3).
-        check_rtol: E6.4: allowed relative difference (spec §7.5: 1%).
+        check_loss: Claim B3: runs with final ½-MSE below this compare the Lanczos-HVP
+            λ_max(H) with λ_max(K) of the whole-set Gram matrix (1e-3).
+        check_rtol: Claim B3: allowed relative difference (1%).
         seed: Initialization and sampling seed.
     """
 
@@ -443,7 +442,7 @@ class SGDBatchConfig(ExperimentConfig):
     check_rtol: float = 0.01
     seed: int = 0
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+    PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {
             "n_train": 64,
             "width": 64,
@@ -455,20 +454,25 @@ class SGDBatchConfig(ExperimentConfig):
 
 @register
 class EoSSGDBatch(Experiment):
-    """E6.3: SGD sharpness grows with B; exact generalized sharpness ≤ 1.1·2/η (Gram reduction)."""
+    """SGD sharpness grows with B; exact generalized sharpness ≤ 1.1·2/η (Gram reduction)."""
 
     name = "eos/sgd-batch"
-    title = "Edge of stability, SGD variant (C21 App. G / E6.3): sharpness vs batch size"
+    title = "Edge of stability, SGD variant (C21 App. G): sharpness vs batch size"
     description = (
         "SGD (i.i.d. batches without replacement) at one η on mnist1d for several B and GD. "
         "λ_max(H) of the full training loss at the end (float64 Lanczos), and the exact MM23 "
         "generalized sharpness from the Gram matrix of the training set (10 outputs, nC×nC)."
     )
-    spec_reference = "related_criteria.md §7.5 E6.3, §1.4"
+    reference = (
+        "Cohen et al. (ICLR 2021), Appendix G (SGD); exact threshold of Mulayoff & Michaeli "
+        "(COLT 2024)"
+    )
+    spec_reference = reference
     ambiguities: ClassVar[dict[str, str]] = {
-        "data": "96 mnist1d training samples (spec: cifar10-5k with a 500-sample Gram subset) "
-        "so that the Gram reduction runs on the whole training set (nC = 960) and is exact "
-        "for the runs' own sampling scheme; B ∈ {4, 16, 64, GD} (spec: 32, 128, 512, 5000)",
+        "data": "96 mnist1d training samples (CIFAR-10 5k with a 500-sample Gram subset at "
+        "full scale) so that the Gram reduction runs on the whole training set (nC = 960) and "
+        "is exact for the runs' own sampling scheme; B ∈ {4, 16, 64, GD} (full scale: 32, 128, "
+        "512, 5000)",
         "subset": "with subset > 0 the η* of the m-sample sub-problem with p = 1/B is used as a "
         "proxy; it is biased upwards (λ_max(K_S) ≥ λ_max(K) on average, Jensen) — measured "
         "×1.36 for GD with m = 50 of 1000 — so GD then is excluded from claim B2",
@@ -481,13 +485,8 @@ class EoSSGDBatch(Experiment):
         """One unit per B."""
         return [RunSpec(f"B={B if B else 'GD'}", {"B": B}) for B in config.batch_sizes]
 
-    def run_one(self, config: SGDBatchConfig, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: SGDBatchConfig, spec: RunSpec) -> Record:
         """Train one run, then measure λ_max(H) and the subset generalized sharpness."""
-        from dynstab.criteria import eta_star
-        from dynstab.losses import half_mse
-        from dynstab.measures import sharpness
-        from dynstab.training import train
-
         t0 = time.perf_counter()
         B = int(spec.params["B"])
         X, y = _data(config.n_train, config.data_seed)
@@ -514,7 +513,7 @@ class EoSSGDBatch(Experiment):
             tol=1e-6,
             generator=torch.Generator().manual_seed(config.seed),
         )
-        out: dict[str, Any] = {
+        out: Record = {
             "B": B,
             "lr": config.lr,
             "diverged": bool(res.diverged),
@@ -531,7 +530,7 @@ class EoSSGDBatch(Experiment):
         K = gram_float64(model, X[:m])
         out["subset"] = m
         if B == 0:
-            gen = float(torch.linalg.eigvalsh(K).max())  # GD: λ_max(C†D) = λ_max(K)
+            gen = gram_spectrum(K).lambda_max  # GD: λ_max(C†D) = λ_max(K)
             out.update(subset_generalized_sharpness=gen, subset_method="gd")
         else:
             # exact for the run's own scheme on the whole set; p = 1/B proxy on a subset
@@ -541,22 +540,18 @@ class EoSSGDBatch(Experiment):
                 subset_method=es.method,
                 subset_converged=bool(es.converged),
             )
-        out["subset_lambda_max"] = float(torch.linalg.eigvalsh(K).max())
+        out["subset_lambda_max"] = gram_spectrum(K).lambda_max
         g = out["subset_generalized_sharpness"]
         out["subset_ratio"] = None if g is None else config.lr * g / 2.0
         out["seconds"] = time.perf_counter() - t0
         return out
 
-    def analyze(self, config: SGDBatchConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: SGDBatchConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_sgd_batch`."""
         return analyze_sgd_batch(config, results)
 
-    def plot(
-        self, config: SGDBatchConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: SGDBatchConfig, results: Results, fig_dir: Path) -> list[Path]:
         """λ_max(H) and subset λ_max(C†D) vs B with 2/η; loss curves."""
-        from dynstab.criteria import gd_threshold
-
         fig, axes = new_figure(2)
         ax, ax2 = axes[0, 0], axes[0, 1]
         n = config.n_train
@@ -589,14 +584,14 @@ class EoSSGDBatch(Experiment):
         return save_figure(fig, fig_dir, "eos_sgd_batch")
 
 
-def analyze_sgd_batch(config: SGDBatchConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
-    """Claims of ``eos/sgd-batch`` (E6.3).
+def analyze_sgd_batch(config: SGDBatchConfig, results: Results) -> list[Claim]:
+    """Claims of ``eos/sgd-batch``.
 
     * B1: λ_max(H) is non-decreasing in B (5% slack), the smallest B is ≤
       ``small_max_ratio``·2/η and GD ≥ ``gd_min_ratio``·2/η.
     * B2: every run with final loss ≤ ``loss_tol`` (SGD only when a proper subset is used) has
       η·λ_max(C†D)/2 ≤ ``ratio_tol`` (≥ 1 such run).
-    * B3 (E6.4, cross-check of the sharpness code): every run with final loss <
+    * B3 (cross-check of the sharpness code): every run with final loss <
       ``check_loss`` whose Gram matrix covers the whole training set has
       |λ_max^Lanczos(H) − λ_max(K)|/λ_max(K) < ``check_rtol`` (≥ 1 such run). H includes the
       residual term Σ_i r_i ∇²f_i/n, K = JJᵀ/n does not, so the two differ away from
@@ -667,7 +662,7 @@ def analyze_sgd_batch(config: SGDBatchConfig, results: dict[str, dict[str, Any]]
     claims.append(
         Claim(
             "B3",
-            "E6.4: Lanczos-HVP λ_max(H) agrees with λ_max(K) of the Jacobian Gram matrix at "
+            "Lanczos-HVP λ_max(H) agrees with λ_max(K) of the Jacobian Gram matrix at "
             "near-interpolating points",
             ", ".join(f"B={B or 'GD'} (loss {fmt(lo)}): rel. diff {d:.2e}" for B, lo, d in checks)
             or f"no run with loss < {config.check_loss:g} and a whole-set Gram matrix",

@@ -1,8 +1,5 @@
 """Mulayoff & Michaeli (COLT 2024, arXiv 2306.07850): sharpness of SGD minima vs η and B.
 
-Spec: ``related_criteria.md`` §4 (MM23 E3 and its toolkit version), §1.4 (exact Gram
-reduction), §1.6 (the 1.1 margin).
-
 One-hidden-layer tanh network f(x) = Σ_j a_j tanh(w_jᵀx + b_j) + c on a scalar ½-MSE digits
 task (digits 3 vs 8, targets ±1, unit-norm inputs), started from the **same large
 initialization** for every run, with a cubic LR warm-up, trained by GD or SGD (i.i.d. batches
@@ -16,47 +13,35 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from dynstab_repro.base import Claim, Experiment, RunSpec
-from dynstab_repro.companions import (
-    digits_task,
-    fmt,
-    median,
-    new_figure,
-    save_figure,
-    train_scalar_run,
-)
-from dynstab_repro.config import ExperimentConfig
+from dynstab.criteria import gd_threshold
+from dynstab_repro.base import Claim
+from dynstab_repro.companions.figures import new_figure, save_figure
+from dynstab_repro.companions.results import Overrides, Record, Results, Table, fmt, median
+from dynstab_repro.companions.scalar_nets import ScalarSweep, ScalarSweepConfig
 from dynstab_repro.registry import register
 
 __all__ = ["MM23Config", "MM23Sweep", "analyze_mm23"]
 
 
 @dataclasses.dataclass(frozen=True)
-class MM23Config(ExperimentConfig):
-    """Settings of ``mm23/sweep``.
+class MM23Config(ScalarSweepConfig):
+    """Settings of ``mm23/sweep``: those of a scalar sweep (digits 3 vs 8) and the thresholds.
+
+    The training fields are those of :class:`~.scalar_nets.ScalarSweepConfig`.
 
     Attributes:
-        n: Training samples (digits 3 vs 8).
-        width: Hidden width m.
-        activation: ``"tanh"`` or ``"relu"``.
-        init_scale: Initialization scale s (w_j ~ N(0, s²I), a_j ~ N(0, s²/m)).
-        lrs: Learning rates η.
-        batch_sizes: Batch sizes B (0 = GD).
-        steps: Maximum updates.
-        warmup_steps: Cubic warm-up length.
-        stop_loss: Interpolation threshold on the ½-MSE.
-        seeds: Batch-sampling seeds (the initialization is shared).
-        ratio_tol: Acceptance margin for η·λ_max(C†D)/2 (§1.6).
+        ratio_tol: Acceptance margin for η·λ_max(C†D)/2 (1.1: minima found by SGD sit at or
+            just below the exact threshold).
         small_batch: Batch sizes ≤ this are "small" (claim M1).
         small_batch_max_ratio: Small-B minima must have η·λ_max(H)/2 ≤ this.
         large_batch: Batch sizes ≥ this must match GD's sharpness within ``large_batch_rtol``.
         large_batch_rtol: Relative tolerance of claim M2.
-        binding_ratio: A minimum is "binding" when η·λ_max(C†D)/2 ≥ this (§4.3 toolkit).
-        rank_one_min_ratio: Claim M5 (adapted item 3): η·(24)/2 ≥ this at every binding
+        binding_ratio: A minimum is "binding" when η·λ_max(C†D)/2 ≥ this.
+        rank_one_min_ratio: Claim M5 (adapted): η·(24)/2 ≥ this at every binding
             small-B minimum. MM23 report ≈ 1; calibrated on the digits runs (0.60–0.83).
-        gap_growth: Claim M6 (item 4): the relative (15)–λ_max gap at the largest converged η
+        gap_growth: Claim M6: the relative (15)–λ_max gap at the largest converged η
             must be ≥ this × the gap at the smallest, for every small B.
     """
 
@@ -79,7 +64,7 @@ class MM23Config(ExperimentConfig):
     rank_one_min_ratio: float = 0.55
     gap_growth: float = 1.5
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+    PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {
             "n": 24,
             "lrs": (0.1, 0.2),
@@ -92,8 +77,8 @@ class MM23Config(ExperimentConfig):
 
 
 @register
-class MM23Sweep(Experiment):
-    """λ_max(H) at SGD minima vs η for several B, with 2/η and bounds (24), (15) (Fig 1–2)."""
+class MM23Sweep(ScalarSweep):
+    """λ_max(H) at SGD minima vs η for several B, with 2/η and bounds (24), (15)."""
 
     name = "mm23/sweep"
     title = "MM23: sharpness of SGD minima vs learning rate and batch size, exact η*"
@@ -102,7 +87,11 @@ class MM23Sweep(Experiment):
         "without replacement) to interpolation on a scalar digits task; exact generalized "
         "sharpness λ_max(C†D) from the float64 Gram matrix, MM23 bounds (15) and (24)."
     )
-    spec_reference = "related_criteria.md §4.1–4.3, §1.4, §1.6"
+    reference = (
+        "Mulayoff & Michaeli (COLT 2024), Sec. 4 experiments: sharpness of SGD minima vs η and "
+        "B, bounds (15) and (24)"
+    )
+    spec_reference = reference
     ambiguities: ClassVar[dict[str, str]] = {
         "data": "MNIST subset replaced by sklearn digits 3 vs 8 (offline), scalar ±1 targets so "
         "that the Gram reduction is exact",
@@ -112,44 +101,15 @@ class MM23Sweep(Experiment):
         "1e-6 for 200 epochs)",
     }
     config_cls = MM23Config
+    classes = (3, 8)
+    bounds = True
 
-    def specs(self, config: MM23Config) -> list[RunSpec]:
-        """One unit per (η, B, seed)."""
-        return [
-            RunSpec(f"lr={lr:g}_B={B if B else 'GD'}_seed={s}", {"lr": lr, "B": B, "seed": s})
-            for lr in config.lrs
-            for B in config.batch_sizes
-            for s in config.seeds
-        ]
-
-    def run_one(self, config: MM23Config, spec: RunSpec) -> dict[str, Any]:
-        """Train one run; measure λ_max, λ_max(C†D), bounds (15) and (24) at the minimum."""
-        X, y = digits_task(config.n, classes=(3, 8))
-        return train_scalar_run(
-            X,
-            y,
-            width=config.width,
-            activation=config.activation,
-            init_scale=config.init_scale,
-            lr=float(spec.params["lr"]),
-            batch_size=int(spec.params["B"]),
-            seed=int(spec.params["seed"]),
-            steps=config.steps,
-            warmup_steps=config.warmup_steps,
-            stop_loss=config.stop_loss,
-            bounds=True,
-        )
-
-    def analyze(self, config: MM23Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: MM23Config, results: Results) -> list[Claim]:
         """See :func:`analyze_mm23`."""
         return analyze_mm23(config, results)
 
-    def plot(
-        self, config: MM23Config, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: MM23Config, results: Results, fig_dir: Path) -> list[Path]:
         """Fig 1a (λ_max vs η per B) and Fig 2 (2/η, (24), (15), λ_max(C†D), λ_max per B)."""
-        from dynstab.criteria import gd_threshold
-
         paths: list[Path] = []
         lrs = sorted(config.lrs)
         edge = [gd_threshold(lr) for lr in lrs]  # 2/η (gd_threshold is x ↦ 2/x)
@@ -192,9 +152,7 @@ class MM23Sweep(Experiment):
         paths += save_figure(fig, fig_dir, "mm23_bounds_vs_lr")
         return paths
 
-    def tables(
-        self, config: MM23Config, results: dict[str, dict[str, Any]]
-    ) -> list[tuple[str, list[dict[str, Any]]]]:
+    def tables(self, config: MM23Config, results: Results) -> list[Table]:
         """Per-run table of the measured curvatures and ratios."""
         rows = [
             {
@@ -206,14 +164,14 @@ class MM23Sweep(Experiment):
                 "generalized_sharpness": r.get("generalized_sharpness"),
                 "eta_lambda_over_2": r.get("gd_ratio"),
                 "eta_gen_over_2": r.get("ms_ratio"),
-                "lr_at_1e-6": r.get("lr_at_1e-6"),
+                "effective_lr": r.get("effective_lr"),
             }
             for k, r in sorted(results.items())
         ]
         return [("Minima", rows)]
 
 
-def _curve(results: dict[str, dict[str, Any]], B: int, key: str) -> list[tuple[float, float]]:
+def _curve(results: Results, B: int, key: str) -> list[tuple[float, float]]:
     by_lr: dict[float, list[float]] = {}
     for r in results.values():
         if r.get("B") == B and r.get("converged") and r.get(key) is not None:
@@ -221,8 +179,8 @@ def _curve(results: dict[str, dict[str, Any]], B: int, key: str) -> list[tuple[f
     return sorted((lr, median(v)) for lr, v in by_lr.items())
 
 
-def analyze_mm23(config: MM23Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
-    """Claims of ``mm23/sweep`` (§4.3 "what must be seen" 1–4 and the toolkit version).
+def analyze_mm23(config: MM23Config, results: Results) -> list[Claim]:
+    """Claims of ``mm23/sweep`` (MM23's observations of Sec. 4 and the exact criterion).
 
     * M1: small-B (≤ ``small_batch``) converged minima have η·λ_max(H)/2 ≤
       ``small_batch_max_ratio`` while GD at the same η has η·λ_max/2 ≥ 0.9 (≥ 1 such η).
@@ -230,11 +188,12 @@ def analyze_mm23(config: MM23Config, results: dict[str, dict[str, Any]]) -> list
     * M3: every converged SGD minimum has η·λ_max(C†D)/2 ≤ ``ratio_tol`` (≥ 1 minimum).
     * M4 (sanity check, true by construction): the chain λ_max(H) ≤ (15) ≤ (24) ≤ λ_max(C†D)
       (rel. 1e-6) at every converged minimum.
-    * M5 (§4.3 item 3, adapted): η·(24)/2 ≥ ``rank_one_min_ratio`` at every converged B ≤
-      ``small_batch`` minimum with η·λ_max(C†D)/2 ≥ ``binding_ratio``; the count reaching MM23's
-      ≈ 1 (≥ 0.85) is reported.
-    * M6 (§4.3 item 4): for each B ≤ ``small_batch``, the relative gap (15)/λ_max(H) − 1 at the
-      largest converged η is positive and ≥ ``gap_growth`` × the gap at the smallest η.
+    * M5 (MM23's "(24) = 2/η for small B", adapted): η·(24)/2 ≥ ``rank_one_min_ratio`` at
+      every converged B ≤ ``small_batch`` minimum with η·λ_max(C†D)/2 ≥ ``binding_ratio``; the count
+      reaching MM23's ≈ 1 (≥ 0.85) is reported.
+    * M6 (the (15)–λ_max gap grows with η): for each B ≤ ``small_batch``, the relative gap
+      (15)/λ_max(H) − 1 at the largest converged η is positive and ≥ ``gap_growth`` × the gap at the
+      smallest η.
     """
     conv = [r for r in results.values() if r.get("converged") and r.get("lambda_max")]
     gd = {r["lr"]: r for r in conv if r["B"] == 0}
@@ -313,8 +272,8 @@ def analyze_mm23(config: MM23Config, results: dict[str, dict[str, Any]]) -> list
     return claims + _rank_one_claims(config, conv)
 
 
-def _rank_one_claims(config: MM23Config, conv: list[dict[str, Any]]) -> list[Claim]:
-    """Claims M5 (§4.3 item 3, adapted) and M6 (§4.3 item 4) of :func:`analyze_mm23`."""
+def _rank_one_claims(config: MM23Config, conv: list[Record]) -> list[Claim]:
+    """Claims M5 (adapted) and M6 of :func:`analyze_mm23`."""
     small = [
         r
         for r in conv
@@ -332,7 +291,7 @@ def _rank_one_claims(config: MM23Config, conv: list[dict[str, Any]]) -> list[Cla
     claims = [
         Claim(
             "M5",
-            "Item 3, adapted: at small-B minima on the mean-square edge the optimized rank-one "
+            "Adapted: at small-B minima on the mean-square edge the optimized rank-one "
             "bound (24) explains most of 2/η (MM23 see (24) = 2/η; NOT reproduced here: the "
             "digits minima reach the exact edge but their second moment is not rank-one "
             "dominant)",
@@ -367,8 +326,7 @@ def _rank_one_claims(config: MM23Config, conv: list[dict[str, Any]]) -> list[Cla
     claims.append(
         Claim(
             "M6",
-            "Item 4: the gap between bound (15) and λ_max(H) is large at large η and small at "
-            "small η",
+            "The gap between bound (15) and λ_max(H) is large at large η and small at small η",
             "(15)/λ_max − 1: " + ("; ".join(parts) or "fewer than 2 converged η per small B"),
             bool(parts) and ok,
             f"for every B ≤ {config.small_batch} with ≥ 2 converged η: gap(largest η) ≥ "

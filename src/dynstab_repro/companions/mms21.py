@@ -1,43 +1,57 @@
 """Mulayoff, Michaeli & Soudry (NeurIPS 2021): implicit bias of minima stability in function space.
 
-Spec: ``related_criteria.md`` §5 (E4.1–E4.3).
-
 Univariate one-hidden-layer ReLU networks f(x) = Σ_i w2_i σ(w1_i x + b1_i) + b2
 (:class:`dynstab.models.UnivariateReLU`) trained by GD on the ½-MSE
 L = (1/2n) Σ_j (f(x_j) − y_j)². Theorem 1: a linearly stable, twice-differentiable
 interpolating minimum satisfies ∫|f''| g = Σ_knots |a| g(t) ≤ 1/η − 1/2, with MMS21's data
-weight g (:func:`dynstab.function_space.stability_weight_g`). Training uses the closed-form
-fast path :func:`dynstab_repro.companions.fast_train` (the update of
-:func:`dynstab.training.train`); the function-space quantities come from
-:mod:`dynstab.function_space` on the equivalent ``UnivariateReLU``.
+weight g (:func:`dynstab.function_space.stability_weight_g`). The networks are
+:class:`dynstab.models.UnivariateReLU` (its own initialization) trained by GD with
+:func:`dynstab.training.train` (:func:`~.scalar_nets.train_scalar`, closed-form gradients); the
+function-space quantities come from :mod:`dynstab.function_space`.
 
-* ``mms21/switch`` (E4.1): GD at η, then, once near a minimum, η×3 from the same iterate;
-* ``mms21/weight`` (E4.2): empirical g (n = 20, standardized) vs population g for uniform,
-  Gaussian and Laplace data;
-* ``mms21/sweep`` (E4.3): five η values, Theorem 1 at every twice-differentiable minimum.
+* ``mms21/switch``: GD at η, then, once near a minimum, η×3 from the same iterate;
+* ``mms21/weight`` (MMS21 Fig. 2): empirical g (n = 20, standardized) vs population g for
+  uniform, Gaussian and Laplace data;
+* ``mms21/sweep``: five η values, Theorem 1 at every twice-differentiable minimum.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from dynstab.data import one_d_dataset
+from dynstab.function_space import (
+    knot_on_data_point,
+    knots_and_jumps,
+    mms21_bound,
+    population_weight_g,
+    stability_weight_g,
+    weighted_total_variation,
+)
+from dynstab.models import UnivariateReLU
+from dynstab.norms import gram_spectrum
 from dynstab_repro.base import Claim, Experiment, RunSpec
-from dynstab_repro.companions import (
+from dynstab_repro.companions.figures import new_figure, save_figure
+from dynstab_repro.companions.minima import gram_float64
+from dynstab_repro.companions.results import (
     MAX_POINTS,
-    ShallowNet,
-    fast_train,
+    Overrides,
+    Record,
+    Results,
+    Table,
+    finite,
     fmt,
     median,
-    new_figure,
-    save_figure,
     thin,
 )
+from dynstab_repro.companions.scalar_nets import loss_curve, train_scalar
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
 
@@ -56,8 +70,6 @@ __all__ = [
 
 
 def _data(kind: str, n: int, degree: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from dynstab.data import one_d_dataset
-
     ds = one_d_dataset(
         kind,
         n,
@@ -68,7 +80,24 @@ def _data(kind: str, n: int, degree: int, seed: int) -> tuple[torch.Tensor, torc
     return ds.X.to(torch.float64).reshape(-1, 1), ds.y.to(torch.float64).reshape(-1)
 
 
-def minimum_report(net: ShallowNet, X: torch.Tensor, y: torch.Tensor, lr: float) -> dict[str, Any]:
+def _network(config: SwitchConfig | SweepConfig, seed: int) -> UnivariateReLU:
+    """The initial network: w1, b1 ~ N(0, s²), w2 ~ N(0, s²/k), b2 = 0 (s = init_scale).
+
+    :class:`dynstab.models.UnivariateReLU`'s initialization law, drawn in the order w1, w2, b1
+    from ``torch.Generator().manual_seed(seed)`` (the order of the runs the claims were
+    calibrated on).
+    """
+    k, s = config.width, config.init_scale
+    g = torch.Generator().manual_seed(seed)
+    w1 = torch.randn(k, 1, generator=g, dtype=torch.float64)[:, 0] * s
+    w2 = torch.randn(k, generator=g, dtype=torch.float64) * s / math.sqrt(k)
+    b1 = torch.randn(k, generator=g, dtype=torch.float64) * s
+    net = UnivariateReLU(k, generator=g, init_scale=s, dtype=torch.float64)
+    net.load_state_dict({"w1": w1, "b1": b1, "w2": w2, "b2": torch.zeros(1, dtype=torch.float64)})
+    return net
+
+
+def minimum_report(net: UnivariateReLU, X: torch.Tensor, y: torch.Tensor, lr: float) -> Record:
     """Function-space and curvature summary of a univariate ReLU net at (near) a minimum.
 
     Returns ``weighted_tv`` = Σ|a| g(t), ``bound`` = 1/η − 1/2 (:func:`mms21_bound`),
@@ -77,19 +106,11 @@ def minimum_report(net: ShallowNet, X: torch.Tensor, y: torch.Tensor, lr: float)
     1 + 2Σ|a|g (MMS21 Lemma 4's lower bound on λ_max), knots, jumps and the interpolant on a
     grid (for plots).
     """
-    from dynstab.function_space import (
-        knot_on_data_point,
-        knots_and_jumps,
-        mms21_bound,
-        stability_weight_g,
-        weighted_total_variation,
-    )
-
-    u = net.to_univariate()
+    u = net
     x = X[:, 0]
     t, a = knots_and_jumps(u)
     tv = weighted_total_variation(u, x)
-    K = net.gram(X)
+    K = gram_float64(net, X)
     grid = torch.linspace(float(x.min()) - 0.25, float(x.max()) + 0.25, 201, dtype=torch.float64)
     with torch.no_grad():
         fg = u(grid)
@@ -98,7 +119,7 @@ def minimum_report(net: ShallowNet, X: torch.Tensor, y: torch.Tensor, lr: float)
         "weighted_tv": tv,
         "bound": mms21_bound(lr),
         "knot_on_data": bool(knot_on_data_point(u, x, tol=1e-6)),
-        "lambda_max": float(torch.linalg.eigvalsh(K).max()),
+        "lambda_max": gram_spectrum(K).lambda_max,
         "lemma4": 1.0 + 2.0 * tv,
         "knots": [float(v) for v in t[inside]],
         "jumps": [float(v) for v in a[inside]],
@@ -111,12 +132,12 @@ def minimum_report(net: ShallowNet, X: torch.Tensor, y: torch.Tensor, lr: float)
 
 
 # ---------------------------------------------------------------------------------------------
-# E4.1: learning-rate switch
+# The learning-rate switch
 
 
 @dataclasses.dataclass(frozen=True)
 class SwitchConfig(ExperimentConfig):
-    """Settings of ``mms21/switch`` (E4.1).
+    """Settings of ``mms21/switch``.
 
     Attributes:
         kind: Input distribution of :func:`dynstab.data.one_d_dataset`.
@@ -146,45 +167,39 @@ class SwitchConfig(ExperimentConfig):
     spike_factor: float = 10.0
     seed: int = 0
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"steps": 60000}}
+    PROFILES: ClassVar[dict[str, Overrides]] = {"quick": {"steps": 60000}}
 
 
-def _switch_run(config: SwitchConfig, switch: bool) -> dict[str, Any]:
+def _switch_run(config: SwitchConfig, switch: bool) -> Record:
     X, y = _data(config.kind, config.n, config.degree, config.seed)
-    net = ShallowNet.init(
-        1,
-        config.width,
-        init_scale=config.init_scale,
-        activation="relu",
-        seed=config.seed,
-        bias_scale=config.init_scale,
-    )
-    phase1 = fast_train(
+    net = _network(config, config.seed)
+    phase1 = train_scalar(
         net, X, y, lr=config.lr, steps=config.steps, batch_size=0, stop_loss=config.switch_loss
     )
-    switch_step = phase1["steps_run"]
-    loss_at_switch = phase1["final_loss"]
+    switch_step = phase1.steps_run
     before = minimum_report(net, X, y, config.lr)
     lr2 = config.lr * (config.multiplier if switch else 1.0)
-    phase2 = fast_train(
+    phase2 = train_scalar(
         net, X, y, lr=lr2, steps=config.steps, batch_size=0, stop_loss=config.stop_loss
     )
     rep = minimum_report(net, X, y, lr2)
-    steps = phase1["loss_steps"] + [switch_step + s for s in phase2["loss_steps"]]
-    losses = phase1["loss_values"] + phase2["loss_values"]
+    s1, v1 = loss_curve(phase1)
+    s2, v2 = loss_curve(phase2)
+    steps = s1 + [switch_step + s for s in s2]
+    losses = v1 + v2
     idx = thin(list(range(len(steps))), MAX_POINTS)
-    after = [v for v in phase2["loss_values"] if v is not None]
+    after = [v for v in v2 if v is not None]
     return {
         "switch": switch,
         "lr_final": lr2,
         "switch_step": switch_step,
-        "loss_at_switch": loss_at_switch,
+        "loss_at_switch": finite(phase1.final_loss),
         "lambda_at_switch": before["lambda_max"],
         "max_loss_after_switch": max(after) if after else None,
-        "converged": bool(phase2["converged"]),
-        "diverged": bool(phase1["diverged"] or phase2["diverged"]),
-        "final_loss": phase2["final_loss"],
-        "steps_run": switch_step + phase2["steps_run"],
+        "converged": phase2.converged,
+        "diverged": phase1.diverged or phase2.diverged,
+        "final_loss": finite(phase2.final_loss),
+        "steps_run": switch_step + phase2.steps_run,
         "loss_steps": [steps[i] for i in idx],
         "loss_values": [losses[i] for i in idx],
         **rep,
@@ -193,17 +208,21 @@ def _switch_run(config: SwitchConfig, switch: bool) -> dict[str, Any]:
 
 @register
 class MMS21Switch(Experiment):
-    """E4.1: multiplying η by 3 near a GD minimum leads to a smoother interpolant."""
+    """Multiplying η by 3 near a GD minimum leads to a smoother interpolant."""
 
     name = "mms21/switch"
-    title = "MMS21 E4.1: an LR ×3 switch near a GD minimum gives a smoother interpolant"
+    title = "MMS21: an LR ×3 switch near a GD minimum gives a smoother interpolant"
     description = (
         "Two GD runs from the same initialization of a univariate ReLU net: (a) at constant η; "
         "(b) at η until the loss first falls below switch_loss, then at 3η. The loss curves "
         "coincide until the switch; (b) spikes and converges to a minimum with smaller "
         "weighted total variation ∫|f''|g."
     )
-    spec_reference = "related_criteria.md §5.2, §5.4 E4.1"
+    reference = (
+        "Mulayoff, Michaeli & Soudry (NeurIPS 2021), Theorem 1: a learning-rate switch near a "
+        "GD minimum"
+    )
+    spec_reference = reference
     ambiguities: ClassVar[dict[str, str]] = {
         "data": "n = 10 points evenly spaced on [−1, 1] labelled by T_2 (C21's chebyshev data)",
         "switch": "'near the minimum' = the first step with loss ≤ 1e-4; η = 0.15 so that GD "
@@ -215,20 +234,18 @@ class MMS21Switch(Experiment):
         """Two units: constant η (a) and the switch (b)."""
         return [RunSpec("constant", {"switch": False}), RunSpec("switch", {"switch": True})]
 
-    def run_one(self, config: SwitchConfig, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: SwitchConfig, spec: RunSpec) -> Record:
         """Run (a) or (b) and summarise its final minimum."""
         t0 = time.perf_counter()
         out = _switch_run(config, bool(spec.params["switch"]))
         out["seconds"] = time.perf_counter() - t0
         return out
 
-    def analyze(self, config: SwitchConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: SwitchConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_switch`."""
         return analyze_switch(config, results)
 
-    def plot(
-        self, config: SwitchConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: SwitchConfig, results: Results, fig_dir: Path) -> list[Path]:
         """Loss curves, the two interpolants with the data, and |a| at the knots with g."""
         fig, axes = new_figure(3)
         ax0, ax1, ax2 = axes[0, 0], axes[0, 1], axes[0, 2]
@@ -252,8 +269,6 @@ class MMS21Switch(Experiment):
                 )
         r = results.get("constant") or results.get("switch")
         if r is not None:
-            from dynstab.function_space import stability_weight_g
-
             ax1.scatter(r["x_train"], r["y_train"], color="k", s=12, zorder=3, label="data")
             grid = torch.tensor(r["grid"], dtype=torch.float64)
             g = stability_weight_g(torch.tensor(r["x_train"], dtype=torch.float64), grid)
@@ -275,8 +290,8 @@ class MMS21Switch(Experiment):
         return save_figure(fig, fig_dir, "mms21_switch")
 
 
-def analyze_switch(config: SwitchConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
-    """Claims of ``mms21/switch`` (E4.1).
+def analyze_switch(config: SwitchConfig, results: Results) -> list[Claim]:
+    """Claims of ``mms21/switch``.
 
     * W1: both runs converged (interpolation) and, where no knot is on a data point, satisfy
       Theorem 1 at their final η.
@@ -338,12 +353,12 @@ def analyze_switch(config: SwitchConfig, results: dict[str, dict[str, Any]]) -> 
 
 
 # ---------------------------------------------------------------------------------------------
-# E4.2: the weight function g
+# The weight function g
 
 
 @dataclasses.dataclass(frozen=True)
 class WeightConfig(ExperimentConfig):
-    """Settings of ``mms21/weight`` (E4.2).
+    """Settings of ``mms21/weight``.
 
     Attributes:
         dists: Standardized distributions (zero mean, unit variance).
@@ -376,7 +391,7 @@ class WeightConfig(ExperimentConfig):
     edge_fraction: float = 0.25
     seed: int = 0
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"num_seeds": 12, "n_large": 200}}
+    PROFILES: ClassVar[dict[str, Overrides]] = {"quick": {"num_seeds": 12, "n_large": 200}}
 
 
 def _rel_l1(g_emp: np.ndarray, g_pop: np.ndarray, t: np.ndarray) -> float:
@@ -385,17 +400,18 @@ def _rel_l1(g_emp: np.ndarray, g_pop: np.ndarray, t: np.ndarray) -> float:
 
 @register
 class MMS21Weight(Experiment):
-    """E4.2: empirical (n = 20) vs population weight g for uniform, Gaussian and Laplace data."""
+    """Empirical (n = 20) vs population weight g for uniform, Gaussian and Laplace data."""
 
     name = "mms21/weight"
-    title = "MMS21 E4.2: the stability weight g, empirical vs population"
+    title = "MMS21: the stability weight g, empirical vs population"
     description = (
         "g = min(g⁻, g⁺) from n = 20 standardized samples (dynstab.function_space."
         "stability_weight_g) against the population g of the standardized distribution "
         "(population_weight_g). g is peaked at the centre and vanishes at and beyond the "
         "extreme samples, so Theorem 1 does not constrain f outside the data."
     )
-    spec_reference = "related_criteria.md §5.2, §5.3, §5.4 E4.2"
+    reference = "Mulayoff, Michaeli & Soudry (NeurIPS 2021), Fig. 2: the weight function g"
+    spec_reference = reference
     ambiguities: ClassVar[dict[str, str]] = {
         "closeness": "'close' = median over seeds of ∫|g_n − g|/∫g ≤ 0.35 at n = 20, and "
         "smaller at n_large (consistency)",
@@ -407,18 +423,15 @@ class MMS21Weight(Experiment):
         """One unit per distribution."""
         return [RunSpec(f"dist={d}", {"dist": d}) for d in config.dists]
 
-    def run_one(self, config: WeightConfig, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: WeightConfig, spec: RunSpec) -> Record:
         """Empirical g for ``num_seeds`` samples at n and n_large, and the population g."""
-        from dynstab.data import one_d_dataset
-        from dynstab.function_space import population_weight_g, stability_weight_g
-
         dist = str(spec.params["dist"])
         t = torch.linspace(
             config.grid_min, config.grid_max, config.grid_points, dtype=torch.float64
         )
         tn = t.numpy()
         g_pop = population_weight_g(dist, t).numpy()
-        out: dict[str, Any] = {"dist": dist, "t": tn.tolist(), "g_pop": g_pop.tolist()}
+        out: Record = {"dist": dist, "t": tn.tolist(), "g_pop": g_pop.tolist()}
         for label, n in (("small", config.n), ("large", config.n_large)):
             dists, argmax, edge_max, curves = [], [], [], []
             for s in range(config.num_seeds):
@@ -448,13 +461,11 @@ class MMS21Weight(Experiment):
         out["pop_tail"] = float(tail.max())
         return out
 
-    def analyze(self, config: WeightConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: WeightConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_weight`."""
         return analyze_weight(config, results)
 
-    def plot(
-        self, config: WeightConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: WeightConfig, results: Results, fig_dir: Path) -> list[Path]:
         """One panel per distribution: population g, an empirical g (n = 20) and the mean."""
         keys = [f"dist={d}" for d in config.dists if f"dist={d}" in results]
         fig, axes = new_figure(max(1, len(keys)))
@@ -480,8 +491,8 @@ class MMS21Weight(Experiment):
         return save_figure(fig, fig_dir, "mms21_weight")
 
 
-def analyze_weight(config: WeightConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
-    """Claims of ``mms21/weight`` (E4.2).
+def analyze_weight(config: WeightConfig, results: Results) -> list[Claim]:
+    """Claims of ``mms21/weight``.
 
     * G1 (peaked at the centre): |argmax g| ≤ ``centre_tol`` for every population g and for the
       median over seeds of the empirical argmax.
@@ -538,12 +549,12 @@ def analyze_weight(config: WeightConfig, results: dict[str, dict[str, Any]]) -> 
 
 
 # ---------------------------------------------------------------------------------------------
-# E4.3: Theorem 1 across an η sweep
+# Theorem 1 across an η sweep
 
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig(ExperimentConfig):
-    """Settings of ``mms21/sweep`` (E4.3).
+    """Settings of ``mms21/sweep``.
 
     Attributes:
         kind: Input distribution of :func:`dynstab.data.one_d_dataset`.
@@ -551,7 +562,7 @@ class SweepConfig(ExperimentConfig):
         n: Training points.
         width: Hidden neurons k.
         init_scale: Std of w1 and b1 at initialization.
-        lrs: The GD learning rates (5 in the spec).
+        lrs: The GD learning rates (five).
         steps: Maximum GD steps.
         stop_loss: Interpolation threshold.
         seeds: Initialization seeds.
@@ -572,24 +583,28 @@ class SweepConfig(ExperimentConfig):
     data_seed: int = 0
     rtol: float = 1e-6
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+    PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {"lrs": (0.2, 0.3, 0.4), "seeds": (0,), "steps": 40000}
     }
 
 
 @register
 class MMS21Sweep(Experiment):
-    """E4.3: ∫|f''|g ≤ 1/η − 1/2 at every twice-differentiable GD minimum across an η sweep."""
+    """∫|f''|g ≤ 1/η − 1/2 at every twice-differentiable GD minimum across an η sweep."""
 
     name = "mms21/sweep"
-    title = "MMS21 E4.3: Theorem 1 holds across a learning-rate sweep"
+    title = "MMS21: Theorem 1 holds across a learning-rate sweep"
     description = (
         "GD on a univariate ReLU net to interpolation for several η; at each minimum the "
         "weighted total variation Σ|a|g(t) is compared with 1/η − 1/2 (Theorem 1), λ_max(H) "
         "with 2/η (Lemma 1) and with 1 + 2∫|f''|g (Lemma 4). Minima with a knot within 1e-6 of "
         "a data point are flagged (Theorem 2 case)."
     )
-    spec_reference = "related_criteria.md §5.2–5.4 E4.3"
+    reference = (
+        "Mulayoff, Michaeli & Soudry (NeurIPS 2021), Theorem 1 and Lemmas 1, 4 across a "
+        "learning-rate sweep"
+    )
+    spec_reference = reference
     ambiguities: ClassVar[dict[str, str]] = {
         "data": "n = 10 inputs from Unif[−√3, √3] labelled by T_2(x) = 2x² − 1",
         "seeds": "one training set (data_seed) shared by all runs; the seeds vary only the "
@@ -607,38 +622,37 @@ class MMS21Sweep(Experiment):
             for s in config.seeds
         ]
 
-    def run_one(self, config: SweepConfig, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: SweepConfig, spec: RunSpec) -> Record:
         """Train GD to interpolation and report the minimum."""
         t0 = time.perf_counter()
         lr, seed = float(spec.params["lr"]), int(spec.params["seed"])
         X, y = _data(config.kind, config.n, config.degree, config.data_seed)
-        net = ShallowNet.init(
-            1,
-            config.width,
-            init_scale=config.init_scale,
-            activation="relu",
-            seed=seed,
-            bias_scale=config.init_scale,
-        )
-        res = fast_train(
+        net = _network(config, seed)
+        res = train_scalar(
             net, X, y, lr=lr, steps=config.steps, batch_size=0, stop_loss=config.stop_loss
         )
-        out = {"lr": lr, "seed": seed, **res}
-        if not res["diverged"]:
+        steps, values = loss_curve(res)
+        out: Record = {
+            "lr": lr,
+            "seed": seed,
+            "converged": res.converged,
+            "diverged": res.diverged,
+            "steps_run": res.steps_run,
+            "final_loss": finite(res.final_loss),
+            "loss_steps": steps,
+            "loss_values": values,
+        }
+        if not res.diverged:
             out.update(minimum_report(net, X, y, lr))
         out["seconds"] = time.perf_counter() - t0
         return out
 
-    def analyze(self, config: SweepConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: SweepConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_sweep`."""
         return analyze_sweep(config, results)
 
-    def plot(
-        self, config: SweepConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: SweepConfig, results: Results, fig_dir: Path) -> list[Path]:
         """∫|f''|g vs η with the bound 1/η − 1/2, and the interpolants."""
-        from dynstab.function_space import mms21_bound
-
         fig, axes = new_figure(2)
         ax, ax2 = axes[0, 0], axes[0, 1]
         lrs = np.linspace(min(config.lrs) * 0.8, max(config.lrs) * 1.2, 100)
@@ -666,9 +680,7 @@ class MMS21Sweep(Experiment):
         ax2.legend(fontsize=7)
         return save_figure(fig, fig_dir, "mms21_sweep")
 
-    def tables(
-        self, config: SweepConfig, results: dict[str, dict[str, Any]]
-    ) -> list[tuple[str, list[dict[str, Any]]]]:
+    def tables(self, config: SweepConfig, results: Results) -> list[Table]:
         """Per-minimum table."""
         rows = [
             {
@@ -686,8 +698,8 @@ class MMS21Sweep(Experiment):
         return [("Minima", rows)]
 
 
-def analyze_sweep(config: SweepConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
-    """Claims of ``mms21/sweep`` (E4.3).
+def analyze_sweep(config: SweepConfig, results: Results) -> list[Claim]:
+    """Claims of ``mms21/sweep``.
 
     * E1: every converged minimum without a knot on a data point satisfies Theorem 1
       (Σ|a|g ≤ (1/η − 1/2)(1 + rtol)); such minima must exist for ≥ min(3, #η) values of η.

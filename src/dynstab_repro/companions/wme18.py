@@ -1,7 +1,5 @@
 """Wu, Ma & E (NeurIPS 2018): the 1-D escape toy and sharpness/non-uniformity at SGD minima.
 
-Spec: ``related_criteria.md`` §3 (WME18), with the exact criterion of §1.4 (MM23).
-
 ``wme18/toy`` — the 1-D example f(x) = ½(ℓ₁ + ℓ₂), ℓ_i(x) = min(x², c_i (x − 1)²) with
 c = (0.1, 1.9). At x* = 1 the per-sample curvatures are h = (0.2, 3.8): a = mean h = 2,
 s = std h = 1.8, so with η = 0.7 and B = 1 (p = 1) the second-moment factor is
@@ -12,7 +10,8 @@ at 1 + 1e-5 must leave x* = 1 for x* = 0; GD must stay.
 ``wme18/sharpness`` — SGD (i.i.d. batches without replacement, as WME18/MM23) and GD on a
 scalar-output ½-MSE digits task (parity labels ±1, ``n`` samples scaled to unit norm), a ReLU
 MLP; at each minimum the float64 Gram matrix K gives the sharpness a = λ_max(K), the
-non-uniformity s (§3.3) and the exact generalized sharpness λ_max(C†D) (§1.4).
+non-uniformity s (:func:`dynstab.norms.wme18_non_uniformity`) and the exact generalized
+sharpness λ_max(C†D) of Mulayoff & Michaeli (COLT 2024).
 """
 
 from __future__ import annotations
@@ -21,22 +20,27 @@ import dataclasses
 import itertools
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
-from dynstab_repro.base import Claim, Experiment, RunSpec
-from dynstab_repro.companions import (
-    digits_task,
-    fmt,
-    median,
-    new_figure,
-    save_figure,
-    thin,
-    train_scalar_run,
+from dynstab.criteria import (
+    commuting_eta_star,
+    eta_star,
+    gd_threshold,
+    mixing_p,
+    second_moment_growth,
 )
+from dynstab.models import MLP
+from dynstab.training import Monitor, NormMonitor, Run, StoppingRule, TrainResult, train_runs
+from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.companions.figures import new_figure, save_figure
+from dynstab_repro.companions.results import Overrides, Record, Results, Table, fmt, median, thin
+from dynstab_repro.companions.scalar_nets import ScalarSweep, ScalarSweepConfig
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
 
@@ -48,7 +52,7 @@ __all__ = [
     "analyze_sharpness",
     "analyze_toy",
     "toy_gram",
-    "toy_per_sample_grad",
+    "toy_loss",
 ]
 
 
@@ -58,7 +62,7 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class ToyConfig(ExperimentConfig):
-    """Settings of ``wme18/toy`` (defaults = the spec's settings, §3.4 "Toy escape example").
+    """Settings of ``wme18/toy`` (defaults: WME18's one-dimensional escape example).
 
     Attributes:
         c: The two per-sample coefficients c_i of ℓ_i(x) = min(x², c_i (x − 1)²).
@@ -85,19 +89,23 @@ class ToyConfig(ExperimentConfig):
     min_escape_fraction: float = 0.95
     seed: int = 0
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"num_seeds": 40}}
+    PROFILES: ClassVar[dict[str, Overrides]] = {"quick": {"num_seeds": 40}}
 
 
-def toy_per_sample_grad(x: np.ndarray, c: float) -> np.ndarray:
-    """ℓ'(x) of ℓ(x) = min(x², c (x − 1)²), elementwise (the active branch's derivative).
+def toy_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Batch mean of the toy's per-sample losses ℓ_i(x) = min(x², c_i (x − 1)²).
+
+    ``outputs`` holds x once per sample (the model f(1) = x of :func:`_toy_runs`), ``targets``
+    the coefficients c_i; ties go to the first branch. Its autograd derivative is the active
+    branch's, 2x or 2c_i(x − 1).
 
     Example:
-        >>> toy_per_sample_grad(np.array([1.0, 0.0, 0.9]), 1.9).round(6).tolist()
-        [0.0, 0.0, -0.38]
+        >>> toy_loss(torch.tensor([0.9, 0.9]), torch.tensor([0.1, 1.9]))  # (0.001 + 0.019)/2
+        tensor(0.0100)
     """
-    quad0 = x * x
-    quad1 = c * (x - 1.0) ** 2
-    return np.where(quad0 <= quad1, 2.0 * x, 2.0 * c * (x - 1.0))
+    quad0 = outputs * outputs
+    quad1 = targets * (outputs - 1.0) ** 2
+    return torch.where(quad0 <= quad1, quad0, quad1).mean()
 
 
 def toy_gram(c: tuple[float, float], at: float) -> torch.Tensor:
@@ -114,27 +122,47 @@ def toy_gram(c: tuple[float, float], at: float) -> torch.Tensor:
     return torch.outer(g, g) / len(c)
 
 
-def _run_toy(cfg: ToyConfig, seeds: list[int], gd: bool) -> dict[str, Any]:
+def _toy_runs(
+    cfg: ToyConfig, seeds: Sequence[int], gd: bool, monitors: Sequence[Monitor] = ()
+) -> list[TrainResult]:
+    """Train the toy from x0 for each seed: SGD (B, i.i.d. without replacement) or GD.
+
+    The toy is the linear model f(1) = x (``MLP([1, 1], bias=False)``) on n = len(c) inputs
+    equal to 1 with targets c_i and :func:`toy_loss`; gradients come from autograd, batches
+    from :class:`dynstab.sampling.Sampling`, the loop from :func:`dynstab.training.train_runs`
+    (no stopping before ``steps`` unless x becomes non-finite).
+    """
     n = len(cfg.c)
-    finals: list[float] = []
-    traj: list[list[float]] = []
-    for s in seeds:
-        rng = np.random.default_rng(s)
-        x = np.array(cfg.x0)
-        path = [float(x)]
-        for _ in range(cfg.steps):
-            if gd:
-                g = np.mean([toy_per_sample_grad(x, ci) for ci in cfg.c])
-            else:  # i.i.d. batches without replacement (B = 1: with and without coincide)
-                idx = rng.choice(n, size=cfg.batch_size, replace=False)
-                g = np.mean([toy_per_sample_grad(x, cfg.c[i]) for i in idx])
-            x = x - cfg.lr * g
-            path.append(float(x))
-            if not np.isfinite(x):
-                break
-        finals.append(float(x))
-        if len(traj) < 3:
-            traj.append(thin(path, 200))
+    model = MLP([1, 1], bias=False, dtype=torch.float64)
+    start = {"layers.0.weight": torch.full((1, 1), cfg.x0, dtype=torch.float64)}
+    runs = [Run(lr=cfg.lr, seed=None if gd else s, params=start) for s in seeds]
+    return train_runs(
+        model,
+        torch.ones(n, 1, dtype=torch.float64),
+        torch.tensor(cfg.c, dtype=torch.float64),
+        runs,
+        steps=cfg.steps,
+        batch_size=None if gd else cfg.batch_size,
+        sampling="without",
+        loss_fn=toy_loss,
+        stop=StoppingRule(stop_loss=None, divergence_threshold=1e300),
+        eval_every=cfg.steps,
+        monitors=monitors,
+        gradient="autograd",
+    )
+
+
+def _toy_x(model: nn.Module) -> float:
+    return float(next(model.parameters()).reshape(()))
+
+
+def _run_toy(cfg: ToyConfig, seeds: list[int], gd: bool) -> dict[str, object]:
+    finals = [
+        float(r.params["layers.0.weight"].reshape(())) if r.params is not None else math.nan
+        for r in _toy_runs(cfg, seeds, gd)
+    ]
+    traced = _toy_runs(cfg, seeds[:3], gd, [NormMonitor("x", _toy_x)])
+    traj = [thin(r.history.as_arrays("x")[1].tolist(), 200) for r in traced]
     return {"final_x": finals, "trajectories": traj, "seeds": seeds, "gd": gd}
 
 
@@ -149,9 +177,10 @@ class WME18Toy(Experiment):
         "x* = 1 has sharpness a = 2 (GD-stable, ηa/2 = 0.7) and non-uniformity s = 1.8, so "
         "(1 − ηa)² + η²s² = 1.7476 > 1: SGD is mean-square unstable there (η* = 0.5525)."
     )
-    spec_reference = "related_criteria.md §3.2, §3.4 (toy escape example)"
+    reference = "Wu, Ma & E (NeurIPS 2018), the one-dimensional escape example"
+    spec_reference = reference
     ambiguities: ClassVar[dict[str, str]] = {
-        "toy": "x0 = 1 + 1e-5, 500 steps, escape = |x_T| < 1e-3 (the spec's own run)."
+        "toy": "x0 = 1 + 1e-5, 500 steps, escape = |x_T| < 1e-3."
     }
     config_cls = ToyConfig
 
@@ -164,15 +193,8 @@ class WME18Toy(Experiment):
             out.append(RunSpec(f"sgd_chunk={j // k}", {"gd": False, "seeds": seeds[j : j + k]}))
         return out
 
-    def run_one(self, config: ToyConfig, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: ToyConfig, spec: RunSpec) -> Record:
         """Iterate the toy for the unit's seeds; also record the closed-form thresholds."""
-        from dynstab.criteria import (
-            commuting_eta_star,
-            eta_star,
-            mixing_p,
-            second_moment_growth,
-        )
-
         t0 = time.perf_counter()
         out = _run_toy(config, list(spec.params["seeds"]), bool(spec.params["gd"]))
         n = len(config.c)
@@ -198,13 +220,11 @@ class WME18Toy(Experiment):
         )
         return out
 
-    def analyze(self, config: ToyConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: ToyConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_toy`."""
         return analyze_toy(config, results)
 
-    def plot(
-        self, config: ToyConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: ToyConfig, results: Results, fig_dir: Path) -> list[Path]:
         """Trajectories x_t of a few SGD seeds and of GD, with the two minima."""
         fig, axes = new_figure(1)
         ax = axes[0, 0]
@@ -228,7 +248,7 @@ class WME18Toy(Experiment):
         return save_figure(fig, fig_dir, "wme18_toy")
 
 
-def analyze_toy(config: ToyConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+def analyze_toy(config: ToyConfig, results: Results) -> list[Claim]:
     """Claims of ``wme18/toy`` from the units' results (missing units make claims fail)."""
     claims: list[Claim] = []
     sgd = [r for k, r in results.items() if k.startswith("sgd")]
@@ -308,27 +328,20 @@ FLAT_FACTOR_NOTE = (
 
 
 @dataclasses.dataclass(frozen=True)
-class SharpnessConfig(ExperimentConfig):
-    """Settings of ``wme18/sharpness`` (WME18 Tables / acceptance 1–3 of §3.4 on digits).
+class SharpnessConfig(ScalarSweepConfig):
+    """Settings of ``wme18/sharpness`` (WME18's sharpness/non-uniformity tables, on digits).
+
+    The fields of :class:`~.scalar_nets.ScalarSweepConfig` (parity labels ±1 of all digits;
+    ``activation`` ``"relu"`` as WME18; ``stop_loss`` 5e-5, WME18's tolerance 1e-4 in
+    ``nn.MSELoss`` units) and the claims' thresholds.
 
     Attributes:
-        n: Training samples (digits, parity labels ±1, inputs scaled to unit norm).
-        width: Hidden width m of the one-hidden-layer net.
-        activation: ``"relu"`` (WME18) or ``"tanh"``.
-        init_scale: Initialization scale s (w_j ~ N(0, s²I), a_j ~ N(0, s²/m)).
-        lrs: Learning rates η.
-        batch_sizes: SGD batch sizes B (i.i.d. batches without replacement); 0 means GD.
-        steps: Maximum number of updates.
-        warmup_steps: Cubic learning-rate warm-up length.
-        stop_loss: Stop when the full ½-MSE is ≤ this (WME18's tol 1e-4 in nn.MSELoss units).
-        seeds: Seeds (batch sampling; the initialization is shared, as in MM23).
         gd_band: GD acceptance band for η·λ_max/2 where the constraint binds.
-        ratio_tol: Upper tolerance on η·λ_max(C†D)/2 (spec §1.6: 1.1).
-        min_full_lr_fraction: Fraction of updates at the full η for "converged at η".
+        ratio_tol: Upper tolerance on η·λ_max(C†D)/2 (1.1).
         flat_batch_sizes: Batch sizes checked by claim S2 against GD.
         flat_factors: Required λ_max(GD)/λ_max(B) for each of ``flat_batch_sizes`` at every
-            binding η. The spec (n = 1000, FashionMNIST/CIFAR) asks 3 at B = 4 and 1.5 at
-            B = 10; see :data:`FLAT_FACTOR_NOTE` for the adapted digits values.
+            binding η. WME18's setting (n = 1000, FashionMNIST/CIFAR-10) gives 3 at B = 4 and
+            1.5 at B = 10; see :data:`FLAT_FACTOR_NOTE` for the adapted digits values.
     """
 
     n: int = 192
@@ -343,11 +356,10 @@ class SharpnessConfig(ExperimentConfig):
     seeds: tuple[int, ...] = (0,)
     gd_band: tuple[float, float] = (0.9, 1.03)
     ratio_tol: float = 1.1
-    min_full_lr_fraction: float = 0.2
     flat_batch_sizes: tuple[int, ...] = (4, 10)
     flat_factors: tuple[float, ...] = (1.5, 1.15)
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+    PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {
             "n": 96,
             "width": 32,
@@ -362,8 +374,8 @@ class SharpnessConfig(ExperimentConfig):
 
 
 @register
-class WME18Sharpness(Experiment):
-    """Sharpness and non-uniformity at GD/SGD minima versus B and η (WME18 §3.4)."""
+class WME18Sharpness(ScalarSweep):
+    """Sharpness and non-uniformity at GD/SGD minima versus B and η (WME18)."""
 
     name = "wme18/sharpness"
     title = "WME18: sharpness and non-uniformity of SGD minima vs batch size and learning rate"
@@ -373,7 +385,11 @@ class WME18Sharpness(Experiment):
         "cubic LR warm-up. At each minimum, K = JJᵀ/n in float64 gives the sharpness λ_max(H), the "
         "non-uniformity s and the exact MM23 generalized sharpness λ_max(C†D)."
     )
-    spec_reference = "related_criteria.md §3.3–3.4 (acceptance 1–3), §1.4, §1.6"
+    reference = (
+        "Wu, Ma & E (NeurIPS 2018), sharpness and non-uniformity of GD and SGD minima; exact "
+        "threshold of Mulayoff & Michaeli (COLT 2024)"
+    )
+    spec_reference = reference
     ambiguities: ClassVar[dict[str, str]] = {
         "data": "sklearn digits (offline, n = 192 instead of 1000 to fit the CPU budget) "
         "instead of FashionMNIST/CIFAR-10; scalar parity targets so that the Gram reduction "
@@ -386,45 +402,15 @@ class WME18Sharpness(Experiment):
         "epoch, which the theory does not cover)",
     }
     config_cls = SharpnessConfig
+    classes = ()
+    bounds = False
 
-    def specs(self, config: SharpnessConfig) -> list[RunSpec]:
-        """One unit per (η, B, seed)."""
-        return [
-            RunSpec(f"lr={lr:g}_B={B if B else 'GD'}_seed={s}", {"lr": lr, "B": B, "seed": s})
-            for lr in config.lrs
-            for B in config.batch_sizes
-            for s in config.seeds
-        ]
-
-    def run_one(self, config: SharpnessConfig, spec: RunSpec) -> dict[str, Any]:
-        """Train one run to near interpolation, then measure the minimum from K."""
-        X, y = digits_task(config.n)
-        return train_scalar_run(
-            X,
-            y,
-            width=config.width,
-            activation=config.activation,
-            init_scale=config.init_scale,
-            lr=float(spec.params["lr"]),
-            batch_size=int(spec.params["B"]),
-            seed=int(spec.params["seed"]),
-            steps=config.steps,
-            warmup_steps=config.warmup_steps,
-            stop_loss=config.stop_loss,
-            min_full_lr_fraction=config.min_full_lr_fraction,
-            bounds=False,
-        )
-
-    def analyze(self, config: SharpnessConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: SharpnessConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_sharpness`."""
         return analyze_sharpness(config, results)
 
-    def plot(
-        self, config: SharpnessConfig, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: SharpnessConfig, results: Results, fig_dir: Path) -> list[Path]:
         """Sharpness vs B per η (with 2/η) and the sharpness–non-uniformity diagram."""
-        from dynstab.criteria import gd_threshold
-
         fig, axes = new_figure(2)
         ax, ax2 = axes[0, 0], axes[0, 1]
         n = config.n
@@ -460,9 +446,7 @@ class WME18Sharpness(Experiment):
         ax2.legend(fontsize=7)
         return save_figure(fig, fig_dir, "wme18_sharpness")
 
-    def tables(
-        self, config: SharpnessConfig, results: dict[str, dict[str, Any]]
-    ) -> list[tuple[str, list[dict[str, Any]]]]:
+    def tables(self, config: SharpnessConfig, results: Results) -> list[Table]:
         """Per-run table: η, B, converged, sharpness, non-uniformity, η·λ_max/2, η·λ_max(C†D)/2."""
         rows = [
             {
@@ -481,8 +465,8 @@ class WME18Sharpness(Experiment):
         return [("Minima", rows)]
 
 
-def analyze_sharpness(config: SharpnessConfig, results: dict[str, dict[str, Any]]) -> list[Claim]:
-    """Claims of ``wme18/sharpness`` (acceptance 1–3 of §3.4, adapted to the digits task).
+def analyze_sharpness(config: SharpnessConfig, results: Results) -> list[Claim]:
+    """Claims of ``wme18/sharpness`` (WME18's observations, adapted to the digits task).
 
     * S1 (GD): for every η where the constraint binds (λ_max at init > 2/η) and GD converged,
       η·λ_max/2 ∈ ``gd_band``; at least one such η is required.
@@ -548,7 +532,7 @@ def analyze_sharpness(config: SharpnessConfig, results: dict[str, dict[str, Any]
         Claim(
             "S2",
             "Sharpness grows with B; small batches give much flatter minima than GD at every "
-            "binding η (spec, n = 1000: ≥ 3× at B = 4, ≥ 1.5× at B = 10; here "
+            "binding η (WME18's setting, n = 1000: ≥ 3× at B = 4, ≥ 1.5× at B = 10; here "
             + ", ".join(
                 f"≥ {f:g}× at B = {B}"
                 for B, f in zip(config.flat_batch_sizes, config.flat_factors, strict=False)
@@ -566,7 +550,7 @@ def analyze_sharpness(config: SharpnessConfig, results: dict[str, dict[str, Any]
     claims.append(
         Claim(
             "S3",
-            "Every SGD minimum satisfies the exact mean-square criterion (within the §1.6 margin)",
+            "Every SGD minimum satisfies the exact mean-square criterion (within a 10% margin)",
             f"max η·λ_max(C†D)/2 = {fmt(worst)} over {len(sgd)} converged SGD minima",
             bool(sgd) and worst is not None and worst <= config.ratio_tol,
             f"η·λ_max(C†D)/2 ≤ {config.ratio_tol:g} for all (≥ 1) converged SGD runs",

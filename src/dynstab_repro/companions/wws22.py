@@ -1,17 +1,14 @@
 """Wu, Wang & Su (NeurIPS 2022): the alignment of SGD noise and the Frobenius bound.
 
-Spec: ``related_criteria.md`` §2 (WWS22), §1.5 (assumption-free Frobenius bound), §1.7 (μ in
-Gram form).
-
 Scalar ½-MSE digits task (3 vs 8, targets ±1, unit-norm inputs), one-hidden-layer tanh net
 f(x) = Σ_j a_j tanh(w_jᵀx + b_j) + c from a large shared initialization with a cubic warm-up,
 SGD with i.i.d. batches without replacement. Measured:
 
 * the alignment factor μ(θ_t) = [n rᵀDiag(K²)r − rᵀK²r]/(‖r‖²‖K‖_F²)
   (:func:`dynstab.criteria.alignment_factor`) along training;
-* at each SGD minimum ‖H‖_F = ‖K‖_F against the assumption-free bound 2/(η√q) (×1.1 margin,
-  §1.6) and the scale-free product ‖H‖_F·η/√B;
-* the GD→SGD switch (E1.3): SGD restarted at a GD minimum that violates its mean-square
+* at each SGD minimum ‖H‖_F = ‖K‖_F against the assumption-free bound 2/(η√q) (implied by
+  Mulayoff & Michaeli's bound (16); ×1.1 margin) and the scale-free product ‖H‖_F·η/√B;
+* the GD→SGD switch: SGD restarted at a GD minimum that violates its mean-square
   criterion escapes (the loss grows by orders of magnitude within ≲ 10³ steps) and
   re-converges to a flatter minimum.
 """
@@ -22,20 +19,20 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
+from dynstab.criteria import alignment_factor, q_factor
 from dynstab_repro.base import Claim, Experiment, RunSpec
-from dynstab_repro.companions import (
-    ShallowNet,
+from dynstab_repro.companions.figures import new_figure, save_figure
+from dynstab_repro.companions.minima import gram_float64, gram_summary
+from dynstab_repro.companions.results import Overrides, Record, Results, Table, finite, fmt, median
+from dynstab_repro.companions.scalar_nets import (
     digits_task,
-    fast_train,
-    fmt,
-    gram_summary,
-    median,
-    new_figure,
-    save_figure,
+    loss_curve,
+    shallow_mlp,
+    train_scalar,
     train_scalar_run,
 )
 from dynstab_repro.config import ExperimentConfig
@@ -50,6 +47,7 @@ class WWS22Config(ExperimentConfig):
 
     Attributes:
         n: Training samples (digits 3 vs 8).
+        activation: Hidden activation (tanh).
         init_scale: Initialization scale s (w_j ~ N(0, s²I), a_j ~ N(0, s²/m)).
         lrs: Learning rates η.
         batch_sizes: SGD batch sizes B.
@@ -57,10 +55,11 @@ class WWS22Config(ExperimentConfig):
         steps: Maximum updates.
         warmup_steps: Cubic warm-up length.
         stop_loss: Interpolation threshold.
+        min_full_lr_fraction: Fraction of updates at the full η for "converged at η".
         record_every: Steps between μ(θ_t) records.
         seed: Batch-sampling seed (the initialization is shared).
         mu_min: Lower bound required for the median μ(θ_t) of every run.
-        frob_tol: Margin on ‖H‖_F ≤ 2/(η√q) (§1.6).
+        frob_tol: Margin on ‖H‖_F ≤ 2/(η√q) (1.1).
         spread_max: Allowed max/min of ‖H‖_F·η/√B over binding runs.
         switch_lr: η of the GD→SGD switch.
         switch_batch: B of the SGD phase of the switch.
@@ -70,6 +69,7 @@ class WWS22Config(ExperimentConfig):
     """
 
     n: int = 24
+    activation: str = "tanh"
     init_scale: float = 1.0
     lrs: tuple[float, ...] = (0.1, 0.15, 0.2)
     batch_sizes: tuple[int, ...] = (2, 4, 8)
@@ -77,6 +77,7 @@ class WWS22Config(ExperimentConfig):
     steps: int = 40000
     warmup_steps: int = 2000
     stop_loss: float = 1e-10
+    min_full_lr_fraction: float = 0.2
     record_every: int = 200
     seed: int = 0
     mu_min: float = 0.1
@@ -88,7 +89,7 @@ class WWS22Config(ExperimentConfig):
     escape_window: int = 1000
     escape_factor: float = 100.0
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+    PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {"lrs": (0.1, 0.2), "batch_sizes": (2, 8), "widths": (32, 64), "steps": 25000}
     }
 
@@ -105,7 +106,11 @@ class WWS22Alignment(Experiment):
         "matrix and residuals every record_every steps; ‖H‖_F = ‖K‖_F at every minimum; a GD "
         "minimum continued with SGD."
     )
-    spec_reference = "related_criteria.md §2.2–2.5 (E1.1–E1.4), §1.5, §1.7"
+    reference = (
+        "Wu, Wang & Su (NeurIPS 2022), the alignment of SGD noise and the Frobenius bound at "
+        "SGD minima"
+    )
+    spec_reference = reference
     ambiguities: ClassVar[dict[str, str]] = {
         "data": "CIFAR-10 replaced by sklearn digits 3 vs 8 (offline), scalar ±1 targets",
         "bound": "the assumption-free ‖H‖_F ≤ 2/(η√q) (implied by MM23 (16)) is tested; the "
@@ -126,36 +131,28 @@ class WWS22Alignment(Experiment):
         out.append(RunSpec("switch", {"switch": True}))
         return out
 
-    def run_one(self, config: WWS22Config, spec: RunSpec) -> dict[str, Any]:
+    def run_one(self, config: WWS22Config, spec: RunSpec) -> Record:
         """Train one SGD run (recording μ) or run the GD→SGD switch."""
         X, y = digits_task(config.n, classes=(3, 8))
         if spec.params.get("switch"):
             return _switch(config, X, y)
         return train_scalar_run(
+            config,
             X,
             y,
             width=int(spec.params["width"]),
-            activation="tanh",
-            init_scale=config.init_scale,
             lr=float(spec.params["lr"]),
             batch_size=int(spec.params["B"]),
             seed=config.seed,
-            steps=config.steps,
-            warmup_steps=config.warmup_steps,
-            stop_loss=config.stop_loss,
             record_every=config.record_every,
         )
 
-    def analyze(self, config: WWS22Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    def analyze(self, config: WWS22Config, results: Results) -> list[Claim]:
         """See :func:`analyze_wws22`."""
         return analyze_wws22(config, results)
 
-    def plot(
-        self, config: WWS22Config, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot(self, config: WWS22Config, results: Results, fig_dir: Path) -> list[Path]:
         """μ(θ_t) along training; ‖H‖_F·η/√B vs η with the bound 2/√(qB); the GD→SGD switch."""
-        from dynstab.criteria import q_factor
-
         paths: list[Path] = []
         fig, axes = new_figure(3)
         ax0, ax1, ax2 = axes[0, 0], axes[0, 1], axes[0, 2]
@@ -202,9 +199,7 @@ class WWS22Alignment(Experiment):
         paths += save_figure(fig, fig_dir, "wws22_alignment")
         return paths
 
-    def tables(
-        self, config: WWS22Config, results: dict[str, dict[str, Any]]
-    ) -> list[tuple[str, list[dict[str, Any]]]]:
+    def tables(self, config: WWS22Config, results: Results) -> list[Table]:
         """Per-run table."""
         rows = []
         for k, r in sorted(results.items()):
@@ -227,18 +222,18 @@ class WWS22Alignment(Experiment):
         return [("SGD minima", rows)]
 
 
-def _frob_bound(r: dict[str, Any]) -> float:
+def _frob_bound(r: Record) -> float:
     return 2.0 / (r["lr"] * math.sqrt(r["q"]))
 
 
-def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """GD to a minimum at η, then SGD(η, B) from it (E1.3)."""
+def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor) -> Record:
+    """GD to a minimum at η, then SGD(η, B) from it."""
     t0 = time.perf_counter()
     n = X.shape[0]
-    net = ShallowNet.init(
+    net = shallow_mlp(
         X.shape[1], config.switch_width, init_scale=config.init_scale, activation="tanh", seed=0
     )
-    gd = fast_train(
+    gd = train_scalar(
         net,
         X,
         y,
@@ -248,13 +243,12 @@ def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor) -> dict[str, 
         warmup_steps=config.warmup_steps,
         stop_loss=config.stop_loss,
     )
-    K = net.gram(X)
+    K = gram_float64(net, X)
     at_gd = gram_summary(K, lr=config.switch_lr, batch_size=config.switch_batch, sampling="without")
-    from dynstab.criteria import alignment_factor
-
-    r0 = net(X) - y
+    with torch.no_grad():
+        r0 = net(X) - y
     mu0 = float(alignment_factor(K, r0)) if float(r0 @ r0) > 0 else float("nan")
-    sgd = fast_train(
+    sgd = train_scalar(
         net,
         X,
         y,
@@ -267,26 +261,29 @@ def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor) -> dict[str, 
         check_every=10,
     )
     after = gram_summary(
-        net.gram(X), lr=config.switch_lr, batch_size=config.switch_batch, sampling="without"
+        gram_float64(net, X),
+        lr=config.switch_lr,
+        batch_size=config.switch_batch,
+        sampling="without",
     )
-    steps, vals = sgd["loss_steps"], sgd["loss_values"]
+    steps, vals = loss_curve(sgd)
     window = [v for s, v in zip(steps, vals) if s <= config.escape_window and v is not None]
     return {
-        "gd_converged": bool(gd["converged"]),
-        "gd_loss": gd["final_loss"],
-        "gd_frobenius": at_gd["frobenius"],
-        "gd_ms_ratio_for_sgd": at_gd["ms_ratio"],
+        "gd_converged": gd.converged,
+        "gd_loss": finite(gd.final_loss),
+        "gd_frobenius": at_gd.frobenius,
+        "gd_ms_ratio_for_sgd": at_gd.ms_ratio,
         "gd_mu": mu0 if math.isfinite(mu0) else None,
         "growth_lower_bound": config.switch_lr**2
-        * at_gd["p"]
+        * at_gd.p
         * (mu0 if math.isfinite(mu0) else 0.0)
-        * at_gd["frobenius"] ** 2,
+        * at_gd.frobenius**2,
         "max_loss_in_window": max(window) if window else None,
-        "sgd_converged": bool(sgd["converged"]),
-        "sgd_diverged": bool(sgd["diverged"]),
-        "sgd_final_loss": sgd["final_loss"],
-        "sgd_frobenius": after["frobenius"],
-        "sgd_ms_ratio": after["ms_ratio"],
+        "sgd_converged": sgd.converged,
+        "sgd_diverged": sgd.diverged,
+        "sgd_final_loss": finite(sgd.final_loss),
+        "sgd_frobenius": after.frobenius,
+        "sgd_ms_ratio": after.ms_ratio,
         "loss_steps": steps,
         "loss_values": vals,
         "n": n,
@@ -294,7 +291,7 @@ def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor) -> dict[str, 
     }
 
 
-def analyze_wws22(config: WWS22Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
+def analyze_wws22(config: WWS22Config, results: Results) -> list[Claim]:
     """Claims of ``wws22/alignment``.
 
     * A1: the median of μ(θ_t) along every SGD run is ≥ ``mu_min``, and the median over the

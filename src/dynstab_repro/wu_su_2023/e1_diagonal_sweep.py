@@ -1,10 +1,11 @@
-"""E1 — diagonal linear network: learning-rate sweep, SGD vs GD (Wu & Su 2023 spec §4 E1).
+"""E1 — diagonal linear network: learning-rate sweep, SGD vs GD (Wu & Su, ICML 2023).
 
 f(x) = ⟨a⊙b, x⟩, a_j, b_j ~ N(0, 1) (large initialization), sparse teacher β* = (1,1,1,0,…),
 ½-MSE loss. For every (optimizer, η, seed) one run trains to L ≤ 1e−10 (SGD: B = 1 with
-replacement and a cubic warm-up; GD: constant η, with a warm-up only when η > 2/λ_max(G_0),
-spec A12). At the end Tr G, ‖G‖_F, λ_max(G) (exact, from K = JJᵀ/n), ‖β‖_1, ‖β‖_{1,s}, r(θ) and
-the test MSE on fresh samples are recorded.
+replacement and a cubic warm-up; GD: constant η, with a warm-up only when η > 2/λ_max(G_0)).
+The learning rates of one (optimizer, seed) train together in one unit
+(:func:`~.units.train_and_measure`). At the end Tr G, ‖G‖_F, λ_max(G) (exact, from K = JJᵀ/n),
+‖β‖_1, ‖β‖_{1,s}, r(θ) and the test MSE on fresh samples are recorded.
 """
 
 from __future__ import annotations
@@ -12,46 +13,59 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from dynstab_repro.base import Claim, RunSpec
-from dynstab_repro.wu_su_2023 import common as C
+from dynstab_repro.wu_su_2023 import analysis as A
+from dynstab_repro.wu_su_2023 import plots
+from dynstab_repro.wu_su_2023.configs import (
+    QUICK_DIAGONAL,
+    DiagonalDataConfig,
+    Overrides,
+    SweepConfig,
+    documented_defaults,
+)
+from dynstab_repro.wu_su_2023.problems import init_diagonal
+from dynstab_repro.wu_su_2023.units import (
+    Record,
+    Row,
+    SweepExperiment,
+    run_key,
+    sweep_plans,
+    sweep_unit,
+)
 
-__all__ = ["E1Config", "E1DiagonalSweep"]
+__all__ = ["E1Config", "E1DiagonalSweep", "analyze_e1"]
 
 _FULL_LRS = tuple(float(x) for x in np.logspace(-2.4, -0.9, 6))
 
 
 @dataclasses.dataclass(frozen=True)
-class E1Config(C.SweepConfig, C.DiagonalDataConfig):
-    """Settings of E1 (defaults = the spec's full settings; ``PROFILES['quick']`` for CI).
+class E1Config(SweepConfig, DiagonalDataConfig):
+    """Settings of E1 (defaults = the full settings; ``PROFILES['quick']`` for CI).
 
-    Data fields (d, n, n_test, inputs, support) as in :class:`~.common.DiagonalDataConfig`;
+    Data fields (d, n, n_test, inputs, support) as in :class:`~.configs.DiagonalDataConfig`;
     trainer and sweep fields (seeds, optimizers, batch_size, sgd_steps, sgd_warmup_steps,
     gd_steps, gd_warmup, gd_warmup_steps, warmup_power, stop_loss, min_full_lr_fraction, clip,
-    trace_slack, progress) as in :class:`~.common.SweepConfig` (spec: B = 1, SGD ≤ 3·10⁵ steps
-    with a 5·10⁴-step cubic warm-up, GD ≤ 3·10⁴ steps).
+    trace_slack, progress) as in :class:`~.configs.SweepConfig` (B = 1, SGD ≤ 3·10⁵ steps with a
+    5·10⁴-step cubic warm-up, GD ≤ 3·10⁴ steps).
 
     Attributes:
-        init_scale: Std of the N(0, s²) initialization of a and b (spec: 1).
-        lrs: Target learning rates η (spec: logspace(−2.4, −0.9, 6)).
+        init_scale: Std of the N(0, s²) initialization of a and b (1).
+        lrs: Target learning rates η (logspace(−2.4, −0.9, 6)).
     """
 
     init_scale: float = 1.0
     lrs: tuple[float, ...] = _FULL_LRS
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {**C.QUICK_DIAGONAL, "lrs": (0.004, 0.0126, 0.04, 0.126)}
+    PROFILES: ClassVar[dict[str, Overrides]] = {
+        "quick": {**QUICK_DIAGONAL, "lrs": (0.004, 0.0126, 0.04, 0.126)}
     }
 
-    def initial_params(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """a_j, b_j ~ iid N(0, init_scale²) of unit seed ``seed`` (the same for every η)."""
-        return C.init_diagonal(self.d, self.init_scale, seed)
 
-
-class E1DiagonalSweep(C.WuSuExperiment):
+class E1DiagonalSweep(SweepExperiment[E1Config]):
     """E1: sharpness, norms and test error of SGD vs GD solutions across η."""
 
     name = "wu-su-2023/e1"
@@ -60,62 +74,62 @@ class E1DiagonalSweep(C.WuSuExperiment):
         "Diagonal linear network f(x) = ⟨a⊙b, x⟩ with a large N(0,1) initialization fit to a "
         "3-sparse linear teacher. SGD (B = 1) solutions have Tr G just below 2/η, so their "
         "weighted ℓ1 norm and test error fall with η; GD solutions keep the initialization's "
-        "sharpness and error (spec §4 E1, R1, R3, R4, R9)."
+        "sharpness and error."
     )
-    spec_reference = "wu_su_2023.md §4 E1"
-    ambiguities = C.ambiguities(
-        ("A2", "A7", "A8", "A9", "A12"),
+    reference = (
+        "Wu & Su (ICML 2023), diagonal-linear-network experiment: sharpness and test error of "
+        "SGD vs GD solutions across learning rates"
+    )
+    spec_reference = reference
+    ambiguities = documented_defaults(
+        ("sampling", "convergence", "budget", "loss", "GD schedule"),
         {
-            "A3": "inputs x ~ N(0, I_d) (option: inputs=cube for Unif[-1,1]^d)",
-            "A5": "test error = test MSE E(f - f*)^2 on n_test fresh samples (relative MSE kept)",
-            "A6": "cubic warm-up η_t = η·min(1,(t+1)/T_w)^3, then constant; no clipping",
-            "A11": "a⊙b parameterization",
+            "inputs": "inputs x ~ N(0, I_d) (option: inputs=cube for Unif[-1,1]^d)",
+            "test error": "test MSE E(f - f*)^2 on n_test fresh samples (relative MSE kept)",
+            "SGD schedule": "cubic warm-up η_t = η·min(1,(t+1)/T_w)^3, then constant; no clipping",
+            "parameterization": "a⊙b",
         },
     )
     config_cls = E1Config
 
-    def specs(self, config: E1Config) -> list[RunSpec]:
-        """One unit per (optimizer, η, seed)."""
-        return C.sweep_specs(config, "lr", config.lrs)
+    def compute(self, config: E1Config, spec: RunSpec) -> Record:
+        """Train the unit's runs (every η and seed; one initialization per seed), measure them."""
+        opt = str(spec.params["optimizer"])
+        plans = []
+        no_extra: dict[str, float] = {}
+        for seed in config.seeds:
+            model = init_diagonal(config.d, config.init_scale, seed)
+            runs = [(run_key(opt, "lr", lr, seed), lr, model, no_extra) for lr in config.lrs]
+            plans += sweep_plans(config, opt, seed, config.problem(seed), runs)
+        return sweep_unit(config, opt, plans)
 
-    def compute(self, config: E1Config, spec: RunSpec) -> dict[str, Any]:
-        """Train one run with the fast closed-form trainer and measure the solution."""
-        p = spec.params
-        return C.run_unit(config, opt=p["optimizer"], lr=float(p["lr"]), seed=int(p["seed"]))
+    def analyze_runs(self, config: E1Config, runs: dict[str, Record]) -> list[Claim]:
+        """Claims E1.1–E1.6 (see :func:`analyze_e1`)."""
+        return analyze_e1(config, runs)
 
-    def analyze(self, config: E1Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
-        """Claims E1.1–E1.6 of the spec's "what must be seen" list."""
-        return analyze_e1(config, results)
-
-    def plot(
-        self, config: E1Config, results: dict[str, dict[str, Any]], fig_dir: Path
-    ) -> list[Path]:
+    def plot_runs(self, config: E1Config, runs: dict[str, Record], fig_dir: Path) -> list[Path]:
         """Three panels: SGD measures vs η, GD measures vs η, test MSE vs η."""
-        return plot_e1(config, results, fig_dir)
+        return plot_e1(config, runs, fig_dir)
 
-    def tables(
-        self, config: E1Config, results: dict[str, dict[str, Any]]
-    ) -> list[tuple[str, list[dict[str, Any]]]]:
-        """The spec's [SIM]-style calibration table (medians over seeds)."""
+    def table_runs(self, config: E1Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:
+        """The calibration table (medians over seeds)."""
         keys = ("trace", "frobenius", "lambda_max", "l1", "balancedness", "test_mse")
-        rows = []
-        for lr in sorted(config.lrs):
-            row: dict[str, Any] = {"lr": lr, "2/lr": 2.0 / lr}
-            for opt in config.optimizers:
-                row.update(
-                    C.summary_cells(opt, C.select(results, opt, converged_only=False, lr=lr), keys)
-                )
-            rows.append(row)
-        return [("E1 medians over seeds (cf. spec [SIM] table)", rows)]
+        rows = A.median_table(
+            runs,
+            config.optimizers,
+            "lr",
+            sorted(config.lrs),
+            keys,
+            lead=lambda lr: {"2/lr": 2 / lr},
+        )
+        return [("E1 medians over seeds", rows)]
 
 
 # --------------------------------------------------------------------------------------
 
 
-def _medians(
-    results: dict[str, dict[str, Any]], opt: str, key: str, lrs: list[float]
-) -> list[float]:
-    return C.medians(results, opt, key, "lr", lrs)
+def _medians(results: dict[str, Record], opt: str, key: str, lrs: list[float]) -> list[float]:
+    return A.medians(results, opt, key, "lr", lrs)
 
 
 def _fold(x: list[float]) -> float:
@@ -125,8 +139,8 @@ def _fold(x: list[float]) -> float:
     return x[0] / x[-1]
 
 
-def analyze_e1(config: E1Config, results: dict[str, dict[str, Any]]) -> list[Claim]:
-    """Turn the spec's E1 items 1–6 into claims (medians over seeds, converged runs only).
+def analyze_e1(config: E1Config, results: dict[str, Record]) -> list[Claim]:
+    """The six E1 claims on per-run records (medians over seeds, converged runs only).
 
     Items needing both optimizers are skipped when one is not configured.
     """
@@ -137,15 +151,15 @@ def analyze_e1(config: E1Config, results: dict[str, dict[str, Any]]) -> list[Cla
     has_sgd = "sgd" in config.optimizers
     has_gd = "gd" in config.optimizers
     if has_sgd:
-        sgd = C.select(results, "sgd", converged_only=False)
-        conv = C.select(results, "sgd")
+        sgd = A.select(results, "sgd", converged_only=False)
+        conv = A.select(results, "sgd")
         # E1.1 trace bound on every converged SGD run.
-        worst = C.worst_trace_ratio(conv, n, B)
+        worst = A.worst_trace_ratio(conv, n, B)
         claims.append(
-            C.make_claim(
+            A.make_claim(
                 "E1.1",
-                "Every converged SGD run satisfies the trace bound Tr G ≤ 2/η (R1, B = 1).",
-                f"{len(conv)}/{len(sgd)} SGD runs converged; max Tr G/(2/η_eff) = {C.fmt(worst)}",
+                "Every converged SGD run satisfies the trace bound Tr G ≤ 2/η (B = 1).",
+                f"{len(conv)}/{len(sgd)} SGD runs converged; max Tr G/(2/η_eff) = {A.fmt(worst)}",
                 bool(conv) and worst <= 1 + slack and len(conv) == len(sgd),
                 f"all SGD runs converge and max η_eff·Tr G/2 ≤ {1 + slack:g}",
             )
@@ -154,13 +168,13 @@ def analyze_e1(config: E1Config, results: dict[str, dict[str, Any]]) -> list[Cla
         tr = _medians(results, "sgd", "trace", lrs)
         top = lrs[-min(3, len(lrs)) :]
         near = [lr * t / 2.0 for lr, t in zip(lrs, tr) if lr in top]
-        rho = C.spearman(lrs, tr)
+        rho = A.spearman(lrs, tr)
         claims.append(
-            C.make_claim(
+            A.make_claim(
                 "E1.2",
                 "SGD's Tr G falls with η and stays near 2/η at the largest learning rates.",
-                f"η·Tr G/2 at the {len(top)} largest η = {[C.fmt(v) for v in near]}; "
-                f"Spearman(η, Tr G) = {C.fmt(rho)}",
+                f"η·Tr G/2 at the {len(top)} largest η = {[A.fmt(v) for v in near]}; "
+                f"Spearman(η, Tr G) = {A.fmt(rho)}",
                 bool(near) and min(near) >= 0.5 and rho <= -0.8,
                 "η·Tr G/2 ≥ 0.5 (median over seeds) at the 3 largest η and Spearman ≤ −0.8",
             )
@@ -170,47 +184,47 @@ def analyze_e1(config: E1Config, results: dict[str, dict[str, Any]]) -> list[Cla
         lm = _medians(results, "sgd", "lambda_max", lrs)
         f_tr, f_fr, f_lm = _fold(tr), _fold(fr), _fold(lm)
         claims.append(
-            C.make_claim(
+            A.make_claim(
                 "E1.3",
                 "At the SGD solutions ‖G‖_F and λ_max also shrink with η, but much less than Tr G.",
-                f"decrease factor (smallest/largest η): Tr {C.fmt(f_tr)}, ‖G‖_F {C.fmt(f_fr)}, "
-                f"λ_max {C.fmt(f_lm)}",
+                f"decrease factor (smallest/largest η): Tr {A.fmt(f_tr)}, ‖G‖_F {A.fmt(f_fr)}, "
+                f"λ_max {A.fmt(f_lm)}",
                 f_fr >= 1.0 and f_lm >= 1.0 and f_tr >= 2 * f_fr and f_tr >= 2 * f_lm,
                 "factors of ‖G‖_F and λ_max ≥ 1 and ≤ ½·(factor of Tr G)",
             )
         )
         # E1.5 SGD test MSE falls monotonically with η, spanning ≥ 10×.
         te = _medians(results, "sgd", "test_mse", lrs)
-        rho_te, span = C.spearman(lrs, te), C.max_over_min(te, skip_missing=True)
+        rho_te, span = A.spearman(lrs, te), A.max_over_min(te, skip_missing=True)
         claims.append(
-            C.make_claim(
+            A.make_claim(
                 "E1.5",
                 "SGD's test MSE falls monotonically with η and spans at least 10× across the grid.",
-                f"test MSE = {[C.fmt(v) for v in te]}; Spearman = {C.fmt(rho_te)}; "
-                f"max/min = {C.fmt(span)}",
+                f"test MSE = {[A.fmt(v) for v in te]}; Spearman = {A.fmt(rho_te)}; "
+                f"max/min = {A.fmt(span)}",
                 rho_te <= -0.8 and span >= 10.0,
                 "Spearman(η, test MSE) ≤ −0.8 and max/min ≥ 10",
             )
         )
     if has_gd:
-        gd = C.select(results, "gd", converged_only=False)
-        lam0 = C.median([r["init_lambda_max"] for r in gd])
+        gd = A.select(results, "gd", converged_only=False)
+        lam0 = A.median([r["init_lambda_max"] for r in gd])
         stable = [lr for lr in lrs if lr <= 2.0 / lam0] if math.isfinite(lam0) else []
         # A stable-at-init η where no GD run converged has a NaN median: max/min skips it, so
         # the flatness is judged only over the η with a finite median, and ≥ 2 of those are
         # required (one finite median would give max/min = 1 trivially).
         meds = {k: _medians(results, "gd", k, stable) for k in ("trace", "frobenius", "lambda_max")}
-        spans = {k: C.max_over_min(v, skip_missing=True) for k, v in meds.items()}
-        n_fin = min((C.count_finite(v) for v in meds.values()), default=0)
-        conv_gd = C.select(results, "gd")
+        spans = {k: A.max_over_min(v, skip_missing=True) for k, v in meds.items()}
+        n_fin = min((A.count_finite(v) for v in meds.values()), default=0)
+        conv_gd = A.select(results, "gd")
         claims.append(
-            C.make_claim(
+            A.make_claim(
                 "E1.4",
                 "GD's Tr G, ‖G‖_F and λ_max stay essentially flat over the η at which the "
                 "initialization is already GD-stable.",
-                f"λ_max(G_0) = {C.fmt(lam0)}; GD-stable-at-init η: {[C.fmt(x) for x in stable]} "
+                f"λ_max(G_0) = {A.fmt(lam0)}; GD-stable-at-init η: {[A.fmt(x) for x in stable]} "
                 f"({n_fin} with a converged GD run); max/min: "
-                + ", ".join(f"{k} {C.fmt(v)}" for k, v in spans.items())
+                + ", ".join(f"{k} {A.fmt(v)}" for k, v in spans.items())
                 + f"; GD converged {len(conv_gd)}/{len(gd)}",
                 n_fin >= 2 and all(v <= 1.25 for v in spans.values()),
                 "≥ 2 GD-stable-at-init η with a finite median (≥ 1 converged GD run) and max/min "
@@ -218,12 +232,12 @@ def analyze_e1(config: E1Config, results: dict[str, dict[str, Any]]) -> list[Cla
             )
         )
         gte = _medians(results, "gd", "test_mse", stable)
-        span_gd = C.max_over_min(gte, skip_missing=True)
-        n_fin_te = C.count_finite(gte)
+        span_gd = A.max_over_min(gte, skip_missing=True)
+        n_fin_te = A.count_finite(gte)
         passed = n_fin_te >= 2 and span_gd <= 1.2
         measured = (
             f"GD test MSE (stable-at-init η, {n_fin_te}/{len(stable)} with a converged run) "
-            f"max/min = {C.fmt(span_gd)}"
+            f"max/min = {A.fmt(span_gd)}"
         )
         criterion = (
             "≥ 2 GD-stable-at-init η with a finite median test MSE and max/min ≤ 1.2 over them"
@@ -235,10 +249,10 @@ def analyze_e1(config: E1Config, results: dict[str, dict[str, Any]]) -> list[Cla
             finite = math.isfinite(g_top) and math.isfinite(s_top)
             ratio = (g_top / s_top if s_top > 0 else float("inf")) if finite else float("nan")
             passed = passed and ratio >= 10.0
-            measured += f"; at η = {C.fmt(lrs[-1])}: GD {C.fmt(g_top)} vs SGD {C.fmt(s_top)}"
+            measured += f"; at η = {A.fmt(lrs[-1])}: GD {A.fmt(g_top)} vs SGD {A.fmt(s_top)}"
             criterion += " and GD/SGD test MSE ≥ 10 at the largest η"
         claims.append(
-            C.make_claim(
+            A.make_claim(
                 "E1.6",
                 "GD's test MSE is roughly constant in η and far above SGD's at the largest η.",
                 measured,
@@ -250,10 +264,10 @@ def analyze_e1(config: E1Config, results: dict[str, dict[str, Any]]) -> list[Cla
     return claims
 
 
-@C.styled
-def plot_e1(config: E1Config, results: dict[str, dict[str, Any]], fig_dir: Path) -> list[Path]:
+@plots.styled
+def plot_e1(config: E1Config, results: dict[str, Record], fig_dir: Path) -> list[Path]:
     """Write ``e1_sweep.{png,pdf}``: SGD measures, GD measures and test MSE against η."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: matplotlib is only needed for figures
 
     lrs = sorted(config.lrs)
     grid = np.logspace(math.log10(lrs[0]), math.log10(lrs[-1]), 50)
@@ -266,19 +280,19 @@ def plot_e1(config: E1Config, results: dict[str, dict[str, Any]], fig_dir: Path)
             continue
         for key, lab in labels.items():
             ax.plot(lrs, _medians(results, opt, key, lrs), marker=markers[key], label=lab)
-            for r in C.select(results, opt):
+            for r in A.select(results, opt):
                 ax.scatter(r["lr"], r[key], s=8, color="0.6", zorder=0)
         if opt == "sgd":
-            ref = [C.sgd_curvature_threshold(x, config.n, config.batch_size) for x in grid]
-            ax.plot(grid, ref, "k--", label="2/η (R1 trace bound)")
+            ref = [A.sgd_curvature_threshold(x, config.n, config.batch_size) for x in grid]
+            ax.plot(grid, ref, "k--", label="2/η (SGD trace bound)")
             title = f"SGD (B = {config.batch_size})"
         else:
-            ax.plot(grid, [C.gd_curvature_threshold(x) for x in grid], "k--", label="2/η (GD)")
+            ax.plot(grid, [A.gd_curvature_threshold(x) for x in grid], "k--", label="2/η (GD)")
             title = "GD"
-        C.loglog_panel(
+        plots.loglog_panel(
             ax, xlabel="learning rate η", ylabel="sharpness at the solution", title=title
         )
-    C.plot_optimizer_medians(axes[2], results, config.optimizers, "test_mse", "lr", lrs)
-    C.loglog_panel(axes[2], xlabel="learning rate η", ylabel="test MSE", title="Test error")
+    plots.plot_optimizer_medians(axes[2], results, config.optimizers, "test_mse", "lr", lrs)
+    plots.loglog_panel(axes[2], xlabel="learning rate η", ylabel="test MSE", title="Test error")
     fig.suptitle(f"E1: diagonal linear net, d = {config.d}, n = {config.n} (medians over seeds)")
-    return C.save_figure_pair(fig, fig_dir, "e1_sweep")
+    return plots.save_figure_pair(fig, fig_dir, "e1_sweep")

@@ -1,0 +1,378 @@
+"""Scalar-output networks of the companions: the digits task, the large initialization, training.
+
+The networks are the library's :class:`dynstab.models.MLP` (one hidden layer, scalar output)
+and :class:`dynstab.models.UnivariateReLU`, trained by :func:`dynstab.training.train` — with
+their closed-form gradients (``gradient="auto"``), batches drawn by
+:class:`dynstab.sampling.Sampling` (i.i.d. without replacement by default), a cubic warm-up
+(:class:`dynstab.training.Warmup`) and the stopping rule of :class:`dynstab.training.
+StoppingRule` with ``require_full_lr=True`` (converged: ½-MSE ≤ ``stop_loss`` with at least
+``min_full_lr_fraction`` of the updates at the full η).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dynstab.models import MLP
+from dynstab.norms import gram_spectrum
+from dynstab.training import GramMonitor, Monitor, TrainResult, Warmup, train
+from dynstab_repro.base import Experiment, RunSpec
+from dynstab_repro.companions.minima import JSONScalar, gram_float64, gram_summary
+from dynstab_repro.companions.results import MAX_POINTS, finite, thin
+from dynstab_repro.config import ExperimentConfig
+
+__all__ = [
+    "CHECK_EVERY",
+    "ScalarRunSettings",
+    "ScalarSweep",
+    "ScalarSweepConfig",
+    "digits_task",
+    "loss_curve",
+    "run_summary",
+    "shallow_mlp",
+    "train_scalar",
+    "train_scalar_run",
+]
+
+#: Steps between full-loss checks (SGD) and loss records.
+CHECK_EVERY = 50
+
+
+def digits_task(
+    n: int, *, classes: tuple[int, ...] = (), dtype: torch.dtype = torch.float64
+) -> tuple[Tensor, Tensor]:
+    """Scalar-output ½-MSE task from sklearn's 8×8 digits (offline).
+
+    The first ``n`` samples (of ``classes`` if given, else of all ten digits) with inputs scaled
+    to unit Euclidean norm and targets y = +1 for even digits (or the first listed class) and
+    −1 otherwise. Deterministic (no randomness).
+
+    Returns:
+        ``(X, y)`` of shapes ``(n, 64)`` and ``(n,)``.
+
+    Raises:
+        ValueError: If fewer than ``n`` samples are available.
+    """
+    from sklearn.datasets import load_digits  # deferred: optional heavy dependency ([data])
+
+    Xa, ya = load_digits(return_X_y=True)
+    if classes:
+        keep = np.isin(ya, classes)
+        Xa, ya = Xa[keep], ya[keep]
+        lab = np.where(ya == classes[0], 1.0, -1.0)
+    else:
+        lab = np.where(ya % 2 == 0, 1.0, -1.0)
+    if n > len(Xa):
+        raise ValueError(
+            f"digits_task: n must be at most {len(Xa)} for classes={classes}; got {n}. "
+            "Use fewer samples or more classes."
+        )
+    X = torch.tensor(Xa[:n], dtype=dtype)
+    X = X / X.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return X, torch.tensor(lab[:n], dtype=dtype)
+
+
+def shallow_mlp(
+    d: int,
+    m: int,
+    *,
+    init_scale: float,
+    activation: str,
+    seed: int,
+    bias_scale: float = 0.0,
+) -> MLP:
+    """``MLP([d, m, 1])`` in float64 with the large Gaussian initialization of MM23 / WWS22.
+
+    f(x) = Σ_j a_j φ(w_jᵀx + b_j) + c with w_j ~ N(0, s²I_d), a_j ~ N(0, s²/m), b_j ~ N(0, β²)
+    and c = 0 (s = ``init_scale``, β = ``bias_scale``), drawn in that order from
+    ``torch.Generator().manual_seed(seed)``. For unit-norm inputs the pre-activations are
+    N(0, s²): s ≈ 1 puts tanh units in their curved range, and larger s gives sharper nearby
+    minima (the "large initialization" of Mulayoff & Michaeli).
+
+    Example:
+        >>> net = shallow_mlp(3, 4, init_scale=1.0, activation="tanh", seed=0)
+        >>> [tuple(p.shape) for p in net.parameters()]
+        [(4, 3), (4,), (1, 4), (1,)]
+    """
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(m, d, generator=g, dtype=torch.float64) * init_scale
+    a = torch.randn(m, generator=g, dtype=torch.float64) * init_scale / math.sqrt(m)
+    b = torch.randn(m, generator=g, dtype=torch.float64) * bias_scale
+    net = MLP([d, m, 1], activation=activation, generator=g, dtype=torch.float64)
+    net.load_state_dict(
+        {
+            "layers.0.weight": W,
+            "layers.0.bias": b,
+            "layers.1.weight": a[None, :],
+            "layers.1.bias": torch.zeros(1, dtype=torch.float64),
+        }
+    )
+    return net
+
+
+def train_scalar(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    *,
+    lr: float,
+    steps: int,
+    batch_size: int,
+    sampling: str = "without",
+    warmup_steps: int = 0,
+    seed: int = 0,
+    stop_loss: float | None = 1e-10,
+    min_full_lr_fraction: float = 0.2,
+    check_every: int = CHECK_EVERY,
+    divergence_threshold: float = 1e8,
+    monitors: Sequence[Monitor] = (),
+) -> TrainResult:
+    """Plain SGD/GD on the ½-MSE with :func:`dynstab.training.train`, the model in place.
+
+    ``batch_size`` 0 (or ≥ n without replacement) is GD; batches are i.i.d. across steps from
+    the sampler seeded with ``seed``; η_t = η·min(1, (t+1)/T_w)³ (``warmup_steps`` = T_w).
+    The full loss is checked every ``check_every`` steps (every step for GD) and recorded every
+    ``check_every`` steps; the run stops when it has converged at the full rate, diverged
+    (loss > ``divergence_threshold`` or non-finite) or used its ``steps``.
+    """
+    n = X.shape[0]
+    gd = batch_size == 0 or (batch_size >= n and sampling == "without")
+    return train(
+        model,
+        X,
+        y,
+        lr=lr,
+        steps=steps,
+        batch_size=None if gd else batch_size,
+        sampling=sampling,
+        schedule=Warmup(warmup_steps, 3.0) if warmup_steps > 0 else None,
+        seed=None if gd else seed,
+        stop_loss=stop_loss,
+        min_full_lr_fraction=min_full_lr_fraction,
+        require_full_lr=True,
+        divergence_threshold=divergence_threshold,
+        eval_every=check_every,
+        monitors=monitors,
+        gradient="auto",
+    )
+
+
+def loss_curve(res: TrainResult) -> tuple[list[int], list[float | None]]:
+    """The recorded full-loss curve of a run, thinned to :data:`MAX_POINTS` points."""
+    steps, values = res.history.as_arrays("loss")
+    idx = thin(list(range(len(steps))), MAX_POINTS)
+    return [int(steps[i]) for i in idx], [finite(values[i]) for i in idx]
+
+
+def run_summary(res: TrainResult) -> dict[str, JSONScalar | list[int] | list[float | None]]:
+    """JSON-able outcome of a run: flags, steps, final loss, learning rates, loss curve."""
+    loss_steps, loss_values = loss_curve(res)
+    return {
+        "converged": res.converged,
+        "diverged": res.diverged,
+        "steps_run": res.steps_run,
+        "final_loss": finite(res.final_loss),
+        "lr_at_loss_threshold": res.lr_at_loss_threshold,
+        "effective_lr": res.effective_lr,
+        "loss_steps": loss_steps,
+        "loss_values": loss_values,
+    }
+
+
+class ScalarRunSettings(Protocol):
+    """The training settings :func:`train_scalar_run` reads from an experiment's config."""
+
+    @property
+    def activation(self) -> str:
+        """φ of the hidden layer."""
+        ...
+
+    @property
+    def init_scale(self) -> float:
+        """Scale s of the large Gaussian initialization (:func:`shallow_mlp`)."""
+        ...
+
+    @property
+    def steps(self) -> int:
+        """Maximum number of updates."""
+        ...
+
+    @property
+    def warmup_steps(self) -> int:
+        """Cubic warm-up length."""
+        ...
+
+    @property
+    def stop_loss(self) -> float:
+        """Interpolation threshold on the ½-MSE."""
+        ...
+
+    @property
+    def min_full_lr_fraction(self) -> float:
+        """Fraction of the updates at the full η required to stop as converged."""
+        ...
+
+
+def train_scalar_run(
+    settings: ScalarRunSettings,
+    X: Tensor,
+    y: Tensor,
+    *,
+    width: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    bounds: bool = False,
+    init_seed: int = 0,
+    record_every: int = 0,
+    sampling: str = "without",
+) -> dict[str, object]:
+    """Train a :func:`shallow_mlp` on a scalar ½-MSE task and measure the minimum.
+
+    The initialization (seeded by ``init_seed``, shared by all runs as in MM23) is
+    :func:`shallow_mlp` of the given ``width``; training is :func:`train_scalar` with the
+    ``settings`` (``batch_size`` 0 = GD). At the final iterate the float64 K = JJᵀ/n gives
+    :func:`~.minima.gram_summary` (exact η* included; with ``bounds`` also MM23 (15) and (24)).
+    With ``record_every`` > 0 the alignment μ(θ_t) of Wu, Wang & Su (2022) and ‖H‖_F = ‖K‖_F are
+    recorded along training (:class:`dynstab.training.GramMonitor`).
+
+    Returns:
+        JSON-able dict: run settings, the :func:`run_summary` fields, ``init_lambda_max``, the
+        :func:`~.minima.gram_summary` fields and, if recorded, ``history`` =
+        {"step", "mu", "frobenius", "loss"} (≤ :data:`MAX_POINTS` points).
+    """
+    t0 = time.perf_counter()
+    n, d = X.shape
+    net = shallow_mlp(
+        d, width, init_scale=settings.init_scale, activation=settings.activation, seed=init_seed
+    )
+    init_lambda = gram_spectrum(gram_float64(net, X)).lambda_max
+    monitors: list[Monitor] = []
+    if record_every > 0:
+        monitors = [GramMonitor(every=record_every, measures=("alignment", "frobenius"), prefix="")]
+    res = train_scalar(
+        net,
+        X,
+        y,
+        lr=lr,
+        steps=settings.steps,
+        batch_size=batch_size,
+        sampling=sampling,
+        warmup_steps=settings.warmup_steps,
+        seed=seed,
+        stop_loss=settings.stop_loss,
+        min_full_lr_fraction=settings.min_full_lr_fraction,
+        monitors=monitors,
+    )
+    gd = res.sampling == "full"
+    out: dict[str, object] = {
+        "lr": lr,
+        "B": 0 if gd else batch_size,
+        "seed": seed,
+        "width": width,
+        "n": n,
+        "init_lambda_max": init_lambda,
+        **run_summary(res),
+    }
+    if not res.diverged:
+        out.update(
+            gram_summary(
+                gram_float64(net, X),
+                lr=lr,
+                batch_size=n if gd else batch_size,
+                sampling="without" if gd else sampling,
+                bounds=bounds,
+                generator=torch.Generator().manual_seed(seed),
+            ).to_dict()
+        )
+    if record_every > 0:
+        out["history"] = _alignment_history(res)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _alignment_history(res: TrainResult) -> dict[str, list[float | None] | list[int]]:
+    h = res.history
+    steps, mu = h.as_arrays("alignment")
+    fro = dict(zip(*(v.tolist() for v in h.as_arrays("frobenius")), strict=True))
+    loss = dict(zip(*(v.tolist() for v in h.as_arrays("loss")), strict=True))
+    idx = thin(list(range(len(steps))), MAX_POINTS)
+    return {
+        "step": [int(steps[i]) for i in idx],
+        "mu": [finite(mu[i]) for i in idx],
+        "frobenius": [finite(fro.get(int(steps[i]))) for i in idx],
+        "loss": [finite(loss.get(int(steps[i]))) for i in idx],
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalarSweepConfig(ExperimentConfig):
+    """Settings of an (η, B, seed) sweep of :func:`shallow_mlp` networks on the digits task.
+
+    Attributes:
+        n: Training samples.
+        width: Hidden width m.
+        activation: ``"tanh"`` or ``"relu"``.
+        init_scale: Initialization scale s (w_j ~ N(0, s²I), a_j ~ N(0, s²/m)).
+        lrs: Learning rates η.
+        batch_sizes: SGD batch sizes B (i.i.d. batches without replacement); 0 means GD.
+        steps: Maximum updates.
+        warmup_steps: Cubic warm-up length.
+        stop_loss: Interpolation threshold on the ½-MSE.
+        min_full_lr_fraction: Fraction of updates at the full η for "converged at η".
+        seeds: Batch-sampling seeds (the initialization is shared, as in MM23).
+    """
+
+    n: int = 40
+    width: int = 64
+    activation: str = "tanh"
+    init_scale: float = 1.0
+    lrs: tuple[float, ...] = (0.1,)
+    batch_sizes: tuple[int, ...] = (2, 0)
+    steps: int = 20000
+    warmup_steps: int = 2000
+    stop_loss: float = 1e-10
+    min_full_lr_fraction: float = 0.2
+    seeds: tuple[int, ...] = (0,)
+
+
+class ScalarSweep(Experiment):
+    """An (η, B, seed) sweep of :func:`shallow_mlp` networks on :func:`digits_task`.
+
+    Subclasses set ``classes`` (digit classes; empty: parity of all ten digits) and ``bounds``
+    (also measure MM23's bounds (15) and (24)); one unit is one :func:`train_scalar_run`.
+    """
+
+    classes: ClassVar[tuple[int, ...]] = ()
+    bounds: ClassVar[bool] = False
+
+    def specs(self, config: ScalarSweepConfig) -> list[RunSpec]:
+        """One unit per (η, B, seed)."""
+        return [
+            RunSpec(f"lr={lr:g}_B={B if B else 'GD'}_seed={s}", {"lr": lr, "B": B, "seed": s})
+            for lr in config.lrs
+            for B in config.batch_sizes
+            for s in config.seeds
+        ]
+
+    def run_one(self, config: ScalarSweepConfig, spec: RunSpec) -> dict[str, object]:
+        """Train one run to near interpolation, then measure the minimum from K."""
+        X, y = digits_task(config.n, classes=self.classes)
+        return train_scalar_run(
+            config,
+            X,
+            y,
+            width=config.width,
+            lr=float(spec.params["lr"]),
+            batch_size=int(spec.params["B"]),
+            seed=int(spec.params["seed"]),
+            bounds=self.bounds,
+        )
