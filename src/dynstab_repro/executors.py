@@ -111,6 +111,7 @@ class SignalGuard:
     """
 
     SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+    _active: SignalGuard | None = None
 
     def __init__(self) -> None:
         self._old: dict[int, Any] = {}
@@ -131,6 +132,7 @@ class SignalGuard:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handler)
+            SignalGuard._active = self
         return self
 
     def __exit__(
@@ -142,6 +144,21 @@ class SignalGuard:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
+        if SignalGuard._active is self:
+            SignalGuard._active = None
+
+    @classmethod
+    def safe_point(cls) -> contextlib.AbstractContextManager[None]:
+        """Hold signals back inside library code that must not be interrupted mid-way.
+
+        A signal turned into an exception at an arbitrary bytecode inside ``threading`` or
+        :mod:`concurrent.futures` can leave one of their locks held: the pool's manager thread
+        then blocks forever and the interpreter hangs at exit. Blocking waits on the pool
+        therefore run inside this block (with a timeout) and the signal is raised after it.
+        Without an active guard it does nothing.
+        """
+        guard = cls._active
+        return guard.deferred() if guard is not None else contextlib.nullcontext()
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
@@ -304,6 +321,7 @@ class SerialExecutor:
 # --------------------------------------------------------------------------- local workers
 
 _PR_SET_PDEATHSIG = 1
+_POLL_S = 0.25  # longest delay between a signal and the runner acting on it
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -335,6 +353,25 @@ def _init_worker(threads: int, parent_pid: int | None = None) -> None:
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # already set once parallel work started
         torch.set_num_interop_threads(1)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block ``SIGINT`` in this thread while child processes are started.
+
+    A child inherits the signal mask across ``fork`` and ``exec``: a worker still importing
+    (before :func:`_init_worker` ignores ``SIGINT``) would otherwise die of a Ctrl-C sent to the
+    process group with a ``KeyboardInterrupt`` traceback. A ``SIGINT`` that reaches the runner
+    meanwhile stays pending and is delivered when the block ends.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # not on Windows
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _stop_processes(procs: Sequence[Any], grace_s: float = TERMINATE_GRACE_S) -> None:
@@ -387,21 +424,23 @@ class LocalExecutor:
             return
         workers, threads = self.threads_per_worker(len(tasks))
         ctx = multiprocessing.get_context(self.start_method)
-        pool = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(threads, os.getpid()),
-        )
         self._futures = {}
         self._delivered = set()
         finished = False
-        try:
+        with _sigint_blocked():  # the pool spawns its workers (and resource tracker) here
+            pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(threads, os.getpid()),
+            )
             for task in tasks:
                 self._futures[pool.submit(execute_unit, task)] = task
+        try:
             pending = set(self._futures)
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                with SignalGuard.safe_point():  # SIGINT/SIGTERM raise after the wait, not inside
+                    done, pending = wait(pending, timeout=_POLL_S, return_when=FIRST_COMPLETED)
                 for fut in done:
                     self._delivered.add(fut)
                     yield self._outcome(fut)
