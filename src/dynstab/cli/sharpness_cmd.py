@@ -2,8 +2,10 @@
 
 Sources (exactly one):
 
-* ``--toy NAME``: a small seeded float64 problem (``linear``, ``diagonal``, ``mlp-tanh``,
-  ``two-layer-relu``), ½-MSE loss;
+* ``--toy NAME``: a small seeded float64 problem built from the library's models, ½-MSE loss on
+  Gaussian inputs and targets: ``linear`` (``MLP([10, 1], bias=False)``, n = 50), ``diagonal``
+  (``DiagonalLinearNet(20)``, n = 30), ``mlp-tanh`` (``MLP([10, 16, 16, 1], "tanh")``, n = 64),
+  ``two-layer-relu`` (``TwoLayerReLU(5, 50)``, n = 40);
 * ``--spec module:function`` or ``--spec path/to/file.py:function``: a callable returning
   ``(model, loss_fn, (X, y))`` (see :func:`dynstab.cli.common.load_spec`).
 
@@ -22,7 +24,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -44,67 +45,35 @@ from dynstab.io import atomic_write_json
 from dynstab.linalg import SpectralDensity
 from dynstab.losses import half_mse
 from dynstab.measures import MEASURES, SharpnessReport, sharpness
+from dynstab.models import MLP, DiagonalLinearNet, TwoLayerReLU
 
 __all__ = ["TOYS", "build_toy", "format_density", "parse_params", "register", "run", "run_density"]
 
 _DTYPE = torch.float64
 
 
-class _Diagonal(nn.Module):
-    """f(x) = ⟨a ⊙ b, x⟩."""
-
-    def __init__(self, d: int, g: torch.Generator) -> None:
-        super().__init__()
-        self.a = nn.Parameter(torch.randn(d, generator=g, dtype=_DTYPE))
-        self.b = nn.Parameter(torch.randn(d, generator=g, dtype=_DTYPE))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x @ (self.a * self.b)
-
-
-class _TwoLayerReLU(nn.Module):
-    """f(x) = Σ_j a_j relu(w_jᵀx), no biases."""
-
-    def __init__(self, d: int, m: int, g: torch.Generator) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(m, d, generator=g, dtype=_DTYPE) / math.sqrt(d))
-        self.a = nn.Parameter(torch.randn(m, generator=g, dtype=_DTYPE) / math.sqrt(m))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.relu(x @ self.w.T) @ self.a
-
-
-def _seeded_linear(fan_in: int, fan_out: int, g: torch.Generator, bias: bool = True) -> nn.Linear:
-    layer = nn.Linear(fan_in, fan_out, bias=bias).to(_DTYPE)
-    with torch.no_grad():
-        layer.weight.copy_(torch.randn(fan_out, fan_in, generator=g, dtype=_DTYPE) / fan_in**0.5)
-        if layer.bias is not None:
-            layer.bias.zero_()
-    return layer
-
-
 def _toy_linear(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
+    model = MLP([10, 1], bias=False, generator=g, dtype=_DTYPE)  # f(x) = ⟨w, x⟩: H = XᵀX/n
     X = torch.randn(50, 10, generator=g, dtype=_DTYPE)
-    return _seeded_linear(10, 1, g, bias=False), X, torch.randn(50, 1, generator=g, dtype=_DTYPE)
+    return model, X, torch.randn(50, generator=g, dtype=_DTYPE)
 
 
 def _toy_diagonal(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
+    model = DiagonalLinearNet(20, generator=g, dtype=_DTYPE)
     X = torch.randn(30, 20, generator=g, dtype=_DTYPE)
-    return _Diagonal(20, g), X, torch.randn(30, generator=g, dtype=_DTYPE)
+    return model, X, torch.randn(30, generator=g, dtype=_DTYPE)
 
 
 def _toy_mlp_tanh(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
-    model = nn.Sequential(
-        _seeded_linear(10, 16, g), nn.Tanh(), _seeded_linear(16, 16, g), nn.Tanh(),
-        _seeded_linear(16, 1, g),
-    )  # fmt: skip
+    model = MLP([10, 16, 16, 1], activation="tanh", generator=g, dtype=_DTYPE)
     X = torch.randn(64, 10, generator=g, dtype=_DTYPE)
-    return model, X, torch.randn(64, 1, generator=g, dtype=_DTYPE)
+    return model, X, torch.randn(64, generator=g, dtype=_DTYPE)
 
 
 def _toy_two_layer_relu(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
+    model = TwoLayerReLU(5, 50, generator=g, dtype=_DTYPE)
     X = torch.randn(40, 5, generator=g, dtype=_DTYPE)
-    return _TwoLayerReLU(5, 50, g), X, torch.randn(40, generator=g, dtype=_DTYPE)
+    return model, X, torch.randn(40, generator=g, dtype=_DTYPE)
 
 
 TOYS: dict[str, Callable[[torch.Generator], tuple[nn.Module, Tensor, Tensor]]] = {
@@ -133,7 +102,7 @@ def build_toy(
     Example:
         >>> model, loss_fn, (X, y) = build_toy("linear")
         >>> X.shape, y.shape
-        (torch.Size([50, 10]), torch.Size([50, 1]))
+        (torch.Size([50, 10]), torch.Size([50]))
     """
     if name not in TOYS:
         raise ValueError(f"unknown toy {name!r}; choose from {sorted(TOYS)}.")
