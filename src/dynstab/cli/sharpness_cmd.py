@@ -32,15 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dynstab.cli.common import (
-    CommandError,
-    add_placement_options,
-    exit_status,
-    load_checkpoint,
-    load_spec,
-    parse_device,
-    place,
-)
+from dynstab.cli.common import CommandError, add_placement_options, exit_status, load_model_source
 from dynstab.io import atomic_write_json
 from dynstab.linalg import SpectralDensity
 from dynstab.losses import half_mse
@@ -245,20 +237,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _problem(
     args: argparse.Namespace,
 ) -> tuple[nn.Module, Callable[..., Tensor], Any, dict[str, Any]]:
-    device = parse_device(args.device)
-    if args.toy is not None:
-        model, loss_fn, data = build_toy(args.toy, seed=args.seed)
-        source: dict[str, Any] = {"toy": args.toy, "seed": args.seed}
-    else:
-        model, loss_fn, data = load_spec(args.spec)
-        source = {"spec": args.spec}
-    if args.checkpoint:
-        source["checkpoint"] = str(args.checkpoint)
-        source["checkpoint_layout"] = load_checkpoint(model, args.checkpoint)
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(args.dtype or "")
-    model, data = place(model, data, device, dtype)
-    source.update({"device": str(device), "dtype": args.dtype})
-    return model, loss_fn, data, source
+    if args.toy is None:
+        return load_model_source(args)
+    toy = build_toy(args.toy, seed=args.seed)
+    return load_model_source(args, (toy, {"toy": args.toy, "seed": args.seed}))
 
 
 def parse_params(text: str | None) -> Callable[[str, Tensor], bool] | None:
