@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Dynamical (linear) stability of GD and SGD: sharpness, thresholds, "
         "verdicts and paper reproductions.",
         epilog="Exit codes: 0 ok (no claim failed), 1 a claim or unit failed, 2 usage or config "
-        "error, 3 environment, file-system or memory-budget error, 4 internal error, 130/143 interrupted "
-        "(SIGINT/SIGTERM; rerun the same command to resume).",
+        "error, 3 environment, file-system or memory-budget error, 4 internal error, 130/143 "
+        "interrupted (SIGINT/SIGTERM; rerun the same command to resume).",
     )
     parser.add_argument("--version", action="version", version=f"dynstab {__version__}")
     parser.add_argument(
