@@ -204,15 +204,27 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bins", type=int, default=10, help="histogram bins of the density")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``sharpness`` and ``density`` subcommands to ``subparsers``."""
-    parser = subparsers.add_parser(
-        "sharpness",
-        help="sharpness measures (λmax, trace, Frobenius, ...) of a model at a point",
+def _add_parser(
+    subparsers: argparse._SubParsersAction, name: str, help_text: str
+) -> argparse.ArgumentParser:
+    """A sub-parser of this module (its docstring as description) with the common options."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        help=help_text,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common_options(parser)
+    return parser
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``sharpness`` and ``density`` subcommands to ``subparsers``."""
+    parser = _add_parser(
+        subparsers,
+        "sharpness",
+        "sharpness measures (λmax, trace, Frobenius, ...) of a model at a point",
+    )
     parser.add_argument(
         "--measures",
         default="lambda_max,trace,frobenius",
@@ -223,14 +235,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-iters", type=int, default=100, help="Lanczos product budget")
     parser.add_argument("--num-probes", type=int, default=64, help="Hutchinson probes")
     parser.set_defaults(func=run)
-
-    dens = subparsers.add_parser(
+    dens = _add_parser(
+        subparsers,
         "density",
-        help="spectral density of the curvature (SLQ, or exact when small) as a histogram",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "spectral density of the curvature (SLQ, or exact when small) as a histogram",
     )
-    _add_common_options(dens)
     dens.set_defaults(func=run_density, measures="density")
 
 
