@@ -102,13 +102,25 @@ def _classification_dataset(
     one_hot_targets: bool,
     dtype: torch.dtype,
     meta: dict[str, Any],
+    standardize_inputs: bool | None = None,
     num_classes: int = 10,
 ) -> Dataset:
-    """Build a classification :class:`Dataset`; inputs are cast to ``dtype``.
+    """Build a classification :class:`Dataset` (the shared tail of the loaders).
 
+    With ``standardize_inputs=True`` every input feature is centred and scaled by the training
+    statistics (:func:`standardize`, shape-preserving); inputs are then cast to ``dtype``.
     Targets are one-hot ``(n, num_classes)`` (``one_hot_targets``) or float class indices
-    ``(n,)``; the int64 labels are kept as given.
+    ``(n,)``; the int64 labels are kept as given. ``meta`` is completed with ``n``, ``n_test``,
+    ``one_hot`` and (unless ``standardize_inputs`` is None: inputs taken as given)
+    ``standardized``.
     """
+    if standardize_inputs:
+        X, X_test_std = standardize(X, X_test)
+        X_test = X_test if X_test_std is None else X_test_std
+    meta = {**meta, "n": int(X.shape[0]), "n_test": int(X_test.shape[0])}
+    if standardize_inputs is not None:
+        meta["standardized"] = standardize_inputs
+    meta["one_hot"] = one_hot_targets
 
     def targets(lab: Tensor) -> Tensor:
         return one_hot(lab, num_classes, dtype=dtype) if one_hot_targets else lab.to(dtype)

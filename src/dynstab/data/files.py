@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from dynstab._checks import check_int
-from dynstab.data.dataset import Dataset, _classification_dataset, standardize
+from dynstab.data.dataset import Dataset, _classification_dataset
 
 __all__ = ["load_cifar10", "load_mnist", "read_idx"]
 
@@ -84,21 +84,17 @@ def _finish(
         x_test, y_test = x_test[:n_test], y_test[:n_test]
     x = x.to(torch.float64) / 255.0
     x_test = x_test.to(torch.float64) / 255.0
-    if standardize_inputs:
-        xs, xts = standardize(x.reshape(x.shape[0], -1), x_test.reshape(x_test.shape[0], -1))
-        x = xs.reshape(x.shape)
-        x_test = x_test if xts is None else xts.reshape(x_test.shape)
-    if flatten:
+    if flatten:  # standardization is per pixel: the same numbers in either layout
         x, x_test = x.reshape(x.shape[0], -1), x_test.reshape(x_test.shape[0], -1)
-    meta = {
-        **meta,
-        "n": int(x.shape[0]),
-        "n_test": int(x_test.shape[0]),
-        "standardized": standardize_inputs,
-        "one_hot": one_hot_targets,
-    }
     return _classification_dataset(
-        x, y, x_test, y_test, one_hot_targets=one_hot_targets, dtype=dtype, meta=meta
+        x,
+        y,
+        x_test,
+        y_test,
+        one_hot_targets=one_hot_targets,
+        dtype=dtype,
+        meta=meta,
+        standardize_inputs=standardize_inputs,
     )
 
 
