@@ -86,7 +86,10 @@ def register(subparsers: Any) -> None:
         help="dense η* only if nC(nC+1)/2 ≤ N, else matrix-free (default: the library's auto rule)",
     )
     p.add_argument(
-        "--rank-one", action=argparse.BooleanOptionalAction, default=True, help="MM23 (24) ascent"
+        "--rank-one",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rank-one lower bound by ascent (Mulayoff & Michaeli 2024, eq. 24)",
     )
     p.add_argument(
         "--route",

@@ -73,7 +73,7 @@ class Dataset:
 
 
 def one_hot(labels: Tensor, num_classes: int, *, dtype: torch.dtype = torch.float64) -> Tensor:
-    """Return 0/1 one-hot targets of shape ``(n, num_classes)`` (C21's ½·MSE targets).
+    """Return 0/1 one-hot targets ``(n, num_classes)`` (the ½·MSE targets of Cohen et al. 2021).
 
     Raises:
         ValueError: If a label is outside ``[0, num_classes)``.
@@ -141,9 +141,9 @@ def standardize(
 ) -> tuple[Tensor, Tensor | None]:
     """Centre and scale with the **training** statistics (population std, ddof = 0).
 
-    ``per_feature=True`` uses the mean and std of every feature over the samples (C21's
-    CIFAR preprocessing); features with std ≤ ``eps`` are only centred. ``per_feature=False``
-    uses one scalar mean and std over all entries (mnist1d's convention).
+    ``per_feature=True`` uses the mean and std of every feature over the samples (the CIFAR
+    preprocessing of Cohen et al. 2021); features with std ≤ ``eps`` are only centred.
+    ``per_feature=False`` uses one scalar mean and std over all entries (mnist1d's convention).
 
     Args:
         X: Training inputs ``(n, *)``.
@@ -180,8 +180,8 @@ def subset(
 ) -> Dataset:
     """Return a copy keeping ``n_train`` training and ``n_test`` test samples.
 
-    Without a generator the first samples are kept (C21's "abridged" sets); with one, a
-    uniformly random subset (without replacement, original order preserved) is kept.
+    Without a generator the first samples are kept (the "abridged" sets of Cohen et al. 2021);
+    with one, a uniformly random subset (without replacement, original order preserved) is kept.
 
     Raises:
         ValueError: If a requested size exceeds the available one.

@@ -7,8 +7,8 @@
 
 Preprocessing follows Cohen et al. (2021): pixels / 255, then (``standardize_inputs``) centring
 and scaling of every feature by the training mean and std; targets are one-hot 0/1 vectors for
-the ½·mean squared error. ``n_train`` keeps the first images (C21's ``cifar10-5k`` is
-``load_cifar10(root, n_train=5000)``); statistics are computed on the kept training images.
+the ½·mean squared error. ``n_train`` keeps the first images (``cifar10-5k`` of Cohen et al. 2021
+is ``load_cifar10(root, n_train=5000)``); statistics are computed on the kept training images.
 
 The CIFAR pickles are read with a restricted unpickler that only accepts NumPy array
 reconstruction, so a tampered file cannot execute code.

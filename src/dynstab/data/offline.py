@@ -1,7 +1,7 @@
 """Small classification data sets generated or bundled locally: mnist1d and sklearn digits.
 
 Nothing is downloaded and nothing is written to disk. Targets are one-hot 0/1 vectors for the
-½·mean squared error (C21's convention) or integer labels.
+½·mean squared error (the convention of Cohen et al. 2021) or integer labels.
 """
 
 from __future__ import annotations
