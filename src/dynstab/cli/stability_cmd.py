@@ -14,7 +14,9 @@ training checkpoint holding one). A Gram matrix file has no weights, so ``--chec
 ``--dtype`` are refused with ``--gram`` (K is always used in float64). ``--max-dense N`` lets
 the exact η* use its dense solver only when that problem is guaranteed to have at most ``N``
 rows (``nC(nC+1)/2 ≤ N``, an upper bound of the ρ(ρ+1)/2 rows it needs), else the matrix-free
-solver. The thresholds assume the ½-square loss at an interpolating minimum.
+solver. ``--rank-one`` (default) adds the rank-one bound, found by the ascent of Mulayoff &
+Michaeli (2024, eq. 24) from ``--seed``. The thresholds assume the ½-square loss at an
+interpolating minimum.
 
 ``--route`` picks how the row-space coordinates of K are built (:class:`StabilityProblem`):
 ``gram`` eigendecomposes the nC×nC matrix K, ``parameter`` the p×p matrix JᵀJ/n from the
@@ -86,10 +88,7 @@ def register(subparsers: Any) -> None:
         help="dense η* only if nC(nC+1)/2 ≤ N, else matrix-free (default: the library's auto rule)",
     )
     p.add_argument(
-        "--rank-one",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="rank-one lower bound by ascent (Mulayoff & Michaeli 2024, eq. 24)",
+        "--rank-one", action=argparse.BooleanOptionalAction, default=True, help="rank-one bound"
     )
     p.add_argument(
         "--route",
