@@ -104,8 +104,9 @@ def describe_os_error(exc: OSError) -> str:
 def describe_memory_error(exc: MemoryBudgetError) -> str:
     """One line naming the allocation that exceeded the memory budget and the fix.
 
-    The fix names ``--max-memory`` with a size that would hold the allocation, and the
-    library's cheaper alternatives (exact routes, solvers) when it listed any.
+    The fix names the ``--max-memory`` size that would hold the allocation, a smaller problem,
+    and the other exact routes with their cost when the library listed them (its other
+    alternatives are Python-API advice and are left out here).
 
     Example:
         >>> exc = MemoryBudgetError("...", what="the Gram matrix K of shape (90000, 90000)",
@@ -114,18 +115,22 @@ def describe_memory_error(exc: MemoryBudgetError) -> str:
         >>> print(describe_memory_error(exc))  # doctest: +NORMALIZE_WHITESPACE
         memory budget exceeded: the Gram matrix K of shape (90000, 90000) needs about 64.8 GB,
         above the budget of 8 GB; nothing was allocated. Fix: --max-memory 65GB if the machine
-        has that much free, or route='parameter' needs 2 GB
+        has that much free, or a smaller problem (fewer samples or parameters); other exact
+        routes: route='parameter' needs 2 GB
     """
     if not exc.what or exc.required_bytes <= 0:
         return f"memory budget exceeded: {exc}"
     need = exc.required_bytes
     unit, size = ("GB", 1e9) if need >= 1e9 else ("MB", 1e6)
-    fix = f"--max-memory {math.ceil(need / size)}{unit} if the machine has that much free"
-    # The library's alternatives in its own terms; its generic last one (a larger max_memory)
-    # is the --max-memory fix above.
-    others = [a for a in exc.alternatives if "max_memory" not in a]
-    if others:
-        fix += ", or " + "; ".join(others)
+    fix = (
+        f"--max-memory {math.ceil(need / size)}{unit} if the machine has that much free, or a "
+        "smaller problem (fewer samples or parameters)"
+    )
+    # the route alternatives of dynstab.criteria.routes: "route='gram' needs …", "… for the
+    # parameter route"
+    routes = [a for a in exc.alternatives if a.startswith("route=") or a.endswith(" route")]
+    if routes:
+        fix += "; other exact routes: " + "; ".join(routes)
     return (
         f"memory budget exceeded: {exc.what} needs about {format_bytes(need)}, above the budget "
         f"of {format_bytes(exc.budget_bytes)}; nothing was allocated. Fix: {fix}"
