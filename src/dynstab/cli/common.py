@@ -46,6 +46,7 @@ __all__ = [
     "EnvironmentProblem",
     "SpecResult",
     "add_placement_options",
+    "describe_memory_error",
     "describe_os_error",
     "exit_status",
     "load_checkpoint",
