@@ -6,7 +6,9 @@ private ``torch.Generator`` (no global seeding). ``*_interp`` variants replace t
 model's own outputs, so the point interpolates and H = G exactly.
 
 Stable API (other test modules import it): ``CASES``, ``CASE_IDS``, ``get_case(name)``,
-``Case.build()``, ``Problem``; module classes ``DiagonalLinear`` and ``TwoLayerReLU``.
+``Case.build()``, ``Problem``. The paper models are the library's own
+(:class:`~dynstab.models.DiagonalLinearNet`, :class:`~dynstab.models.TwoLayerReLU`), built with a
+private generator and then re-initialised from the case's generator by ``_init_``.
 
 Cases that stress the model-facing layer: ``frozen_first_layer`` (the 37-parameter net with
 its first layer frozen: p = 7 trainable parameters are measured), ``transformer_encoder``
@@ -27,6 +29,7 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from dynstab.losses import cross_entropy, half_mse
+from dynstab.models import DiagonalLinearNet, TwoLayerReLU
 
 DTYPE = torch.float64
 
@@ -91,33 +94,6 @@ class Case:
         return Problem(model, loss_fn, X, y, self)
 
 
-# -- tiny local modules (independent of dynstab.models) ---------------------------------------
-
-
-class DiagonalLinear(nn.Module):
-    """f(x) = ⟨a ⊙ b, x⟩, output shape (n,)."""
-
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.a = nn.Parameter(torch.zeros(d, dtype=DTYPE))
-        self.b = nn.Parameter(torch.zeros(d, dtype=DTYPE))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x @ (self.a * self.b)
-
-
-class TwoLayerReLU(nn.Module):
-    """f(x) = Σ_j a_j relu(w_jᵀ x), no biases, output shape (n,)."""
-
-    def __init__(self, d: int, m: int) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(m, d, dtype=DTYPE))
-        self.a = nn.Parameter(torch.zeros(m, dtype=DTYPE))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.relu(x @ self.w.T) @ self.a
-
-
 def _init_(model: nn.Module, g: torch.Generator, scale: float = 1.0) -> nn.Module:
     model = model.to(DTYPE)
     with torch.no_grad():
@@ -159,13 +135,15 @@ def _linear(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
 
 
 def _diagonal(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
-    model = _init_(DiagonalLinear(6), g, scale=2.0)  # p = 12
+    net = DiagonalLinearNet(6, generator=torch.Generator(), dtype=DTYPE)  # draw overwritten
+    model = _init_(net, g, scale=2.0)  # p = 12
     X = _x(g, 5, 6)
     return model, X, torch.randn(5, generator=g, dtype=DTYPE)
 
 
 def _two_layer_relu(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
-    model = _init_(TwoLayerReLU(4, 8), g, scale=1.5)  # p = 40
+    net = TwoLayerReLU(4, 8, generator=torch.Generator(), dtype=DTYPE)  # draw overwritten
+    model = _init_(net, g, scale=1.5)  # p = 40
     X = _x(g, 7, 4)
     return model, X, torch.randn(7, generator=g, dtype=DTYPE)
 

@@ -10,6 +10,7 @@ from dynstab.cli import sharpness_cmd
 from dynstab.cli.sharpness_cmd import TOYS, build_toy
 from dynstab.curvature import dense_hessian
 from dynstab.measures import sharpness
+from dynstab.models import MLP, DiagonalLinearNet, TwoLayerReLU
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -61,13 +62,13 @@ def test_spec_and_options_reach_sharpness(capsys):
 def test_checkpoint_is_loaded_into_model(tmp_path, capsys):
     model, _loss_fn, data = build_toy("linear")
     with torch.no_grad():
-        model.weight.mul_(0.0)  # different point: λ_max unchanged (H = XᵀX/n) but the loss changes
+        model.layers[0].weight.mul_(0.0)  # another point: λ_max unchanged (H = XᵀX/n), loss not
     ckpt = tmp_path / "ckpt.pt"
     torch.save(model.state_dict(), ckpt)
     args = parse(["--toy", "linear", "--checkpoint", str(ckpt), "--json", str(tmp_path / "o.json")])
     assert sharpness_cmd.run(args) == 0
     payload = json.loads((tmp_path / "o.json").read_text())
-    expected = float(0.5 * (data[1] ** 2).sum(1).mean())
+    expected = float(0.5 * (data[1] ** 2).mean())
     assert payload["report"]["loss_value"] == pytest.approx(expected, rel=1e-12)
     assert payload["source"]["checkpoint"] == str(ckpt)
 
@@ -108,6 +109,21 @@ def test_source_is_required_and_exclusive():
         parse(["--toy", "linear", "--spec", "cases:cli_spec"])
     with pytest.raises(SystemExit):
         parse(["--toy", "nonexistent"])
+
+
+@pytest.mark.parametrize(
+    ("toy", "cls"),
+    [("linear", MLP), ("diagonal", DiagonalLinearNet), ("mlp-tanh", MLP),
+     ("two-layer-relu", TwoLayerReLU)],
+)  # fmt: skip
+def test_toys_are_the_library_models(toy, cls):
+    model, _loss_fn, (X, y) = build_toy(toy, seed=3)
+    assert type(model) is cls
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert model(X).shape == y.shape
+    again, _, (X2, _) = build_toy(toy, seed=3)  # seeded: the same problem again
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+    assert torch.equal(X, X2)
 
 
 def test_build_toy_unknown_name():
@@ -215,7 +231,7 @@ def test_spec_from_a_file_path_importing_its_neighbours(spec_file, capsys):
 def test_checkpoint_layouts(layout, tmp_path, capsys):
     model, _loss_fn, data = build_toy("linear")
     with torch.no_grad():
-        model.weight.fill_(0.25)
+        model.layers[0].weight.fill_(0.25)
     state = model.state_dict()
     obj = {
         "plain": state,
@@ -231,7 +247,7 @@ def test_checkpoint_layouts(layout, tmp_path, capsys):
     assert sharpness_cmd.run(args) == 0
     payload = json.loads(out.read_text())
     X, y = data
-    expected = float(0.5 * ((X @ torch.full((10, 1), 0.25, dtype=torch.float64) - y) ** 2).mean())
+    expected = float(0.5 * ((X @ torch.full((10,), 0.25, dtype=torch.float64) - y) ** 2).mean())
     assert payload["report"]["loss_value"] == pytest.approx(expected, rel=1e-12)
 
 
@@ -286,7 +302,8 @@ def test_params_selects_layers_by_prefix_and_regex(capsys):
     )
     out = capsys.readouterr().out
     assert "of 465 (3 tensors)" in out
-    assert main(["sharpness", "--toy", "mlp-tanh", "--params", "2", "--measures", "trace"]) == 0
+    args = ["sharpness", "--toy", "mlp-tanh", "--params", "layers.1", "--measures", "trace"]
+    assert main(args) == 0
     assert "p=272 of 465 (2 tensors)" in capsys.readouterr().out
     assert main(["sharpness", "--toy", "mlp-tanh", "--params", "re:(", "--measures", "trace"]) == 2
     assert "invalid regular expression" in capsys.readouterr().err

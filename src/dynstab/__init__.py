@@ -70,3 +70,11 @@ __all__ = [
     "trace_bound",
     "train",
 ]
+
+# Set up once, query many: the stability problem and the sharpness settings; and the error
+# raised, before anything is allocated, when a planned allocation exceeds the memory budget.
+from dynstab.criteria import StabilityProblem
+from dynstab.errors import MemoryBudgetError
+from dynstab.measures import SharpnessConfig
+
+__all__ += ["MemoryBudgetError", "SharpnessConfig", "StabilityProblem"]

@@ -534,9 +534,10 @@ def wme18_non_uniformity(K: Tensor, outputs: int = 1) -> float:
     """Return the non-uniformity s = λ_max(Σ)^{1/2} of Wu, Ma & E (2018) at a minimum, from K.
 
     At an interpolating minimum of the ½-MSE the per-sample Hessians are H_i = J_iᵀJ_i and
-    Σ = (1/n) Σ_i H_i² − H² (WME18, Sec. 3, the covariance behind their sharpness–non-uniformity
-    diagram). In the coordinates of K's row space its non-zero spectrum is that of
-    K^{1/2} (n·BlkDiag(K)) K^{1/2} − K², where BlkDiag keeps the C×C diagonal blocks of K.
+    Σ = (1/n) Σ_i H_i² − H² (Wu, Ma & E 2018, Sec. 3: the covariance behind their
+    sharpness–non-uniformity diagram). In the coordinates of K's row space its non-zero
+    spectrum is that of K^{1/2} (n·BlkDiag(K)) K^{1/2} − K², where BlkDiag keeps the C×C
+    diagonal blocks of K.
     Cost: two symmetric eigendecompositions of the nC×nC matrix.
 
     Args:
@@ -552,7 +553,7 @@ def wme18_non_uniformity(K: Tensor, outputs: int = 1) -> float:
             of ``outputs``.
 
     Example:
-        >>> K = torch.tensor([[0.1, 0.0], [0.0, 1.9]], dtype=torch.float64)  # WME18's toy
+        >>> K = torch.tensor([[0.1, 0.0], [0.0, 1.9]], dtype=torch.float64)  # Wu, Ma & E 2018
         >>> round(wme18_non_uniformity(K), 6)  # per-sample curvatures 0.2, 3.8 on orthogonal axes
         1.9
     """

@@ -183,9 +183,7 @@ def mixing_p(n: int, batch_size: int, sampling: str) -> float:
         >>> mixing_p(3, 2, "without"), mixing_p(3, 2, "with")
         (0.25, 0.5)
     """
-    _check_scheme(sampling, IID_SCHEMES)
-    check_int("batch_size", batch_size, minimum=1)
-    return Sampling(n, batch_size, sampling).p
+    return _iid(n, batch_size, sampling).p
 
 
 def q_factor(n: int, batch_size: int, sampling: str) -> float:
@@ -208,9 +206,14 @@ def q_factor(n: int, batch_size: int, sampling: str) -> float:
         >>> q_factor(3, 2, "without"), q_factor(3, 2, "with")
         (0.5, 0.6666666666666666)
     """
+    return _iid(n, batch_size, sampling).q
+
+
+def _iid(n: int, batch_size: int, sampling: str) -> Sampling:
+    """The i.i.d. rule of :func:`mixing_p` and :func:`q_factor` (``"reshuffle"`` refused)."""
     _check_scheme(sampling, IID_SCHEMES)
     check_int("batch_size", batch_size, minimum=1)
-    return Sampling(n, batch_size, sampling).q
+    return Sampling(n, batch_size, sampling)
 
 
 def is_full_batch(n: int, batch_size: int | None, sampling: str) -> bool:

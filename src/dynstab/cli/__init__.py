@@ -18,7 +18,9 @@ adds the traceback):
   experiment/profile/config key, bad value, an empty grid or output path, a run directory
   holding another configuration, a spec or checkpoint that cannot be loaded);
 * ``3``: environment or file-system error (read-only or full disk, no permission, an output
-  directory in use by another process, a device or optional dependency that is missing);
+  directory in use by another process, a device or optional dependency that is missing, a
+  problem too large for the memory budget: :class:`~dynstab.errors.MemoryBudgetError`, raised
+  before the allocation; the line names the size that ``--max-memory`` would need);
 * ``4``: internal error (a bug; rerun with ``--debug`` and report it);
 * ``130`` / ``143``: interrupted by ``SIGINT`` / ``SIGTERM``; finished work is kept and the
   same command resumes.
@@ -67,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Dynamical (linear) stability of GD and SGD: sharpness, thresholds, "
         "verdicts and paper reproductions.",
         epilog="Exit codes: 0 ok (no claim failed), 1 a claim or unit failed, 2 usage or config "
-        "error, 3 environment or file-system error, 4 internal error, 130/143 interrupted "
-        "(SIGINT/SIGTERM; rerun the same command to resume).",
+        "error, 3 environment, file-system or memory-budget error, 4 internal error, 130/143 "
+        "interrupted (SIGINT/SIGTERM; rerun the same command to resume).",
     )
     parser.add_argument("--version", action="version", version=f"dynstab {__version__}")
     parser.add_argument(

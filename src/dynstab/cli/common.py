@@ -10,8 +10,12 @@
   ``model_state_dict`` or ``model`` entry holding one, and the ``module.`` / ``_orig_mod.``
   key prefixes of ``DataParallel`` and ``torch.compile``.
 * :func:`place` moves a model and its data to ``--device`` / ``--dtype``.
+* :func:`load_model_source` does all three for the commands that take a ``--spec`` model.
+* :func:`parse_size` reads a memory size (``--max-memory 8GB``).
 * :class:`CommandError` (exit status 2) and :class:`EnvironmentProblem` (exit status 3) carry
-  a one-line cause and fix; :func:`describe_os_error` turns an :class:`OSError` into one.
+  a one-line cause and fix; :func:`describe_os_error` turns an :class:`OSError` into one, and
+  :func:`exit_status` maps every exception to a status (a
+  :class:`~dynstab.errors.MemoryBudgetError` to 3, with the budget it needs).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import errno
 import hashlib
 import importlib
 import importlib.util
+import math
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -31,17 +37,23 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dynstab.criteria.resources import format_bytes
+from dynstab.errors import MemoryBudgetError
+
 __all__ = [
     "DTYPES",
     "CommandError",
     "EnvironmentProblem",
     "SpecResult",
     "add_placement_options",
+    "describe_memory_error",
     "describe_os_error",
     "exit_status",
     "load_checkpoint",
+    "load_model_source",
     "load_spec",
     "parse_device",
+    "parse_size",
     "place",
 ]
 
@@ -90,6 +102,86 @@ def describe_os_error(exc: OSError) -> str:
     return f"{exc.strerror or exc}{':' + where if where else ''}; check the path and the disk"
 
 
+def describe_memory_error(exc: MemoryBudgetError) -> str:
+    """One line naming the allocation that exceeded the memory budget and the fix.
+
+    The fix names the ``--max-memory`` size that would hold the allocation, a smaller problem,
+    and the other exact routes with their cost when the library listed them (its other
+    alternatives are Python-API advice and are left out here).
+
+    Example:
+        >>> exc = MemoryBudgetError("...", what="the Gram matrix K of shape (90000, 90000)",
+        ...                         required_bytes=64_800_000_000, budget_bytes=8_000_000_000,
+        ...                         alternatives=("route='parameter' needs 2 GB",))
+        >>> print(describe_memory_error(exc))  # doctest: +NORMALIZE_WHITESPACE
+        memory budget exceeded: the Gram matrix K of shape (90000, 90000) needs about 64.8 GB,
+        above the budget of 8 GB; nothing was allocated. Fix: --max-memory 65GB if the machine
+        has that much free, or a smaller problem (fewer samples or parameters); other exact
+        routes: route='parameter' needs 2 GB
+    """
+    if not exc.what or exc.required_bytes <= 0:
+        return f"memory budget exceeded: {exc}"
+    need = exc.required_bytes
+    unit, size = ("GB", 1e9) if need >= 1e9 else ("MB", 1e6)
+    fix = (
+        f"--max-memory {math.ceil(need / size)}{unit} if the machine has that much free, or a "
+        "smaller problem (fewer samples or parameters)"
+    )
+    # the route alternatives of dynstab.criteria.routes: "route='gram' needs …", "… for the
+    # parameter route"
+    routes = [a for a in exc.alternatives if a.startswith("route=") or a.endswith(" route")]
+    if routes:
+        fix += "; other exact routes: " + "; ".join(routes)
+    return (
+        f"memory budget exceeded: {exc.what} needs about {format_bytes(need)}, above the budget "
+        f"of {format_bytes(exc.budget_bytes)}; nothing was allocated. Fix: {fix}"
+    )
+
+
+_SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*")
+_SIZE_UNITS: dict[str, float] = {
+    "": 1.0, "b": 1.0,
+    "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+    "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12,
+    "kib": 2.0**10, "mib": 2.0**20, "gib": 2.0**30, "tib": 2.0**40,
+}  # fmt: skip
+
+
+def parse_size(text: str) -> float:
+    """Parse a memory size for ``--max-memory``: bytes, with an optional unit, or ``inf``.
+
+    Decimal units ``kB``/``MB``/``GB``/``TB`` (also ``K``/``M``/``G``/``T``) are powers of 1000,
+    binary ``KiB``/``MiB``/``GiB``/``TiB`` powers of 1024 (case-insensitive); ``inf`` (or
+    ``unlimited``) disables the check. An ``argparse`` ``type=``: a bad value is a usage error
+    (exit status 2) before any work.
+
+    Args:
+        text: E.g. ``"8GB"``, ``"512MiB"``, ``"2e9"``, ``"inf"``.
+
+    Returns:
+        The size in bytes, > 0 (``math.inf`` for no limit).
+
+    Raises:
+        argparse.ArgumentTypeError: If the text is not a positive size with a known unit.
+
+    Example:
+        >>> parse_size("8GB"), parse_size("1.5 GiB"), parse_size("2e6"), parse_size("inf")
+        (8000000000.0, 1610612736.0, 2000000.0, inf)
+    """
+    if text.strip().lower() in ("inf", "unlimited"):
+        return math.inf
+    match = _SIZE.fullmatch(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"expected a memory size such as 8GB, 512MiB, 2e9 (bytes) or inf; got {text!r}"
+        )
+    size = float(match.group(1)) * _SIZE_UNITS[unit]
+    if not size > 0:
+        raise argparse.ArgumentTypeError(f"the memory size must be > 0; got {text!r}")
+    return size
+
+
 #: Exit statuses of every ``dynstab`` command.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
@@ -98,9 +190,11 @@ def exit_status(command: str, exc: BaseException, *, debug: bool = False) -> int
     """Print the one-line cause of ``exc`` for ``dynstab COMMAND`` and return the exit status.
 
     ``KeyboardInterrupt`` → its ``exit_code`` (130 for ``SIGINT``, 143 for ``SIGTERM``);
-    :class:`EnvironmentProblem`, :class:`OSError` and :class:`ImportError` (a missing optional
-    dependency) → 3; :class:`ValueError` and :class:`TypeError` (bad input) → 2; anything
-    else is a bug → 4. With ``debug`` the traceback is printed first.
+    :class:`EnvironmentProblem`, :class:`OSError`, :class:`ImportError` (a missing optional
+    dependency) and :class:`~dynstab.errors.MemoryBudgetError` (the machine's memory budget is
+    too small for the problem; :func:`describe_memory_error`) → 3; :class:`ValueError` and
+    :class:`TypeError` (bad input) → 2; anything else is a bug → 4. With ``debug`` the
+    traceback is printed first.
     """
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
@@ -108,7 +202,9 @@ def exit_status(command: str, exc: BaseException, *, debug: bool = False) -> int
         code = int(getattr(exc, "exit_code", 130))
         print(f"dynstab {command}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return code
-    if isinstance(exc, EnvironmentProblem | ImportError):
+    if isinstance(exc, MemoryBudgetError):  # before ValueError, of which it is a subclass
+        code, text = EXIT_ENVIRONMENT, describe_memory_error(exc)
+    elif isinstance(exc, EnvironmentProblem | ImportError):
         code, text = EXIT_ENVIRONMENT, str(exc)
     elif isinstance(exc, OSError):
         code, text = EXIT_ENVIRONMENT, describe_os_error(exc)
@@ -333,6 +429,38 @@ def add_placement_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="convert the model and floating data to this dtype (default: as built)",
     )
+
+
+def load_model_source(
+    args: argparse.Namespace, builtin: tuple[SpecResult, dict[str, Any]] | None = None
+) -> tuple[nn.Module, Callable[..., Tensor], Any, dict[str, Any]]:
+    """The command's model: ``--spec`` (or ``builtin``), ``--checkpoint``, ``--device``/``--dtype``.
+
+    Args:
+        args: Parsed arguments with ``spec``, ``checkpoint``, ``device`` and ``dtype``.
+        builtin: A problem built by the command itself (e.g. ``--toy``) and its provenance, used
+            instead of loading ``args.spec``.
+
+    Returns:
+        ``(model, loss_fn, data, source)``: the placed model and data; ``source`` records the
+        spec (or the builtin's provenance), the checkpoint and its layout, the device and the
+        dtype, for JSON output.
+
+    Raises:
+        CommandError: As :func:`load_spec`, :func:`load_checkpoint` and :func:`parse_device`.
+        EnvironmentProblem: For a device this machine does not have.
+    """
+    device = parse_device(args.device)
+    if builtin is None:
+        (model, loss_fn, data), source = load_spec(args.spec), {"spec": args.spec}
+    else:
+        (model, loss_fn, data), source = builtin
+    if args.checkpoint:
+        source["checkpoint"] = str(args.checkpoint)
+        source["checkpoint_layout"] = load_checkpoint(model, args.checkpoint)
+    model, data = place(model, data, device, DTYPES.get(args.dtype or ""))
+    source.update({"device": str(device), "dtype": args.dtype})
+    return model, loss_fn, data, source
 
 
 class _Placed:

@@ -2,8 +2,10 @@
 
 Sources (exactly one):
 
-* ``--toy NAME``: a small seeded float64 problem (``linear``, ``diagonal``, ``mlp-tanh``,
-  ``two-layer-relu``), ½-MSE loss;
+* ``--toy NAME``: a small seeded float64 problem built from the library's models, ½-MSE loss on
+  Gaussian inputs and targets: ``linear`` (``MLP([10, 1], bias=False)``, n = 50), ``diagonal``
+  (``DiagonalLinearNet(20)``, n = 30), ``mlp-tanh`` (``MLP([10, 16, 16, 1], "tanh")``, n = 64),
+  ``two-layer-relu`` (``TwoLayerReLU(5, 50)``, n = 40);
 * ``--spec module:function`` or ``--spec path/to/file.py:function``: a callable returning
   ``(model, loss_fn, (X, y))`` (see :func:`dynstab.cli.common.load_spec`).
 
@@ -22,7 +24,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -31,80 +32,40 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dynstab.cli.common import (
-    CommandError,
-    add_placement_options,
-    exit_status,
-    load_checkpoint,
-    load_spec,
-    parse_device,
-    place,
-)
+from dynstab.cli.common import CommandError, add_placement_options, exit_status, load_model_source
 from dynstab.io import atomic_write_json
 from dynstab.linalg import SpectralDensity
 from dynstab.losses import half_mse
 from dynstab.measures import MEASURES, SharpnessReport, sharpness
+from dynstab.models import MLP, DiagonalLinearNet, TwoLayerReLU
 
 __all__ = ["TOYS", "build_toy", "format_density", "parse_params", "register", "run", "run_density"]
 
 _DTYPE = torch.float64
 
 
-class _Diagonal(nn.Module):
-    """f(x) = ⟨a ⊙ b, x⟩."""
-
-    def __init__(self, d: int, g: torch.Generator) -> None:
-        super().__init__()
-        self.a = nn.Parameter(torch.randn(d, generator=g, dtype=_DTYPE))
-        self.b = nn.Parameter(torch.randn(d, generator=g, dtype=_DTYPE))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x @ (self.a * self.b)
-
-
-class _TwoLayerReLU(nn.Module):
-    """f(x) = Σ_j a_j relu(w_jᵀx), no biases."""
-
-    def __init__(self, d: int, m: int, g: torch.Generator) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(m, d, generator=g, dtype=_DTYPE) / math.sqrt(d))
-        self.a = nn.Parameter(torch.randn(m, generator=g, dtype=_DTYPE) / math.sqrt(m))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.relu(x @ self.w.T) @ self.a
-
-
-def _seeded_linear(fan_in: int, fan_out: int, g: torch.Generator, bias: bool = True) -> nn.Linear:
-    layer = nn.Linear(fan_in, fan_out, bias=bias).to(_DTYPE)
-    with torch.no_grad():
-        layer.weight.copy_(torch.randn(fan_out, fan_in, generator=g, dtype=_DTYPE) / fan_in**0.5)
-        if layer.bias is not None:
-            layer.bias.zero_()
-    return layer
-
-
 def _toy_linear(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
+    model = MLP([10, 1], bias=False, generator=g, dtype=_DTYPE)  # f(x) = ⟨w, x⟩: H = XᵀX/n
     X = torch.randn(50, 10, generator=g, dtype=_DTYPE)
-    return _seeded_linear(10, 1, g, bias=False), X, torch.randn(50, 1, generator=g, dtype=_DTYPE)
+    return model, X, torch.randn(50, generator=g, dtype=_DTYPE)
 
 
 def _toy_diagonal(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
+    model = DiagonalLinearNet(20, generator=g, dtype=_DTYPE)
     X = torch.randn(30, 20, generator=g, dtype=_DTYPE)
-    return _Diagonal(20, g), X, torch.randn(30, generator=g, dtype=_DTYPE)
+    return model, X, torch.randn(30, generator=g, dtype=_DTYPE)
 
 
 def _toy_mlp_tanh(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
-    model = nn.Sequential(
-        _seeded_linear(10, 16, g), nn.Tanh(), _seeded_linear(16, 16, g), nn.Tanh(),
-        _seeded_linear(16, 1, g),
-    )  # fmt: skip
+    model = MLP([10, 16, 16, 1], activation="tanh", generator=g, dtype=_DTYPE)
     X = torch.randn(64, 10, generator=g, dtype=_DTYPE)
-    return model, X, torch.randn(64, 1, generator=g, dtype=_DTYPE)
+    return model, X, torch.randn(64, generator=g, dtype=_DTYPE)
 
 
 def _toy_two_layer_relu(g: torch.Generator) -> tuple[nn.Module, Tensor, Tensor]:
+    model = TwoLayerReLU(5, 50, generator=g, dtype=_DTYPE)
     X = torch.randn(40, 5, generator=g, dtype=_DTYPE)
-    return _TwoLayerReLU(5, 50, g), X, torch.randn(40, generator=g, dtype=_DTYPE)
+    return model, X, torch.randn(40, generator=g, dtype=_DTYPE)
 
 
 TOYS: dict[str, Callable[[torch.Generator], tuple[nn.Module, Tensor, Tensor]]] = {
@@ -133,7 +94,7 @@ def build_toy(
     Example:
         >>> model, loss_fn, (X, y) = build_toy("linear")
         >>> X.shape, y.shape
-        (torch.Size([50, 10]), torch.Size([50, 1]))
+        (torch.Size([50, 10]), torch.Size([50]))
     """
     if name not in TOYS:
         raise ValueError(f"unknown toy {name!r}; choose from {sorted(TOYS)}.")
@@ -243,15 +204,27 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bins", type=int, default=10, help="histogram bins of the density")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``sharpness`` and ``density`` subcommands to ``subparsers``."""
-    parser = subparsers.add_parser(
-        "sharpness",
-        help="sharpness measures (λmax, trace, Frobenius, ...) of a model at a point",
+def _add_parser(
+    subparsers: argparse._SubParsersAction, name: str, help_text: str
+) -> argparse.ArgumentParser:
+    """A sub-parser of this module (its docstring as description) with the common options."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        help=help_text,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common_options(parser)
+    return parser
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``sharpness`` and ``density`` subcommands to ``subparsers``."""
+    parser = _add_parser(
+        subparsers,
+        "sharpness",
+        "sharpness measures (λmax, trace, Frobenius, ...) of a model at a point",
+    )
     parser.add_argument(
         "--measures",
         default="lambda_max,trace,frobenius",
@@ -262,34 +235,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-iters", type=int, default=100, help="Lanczos product budget")
     parser.add_argument("--num-probes", type=int, default=64, help="Hutchinson probes")
     parser.set_defaults(func=run)
-
-    dens = subparsers.add_parser(
+    dens = _add_parser(
+        subparsers,
         "density",
-        help="spectral density of the curvature (SLQ, or exact when small) as a histogram",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "spectral density of the curvature (SLQ, or exact when small) as a histogram",
     )
-    _add_common_options(dens)
     dens.set_defaults(func=run_density, measures="density")
 
 
 def _problem(
     args: argparse.Namespace,
 ) -> tuple[nn.Module, Callable[..., Tensor], Any, dict[str, Any]]:
-    device = parse_device(args.device)
-    if args.toy is not None:
-        model, loss_fn, data = build_toy(args.toy, seed=args.seed)
-        source: dict[str, Any] = {"toy": args.toy, "seed": args.seed}
-    else:
-        model, loss_fn, data = load_spec(args.spec)
-        source = {"spec": args.spec}
-    if args.checkpoint:
-        source["checkpoint"] = str(args.checkpoint)
-        source["checkpoint_layout"] = load_checkpoint(model, args.checkpoint)
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(args.dtype or "")
-    model, data = place(model, data, device, dtype)
-    source.update({"device": str(device), "dtype": args.dtype})
-    return model, loss_fn, data, source
+    if args.toy is None:
+        return load_model_source(args)
+    toy = build_toy(args.toy, seed=args.seed)
+    return load_model_source(args, (toy, {"toy": args.toy, "seed": args.seed}))
 
 
 def parse_params(text: str | None) -> Callable[[str, Tensor], bool] | None:

@@ -6,6 +6,7 @@ Usage::
         [--sampling with|without] [--outputs C] [--json verdict.json]
     dynstab stability --spec mypkg.mymod:make --checkpoint model.pt --lr 0.1 --batch-size 8
     dynstab stability --spec path/to/make.py:make --device cuda --dtype float64 ...
+    dynstab stability --spec mypkg.mymod:make --route parameter --max-memory 8GB ...
 
 ``--spec`` names a callable returning ``(model, loss_fn, (X, y))`` (``module:function`` or
 ``file.py:function``); ``--checkpoint`` loads weights into that model (a ``state_dict`` or a
@@ -13,7 +14,16 @@ training checkpoint holding one). A Gram matrix file has no weights, so ``--chec
 ``--dtype`` are refused with ``--gram`` (K is always used in float64). ``--max-dense N`` lets
 the exact η* use its dense solver only when that problem is guaranteed to have at most ``N``
 rows (``nC(nC+1)/2 ≤ N``, an upper bound of the ρ(ρ+1)/2 rows it needs), else the matrix-free
-solver. The thresholds assume the ½-square loss at an interpolating minimum.
+solver. ``--rank-one`` (default) adds the rank-one bound, found by the ascent of Mulayoff &
+Michaeli (2024, eq. 24) from ``--seed``. The thresholds assume the ½-square loss at an
+interpolating minimum.
+
+``--route`` picks how the row-space coordinates of K are built (:class:`StabilityProblem`):
+``gram`` eigendecomposes the nC×nC matrix K, ``parameter`` the p×p matrix JᵀJ/n from the
+per-sample Jacobians (``--spec`` models only), ``auto`` (default) the one with fewer flops
+within the memory budget. ``--max-memory SIZE`` (``8GB``, ``512MiB``, ``2e9`` bytes, ``inf``)
+replaces the default budget, half of the memory available now; a problem that does not fit
+exits with status 3, naming the allocation and a fix, before anything large is allocated.
 """
 
 from __future__ import annotations
@@ -26,17 +36,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dynstab._checks import check_lr
 from dynstab.cli.common import (
-    DTYPES,
     CommandError,
     add_placement_options,
     exit_status,
-    load_checkpoint,
-    load_spec,
+    load_model_source,
     parse_device,
-    place,
+    parse_size,
 )
-from dynstab.criteria import SAMPLING_SCHEMES, StabilityReport, check_stability, stability
+from dynstab.criteria import SAMPLING_SCHEMES, StabilityProblem, StabilityReport, stability
+from dynstab.criteria.routes import ROUTES
 from dynstab.io import atomic_write_json
 
 __all__ = ["register", "run"]
@@ -78,7 +88,22 @@ def register(subparsers: Any) -> None:
         help="dense η* only if nC(nC+1)/2 ≤ N, else matrix-free (default: the library's auto rule)",
     )
     p.add_argument(
-        "--rank-one", action=argparse.BooleanOptionalAction, default=True, help="MM23 (24) ascent"
+        "--rank-one", action=argparse.BooleanOptionalAction, default=True, help="rank-one bound"
+    )
+    p.add_argument(
+        "--route",
+        choices=("auto", *ROUTES),
+        default="auto",
+        help="exact route to K's row space: gram (eigendecompose K), parameter (JᵀJ/n; --spec "
+        "only) or auto, the fewer flops within the memory budget (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-memory",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="memory budget, e.g. 8GB, 512MiB, 2e9 (bytes) or inf (default: half of the "
+        "memory available now); past it the command exits with status 3 before allocating",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the rank-one restarts")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
@@ -132,16 +157,11 @@ def _rows(data: Any) -> int:
     return sum(int(y.numel()) for _, y in batches)
 
 
-def _report(args: argparse.Namespace) -> StabilityReport:
-    gen = torch.Generator().manual_seed(args.seed)
-    common = {
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "sampling": args.sampling,
-        "rank_one": args.rank_one,
-        "generator": gen,
-    }
-    device = parse_device(args.device)
+def _check_usage(args: argparse.Namespace) -> None:
+    """Refuse option combinations that cannot work, before anything is loaded or computed."""
+    check_lr(args.lr)
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size must be >= 1; got {args.batch_size}.")
     if args.gram is not None:
         for flag, value in (("--checkpoint", args.checkpoint), ("--dtype", args.dtype)):
             if value is not None:
@@ -149,22 +169,48 @@ def _report(args: argparse.Namespace) -> StabilityReport:
                     f"{flag} applies to --spec models; a Gram matrix file has no weights and K "
                     f"is always used in float64. Drop {flag}, or pass --spec."
                 )
+        if args.route == "parameter":
+            raise CommandError(
+                "--route parameter works on JᵀJ/n and needs the per-sample Jacobians, which a "
+                "Gram matrix file does not have; use --route gram (or auto), or pass --spec."
+            )
+    elif args.residuals is not None or args.outputs is not None:
+        raise CommandError(
+            "--residuals and --outputs apply to --gram; the --spec model gives them."
+        )
+
+
+def _report(args: argparse.Namespace) -> StabilityReport:
+    _check_usage(args)
+    gen = torch.Generator().manual_seed(args.seed)
+    if args.gram is not None:
+        device = parse_device(args.device)
         K = _load_tensor(args.gram, "--gram").to(device)
         res = None if args.residuals is None else _load_tensor(args.residuals, "--residuals")
         outputs = 1 if args.outputs is None else args.outputs
         method = _method(args, int(K.shape[0]) if K.ndim == 2 else 0)
-        return check_stability(
-            K, None if res is None else res.to(device), outputs=outputs, method=method, **common
+        prob = StabilityProblem.from_gram(
+            K,
+            outputs,
+            residuals=None if res is None else res.to(device),
+            max_memory=args.max_memory,
         )
-    if args.residuals is not None or args.outputs is not None:
-        raise CommandError(
-            "--residuals and --outputs apply to --gram; the --spec model gives them."
-        )
-    model, loss_fn, data = load_spec(args.spec)
-    if args.checkpoint is not None:
-        load_checkpoint(model, args.checkpoint)
-    model, data = place(model, data, device, DTYPES.get(args.dtype or ""))
-    return stability(model, loss_fn, data, method=_method(args, _rows(data)), **common)
+        sampling = prob.sampling(args.batch_size, args.sampling)
+        return prob.check(args.lr, sampling, method=method, rank_one=args.rank_one, generator=gen)
+    model, loss_fn, data, _source = load_model_source(args)
+    return stability(
+        model,
+        loss_fn,
+        data,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        sampling=args.sampling,
+        method=_method(args, _rows(data)),
+        route=args.route,
+        max_memory=args.max_memory,
+        rank_one=args.rank_one,
+        generator=gen,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -150,11 +150,14 @@ def dense_gauss_newton(
         Symmetric tensor ``(p, p)`` in the parameters' dtype.
 
     Example:
-        >>> from dynstab.losses import half_mse
-        >>> model = torch.nn.Linear(1, 1, bias=False).double()
-        >>> X = torch.tensor([[1.0], [3.0]], dtype=torch.float64)
-        >>> dense_gauss_newton(model, half_mse, (X, torch.zeros(2, dtype=torch.float64))).item()
-        5.0
+        Cross-entropy at zero logits: M = diag(p) − ppᵀ with p = (½, ½), and J = I here.
+
+        >>> from dynstab.losses import cross_entropy
+        >>> model = torch.nn.Linear(1, 2, bias=False).double()
+        >>> _ = torch.nn.init.zeros_(model.weight)
+        >>> X = torch.ones(1, 1, dtype=torch.float64)
+        >>> dense_gauss_newton(model, cross_entropy, (X, torch.tensor([0]))).tolist()
+        [[0.25, -0.25], [-0.25, 0.25]]
     """
     problem = CurvatureProblem(model, loss_fn, data, params, allow_stochastic=allow_stochastic,
                                device=device, unpack=unpack, forward=forward,

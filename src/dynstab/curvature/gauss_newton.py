@@ -44,12 +44,19 @@ class GaussNewtonOperator(CurvatureOperator):
     each batch's reverse graph.
 
     Example:
-        >>> model = torch.nn.Linear(2, 1, bias=False).double()
-        >>> X = torch.tensor([[1.0, 0.0], [1.0, 2.0]], dtype=torch.float64)
+        f(x) = w₂w₁x at w₁ = w₂ = 1 with one sample (x, y) = (1, 0): the residual is r = 1 and
+        J = (w₂x, w₁x) = (1, 1), so G = JᵀJ while H = G + r·∇²f adds r on the off-diagonal.
+
+        >>> from dynstab.curvature import HessianOperator
         >>> from dynstab.losses import half_mse
-        >>> G = GaussNewtonOperator(model, half_mse, (X, torch.zeros(2, dtype=torch.float64)))
-        >>> G.to_dense().tolist()  # XᵀX/n
-        [[1.0, 1.0], [1.0, 2.0]]
+        >>> lin = [torch.nn.Linear(1, 1, bias=False).double() for _ in range(2)]
+        >>> model = torch.nn.Sequential(*lin)
+        >>> _ = [torch.nn.init.ones_(layer.weight) for layer in lin]
+        >>> data = (torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64))
+        >>> GaussNewtonOperator(model, half_mse, data).to_dense().tolist()
+        [[1.0, 1.0], [1.0, 1.0]]
+        >>> HessianOperator(model, half_mse, data).to_dense().tolist()
+        [[1.0, 2.0], [2.0, 1.0]]
 
     References:
         Schraudolph (2002), "Fast curvature matrix-vector products for second-order gradient

@@ -21,7 +21,7 @@ order. The Hessian of a selection is the corresponding principal block of the fu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -163,6 +163,20 @@ def _names_of_module(model: nn.Module, module: nn.Module, who: str) -> list[str]
     return [name for name, t in model.named_parameters() if id(t) in own]
 
 
+def _refuse_unknown(names: Iterable[str], all_names: list[str], problem: str, fix: str) -> None:
+    """Raise :class:`ParameterSelectionError` for names that are not the model's parameters.
+
+    The message is ``"{problem} [names] (the model's parameters are ...). {fix} names from
+    model.named_parameters()."``.
+    """
+    unknown = sorted(set(names) - set(all_names))
+    if unknown:
+        raise ParameterSelectionError(
+            f"{problem} {unknown} (the model's parameters are {_listing(all_names)}). {fix} "
+            "names from model.named_parameters()."
+        )
+
+
 def _names_of_list(names: Sequence[str], all_names: list[str], who: str) -> list[str]:
     bad = [n for n in names if not isinstance(n, str)]
     if bad:
@@ -170,13 +184,7 @@ def _names_of_list(names: Sequence[str], all_names: list[str], who: str) -> list
             f"{who}: a list given as params must hold parameter names (str); got "
             f"{_spec_kind(bad[0])}. Use names from model.named_parameters()."
         )
-    unknown = sorted(set(names) - set(all_names))
-    if unknown:
-        raise ParameterSelectionError(
-            f"{who}: unknown parameter names {unknown}; the model's parameters are "
-            f"{_listing(all_names)}. Use names from "
-            "model.named_parameters()."
-        )
+    _refuse_unknown(names, all_names, f"{who}: unknown parameter names", "Use names from")
     wanted = set(names)
     return [n for n in all_names if n in wanted]
 
@@ -184,13 +192,12 @@ def _names_of_list(names: Sequence[str], all_names: list[str], who: str) -> list
 def _check_values(
     given: Mapping[str, object], named: Mapping[str, Tensor], all_names: list[str], who: str
 ) -> None:
-    unknown = sorted(set(given) - set(all_names))
-    if unknown:
-        raise ParameterSelectionError(
-            f"{who}: params and model disagree; unexpected keys {unknown} (the model's "
-            f"parameters are {_listing(all_names)}). Pass a "
-            "dict keyed by names from model.named_parameters()."
-        )
+    _refuse_unknown(
+        given,
+        all_names,
+        f"{who}: params and model disagree; unexpected keys",
+        "Pass a dict keyed by",
+    )
     for name, t in given.items():
         if not isinstance(t, Tensor):
             raise TypeError(f"{who}[{name!r}] must be a Tensor; got {type(t).__name__}.")

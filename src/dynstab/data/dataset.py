@@ -73,7 +73,7 @@ class Dataset:
 
 
 def one_hot(labels: Tensor, num_classes: int, *, dtype: torch.dtype = torch.float64) -> Tensor:
-    """Return 0/1 one-hot targets of shape ``(n, num_classes)`` (C21's ½·MSE targets).
+    """Return 0/1 one-hot targets ``(n, num_classes)`` (the ½·MSE targets of Cohen et al. 2021).
 
     Raises:
         ValueError: If a label is outside ``[0, num_classes)``.
@@ -102,13 +102,25 @@ def _classification_dataset(
     one_hot_targets: bool,
     dtype: torch.dtype,
     meta: dict[str, Any],
+    standardize_inputs: bool | None = None,
     num_classes: int = 10,
 ) -> Dataset:
-    """Build a classification :class:`Dataset`; inputs are cast to ``dtype``.
+    """Build a classification :class:`Dataset` (the shared tail of the loaders).
 
+    With ``standardize_inputs=True`` every input feature is centred and scaled by the training
+    statistics (:func:`standardize`, shape-preserving); inputs are then cast to ``dtype``.
     Targets are one-hot ``(n, num_classes)`` (``one_hot_targets``) or float class indices
-    ``(n,)``; the int64 labels are kept as given.
+    ``(n,)``; the int64 labels are kept as given. ``meta`` is completed with ``n``, ``n_test``,
+    ``one_hot`` and (unless ``standardize_inputs`` is None: inputs taken as given)
+    ``standardized``.
     """
+    if standardize_inputs:
+        X, X_test_std = standardize(X, X_test)
+        X_test = X_test if X_test_std is None else X_test_std
+    meta = {**meta, "n": int(X.shape[0]), "n_test": int(X_test.shape[0])}
+    if standardize_inputs is not None:
+        meta["standardized"] = standardize_inputs
+    meta["one_hot"] = one_hot_targets
 
     def targets(lab: Tensor) -> Tensor:
         return one_hot(lab, num_classes, dtype=dtype) if one_hot_targets else lab.to(dtype)
@@ -129,9 +141,9 @@ def standardize(
 ) -> tuple[Tensor, Tensor | None]:
     """Centre and scale with the **training** statistics (population std, ddof = 0).
 
-    ``per_feature=True`` uses the mean and std of every feature over the samples (C21's
-    CIFAR preprocessing); features with std ≤ ``eps`` are only centred. ``per_feature=False``
-    uses one scalar mean and std over all entries (mnist1d's convention).
+    ``per_feature=True`` uses the mean and std of every feature over the samples (the CIFAR
+    preprocessing of Cohen et al. 2021); features with std ≤ ``eps`` are only centred.
+    ``per_feature=False`` uses one scalar mean and std over all entries (mnist1d's convention).
 
     Args:
         X: Training inputs ``(n, *)``.
@@ -168,8 +180,8 @@ def subset(
 ) -> Dataset:
     """Return a copy keeping ``n_train`` training and ``n_test`` test samples.
 
-    Without a generator the first samples are kept (C21's "abridged" sets); with one, a
-    uniformly random subset (without replacement, original order preserved) is kept.
+    Without a generator the first samples are kept (the "abridged" sets of Cohen et al. 2021);
+    with one, a uniformly random subset (without replacement, original order preserved) is kept.
 
     Raises:
         ValueError: If a requested size exceeds the available one.

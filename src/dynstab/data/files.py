@@ -7,8 +7,8 @@
 
 Preprocessing follows Cohen et al. (2021): pixels / 255, then (``standardize_inputs``) centring
 and scaling of every feature by the training mean and std; targets are one-hot 0/1 vectors for
-the ½·mean squared error. ``n_train`` keeps the first images (C21's ``cifar10-5k`` is
-``load_cifar10(root, n_train=5000)``); statistics are computed on the kept training images.
+the ½·mean squared error. ``n_train`` keeps the first images (``cifar10-5k`` of Cohen et al. 2021
+is ``load_cifar10(root, n_train=5000)``); statistics are computed on the kept training images.
 
 The CIFAR pickles are read with a restricted unpickler that only accepts NumPy array
 reconstruction, so a tampered file cannot execute code.
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from dynstab._checks import check_int
-from dynstab.data.dataset import Dataset, _classification_dataset, standardize
+from dynstab.data.dataset import Dataset, _classification_dataset
 
 __all__ = ["load_cifar10", "load_mnist", "read_idx"]
 
@@ -84,21 +84,17 @@ def _finish(
         x_test, y_test = x_test[:n_test], y_test[:n_test]
     x = x.to(torch.float64) / 255.0
     x_test = x_test.to(torch.float64) / 255.0
-    if standardize_inputs:
-        xs, xts = standardize(x.reshape(x.shape[0], -1), x_test.reshape(x_test.shape[0], -1))
-        x = xs.reshape(x.shape)
-        x_test = x_test if xts is None else xts.reshape(x_test.shape)
-    if flatten:
+    if flatten:  # standardization is per pixel: the same numbers in either layout
         x, x_test = x.reshape(x.shape[0], -1), x_test.reshape(x_test.shape[0], -1)
-    meta = {
-        **meta,
-        "n": int(x.shape[0]),
-        "n_test": int(x_test.shape[0]),
-        "standardized": standardize_inputs,
-        "one_hot": one_hot_targets,
-    }
     return _classification_dataset(
-        x, y, x_test, y_test, one_hot_targets=one_hot_targets, dtype=dtype, meta=meta
+        x,
+        y,
+        x_test,
+        y_test,
+        one_hot_targets=one_hot_targets,
+        dtype=dtype,
+        meta=meta,
+        standardize_inputs=standardize_inputs,
     )
 
 

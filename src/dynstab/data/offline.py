@@ -1,7 +1,7 @@
 """Small classification data sets generated or bundled locally: mnist1d and sklearn digits.
 
 Nothing is downloaded and nothing is written to disk. Targets are one-hot 0/1 vectors for the
-½·mean squared error (C21's convention) or integer labels.
+½·mean squared error (the convention of Cohen et al. 2021) or integer labels.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dynstab._checks import check_choice, check_int
-from dynstab.data.dataset import Dataset, _classification_dataset, standardize
+from dynstab.data.dataset import Dataset, _classification_dataset
 
 __all__ = ["digits_dataset", "mnist1d_dataset"]
 
@@ -75,14 +75,7 @@ def mnist1d_dataset(
     y = torch.from_numpy(np.asarray(raw["y"], dtype=np.int64))
     X, labels = x[:n_train], y[:n_train]
     X_test, labels_test = x[n_train:total], y[n_train:total]
-    meta = {
-        "source": "mnist1d",
-        "n": n_train,
-        "n_test": n_test,
-        "seed": seed,
-        "num_samples_generated": num_samples,
-        "one_hot": one_hot,
-    }
+    meta = {"source": "mnist1d", "seed": seed, "num_samples_generated": num_samples}
     return _classification_dataset(
         X, labels, X_test, labels_test, one_hot_targets=one_hot, dtype=dtype, meta=meta
     )
@@ -134,20 +127,16 @@ def digits_dataset(
         x, y = x[perm], y[perm]
     X, X_test = x[:n_train], x[n_train : n_train + n_test]
     labels, labels_test = y[:n_train], y[n_train : n_train + n_test]
-    if standardize_inputs:
-        X, X_test_std = standardize(X, X_test)
-        X_test = X_test if X_test_std is None else X_test_std
-    if layout == "image":
+    if layout == "image":  # standardization is per pixel: the same numbers in either layout
         X, X_test = X.reshape(-1, 1, 8, 8), X_test.reshape(-1, 1, 8, 8)
-    meta = {
-        "source": "sklearn.datasets.load_digits",
-        "n": n_train,
-        "n_test": n_test,
-        "seed": seed,
-        "layout": layout,
-        "standardized": standardize_inputs,
-        "one_hot": one_hot,
-    }
+    meta = {"source": "sklearn.datasets.load_digits", "seed": seed, "layout": layout}
     return _classification_dataset(
-        X, labels, X_test, labels_test, one_hot_targets=one_hot, dtype=dtype, meta=meta
+        X,
+        labels,
+        X_test,
+        labels_test,
+        one_hot_targets=one_hot,
+        dtype=dtype,
+        meta=meta,
+        standardize_inputs=standardize_inputs,
     )
