@@ -73,6 +73,7 @@ __all__ = [
     "PreconditionedOperator",
     "PreconditionedSharpness",
     "Preconditioner",
+    "momentum_threshold",
     "optimizer_preconditioner",
     "preconditioned_sharpness",
 ]
@@ -135,9 +136,7 @@ class Preconditioner:
         eta, beta = self.lr, self.momentum
         if self.kind in ("adam", "adamw"):
             return (2.0 - eta * self.decoupled_decay) * (1.0 + beta) / ((1.0 - beta) * eta)
-        if self.nesterov:
-            return 2.0 * (1.0 + beta) / ((1.0 + 2.0 * beta) * eta)
-        return 2.0 * (1.0 + beta) / ((1.0 - self.dampening) * eta)
+        return momentum_threshold(eta, beta, nesterov=self.nesterov, dampening=self.dampening)
 
     def operator(self, op: LinearOperator) -> PreconditionedOperator:
         """The symmetric preconditioned curvature D^{1/2}(op + W)D^{1/2} of a curvature ``op``.
@@ -153,6 +152,52 @@ class Preconditioner:
                 "params=list(preconditioner.selection.names)."
             )
         return PreconditionedOperator(op, self.scale, self.coupled_decay)
+
+
+def momentum_threshold(
+    lr: float, momentum: float = 0.0, *, nesterov: bool = False, dampening: float = 0.0
+) -> float:
+    """Largest stable curvature λ of (heavy-ball / Nesterov) gradient descent at step size η.
+
+    On f(θ) = ½λθ² the step of ``torch.optim.SGD(lr=η, momentum=β, dampening=τ, nesterov=...)``
+    (b ← βb + (1 − τ)g, θ ← θ − ηb, or θ ← θ − η(g + βb) with Nesterov, τ = 0) is stable iff
+    λ ≤ 2(1 + β)/((1 − τ)η) (heavy ball; 2/η for β = 0) or λ ≤ 2(1 + β)/((1 + 2β)η)
+    (Nesterov): the root of the characteristic polynomial that leaves the unit circle does so
+    through −1.
+
+    Args:
+        lr: η > 0.
+        momentum: β in [0, 1). Default 0.
+        nesterov: Nesterov's variant (PyTorch's form). Default False.
+        dampening: τ in [0, 1) (heavy ball only). Default 0.
+
+    Returns:
+        The threshold on λ_max (of H, or of P⁻¹H for a preconditioned heavy ball).
+
+    Raises:
+        ValueError: If η <= 0, β or τ is outside [0, 1), or Nesterov with τ != 0.
+
+    Example:
+        >>> momentum_threshold(0.1), round(momentum_threshold(0.1, 0.9), 10)
+        (20.0, 38.0)
+
+    References:
+        Polyak (1964), "Some methods of speeding up the convergence of iteration methods";
+        Cohen et al. (2021), "Gradient descent on neural networks typically occurs at the edge
+        of stability", ICLR (the threshold 2(1 + β)/η of heavy-ball GD).
+    """
+    eta = float(lr)
+    if not (math.isfinite(eta) and eta > 0):
+        raise ValueError(f"lr must be a finite number > 0; got {lr!r}.")
+    for name, v in (("momentum", momentum), ("dampening", dampening)):
+        if not (math.isfinite(float(v)) and 0.0 <= float(v) < 1.0):
+            raise ValueError(f"{name} must be in [0, 1); got {v!r}.")
+    beta = float(momentum)
+    if nesterov:
+        if dampening != 0.0:
+            raise ValueError("Nesterov momentum needs dampening 0 (as in torch.optim.SGD).")
+        return 2.0 * (1.0 + beta) / ((1.0 + 2.0 * beta) * eta)
+    return 2.0 * (1.0 + beta) / ((1.0 - float(dampening)) * eta)
 
 
 def _same(kind: str, key: str, values: list[float]) -> float:
