@@ -65,8 +65,8 @@ def test_plain_loop_sgd_momentum_against_dense() -> None:
     n, B, eta, beta = 24, 8, 0.05, 0.9
     opt = torch.optim.SGD(model.parameters(), lr=eta, momentum=beta)
     tracker = StabilityTracker(
-        model, half_mse, data, every=4, optimizer=opt, measures=("lambda_max", "trace", "frobenius"),
-        batch_size=B, lanczos=TIGHT, trace=TraceConfig(num_matvecs=400),
+        model, half_mse, data, every=4, optimizer=opt, batch_size=B, lanczos=TIGHT,
+        measures=("lambda_max", "trace", "frobenius"), trace=TraceConfig(num_matvecs=400),
     )  # fmt: skip
     sgd_loop(model, data, opt, tracker, steps=11)
     assert tracker.history.steps == [4, 8]
@@ -183,7 +183,7 @@ def test_leaves_model_rng_and_grads_as_found() -> None:
     for k, b in model.named_buffers():
         assert torch.equal(b, buffers[k])
     # in train mode with Dropout the curvature is random: refused unless asked for
-    with pytest.raises(ValueError, match="(?i)dropout|stochastic"):
+    with pytest.raises(ValueError, match=r"(?i)dropout|stochastic"):
         StabilityTracker(model, half_mse, (X, y), eval_mode=False).measure()
 
 
@@ -281,9 +281,9 @@ def test_bad_input() -> None:
         StabilityTracker(model, half_mse, data, lr=-1.0)
     with pytest.raises(ValueError, match="momentum"):
         StabilityTracker(model, half_mse, data, momentum=1.5)
-    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+    with pytest.raises(TypeError, match=r"torch\.optim\.Optimizer"):
         StabilityTracker(model, half_mse, data, optimizer="sgd")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(TypeError, match=r"nn\.Module"):
         StabilityTracker("net", half_mse, data)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="LanczosConfig"):
         StabilityTracker(model, half_mse, data, lanczos={"tol": 1e-3})  # type: ignore[arg-type]
