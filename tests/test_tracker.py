@@ -250,12 +250,36 @@ def test_tensorboard(tmp_path: Path) -> None:
     assert any((tmp_path / "tb").iterdir())
 
 
-def test_lightning_callback() -> None:
+def test_lightning_callback(tmp_path: Path) -> None:
     lightning = pytest.importorskip("lightning")
-    model, data = problem()
-    tracker = StabilityTracker(model, half_mse, data, every=1, lr=0.1)
-    cb = lightning_callback(tracker)
-    assert isinstance(cb, lightning.pytorch.Callback)
+    net, (X, y) = problem()
+    net, X, y = net.float(), X.float(), y.float()
+
+    class Module(lightning.pytorch.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+            return half_mse(self(batch[0]), batch[1])
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+    module = Module()
+    tracker = StabilityTracker(module, half_mse, (X, y), every=2)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=8)
+    trainer = lightning.pytorch.Trainer(
+        max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu",
+        callbacks=[lightning_callback(tracker)],
+    )  # fmt: skip
+    trainer.fit(module, loader)
+    assert tracker.history.steps == [2, 4]
+    assert tracker.history.last("lambda_max_threshold") == pytest.approx(2 * 1.9 / 0.05)
 
 
 def test_lightning_missing_or_bad_tracker() -> None:
@@ -295,3 +319,26 @@ def test_bad_input() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         StabilityTracker(model, half_mse, data, lr=0.1).measure()  # default budget certifies
+
+
+def test_plot_stability() -> None:
+    from dynstab.plotting import plot_stability  # matplotlib: the plotting layer only
+
+    model, data = problem(seed=6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    tracker = StabilityTracker(
+        model, half_mse, data, every=2, optimizer=opt, measures=("lambda_max", "trace"),
+        batch_size=8,
+    )  # fmt: skip
+    sgd_loop(model, data, opt, tracker, steps=6)
+    ax = plot_stability(tracker.history)
+    value, threshold = ax.get_lines()
+    assert list(value.get_xdata()) == [2.0, 4.0, 6.0]
+    assert list(value.get_ydata()) == list(tracker.history.as_arrays("lambda_max")[1])
+    assert all(v == pytest.approx(2 * 1.9 / 0.05) for v in threshold.get_ydata())
+    ax2 = plot_stability(tracker.history, measure="trace", logy=True)
+    assert ax2.get_yscale() == "log"
+    with pytest.raises(ValueError, match="measure must be one of"):
+        plot_stability(tracker.history, measure="spectral_gap")
+    with pytest.raises(ValueError, match="no column"):
+        plot_stability(tracker.history, measure="frobenius")
