@@ -166,3 +166,12 @@ def test_momentum_bad_input() -> None:
         train(model, X, y, lr=0.1, steps=1, nesterov=True)
     with pytest.raises(TypeError, match="momentum must be a float"):
         train(model, X, y, lr=0.1, steps=1, momentum="0.9")  # type: ignore[arg-type]
+
+
+def test_momentum_in_history_metadata() -> None:
+    model, X, y = problem()
+    res = train(model, X, y, lr=0.01, steps=2, momentum=0.5, nesterov=True, stop_loss=None)
+    assert res.history.metadata["momentum"] == 0.5
+    assert res.history.metadata["nesterov"] is True
+    plain = train(problem()[0], X, y, lr=0.01, steps=2, stop_loss=None)
+    assert "momentum" not in plain.history.metadata

@@ -286,7 +286,8 @@ class Engine:
         self.last_monitored: list[dict[int, int]] = [{} for _ in setups]
         label = cfg.label_batch_size, cfg.label_sampling
         self.trackers = [
-            RunTracker(cfg.rule, RunLabel(s.lr, s.seed, label[0], label[1])) for s in setups
+            RunTracker(cfg.rule, RunLabel(s.lr, s.seed, *label, cfg.momentum, cfg.nesterov))
+            for s in setups
         ]
         self.device = next(iter(params.values())).device
         self.dtype = next(iter(params.values())).dtype
