@@ -38,7 +38,7 @@ from dynstab.errors import (
 )
 from dynstab.losses import cross_entropy, half_mse
 from dynstab.measures import Measure, SharpnessReport, sharpness
-from dynstab.training import History, TrainResult, train
+from dynstab.training import History, StabilityTracker, TrainResult, train
 
 __all__ = [
     "ConvergenceWarning",
@@ -52,6 +52,7 @@ __all__ = [
     "NotInterpolatingWarning",
     "SharpnessReport",
     "StabilityReport",
+    "StabilityTracker",
     "TrainResult",
     "__version__",
     "check_stability",

@@ -54,6 +54,7 @@ from dynstab_repro.companions.wws22 import WWS22Config, analyze_wws22
 NAMES = [
     "eos/gd-sweep",
     "eos/sgd-batch",
+    "eos/cifar-cnn",
     "wme18/toy",
     "wme18/sharpness",
     "mm23/sweep",

@@ -19,6 +19,13 @@ from dynstab.curvature.gauss_newton import GaussNewtonOperator
 from dynstab.curvature.hessian import CurvatureOperator, HessianOperator
 from dynstab.curvature.jacobian import gram_matrix, per_sample_jacobian
 from dynstab.curvature.params import ParameterSelection, select_parameters
+from dynstab.curvature.preconditioned import (
+    PreconditionedOperator,
+    PreconditionedSharpness,
+    Preconditioner,
+    optimizer_preconditioner,
+    preconditioned_sharpness,
+)
 from dynstab.curvature.problem import CurvatureProblem, Progress
 
 __all__ = [
@@ -29,6 +36,9 @@ __all__ = [
     "GaussNewtonOperator",
     "HessianOperator",
     "ParameterSelection",
+    "PreconditionedOperator",
+    "PreconditionedSharpness",
+    "Preconditioner",
     "Progress",
     # dense oracles
     "dense_gauss_newton",
@@ -39,7 +49,9 @@ __all__ = [
     "flatten_params",
     # jacobians
     "gram_matrix",
+    "optimizer_preconditioner",
     "per_sample_jacobian",
+    "preconditioned_sharpness",
     "select_parameters",
     "unflatten_like",
 ]

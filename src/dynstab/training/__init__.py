@@ -10,6 +10,11 @@
   (``torch.func.vmap`` over runs) or :class:`ClosedFormStepper` (the model's
   ``closed_form_grad``); one :class:`StoppingRule` defines convergence, divergence and the
   effective learning rate of every run.
+* :class:`StabilityTracker` — curvature vs stability thresholds (2/η, 2(1 + β)/η, Adam's
+  38/η, 2C/(qη)) in any training loop (``tracker.step()``), or as a monitor of :func:`train`;
+  :func:`lightning_callback` for PyTorch Lightning. Its measurements and the curvature
+  monitors' are one implementation, :class:`CurvatureMeter`.
+* Momentum: ``train(..., momentum=β, nesterov=...)`` steps exactly as ``torch.optim.SGD``.
 * Schedules :func:`constant`, :func:`warmup`; samplers :class:`BatchSampler`.
 * Monitors :class:`LossMonitor`, :class:`TestErrorMonitor`, :class:`NormMonitor`,
   :class:`GradientNormMonitor`,
@@ -23,6 +28,7 @@ minimum iff λ_max(H) ≤ 2/η.
 from dynstab.training.batched import train_batched
 from dynstab.training.engine import Run, train_runs
 from dynstab.training.history import History
+from dynstab.training.meter import CurvatureMeter
 from dynstab.training.monitors import (
     GradientNormMonitor,
     GramMonitor,
@@ -39,6 +45,7 @@ from dynstab.training.result import StoppingRule, TrainResult
 from dynstab.training.samplers import BatchSampler, draw_batches
 from dynstab.training.schedules import Constant, Schedule, Warmup, constant, warmup
 from dynstab.training.steppers import AutogradStepper, ClosedFormStepper, Stepper, VmapStepper
+from dynstab.training.tracker import StabilityTracker, lightning_callback
 from dynstab.training.trainer import train
 
 __all__ = [
@@ -46,6 +53,7 @@ __all__ = [
     "BatchSampler",
     "ClosedFormStepper",
     "Constant",
+    "CurvatureMeter",
     "GradientNormMonitor",
     "GramMonitor",
     "History",
@@ -56,6 +64,7 @@ __all__ = [
     "Schedule",
     "SharpnessMonitor",
     "StabilityMonitor",
+    "StabilityTracker",
     "Stepper",
     "StoppingRule",
     "TestErrorMonitor",
@@ -66,6 +75,7 @@ __all__ = [
     "constant",
     "draw_batches",
     "gradient_norm",
+    "lightning_callback",
     "train",
     "train_batched",
     "train_runs",

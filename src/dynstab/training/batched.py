@@ -60,6 +60,8 @@ def train_batched(
     require_full_lr: bool = False,
     loss_threshold: float = 1e-6,
     gradient: str = "autograd",
+    momentum: float = 0.0,
+    nesterov: bool = False,
 ) -> list[TrainResult]:
     """Train the grid ``lrs × seeds`` of small networks at once, equal to :func:`train` run by run.
 
@@ -97,6 +99,8 @@ def train_batched(
         loss_threshold: See :func:`train`.
         gradient: ``"autograd"`` (``torch.func.vmap``; default), ``"closed_form"`` or
             ``"auto"`` (see :func:`~dynstab.training.train_runs`).
+        momentum: Heavy-ball momentum β ∈ [0, 1) (see :func:`train`). Default 0.
+        nesterov: Nesterov momentum (see :func:`train`). Default False.
 
     Returns:
         ``len(lrs)·len(seeds)`` :class:`TrainResult` objects in η-major order, each with its
@@ -163,6 +167,8 @@ def train_batched(
         dtype=None,
         progress=progress,
         desc=f"train_batched[{len(runs)}]",
+        momentum=momentum,
+        nesterov=nesterov,
     )
     warn_outcomes(results, stop_loss, stacklevel=2)
     return results

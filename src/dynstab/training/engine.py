@@ -11,7 +11,14 @@ returns all R gradients at once. The update of run r at step t is
 
 with L_I the batch-mean loss on the batch I_t drawn by :class:`dynstab.sampling.Sampling`
 (full-batch GD: I_t = {1..n}) and the stopping rules of
-:class:`~dynstab.training.result.StoppingRule`.
+:class:`~dynstab.training.result.StoppingRule`. With momentum β (heavy ball) the step is that of
+``torch.optim.SGD(lr, momentum=β, dampening=0, nesterov=...)``: with g_t = clip(∇L_{I_t}(θ_t))
+and b_{-1} = 0,
+
+    b_t = β·b_{t−1} + g_t,   θ_{t+1} = θ_t − η_t·d_t,   d_t = b_t (heavy ball) or g_t + β·b_t
+    (Nesterov),
+
+the buffer b held per run beside the parameters (saved, replayed and compacted with them).
 
 How it stays fast without changing what is computed:
 
@@ -129,6 +136,8 @@ class EngineConfig:
         eval_every: Steps between full-loss evaluations (SGD) and history records.
         progress: Show a tqdm bar on stderr.
         desc: Label of the progress bar.
+        momentum: Heavy-ball momentum β in [0, 1) (0: plain GD/SGD).
+        nesterov: Nesterov's variant of the momentum step (needs β > 0).
     """
 
     steps: int
@@ -138,6 +147,8 @@ class EngineConfig:
     eval_every: int
     progress: bool = False
     desc: str = "train"
+    momentum: float = 0.0
+    nesterov: bool = False
 
     @property
     def full_batch(self) -> bool:
@@ -266,12 +277,17 @@ class Engine:
         if self.active != list(range(len(setups))):
             order = torch.tensor(self.active, device=next(iter(params.values())).device)
             self.P, self.F = _rows(params, order), _rows(fixed, order)
+        # Momentum buffers b (zero before the first step), rows aligned with P; {} without.
+        self.M: Params = (
+            {k: torch.zeros_like(v) for k, v in self.P.items()} if cfg.momentum > 0 else {}
+        )
         self.monitors = monitors if monitors is not None else [[] for _ in setups]
         self.module_for = module_for
         self.last_monitored: list[dict[int, int]] = [{} for _ in setups]
         label = cfg.label_batch_size, cfg.label_sampling
         self.trackers = [
-            RunTracker(cfg.rule, RunLabel(s.lr, s.seed, label[0], label[1])) for s in setups
+            RunTracker(cfg.rule, RunLabel(s.lr, s.seed, *label, cfg.momentum, cfg.nesterov))
+            for s in setups
         ]
         self.device = next(iter(params.values())).device
         self.dtype = next(iter(params.values())).dtype
@@ -351,6 +367,8 @@ class Engine:
             "step": t,
             "lr": eta,
             "loss": loss,
+            "momentum": cfg.momentum,
+            "nesterov": cfg.nesterov,
         }
 
     def _run_monitors(self, i: int, t: int, loss: float | None, *, final: bool) -> None:
@@ -386,7 +404,7 @@ class Engine:
         keep = [i for i in range(len(self.active)) if i not in gone]
         kp = torch.tensor(keep, dtype=torch.long, device=self.device)
         self.active = [self.active[i] for i in keep]
-        self.P, self.F = _rows(self.P, kp), _rows(self.F, kp)
+        self.P, self.F, self.M = _rows(self.P, kp), _rows(self.F, kp), _rows(self.M, kp)
         self._index_cache = None
 
     # ------------------------------------------------------------------ steps
@@ -395,6 +413,7 @@ class Engine:
         self,
         P: Params,
         F: Params,
+        M: Params,
         batch: Batch | None,
         etas: Mapping[int, Tensor],
         groups: Sequence[tuple[int, int, int]] | None = None,
@@ -406,22 +425,28 @@ class Engine:
         the closed forms multiply as one matrix.
         """
         if batch is not None or groups is None:
-            return self._update(P, F, batch, etas)
+            return self._update(P, F, M, batch, etas)
         losses, flags = [], []
         for j, a, b in groups:
             Xj, yj = self.datasets[j]
             data = Xj.expand(b - a, *Xj.shape), yj.expand(b - a, *yj.shape)
             sub_etas = {nd: e[a:b] for nd, e in etas.items()}
-            loss, clipped = self._update(_slice(P, a, b), _slice(F, a, b), data, sub_etas)
+            loss, clipped = self._update(
+                _slice(P, a, b), _slice(F, a, b), _slice(M, a, b), data, sub_etas
+            )
             losses.append(loss)
             if clipped is not None:
                 flags.append(clipped)
         return torch.cat(losses), (torch.cat(flags) if flags else None)
 
     def _update(
-        self, P: Params, F: Params, batch: Batch | None, etas: Mapping[int, Tensor]
+        self, P: Params, F: Params, M: Params, batch: Batch | None, etas: Mapping[int, Tensor]
     ) -> tuple[Tensor, Tensor | None]:
-        """Gradient step of the stacked runs ``P`` (in place) on ``batch`` (None: X, y)."""
+        """Gradient step of the stacked runs ``P`` (in place) on ``batch`` (None: X, y).
+
+        With momentum the buffers ``M`` (rows of ``P``) are updated in place first, in the
+        order of ``torch.optim.SGD`` (module docstring).
+        """
         grads, losses = self.stepper.gradients(P, F, batch)
         clip, clipped = self.cfg.clip, None
         if clip is not None:
@@ -442,8 +467,13 @@ class Engine:
                 )
                 for k, g in grads.items()
             }
+        beta = self.cfg.momentum
         for k, g in grads.items():
-            P[k].addcmul_(etas[g.ndim], g, value=-1.0)
+            d = g
+            if M:
+                buf = M[k].mul_(beta).add_(g)
+                d = g.add(buf, alpha=beta) if self.cfg.nesterov else buf
+            P[k].addcmul_(etas[g.ndim], d, value=-1.0)
         return losses, clipped
 
     def _chunk_length(self, t: int) -> int:
@@ -487,10 +517,11 @@ class Engine:
                 batches = list(zip(xs, ys, strict=True))
         mults = [tables[j] for j in ix.schedule_pos_list]
         saved = {k: v.clone() for k, v in self.P.items()}
+        saved_m = {k: v.clone() for k, v in self.M.items()}
         loss_list: list[Tensor] = []
         clip_list: list[Tensor] = []
         for k in range(K):
-            losses, clipped = self._step(self.P, self.F, batches[k], etas[k], groups)
+            losses, clipped = self._step(self.P, self.F, self.M, batches[k], etas[k], groups)
             loss_list.append(losses)
             if clipped is not None:
                 clip_list.append(clipped)
@@ -502,7 +533,7 @@ class Engine:
         )
         stops = self._stopping_events(t, K, loss_buf, clip_buf, mults, observed_t)
         if stops:
-            self._replay(saved, stops, batches, etas)
+            self._replay(saved, saved_m, stops, batches, etas)
             self._retire(sorted(stops))
         return K
 
@@ -556,6 +587,7 @@ class Engine:
     def _replay(
         self,
         saved: Params,
+        saved_m: Params,
         stops: Mapping[int, int],
         batches: Sequence[Batch | None],
         etas: Sequence[Mapping[int, Tensor]],
@@ -563,18 +595,21 @@ class Engine:
         """Put the runs that stopped inside the chunk back at their stopping iterate.
 
         Run ``active[i]`` stopped before update ``stops[i]`` of the chunk: it is restored to the
-        chunk's start and advanced by that many steps with the same batches and rates.
+        chunk's start and advanced by that many steps with the same batches and rates (the
+        momentum buffers restored with them).
         """
         if len(self.active) == 1:  # in place (the live module of an AutogradStepper)
             for name, v in self.P.items():
                 v.copy_(saved[name])
+            for name, v in self.M.items():
+                v.copy_(saved_m[name])
             groups = self._groups([0])
             for step in range(stops[0]):
-                self._step(self.P, self.F, batches[step], etas[step], groups)
+                self._step(self.P, self.F, self.M, batches[step], etas[step], groups)
             return
         cur = sorted(stops)
         pos = torch.tensor(cur, device=self.device)
-        P, F = _rows(saved, pos), _rows(self.F, pos)
+        P, F, M = _rows(saved, pos), _rows(self.F, pos), _rows(saved_m, pos)
         k = 0
         while cur:
             finished = [j for j, i in enumerate(cur) if stops[i] <= k]
@@ -584,7 +619,7 @@ class Engine:
             if finished:
                 keep = [j for j in range(len(cur)) if j not in finished]
                 kp = torch.tensor(keep, dtype=torch.long, device=self.device)
-                P, F, cur = _rows(P, kp), _rows(F, kp), [cur[j] for j in keep]
+                P, F, M, cur = _rows(P, kp), _rows(F, kp), _rows(M, kp), [cur[j] for j in keep]
                 if not cur:
                     return
             rows = torch.tensor(cur, device=self.device)
@@ -592,7 +627,7 @@ class Engine:
             if batch is not None:
                 batch = batch[0].index_select(0, rows), batch[1].index_select(0, rows)
             sub_etas = {nd: v.index_select(0, rows) for nd, v in etas[k].items()}
-            self._step(P, F, batch, sub_etas, self._groups(cur))
+            self._step(P, F, M, batch, sub_etas, self._groups(cur))
             k += 1
 
     # ------------------------------------------------------------------ the loop
@@ -690,6 +725,8 @@ def make_config(
     dtype: torch.dtype | None,
     progress: bool,
     desc: str,
+    momentum: float = 0.0,
+    nesterov: bool = False,
 ) -> EngineConfig:
     """Validate the settings shared by the front-ends and return the engine's config.
 
@@ -712,6 +749,7 @@ def make_config(
     check_int("eval_every", eval_every, minimum=1)
     if dtype is not None and not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype such as torch.float64; got {dtype}.")
+    momentum = check_momentum(momentum, nesterov)
     return EngineConfig(
         steps=steps,
         sampling=rule_sampling,
@@ -720,7 +758,27 @@ def make_config(
         eval_every=eval_every,
         progress=bool(progress),
         desc=desc,
+        momentum=momentum,
+        nesterov=bool(nesterov),
     )
+
+
+def check_momentum(momentum: float, nesterov: bool) -> float:
+    """Validate heavy-ball momentum β ∈ [0, 1) (Nesterov needs β > 0); return it as a float.
+
+    Raises:
+        ValueError: If β is outside [0, 1) or ``nesterov`` is set with β = 0.
+    """
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
+        raise TypeError(f"momentum must be a float in [0, 1); got {type(momentum).__name__}.")
+    beta = float(momentum)
+    if not (math.isfinite(beta) and 0.0 <= beta < 1.0):
+        raise ValueError(
+            f"momentum must be in [0, 1) (β of torch.optim.SGD; 0 for plain GD/SGD); got {beta}."
+        )
+    if nesterov and beta == 0.0:
+        raise ValueError("nesterov=True needs momentum > 0 (as in torch.optim.SGD); got 0.")
+    return beta
 
 
 def prepare_data(
@@ -843,6 +901,8 @@ def train_runs(
     gradient: str = "auto",
     dtype: torch.dtype | None = None,
     progress: bool = False,
+    momentum: float = 0.0,
+    nesterov: bool = False,
 ) -> list[TrainResult]:
     """Train many runs of one architecture at once, each with its own η, seed, start, schedule.
 
@@ -878,6 +938,9 @@ def train_runs(
         gradient: ``"auto"``, ``"autograd"`` or ``"closed_form"``.
         dtype: Train in this dtype (e.g. ``torch.float64``); default the model's.
         progress: Show a tqdm progress bar on stderr.
+        momentum: Heavy-ball momentum β ∈ [0, 1) of every run, as ``torch.optim.SGD``'s
+            (dampening 0; module docstring). Default 0 (plain GD/SGD).
+        nesterov: Nesterov momentum (as ``torch.optim.SGD(nesterov=True)``). Default False.
 
     Returns:
         One :class:`TrainResult` per run, in order, each with its final ``params``.
@@ -916,6 +979,8 @@ def train_runs(
         dtype=dtype,
         progress=progress,
         desc=f"train_runs[{len(runs)}]",
+        momentum=momentum,
+        nesterov=nesterov,
     )
     warn_outcomes(results, (stop or StoppingRule()).stop_loss, stacklevel=2)
     return results
@@ -939,6 +1004,8 @@ def _train_runs(
     dtype: torch.dtype | None,
     progress: bool,
     desc: str,
+    momentum: float = 0.0,
+    nesterov: bool = False,
 ) -> list[TrainResult]:
     """:func:`train_runs` without the warnings (shared with :func:`train_batched`)."""
     n = check_data(X, y)
@@ -965,6 +1032,8 @@ def _train_runs(
         dtype=dtype,
         progress=progress,
         desc=desc,
+        momentum=momentum,
+        nesterov=nesterov,
     )
     template = copy.deepcopy(model).to(dtype) if dtype is not None else model
     names = [k for k, _ in check_trainable(template, "model")]

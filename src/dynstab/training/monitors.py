@@ -35,9 +35,10 @@ from dynstab.criteria import (
     q_factor,
     trace_bound,
 )
-from dynstab.curvature import GaussNewtonOperator, HessianOperator, gram_matrix
-from dynstab.linalg import hutchinson_trace_and_frobenius, lanczos_top_eigenpairs
+from dynstab.curvature import gram_matrix
+from dynstab.linalg import LanczosConfig, TraceConfig
 from dynstab.norms import gram_spectrum
+from dynstab.training.meter import CurvatureMeter
 
 __all__ = [
     "GradientNormMonitor",
@@ -297,18 +298,17 @@ class GradientNormMonitor(LossMonitor):
 class SharpnessMonitor(Monitor):
     """Hessian (or Gauss–Newton) sharpness on a data set, λ_max warm-started between calls.
 
-    ``lambda_max`` runs :func:`dynstab.linalg.lanczos_top_eigenpairs` on
-    :class:`dynstab.curvature.HessianOperator` of L = ``loss_fn`` mean over the data, started
-    from the previous call's top eigenvector (the top eigenvector moves slowly along a
-    training trajectory, so a warm start typically needs a handful of HVPs), and stopped at
-    relative residual ``tol`` or after ``max_hvps`` HVPs, whichever comes first. ``trace`` and
-    ``frobenius`` are Hutchinson estimates from ``num_probes`` shared Rademacher probes
-    (‖H‖_F = √(E‖Hv‖²), its standard error by the delta method). Budget per call:
-    ≤ ``max_hvps`` + ``num_probes`` HVPs.
+    The measurement is :class:`~dynstab.training.meter.CurvatureMeter`'s (the one implementation
+    shared with :class:`~dynstab.training.StabilityTracker`): ``lambda_max`` by the Lanczos
+    engine on :class:`dynstab.curvature.HessianOperator` of L = ``loss_fn`` mean over the data,
+    started from the previous call's top eigenvector, within the budget of ``lanczos``
+    (default: relative tolerance ``tol`` within ``max_hvps`` products); ``trace`` and
+    ``frobenius`` from the shared probes of ``trace`` (default: ``num_probes`` Rademacher
+    probes). Budget per call: ≤ ``lanczos.max_iters`` + ``trace.num_matvecs`` HVPs.
 
-    Columns (with ``prefix``): ``lambda_max``, ``lambda_max_residual``, ``lambda_max_hvps``,
-    ``lambda_max_converged`` (1.0/0.0); ``trace``, ``trace_stderr``; ``frobenius``,
-    ``frobenius_stderr``; ``hutchinson_hvps``.
+    Columns (with ``prefix``): ``lambda_max``, ``lambda_max_error_bound``,
+    ``lambda_max_residual``, ``lambda_max_hvps``, ``lambda_max_converged`` (1.0/0.0);
+    ``trace``, ``trace_stderr``; ``frobenius``, ``frobenius_stderr``; ``hutchinson_hvps``.
 
     Args:
         X: Inputs; None uses the training inputs (the C21 protocol may pass a subset).
@@ -317,13 +317,18 @@ class SharpnessMonitor(Monitor):
         measures: Subset of ``("lambda_max", "trace", "frobenius")``.
         curvature: ``"hessian"`` or ``"gauss_newton"``.
         loss_fn: Loss; None uses the trainer's ``loss_fn``.
-        max_hvps: Lanczos budget per call (its ``max_iters``), >= 1. Default 50.
-        tol: Lanczos relative residual tolerance. Default 1e-4.
-        num_probes: Hutchinson probes for trace/frobenius. Default 20.
+        max_hvps: Lanczos budget per call (its ``max_iters``), >= 1, when ``lanczos`` is None.
+            Default 50.
+        tol: Lanczos relative tolerance when ``lanczos`` is None. Default 1e-4.
+        num_probes: Hutchinson probes for trace/frobenius when ``trace`` is None. Default 20.
         seed: Seed of the monitor's own generator (start vector and probes). Default 0.
         warm_start: Reuse the previous top eigenvector as the Lanczos start. Default True.
         prefix: Column prefix. Default ``""``.
         name: Monitor name. Default ``"sharpness"``.
+        lanczos: Lanczos settings (:class:`~dynstab.linalg.LanczosConfig`); overrides
+            ``tol``/``max_hvps``.
+        trace: Trace-estimator settings (:class:`~dynstab.linalg.TraceConfig`); overrides
+            ``num_probes``.
 
     Raises:
         ValueError: If a measure or ``curvature`` is unknown, or exactly one of ``X``, ``y``.
@@ -345,6 +350,8 @@ class SharpnessMonitor(Monitor):
         warm_start: bool = True,
         prefix: str = "",
         name: str = "sharpness",
+        lanczos: LanczosConfig | None = None,
+        trace: TraceConfig | None = None,
     ) -> None:
         super().__init__(name, every)
         if isinstance(measures, str):
@@ -355,70 +362,40 @@ class SharpnessMonitor(Monitor):
             )
         for m in measures:
             check_choice("sharpness measure", m, _SHARPNESS_MEASURES)
-        check_choice("curvature", curvature, ("hessian", "gauss_newton"))
         if (X is None) != (y is None):
             raise ValueError(
                 "SharpnessMonitor needs both X and y, or neither (training set); got one."
             )
+        if lanczos is None:
+            lanczos = LanczosConfig(
+                tol=check_positive("tol", tol),
+                max_iters=check_int("max_hvps", max_hvps, minimum=1),
+            )
+        if trace is None:
+            trace = TraceConfig(num_matvecs=check_int("num_probes", num_probes, minimum=1))
         self.X, self.y = X, y
-        self.measures = tuple(measures)
-        self.curvature = curvature
         self.loss_fn = loss_fn
-        self.max_hvps = check_int("max_hvps", max_hvps, minimum=1)
-        self.tol = check_positive("tol", tol)
-        self.num_probes = check_int("num_probes", num_probes, minimum=1)
-        self.seed = check_int("seed", seed, minimum=0)
-        self.warm_start = bool(warm_start)
         self.prefix = prefix
-        self._generator = torch.Generator().manual_seed(seed)
-        self._v: Tensor | None = None
+        self.meter = CurvatureMeter(
+            measures,
+            curvature=curvature,
+            lanczos=lanczos,
+            trace=trace,
+            seed=seed,
+            warm_start=warm_start,
+        )
+        self.measures = self.meter.measures
 
     def reset(self) -> None:
         """Drop the warm start and reseed the generator."""
-        self._v = None
-        self._generator = torch.Generator().manual_seed(self.seed)
-
-    def _operator(self, model: nn.Module, context: Mapping[str, Any]) -> Any:
-        X, y = _data(self.X, self.y, context)
-        data = (_to_model(model, X), _to_model(model, y))
-        loss_fn = self.loss_fn or context["loss_fn"]
-        if self.curvature == "hessian":
-            return HessianOperator(model, loss_fn, data)
-        return GaussNewtonOperator(model, loss_fn, data)
+        self.meter.reset()
 
     def __call__(self, step: int, model: nn.Module, context: Mapping[str, Any]) -> dict[str, float]:
         """Return the requested sharpness measures of the model at its current parameters."""
-        op = self._operator(model, context)
-        P, res = self.prefix, {}
-        if "lambda_max" in self.measures:
-            v0 = (
-                self._v
-                if (self.warm_start and self._v is not None and self._v.shape[0] == op.shape[0])
-                else None
-            )
-            eig = lanczos_top_eigenpairs(
-                op, k=1, tol=self.tol, max_iters=self.max_hvps, v0=v0, generator=self._generator
-            )
-            if eig.vectors is not None:
-                self._v = eig.vectors[:, 0].detach().clone()
-            res[f"{P}lambda_max"] = float(eig.values[0])
-            res[f"{P}lambda_max_residual"] = float(eig.residuals[0])
-            res[f"{P}lambda_max_hvps"] = float(eig.num_matvecs)
-            res[f"{P}lambda_max_converged"] = float(eig.converged)
-        if "trace" in self.measures or "frobenius" in self.measures:
-            tr, fro2 = hutchinson_trace_and_frobenius(
-                op, self.num_probes, generator=self._generator
-            )
-            res[f"{P}hutchinson_hvps"] = float(tr.num_matvecs)
-            if "trace" in self.measures:
-                res[f"{P}trace"], res[f"{P}trace_stderr"] = float(tr.estimate), float(tr.stderr)
-            if "frobenius" in self.measures:
-                fro = math.sqrt(max(float(fro2.estimate), 0.0))
-                res[f"{P}frobenius"] = fro
-                res[f"{P}frobenius_stderr"] = (
-                    float(fro2.stderr) / (2 * fro) if fro > 0 else math.inf
-                )
-        return res
+        X, y = _data(self.X, self.y, context)
+        data = (_to_model(model, X), _to_model(model, y))
+        reading = self.meter.measure(model, self.loss_fn or context["loss_fn"], data)
+        return {f"{self.prefix}{k}": v for k, v in reading.values.items()}
 
 
 class TraceMonitor(SharpnessMonitor):

@@ -205,6 +205,8 @@ class RunLabel:
     seed: int | None
     batch_size: int | None
     sampling: str
+    momentum: float = 0.0
+    nesterov: bool = False
 
 
 class RunTracker:
@@ -220,6 +222,8 @@ class RunTracker:
                 "sampling": label.sampling,
                 "seed": label.seed,
             }
+            # momentum runs say so (plain GD/SGD histories keep their metadata unchanged)
+            | ({"momentum": label.momentum, "nesterov": label.nesterov} if label.momentum else {})
         )
         self.updates = 0
         self.full_updates = 0

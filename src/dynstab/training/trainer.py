@@ -62,13 +62,18 @@ def train(
     require_full_lr: bool = False,
     loss_threshold: float = 1e-6,
     gradient: str = "autograd",
+    momentum: float = 0.0,
+    nesterov: bool = False,
 ) -> TrainResult:
-    """Train ``model`` in place with plain GD or SGD and return what happened.
+    """Train ``model`` in place with GD or SGD (optionally with momentum); return what happened.
 
     Update t (0-based) is θ_{t+1} = θ_t − η_t · clip(∇L_{I_t}(θ_t)), with η_t = ``lr`` ·
     ``schedule(t)``, L_I(θ) = ``loss_fn(f(X[I]; θ), y[I])`` (by default ½·mean squared error,
     :func:`dynstab.losses.half_mse`, so that the GD threshold is 2/η) and the optional clipping
-    g ↦ g · min(1, ``clip``/‖g‖₂) on the norm of the whole gradient. Only parameters with
+    g ↦ g · min(1, ``clip``/‖g‖₂) on the norm of the whole gradient. With ``momentum`` β > 0
+    the step is exactly ``torch.optim.SGD(lr=η_t, momentum=β, dampening=0, nesterov=...)`` on
+    the clipped gradient g_t: b_t = β·b_{t−1} + g_t (b_{−1} = 0) and θ_{t+1} = θ_t − η_t·b_t, or
+    θ_{t+1} = θ_t − η_t·(g_t + β·b_t) with ``nesterov=True``. Only parameters with
     ``requires_grad=True`` are trained (frozen ones stay fixed). Gradients come from
     ``torch.autograd.grad`` (``.grad`` attributes are never touched) and the model's train/eval
     mode is left as it is. Monitors see θ_t *before* update t, and every monitor runs once more
@@ -110,6 +115,9 @@ def train(
             :attr:`TrainResult.effective_lr`. Default 1e-6.
         gradient: ``"autograd"`` (default), ``"closed_form"`` (the model's
             ``closed_form_grad``, ½-MSE only) or ``"auto"`` (closed form when available).
+        momentum: Heavy-ball momentum β ∈ [0, 1) (``torch.optim.SGD``'s, dampening 0; the
+            GD stability threshold becomes λ_max ≤ 2(1 + β)/η). Default 0 (plain GD/SGD).
+        nesterov: Nesterov momentum (``torch.optim.SGD(nesterov=True)``). Default False.
 
     Returns:
         A :class:`TrainResult` (``params`` is None: the model holds the final parameters).
@@ -149,6 +157,8 @@ def train(
         dtype=dtype,
         progress=progress,
         desc="train",
+        momentum=momentum,
+        nesterov=nesterov,
     )
     check_trainable(model, "model")
     if dtype is not None:

@@ -3,6 +3,7 @@
 Registered experiments (paper in brackets):
 
 * ``eos/gd-sweep``, ``eos/sgd-batch`` — edge of stability on mnist1d (Cohen et al., ICLR 2021);
+* ``eos/cifar-cnn`` — C21's CNN trained by SGD with momentum, tracked by ``StabilityTracker``;
 * ``wme18/toy``, ``wme18/sharpness`` — sharpness and non-uniformity (Wu, Ma & E, NeurIPS 2018);
 * ``mm23/sweep`` — exact mean-square stability (Mulayoff & Michaeli, COLT 2024);
 * ``mms21/switch``, ``mms21/weight``, ``mms21/sweep`` — minima stability in function space
@@ -21,14 +22,14 @@ independent training run, so the runner parallelises and resumes them; curves ar
 most :data:`~.results.MAX_POINTS` points (:mod:`.results`).
 """
 
-from dynstab_repro.companions import edge_of_stability, mm23, mms21, wme18, wws22
+from dynstab_repro.companions import edge_of_stability, eos_cifar_cnn, mm23, mms21, wme18, wws22
 from dynstab_repro.registry import register_group
 
 __all__ = ["GROUPS"]
 
 #: The companion groups and their experiments.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "eos": ("eos/gd-sweep", "eos/sgd-batch"),
+    "eos": ("eos/gd-sweep", "eos/sgd-batch", "eos/cifar-cnn"),
     "wme18": ("wme18/toy", "wme18/sharpness"),
     "mm23": ("mm23/sweep",),
     "mms21": ("mms21/switch", "mms21/weight", "mms21/sweep"),
@@ -38,4 +39,4 @@ for _group, _members in GROUPS.items():
     register_group(_group, _members)
 register_group("companions", tuple(m for ms in GROUPS.values() for m in ms))
 
-_ = (edge_of_stability, mm23, mms21, wme18, wws22)
+_ = (edge_of_stability, eos_cifar_cnn, mm23, mms21, wme18, wws22)

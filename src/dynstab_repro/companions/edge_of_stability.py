@@ -156,7 +156,7 @@ class EoSConfig(ExperimentConfig):
     lrs_cnn: tuple[float, ...] = (0.07, 0.1)
     steps: int = 3000
     eig_every: int = 20
-    max_hvps: int = 20
+    max_hvps: int = 100
     cross_frac: float = 0.95
     median_band: tuple[float, float] = (0.95, 1.15)
     band: tuple[float, float] = (0.9, 1.25)
