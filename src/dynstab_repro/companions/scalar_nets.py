@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dynstab.criteria import alignment_factor
+from dynstab.criteria import alignment_factor, alignment_infimum
 from dynstab.data import load_cifar10, load_mnist
 from dynstab.models import MLP
 from dynstab.norms import gram_spectrum
@@ -320,8 +320,9 @@ def train_scalar_run(
     Returns:
         JSON-able dict: run settings, the :func:`run_summary` fields, ``init_lambda_max``, the
         :func:`~.minima.gram_summary` fields and, if recorded, ``history`` =
-        {"step", "mu", "frobenius", "loss"} (≤ :data:`MAX_POINTS` points) and ``mu_final``, the
-        alignment factor at the final iterate.
+        {"step", "mu", "frobenius", "loss"} (≤ :data:`MAX_POINTS` points), ``mu_final``, the
+        alignment factor at the final iterate, and ``mu_inf``, its infimum over residuals in
+        the range of K (:func:`dynstab.criteria.alignment_infimum`).
     """
     t0 = time.perf_counter()
     n, d = X.shape
@@ -365,6 +366,7 @@ def train_scalar_run(
             out["mu_final"] = (
                 finite(alignment_factor(K, r_end)) if float(r_end @ r_end) > 0 else None
             )
+            out["mu_inf"] = finite(alignment_infimum(K))
         out.update(
             gram_summary(
                 K,

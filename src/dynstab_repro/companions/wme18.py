@@ -619,7 +619,7 @@ def analyze_sharpness(config: SharpnessConfig, results: Results) -> list[Claim]:
     )
     need = dict(zip(config.flat_batch_sizes, config.flat_factors, strict=False))
     factor_ok = direction_ok and all(
-        median(v) >= need[B] for B, per in factors.items() for v in per.values()
+        B in need and median(v) >= need[B] for B, per in factors.items() for v in per.values()
     )
     sgd_min = [r for r in conv.values() if r["B"] != 0 and r.get("non_uniformity") is not None]
     s_over_a = [r["non_uniformity"] / r["lambda_max"] for r in sgd_min]
