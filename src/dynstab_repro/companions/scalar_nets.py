@@ -135,7 +135,7 @@ def scalar_task(
         raise ValueError(f"the scalar task needs two classes; got classes={pair}.")
     load = load_mnist if dataset == "mnist" else load_cifar10
     ds = load(
-        path, n_test=0, one_hot=False, standardize_inputs=False, flatten=True, dtype=torch.float32
+        path, n_test=1, one_hot=False, standardize_inputs=False, flatten=True, dtype=torch.float32
     )
     labels = ds.labels if ds.labels is not None else ds.y.long()
     keep = torch.nonzero((labels == pair[0]) | (labels == pair[1])).reshape(-1)

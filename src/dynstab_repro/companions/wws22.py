@@ -201,7 +201,8 @@ class WWS22Alignment(Experiment):
 
     def run_one(self, config: WWS22Config, spec: RunSpec) -> Record:
         """Train one SGD run (recording μ) or run the GD→SGD switch."""
-        X, y = config.task(config.n, (3, 8))
+        # digits / MNIST: 3 vs 8; CIFAR-10: the loader's default pair (0, 1)
+        X, y = config.task(config.n, () if config.dataset == "cifar10" else (3, 8))
         if spec.params.get("switch"):
             return _switch(config, X, y, int(spec.params["seed"]))
         return train_scalar_run(
