@@ -48,6 +48,7 @@ from dynstab_repro.companions.results import (
     finite,
     fmt,
     graded_claim,
+    grid_specs,
     median,
     outcome_text,
     over_seeds,
@@ -76,6 +77,10 @@ def _model(arch: str, width: int, channels: int, seed: int) -> nn.Module:
             torch.float64
         )
     raise ValueError(f"arch must be 'mlp' or 'cnn'; got {arch!r}.")
+
+
+def _b_name(B: int) -> str:
+    return str(B) if B else "GD"
 
 
 def _data(n_train: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -282,11 +287,7 @@ class EoSGDSweep(Experiment):
         out = []
         for arch in config.archs:
             lrs = config.lrs_mlp if arch == "mlp" else config.lrs_cnn
-            out += [
-                RunSpec(f"arch={arch}_lr={lr:g}_seed={s}", {"arch": arch, "lr": lr, "seed": s})
-                for lr in lrs
-                for s in config.seeds
-            ]
+            out += grid_specs({"arch": [arch], "lr": lrs, "seed": config.seeds})
         return out
 
     def run_one(self, config: EoSConfig, spec: RunSpec) -> Record:
@@ -578,11 +579,7 @@ class EoSSGDBatch(Experiment):
 
     def specs(self, config: SGDBatchConfig) -> list[RunSpec]:
         """One unit per (B, seed)."""
-        return [
-            RunSpec(f"B={B if B else 'GD'}_seed={s}", {"B": B, "seed": s})
-            for B in config.batch_sizes
-            for s in config.seeds
-        ]
+        return grid_specs({"B": config.batch_sizes, "seed": config.seeds}, {"B": _b_name})
 
     def run_one(self, config: SGDBatchConfig, spec: RunSpec) -> Record:
         """Train one run, then measure λ_max(H) and the subset generalized sharpness."""

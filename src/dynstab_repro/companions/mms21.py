@@ -50,6 +50,7 @@ from dynstab_repro.companions.results import (
     finite,
     fmt,
     graded_claim,
+    grid_specs,
     median,
     outcome_text,
     over_seeds,
@@ -763,11 +764,7 @@ class MMS21Sweep(Experiment):
 
     def specs(self, config: SweepConfig) -> list[RunSpec]:
         """One unit per (η, seed)."""
-        return [
-            RunSpec(f"lr={lr:g}_seed={s}", {"lr": lr, "seed": s})
-            for lr in config.lrs
-            for s in config.seeds
-        ]
+        return grid_specs({"lr": config.lrs, "seed": config.seeds})
 
     def run_one(self, config: SweepConfig, spec: RunSpec) -> Record:
         """Train GD to interpolation and report the minimum."""

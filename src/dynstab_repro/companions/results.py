@@ -12,17 +12,19 @@ diverged, stopped early or did not converge are listed by :func:`outcome_text`.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 from scipy.stats import spearmanr
 
-from dynstab_repro.base import Claim, ClaimStatus, Measurement, unit_outcome
+from dynstab_repro.base import Claim, ClaimStatus, Measurement, RunSpec, unit_outcome
 
 __all__ = [
     "MAX_POINTS",
+    "TYPICAL_RUN_NOTE",
     "Overrides",
     "Record",
     "Results",
@@ -30,6 +32,7 @@ __all__ = [
     "finite",
     "fmt",
     "graded_claim",
+    "grid_specs",
     "median",
     "outcome_text",
     "over_seeds",
@@ -39,6 +42,12 @@ __all__ = [
 
 #: Largest number of points stored per recorded curve.
 MAX_POINTS = 500
+
+#: Why a mean-square margin above 1 is "adapted" rather than failed.
+TYPICAL_RUN_NOTE = (
+    "a typical SGD run can converge slightly beyond the mean-square threshold (a product of "
+    "random matrices can shrink almost surely while its second moment grows)"
+)
 
 #: The JSON-able metrics of one unit (values of several types, read by key).
 Record = dict[str, Any]
@@ -197,3 +206,30 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
         return math.nan
     rho = spearmanr(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic
     return float(rho)
+
+
+def _show(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def grid_specs(
+    axes: Mapping[str, Sequence[Any]],
+    show: Mapping[str, Callable[[Any], str]] | None = None,
+) -> list[RunSpec]:
+    """One unit per point of the grid ``axes`` (first axis slowest), keyed ``a=x_b=y``.
+
+    Floats are shown with ``:g``; ``show`` overrides how the values of an axis are written.
+
+    Example:
+        >>> [s.key for s in grid_specs({"B": [4, 0], "seed": [0]}, {"B": lambda b: b or "GD"})]
+        ['B=4_seed=0', 'B=GD_seed=0']
+    """
+    fmt_of = dict(show or {})
+    out = []
+    for combo in itertools.product(*axes.values()):
+        params = dict(zip(axes, combo, strict=True))
+        key = "_".join(
+            f"{k}={fmt_of[k](v) if k in fmt_of else _show(v)}" for k, v in params.items()
+        )
+        out.append(RunSpec(key, params))
+    return out

@@ -35,7 +35,7 @@ from dynstab.norms import gram_spectrum
 from dynstab.training import GramMonitor, Monitor, TrainResult, Warmup, train
 from dynstab_repro.base import Experiment, RunSpec
 from dynstab_repro.companions.minima import JSONScalar, gram_float64, gram_summary
-from dynstab_repro.companions.results import MAX_POINTS, finite, thin
+from dynstab_repro.companions.results import MAX_POINTS, finite, grid_specs, thin
 from dynstab_repro.config import ExperimentConfig
 
 __all__ = [
@@ -481,12 +481,10 @@ class ScalarSweep(Experiment):
 
     def specs(self, config: ScalarSweepConfig) -> list[RunSpec]:
         """One unit per (η, B, seed)."""
-        return [
-            RunSpec(f"lr={lr:g}_B={B if B else 'GD'}_seed={s}", {"lr": lr, "B": B, "seed": s})
-            for lr in config.lrs
-            for B in config.batch_sizes
-            for s in config.seeds
-        ]
+        return grid_specs(
+            {"lr": config.lrs, "B": config.batch_sizes, "seed": config.seeds},
+            {"B": lambda b: str(b) if b else "GD"},
+        )
 
     def run_one(self, config: ScalarSweepConfig, spec: RunSpec) -> dict[str, object]:
         """Train one run to near interpolation, then measure the minimum from K."""

@@ -44,6 +44,7 @@ from dynstab_repro.companions.results import (
     finite,
     fmt,
     graded_claim,
+    grid_specs,
     median,
     outcome_text,
     over_seeds,
@@ -187,15 +188,14 @@ class WWS22Alignment(Experiment):
 
     def specs(self, config: WWS22Config) -> list[RunSpec]:
         """One unit per (η, B, width, seed) plus one GD→SGD switch per seed."""
-        out = [
-            RunSpec(
-                f"lr={lr:g}_B={B}_width={m}_seed={s}", {"lr": lr, "B": B, "width": m, "seed": s}
-            )
-            for lr in config.lrs
-            for B in config.batch_sizes
-            for m in config.widths
-            for s in config.seeds
-        ]
+        out = grid_specs(
+            {
+                "lr": config.lrs,
+                "B": config.batch_sizes,
+                "width": config.widths,
+                "seed": config.seeds,
+            }
+        )
         out += [RunSpec(f"switch_seed={s}", {"switch": True, "seed": s}) for s in config.seeds]
         return out
 
