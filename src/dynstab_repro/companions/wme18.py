@@ -474,7 +474,7 @@ class WME18Sharpness(ScalarSweep):
         return analyze_sharpness(config, results)
 
     def plot(self, config: SharpnessConfig, results: Results, fig_dir: Path) -> list[Path]:
-        """Sharpness vs B per η (with 2/η) and the sharpness–non-uniformity diagram."""
+        """Sharpness vs B per η (2/η dashed, × not converged); sharpness–non-uniformity."""
         fig, axes = new_figure(2)
         ax, ax2 = axes[0, 0], axes[0, 1]
         n = config.n
@@ -488,6 +488,20 @@ class WME18Sharpness(ScalarSweep):
                 ax.plot(*zip(*rows), "o-", color=f"C{j}", label=f"η = {lr:g}")
             # the GD edge λ = 2/η: gd_threshold is the map x ↦ 2/x
             ax.axhline(gd_threshold(lr), color=f"C{j}", ls="--", lw=0.8)
+            bad = [
+                r["B"] or n
+                for r in results.values()
+                if r.get("lr") == lr and not r.get("converged")
+            ]
+            if bad:  # diverged / not converged runs, drawn at 2/η so that none is missing
+                ax.scatter(
+                    bad,
+                    [gd_threshold(lr)] * len(bad),
+                    marker="x",
+                    s=60,
+                    color=f"C{j}",
+                    label=f"η = {lr:g}: not converged / diverged",
+                )
             pts = [
                 (r["lambda_max"], r["non_uniformity"])
                 for r in results.values()
