@@ -47,6 +47,11 @@ from dynstab_repro.companions.results import (
     Table,
     finite,
     fmt,
+    graded_claim,
+    grid_specs,
+    median,
+    outcome_text,
+    over_seeds,
     thin,
 )
 from dynstab_repro.config import ExperimentConfig
@@ -74,6 +79,10 @@ def _model(arch: str, width: int, channels: int, seed: int) -> nn.Module:
     raise ValueError(f"arch must be 'mlp' or 'cnn'; got {arch!r}.")
 
 
+def _b_name(B: int) -> str:
+    return str(B) if B else "GD"
+
+
 def _data(n_train: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     ds = mnist1d_dataset(n_train, 10, seed=seed, one_hot=True)
     return ds.X.to(torch.float64), ds.y.to(torch.float64)
@@ -87,12 +96,13 @@ def eos_run_metrics(
     lr: float,
     cross_frac: float = 0.95,
     band: tuple[float, float] = (0.9, 1.25),
+    paper_band: tuple[float, float] = (0.95, 1.2),
 ) -> Record:
     """Edge-of-stability summary of one GD run (pure function of the recorded curves).
 
     ``ratio`` = λ_max/(2/η). The first crossing is the first measurement with ratio ≥
-    ``cross_frac``. After it: the median ratio, the fraction of measurements with ratio in
-    ``band``, and the loss at the crossing vs at the end.
+    ``cross_frac``. After it: the median ratio, the fractions of measurements with ratio in
+    ``band`` and in ``paper_band``, and the loss at the crossing vs at the end.
 
     Example:
         >>> m = eos_run_metrics([0, 10, 20, 30], [1.0, 19.5, 20.5, 20.0], [0, 10, 20, 30],
@@ -105,11 +115,19 @@ def eos_run_metrics(
     cross = next((s for s, r in pts if r >= cross_frac), None)
     out: Record = {"crossing_step": cross}
     if cross is None:
-        out.update(post_median_ratio=None, post_fraction_in_band=None, loss_end_over_crossing=None)
+        out.update(
+            post_median_ratio=None,
+            post_fraction_in_band=None,
+            post_fraction_in_paper_band=None,
+            loss_end_over_crossing=None,
+        )
         return out
     post = [r for s, r in pts if s >= cross]
     out["post_median_ratio"] = float(np.median(post))
     out["post_fraction_in_band"] = float(np.mean([band[0] <= r <= band[1] for r in post]))
+    out["post_fraction_in_paper_band"] = float(
+        np.mean([paper_band[0] <= r <= paper_band[1] for r in post])
+    )
     out["post_max_ratio"] = float(max(post))
     lpts = [(s, v) for s, v in zip(loss_steps, loss) if v is not None]
     at_cross = min(lpts, key=lambda sv: abs(sv[0] - cross))[1] if lpts else None
@@ -141,10 +159,13 @@ class EoSConfig(ExperimentConfig):
         eig_every: Steps between sharpness measurements.
         max_hvps: Lanczos budget per measurement (warm-started).
         cross_frac: First crossing = first λ_max ≥ cross_frac·2/η.
-        median_band: Acceptance band of the post-crossing median of λ_max/(2/η).
-        band: Band for the fraction test.
-        band_fraction: Fraction of post-crossing measurements required inside ``band``.
-        seed: Initialization seed.
+        paper_median_band: Cohen et al.'s "hovers right at, or just above, 2/η" as a band for
+            the post-crossing median of λ_max/(2/η) (claim C2, reproduced).
+        median_band: Adapted (wider) band of claim C2 (see the ``bands`` ambiguity).
+        paper_band: Band of the fraction test read from Cohen et al. (claim C3, reproduced).
+        band: Adapted (wider) band of the fraction test.
+        band_fraction: Fraction of post-crossing measurements required inside the band.
+        seeds: Initialization seeds (one run per architecture, η and seed).
     """
 
     n_train: int = 1000
@@ -158,10 +179,12 @@ class EoSConfig(ExperimentConfig):
     eig_every: int = 20
     max_hvps: int = 100
     cross_frac: float = 0.95
+    paper_median_band: tuple[float, float] = (1.0, 1.1)
     median_band: tuple[float, float] = (0.95, 1.15)
+    paper_band: tuple[float, float] = (0.95, 1.2)
     band: tuple[float, float] = (0.9, 1.25)
     band_fraction: float = 0.95
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
 
     PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {
@@ -172,17 +195,16 @@ class EoSConfig(ExperimentConfig):
             "lrs_cnn": (0.1,),
             "steps": 2000,
             "eig_every": 25,
+            "seeds": (0, 1),
         }
     }
 
 
-def _train_gd_eos(config: EoSConfig, arch: str, lr: float) -> Record:
+def _train_gd_eos(config: EoSConfig, arch: str, lr: float, seed: int) -> Record:
     t0 = time.perf_counter()
     X, y = _data(config.n_train, config.data_seed)
-    model = _model(arch, config.width, config.channels, config.seed)
-    mon = SharpnessMonitor(
-        every=config.eig_every, max_hvps=config.max_hvps, tol=1e-3, seed=config.seed
-    )
+    model = _model(arch, config.width, config.channels, seed)
+    mon = SharpnessMonitor(every=config.eig_every, max_hvps=config.max_hvps, tol=1e-3, seed=seed)
     res = train(
         model,
         X,
@@ -200,13 +222,21 @@ def _train_gd_eos(config: EoSConfig, arch: str, lr: float) -> Record:
     loss_steps = [int(s) for s in s_loss]
     loss = [finite(v) for v in v_loss]
     metrics = eos_run_metrics(
-        lam_steps, lam, loss_steps, loss, lr, cross_frac=config.cross_frac, band=config.band
+        lam_steps,
+        lam,
+        loss_steps,
+        loss,
+        lr,
+        cross_frac=config.cross_frac,
+        band=config.band,
+        paper_band=config.paper_band,
     )
     li = thin(list(range(len(loss_steps))), MAX_POINTS)
     ki = thin(list(range(len(lam_steps))), MAX_POINTS)
     return {
         "arch": arch,
         "lr": lr,
+        "seed": seed,
         "diverged": bool(res.diverged),
         "steps_run": int(res.steps_run),
         "final_loss": finite(res.final_loss),
@@ -235,11 +265,14 @@ class EoSGDSweep(Experiment):
     ambiguities: ClassVar[dict[str, str]] = {
         "data": "CIFAR-10 5k replaced by mnist1d (n_train samples, offline); a crossing-step "
         "window in absolute steps is CIFAR-specific and replaced by the ordering claim C5",
-        "bands": "post-crossing median band [0.95, 1.15]·2/η and 95% of measurements in "
-        "[0.9, 1.25]·2/η (CIFAR-10 targets: [1.0, 1.1] and [0.95, 1.2]): on mnist1d the "
-        "sharpness hovers slightly below 2/η between catapults and overshoots further right "
-        "after the first crossing",
-        "loss": "loss at the end < loss at the crossing (CIFAR-10 target: < 60%)",
+        "bands": "Cohen et al.'s 'hovers right at, or just above, 2/η' is read as a "
+        "post-crossing median of λ_max/(2/η) in [1.0, 1.1] and 95% of measurements in "
+        "[0.95, 1.2] (reproduced); runs inside the wider [0.95, 1.15] / [0.9, 1.25] only are "
+        "reported as adapted: on mnist1d the sharpness hovers slightly below 2/η between "
+        "catapults and overshoots further right after the first crossing",
+        "loss": "loss at the end < loss at the crossing",
+        "seeds": "one run per (architecture, η, initialization seed); claims hold in every run "
+        "and report medians and ranges over seeds",
         "architectures": "tanh MLP of width 100 (C21: 200) and the 2-conv CNN with 8 "
         "channels and tanh (C21: 32, relu) to fit the CPU budget; with 16 channels the CNN's "
         "initial sharpness (17.6) already exceeds 2/η for η ≥ 0.15, so GD starts beyond the "
@@ -250,16 +283,18 @@ class EoSGDSweep(Experiment):
     config_cls = EoSConfig
 
     def specs(self, config: EoSConfig) -> list[RunSpec]:
-        """One unit per (architecture, η)."""
+        """One unit per (architecture, η, seed)."""
         out = []
         for arch in config.archs:
             lrs = config.lrs_mlp if arch == "mlp" else config.lrs_cnn
-            out += [RunSpec(f"arch={arch}_lr={lr:g}", {"arch": arch, "lr": lr}) for lr in lrs]
+            out += grid_specs({"arch": [arch], "lr": lrs, "seed": config.seeds})
         return out
 
     def run_one(self, config: EoSConfig, spec: RunSpec) -> Record:
         """Train one GD run with sharpness monitoring."""
-        return _train_gd_eos(config, str(spec.params["arch"]), float(spec.params["lr"]))
+        return _train_gd_eos(
+            config, str(spec.params["arch"]), float(spec.params["lr"]), int(spec.params["seed"])
+        )
 
     def analyze(self, config: EoSConfig, results: Results) -> list[Claim]:
         """See :func:`analyze_eos`."""
@@ -272,16 +307,26 @@ class EoSGDSweep(Experiment):
         for j, arch in enumerate(archs):
             ax_l, ax_s = axes[0, j], axes[1, j]
             runs = sorted(
-                (r for r in results.values() if r.get("arch") == arch), key=lambda r: r["lr"]
+                (r for r in results.values() if r.get("arch") == arch),
+                key=lambda r: (r["lr"], r.get("seed", 0)),
             )
-            for c, r in enumerate(runs):
-                col = f"C{c}"
+            lrs = sorted({r["lr"] for r in runs})
+            seeds = sorted({r.get("seed", 0) for r in runs})
+            for r in runs:
+                col = f"C{lrs.index(r['lr'])}"
+                ls = ("-", ":", "-.", "--")[seeds.index(r.get("seed", 0)) % 4]
+                lab = f"η = {r['lr']:g}, seed {r.get('seed', 0)}"
+                if r.get("diverged"):
+                    lab += " (diverged)"
                 pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss"]) if v is not None]
                 if pts:
-                    ax_l.plot(*zip(*pts), color=col, lw=1, label=f"η = {r['lr']:g}")
+                    ax_l.plot(*zip(*pts), color=col, ls=ls, lw=1, label=lab)
                 pts = [(s, v) for s, v in zip(r["lambda_steps"], r["lambda_max"]) if v is not None]
                 if pts:
-                    ax_s.plot(*zip(*pts), color=col, lw=1, label=f"η = {r['lr']:g}")
+                    ax_s.plot(*zip(*pts), color=col, ls=ls, lw=1, label=lab)
+                if r.get("diverged"):
+                    for ax in (ax_l, ax_s):
+                        ax.axvline(r["steps_run"], color=col, ls=ls, lw=1.5, alpha=0.6)
                 # 2/η: gd_threshold is the map x ↦ 2/x
                 ax_s.axhline(gd_threshold(r["lr"]), color=col, ls="--", lw=0.8)
             ax_l.set_yscale("log")
@@ -299,6 +344,7 @@ class EoSGDSweep(Experiment):
             "crossing_step",
             "post_median_ratio",
             "post_fraction_in_band",
+            "post_fraction_in_paper_band",
             "post_max_ratio",
             "loss_at_crossing",
             "loss_end",
@@ -307,93 +353,142 @@ class EoSGDSweep(Experiment):
         return [("Edge-of-stability summary", rows)]
 
 
+EOS_SOURCE = "Cohen et al. (ICLR 2021), Sec. 3, Fig. 1"
+
+
 def analyze_eos(config: EoSConfig, results: Results) -> list[Claim]:
-    """Claims of ``eos/gd-sweep``.
+    """Claims of ``eos/gd-sweep`` (every run counts; medians and ranges over seeds).
 
     * C1: every run crosses cross_frac·2/η (progressive sharpening reaches the edge).
-    * C2: post-crossing median of λ_max/(2/η) in ``median_band`` for every run.
-    * C3: ≥ ``band_fraction`` of post-crossing measurements inside ``band`` for every run.
-    * C4: the loss at the end is below the loss at the crossing for every run.
-    * C5: within each architecture the crossing happens later for smaller η.
+    * C2: post-crossing median of λ_max/(2/η) in ``paper_median_band`` in every run
+      (reproduced), or in the wider ``median_band`` (adapted).
+    * C3: ≥ ``band_fraction`` of post-crossing measurements inside ``paper_band``
+      (reproduced) or ``band`` (adapted), in every run.
+    * C4: the loss at the end is below the loss at the crossing in every run.
+    * C5: within each architecture and seed the crossing happens later for smaller η.
+
+    A diverged run or a missing unit makes C1 fail (it never hovers at the edge).
     """
-    runs = {k: r for k, r in results.items()}
+    runs = dict(results)
     expected = len(EoSGDSweep().specs(config))
-    claims = []
+    outcomes = outcome_text(runs, expected)
     crossed = [k for k, r in runs.items() if r.get("crossing_step") is not None]
-    claims.append(
-        Claim(
+    all_ok = len(runs) == expected and not any(r.get("diverged") for r in runs.values())
+    claims = [
+        graded_claim(
             "C1",
             "Progressive sharpening: λ_max reaches 2/η in every run",
-            ", ".join(f"{k}: step {runs[k]['crossing_step']}" for k in sorted(crossed))
+            paper="λ_max rises until it reaches 2/η",
+            source=EOS_SOURCE,
+            rule=f"first λ_max ≥ {config.cross_frac:g}·2/η exists in all {expected} runs and no "
+            "run diverged",
+            measured=", ".join(f"{k}: step {runs[k]['crossing_step']}" for k in sorted(crossed))
             + (
                 f"; no crossing: {sorted(set(runs) - set(crossed))}"
                 if len(crossed) < len(runs)
                 else ""
-            ),
-            len(crossed) == len(runs) == expected,
-            f"first λ_max ≥ {config.cross_frac:g}·2/η exists in all {expected} runs",
+            )
+            + f"; {outcomes}",
+            reproduced=all_ok and len(crossed) == expected,
         )
-    )
+    ]
+    meds = {k: float(runs[k]["post_median_ratio"]) for k in crossed}
+    plo, phi = config.paper_median_band
     lo, hi = config.median_band
-    meds = {k: runs[k]["post_median_ratio"] for k in crossed}
+    full = bool(meds) and len(meds) == expected
     claims.append(
-        Claim(
+        graded_claim(
             "C2",
-            "After the crossing λ_max hovers at 2/η (median of λ_max/(2/η))",
-            ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(meds.items())) or "no crossing",
-            bool(meds) and len(meds) == expected and all(lo <= v <= hi for v in meds.values()),
-            f"median ∈ [{lo:g}, {hi:g}] in every run",
+            "After the crossing λ_max hovers at 2/η (median of λ_max/(2/η) per run)",
+            paper="λ_max hovers right at, or just above, 2/η",
+            source=EOS_SOURCE,
+            rule=f"median ∈ [{plo:g}, {phi:g}] in every run (adapted: [{lo:g}, {hi:g}])",
+            measured=", ".join(f"{k}: {fmt(v)}" for k, v in sorted(meds.items())) or "no crossing",
+            measurement=over_seeds(list(meds.values()), "median λ_max/(2/η) over runs")
+            if meds
+            else None,
+            reproduced=full and all(plo <= v <= phi for v in meds.values()),
+            adapted=full and all(lo <= v <= hi for v in meds.values()),
+            adapted_note=f"band widened from [{plo:g}, {phi:g}] to [{lo:g}, {hi:g}]: on mnist1d "
+            "the sharpness hovers slightly below 2/η between catapults and overshoots further "
+            "right after the first crossing than on CIFAR-10",
         )
     )
     fr = {k: runs[k]["post_fraction_in_band"] for k in crossed}
+    fr_paper = {k: runs[k].get("post_fraction_in_paper_band") for k in crossed}
     blo, bhi = config.band
+    pblo, pbhi = config.paper_band
+    need = config.band_fraction
     claims.append(
-        Claim(
+        graded_claim(
             "C3",
             "After the crossing nearly all measurements stay near 2/η",
-            ", ".join(f"{k}: {100 * v:.0f}%" for k, v in sorted(fr.items())) or "no crossing",
-            bool(fr)
-            and len(fr) == expected
-            and all(v >= config.band_fraction for v in fr.values()),
-            f"≥ {100 * config.band_fraction:.0f}% of post-crossing λ_max in [{blo:g}, {bhi:g}]·2/η",
+            paper="λ_max stays at 2/η (no drift away) while the loss decreases",
+            source=EOS_SOURCE,
+            rule=f"≥ {100 * need:.0f}% of post-crossing λ_max in [{pblo:g}, {pbhi:g}]·2/η in "
+            f"every run (adapted: [{blo:g}, {bhi:g}]·2/η)",
+            measured=", ".join(
+                f"{k}: {fmt(100 * (fr_paper[k] or 0.0))}% ({fmt(100 * fr[k])}% in the wide band)"
+                for k in sorted(fr)
+            )
+            or "no crossing",
+            reproduced=full
+            and len(fr_paper) == expected
+            and all(v is not None and v >= need for v in fr_paper.values()),
+            adapted=full and len(fr) == expected and all(v >= need for v in fr.values()),
+            adapted_note=f"band widened from [{pblo:g}, {pbhi:g}] to [{blo:g}, {bhi:g}]·2/η "
+            "(catapults on mnist1d overshoot further than on CIFAR-10)",
         )
     )
     lr_ = {k: runs[k]["loss_end_over_crossing"] for k in crossed}
     claims.append(
-        Claim(
+        graded_claim(
             "C4",
             "The loss keeps decreasing over long times at the edge of stability",
-            ", ".join(f"{k}: end/crossing = {fmt(v)}" for k, v in sorted(lr_.items())) or "n/a",
-            bool(lr_)
+            paper="the train loss continues to decrease, non-monotonically",
+            source=EOS_SOURCE,
+            rule="loss(end) < loss(crossing) in every run",
+            measured=", ".join(f"{k}: end/crossing = {fmt(v)}" for k, v in sorted(lr_.items()))
+            or "n/a",
+            measurement=over_seeds(list(lr_.values()), "loss(end)/loss(crossing)") if lr_ else None,
+            reproduced=bool(lr_)
             and len(lr_) == expected
             and all(v is not None and v < 1.0 for v in lr_.values()),
-            "loss(end) < loss(crossing) in every run",
         )
     )
     ok5 = True
     parts = []
     nchecked = 0
     for arch in config.archs:
-        rs = sorted(
-            (
-                r
-                for r in runs.values()
-                if r.get("arch") == arch and r.get("crossing_step") is not None
-            ),
-            key=lambda r: r["lr"],
-        )
-        if len(rs) >= 2:
-            nchecked += 1
-            steps = [r["crossing_step"] for r in rs]
-            ok5 &= all(a > b for a, b in itertools.pairwise(steps))
-            parts.append(f"{arch}: " + ", ".join(f"η={r['lr']:g}→{r['crossing_step']}" for r in rs))
+        for seed in config.seeds:
+            rs = sorted(
+                (
+                    r
+                    for r in runs.values()
+                    if r.get("arch") == arch
+                    and r.get("seed", 0) == seed
+                    and r.get("crossing_step") is not None
+                ),
+                key=lambda r: r["lr"],
+            )
+            if len(rs) >= 2:
+                nchecked += 1
+                steps = [r["crossing_step"] for r in rs]
+                ok5 &= all(a > b for a, b in itertools.pairwise(steps))
+                parts.append(
+                    f"{arch} seed {seed}: "
+                    + ", ".join(f"η={r['lr']:g}→{r['crossing_step']}" for r in rs)
+                )
     claims.append(
-        Claim(
+        graded_claim(
             "C5",
             "The first crossing happens later for smaller η",
-            "; ".join(parts) or "fewer than two crossing runs per architecture",
-            nchecked > 0 and ok5,
-            "crossing step strictly decreasing in η within every architecture with ≥ 2 η",
+            paper="smaller η reaches 2/η later",
+            source=EOS_SOURCE,
+            rule="crossing step strictly decreasing in η within every architecture and seed "
+            "with ≥ 2 η",
+            measured="; ".join(parts) or "fewer than two crossing runs per architecture",
+            reproduced=nchecked > 0 and ok5,
         )
     )
     return claims
@@ -424,7 +519,7 @@ class SGDBatchConfig(ExperimentConfig):
         check_loss: Claim B3: runs with final ½-MSE below this compare the Lanczos-HVP
             λ_max(H) with λ_max(K) of the whole-set Gram matrix (1e-3).
         check_rtol: Claim B3: allowed relative difference (1%).
-        seed: Initialization and sampling seed.
+        seeds: Initialization and sampling seeds (one run per B and seed).
     """
 
     n_train: int = 96
@@ -440,7 +535,7 @@ class SGDBatchConfig(ExperimentConfig):
     gd_min_ratio: float = 0.9
     check_loss: float = 1e-3
     check_rtol: float = 0.01
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
 
     PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {
@@ -448,6 +543,7 @@ class SGDBatchConfig(ExperimentConfig):
             "width": 64,
             "batch_sizes": (4, 0),
             "steps": 4000,
+            "seeds": (0, 1),
         }
     }
 
@@ -482,15 +578,16 @@ class EoSSGDBatch(Experiment):
     config_cls = SGDBatchConfig
 
     def specs(self, config: SGDBatchConfig) -> list[RunSpec]:
-        """One unit per B."""
-        return [RunSpec(f"B={B if B else 'GD'}", {"B": B}) for B in config.batch_sizes]
+        """One unit per (B, seed)."""
+        return grid_specs({"B": config.batch_sizes, "seed": config.seeds}, {"B": _b_name})
 
     def run_one(self, config: SGDBatchConfig, spec: RunSpec) -> Record:
         """Train one run, then measure λ_max(H) and the subset generalized sharpness."""
         t0 = time.perf_counter()
         B = int(spec.params["B"])
+        seed = int(spec.params["seed"])
         X, y = _data(config.n_train, config.data_seed)
-        model = _model("mlp", config.width, 8, config.seed)
+        model = _model("mlp", config.width, 8, seed)
         res = train(
             model,
             X,
@@ -499,7 +596,7 @@ class EoSSGDBatch(Experiment):
             steps=config.steps,
             batch_size=None if B == 0 else B,
             sampling="without",
-            seed=config.seed,
+            seed=seed,
             dtype=torch.float64,
             stop_loss=None,
         )
@@ -511,10 +608,11 @@ class EoSSGDBatch(Experiment):
             curvature="hessian",
             method="lanczos",
             tol=1e-6,
-            generator=torch.Generator().manual_seed(config.seed),
+            generator=torch.Generator().manual_seed(seed),
         )
         out: Record = {
             "B": B,
+            "seed": seed,
             "lr": config.lr,
             "diverged": bool(res.diverged),
             "final_loss": finite(res.final_loss),
@@ -556,18 +654,29 @@ class EoSSGDBatch(Experiment):
         ax, ax2 = axes[0, 0], axes[0, 1]
         n = config.n_train
         rows = sorted(
-            ((r["B"] or n), r) for r in results.values() if r.get("lambda_max") is not None
+            (((r["B"] or n), r.get("seed", 0)), r)
+            for r in results.values()
+            if r.get("lambda_max") is not None
         )
-        if rows:
-            ax.plot(
-                [b for b, _ in rows], [r["lambda_max"] for _, r in rows], "o-", label="λ_max(H)"
-            )
-            ax.plot(
-                [b for b, _ in rows],
-                [r["subset_generalized_sharpness"] for _, r in rows],
-                "s--",
-                label="λ_max(C†D) (Gram reduction)",
-            )
+        for key, lab, mk in (
+            ("lambda_max", "λ_max(H)", "o-"),
+            ("subset_generalized_sharpness", "λ_max(C†D) (Gram reduction)", "s--"),
+        ):
+            by_b: dict[int, list[float]] = {}
+            for (b, _), r in rows:
+                if r.get(key) is not None:
+                    by_b.setdefault(b, []).append(float(r[key]))
+            if by_b:
+                bs = sorted(by_b)
+                med = [median(by_b[b]) for b in bs]
+                err = [
+                    [m - min(by_b[b]) for m, b in zip(med, bs)],
+                    [max(by_b[b]) - m for m, b in zip(med, bs)],
+                ]
+                ax.errorbar(bs, med, yerr=err, fmt=mk, capsize=2, label=f"{lab}, median of seeds")
+        for (b, _), r in rows:
+            if r.get("diverged"):
+                ax.scatter([b], [gd_threshold(config.lr)], marker="x", s=60, color="r")
         ax.axhline(gd_threshold(config.lr), color="k", ls="--", lw=0.8, label="2/η")
         ax.set_xscale("log")
         ax.set_xlabel("batch size B (n = GD)")
@@ -575,8 +684,14 @@ class EoSSGDBatch(Experiment):
         ax.legend(fontsize=7)
         for c, (_b, r) in enumerate(rows):
             pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss"]) if v]
+            lab = f"B = {r['B'] or 'GD'}, seed {r.get('seed', 0)}"
             if pts:
-                ax2.plot(*zip(*pts), color=f"C{c}", lw=1, label=f"B = {r['B'] or 'GD'}")
+                ax2.plot(
+                    *zip(*pts),
+                    color=f"C{c}",
+                    lw=1,
+                    label=lab + (" (diverged)" if r.get("diverged") else ""),
+                )
         ax2.set_yscale("log")
         ax2.set_xlabel("step")
         ax2.set_ylabel("train loss")
@@ -584,13 +699,16 @@ class EoSSGDBatch(Experiment):
         return save_figure(fig, fig_dir, "eos_sgd_batch")
 
 
-def analyze_sgd_batch(config: SGDBatchConfig, results: Results) -> list[Claim]:
-    """Claims of ``eos/sgd-batch``.
+SGD_SOURCE = "Cohen et al. (ICLR 2021), Appendix G (SGD)"
 
-    * B1: λ_max(H) is non-decreasing in B (5% slack), the smallest B is ≤
-      ``small_max_ratio``·2/η and GD ≥ ``gd_min_ratio``·2/η.
+
+def analyze_sgd_batch(config: SGDBatchConfig, results: Results) -> list[Claim]:
+    """Claims of ``eos/sgd-batch`` (medians and ranges over seeds).
+
+    * B1: the median λ_max(H) over seeds is non-decreasing in B (5% slack), the smallest B is
+      ≤ ``small_max_ratio``·2/η and GD ≥ ``gd_min_ratio``·2/η.
     * B2: every run with final loss ≤ ``loss_tol`` (SGD only when a proper subset is used) has
-      η·λ_max(C†D)/2 ≤ ``ratio_tol`` (≥ 1 such run).
+      η·λ_max(C†D)/2 ≤ 1 (reproduced) or ≤ ``ratio_tol`` (adapted) (≥ 1 such run).
     * B3 (cross-check of the sharpness code): every run with final loss <
       ``check_loss`` whose Gram matrix covers the whole training set has
       |λ_max^Lanczos(H) − λ_max(K)|/λ_max(K) < ``check_rtol`` (≥ 1 such run). H includes the
@@ -598,29 +716,32 @@ def analyze_sgd_batch(config: SGDBatchConfig, results: Results) -> list[Claim]:
       interpolation.
     """
     edge = 2.0 / config.lr
+    outcomes = outcome_text(results, len(EoSSGDBatch().specs(config)))
     order = sorted(config.batch_sizes, key=lambda b: b if b else 10**9)
-    vals = [(B, results.get(f"B={B if B else 'GD'}", {}).get("lambda_max")) for B in order]
-    ok = all(v is not None for _, v in vals) and len(vals) >= 2
-    claims = []
+    per_b = {B: [r.get("lambda_max") for r in results.values() if r.get("B") == B] for B in order}
+    vals = [(B, [v / edge if v is not None else None for v in per_b[B]]) for B in order]
+    ok = len(vals) >= 2 and all(v and all(x is not None for x in v) for _, v in vals)
     if ok:
-        lam = [float(v) for _, v in vals if v is not None]
+        lam = [median(v) for _, v in vals]
         mono = all(b >= 0.95 * a for a, b in itertools.pairwise(lam))
-        small_ok = lam[0] <= config.small_max_ratio * edge
-        gd_ok = order[-1] != 0 or lam[-1] >= config.gd_min_ratio * edge
+        small_ok = lam[0] <= config.small_max_ratio
+        gd_ok = order[-1] != 0 or lam[-1] >= config.gd_min_ratio
         ok = mono and small_ok and gd_ok
-    claims.append(
-        Claim(
+    claims = [
+        graded_claim(
             "B1",
             "Sharpness at the end grows with B: small batches stay clearly below 2/η, GD "
             "reaches it",
-            ", ".join(
-                f"B={B or 'GD'}: λ_max·η/2={fmt(None if v is None else v / edge)}" for B, v in vals
-            ),
-            ok,
-            f"non-decreasing in B (5% slack); smallest B ≤ {config.small_max_ratio:g}·2/η; GD ≥ "
-            f"{config.gd_min_ratio:g}·2/η",
+            paper="with SGD the sharpness stays below 2/η, the more so the smaller B",
+            source=SGD_SOURCE,
+            rule=f"median over seeds non-decreasing in B (5% slack); smallest B ≤ "
+            f"{config.small_max_ratio:g}·2/η; GD ≥ {config.gd_min_ratio:g}·2/η",
+            measured="λ_max·η/2: "
+            + "; ".join(f"B={B or 'GD'}: {over_seeds(v)}" for B, v in vals)
+            + f"; {outcomes}",
+            reproduced=ok,
         )
-    )
+    ]
     near = [
         r
         for r in results.values()
@@ -629,25 +750,34 @@ def analyze_sgd_batch(config: SGDBatchConfig, results: Results) -> list[Claim]:
         and r["final_loss"] <= config.loss_tol
         and r.get("subset_ratio") is not None
     ]
-    worst = max((r["subset_ratio"] for r in near), default=None)
+    ratios = [float(r["subset_ratio"]) for r in near]
+    worst = max(ratios, default=None)
     claims.append(
-        Claim(
+        graded_claim(
             "B2",
-            "The exact generalized sharpness (Gram reduction) stays ≤ 1.1·2/η near interpolation",
-            f"max η·λ_max(C†D)/2 = {fmt(worst)} over {len(near)} runs with loss ≤ "
-            f"{config.loss_tol:g}"
-            + "; all: "
+            "The exact generalized sharpness (Gram reduction) stays ≤ 2/η near interpolation",
+            paper="SGD is mean-square stable at its minima: η·λ_max(C†D)/2 ≤ 1",
+            source="exact threshold of Mulayoff & Michaeli (COLT 2024), Sec. 3; " + SGD_SOURCE,
+            rule=f"η·λ_max(C†D)/2 ≤ 1 for every run with loss ≤ {config.loss_tol:g} (≥ 1): "
+            f"reproduced; ≤ {config.ratio_tol:g}: adapted",
+            measured=f"max η·λ_max(C†D)/2 = {fmt(worst)} over {len(near)} runs with loss ≤ "
+            f"{config.loss_tol:g}; all: "
             + ", ".join(
-                f"B={r['B'] or 'GD'} loss={fmt(r['final_loss'])} ratio={fmt(r.get('subset_ratio'))}"
-                for r in sorted(results.values(), key=lambda r: r["B"] or 10**9)
+                f"B={r['B'] or 'GD'} seed {r.get('seed', 0)} loss={fmt(r['final_loss'])} "
+                f"ratio={fmt(r.get('subset_ratio'))}"
+                for r in sorted(results.values(), key=lambda r: (r["B"] or 10**9, r.get("seed")))
             ),
-            bool(near) and worst is not None and worst <= config.ratio_tol,
-            f"η·λ_max(C†D)/2 ≤ {config.ratio_tol:g} for every run with loss ≤ "
-            f"{config.loss_tol:g} (≥ 1)",
+            measurement=over_seeds(ratios, "η·λ_max(C†D)/2") if ratios else None,
+            reproduced=bool(near) and worst is not None and worst <= 1.0,
+            adapted=bool(near) and worst is not None and worst <= config.ratio_tol,
+            adapted_note=f"tolerance {config.ratio_tol:g} instead of 1: the runs are only near "
+            f"interpolation (½-MSE ≤ {config.loss_tol:g}; the Gram criterion ignores the "
+            "residual term) and a typical run may converge slightly beyond the mean-square "
+            "threshold",
         )
     )
     checks = []
-    for r in sorted(results.values(), key=lambda r: r.get("B") or 10**9):
+    for r in sorted(results.values(), key=lambda r: (r.get("B") or 10**9, r.get("seed", 0))):
         lam_h, lam_k, loss = r.get("lambda_max"), r.get("subset_lambda_max"), r.get("final_loss")
         if (
             lam_h is None
@@ -657,18 +787,24 @@ def analyze_sgd_batch(config: SGDBatchConfig, results: Results) -> list[Claim]:
             or r.get("subset") != config.n_train
         ):
             continue
-        checks.append((r["B"], float(loss), abs(lam_h - lam_k) / abs(lam_k)))
-    worst_rel = max((d for _, _, d in checks), default=None)
+        checks.append((r["B"], r.get("seed", 0), float(loss), abs(lam_h - lam_k) / abs(lam_k)))
+    worst_rel = max((d for *_, d in checks), default=None)
     claims.append(
-        Claim(
+        graded_claim(
             "B3",
             "Lanczos-HVP λ_max(H) agrees with λ_max(K) of the Jacobian Gram matrix at "
             "near-interpolating points",
-            ", ".join(f"B={B or 'GD'} (loss {fmt(lo)}): rel. diff {d:.2e}" for B, lo, d in checks)
+            paper="H = G = JᵀJ/n at an interpolating minimum of the square loss",
+            source="Cohen et al. (ICLR 2021), Appendix (Gauss–Newton); Mulayoff & Michaeli "
+            "(2024), Sec. 3",
+            rule=f"|λ_Lanczos − λ_max(K)|/λ_max(K) < {config.check_rtol:g} for every run with "
+            f"loss < {config.check_loss:g} (≥ 1)",
+            measured=", ".join(
+                f"B={B or 'GD'} seed {sd} (loss {fmt(lo)}): rel. diff {d:.2e}"
+                for B, sd, lo, d in checks
+            )
             or f"no run with loss < {config.check_loss:g} and a whole-set Gram matrix",
-            bool(checks) and worst_rel is not None and worst_rel < config.check_rtol,
-            f"|λ_Lanczos − λ_max(K)|/λ_max(K) < {config.check_rtol:g} for every run with loss < "
-            f"{config.check_loss:g} (≥ 1)",
+            reproduced=bool(checks) and worst_rel is not None and worst_rel < config.check_rtol,
         )
     )
     return claims

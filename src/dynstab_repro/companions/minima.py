@@ -28,12 +28,14 @@ JSONScalar = float | int | str | bool | None
 
 
 def gram_float64(model: nn.Module, X: Tensor) -> Tensor:
-    """Float64 Gram matrix K = JJᵀ/n (rows ``i*C + c``) of a float64 copy of ``model``.
+    """Float64 Gram matrix K = JJᵀ/n (rows ``i*C + c``) of a float64 copy of ``model``, on the CPU.
 
-    The model itself is not modified (its dtype, mode and ``.grad`` stay as they are).
+    K is computed on the model's device and returned on the CPU, where every verdict is
+    computed. The model itself is not modified (its dtype, mode and ``.grad`` stay as they are).
     """
     m64 = copy.deepcopy(model).to(torch.float64)
-    return gram_matrix(m64, X.to(torch.float64)).detach()
+    device = next(m64.parameters()).device
+    return gram_matrix(m64, X.to(device=device, dtype=torch.float64)).detach().cpu()
 
 
 @dataclass(frozen=True)

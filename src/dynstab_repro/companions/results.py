@@ -1,31 +1,53 @@
-"""Recording and formatting helpers of the companion reproductions (no numerics).
+"""Recording, formatting and claim helpers of the companion reproductions (no numerics).
 
 Curves are thinned to at most :data:`MAX_POINTS` points before they are stored; non-finite
-values are stored as None (JSON); claims format numbers with :func:`fmt`.
+values are stored as None (JSON); claims format numbers with :func:`fmt`. Every claim states
+the paper's statement and its source, the acceptance rule fixed from the paper before
+measuring, our measurement with its spread over seeds (:func:`over_seeds`) and a status chosen
+by :func:`graded_claim`: ``reproduced`` when the paper's rule holds, ``adapted`` when only a
+stated, reasoned change of rule or setting holds, ``not reproduced`` when the paper's
+observation is not seen in our setting (with the reason), ``failed`` otherwise. Units that
+diverged, stopped early or did not converge are listed by :func:`outcome_text`.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
+from scipy.stats import spearmanr
+
+from dynstab_repro.base import Claim, ClaimStatus, Measurement, RunSpec, unit_outcome
 
 __all__ = [
     "MAX_POINTS",
+    "TYPICAL_RUN_NOTE",
     "Overrides",
     "Record",
     "Results",
     "Table",
     "finite",
     "fmt",
+    "graded_claim",
+    "grid_specs",
     "median",
+    "outcome_text",
+    "over_seeds",
+    "spearman",
     "thin",
 ]
 
 #: Largest number of points stored per recorded curve.
 MAX_POINTS = 500
+
+#: Why a mean-square margin above 1 is "adapted" rather than failed.
+TYPICAL_RUN_NOTE = (
+    "a typical SGD run can converge slightly beyond the mean-square threshold (a product of "
+    "random matrices can shrink almost surely while its second moment grows)"
+)
 
 #: The JSON-able metrics of one unit (values of several types, read by key).
 Record = dict[str, Any]
@@ -88,3 +110,126 @@ def fmt(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     return f"{x:.{digits}g}"
+
+
+def over_seeds(values: Sequence[float | None], label: str = "") -> Measurement:
+    """Median and range over seeds (None = a diverged seed, counted as not finite).
+
+    Example:
+        >>> str(over_seeds([0.9, None, 0.8], "ratio"))
+        'ratio = 0.85 (median of 2 seeds; range 0.8 to 0.9; 1 not finite)'
+    """
+    return Measurement.over_seeds(
+        [math.nan if v is None else float(v) for v in values] or [math.nan], label=label
+    )
+
+
+def graded_claim(
+    claim_id: str,
+    statement: str,
+    *,
+    paper: str,
+    source: str,
+    rule: str,
+    measured: str,
+    reproduced: bool,
+    measurement: Measurement | None = None,
+    adapted: bool = False,
+    adapted_note: str = "",
+    not_reproduced: bool = False,
+    not_reproduced_note: str = "",
+) -> Claim:
+    """A claim whose status is graded by rules fixed before measuring.
+
+    ``reproduced`` if the paper's rule holds; else ``adapted`` if ``adapted`` (the stated
+    adapted rule, with ``adapted_note`` saying what changed and why); else ``not reproduced``
+    if ``not_reproduced`` (the paper's observation is not seen in our setting, while nothing
+    contradicts the theory: ``not_reproduced_note`` says why); else ``failed``.
+
+    Example:
+        >>> c = graded_claim("X", "s", paper="p", source="Fig. 1", rule="r", measured="m",
+        ...                  reproduced=False, adapted=True, adapted_note="smaller data")
+        >>> c.status.value, c.note
+        ('adapted', 'smaller data')
+    """
+    if reproduced:
+        status, note = ClaimStatus.REPRODUCED, ""
+    elif adapted:
+        status, note = ClaimStatus.ADAPTED, adapted_note
+    elif not_reproduced:
+        status, note = ClaimStatus.NOT_REPRODUCED, not_reproduced_note
+    else:
+        status, note = ClaimStatus.FAILED, ""
+    return Claim(
+        claim_id,
+        statement,
+        measured,
+        criterion=rule,
+        status=status,
+        paper=paper,
+        source=source,
+        note=note,
+        measurement=measurement,
+    )
+
+
+def outcome_text(results: Results, expected: int | None = None) -> str:
+    """Unit outcomes for a claim's ``ours`` text: counts per category, the abnormal units named.
+
+    Units missing from ``results`` (they raised) are counted as failed when ``expected`` is
+    given.
+
+    Example:
+        >>> outcome_text({"a": {"converged": True}, "b": {"diverged": True}}, expected=3)
+        'units: 1 converged, 1 diverged (b), 1 failed'
+    """
+    cats: dict[str, list[str]] = {}
+    for key, rec in sorted(results.items()):
+        cats.setdefault(unit_outcome(rec), []).append(key)
+    parts = []
+    for cat, keys in cats.items():
+        named = "" if cat in ("ok", "converged") else f" ({', '.join(keys)})"
+        parts.append(f"{len(keys)} {cat}{named}")
+    if expected is not None and expected > len(results):
+        parts.append(f"{expected - len(results)} failed")
+    return "units: " + ", ".join(parts)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation of ``x`` and ``y`` (average ranks for ties; NaN if constant).
+
+    Example:
+        >>> round(spearman([1, 2, 3, 4], [4.0, 3.0, 3.0, 1.0]), 3)
+        -0.949
+    """
+    if len(x) < 2:
+        return math.nan
+    rho = spearmanr(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic
+    return float(rho)
+
+
+def _show(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def grid_specs(
+    axes: Mapping[str, Sequence[Any]],
+    show: Mapping[str, Callable[[Any], str]] | None = None,
+) -> list[RunSpec]:
+    """One unit per point of the grid ``axes`` (first axis slowest), keyed ``a=x_b=y``.
+
+    Floats are shown with ``:g``; ``show`` overrides how the values of an axis are written.
+
+    Example:
+        >>> [s.key for s in grid_specs({"B": [4, 0], "seed": [0]}, {"B": lambda b: b or "GD"})]
+        ['B=4_seed=0', 'B=GD_seed=0']
+    """
+    fmt_of = dict(show or {})
+    out = []
+    for combo in itertools.product(*axes.values()):
+        params = dict(zip(axes, combo, strict=True))
+        key = "_".join(
+            f"{k}={fmt_of[k](v) if k in fmt_of else _show(v)}" for k, v in params.items()
+        )
+        out.append(RunSpec(key, params))
+    return out

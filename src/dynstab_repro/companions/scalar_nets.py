@@ -7,6 +7,12 @@ their closed-form gradients (``gradient="auto"``), batches drawn by
 (:class:`dynstab.training.Warmup`) and the stopping rule of :class:`dynstab.training.
 StoppingRule` with ``require_full_lr=True`` (converged: ½-MSE ≤ ``stop_loss`` with at least
 ``min_full_lr_fraction`` of the updates at the full η).
+
+Data: sklearn's digits by default (offline); with ``dataset="mnist"`` or ``"cifar10"`` and
+``data=PATH`` the same scalar task is built from the files of MNIST (IDX, also FashionMNIST)
+or CIFAR-10 (python pickles) through :func:`dynstab.data.load_mnist` /
+:func:`dynstab.data.load_cifar10` (:func:`scalar_task`), and ``device="cuda"`` trains there
+(every verdict is still computed in float64 on the CPU).
 """
 
 from __future__ import annotations
@@ -15,28 +21,34 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dynstab.criteria import alignment_factor, alignment_infimum
+from dynstab.data import load_cifar10, load_mnist
 from dynstab.models import MLP
 from dynstab.norms import gram_spectrum
 from dynstab.training import GramMonitor, Monitor, TrainResult, Warmup, train
 from dynstab_repro.base import Experiment, RunSpec
 from dynstab_repro.companions.minima import JSONScalar, gram_float64, gram_summary
-from dynstab_repro.companions.results import MAX_POINTS, finite, thin
+from dynstab_repro.companions.results import MAX_POINTS, finite, grid_specs, thin
 from dynstab_repro.config import ExperimentConfig
 
 __all__ = [
     "CHECK_EVERY",
+    "DATASETS",
     "ScalarRunSettings",
     "ScalarSweep",
     "ScalarSweepConfig",
+    "ScalarTaskConfig",
     "digits_task",
     "loss_curve",
     "run_summary",
+    "scalar_task",
     "shallow_mlp",
     "train_scalar",
     "train_scalar_run",
@@ -78,6 +90,65 @@ def digits_task(
     X = torch.tensor(Xa[:n], dtype=dtype)
     X = X / X.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return X, torch.tensor(lab[:n], dtype=dtype)
+
+
+#: Data sources of the scalar task: digits (offline), MNIST-format IDX files, CIFAR-10 pickles.
+DATASETS = ("digits", "mnist", "cifar10")
+
+
+def scalar_task(
+    dataset: str,
+    n: int,
+    *,
+    classes: tuple[int, ...] = (),
+    path: str = "",
+    dtype: torch.dtype = torch.float64,
+) -> tuple[Tensor, Tensor]:
+    """The scalar ½-MSE task of the companions from digits, MNIST or CIFAR-10.
+
+    ``"digits"`` is :func:`digits_task`. ``"mnist"`` and ``"cifar10"`` read the files in
+    ``path`` (:func:`dynstab.data.load_mnist`: the four IDX files, raw or ``.gz``, also
+    FashionMNIST; :func:`dynstab.data.load_cifar10`: the python-pickle batches) and keep the
+    first ``n`` training images of the two ``classes`` (default (3, 8) for MNIST as MM23's
+    digits task, (0, 1) for CIFAR-10 as WME18's two-class setting), flattened and scaled to
+    unit Euclidean norm, with targets +1 for the first class and −1 for the second.
+
+    Returns:
+        ``(X, y)`` of shapes ``(n, d)`` and ``(n,)``.
+
+    Raises:
+        ValueError: If ``dataset`` is unknown, ``path`` is missing for a file dataset, more
+            than two classes are given, or fewer than ``n`` images of the classes exist.
+        FileNotFoundError: If the files are not in ``path``.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}; got {dataset!r}.")
+    if dataset == "digits":
+        return digits_task(n, classes=classes, dtype=dtype)
+    if not path:
+        raise ValueError(
+            f"dataset={dataset!r} reads files: give their folder with --set data=PATH "
+            "(or use dataset=digits, which needs no files)."
+        )
+    pair = classes or ((3, 8) if dataset == "mnist" else (0, 1))
+    if len(pair) != 2:
+        raise ValueError(f"the scalar task needs two classes; got classes={pair}.")
+    load = load_mnist if dataset == "mnist" else load_cifar10
+    ds = load(
+        path, n_test=1, one_hot=False, standardize_inputs=False, flatten=True, dtype=torch.float32
+    )
+    labels = ds.labels if ds.labels is not None else ds.y.long()
+    keep = torch.nonzero((labels == pair[0]) | (labels == pair[1])).reshape(-1)
+    if keep.numel() < n:
+        raise ValueError(
+            f"{dataset} in {path} has only {keep.numel()} training images of classes {pair}; "
+            f"n must be at most that, got n={n}."
+        )
+    idx = keep[:n]
+    X = ds.X[idx].to(dtype)
+    X = X / X.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    y = torch.where(labels[idx] == pair[0], 1.0, -1.0).to(dtype)
+    return X, y
 
 
 def shallow_mlp(
@@ -234,12 +305,14 @@ def train_scalar_run(
     init_seed: int = 0,
     record_every: int = 0,
     sampling: str = "without",
+    device: str = "cpu",
 ) -> dict[str, object]:
     """Train a :func:`shallow_mlp` on a scalar ½-MSE task and measure the minimum.
 
     The initialization (seeded by ``init_seed``, shared by all runs as in MM23) is
     :func:`shallow_mlp` of the given ``width``; training is :func:`train_scalar` with the
-    ``settings`` (``batch_size`` 0 = GD). At the final iterate the float64 K = JJᵀ/n gives
+    ``settings`` (``batch_size`` 0 = GD) on ``device``. At the final iterate the float64
+    K = JJᵀ/n gives
     :func:`~.minima.gram_summary` (exact η* included; with ``bounds`` also MM23 (15) and (24)).
     With ``record_every`` > 0 the alignment μ(θ_t) of Wu, Wang & Su (2022) and ‖H‖_F = ‖K‖_F are
     recorded along training (:class:`dynstab.training.GramMonitor`).
@@ -247,13 +320,16 @@ def train_scalar_run(
     Returns:
         JSON-able dict: run settings, the :func:`run_summary` fields, ``init_lambda_max``, the
         :func:`~.minima.gram_summary` fields and, if recorded, ``history`` =
-        {"step", "mu", "frobenius", "loss"} (≤ :data:`MAX_POINTS` points).
+        {"step", "mu", "frobenius", "loss"} (≤ :data:`MAX_POINTS` points), ``mu_final``, the
+        alignment factor at the final iterate, and ``mu_inf``, its infimum over residuals in
+        the range of K (:func:`dynstab.criteria.alignment_infimum`).
     """
     t0 = time.perf_counter()
     n, d = X.shape
     net = shallow_mlp(
         d, width, init_scale=settings.init_scale, activation=settings.activation, seed=init_seed
-    )
+    ).to(device)
+    X, y = X.to(device), y.to(device)
     init_lambda = gram_spectrum(gram_float64(net, X)).lambda_max
     monitors: list[Monitor] = []
     if record_every > 0:
@@ -283,9 +359,17 @@ def train_scalar_run(
         **run_summary(res),
     }
     if not res.diverged:
+        K = gram_float64(net, X)
+        if record_every > 0:
+            with torch.no_grad():
+                r_end = (net(X).reshape(-1) - y.reshape(-1)).detach().cpu().to(torch.float64)
+            out["mu_final"] = (
+                finite(alignment_factor(K, r_end)) if float(r_end @ r_end) > 0 else None
+            )
+            out["mu_inf"] = finite(alignment_infimum(K))
         out.update(
             gram_summary(
-                gram_float64(net, X),
+                K,
                 lr=lr,
                 batch_size=n if gd else batch_size,
                 sampling="without" if gd else sampling,
@@ -314,8 +398,49 @@ def _alignment_history(res: TrainResult) -> dict[str, list[float | None] | list[
 
 
 @dataclasses.dataclass(frozen=True)
-class ScalarSweepConfig(ExperimentConfig):
-    """Settings of an (η, B, seed) sweep of :func:`shallow_mlp` networks on the digits task.
+class ScalarTaskConfig(ExperimentConfig):
+    """Data source and device of the experiments on the scalar task (:func:`scalar_task`).
+
+    Attributes:
+        dataset: ``"digits"`` (offline, default), ``"mnist"`` or ``"cifar10"``.
+        data: Folder of the MNIST/CIFAR-10 files (required for those datasets).
+        device: Torch device of the training runs (``"cpu"`` or e.g. ``"cuda"``).
+    """
+
+    dataset: str = "digits"
+    data: str = ""
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        """Check the data source before any work.
+
+        Raises:
+            ValueError: For an unknown dataset, a file dataset without ``data`` or a
+                ``data`` folder that does not exist, or ``device="cuda"`` without CUDA.
+        """
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {list(DATASETS)}; got {self.dataset!r}.")
+        if self.dataset != "digits":
+            if not self.data:
+                raise ValueError(
+                    f"dataset={self.dataset} reads files: give their folder with "
+                    "--set data=PATH (or --set dataset=digits, which needs no files)."
+                )
+            if not Path(self.data).exists():
+                raise ValueError(f"data folder {self.data!r} does not exist; give --set data=PATH.")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(
+                f"device={self.device!r} but CUDA is not available here; use device=cpu."
+            )
+
+    def task(self, n: int, classes: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        """The training set of this config: :func:`scalar_task` with ``n`` samples."""
+        return scalar_task(self.dataset, n, classes=classes, path=self.data)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalarSweepConfig(ScalarTaskConfig):
+    """Settings of an (η, B, seed) sweep of :func:`shallow_mlp` networks on the scalar task.
 
     Attributes:
         n: Training samples.
@@ -356,16 +481,14 @@ class ScalarSweep(Experiment):
 
     def specs(self, config: ScalarSweepConfig) -> list[RunSpec]:
         """One unit per (η, B, seed)."""
-        return [
-            RunSpec(f"lr={lr:g}_B={B if B else 'GD'}_seed={s}", {"lr": lr, "B": B, "seed": s})
-            for lr in config.lrs
-            for B in config.batch_sizes
-            for s in config.seeds
-        ]
+        return grid_specs(
+            {"lr": config.lrs, "B": config.batch_sizes, "seed": config.seeds},
+            {"B": lambda b: str(b) if b else "GD"},
+        )
 
     def run_one(self, config: ScalarSweepConfig, spec: RunSpec) -> dict[str, object]:
         """Train one run to near interpolation, then measure the minimum from K."""
-        X, y = digits_task(config.n, classes=self.classes)
+        X, y = config.task(config.n, self.classes)
         return train_scalar_run(
             config,
             X,
@@ -375,4 +498,5 @@ class ScalarSweep(Experiment):
             batch_size=int(spec.params["B"]),
             seed=int(spec.params["seed"]),
             bounds=self.bounds,
+            device=config.device,
         )

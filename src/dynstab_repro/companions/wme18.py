@@ -37,9 +37,21 @@ from dynstab.criteria import (
 )
 from dynstab.models import MLP
 from dynstab.training import Monitor, NormMonitor, Run, StoppingRule, TrainResult, train_runs
-from dynstab_repro.base import Claim, Experiment, RunSpec
+from dynstab_repro.base import Claim, Experiment, Measurement, RunSpec
 from dynstab_repro.companions.figures import new_figure, save_figure
-from dynstab_repro.companions.results import Overrides, Record, Results, Table, fmt, median, thin
+from dynstab_repro.companions.results import (
+    TYPICAL_RUN_NOTE,
+    Overrides,
+    Record,
+    Results,
+    Table,
+    fmt,
+    graded_claim,
+    median,
+    outcome_text,
+    over_seeds,
+    thin,
+)
 from dynstab_repro.companions.scalar_nets import ScalarSweep, ScalarSweepConfig
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
@@ -162,8 +174,15 @@ def _run_toy(cfg: ToyConfig, seeds: list[int], gd: bool) -> dict[str, object]:
         for r in _toy_runs(cfg, seeds, gd)
     ]
     traced = _toy_runs(cfg, seeds[:3], gd, [NormMonitor("x", _toy_x)])
+    steps = [thin(r.history.as_arrays("x")[0].astype(int).tolist(), 200) for r in traced]
     traj = [thin(r.history.as_arrays("x")[1].tolist(), 200) for r in traced]
-    return {"final_x": finals, "trajectories": traj, "seeds": seeds, "gd": gd}
+    return {
+        "final_x": finals,
+        "trajectories": traj,
+        "trajectory_steps": steps,
+        "seeds": seeds,
+        "gd": gd,
+    }
 
 
 @register
@@ -225,13 +244,21 @@ class WME18Toy(Experiment):
         return analyze_toy(config, results)
 
     def plot(self, config: ToyConfig, results: Results, fig_dir: Path) -> list[Path]:
-        """Trajectories x_t of a few SGD seeds and of GD, with the two minima."""
+        """Trajectories x_t of a few SGD seeds and of GD against the step t, with the minima.
+
+        The stored trajectories are thinned to ≤ 200 points; they are drawn at their true
+        step numbers (``trajectory_steps``), so the x-axis is in steps.
+        """
         fig, axes = new_figure(1)
         ax = axes[0, 0]
         for key, res in sorted(results.items()):
-            for j, path in enumerate(res.get("trajectories", [])[:3]):
+            steps = res.get("trajectory_steps") or [
+                list(range(len(p))) for p in res.get("trajectories", [])
+            ]
+            for j, (t, path) in enumerate(zip(steps, res.get("trajectories", [])[:3])):
                 gd = res.get("gd", False)
                 ax.plot(
+                    t,
                     path,
                     color="k" if gd else f"C{j}",
                     lw=2 if gd else 1,
@@ -248,8 +275,17 @@ class WME18Toy(Experiment):
         return save_figure(fig, fig_dir, "wme18_toy")
 
 
+TOY_SOURCE = "WME18, the one-dimensional escape example (authors' toy_example.py)"
+
+
 def analyze_toy(config: ToyConfig, results: Results) -> list[Claim]:
-    """Claims of ``wme18/toy`` from the units' results (missing units make claims fail)."""
+    """Claims of ``wme18/toy`` from the units' results (missing units make claims fail).
+
+    * T1: η* at x* = 1 (Gram reduction and 1-D formula) equals 2a/(a² + ps²) and η* < η < 2/a.
+    * T2: the second-moment growth factor is > 1 at x* = 1 and < 1 at x* = 0.
+    * T3: ≥ ``min_escape_fraction`` of the SGD seeds (≥ 20) end at x* = 0.
+    * T4: GD from the same start stays at x* = 1.
+    """
     claims: list[Claim] = []
     sgd = [r for k, r in results.items() if k.startswith("sgd")]
     gd = results.get("gd")
@@ -257,31 +293,35 @@ def analyze_toy(config: ToyConfig, results: Results) -> list[Claim]:
     if any_res is not None:
         es_lib, es_cf = any_res["eta_star_library"], any_res["eta_star_closed_form"]
         es_1d = any_res["eta_star_commuting"]
-        ok = (
-            abs(es_lib - es_cf) <= 1e-9 * es_cf
-            and abs(es_1d - es_cf) <= 1e-9 * es_cf
-            and es_lib < config.lr < any_res["gd_threshold"]
-        )
         claims.append(
-            Claim(
+            graded_claim(
                 "T1",
                 "η* of SGD at x* = 1 (Gram reduction and 1-D formula of dynstab.criteria) equals "
-                "WME18's closed form 2a/(a² + p s²) and lies below η, while η < 2/a (GD-stable)",
-                f"η*(Gram) = {es_lib:.6f}, η*(1-D) = {es_1d:.6f}, 2a/(a²+ps²) = {es_cf:.6f}, "
-                f"η = {config.lr:g}, 2/a = {fmt(any_res['gd_threshold'])}",
-                ok,
-                "all three agree to 1e-9 relative and η* < η < 2/a",
+                "the closed form 2a/(a² + p s²) and lies below η, while η < 2/a (GD-stable)",
+                paper="x* = 1: a = 2, s = 1.8; GD-stable (2/a = 1 > η = 0.7), SGD-unstable "
+                "(η* = 0.5525)",
+                source=TOY_SOURCE,
+                rule="all three agree to 1e-9 relative and η* < η < 2/a",
+                measured=f"η*(Gram) = {es_lib:.6f}, η*(1-D) = {es_1d:.6f}, 2a/(a²+ps²) = "
+                f"{es_cf:.6f}, η = {config.lr:g}, 2/a = {fmt(any_res['gd_threshold'])}",
+                reproduced=abs(es_lib - es_cf) <= 1e-9 * es_cf
+                and abs(es_1d - es_cf) <= 1e-9 * es_cf
+                and es_lib < config.lr < any_res["gd_threshold"],
             )
         )
         g1, g0 = any_res["growth_x1"], any_res["growth_x0"]
         claims.append(
-            Claim(
+            graded_claim(
                 "T2",
                 "Second-moment growth factor per step: > 1 at x* = 1, < 1 at x* = 0",
-                f"ρ(x*=1) = {g1:.4f} (closed form {any_res['growth_closed_form']:.4f}), "
+                paper="(1 − ηa)² + η²s² = 1.7476 at x* = 1; 0.16 at x* = 0",
+                source=TOY_SOURCE,
+                rule="ρ(1) > 1 > ρ(0); library ρ(1) equals (1 − ηa)² + η²ps² to 1e-9",
+                measured=f"ρ(x*=1) = {g1:.4f} (closed form {any_res['growth_closed_form']:.4f}), "
                 f"ρ(x*=0) = {g0:.4f}",
-                g1 > 1.0 and g0 < 1.0 and abs(g1 - any_res["growth_closed_form"]) <= 1e-9,
-                "ρ(1) > 1 > ρ(0); library ρ(1) equals (1 − ηa)² + η²ps² to 1e-9",
+                reproduced=g1 > 1.0
+                and g0 < 1.0
+                and abs(g1 - any_res["growth_closed_form"]) <= 1e-9,
             )
         )
     else:
@@ -289,25 +329,33 @@ def analyze_toy(config: ToyConfig, results: Results) -> list[Claim]:
     finals = [x for r in sgd for x in r["final_x"]]
     escaped = [math.isfinite(x) and abs(x) < config.escape_tol for x in finals]
     frac = float(np.mean(escaped)) if finals else 0.0
+    n_div = sum(not math.isfinite(x) for x in finals)
     claims.append(
-        Claim(
+        graded_claim(
             "T3",
             "SGD started at 1 + 1e-5 leaves x* = 1 and ends at x* = 0",
-            f"{sum(escaped)}/{len(finals)} seeds with |x_T| < {config.escape_tol:g} "
-            f"({100 * frac:.1f}%)",
-            len(finals) >= min(config.num_seeds, 20) and frac >= config.min_escape_fraction,
-            f"fraction ≥ {config.min_escape_fraction:g} over ≥ 20 seeds",
+            paper="SGD (η = 0.7, B = 1) escapes x* = 1 and converges to x* = 0",
+            source=TOY_SOURCE,
+            rule=f"fraction of seeds with |x_T| < {config.escape_tol:g} ≥ "
+            f"{config.min_escape_fraction:g} over ≥ 20 seeds",
+            measured=f"{sum(escaped)}/{len(finals)} seeds with |x_T| < {config.escape_tol:g} "
+            f"({100 * frac:.1f}%); {n_div} seed(s) with a non-finite x_T",
+            measurement=Measurement(frac, n_seeds=len(finals), label="escape fraction"),
+            reproduced=len(finals) >= min(config.num_seeds, 20)
+            and frac >= config.min_escape_fraction,
         )
     )
     if gd is not None:
         xg = gd["final_x"][0]
         claims.append(
-            Claim(
+            graded_claim(
                 "T4",
                 "GD from the same start stays at x* = 1",
-                f"x_T = {xg:.8f}",
-                math.isfinite(xg) and abs(xg - 1.0) < config.escape_tol,
-                f"|x_T − 1| < {config.escape_tol:g}",
+                paper="GD stays at x* = 1",
+                source=TOY_SOURCE,
+                rule=f"|x_T − 1| < {config.escape_tol:g}",
+                measured=f"x_T = {xg:.8f}",
+                reproduced=math.isfinite(xg) and abs(xg - 1.0) < config.escape_tol,
             )
         )
     else:
@@ -319,12 +367,9 @@ def analyze_toy(config: ToyConfig, results: Results) -> list[Claim]:
 # Sharpness and non-uniformity at SGD minima
 
 
-FLAT_FACTOR_NOTE = (
-    "the thresholds are adapted because on the n = 192 digits task SGD minima are only "
-    "1.6–2× flatter than GD's at B = 4 and 1.2–1.5× at B = 10, and n = 1000 runs do not "
-    "interpolate within the budget (at η = 0.2, B = 4 and B = 10 stall at ½-MSE ≈ 4e-3 and "
-    "3e-3 after 10⁵ steps)"
-)
+#: Non-uniformity/sharpness s/a of WME18's SGD minima (their FashionMNIST and CIFAR-10
+#: tables, n = 1000): the range the ratio λ_max(GD)/λ_max(B) grows with.
+WME18_S_OVER_A = (1.72, 5.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,10 +383,11 @@ class SharpnessConfig(ScalarSweepConfig):
     Attributes:
         gd_band: GD acceptance band for η·λ_max/2 where the constraint binds.
         ratio_tol: Upper tolerance on η·λ_max(C†D)/2 (1.1).
-        flat_batch_sizes: Batch sizes checked by claim S2 against GD.
-        flat_factors: Required λ_max(GD)/λ_max(B) for each of ``flat_batch_sizes`` at every
-            binding η. WME18's setting (n = 1000, FashionMNIST/CIFAR-10) gives 3 at B = 4 and
-            1.5 at B = 10; see :data:`FLAT_FACTOR_NOTE` for the adapted digits values.
+        flat_batch_sizes: Batch sizes checked by claims S2 and S3 against GD.
+        flat_factors: WME18's λ_max(GD)/λ_max(B) for each of ``flat_batch_sizes`` at every
+            binding η (n = 1000, FashionMNIST/CIFAR-10): ≥ 3 at B = 4 and ≥ 1.5 at B = 10.
+        monotone_slack: Claim S2: the median λ_max may drop by this fraction from one B to
+            the next larger one (WME18's own CIFAR-10 data have 6.3 at B = 4 vs 5.2 at B = 10).
     """
 
     n: int = 192
@@ -353,11 +399,12 @@ class SharpnessConfig(ScalarSweepConfig):
     steps: int = 100000
     warmup_steps: int = 2000
     stop_loss: float = 5e-5
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
     gd_band: tuple[float, float] = (0.9, 1.03)
     ratio_tol: float = 1.1
     flat_batch_sizes: tuple[int, ...] = (4, 10)
-    flat_factors: tuple[float, ...] = (1.5, 1.15)
+    flat_factors: tuple[float, ...] = (3.0, 1.5)
+    monotone_slack: float = 0.05
 
     PROFILES: ClassVar[dict[str, Overrides]] = {
         "quick": {
@@ -368,8 +415,20 @@ class SharpnessConfig(ScalarSweepConfig):
             "steps": 20000,
             "warmup_steps": 1000,
             "flat_batch_sizes": (4,),
-            "flat_factors": (1.2,),
-        }
+            "flat_factors": (3.0,),
+            "seeds": (0, 1),
+        },
+        # WME18's CIFAR-10 setting: classes 0 and 1, the first 1000 images;
+        # run with --set data=PATH [--set device=cuda]
+        "cifar10": {
+            "dataset": "cifar10",
+            "n": 1000,
+            "width": 500,
+            "lrs": (0.01, 0.05, 0.1),
+            "batch_sizes": (4, 10, 100, 0),
+            "steps": 300000,
+            "warmup_steps": 5000,
+        },
     }
 
 
@@ -400,6 +459,11 @@ class WME18Sharpness(ScalarSweep):
         "initialization with a cubic warm-up",
         "sampling": "i.i.d. without-replacement batches (WME18's own loader reshuffles per "
         "epoch, which the theory does not cover)",
+        "seeds": "the initialization is shared; the seeds vary the batch sequence; medians "
+        "and ranges are over seeds",
+        "cifar10 profile": "--profile cifar10 --set data=PATH: WME18's two-class CIFAR-10 "
+        "setting (classes 0 and 1, first 1000 images) with scalar ±1 targets and a "
+        "one-hidden-layer ReLU net of width 500 instead of their small VGG",
     }
     config_cls = SharpnessConfig
     classes = ()
@@ -410,7 +474,7 @@ class WME18Sharpness(ScalarSweep):
         return analyze_sharpness(config, results)
 
     def plot(self, config: SharpnessConfig, results: Results, fig_dir: Path) -> list[Path]:
-        """Sharpness vs B per η (with 2/η) and the sharpness–non-uniformity diagram."""
+        """Sharpness vs B per η (2/η dashed, × not converged); sharpness–non-uniformity."""
         fig, axes = new_figure(2)
         ax, ax2 = axes[0, 0], axes[0, 1]
         n = config.n
@@ -424,6 +488,20 @@ class WME18Sharpness(ScalarSweep):
                 ax.plot(*zip(*rows), "o-", color=f"C{j}", label=f"η = {lr:g}")
             # the GD edge λ = 2/η: gd_threshold is the map x ↦ 2/x
             ax.axhline(gd_threshold(lr), color=f"C{j}", ls="--", lw=0.8)
+            bad = [
+                r["B"] or n
+                for r in results.values()
+                if r.get("lr") == lr and not r.get("converged")
+            ]
+            if bad:  # diverged / not converged runs, drawn at 2/η so that none is missing
+                ax.scatter(
+                    bad,
+                    [gd_threshold(lr)] * len(bad),
+                    marker="x",
+                    s=60,
+                    color=f"C{j}",
+                    label=f"η = {lr:g}: not converged / diverged",
+                )
             pts = [
                 (r["lambda_max"], r["non_uniformity"])
                 for r in results.values()
@@ -466,36 +544,48 @@ class WME18Sharpness(ScalarSweep):
 
 
 def analyze_sharpness(config: SharpnessConfig, results: Results) -> list[Claim]:
-    """Claims of ``wme18/sharpness`` (WME18's observations, adapted to the digits task).
+    """Claims of ``wme18/sharpness`` (WME18's observations; medians over seeds).
 
-    * S1 (GD): for every η where the constraint binds (λ_max at init > 2/η) and GD converged,
-      η·λ_max/2 ∈ ``gd_band``; at least one such η is required.
-    * S2 (SGD): the median sharpness is non-decreasing in B for each η (5% slack), and for each
-      B in ``flat_batch_sizes`` (present in the sweep) λ_max(GD)/λ_max(B) ≥ its
-      ``flat_factors`` entry at every η where GD binds (≥ 1 such η per B).
-    * S3: every converged SGD minimum has η·λ_max(C†D)/2 ≤ ``ratio_tol``; ≥ 1 such minimum.
+    * S1 (GD): at every η where the constraint binds (median λ_max at init > 2/η), the
+      median over seeds of η·λ_max/2 of converged GD runs is in ``gd_band`` (≥ 1 such η).
+    * S2 (SGD, direction): the median sharpness is non-decreasing in B for each η
+      (``monotone_slack``) and λ_max(GD)/λ_max(B) > 1 for every B of ``flat_batch_sizes`` at
+      every binding η.
+    * S3 (SGD, WME18's factors): λ_max(GD)/λ_max(B) ≥ the ``flat_factors`` entry of B at
+      every binding η: reproduced; else not reproduced (with the measured non-uniformity
+      ratio s/a against WME18's) when S2's direction holds; else failed.
+    * S4: every converged SGD minimum has η·λ_max(C†D)/2 ≤ 1 (reproduced) or ≤ ``ratio_tol``
+      (adapted).
     """
     conv = {k: r for k, r in results.items() if r.get("converged") and r.get("lambda_max")}
+    outcomes = outcome_text(results)
     claims: list[Claim] = []
     lo, hi = config.gd_band
-    gd_vals = []
-    for lr in config.lrs:
-        for r in conv.values():
-            if r["lr"] == lr and r["B"] == 0 and r["init_lambda_max"] > 2.0 / lr:
-                gd_vals.append((lr, r["gd_ratio"]))
+    gd_runs: dict[float, list[float]] = {}
+    for r in conv.values():
+        if r["B"] == 0 and r["init_lambda_max"] > 2.0 / r["lr"]:
+            gd_runs.setdefault(r["lr"], []).append(r["gd_ratio"])
+    gd_meds = {lr: median(v) for lr, v in gd_runs.items()}
     claims.append(
-        Claim(
+        graded_claim(
             "S1",
             "GD minima sit at the edge: λ_max(H) ≈ 2/η wherever the constraint binds",
-            ", ".join(f"η={lr:g}: ηλ/2={fmt(v)}" for lr, v in gd_vals) or "no binding GD run",
-            bool(gd_vals) and all(lo <= v <= hi for _, v in gd_vals),
-            f"η·λ_max/2 ∈ [{lo:g}, {hi:g}] for every converged GD run with λ_max(θ₀) > 2/η "
-            "(≥ 1 such run)",
+            paper="GD sharpness ≈ 2/η (e.g. CIFAR-10: 19.8 at 2/η = 20, 39.8 at 40)",
+            source="WME18 Table 1",
+            rule=f"median over seeds η·λ_max/2 ∈ [{lo:g}, {hi:g}] at every η with λ_max(θ₀) > "
+            "2/η (≥ 1 such η)",
+            measured="; ".join(
+                f"η={lr:g}: {over_seeds(v, 'η·λ/2')}" for lr, v in sorted(gd_runs.items())
+            )
+            + f"; {outcomes}"
+            if gd_runs
+            else f"no binding GD run; {outcomes}",
+            reproduced=bool(gd_meds) and all(lo <= v <= hi for v in gd_meds.values()),
         )
     )
+    Bs = sorted(config.batch_sizes, key=lambda b: b if b else 10**9)
     mono_ok = True
     parts = []
-    Bs = sorted(config.batch_sizes, key=lambda b: b if b else 10**9)
     for lr in config.lrs:
         meds = []
         for B in Bs:
@@ -503,57 +593,101 @@ def analyze_sharpness(config: SharpnessConfig, results: Results) -> list[Claim]:
             if not math.isnan(v):
                 meds.append((B, v))
         if len(meds) >= 2:
-            mono_ok &= all(b[1] >= 0.95 * a[1] for a, b in itertools.pairwise(meds))
+            mono_ok &= all(
+                b[1] >= (1 - config.monotone_slack) * a[1] for a, b in itertools.pairwise(meds)
+            )
             parts.append(f"η={lr:g}: " + " ≤ ".join(f"{fmt(v)}(B={B or 'GD'})" for B, v in meds))
-    binding_lrs = sorted({lr for lr, _ in gd_vals})
-    gd_bind = {
+    gd_lam = {
         lr: median([r["lambda_max"] for r in conv.values() if r["lr"] == lr and r["B"] == 0])
-        for lr in binding_lrs
+        for lr in sorted(gd_meds)
     }
-    flat_ok = len(config.flat_batch_sizes) == len(config.flat_factors)
-    flat_parts = []
-    checked_B = 0
-    for B, factor in zip(config.flat_batch_sizes, config.flat_factors, strict=False):
+    factors: dict[int, dict[float, list[float]]] = {}
+    for B in config.flat_batch_sizes:
         if B not in config.batch_sizes:
             continue
-        got = [
-            (lr, gd_bind[lr] / r["lambda_max"])
-            for lr in sorted(gd_bind)
-            for r in conv.values()
-            if r["lr"] == lr and r["B"] == B
-        ]
-        checked_B += bool(got)
-        flat_ok &= bool(got) and all(v >= factor for _, v in got)
-        flat_parts.append(
-            f"B={B} (need ≥ {factor:g}): "
-            + (", ".join(f"η={lr:g}: {fmt(v)}" for lr, v in got) or "no converged binding run")
-        )
+        factors[B] = {
+            lr: [
+                gd_lam[lr] / r["lambda_max"] for r in conv.values() if r["lr"] == lr and r["B"] == B
+            ]
+            for lr in gd_lam
+        }
+    direction_ok = bool(factors) and all(
+        bool(v) and median(v) > 1.0 for per in factors.values() for v in per.values()
+    )
+    direction_ok &= all(bool(per) for per in factors.values())
+    ftext = "; ".join(
+        f"B={B}: " + (", ".join(f"η={lr:g}: {over_seeds(v)}" for lr, v in per.items()) or "none")
+        for B, per in factors.items()
+    )
     claims.append(
-        Claim(
+        graded_claim(
             "S2",
-            "Sharpness grows with B; small batches give much flatter minima than GD at every "
-            "binding η (WME18's setting, n = 1000: ≥ 3× at B = 4, ≥ 1.5× at B = 10; here "
-            + ", ".join(
-                f"≥ {f:g}× at B = {B}"
-                for B, f in zip(config.flat_batch_sizes, config.flat_factors, strict=False)
-            )
-            + f" with n = {config.n}: {FLAT_FACTOR_NOTE})",
-            "; ".join(parts) + " | λ_max(GD)/λ_max(B): " + "; ".join(flat_parts),
-            bool(parts) and mono_ok and flat_ok and checked_B > 0,
-            "median λ_max non-decreasing in B (5% slack) for every η, and λ_max(GD)/λ_max(B) ≥ "
-            "the factor of B at every η where GD binds (λ_max(θ₀) > 2/η), for every listed B "
-            "in the sweep (≥ 1 such η each)",
+            "Sharpness grows with B: SGD with small batches finds flatter minima than GD",
+            paper="SGD sharpness grows with B and reaches GD's ≈ 2/η for large B",
+            source="WME18 Table 2 (sharpness of SGD minima vs B)",
+            rule=f"median λ_max non-decreasing in B ({100 * config.monotone_slack:g}% slack) for "
+            "every η, and median λ_max(GD)/λ_max(B) > 1 for every listed small B at every "
+            "binding η (≥ 1 such η)",
+            measured="; ".join(parts) + " | λ_max(GD)/λ_max(B): " + (ftext or "none"),
+            reproduced=bool(parts) and mono_ok and direction_ok,
         )
     )
-    sgd = [r for r in conv.values() if r["B"] != 0 and r.get("ms_ratio") is not None]
-    worst = max((r["ms_ratio"] for r in sgd), default=None)
+    need = dict(zip(config.flat_batch_sizes, config.flat_factors, strict=False))
+    factor_ok = direction_ok and all(
+        B in need and median(v) >= need[B] for B, per in factors.items() for v in per.values()
+    )
+    sgd_min = [r for r in conv.values() if r["B"] != 0 and r.get("non_uniformity") is not None]
+    s_over_a = [r["non_uniformity"] / r["lambda_max"] for r in sgd_min]
+    sa = over_seeds(s_over_a, "s/a over all SGD minima (η × seeds)") if s_over_a else None
     claims.append(
-        Claim(
+        graded_claim(
             "S3",
-            "Every SGD minimum satisfies the exact mean-square criterion (within a 10% margin)",
-            f"max η·λ_max(C†D)/2 = {fmt(worst)} over {len(sgd)} converged SGD minima",
-            bool(sgd) and worst is not None and worst <= config.ratio_tol,
-            f"η·λ_max(C†D)/2 ≤ {config.ratio_tol:g} for all (≥ 1) converged SGD runs",
+            "Small batches give much flatter minima than GD at every binding η",
+            paper="n = 1000: λ_max(GD)/λ_max(B) ≥ "
+            + ", ".join(f"{f:g}× at B = {B}" for B, f in need.items()),
+            source="WME18 Table 2",
+            rule="median λ_max(GD)/λ_max(B) ≥ the paper's factor of B at every binding η, for "
+            "every listed B in the sweep",
+            measured=f"λ_max(GD)/λ_max(B): {ftext or 'none'}; non-uniformity/sharpness at our SGD "
+            f"minima: {sa if sa is not None else 'n/a'} (WME18: {WME18_S_OVER_A[0]:g}–"
+            f"{WME18_S_OVER_A[1]:g})",
+            measurement=min(
+                (
+                    over_seeds(v, f"λ_max(GD)/λ_max(B={B}) at η={lr:g}")
+                    for B, per in factors.items()
+                    for lr, v in per.items()
+                    if v
+                ),
+                key=lambda m: m.value,
+                default=sa,
+            ),
+            reproduced=factor_ok,
+            not_reproduced=direction_ok,
+            not_reproduced_note="the flattening is there (S2) but weaker: SGD's stability "
+            "condition (1 − ηa)² + η²s²/B ≤ 1 pushes a below 2/η by an amount that grows "
+            "with the non-uniformity s/a, and our data (sklearn digits, n = "
+            f"{config.n}) are far more uniform (s/a {fmt(min(s_over_a, default=None))}–"
+            f"{fmt(max(s_over_a, default=None))}) than WME18's FashionMNIST/CIFAR-10 "
+            f"(s/a {WME18_S_OVER_A[0]:g}–{WME18_S_OVER_A[1]:g}); run --profile cifar10 "
+            "--set data=PATH for WME18's data",
+        )
+    )
+    ms = [r["ms_ratio"] for r in conv.values() if r["B"] != 0 and r.get("ms_ratio") is not None]
+    worst = max(ms, default=None)
+    claims.append(
+        graded_claim(
+            "S4",
+            "Every SGD minimum satisfies the exact mean-square criterion",
+            paper="SGD converges only to linearly stable minima (η ≤ η*)",
+            source="WME18 Sec. 3 (linear stability); exact η* of Mulayoff & Michaeli (2024)",
+            rule="η·λ_max(C†D)/2 ≤ 1 at every converged SGD minimum (≥ 1): reproduced; ≤ "
+            f"{config.ratio_tol:g}: adapted",
+            measured=f"max η·λ_max(C†D)/2 = {fmt(worst)} over {len(ms)} converged SGD minima; "
+            f"{outcomes}",
+            measurement=over_seeds(ms, "η·λ_max(C†D)/2") if ms else None,
+            reproduced=bool(ms) and worst is not None and worst <= 1.0,
+            adapted=bool(ms) and worst is not None and worst <= config.ratio_tol,
+            adapted_note=f"tolerance {config.ratio_tol:g} instead of 1: {TYPICAL_RUN_NOTE}",
         )
     )
     return claims
