@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.base import Claim, Measurement, RunSpec
 from dynstab_repro.wu_su_2023 import analysis as A
 from dynstab_repro.wu_su_2023 import plots
 from dynstab_repro.wu_su_2023.configs import (
@@ -159,6 +159,13 @@ def _trend(
     return xs, ys, (A.spearman(xs, ys) if len(xs) >= 3 else float("nan"))
 
 
+def _trend_over_seeds(runs: list[Record], key: str, labels: list[float], label: str) -> Measurement:
+    """The Spearman coefficient of :func:`_trend` per seed (SGD runs), median and range."""
+    return A.over_seeds(
+        runs, lambda rs: _trend(A.as_results(rs), "sgd", key, labels)[2], label=label
+    )
+
+
 def _excluded(results: dict[str, Record], opt: str, labels: list[float]) -> str:
     """Labels without a run converged at the target η, with their runs' categories."""
     out = []
@@ -231,11 +238,7 @@ def analyze_e4(config: E4Config, results: dict[str, Record]) -> list[Claim]:
             )
         )
         xs, pn, rho = _trend(results, "sgd", "path_norm", labels)
-        m = A.over_seeds(
-            sgd,
-            lambda rs: _trend(A.as_results(rs), "sgd", "path_norm", labels)[2],
-            label="Spearman(lr, ‖θ‖_P)",
-        )
+        m = _trend_over_seeds(sgd, "path_norm", labels, "Spearman(lr, ‖θ‖_P)")
         claims.append(
             A.paper_claim(
                 "E4.2",
@@ -360,11 +363,7 @@ def analyze_e4(config: E4Config, results: dict[str, Record]) -> list[Claim]:
             rule += (
                 " and SGD ≤ GD at the largest label where both have runs at the target η (medians)"
             )
-        m = A.over_seeds(
-            sgd,
-            lambda rs: _trend(A.as_results(rs), "sgd", "test_mse", labels)[2],
-            label="Spearman(lr, SGD test MSE)",
-        )
+        m = _trend_over_seeds(sgd, "test_mse", labels, "Spearman(lr, SGD test MSE)")
         claims.append(
             A.paper_claim(
                 "E4.5",
@@ -405,8 +404,10 @@ def run_table(results: dict[str, Record]) -> list[Row]:
                 "outcome": cat,
                 "eta": float(r["lr"]),
                 "eta_eff/eta": eff / float(r["lr"]) if minimum else math.nan,
-                "eta_eff*lambda_max/2": eff * r["lambda_max"] / 2.0 if minimum else math.nan,
-                "eta_eff*trace/2": eff * r["trace"] / 2.0 if minimum else math.nan,
+                "eta_eff*lambda_max/2": eff * r.get("lambda_max", math.nan) / 2.0
+                if minimum
+                else math.nan,
+                "eta_eff*trace/2": eff * r.get("trace", math.nan) / 2.0 if minimum else math.nan,
             }
         )
     return rows
