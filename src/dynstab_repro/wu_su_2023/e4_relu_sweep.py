@@ -477,6 +477,7 @@ def plot_e4(config: E4Config, results: dict[str, Record], fig_dir: Path) -> list
                 lab,
                 val(key),
                 legend_tag=f"{opt.upper()} ",
+                color="C0" if opt == "sgd" else "C1",
             )
         plots.loglog_panel(ax, xlabel="LR label (SGD: √d·η, GD: η)", title=title)
     fig.suptitle(

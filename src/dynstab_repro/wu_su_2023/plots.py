@@ -98,13 +98,15 @@ def mark_runs(
     y: Callable[[Record], float],
     *,
     legend_tag: str = "",
+    color: str | None = None,
 ) -> dict[str, int]:
     """Scatter every run by category (:data:`RUN_STYLES`) so that none is a blank.
 
     Runs converged at the target η: grey dots at ``(x, y)``; converged during the warm-up:
     black crosses at ``(x, y)`` (a minimum of η_eff < η, not of the plotted η); diverged and
     unconverged runs have no final value: triangles at the bottom edge of the panel at ``x``.
-    Every category except the plain one gets a legend entry with its count.
+    Every category except the plain one gets a legend entry with its count; ``color``
+    replaces the colour of the crosses (e.g. one colour per optimizer on a shared panel).
 
     Returns:
         ``{category: count}`` of the runs drawn.
@@ -114,6 +116,8 @@ def mark_runs(
         groups.setdefault(run_outcome(r), []).append(r)
     for cat, rs in groups.items():
         style = dict(RUN_STYLES[cat])
+        if color is not None and cat == "converged in warm-up":
+            style["color"] = color
         label = None if cat == "converged" else f"{legend_tag}{cat} ({len(rs)})"
         if cat in ("converged", "converged in warm-up"):
             ax.scatter([x(r) for r in rs], [y(r) for r in rs], label=label, **style)  # type: ignore[arg-type]
