@@ -161,7 +161,7 @@ def _folds(runs: list[Record], lrs: list[float]) -> dict[str, float]:
 
 def _fold_ratio(runs: list[Record], lrs: list[float]) -> float:
     f = _folds(runs, lrs)
-    worst = max(f["frobenius"], f["lambda_max"])
+    worst = A.strict_max([f["frobenius"], f["lambda_max"]])
     return f["trace"] / worst if math.isfinite(worst) and worst > 0 else float("nan")
 
 
