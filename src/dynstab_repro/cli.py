@@ -7,7 +7,7 @@
 * ``dynstab report RUN_DIR``: re-render metrics, claims, figures and reports from saved files.
 
 Options of ``run``/``reproduce``: ``--quick`` (= ``--profile quick``; CI smoke settings) or
-``--profile P`` (default ``full`` = the spec's settings), ``--config FILE.json`` (values, or
+``--profile P`` (default ``full``: full settings), ``--config FILE.json`` (values, or
 a saved ``config.json``), ``--set key=value`` (repeatable; ``NAME:key=value`` scopes it to
 one experiment), ``--seed N``, ``--out DIR`` (default ``dynstab-runs``), ``--executor
 local|serial|ray``, ``--ray-address ADDR``, ``--workers N``, ``--force`` (recompute into a
@@ -77,7 +77,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     prof.add_argument(
         "--profile",
         dest="profile",
-        help="settings profile: full (spec defaults, default) or quick",
+        help="settings profile: full (the full reproduction settings, default) or quick",
     )
     p.add_argument(
         "--set",

@@ -2,7 +2,7 @@
 
 Convention for an experiment's ``config_cls``:
 
-* a ``@dataclass(frozen=True)`` whose **defaults are the spec's (full) settings**;
+* a ``@dataclass(frozen=True)`` whose **defaults are the full reproduction settings**;
 * optionally a class attribute ``PROFILES: ClassVar[dict[str, dict]]`` mapping profile names
   (``"quick"``, ``"full"``, ...) to overrides of those defaults. ``"full"`` and ``"quick"``
   are always accepted: a missing entry means "the defaults";
@@ -42,6 +42,7 @@ __all__ = [
     "check_config",
     "config_from_dict",
     "config_to_dict",
+    "override_items",
     "parse_overrides",
     "profile_config",
     "profile_names",
@@ -231,6 +232,37 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return {f.name: to_jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
+def override_items(
+    overrides: Iterable[str] | Mapping[str, Any],
+    *,
+    form: str = "key=value",
+    example: str = "--set lr=0.05 --set seeds=0,1,2",
+) -> list[tuple[str, Any]]:
+    """``(key, raw value)`` pairs, in order, of ``["key=value", ...]`` or of a mapping.
+
+    The one parser of ``--set`` items; ``form`` and ``example`` only shape the error message
+    (the runner's items may carry an ``experiment:`` scope in the key).
+
+    Raises:
+        ValueError: If an item has no ``=`` or an empty key.
+
+    Example:
+        >>> override_items(["lr=0.1", " seeds = 1,2"])
+        [('lr', '0.1'), ('seeds', '1,2')]
+    """
+    if isinstance(overrides, Mapping):
+        return [(str(k), v) for k, v in overrides.items()]
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    out: list[tuple[str, Any]] = []
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"an override must look like {form}; got {item!r}. Example: {example}")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
 def parse_overrides(overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
     """Turn ``["key=value", ...]`` (or a mapping, returned as a dict) into a dict of raw values.
 
@@ -241,20 +273,7 @@ def parse_overrides(overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, A
         >>> parse_overrides(["lr=0.1", "seeds=1,2"])
         {'lr': '0.1', 'seeds': '1,2'}
     """
-    if isinstance(overrides, Mapping):
-        return dict(overrides)
-    if isinstance(overrides, str):
-        overrides = [overrides]
-    out: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
-            raise ValueError(
-                f"an override must look like key=value; got {item!r}. "
-                "Example: --set lr=0.05 --set seeds=0,1,2"
-            )
-        out[key.strip()] = value.strip()
-    return out
+    return dict(override_items(overrides))
 
 
 def apply_overrides(config: C, overrides: Iterable[str] | Mapping[str, Any]) -> C:
@@ -338,7 +357,7 @@ def profile_names(cls: type) -> list[str]:
 
 
 def profile_config(cls: type[C], name: str) -> C:
-    """Config of ``cls`` for profile ``name``: defaults (= full/spec settings) + ``PROFILES[name]``.
+    """Config of ``cls`` for profile ``name``: defaults (= the full settings) + ``PROFILES[name]``.
 
     A class without ``PROFILES`` but with its own ``profile`` classmethod is delegated to.
 

@@ -96,6 +96,7 @@ from dynstab_repro.config import (
     check_config,
     config_from_dict,
     config_to_dict,
+    override_items,
     profile_config,
 )
 from dynstab_repro.executors import (
@@ -224,20 +225,11 @@ class ReproductionResult:
 
 
 def _split_overrides(overrides: Overrides) -> list[tuple[str | None, str, Any]]:
-    items: list[tuple[str, Any]] = []
-    if isinstance(overrides, Mapping):
-        items = [(str(k), v) for k, v in overrides.items()]
-    else:
-        if isinstance(overrides, str):
-            overrides = [overrides]
-        for item in overrides:
-            key, sep, value = str(item).partition("=")
-            if not sep or not key.strip():
-                raise ValueError(
-                    f"an override must look like key=value or experiment:key=value; got {item!r}. "
-                    "Example: --set lr=0.05 --set wu-su-2023/e1:seeds=0,1"
-                )
-            items.append((key.strip(), value.strip()))
+    items = override_items(
+        overrides,
+        form="key=value or experiment:key=value",
+        example="--set lr=0.05 --set wu-su-2023/e1:seeds=0,1",
+    )
     out: list[tuple[str | None, str, Any]] = []
     for key, value in items:
         scope, sep, bare = key.rpartition(":")

@@ -33,7 +33,7 @@ from dynstab_repro.wu_su_2023 import units as U
 from dynstab_repro.wu_su_2023.e1_diagonal_sweep import E1Config, E1DiagonalSweep, analyze_e1
 from dynstab_repro.wu_su_2023.e2_balancing import E2Config, analyze_e2
 from dynstab_repro.wu_su_2023.e3_relu_dynamics import E3Config, analyze_e3
-from dynstab_repro.wu_su_2023.e4_relu_sweep import E4Config, analyze_e4
+from dynstab_repro.wu_su_2023.e4_relu_sweep import E4Config, E4ReLUSweep, analyze_e4, run_table
 from dynstab_repro.wu_su_2023.e5_theory_checks import E5Config, E5TheoryChecks, analyze_e5
 
 # --------------------------------------------------------------------------------------
@@ -224,11 +224,11 @@ def test_selection_medians_and_ratios():
     assert math.isnan(A.medians(res, "sgd", "trace", "lr", [0.1, 0.2])[1])
     assert A.medians(res, "sgd", "trace", "r0", [4.0], lr=0.1) == [16.0]
     cells = A.summary_cells("sgd", A.select(res, "sgd", lr=0.1), ["trace"])
-    assert cells == {"sgd_trace": 13.0, "sgd_converged": "2/2"}
-    assert A.summary_cells("sgd", [res["c"]], ["trace"]) == {
-        "sgd_trace": 99.0,
-        "sgd_converged": "0/1",
-    }
+    assert cells == {"sgd_trace": 13.0, "sgd_runs": "2 converged"}
+    # An unconverged or diverged run is counted, never a median entry or a blank.
+    cells = A.summary_cells("sgd", [res["c"], res["d"]], ["trace"])
+    assert math.isnan(cells["sgd_trace"])
+    assert cells["sgd_runs"] == "1 not converged, 1 diverged"
     # The trace bound at the effective learning rate: Tr G·η_eff/2 (B = 1, q = 1).
     runs = [{"trace": 10.0, "lr": 0.1, "effective_lr": 0.15}, {"trace": 12.0, "lr": 0.1}]
     assert A.worst_trace_ratio(runs, 100, 1) == pytest.approx(max(10 * 0.15 / 2, 12 * 0.1 / 2))
@@ -322,7 +322,7 @@ def test_spearman_and_history_helpers():
 
 
 def _cfg(**kw):
-    return dataclasses.replace(E1Config.profile("quick"), **kw)
+    return dataclasses.replace(E1Config.profile("quick"), **({"seeds": (0,)} | kw))
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "gd"])
@@ -667,16 +667,20 @@ E3_CASES = {
 }
 
 
+def _e3_cfg():
+    return dataclasses.replace(E3Config.profile("quick"), seeds=(0,))
+
+
 @pytest.mark.parametrize("target", sorted(E3_CASES))
 def test_analyze_e3(target):
-    cfg = E3Config.profile("quick")
+    cfg = _e3_cfg()
     _check(analyze_e3, cfg, _e3_results(cfg), E3_CASES[target], target)
 
 
 def test_e3_2_needs_a_fast_drop_after_entering_the_stable_region():
     # E3.2 used max/final ‖∇L‖ ≥ 1e3, implied by reaching loss ≤ 1e-10. A run that
     # converges with a steady geometric decay over the whole run must now fail E3.2 only.
-    cfg = E3Config.profile("quick")
+    cfg = _e3_cfg()
     good = _e3_results(cfg)
     claims = {c.id: c for c in analyze_e3(cfg, good)}
     # t_s = step of index 70, t_d = index 85: (85 − 70)/99 of the steps run.
@@ -701,7 +705,7 @@ def test_e3_2_needs_a_fast_drop_after_entering_the_stable_region():
 
 def test_e3_3_uses_the_effective_learning_rate():
     # The final Tr G is judged at the effective η, not the nominal η.
-    cfg = E3Config.profile("quick")
+    cfg = _e3_cfg()
     low = _e3_results(cfg)
     low["sgd_seed=0"]["effective_lr"] = 0.5 * cfg.lr  # η_eff·Tr G/2 = 0.4 (nominal: 0.8)
     c = {c.id: c for c in analyze_e3(cfg, low)}["E3.3"]
@@ -729,6 +733,7 @@ def _e4_results(cfg):
         eta = lab / sq
         res[f"sgd_{lab}"] = {
             "optimizer": "sgd",
+            "seed": 0,
             "label": lab,
             "lr": eta,
             "effective_lr": eta,
@@ -742,6 +747,7 @@ def _e4_results(cfg):
         lam, eff, pn, te = gd[lab]
         res[f"gd_{lab}"] = {
             "optimizer": "gd",
+            "seed": 0,
             "label": lab,
             "lr": lab,
             "effective_lr": eff,
@@ -791,7 +797,7 @@ def test_e4_1_and_e4_3_require_every_run_to_converge():
         res[f"{opt}_0.01_seed1"] = extra
         st = _status(analyze_e4(cfg, res))
         assert st[target] is False, (target, st)
-        assert "4/5 converged" in {c.id: c for c in analyze_e4(cfg, res)}[target].measured
+        assert "1 not converged" in {c.id: c for c in analyze_e4(cfg, res)}[target].measured
 
 
 def _e5_results():
@@ -877,6 +883,151 @@ def test_analyze_e5(target):
     _check(analyze_e5, cfg, _e5_results(), E5_CASES[target], target)
 
 
+# --------------------------------------------------------------------------------------
+# Claim model: paper side, statuses fixed by the rules, run categories, seeds
+# --------------------------------------------------------------------------------------
+
+
+def _by_id(claims):
+    return {c.id: c for c in claims}
+
+
+@pytest.mark.parametrize(
+    ("analyze", "cfg", "results"),
+    [
+        (analyze_e1, E1Config.profile("quick"), lambda c: _e1_results(c)),
+        (analyze_e2, E2Config.profile("quick"), lambda c: _e2_results(c)),
+        (analyze_e3, dataclasses.replace(E3Config.profile("quick"), seeds=(0,)), _e3_results),
+        (analyze_e4, E4Config.profile("quick"), lambda c: _e4_results(c)),
+        (analyze_e5, E5Config(), lambda c: _e5_results()),
+    ],
+)
+def test_every_claim_has_the_papers_side_and_a_rule(analyze, cfg, results):
+    for c in analyze(cfg, results(cfg)):
+        assert c.paper.strip(), c.id
+        assert c.source.strip(), c.id
+        assert c.criterion.strip(), c.id
+        assert c.measured.strip(), c.id
+
+
+def test_profiles_run_enough_seeds():
+    for cls in (E1Config, E2Config, E3Config, E4Config):
+        assert len(cls.profile("full").seeds) >= 3, cls
+        assert len(cls.profile("quick").seeds) >= 2, cls
+    assert len(E5Config.profile("full").e_seeds) >= 3
+    assert len(E5Config.profile("quick").e_seeds) >= 2
+
+
+def test_claims_report_median_and_range_over_seeds():
+    cfg = E1Config.profile("quick")
+    res = _e1_results(cfg)
+    for key, rec in list(res.items()):
+        other = copy.deepcopy(rec) | {"seed": 1}
+        other["trace"] = rec["trace"] * 0.9
+        res[key + "_s1"] = other
+    c = _by_id(analyze_e1(cfg, res))["E1.1"]
+    assert c.measurement is not None
+    assert c.measurement.n_seeds == 2
+    assert c.measurement.low == pytest.approx(0.8 * 0.9)
+    assert c.measurement.high == pytest.approx(0.8)
+    assert "median of 2 seeds" in c.measured
+
+
+def test_e2_1_includes_r0_2_and_reports_it_as_not_reproduced():
+    cfg = E2Config.profile("quick")
+    assert 2.0 in cfg.r0s
+    assert 2.0 in E2Config().r0s
+    res = _e2_results(cfg)  # r_T = 1.7 everywhere: r_T/r0 = 0.85 at r0 = 2, ≤ 0.43 above
+    c = _by_id(analyze_e2(cfg, res))["E2.1"]
+    assert c.status.value == "not reproduced", c
+    assert "r0 = 2" in c.note
+    assert "0.85" in c.measured
+    # Well below r0 = 2 as well → reproduced.
+    for key in ("sgd_2.0",):
+        res[key]["balancedness"] = 1.1
+    assert _by_id(analyze_e2(cfg, res))["E2.1"].status.value == "reproduced"
+    # A miss at r0 ≥ 4 is a failure, not a 'not reproduced'.
+    res["sgd_4.0"]["balancedness"] = 3.0
+    assert _by_id(analyze_e2(cfg, res))["E2.1"].status.value == "failed"
+
+
+def test_e3_2_is_adapted_and_states_its_t_s():
+    cfg = _e3_cfg()
+    c = _by_id(analyze_e3(cfg, _e3_results(cfg)))["E3.2"]
+    assert c.status.value == "adapted"
+    assert "after measuring" in c.note
+    assert "end of the warm-up" in c.note
+    assert "·T_w" in c.measured
+
+
+def test_run_outcome_categories():
+    assert A.run_outcome({"diverged": True, "converged": False, "lr": 0.1}) == "diverged"
+    assert A.run_outcome({"converged": False, "lr": 0.1}) == "not converged"
+    assert A.run_outcome({"converged": True, "lr": 0.1, "effective_lr": 0.1}) == "converged"
+    warm = {"converged": True, "lr": 0.1, "effective_lr": 0.0999}
+    assert A.run_outcome(warm) == "converged in warm-up"
+    assert A.is_minimum(warm)
+    assert not A.is_ok(warm)
+    res = {"w": warm | {"optimizer": "gd"}}
+    assert A.select(res, "gd") == []
+    assert A.minima(res, "gd") == [res["w"]]
+
+
+def test_e4_warm_up_minima_are_their_own_category():
+    # GD at labels 0.03 and 0.1 converged during the warm-up (η_eff/η = 0.1 and 0.56).
+    cfg = E4Config.profile("quick")
+    res = _e4_results(cfg)
+    claims = _by_id(analyze_e4(cfg, res))
+    e43 = claims["E4.3"]
+    assert "2 converged in warm-up" in e43.measured
+    # No GD run above 2/λ_max(G_0) = 0.0299 at its target η: not reproduced, with the reason.
+    assert e43.status.value == "not reproduced", e43
+    assert "during the warm-up" in e43.note
+    # Not counted as runs at the target η: the medians at those labels are missing ...
+    assert math.isnan(A.medians(res, "gd", "lambda_max", "label", [0.1])[0])
+    # ... and they are listed in the report table with η_eff/η.
+    rows = run_table(res)
+    assert {(r["optimizer"], r["label"]) for r in rows} == {("gd", 0.03), ("gd", 0.1)}
+    assert {r["outcome"] for r in rows} == {"converged in warm-up"}
+    assert sorted(r["eta_eff/eta"] for r in rows) == pytest.approx([0.1, 0.56])
+    # A GD run at the largest label at its target η makes E4.3 testable again.
+    res["gd_0.1"]["effective_lr"] = 0.1
+    res["gd_0.1"]["lambda_max"] = 19.0
+    assert _by_id(analyze_e4(cfg, res))["E4.3"].status.value == "reproduced"
+    # SGD runs that converged in warm-up leave their label out of the trends, said so.
+    res["sgd_0.003"]["effective_lr"] = 0.5 * res["sgd_0.003"]["lr"]
+    e42 = _by_id(analyze_e4(cfg, res))["E4.2"]
+    assert e42.status.value == "reproduced"
+    assert "0.003 (1 converged in warm-up)" in e42.measured
+
+
+def test_e4_diverged_runs_are_counted_and_drawn(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dynstab_repro.wu_su_2023 import plots
+
+    cfg = E4Config.profile("quick")
+    res = _e4_results(cfg)
+    res["sgd_0.1"].update(diverged=True, converged=False, trace=float("nan"))
+    e41 = _by_id(analyze_e4(cfg, res))["E4.1"]
+    assert e41.status.value == "failed"
+    assert "1 diverged" in e41.measured
+    assert any(r["outcome"] == "diverged" for r in run_table(res))
+    fig, ax = plt.subplots()
+    counts = plots.mark_runs(
+        ax, A.select(res, "sgd", converged_only=False), lambda r: r["label"], lambda r: r["trace"]
+    )
+    assert counts == {"converged": 3, "diverged": 1}
+    labels = [t.get_text() for t in ax.legend().get_texts()]
+    assert labels == ["diverged (1)"]
+    plt.close(fig)
+    figs = E4ReLUSweep().plot(cfg, {"sgd": {"runs": res}}, tmp_path)
+    assert any(p.suffix == ".png" for p in figs)
+
+
 def test_e5_unknown_part_raises():
     with pytest.raises(ValueError, match="unknown E5 part"):
         E5TheoryChecks().run_one(E5Config.profile("quick"), RunSpec("z", {"part": "z"}))
@@ -909,3 +1060,10 @@ def test_quick_group_passes_every_claim(tmp_path):
         assert not exp.failures, exp.name
         assert exp.claims, exp.name
         assert all(c.passed for c in exp.claims), (exp.name, exp.claims)
+        assert all(c.paper and c.source for c in exp.claims), exp.name
+    claims = {c.id: c for exp in out.experiments for c in exp.claims}
+    assert claims["E3.2"].status.value == "adapted"
+    assert claims["E2.1"].status.value in ("reproduced", "not reproduced")
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| paper | ours | rule | status |" in summary
+    assert "adapted (" in summary

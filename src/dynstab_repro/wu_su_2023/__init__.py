@@ -10,9 +10,13 @@ Registered experiments:
   sparse interpolator (:mod:`.e5_theory_checks`);
 
 and the group ``wu-su-2023`` (all five). Run with ``dynstab reproduce wu-su-2023 --quick`` or
-:func:`dynstab_repro.reproduce`. The quick profile checks every claim on smaller settings
-(E5.e2 needs d = 1000, n = 300 and is full-only); the full profile uses the full settings and
-3 seeds.
+:func:`dynstab_repro.reproduce`. The quick profile checks every claim on smaller settings with
+2 seeds (E5.e2 needs d = 1000, n = 300 and is full-only); the full profile uses the full
+settings and 3 seeds. Each claim states the paper's statement and where it is in the paper,
+the acceptance rule, our number as median and range over seeds, and a status (reproduced,
+adapted, not reproduced, failed; :func:`.analysis.paper_claim`). Runs are counted by category
+(converged at the target η, converged during the warm-up, not converged, diverged;
+:func:`.analysis.run_outcome`) in claims, tables and figures.
 
 Shared modules, by concern: :mod:`.problems` (data sets and initial networks, drawn by
 :mod:`dynstab.data` and :mod:`dynstab.models`), :mod:`.configs` (config fields, quick profiles,

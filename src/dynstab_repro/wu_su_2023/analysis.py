@@ -1,9 +1,17 @@
 """Selections, medians, ratios and claim helpers of the Wu & Su (2023) analyses.
 
 Records are the per-run dicts of :func:`~.units.train_and_measure` (after
-:func:`~.units.flatten_runs`). Medians are over the converged runs of the seeds; a missing value
-is NaN and makes the claims that need it fail wherever it sits (:func:`strict_min`,
-:func:`strict_max`).
+:func:`~.units.flatten_runs`). Every run falls in one category (:func:`run_outcome`):
+``converged`` (at the target η), ``converged in warm-up`` (its loss reached the minimum while
+the warm-up still held η_t < η, so η_eff < η: a minimum of η_eff, not of the target η),
+``not converged`` or ``diverged``. Medians "at η" are over the runs converged at the target η of
+the seeds; a missing value is NaN and makes the claims that need it fail wherever it sits
+(:func:`strict_min`, :func:`strict_max`). Bounds at the effective η are checked on every
+minimum (both converged categories).
+
+Claims are built by :func:`paper_claim`: the paper's statement and its place in the paper, the
+acceptance rule, our measurement with its spread over seeds (:func:`over_seeds`) and a status
+decided by the rule (reproduced / adapted / not reproduced / failed).
 """
 
 from __future__ import annotations
@@ -15,20 +23,29 @@ import numpy as np
 from scipy.stats import rankdata
 
 from dynstab.criteria import gd_threshold, q_factor
-from dynstab_repro.base import Claim
+from dynstab_repro.base import Claim, ClaimStatus, Measurement
 from dynstab_repro.wu_su_2023.units import Record, Row
 
 __all__ = [
+    "PAPER",
+    "RUN_OUTCOMES",
+    "WARMUP_RTOL",
+    "as_results",
     "count_finite",
     "effective_lr",
     "fmt",
     "gd_curvature_threshold",
+    "is_minimum",
     "is_ok",
-    "make_claim",
     "max_over_min",
     "median",
     "median_table",
     "medians",
+    "minima",
+    "outcome_text",
+    "over_seeds",
+    "paper_claim",
+    "run_outcome",
     "select",
     "sgd_curvature_threshold",
     "spearman",
@@ -39,9 +56,151 @@ __all__ = [
 ]
 
 
+#: The paper every claim of this package refers to.
+PAPER = "Wu & Su (ICML 2023)"
+
+#: η_eff/η below 1 − WARMUP_RTOL: the run reached its minimum during the warm-up.
+WARMUP_RTOL = 1e-9
+
+#: Categories of one run, in report order (:func:`run_outcome`).
+RUN_OUTCOMES: tuple[str, ...] = ("converged", "converged in warm-up", "not converged", "diverged")
+
+
+def run_outcome(run: Record) -> str:
+    """The category of one run: converged (at the target η), converged in warm-up, ...
+
+    ``diverged`` if the run diverged; ``not converged`` if it did not reach the loss tolerance;
+    ``converged in warm-up`` if its effective learning rate (η_t at the last downward crossing
+    of L = 1e-6) is below the target η, i.e. it fell into its minimum while the warm-up still
+    held η_t < η (it then kept training at η, frozen at that minimum); else ``converged``.
+
+    Example:
+        >>> run_outcome({"converged": True, "lr": 0.1, "effective_lr": 0.04})
+        'converged in warm-up'
+        >>> run_outcome({"converged": True, "lr": 0.1}), run_outcome({"diverged": True})
+        ('converged', 'diverged')
+    """
+    if run.get("diverged"):
+        return "diverged"
+    if not run.get("converged"):
+        return "not converged"
+    if effective_lr(run) < float(run["lr"]) * (1.0 - WARMUP_RTOL):
+        return "converged in warm-up"
+    return "converged"
+
+
 def is_ok(run: Record) -> bool:
-    """A run that converged and did not diverge."""
-    return bool(run.get("converged")) and not run.get("diverged")
+    """A run that converged at its target η (not during the warm-up) and did not diverge."""
+    return run_outcome(run) == "converged"
+
+
+def is_minimum(run: Record) -> bool:
+    """A run that ended at a minimum: converged at the target η or during the warm-up."""
+    return run_outcome(run) in ("converged", "converged in warm-up")
+
+
+def outcome_text(runs: Iterable[Record]) -> str:
+    """Counts of the run categories, e.g. ``"5 converged, 1 converged in warm-up"``.
+
+    Example:
+        >>> outcome_text([{"converged": True, "lr": 1.0}, {"diverged": True}])
+        '1 converged, 1 diverged'
+        >>> outcome_text([])
+        'no run'
+    """
+    cats = [run_outcome(r) for r in runs]
+    parts = [f"{cats.count(c)} {c}" for c in RUN_OUTCOMES if cats.count(c)]
+    return ", ".join(parts) if parts else "no run"
+
+
+def as_results(runs: Iterable[Record]) -> dict[str, Record]:
+    """A list of run records as a ``{key: record}`` mapping (for :func:`medians` on a subset).
+
+    Example:
+        >>> as_results([{"lr": 1.0}, {"lr": 2.0}])
+        {'0': {'lr': 1.0}, '1': {'lr': 2.0}}
+    """
+    return {str(i): r for i, r in enumerate(runs)}
+
+
+def over_seeds(
+    runs: Iterable[Record], statistic: Callable[[list[Record]], float], *, label: str = ""
+) -> Measurement:
+    """``statistic`` of each seed's runs, as a median and range over the seeds.
+
+    Runs are grouped by their ``seed`` field; a seed whose statistic is not finite (e.g. no
+    converged run) is counted in ``n_excluded``.
+
+    Example:
+        >>> runs = [{"seed": s, "x": float(s)} for s in (0, 1, 2)]
+        >>> str(over_seeds(runs, lambda rs: max(r["x"] for r in rs), label="x"))
+        'x = 1 (median of 3 seeds; range 0 to 2)'
+    """
+    by_seed: dict[int, list[Record]] = {}
+    for r in runs:
+        by_seed.setdefault(int(r.get("seed", 0)), []).append(r)
+    if not by_seed:
+        return Measurement(math.nan, n_seeds=0, label=label)
+    return Measurement.over_seeds([statistic(by_seed[s]) for s in sorted(by_seed)], label=label)
+
+
+def paper_claim(
+    claim_id: str,
+    statement: str,
+    *,
+    paper: str,
+    source: str,
+    rule: str,
+    holds: bool,
+    measured: str,
+    measurement: Measurement | None = None,
+    adapted: str = "",
+    not_reproduced: str = "",
+) -> Claim:
+    """A claim whose status follows from its rule, fixed before measuring.
+
+    Status: the rule ``holds`` → ``reproduced`` (``adapted`` when the claim carries an
+    adaptation note: what was changed from the paper and why); it does not hold →
+    ``not reproduced`` when the caller gives the reason (a documented, expected departure
+    such as r0 = 2 in E2.1), else ``failed``. A NaN comparison counts as not holding.
+
+    Args:
+        claim_id: e.g. ``"E1.1"``.
+        statement: The claim in words.
+        paper: The paper's statement and number.
+        source: Where in the paper (result or experiment).
+        rule: The acceptance rule.
+        holds: Whether the rule holds on our measurement.
+        measured: Our measurement in words (with the spread over seeds).
+        measurement: The headline number with its spread over seeds.
+        adapted: What changed from the paper and why (makes a holding claim ``adapted``).
+        not_reproduced: Why the statement is not seen (makes a failing claim
+            ``not reproduced``); empty → ``failed``.
+
+    Example:
+        >>> c = paper_claim("X", "s", paper="p", source="abstract", rule="r", holds=False,
+        ...                 measured="m", not_reproduced="reason")
+        >>> c.status.value, c.passed
+        ('not reproduced', True)
+    """
+    if holds:
+        status = ClaimStatus.ADAPTED if adapted else ClaimStatus.REPRODUCED
+        note = adapted
+    elif not_reproduced:
+        status, note = ClaimStatus.NOT_REPRODUCED, not_reproduced
+    else:
+        status, note = ClaimStatus.FAILED, adapted
+    return Claim(
+        claim_id,
+        statement,
+        measured,
+        criterion=rule,
+        status=status,
+        paper=paper,
+        source=source,
+        note=note,
+        measurement=measurement,
+    )
 
 
 def select(
@@ -53,6 +212,8 @@ def select(
 ) -> list[Record]:
     """The runs of ``optimizer`` whose fields equal ``match`` (rel. tol 1e−9), e.g. ``lr=0.05``.
 
+    With ``converged_only`` (default) only the runs converged at the target η (:func:`is_ok`).
+
     Example:
         >>> res = {"a": {"optimizer": "sgd", "lr": 0.1, "converged": True},
         ...        "b": {"optimizer": "sgd", "lr": 0.2, "converged": False}}
@@ -60,6 +221,17 @@ def select(
         (1, 1)
     """
     return _select(results, optimizer, converged_only, match)
+
+
+def minima(results: Mapping[str, Record], optimizer: str, **match: float) -> list[Record]:
+    """The runs of ``optimizer`` matching ``match`` that ended at a minimum (:func:`is_minimum`).
+
+    Example:
+        >>> res = {"a": {"optimizer": "sgd", "lr": 0.1, "converged": True, "effective_lr": 0.01}}
+        >>> len(minima(res, "sgd")), len(select(res, "sgd"))
+        (1, 0)
+    """
+    return [r for r in _select(results, optimizer, False, match) if is_minimum(r)]
 
 
 def _select(
@@ -207,9 +379,14 @@ def count_finite(values: Iterable[float]) -> int:
 
 
 def summary_cells(optimizer: str, runs: Sequence[Record], keys: Iterable[str]) -> Row:
-    """Table cells ``<optimizer>_<key>`` (medians over ``runs``) and ``<optimizer>_converged``."""
-    row: Row = {f"{optimizer}_{k}": median([r[k] for r in runs]) for k in keys}
-    row[f"{optimizer}_converged"] = f"{sum(bool(r.get('converged')) for r in runs)}/{len(runs)}"
+    """Table cells of one optimizer: medians and the run categories.
+
+    ``<optimizer>_<key>``: median over the runs converged at the target η;
+    ``<optimizer>_runs``: every run counted by category (:func:`outcome_text`).
+    """
+    at_target = [r for r in runs if is_ok(r)]
+    row: Row = {f"{optimizer}_{k}": median([r[k] for r in at_target]) for k in keys}
+    row[f"{optimizer}_runs"] = outcome_text(runs)
     return row
 
 
@@ -226,12 +403,13 @@ def median_table(
     """One row per value of the field ``by``: its :func:`summary_cells` for each optimizer.
 
     A row starts with ``{by: value}`` (plus ``lead(value)``); the runs of a cell are all runs
-    (converged or not) with ``by = value`` and the ``fixed`` fields.
+    (any category) with ``by = value`` and the ``fixed`` fields; the medians are over those
+    converged at the target η.
 
     Example:
         >>> res = {"a": {"optimizer": "gd", "lr": 0.1, "converged": True, "t": 2.0}}
         >>> median_table(res, ["gd"], "lr", [0.1], ["t"])
-        [{'lr': 0.1, 'gd_t': 2.0, 'gd_converged': '1/1'}]
+        [{'lr': 0.1, 'gd_t': 2.0, 'gd_runs': '1 converged'}]
     """
     keys = tuple(keys)
     rows = []
@@ -274,8 +452,3 @@ def fmt(x: float | None, digits: int = 3) -> str:
     if x is None:
         return "—"
     return f"{x:.{digits}g}"
-
-
-def make_claim(claim_id: str, statement: str, measured: str, passed: bool, criterion: str) -> Claim:
-    """Build a :class:`~dynstab_repro.base.Claim` (NaN comparisons count as failed)."""
-    return Claim(claim_id, statement, measured, bool(passed), criterion)

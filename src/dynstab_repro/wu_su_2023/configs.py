@@ -140,20 +140,20 @@ class SweepConfig(TrainerConfig):
     gd_warmup_steps: int = 5_000
 
 
-#: Quick-profile overrides shared by E1 and E2 (diagonal net, one seed).
+#: Quick-profile overrides shared by E1 and E2 (diagonal net, two seeds).
 QUICK_DIAGONAL: Overrides = {
     "d": 500,
     "n": 150,
     "n_test": 1000,
-    "seeds": (0,),
+    "seeds": (0, 1),
     "sgd_steps": 100_000,
     "sgd_warmup_steps": 20_000,
     "gd_steps": 20_000,
     "gd_warmup_steps": 2_000,
 }
 
-#: Quick-profile overrides shared by E3 and E4 (ReLU net, one seed).
-QUICK_RELU: Overrides = {"d": 50, "m": 100, "n": 150, "n_test": 1000, "k": 5, "seeds": (0,)}
+#: Quick-profile overrides shared by E3 and E4 (ReLU net, two seeds).
+QUICK_RELU: Overrides = {"d": 50, "m": 100, "n": 150, "n_test": 1000, "k": 5, "seeds": (0, 1)}
 
 #: Documented defaults shared by several experiments, by topic.
 _SHARED_DEFAULTS: dict[str, str] = {

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.base import Claim, Measurement, RunSpec
 from dynstab_repro.wu_su_2023 import analysis as A
 from dynstab_repro.wu_su_2023 import plots
 from dynstab_repro.wu_su_2023.configs import (
@@ -85,7 +85,6 @@ class E3ReLUDynamics(WuSuExperiment):
         "Wu & Su (ICML 2023), two-layer ReLU experiment: SGD training dynamics (loss, gradient "
         "norm, Tr G against 2/η, path norm)"
     )
-    spec_reference = reference
     ambiguities = documented_defaults(
         ("sampling", "initialization", "loss"),
         {
@@ -136,8 +135,13 @@ class E3ReLUDynamics(WuSuExperiment):
 
 
 E3_DROP_FRACTION = 0.25
-"""E3.2 bound on (t_d − t_s)/(steps run). Measured: 0.18 (quick, 1 seed) and 0.15–0.19 (full,
-3 seeds); a steady geometric decay of ‖∇L‖ over the whole run gives ≈ 0.5."""
+"""E3.2 bound on (t_d − t_s)/(steps run). The paper shows the fast drop in a figure without a
+number; this bound was chosen after measuring 0.18 (quick, 1 seed) and 0.15–0.19 (full, 3
+seeds), so E3.2 is reported as *adapted*. A steady geometric decay of ‖∇L‖ by 1e6 over the
+whole run gives ≈ 0.5."""
+
+#: Where the E3 claims sit in the paper (the figure number could not be checked here).
+_SOURCE = "two-layer ReLU experiment: training dynamics of one SGD run"
 
 
 def _stable_drop(run: Record, config: E3Config) -> tuple[float, float, float]:
@@ -165,28 +169,31 @@ def _stable_drop(run: Record, config: E3Config) -> tuple[float, float, float]:
     return float((step[j] - step[i]) / step[-1]), float(step[i]), float(step[j])
 
 
-def _claim_all(runs: list[Record], values: list[float], ok: list[bool]) -> tuple[str, bool]:
-    text = ", ".join(A.fmt(v) for v in values)
-    return text, bool(runs) and all(ok)
+def _per_seed(runs: list[Record], values: list[float], label: str) -> Measurement:
+    return Measurement.over_seeds(values, label=label) if runs else Measurement(math.nan)
 
 
 def analyze_e3(config: E3Config, results: dict[str, Record]) -> list[Claim]:
-    """The E3 claims, required for every seed."""
+    """The E3 claims, required for every seed (one run per seed; median and range reported)."""
     runs = [results[k] for k in sorted(results)]
     claims: list[Claim] = []
     eta = config.lr
     thr = A.sgd_curvature_threshold(eta, config.n, config.batch_size)
     n_seeds = len(config.seeds)
 
-    losses = [r["final_loss"] for r in runs]
-    txt, ok = _claim_all(runs, losses, [bool(r["converged"]) for r in runs])
+    losses = [float(r["final_loss"]) for r in runs]
+    m = _per_seed(runs, losses, "final loss")
     claims.append(
-        A.make_claim(
+        A.paper_claim(
             "E3.1",
             "The training loss goes to ≤ 1e−10 (with ≥ 20% of the steps at full η).",
-            f"final loss per seed: {txt}; {len(runs)}/{n_seeds} runs finished",
-            ok and len(runs) == n_seeds,
-            f"converged flag (loss ≤ {config.stop_loss:g}) for every seed",
+            paper="SGD drives the training loss to (numerically) zero",
+            source=_SOURCE,
+            rule=f"every seed converged at the target η (loss ≤ {config.stop_loss:g}, not during "
+            "the warm-up)",
+            holds=len(runs) == n_seeds and bool(runs) and all(A.is_ok(r) for r in runs),
+            measured=f"runs: {A.outcome_text(runs)} ({len(runs)}/{n_seeds} seeds finished); {m}",
+            measurement=m,
         )
     )
     # E3.2 — speed, not mere convergence: t_s = first recorded step with Tr G ≤ 2/η_eff (the
@@ -195,19 +202,34 @@ def analyze_e3(config: E3Config, results: dict[str, Record]) -> list[Claim]:
     # steady decay of ‖∇L‖ (max/final ≥ 1e3 all the same) fails.
     speeds = [_stable_drop(r, config) for r in runs]
     fracs = [f for f, _, _ in speeds]
+    m = _per_seed(runs, fracs, "(t_d − t_s)/steps run")
+    warm = config.warmup_steps
     claims.append(
-        A.make_claim(
+        A.paper_claim(
             "E3.2",
             "The gradient norm drops fast once the run reaches a stable region.",
-            "(t_d − t_s)/steps run = "
-            + ", ".join(
-                f"{A.fmt(f)} (t_s = {A.fmt(ts)}, t_d = {A.fmt(td)})" for f, ts, td in speeds
+            paper="once SGD reaches the stable region (Tr G ≤ 2/η), ‖∇L‖ drops fast "
+            "(shown in a figure, no number given)",
+            source=_SOURCE,
+            rule="t_s = first recorded step with Tr G ≤ 2/η_eff, t_d = first step ≥ t_s with "
+            f"‖∇L‖ ≤ 1e-3·‖∇L(t_s)‖; (t_d − t_s)/(steps run) ≤ {E3_DROP_FRACTION:g} for every "
+            "seed (NaN, i.e. never stable or no 1e3 drop, fails)",
+            holds=bool(runs) and all(f <= E3_DROP_FRACTION for f in fracs),
+            measured="; ".join(
+                f"{A.fmt(f)} (t_s = {A.fmt(ts)} = {A.fmt(ts / warm if warm else math.nan)}·T_w, "
+                f"t_d = {A.fmt(td)})"
+                for f, ts, td in speeds
+            )
+            + f"; {m}",
+            measurement=m,
+            adapted=(
+                f"the bound {E3_DROP_FRACTION:g} on (t_d − t_s)/steps is ours, chosen after "
+                "measuring 0.15–0.19 (the paper gives no number; a steady geometric decay "
+                "gives ≈ 0.5). t_s is not an independent event here: with the cubic warm-up, Tr G "
+                "follows 2/η_t, so it first falls below 2/η where η_t reaches η, i.e. at the end "
+                f"of the warm-up (T_w = {warm}; t_s/T_w reported per seed); the drop is "
+                "measured from there"
             ),
-            bool(runs) and all(f <= E3_DROP_FRACTION for f in fracs),
-            "t_s = first recorded step with Tr G ≤ 2/η_eff (η_eff: η at the last crossing of "
-            "L = 1e-6), t_d = first "
-            "step ≥ t_s with ‖∇L‖ ≤ 1e-3·‖∇L(t_s)‖; (t_d − t_s)/(steps run) ≤ "
-            f"{E3_DROP_FRACTION:g} for every seed (NaN, i.e. never stable or no 1e3 drop, fails)",
         )
     )
     # E3.3 at the effective η at convergence, as E1.1/E2.5/E4.1; the start is compared
@@ -215,16 +237,20 @@ def analyze_e3(config: E3Config, results: dict[str, Record]) -> list[Claim]:
     ratios = [A.effective_lr(r) * r["trace"] / 2.0 for r in runs]
     starts = [r["init_trace"] / thr for r in runs]
     ok_tr = [0.5 <= q <= 1 + config.trace_slack and s >= 2.0 for q, s in zip(ratios, starts)]
-    txt, ok = _claim_all(runs, ratios, ok_tr)
+    m = _per_seed(runs, ratios, "η_eff·Tr G_T/2")
     claims.append(
-        A.make_claim(
+        A.paper_claim(
             "E3.3",
             "Tr G decreases from its initial value and settles at or below 2/η, within a factor 2.",
-            f"2/η = {A.fmt(thr)}; Tr G_0/(2/η) = {[A.fmt(s) for s in starts]}; "
-            f"final η_eff·Tr G/2 = {txt}",
-            ok,
-            f"Tr G_0 ≥ 2·(2/η) and 0.5 ≤ η_eff·Tr G_T/2 ≤ {1 + config.trace_slack:g} for every "
-            "seed (η_eff: η at the last crossing of L = 1e-6)",
+            paper="Tr G falls from its initial value to just below 2/η (Tr H ≤ 2/η at the "
+            "SGD-stable minimum reached)",
+            source="abstract (headline result) and " + _SOURCE,
+            rule=f"Tr G_0 ≥ 2·(2/η) and 0.5 ≤ η_eff·Tr G_T/2 ≤ {1 + config.trace_slack:g} for "
+            "every seed (η_eff: η at the last crossing of L = 1e-6)",
+            holds=bool(runs) and all(ok_tr),
+            measured=f"2/η = {A.fmt(thr)}; Tr G_0/(2/η) = {[A.fmt(s) for s in starts]}; "
+            f"final η_eff·Tr G/2 = {[A.fmt(q) for q in ratios]}; {m}",
+            measurement=m,
         )
     )
     folds, rhos, bounds = [], [], []
@@ -236,26 +262,36 @@ def analyze_e3(config: E3Config, results: dict[str, Record]) -> list[Claim]:
         rhos.append(A.spearman(st.tolist(), pn.tolist()))
         bounds.append(r["path_norm"] / limit)
     ok_pn = [f >= 3.0 and rho <= -0.9 and b <= 1.0 for f, rho, b in zip(folds, rhos, bounds)]
+    m = _per_seed(runs, folds, "‖θ_0‖_P/‖θ_T‖_P")
     claims.append(
-        A.make_claim(
+        A.paper_claim(
             "E3.4",
             "The path norm decreases (essentially monotonically) by several-fold toward "
             "O(1/(√d η)).",
-            f"‖θ_0‖_P/‖θ_T‖_P = {[A.fmt(f) for f in folds]}; Spearman(t, ‖θ‖_P) = "
-            f"{[A.fmt(x) for x in rhos]}; ‖θ_T‖_P/(√(2π)/(√d η)) = {[A.fmt(b) for b in bounds]}",
-            bool(runs) and all(ok_pn),
-            "fold ≥ 3, Spearman ≤ −0.9 and ‖θ_T‖_P ≤ √(2π)/(√d η) (= 1/(κ η), κ = √(d/2π))",
+            paper="SGD-stable minima have ‖θ‖_P ≲ 1/(κ η), κ ≈ √(d/2π) (sharpness ≍ √d·path "
+            "norm); the path norm falls during training",
+            source="two-layer ReLU equivalence of Tr G and √d‖θ‖_P; " + _SOURCE,
+            rule="fold ≥ 3, Spearman(t, ‖θ‖_P) ≤ −0.9 and ‖θ_T‖_P ≤ √(2π)/(√d η) "
+            "(= 1/(κ η)) for every seed",
+            holds=bool(runs) and all(ok_pn),
+            measured=f"‖θ_0‖_P/‖θ_T‖_P = {[A.fmt(f) for f in folds]}; Spearman(t, ‖θ‖_P) = "
+            f"{[A.fmt(x) for x in rhos]}; ‖θ_T‖_P/(√(2π)/(√d η)) = {[A.fmt(b) for b in bounds]}"
+            f"; {m}",
+            measurement=m,
         )
     )
     te = [r["test_mse"] / r["init_test_mse"] for r in runs]
-    txt, ok = _claim_all(runs, te, [x <= 0.5 for x in te])
+    m = _per_seed(runs, te, "test MSE_T / test MSE_0")
     claims.append(
-        A.make_claim(
+        A.paper_claim(
             "E3.5",
             "The test loss decreases during training.",
-            f"test MSE_T / test MSE_0 = {txt}",
-            ok,
-            "final/initial test MSE ≤ 0.5 for every seed",
+            paper="the test loss decreases along the SGD run",
+            source=_SOURCE,
+            rule="final/initial test MSE ≤ 0.5 for every seed",
+            holds=bool(runs) and all(x <= 0.5 for x in te),
+            measured=f"test MSE_T / test MSE_0 = {[A.fmt(x) for x in te]}; {m}",
+            measurement=m,
         )
     )
     return claims
