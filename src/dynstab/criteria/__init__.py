@@ -39,6 +39,7 @@ from dynstab.criteria.linearized import (
     propagate_second_moment,
     second_moment_growth,
 )
+from dynstab.criteria.momentum import momentum_gd_threshold
 from dynstab.criteria.problem import StabilityProblem, critical_lr, eta_star, gram_coordinates
 from dynstab.criteria.results import (
     BoundRow,
@@ -76,6 +77,7 @@ __all__ = [
     "mixing_p",
     "mm23_bound_15",
     "mm23_bound_16",
+    "momentum_gd_threshold",
     "propagate_second_moment",
     "q_factor",
     "rank_one_bound",
