@@ -36,7 +36,13 @@ from dynstab.cli.common import (
     parse_device,
     place,
 )
-from dynstab.criteria import SAMPLING_SCHEMES, StabilityReport, check_stability, stability
+from dynstab.criteria import (
+    SAMPLING_SCHEMES,
+    SampledStabilityReport,
+    StabilityReport,
+    check_stability,
+    stability,
+)
 from dynstab.io import atomic_write_json
 
 __all__ = ["register", "run"]
@@ -132,7 +138,7 @@ def _rows(data: Any) -> int:
     return sum(int(y.numel()) for _, y in batches)
 
 
-def _report(args: argparse.Namespace) -> StabilityReport:
+def _report(args: argparse.Namespace) -> StabilityReport | SampledStabilityReport:
     gen = torch.Generator().manual_seed(args.seed)
     common = {
         "lr": args.lr,

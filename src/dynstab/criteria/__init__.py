@@ -16,6 +16,11 @@ any :class:`dynstab.sampling.Sampling`. The one-call functions are thin wrappers
 * :mod:`~dynstab.criteria.linearized` — exact second-moment propagation and Lyapunov
   exponents of linearized SGD;
 * :mod:`~dynstab.criteria.verdict` — :func:`check_stability` and :func:`stability` reports;
+* :mod:`~dynstab.criteria.sampled` — the sampled (matrix-free) route at any n:
+  :class:`SampledStability` (η̂* and ρ̂ with confidence intervals by population dynamics with
+  per-batch curvature products, scalable bounds), :func:`sampled_stability`;
+* :mod:`~dynstab.criteria.momentum` — heavy-ball and Nesterov momentum: GD thresholds
+  (:func:`momentum_gd_threshold`) and the exact mean-square threshold in Gram coordinates;
 * :mod:`~dynstab.criteria.routes` — the Gram and parameter routes and their cost model;
 * :mod:`~dynstab.criteria.spectral` — validation, PSD certificate and kept spectrum of K;
 * :mod:`~dynstab.criteria.resources` — memory budgets;
@@ -49,6 +54,15 @@ from dynstab.criteria.results import (
     StabilityReport,
 )
 from dynstab.criteria.routes import RouteCost
+from dynstab.criteria.sampled import (
+    GrowthEstimate,
+    SampledBound,
+    SampledConfig,
+    SampledEtaStar,
+    SampledStability,
+    SampledStabilityReport,
+    sampled_stability,
+)
 from dynstab.criteria.sampling import SAMPLING_SCHEMES, mixing_p, q_factor
 from dynstab.criteria.verdict import check_stability, stability
 
@@ -57,9 +71,15 @@ __all__ = [
     "BoundRow",
     "EtaStarResult",
     "GramCoordinates",
+    "GrowthEstimate",
     "LyapunovResult",
     "RankOneBoundResult",
     "RouteCost",
+    "SampledBound",
+    "SampledConfig",
+    "SampledEtaStar",
+    "SampledStability",
+    "SampledStabilityReport",
     "StabilityProblem",
     "StabilityReport",
     "alignment_bound",
@@ -81,6 +101,7 @@ __all__ = [
     "propagate_second_moment",
     "q_factor",
     "rank_one_bound",
+    "sampled_stability",
     "second_moment_growth",
     "stability",
     "trace_bound",

@@ -383,8 +383,6 @@ class _StabilityCriterion:
         return float(np.abs(vals).max())
 
 
-
-
 @dataclass(frozen=True)
 class MomentumSolve:
     """What :func:`momentum_threshold` found (wrapped into an ``EtaStarResult`` by the problem).

@@ -81,6 +81,7 @@ from dynstab.criteria.results import (
     StabilityReport,
 )
 from dynstab.criteria.routes import RouteCost, choose_route, route_costs
+from dynstab.criteria.sampled import SampledConfig, SampledEtaStar, SampledStability
 from dynstab.criteria.spectral import PSDMatrix, validate_gram
 from dynstab.curvature import gram_matrix, per_sample_jacobian
 from dynstab.curvature.functional import (
@@ -90,7 +91,12 @@ from dynstab.curvature.functional import (
     prepare_data,
     resolve_params,
 )
-from dynstab.errors import ConvergenceWarning, DynstabWarning, NotInterpolatingWarning
+from dynstab.errors import (
+    ConvergenceWarning,
+    DynstabWarning,
+    MemoryBudgetError,
+    NotInterpolatingWarning,
+)
 from dynstab.losses import half_mse
 from dynstab.sampling import IID_SCHEMES, Sampling
 
@@ -106,6 +112,8 @@ INTERPOLATION_TOL = 1e-5
 #: A dense η* solve below this many flops is preferred to Lanczos (exact, no iteration).
 _DENSE_CHEAP_FLOPS = 5e8
 _METHODS = ("auto", "dense", "matrix_free")
+#: ``method=`` of :func:`critical_lr`: the exact solvers, ``"exact"`` and ``"sampled"``.
+_CRITICAL_METHODS = ("auto", "exact", "sampled", "dense", "matrix_free")
 
 
 class StabilityProblem:
@@ -1678,8 +1686,11 @@ def critical_lr(
     max_memory: float | None = None,
     momentum: float = 0.0,
     nesterov: bool = False,
-) -> EtaStarResult:
-    """Exact critical learning rate η* of SGD, from a Gram matrix or from a model and its data.
+    loss_fn: LossFn | None = None,
+    config: SampledConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> EtaStarResult | SampledEtaStar:
+    """Critical learning rate η* of SGD, from a Gram matrix or from a model and its data.
 
     ``critical_lr(K, batch_size=B)`` is :func:`eta_star` on a Gram matrix K = JJᵀ/n.
     ``critical_lr(model, data, batch_size=B)`` builds a :class:`StabilityProblem` with
@@ -1687,6 +1698,12 @@ def critical_lr(
     ``DataLoader``; ``route="auto"`` takes the cheaper exact route) and infers C. The threshold
     assumes an interpolating minimum of the ½-square loss (``dynstab.losses.half_mse``); use
     :func:`dynstab.criteria.stability` to check that.
+
+    With a model, ``method="sampled"`` estimates η* by simulating linearised SGD with per-batch
+    curvature products at any n (:class:`~dynstab.criteria.sampled.SampledStability`) and
+    returns a :class:`~dynstab.criteria.sampled.SampledEtaStar` with its 95% interval;
+    ``method="auto"`` does so only when no exact route fits ``max_memory`` (its
+    ``route_reason`` says so). With K, only the exact solvers apply.
 
     Args:
         source: Gram matrix ``(nC, nC)`` or an ``nn.Module``.
@@ -1698,7 +1715,8 @@ def critical_lr(
             explicit value must agree with the model).
         params: Parameters at which to evaluate (and which to measure), passed to the
             curvature resolver unchanged (``None``: the model's own).
-        method: As for :func:`eta_star`.
+        method: ``"auto"``, ``"exact"``, ``"sampled"`` (a model only), or an exact solver
+            ``"dense"``/``"matrix_free"`` as for :func:`eta_star`.
         tol: As for :func:`eta_star`.
         max_iters: As for :func:`eta_star`.
         rank_tol: As for :func:`eta_star`.
@@ -1709,9 +1727,14 @@ def critical_lr(
             the exact mean-square threshold of SGD with momentum, and ``eta_gd`` =
             2(1 + β)/λ_max (:meth:`StabilityProblem.eta_star`). Default 0.
         nesterov: PyTorch's Nesterov form (needs β > 0).
+        loss_fn: Batch-mean loss differentiated by the sampled route (default
+            :func:`dynstab.losses.half_mse`, the loss the exact route assumes).
+        config: Monte-Carlo budget of the sampled route (None: the defaults).
+        generator: Random source of the sampled route.
 
     Returns:
-        :class:`EtaStarResult` (with the route and the parameters measured).
+        :class:`EtaStarResult` (exact; with the route and the parameters measured) or
+        :class:`~dynstab.criteria.sampled.SampledEtaStar` (sampled).
 
     Raises:
         TypeError: If ``source`` is neither a Tensor nor an ``nn.Module``.
@@ -1731,30 +1754,56 @@ def critical_lr(
         raise TypeError(
             f"source must be a Gram matrix Tensor or an nn.Module; got {type(source).__name__}."
         )
-    check_choice("method", method, _METHODS)
+    check_choice("method", method, _CRITICAL_METHODS)
     tol = check_positive("tol", tol)
     check_int("max_iters", max_iters, minimum=1)
     momentum = check_momentum(momentum, nesterov)
+    generator = check_generator("generator", generator)
+    solver = "auto" if method == "exact" else method
     if isinstance(source, Tensor):
+        if method == "sampled":
+            raise ValueError(
+                "method='sampled' needs a model and its data (it simulates SGD with per-batch "
+                "curvature products); got a Gram matrix. Use method='auto' or 'exact' with K."
+            )
         check_choice("route", route, ("auto", "gram"))
         prob = StabilityProblem.from_gram(
             source, 1 if outputs is None else outputs, rank_tol=rank_tol, max_memory=max_memory
         )
         s = prob.sampling(batch_size, sampling)
-        return prob._eta_star(s, method, tol, max_iters, momentum, nesterov)
+        return prob._eta_star(s, solver, tol, max_iters, momentum, nesterov)
     if data is None:
         raise ValueError(
             "critical_lr(model, data, ...) needs the training inputs; got data=None. "
             "Pass data=(X, y), data=X or a DataLoader."
         )
-    prob = StabilityProblem.from_model(
-        source,
-        data,
-        params=params,
-        outputs=outputs,
-        route=route,
-        rank_tol=rank_tol,
-        max_memory=max_memory,
-    )
-    s = prob.sampling(batch_size, sampling)
-    return prob._eta_star(s, method, tol, max_iters, momentum, nesterov)
+
+    def sampled(why: str) -> SampledEtaStar:
+        runner = SampledStability(
+            source, half_mse if loss_fn is None else loss_fn, data, batch_size=batch_size,
+            sampling=sampling, params=params, momentum=momentum, nesterov=nesterov,
+            config=config, generator=generator,
+        )  # fmt: skip
+        return dataclasses.replace(runner.eta_star(), route_reason=why)
+
+    if method == "sampled":
+        return sampled("method='sampled' requested")
+    try:
+        prob = StabilityProblem.from_model(
+            source,
+            data,
+            params=params,
+            outputs=outputs,
+            route=route,
+            rank_tol=rank_tol,
+            max_memory=max_memory,
+        )
+        s = prob.sampling(batch_size, sampling)
+        return prob._eta_star(s, solver, tol, max_iters, momentum, nesterov)
+    except MemoryBudgetError as exc:
+        if method != "auto" or route != "auto":  # an exact route was asked for explicitly
+            raise
+        return sampled(
+            f"method='auto': no exact route fits the memory budget ({exc.what} needs about "
+            f"{format_bytes(exc.required_bytes)}, budget {format_bytes(exc.budget_bytes)})"
+        )
