@@ -18,7 +18,6 @@ instability) and Wu, Ma & E (2018)'s sufficient condition (a margin ≤ 1 proves
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -109,78 +108,6 @@ def check_stability(
         train_loss=train_loss,
         generator=generator,
     )
-
-
-@overload
-def stability(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: Data,
-    *,
-    lr: float,
-    batch_size: int,
-    sampling: str = ...,
-    params: Params | None = ...,
-    method: Literal["exact", "dense", "matrix_free"],
-    rank_one: bool = ...,
-    growth: bool = ...,
-    interpolation_tol: float = ...,
-    residual_term: bool = ...,
-    generator: torch.Generator | None = ...,
-    route: str = ...,
-    max_memory: float | None = ...,
-    momentum: float = ...,
-    nesterov: bool = ...,
-    config: SampledConfig | None = ...,
-) -> StabilityReport: ...
-
-
-@overload
-def stability(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: Data,
-    *,
-    lr: float,
-    batch_size: int,
-    sampling: str = ...,
-    params: Params | None = ...,
-    method: Literal["sampled"],
-    rank_one: bool = ...,
-    growth: bool = ...,
-    interpolation_tol: float = ...,
-    residual_term: bool = ...,
-    generator: torch.Generator | None = ...,
-    route: str = ...,
-    max_memory: float | None = ...,
-    momentum: float = ...,
-    nesterov: bool = ...,
-    config: SampledConfig | None = ...,
-) -> SampledStabilityReport: ...
-
-
-@overload
-def stability(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: Data,
-    *,
-    lr: float,
-    batch_size: int,
-    sampling: str = ...,
-    params: Params | None = ...,
-    method: str = ...,
-    rank_one: bool = ...,
-    growth: bool = ...,
-    interpolation_tol: float = ...,
-    residual_term: bool = ...,
-    generator: torch.Generator | None = ...,
-    route: str = ...,
-    max_memory: float | None = ...,
-    momentum: float = ...,
-    nesterov: bool = ...,
-    config: SampledConfig | None = ...,
-) -> StabilityReport | SampledStabilityReport: ...
 
 
 def stability(
