@@ -18,7 +18,7 @@ any :class:`dynstab.sampling.Sampling`. The one-call functions are thin wrappers
 * :mod:`~dynstab.criteria.verdict` — :func:`check_stability` and :func:`stability` reports;
 * :mod:`~dynstab.criteria.sampled` — the sampled (matrix-free) route at any n:
   :class:`SampledStability` (η̂* and ρ̂ with confidence intervals by population dynamics with
-  per-batch curvature products, scalable bounds), :func:`sampled_stability`;
+  per-batch curvature products, scalable bounds), reached through :func:`stability`;
 * :mod:`~dynstab.criteria.momentum` — heavy-ball and Nesterov momentum: GD thresholds
   (:func:`momentum_gd_threshold`) and the exact mean-square threshold in Gram coordinates;
 * :mod:`~dynstab.criteria.routes` — the Gram and parameter routes and their cost model;
@@ -61,7 +61,6 @@ from dynstab.criteria.sampled import (
     SampledEtaStar,
     SampledStability,
     SampledStabilityReport,
-    sampled_stability,
 )
 from dynstab.criteria.sampling import SAMPLING_SCHEMES, mixing_p, q_factor
 from dynstab.criteria.verdict import check_stability, stability
@@ -101,7 +100,6 @@ __all__ = [
     "propagate_second_moment",
     "q_factor",
     "rank_one_bound",
-    "sampled_stability",
     "second_moment_growth",
     "stability",
     "trace_bound",

@@ -65,6 +65,7 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -239,53 +240,72 @@ class _AugmentedQ:
         return torch.cat(rows, dim=-2)
 
 
-def _sym_basis(m: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Orthonormal svec basis of symmetric m×m matrices: indices (a ≤ b) and weights."""
-    ia, ib = torch.triu_indices(m, m)
-    w = torch.full(ia.shape, math.sqrt(0.5), dtype=torch.float64)
-    w[ia == ib] = 1.0
-    return ia, ib, w
+class _SymSpace:
+    """Symmetric m×m matrices in the orthonormal svec basis (entries a ≤ b, weights 1 or √½).
+
+    Turns a linear map on symmetric matrices into a dense matrix (built from the basis in
+    chunks of 256, so memory stays O(256·m² + N²)) or into a SciPy operator whose spectral
+    radius ARPACK computes (:func:`scipy.sparse.linalg.eigs`, implicitly restarted Arnoldi: the
+    maps here are positive but not self-adjoint, so the symmetric Krylov engine of
+    :mod:`dynstab.linalg` does not apply).
+    """
+
+    def __init__(self, m: int, device: torch.device) -> None:
+        ia, ib = torch.triu_indices(m, m)
+        w = torch.full(ia.shape, math.sqrt(0.5), dtype=torch.float64)
+        w[ia == ib] = 1.0
+        self.m, self.device = m, device
+        self.ia, self.ib, self.w = ia.to(device), ib.to(device), w.to(device)
+        self.coef = torch.where(self.ia == self.ib, self.w, 2.0 * self.w)  # ⟨E_j, Y⟩ weights
+        self.N = int(ia.numel())
+
+    def unvec(self, x: Tensor) -> Tensor:
+        """Symmetric matrices (..., m, m) from coordinates (..., N)."""
+        X = torch.zeros(*x.shape[:-1], self.m, self.m, dtype=torch.float64, device=self.device)
+        X[..., self.ia, self.ib] = x * self.w
+        X[..., self.ib, self.ia] = x * self.w
+        return X
+
+    def vec(self, Y: Tensor) -> Tensor:
+        """Coordinates ⟨E_j, Y⟩ (..., N) of matrices (..., m, m)."""
+        return Y[..., self.ia, self.ib] * self.coef
+
+    def matrix(self, apply: Callable[[Tensor], Tensor]) -> Tensor:
+        """The N×N matrix of ``apply`` (batched over a leading axis) in the svec basis."""
+        cols = []
+        eye = torch.eye(self.N, dtype=torch.float64, device=self.device)
+        for start in range(0, self.N, 256):  # bounded memory: 256 basis matrices at a time
+            cols.append(self.vec(apply(self.unvec(eye[start : start + 256]))))
+        return torch.cat(cols).T
+
+    def radius(self, apply: Callable[[Tensor], Tensor], k: int, tol: float) -> float:
+        """Spectral radius of ``apply`` by ARPACK, started from the identity (a positive start)."""
+
+        def matvec(x: np.ndarray) -> np.ndarray:
+            xt = torch.as_tensor(np.real(x), dtype=torch.float64, device=self.device)
+            return np.asarray(self.vec(apply(self.unvec(xt))).cpu().numpy())
+
+        op = ScipyOperator((self.N, self.N), matvec=matvec, dtype=np.float64)
+        v0 = (self.ia == self.ib).to(torch.float64).cpu().numpy()
+        try:
+            vals = eigs(op, k=min(k, self.N - 2), which="LM", v0=v0, tol=tol,
+                        maxiter=100 * self.N, return_eigenvectors=False)  # fmt: skip
+        except ArpackNoConvergence as exc:
+            vals = exc.eigenvalues
+            if len(vals) == 0:
+                raise
+        return float(np.abs(vals).max())
 
 
 def _spectral_radius(Q: _AugmentedQ, eta: float, method: str) -> float:
-    m = 2 * Q.rho
-    ia, ib, w = _sym_basis(m)
-    N = ia.numel()
+    space = _SymSpace(2 * Q.rho, Q.lam.device)
+
+    def apply(X: Tensor) -> Tensor:
+        return Q(X, eta)
+
     if method == "dense":
-        coef = torch.where(ia == ib, w, 2.0 * w)  # ⟨E_j, Y⟩ = coef_j · Y[a_j, b_j]
-        cols = []
-        for start in range(0, N, 256):  # bounded memory: 256 basis matrices at a time
-            stop = min(N, start + 256)
-            rows = torch.arange(stop - start)
-            E = torch.zeros(stop - start, m, m, dtype=torch.float64, device=Q.lam.device)
-            E[rows, ia[start:stop], ib[start:stop]] = w[start:stop]
-            E[rows, ib[start:stop], ia[start:stop]] = w[start:stop]
-            cols.append(Q(E, eta)[:, ia, ib] * coef)
-        M = torch.cat(cols).T
-        ev = torch.linalg.eigvals(M.cpu())
-        return float(ev.abs().max())
-
-    def matvec(x: np.ndarray) -> np.ndarray:
-        X = torch.zeros(m, m, dtype=torch.float64, device=Q.lam.device)
-        xt = torch.as_tensor(np.real(x), dtype=torch.float64, device=Q.lam.device)
-        X[ia, ib] = xt * w
-        X[ib, ia] = xt * w
-        Y = Q(X, eta)
-        coef = torch.where(ia == ib, w, 2.0 * w)
-        return np.asarray((Y[ia, ib] * coef).cpu().numpy())
-
-    op = ScipyOperator((N, N), matvec=matvec, dtype=np.float64)
-    v0 = np.zeros(N)
-    v0[(ia == ib).numpy()] = 1.0  # the identity: a positive start for a positive map
-    k = min(6, N - 2)
-    try:
-        vals = eigs(op, k=k, which="LM", v0=v0, tol=1e-13, maxiter=50 * N,
-                    return_eigenvectors=False)  # fmt: skip
-    except ArpackNoConvergence as exc:
-        vals = exc.eigenvalues
-        if len(vals) == 0:
-            raise
-    return float(np.abs(vals).max())
+        return float(torch.linalg.eigvals(space.matrix(apply).cpu()).abs().max())
+    return space.radius(apply, 6, 1e-13)
 
 
 class _StabilityCriterion:
@@ -309,21 +329,10 @@ class _StabilityCriterion:
     def __init__(self, Q: _AugmentedQ, method: str) -> None:
         self.Q = Q
         self.method = method
-        rho = Q.rho
-        self.ia, self.ib, self.w = _sym_basis(rho)
+        self.space = _SymSpace(Q.rho, Q.lam.device)
         self.cov_matrix: Tensor | None = None
         if method == "dense":
-            N = self.ia.numel()
-            E = torch.zeros(N, rho, rho, dtype=torch.float64, device=Q.lam.device)
-            rows = torch.arange(N)
-            E[rows, self.ia, self.ib] = self.w
-            E[rows, self.ib, self.ia] = self.w
-            coef = torch.where(self.ia == self.ib, self.w, 2.0 * self.w).to(E.device)
-            cols = []
-            for start in range(0, N, 256):  # bounded memory: 256 basis matrices at a time
-                CE = self.cov(E[start : start + 256])
-                cols.append(CE[:, self.ia, self.ib] * coef)
-            C1 = torch.cat(cols).T  # ⟨E_j, Cov(E_k)⟩
+            C1 = self.space.matrix(self.cov)  # ⟨E_j, Cov(E_k)⟩
             self.cov_matrix = 0.5 * (C1 + C1.T)
 
     def cov(self, Z: Tensor) -> Tensor:
@@ -355,32 +364,9 @@ class _StabilityCriterion:
         s = 0.5 * (s + s.T)
         if self.method == "dense":
             assert self.cov_matrix is not None
-            M = self.cov_matrix * (eta * eta * s[self.ia, self.ib])[None, :]
+            M = self.cov_matrix * (eta * eta * s[self.space.ia, self.space.ib])[None, :]
             return float(torch.linalg.eigvals(M.cpu()).abs().max())
-        ia, ib, w = self.ia, self.ib, self.w
-        rho, N = self.Q.rho, ia.numel()
-        dev = self.Q.lam.device
-        coef = torch.where(ia == ib, w, 2.0 * w).to(dev)
-
-        def matvec(x: np.ndarray) -> np.ndarray:
-            Z = torch.zeros(rho, rho, dtype=torch.float64, device=dev)
-            xt = torch.as_tensor(np.real(x), dtype=torch.float64, device=dev)
-            Z[ia, ib] = xt * w
-            Z[ib, ia] = xt * w
-            Y = (eta * eta) * self.cov(s * Z)
-            return np.asarray((Y[ia, ib] * coef).cpu().numpy())
-
-        op = ScipyOperator((N, N), matvec=matvec, dtype=np.float64)
-        v0 = np.zeros(N)
-        v0[(ia == ib).numpy()] = 1.0
-        try:
-            vals = eigs(op, k=min(4, N - 2), which="LM", v0=v0, tol=1e-12, maxiter=100 * N,
-                        return_eigenvectors=False)  # fmt: skip
-        except ArpackNoConvergence as exc:
-            vals = exc.eigenvalues
-            if len(vals) == 0:
-                raise
-        return float(np.abs(vals).max())
+        return self.space.radius(lambda Z: (eta * eta) * self.cov(s * Z), 4, 1e-12)
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,6 @@ __all__ = [
     "SampledEtaStar",
     "SampledStability",
     "SampledStabilityReport",
-    "sampled_stability",
 ]
 
 #: Verdicts of the sampled route.
@@ -1260,60 +1259,3 @@ class SampledStability:
             notes=tuple(notes),
         )
 
-
-def sampled_stability(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: object,
-    *,
-    lr: float,
-    batch_size: int | None = 1,
-    sampling: str | Sampling = "with",
-    params: ParamSpec = None,
-    curvature: str = "hessian",
-    momentum: float = 0.0,
-    nesterov: bool = False,
-    config: SampledConfig | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    bounds: bool = True,
-) -> SampledStabilityReport:
-    """One-call sampled stability verdict: ``SampledStability(...).report(lr)``.
-
-    Args:
-        model: The network.
-        loss_fn: Batch-mean loss.
-        data: Tensors ``(X, y)``, a map-style ``Dataset`` or a ``DataLoader`` over one.
-        lr: Learning rate η > 0.
-        batch_size: Batch size B (``None``: GD).
-        sampling: ``"with"``, ``"without"`` or a :class:`~dynstab.sampling.Sampling`.
-        params: Parameter selection.
-        curvature: ``"hessian"`` or ``"gauss_newton"``.
-        momentum: Heavy-ball momentum β in [0, 1).
-        nesterov: PyTorch's Nesterov form.
-        config: Monte-Carlo budget.
-        generator: CPU generator (all random numbers derive from one draw of it).
-        device: Device of the computation.
-        bounds: Add the GD/trace/Frobenius rows.
-
-    Returns:
-        :class:`SampledStabilityReport`.
-
-    Raises:
-        TypeError: As :class:`SampledStability`.
-        ValueError: As :class:`SampledStability`, or on a bad ``lr``.
-
-    Example:
-        >>> from dynstab.losses import half_mse
-        >>> X = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
-        >>> model = torch.nn.Linear(1, 1, bias=False).double()
-        >>> rep = sampled_stability(model, half_mse, (X, model(X).detach()), lr=0.6,
-        ...                         batch_size=None, generator=torch.Generator().manual_seed(0))
-        >>> rep.verdict, round(rep.eta_star, 4)  # GD: η* = 2/λ = 0.8
-        ('stable', 0.8)
-    """
-    return SampledStability(
-        model, loss_fn, data, batch_size=batch_size, sampling=sampling, params=params,
-        curvature=curvature, momentum=momentum, nesterov=nesterov, config=config,
-        generator=generator, device=device,
-    ).report(lr, bounds=bounds)  # fmt: skip
