@@ -82,7 +82,7 @@ from dynstab.sampling import Sampling
 __all__ = ["check_momentum", "momentum_form", "momentum_gd_threshold"]
 
 #: Largest symmetric-space dimension ρ(2ρ + 1) that the growth factor solves densely.
-GROWTH_DENSE_MAX_DIM = 600
+GROWTH_DENSE_MAX_DIM = 1500
 #: Largest dimension ρ(ρ + 1)/2 of the reduced criterion that η* solves densely.
 REDUCED_DENSE_MAX_DIM = 200
 
@@ -481,7 +481,7 @@ def momentum_growth(
     """ρ(Q_R): the per-step growth factor of E‖z_t‖² of SGD with momentum on the row space.
 
     Dense eigenvalues of the ρ(2ρ + 1)-square matrix of Q_R (``"dense"``, the default up to
-    dimension 600), or ARPACK (:func:`scipy.sparse.linalg.eigs`, a well-kept implicitly
+    dimension 1500), or ARPACK (:func:`scipy.sparse.linalg.eigs`, a well-kept implicitly
     restarted Arnoldi for this non-symmetric operator) with O(nCρ²) flops per product.
 
     Args:

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from dynstab._checks import check_callable, check_choice, check_int
 from dynstab._types import ForwardFn, Inputs, Params, UnpackFn
-from dynstab.curvature.data import default_unpack, map_inputs
+from dynstab.curvature.data import _describe, default_unpack, map_inputs
 from dynstab.curvature.gauss_newton import GaussNewtonOperator
 from dynstab.curvature.hessian import CurvatureOperator, HessianOperator
 from dynstab.curvature.params import ParameterSelection
@@ -50,16 +50,6 @@ __all__ = ["CURVATURES", "BatchCurvature", "IndexedData"]
 CURVATURES = ("hessian", "gauss_newton")
 #: Samples per batch of the streamed full-data view (:meth:`IndexedData.stream`).
 STREAM_CHUNK = 1024
-
-
-def _describe(obj: object) -> str:
-    if isinstance(obj, Tensor):
-        return f"Tensor{tuple(obj.shape)}"
-    if isinstance(obj, (tuple, list)):
-        return f"{type(obj).__name__} of length {len(obj)}"
-    if isinstance(obj, dict):
-        return f"dict with keys {sorted(map(str, obj))}"
-    return type(obj).__name__
 
 
 def _tensor_leaves(batch: object) -> list[Tensor]:
