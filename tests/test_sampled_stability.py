@@ -23,6 +23,8 @@ from dynstab.criteria import (
     critical_lr,
     stability,
 )
+from dynstab.curvature import CurvatureProblem, dense_gauss_newton, dense_hessian
+from dynstab.curvature.batch_products import BatchCurvature, IndexedData
 from dynstab.errors import DataError, MemoryBudgetError
 from dynstab.losses import half_mse
 from dynstab.measures import SharpnessConfig
@@ -311,3 +313,33 @@ def test_model_state_is_left_unchanged() -> None:
     )  # fmt: skip
     assert again.eta_star == rep.eta_star
     assert again.growth == rep.growth
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "gauss_newton"])
+@pytest.mark.parametrize("engine", ["vmap", "loop"])
+def test_batch_curvature_products_equal_dense_per_batch_matrices(
+    curvature: str, engine: str
+) -> None:
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)
+    ).double()
+    y = torch.randn(9, 2, generator=g, dtype=torch.float64)  # not interpolating: H ≠ G
+    bc = BatchCurvature(
+        CurvatureProblem(model, half_mse, (X, y)), IndexedData((X, y)),
+        curvature=curvature, engine=engine,
+    )  # fmt: skip
+    idx = torch.tensor([[0, 0, 5], [8, 2, 3], [1, 7, 7]])  # duplicates count twice
+    p = bc.p
+    V = torch.randn(3, 2, p, generator=g, dtype=torch.float64)
+    Y = bc.apply(idx, V)
+    dense = dense_hessian if curvature == "hessian" else dense_gauss_newton
+    for k in range(3):
+        A = dense(model, half_mse, (X[idx[k]], y[idx[k]]))
+        torch.testing.assert_close(Y[k], V[k] @ A.T, rtol=1e-10, atol=1e-12)
+    assert bc.num_products == 6
+    assert bc.num_batches == 3
+    full = dense(model, half_mse, (X, y))
+    torch.testing.assert_close(bc.apply_full(V)[0], V[0] @ full.T, rtol=1e-10, atol=1e-12)
