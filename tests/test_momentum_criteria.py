@@ -186,7 +186,7 @@ def test_model_stability_with_momentum_reports_eta_gd_and_exact_eta_star() -> No
     assert rep.momentum == 0.9
     assert rep.eta_gd == pytest.approx(2 * 1.9 / lam, rel=1e-12)
     assert rep.eta_star == pytest.approx(ref.eta_star, rel=1e-9)
-    assert rep.stable_sgd == (0.1 <= ref.eta_star)
+    assert rep.stable_sgd == (ref.eta_star >= 0.1)
     assert [r.name for r in rep.rows] == ["gd", "sgd_exact"]
     assert any("momentum" in note for note in rep.notes)
     assert "momentum=0.9" in rep.table()

@@ -23,8 +23,13 @@ from dynstab.criteria import (
     critical_lr,
     stability,
 )
-from dynstab.curvature import CurvatureProblem, dense_gauss_newton, dense_hessian
-from dynstab.curvature.batch_products import BatchCurvature, IndexedData
+from dynstab.curvature import (
+    BatchCurvature,
+    CurvatureProblem,
+    IndexedData,
+    dense_gauss_newton,
+    dense_hessian,
+)
 from dynstab.errors import DataError, MemoryBudgetError
 from dynstab.losses import half_mse
 from dynstab.measures import SharpnessConfig
