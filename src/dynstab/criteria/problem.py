@@ -741,8 +741,9 @@ class StabilityProblem:
             >>> prob = StabilityProblem.from_gram(J @ J.T / 3)
             >>> [round(prob.eta_star(prob.sampling(B, "without")).eta_star, 10) for B in (1, 2, 3)]
             [0.4434007919, 0.7775166986, 0.9915103182]
-            >>> prob.eta_star(prob.sampling(3, "without"), momentum=0.5).eta_gd  # 2(1 + β)/λ_max
-            1.5000000000000002
+            >>> r = prob.eta_star(prob.sampling(3, "without"), momentum=0.5)  # GD with momentum
+            >>> round(r.eta_gd * prob.lambda_max, 12), round(r.eta_star / r.eta_gd, 10)  # 2(1 + β)
+            (3.0, 1.0)
         """
         s = self._check_sampling(sampling)
         check_choice("method", method, _METHODS)
