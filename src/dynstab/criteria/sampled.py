@@ -1258,4 +1258,3 @@ class SampledStability:
             config=self.config,
             notes=tuple(notes),
         )
-
