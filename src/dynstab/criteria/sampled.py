@@ -149,6 +149,11 @@ class SampledConfig:
             ≤ 100 products) and Hutchinson for Tr and ‖·‖_F (64 shared Rademacher probes,
             standard errors); ``SharpnessConfig(method="auto")`` takes the exact routes where
             they are cheap.
+
+    Example:
+        >>> cfg = SampledConfig(replicas=16, confidence=0.99)  # a tighter, more certain budget
+        >>> cfg.replicas, cfg.particles is None, cfg.bounds.method
+        (16, True, 'lanczos')
     """
 
     replicas: int = 8
