@@ -45,7 +45,13 @@ from dynstab.cli.common import (
     parse_device,
     parse_size,
 )
-from dynstab.criteria import SAMPLING_SCHEMES, StabilityProblem, StabilityReport, stability
+from dynstab.criteria import (
+    SAMPLING_SCHEMES,
+    SampledStabilityReport,
+    StabilityProblem,
+    StabilityReport,
+    stability,
+)
 from dynstab.criteria.routes import ROUTES
 from dynstab.io import atomic_write_json
 
@@ -180,7 +186,7 @@ def _check_usage(args: argparse.Namespace) -> None:
         )
 
 
-def _report(args: argparse.Namespace) -> StabilityReport:
+def _report(args: argparse.Namespace) -> StabilityReport | SampledStabilityReport:
     _check_usage(args)
     gen = torch.Generator().manual_seed(args.seed)
     if args.gram is not None:

@@ -16,6 +16,11 @@ any :class:`dynstab.sampling.Sampling`. The one-call functions are thin wrappers
 * :mod:`~dynstab.criteria.linearized` — exact second-moment propagation and Lyapunov
   exponents of linearized SGD;
 * :mod:`~dynstab.criteria.verdict` — :func:`check_stability` and :func:`stability` reports;
+* :mod:`~dynstab.criteria.sampled` — the sampled (matrix-free) route at any n:
+  :class:`SampledStability` (η̂* and ρ̂ with confidence intervals by population dynamics with
+  per-batch curvature products, scalable bounds), reached through :func:`stability`;
+* :mod:`~dynstab.criteria.momentum` — heavy-ball and Nesterov momentum: GD thresholds
+  (:func:`momentum_gd_threshold`) and the exact mean-square threshold in Gram coordinates;
 * :mod:`~dynstab.criteria.routes` — the Gram and parameter routes and their cost model;
 * :mod:`~dynstab.criteria.spectral` — validation, PSD certificate and kept spectrum of K;
 * :mod:`~dynstab.criteria.resources` — memory budgets;
@@ -39,6 +44,7 @@ from dynstab.criteria.linearized import (
     propagate_second_moment,
     second_moment_growth,
 )
+from dynstab.criteria.momentum import momentum_gd_threshold
 from dynstab.criteria.problem import StabilityProblem, critical_lr, eta_star, gram_coordinates
 from dynstab.criteria.results import (
     BoundRow,
@@ -48,6 +54,14 @@ from dynstab.criteria.results import (
     StabilityReport,
 )
 from dynstab.criteria.routes import RouteCost
+from dynstab.criteria.sampled import (
+    GrowthEstimate,
+    SampledBound,
+    SampledConfig,
+    SampledEtaStar,
+    SampledStability,
+    SampledStabilityReport,
+)
 from dynstab.criteria.sampling import SAMPLING_SCHEMES, mixing_p, q_factor
 from dynstab.criteria.verdict import check_stability, stability
 
@@ -56,9 +70,15 @@ __all__ = [
     "BoundRow",
     "EtaStarResult",
     "GramCoordinates",
+    "GrowthEstimate",
     "LyapunovResult",
     "RankOneBoundResult",
     "RouteCost",
+    "SampledBound",
+    "SampledConfig",
+    "SampledEtaStar",
+    "SampledStability",
+    "SampledStabilityReport",
     "StabilityProblem",
     "StabilityReport",
     "alignment_bound",
@@ -76,6 +96,7 @@ __all__ = [
     "mixing_p",
     "mm23_bound_15",
     "mm23_bound_16",
+    "momentum_gd_threshold",
     "propagate_second_moment",
     "q_factor",
     "rank_one_bound",

@@ -36,6 +36,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
@@ -64,6 +65,13 @@ from dynstab.criteria.gram import (
     second_moment_radius,
     solver_cost,
 )
+from dynstab.criteria.momentum import (
+    REDUCED_DENSE_MAX_DIM,
+    check_momentum,
+    momentum_gd_threshold,
+    momentum_growth,
+    momentum_threshold,
+)
 from dynstab.criteria.resources import MemoryBudget, format_bytes, memory_budget
 from dynstab.criteria.results import (
     BoundRow,
@@ -73,6 +81,7 @@ from dynstab.criteria.results import (
     StabilityReport,
 )
 from dynstab.criteria.routes import RouteCost, choose_route, route_costs
+from dynstab.criteria.sampled import SampledConfig, SampledEtaStar, SampledStability
 from dynstab.criteria.spectral import PSDMatrix, validate_gram
 from dynstab.curvature import gram_matrix, per_sample_jacobian
 from dynstab.curvature.functional import (
@@ -82,7 +91,12 @@ from dynstab.curvature.functional import (
     prepare_data,
     resolve_params,
 )
-from dynstab.errors import ConvergenceWarning, NotInterpolatingWarning
+from dynstab.errors import (
+    ConvergenceWarning,
+    DynstabWarning,
+    MemoryBudgetError,
+    NotInterpolatingWarning,
+)
 from dynstab.losses import half_mse
 from dynstab.sampling import IID_SCHEMES, Sampling
 
@@ -98,6 +112,8 @@ INTERPOLATION_TOL = 1e-5
 #: A dense η* solve below this many flops is preferred to Lanczos (exact, no iteration).
 _DENSE_CHEAP_FLOPS = 5e8
 _METHODS = ("auto", "dense", "matrix_free")
+#: ``method=`` of :func:`critical_lr`: the exact solvers, ``"exact"`` and ``"sampled"``.
+_CRITICAL_METHODS = ("auto", "exact", "sampled", "dense", "matrix_free")
 
 
 class StabilityProblem:
@@ -679,7 +695,14 @@ class StabilityProblem:
         return "matrix_free"
 
     def eta_star(
-        self, sampling: Sampling, *, method: str = "auto", tol: float = 1e-10, max_iters: int = 300
+        self,
+        sampling: Sampling,
+        *,
+        method: str = "auto",
+        tol: float = 1e-10,
+        max_iters: int = 300,
+        momentum: float = 0.0,
+        nesterov: bool = False,
     ) -> EtaStarResult:
         """Exact mean-square threshold η* = 2/λ_max(C†D) for this sampling rule.
 
@@ -688,11 +711,20 @@ class StabilityProblem:
         the ρ(ρ+1)/2 symmetric-space matrix, ``"matrix_free"`` runs Lanczos from X₀ = I
         (O(nCρ²) flops per product); ``"auto"`` takes the cheaper within the memory budget.
 
+        With ``momentum=β > 0`` it is the exact threshold of SGD with heavy-ball momentum
+        (PyTorch ``SGD(momentum=β)``, dampening 0) or its Nesterov form: the augmented-state
+        second-moment map reduced to symmetric ρ×ρ matrices, its first crossing of ρ = 1 found
+        by a grid scan and Brent's method (:mod:`dynstab.criteria.momentum`); ``eta_gd`` of the
+        result is then 2(1 + β)/λ_max (Nesterov: (2 + 2β)/((1 + 2β)λ_max)).
+
         Args:
             sampling: The i.i.d. sampling rule (:meth:`sampling`).
             method: ``"auto"``, ``"dense"`` or ``"matrix_free"``.
-            tol: Relative Ritz-residual tolerance of the matrix-free solver.
+            tol: Relative Ritz-residual tolerance of the matrix-free solver (with momentum: the
+                relative tolerance of the root).
             max_iters: Maximum Lanczos products.
+            momentum: Heavy-ball momentum β in [0, 1). Default 0 (plain SGD).
+            nesterov: PyTorch's Nesterov form (needs β > 0).
 
         Returns:
             :class:`EtaStarResult` with the route, the solver and the parameters measured;
@@ -709,16 +741,30 @@ class StabilityProblem:
             >>> prob = StabilityProblem.from_gram(J @ J.T / 3)
             >>> [round(prob.eta_star(prob.sampling(B, "without")).eta_star, 10) for B in (1, 2, 3)]
             [0.4434007919, 0.7775166986, 0.9915103182]
+            >>> r = prob.eta_star(prob.sampling(3, "without"), momentum=0.5)  # GD with momentum
+            >>> round(r.eta_gd * prob.lambda_max, 12), round(r.eta_star / r.eta_gd, 10)  # 2(1 + β)
+            (3.0, 1.0)
         """
         s = self._check_sampling(sampling)
         check_choice("method", method, _METHODS)
         tol = check_positive("tol", tol)
         check_int("max_iters", max_iters, minimum=1)
-        return self._eta_star(s, method, tol, max_iters)
+        momentum = check_momentum(momentum, nesterov)
+        return self._eta_star(s, method, tol, max_iters, momentum, nesterov)
 
-    def _eta_star(self, s: Sampling, method: str, tol: float, max_iters: int) -> EtaStarResult:
+    def _eta_star(
+        self,
+        s: Sampling,
+        method: str,
+        tol: float,
+        max_iters: int,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+    ) -> EtaStarResult:
         c = self.coordinates
         p = s.p
+        if momentum:
+            return self._momentum_eta_star(s, method, tol, momentum, nesterov)
         if c.rank == 0:
             return self._result(math.inf, 0.0, "dense", True, 0, p, 0.0)
         method = self._solver(method, max_iters, "eta_star")
@@ -733,6 +779,37 @@ class StabilityProblem:
                 stacklevel=3,
             )
         return self._result(2.0 / top, top, method, converged, iters, p, res)
+
+    def _momentum_eta_star(
+        self, s: Sampling, method: str, tol: float, momentum: float, nesterov: bool
+    ) -> EtaStarResult:
+        c = self.coordinates
+        if c.rank == 0:
+            res = self._result(math.inf, 0.0, "dense", True, 0, s.p, 0.0)
+        else:
+            m = c.rank * (c.rank + 1) // 2
+            if method == "auto":
+                method = "dense" if m <= REDUCED_DENSE_MAX_DIM else "matrix_free"
+            method = self._solver(method, 300, "eta_star (momentum)")
+            sol = momentum_threshold(c, s, momentum, nesterov, method=method, rtol=tol)
+            if not sol.stable_set_interval:
+                warnings.warn(
+                    "eta_star (momentum): on the scan grid the mean-square stable learning rates "
+                    "do not form an interval (0, η*]; η* is the first crossing of ρ = 1.",
+                    DynstabWarning,
+                    stacklevel=4,
+                )
+            res = self._result(
+                sol.eta_star,
+                2.0 / sol.eta_star,
+                sol.method,
+                True,
+                sol.num_evaluations,
+                s.p,
+                abs(sol.residual),
+            )
+        eta_gd = momentum_gd_threshold(self.lambda_max, momentum, nesterov=nesterov)
+        return dataclasses.replace(res, momentum=momentum, nesterov=nesterov, eta_gd=eta_gd)
 
     def _result(
         self,
@@ -757,6 +834,7 @@ class StabilityProblem:
             route_reason=self.route_reason,
             num_params=self.num_params,
             param_names=self.param_names,
+            eta_gd=gd_threshold(self.lambda_max),
         )
 
     def second_moment_growth(
@@ -767,11 +845,16 @@ class StabilityProblem:
         method: str = "auto",
         tol: float = 1e-12,
         max_iters: int = 300,
+        momentum: float = 0.0,
+        nesterov: bool = False,
     ) -> float:
         """ρ(Q) = λ_max(Q_z), the exact per-step growth factor of E‖δ_t‖² at η = lr.
 
         Q_z(X) = X − η(ΛX + XΛ) + η²D_z(X) on symmetric ρ×ρ matrices; mean-square stable iff
-        the value is ≤ 1, i.e. iff lr ≤ η*.
+        the value is ≤ 1, i.e. iff lr ≤ η*. With ``momentum=β > 0``: the spectral radius of
+        the augmented-state map Σ ↦ E[M_IΣM_Iᵀ] on symmetric 2ρ×2ρ matrices (the growth of
+        E‖z_t‖², :func:`~dynstab.criteria.momentum.momentum_growth`; non-symmetric, solved by
+        dense ``eigvals`` or ARPACK).
 
         Args:
             sampling: The i.i.d. sampling rule.
@@ -779,6 +862,8 @@ class StabilityProblem:
             method: ``"auto"``, ``"dense"`` or ``"matrix_free"``.
             tol: Relative Ritz-residual tolerance (matrix-free).
             max_iters: Maximum Lanczos products (matrix-free).
+            momentum: Heavy-ball momentum β in [0, 1).
+            nesterov: PyTorch's Nesterov form (needs β > 0).
 
         Returns:
             The spectral radius (1.0 when K = 0: everything is frozen).
@@ -793,12 +878,30 @@ class StabilityProblem:
         check_choice("method", method, _METHODS)
         tol = check_positive("tol", tol)
         check_int("max_iters", max_iters, minimum=1)
-        return self._growth(s, lr, method, tol, max_iters)
+        momentum = check_momentum(momentum, nesterov)
+        return self._growth(s, lr, method, tol, max_iters, momentum, nesterov)
 
-    def _growth(self, s: Sampling, lr: float, method: str, tol: float, max_iters: int) -> float:
+    def _growth(
+        self,
+        s: Sampling,
+        lr: float,
+        method: str,
+        tol: float,
+        max_iters: int,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+    ) -> float:
         c = self.coordinates
         if c.rank == 0:
             return 1.0
+        if momentum:
+            dim = c.rank * (2 * c.rank + 1)
+            if method == "dense" and dim > DENSE_MAX_DIM:
+                raise ValueError(
+                    f"method='dense' with momentum needs a ρ(2ρ+1) = {dim} square matrix, above "
+                    f"the cap {DENSE_MAX_DIM}; use method='matrix_free' (or 'auto')."
+                )
+            return momentum_growth(c, s, lr, momentum, nesterov, method=method)
         method = self._solver(method, max_iters, "second_moment_growth", prefer_dense=True)
         value, converged, res = second_moment_radius(
             c, s, lr, method=method, tol=tol, max_iters=max_iters
@@ -1226,6 +1329,8 @@ class StabilityProblem:
         interpolation_tol: float = INTERPOLATION_TOL,
         train_loss: float | None = None,
         generator: torch.Generator | None = None,
+        momentum: float = 0.0,
+        nesterov: bool = False,
     ) -> StabilityReport:
         """Verdict on GD and SGD (mean-square) stability at lr: every criterion, computed once.
 
@@ -1244,6 +1349,12 @@ class StabilityProblem:
             interpolation_tol: Largest max|residual| still called interpolating.
             train_loss: The caller's training loss, reported as is (default: the problem's).
             generator: Random source of the rank-one restarts.
+            momentum: Heavy-ball momentum β in [0, 1) of the optimizer (PyTorch
+                ``SGD(momentum=β)``). With β > 0 the GD row is η ≤ 2(1 + β)/λ_max, the SGD row
+                the exact threshold of SGD with momentum, ρ(Q) the augmented-state growth; the
+                plain-SGD bounds (MM23, trace, Frobenius, alignment, rank-one, WME18) are left
+                out (they do not hold with momentum) and a note says so.
+            nesterov: PyTorch's Nesterov form (needs β > 0).
 
         Returns:
             :class:`StabilityReport`, with the route and the parameters measured.
@@ -1259,6 +1370,7 @@ class StabilityProblem:
         check_choice("method", method, _METHODS)
         interpolation_tol = check_positive("interpolation_tol", interpolation_tol, allow_zero=True)
         generator = check_generator("generator", generator)
+        momentum = check_momentum(momentum, nesterov)
         if train_loss is None:
             train_loss = self.train_loss
         notes: list[str] = [
@@ -1283,16 +1395,26 @@ class StabilityProblem:
             if float(r @ r) > 0 and c.rank > 0:
                 mu = self.alignment_factor()
         lam, tr, fro = self.lambda_max, self.trace, self.frobenius
-        es = self._eta_star(s, method, 1e-10, 300)
+        es = self._eta_star(s, method, 1e-10, 300, momentum, nesterov)
         if not es.converged:
             notes.append("the η* solver did not converge; see ConvergenceWarning")
-        eta_gd = gd_threshold(lam)
+        eta_gd = momentum_gd_threshold(lam, momentum, nesterov=nesterov)
 
         def row(name: str, cond: str, kind: str, value: float, eta: float) -> BoundRow:
             return BoundRow(name, cond, kind, value, eta, 0.0 if math.isinf(eta) else lr / eta)
 
-        b15, b16 = self._mm23_bound_15(s), self._mm23_bound_16(s)
         lmin = self._lambda_min_plus()
+        if momentum:
+            rows = self._momentum_rows(lam, es, eta_gd, momentum, nesterov, lr)
+            notes.append(
+                "momentum: the MM23, trace, Frobenius, alignment, rank-one and WME18 bounds are "
+                "plain-SGD results and are not shown"
+            )
+            return self._report(
+                lr, s, es, eta_gd, rows, momentum, nesterov, method, growth, mu, lmin,
+                interpolating, max_res, train_loss, notes,
+            )  # fmt: skip
+        b15, b16 = self._mm23_bound_15(s), self._mm23_bound_16(s)
         rows = [
             row("gd", "GD: λ_max(H) ≤ 2/η", "exact", lam, eta_gd),
             row(
@@ -1317,9 +1439,52 @@ class StabilityProblem:
             )
         wme = self._wme18(s)
         rows.append(row("wme18", "WME18: λ_max((I−ηH)²+η²pΣ) ≤ 1", "sufficient", 2.0 / wme, wme))
-        rho_q = self._growth(s, lr, method, 1e-12, 300) if growth else None
         if self.outputs > 1:
             notes.append("trace and Frobenius bounds carry the factor C (√C) for rank-C H_i")
+        return self._report(
+            lr, s, es, eta_gd, rows, 0.0, False, method, growth, mu, lmin, interpolating,
+            max_res, train_loss, notes,
+        )  # fmt: skip
+
+    @staticmethod
+    def _momentum_rows(
+        lam: float, es: EtaStarResult, eta_gd: float, momentum: float, nesterov: bool, lr: float
+    ) -> list[BoundRow]:
+        """The two exact rows of the verdict with momentum: GD and SGD with momentum."""
+        factor = (2 + 2 * momentum) / (1 + 2 * momentum) if nesterov else 2 + 2 * momentum
+        form = "Nesterov" if nesterov else "heavy ball"
+        rows = []
+        for name, cond, value, eta in (
+            ("gd", f"GD ({form} β={momentum:g}): λ_max(H) ≤ {factor:.6g}/η", lam, eta_gd),
+            ("sgd_exact", f"SGD ({form} β={momentum:g}): ρ(Q) ≤ 1", es.generalized_sharpness,
+             es.eta_star),
+        ):  # fmt: skip
+            rows.append(
+                BoundRow(name, cond, "exact", value, eta, 0.0 if math.isinf(eta) else lr / eta)
+            )
+        return rows
+
+    def _report(
+        self,
+        lr: float,
+        s: Sampling,
+        es: EtaStarResult,
+        eta_gd: float,
+        rows: list[BoundRow],
+        momentum: float,
+        nesterov: bool,
+        method: str,
+        growth: bool,
+        mu: float | None,
+        lmin: float,
+        interpolating: bool | None,
+        max_res: float | None,
+        train_loss: float | None,
+        notes: list[str],
+    ) -> StabilityReport:
+        c = self.coordinates
+        lam, tr, fro = self.lambda_max, self.trace, self.frobenius
+        rho_q = self._growth(s, lr, method, 1e-12, 300, momentum, nesterov) if growth else None
         ref = self.half_mse_loss
         if (
             train_loss is not None
@@ -1361,6 +1526,8 @@ class StabilityProblem:
             route_reason=self.route_reason,
             num_params=self.num_params,
             param_names=self.param_names,
+            momentum=momentum,
+            nesterov=nesterov,
         )
 
     def __repr__(self) -> str:
@@ -1518,8 +1685,13 @@ def critical_lr(
     rank_tol: float = 1e-10,
     route: str = "auto",
     max_memory: float | None = None,
-) -> EtaStarResult:
-    """Exact critical learning rate η* of SGD, from a Gram matrix or from a model and its data.
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    loss_fn: LossFn | None = None,
+    config: SampledConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> EtaStarResult | SampledEtaStar:
+    """Critical learning rate η* of SGD, from a Gram matrix or from a model and its data.
 
     ``critical_lr(K, batch_size=B)`` is :func:`eta_star` on a Gram matrix K = JJᵀ/n.
     ``critical_lr(model, data, batch_size=B)`` builds a :class:`StabilityProblem` with
@@ -1527,6 +1699,12 @@ def critical_lr(
     ``DataLoader``; ``route="auto"`` takes the cheaper exact route) and infers C. The threshold
     assumes an interpolating minimum of the ½-square loss (``dynstab.losses.half_mse``); use
     :func:`dynstab.criteria.stability` to check that.
+
+    With a model, ``method="sampled"`` estimates η* by simulating linearised SGD with per-batch
+    curvature products at any n (:class:`~dynstab.criteria.sampled.SampledStability`) and
+    returns a :class:`~dynstab.criteria.sampled.SampledEtaStar` with its 95% interval;
+    ``method="auto"`` does so only when no exact route fits ``max_memory`` (its
+    ``route_reason`` says so). With K, only the exact solvers apply.
 
     Args:
         source: Gram matrix ``(nC, nC)`` or an ``nn.Module``.
@@ -1538,16 +1716,26 @@ def critical_lr(
             explicit value must agree with the model).
         params: Parameters at which to evaluate (and which to measure), passed to the
             curvature resolver unchanged (``None``: the model's own).
-        method: As for :func:`eta_star`.
+        method: ``"auto"``, ``"exact"``, ``"sampled"`` (a model only), or an exact solver
+            ``"dense"``/``"matrix_free"`` as for :func:`eta_star`.
         tol: As for :func:`eta_star`.
         max_iters: As for :func:`eta_star`.
         rank_tol: As for :func:`eta_star`.
         route: ``"auto"``, ``"gram"`` or ``"parameter"`` (the parameter route needs a model;
             with K only ``"auto"``/``"gram"``).
         max_memory: Memory budget in bytes (None: half the available memory).
+        momentum: Heavy-ball momentum β in [0, 1) (PyTorch ``SGD(momentum=β)``, dampening 0):
+            the exact mean-square threshold of SGD with momentum, and ``eta_gd`` =
+            2(1 + β)/λ_max (:meth:`StabilityProblem.eta_star`). Default 0.
+        nesterov: PyTorch's Nesterov form (needs β > 0).
+        loss_fn: Batch-mean loss differentiated by the sampled route (default
+            :func:`dynstab.losses.half_mse`, the loss the exact route assumes).
+        config: Monte-Carlo budget of the sampled route (None: the defaults).
+        generator: Random source of the sampled route.
 
     Returns:
-        :class:`EtaStarResult` (with the route and the parameters measured).
+        :class:`EtaStarResult` (exact; with the route and the parameters measured) or
+        :class:`~dynstab.criteria.sampled.SampledEtaStar` (sampled).
 
     Raises:
         TypeError: If ``source`` is neither a Tensor nor an ``nn.Module``.
@@ -1560,32 +1748,63 @@ def critical_lr(
         >>> K = torch.diag(torch.tensor([1.0, 1.0]))
         >>> critical_lr(K, batch_size=2, sampling="without").eta_star  # GD: 2/λ_max
         2.0
+        >>> critical_lr(K, batch_size=2, sampling="without", momentum=0.9).eta_star  # 2(1 + β)
+        3.8
     """
     if not isinstance(source, Tensor | nn.Module):
         raise TypeError(
             f"source must be a Gram matrix Tensor or an nn.Module; got {type(source).__name__}."
         )
-    check_choice("method", method, _METHODS)
+    check_choice("method", method, _CRITICAL_METHODS)
     tol = check_positive("tol", tol)
     check_int("max_iters", max_iters, minimum=1)
+    momentum = check_momentum(momentum, nesterov)
+    generator = check_generator("generator", generator)
+    solver = "auto" if method == "exact" else method
     if isinstance(source, Tensor):
+        if method == "sampled":
+            raise ValueError(
+                "method='sampled' needs a model and its data (it simulates SGD with per-batch "
+                "curvature products); got a Gram matrix. Use method='auto' or 'exact' with K."
+            )
         check_choice("route", route, ("auto", "gram"))
         prob = StabilityProblem.from_gram(
             source, 1 if outputs is None else outputs, rank_tol=rank_tol, max_memory=max_memory
         )
-        return prob._eta_star(prob.sampling(batch_size, sampling), method, tol, max_iters)
+        s = prob.sampling(batch_size, sampling)
+        return prob._eta_star(s, solver, tol, max_iters, momentum, nesterov)
     if data is None:
         raise ValueError(
             "critical_lr(model, data, ...) needs the training inputs; got data=None. "
             "Pass data=(X, y), data=X or a DataLoader."
         )
-    prob = StabilityProblem.from_model(
-        source,
-        data,
-        params=params,
-        outputs=outputs,
-        route=route,
-        rank_tol=rank_tol,
-        max_memory=max_memory,
-    )
-    return prob._eta_star(prob.sampling(batch_size, sampling), method, tol, max_iters)
+
+    def sampled(why: str) -> SampledEtaStar:
+        runner = SampledStability(
+            source, half_mse if loss_fn is None else loss_fn, data, batch_size=batch_size,
+            sampling=sampling, params=params, momentum=momentum, nesterov=nesterov,
+            config=config, generator=generator,
+        )  # fmt: skip
+        return dataclasses.replace(runner.eta_star(), route_reason=why)
+
+    if method == "sampled":
+        return sampled("method='sampled' requested")
+    try:
+        prob = StabilityProblem.from_model(
+            source,
+            data,
+            params=params,
+            outputs=outputs,
+            route=route,
+            rank_tol=rank_tol,
+            max_memory=max_memory,
+        )
+        s = prob.sampling(batch_size, sampling)
+        return prob._eta_star(s, solver, tol, max_iters, momentum, nesterov)
+    except MemoryBudgetError as exc:
+        if method != "auto" or route != "auto":  # an exact route was asked for explicitly
+            raise
+        return sampled(
+            f"method='auto': no exact route fits the memory budget ({exc.what} needs about "
+            f"{format_bytes(exc.required_bytes)}, budget {format_bytes(exc.budget_bytes)})"
+        )

@@ -35,6 +35,12 @@ class EtaStarResult:
         num_params: Number of parameters measured (``None`` when only K was given).
         param_names: Names of the parameters measured, as the curvature resolver lists them
             (``None`` when only K or bare Jacobians were given).
+        momentum: Heavy-ball momentum β (0: plain SGD). With β > 0, ``generalized_sharpness``
+            is 2/η*, ``num_matvecs`` counts evaluations of the reduced criterion and
+            ``residual`` is ρ(K_η*) − 1 at the root (:mod:`dynstab.criteria.momentum`).
+        nesterov: Whether PyTorch's Nesterov form was analysed.
+        eta_gd: The GD threshold of the same optimizer: 2/λ_max, 2(1 + β)/λ_max with heavy-ball
+            momentum, (2 + 2β)/((1 + 2β)λ_max) with Nesterov (None when not computed).
     """
 
     eta_star: float
@@ -49,6 +55,9 @@ class EtaStarResult:
     route_reason: str = ""
     num_params: int | None = None
     param_names: tuple[str, ...] | None = None
+    momentum: float = 0.0
+    nesterov: bool = False
+    eta_gd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,10 @@ class StabilityReport:
         route_reason: Why that route was taken.
         num_params: Number of parameters measured (None when only K was given).
         param_names: Names of the parameters measured (None when only K was given).
+        momentum: Heavy-ball momentum β of the optimizer analysed (0: plain SGD); with β > 0
+            ``eta_gd`` is the GD-with-momentum threshold and ``eta_star`` the exact threshold of
+            SGD with momentum (:mod:`dynstab.criteria.momentum`).
+        nesterov: Whether PyTorch's Nesterov form was analysed.
     """
 
     lr: float
@@ -181,6 +194,8 @@ class StabilityReport:
     route_reason: str = ""
     num_params: int | None = None
     param_names: tuple[str, ...] | None = None
+    momentum: float = 0.0
+    nesterov: bool = False
 
     @property
     def margins(self) -> dict[str, float]:
@@ -204,7 +219,8 @@ class StabilityReport:
         """Render the verdict as an aligned plain-text table."""
         head = (
             f"dynstab stability verdict (½-MSE; n={self.n}, C={self.outputs}, lr={self.lr:.6g}, "
-            f"B={self.batch_size}, sampling={self.sampling}, p={self.p:.6g}, q={self.q:.6g})"
+            f"B={self.batch_size}, sampling={self.sampling}, p={self.p:.6g}, q={self.q:.6g}"
+            f"{_momentum_label(self.momentum, self.nesterov)})"
         )
         lines = [head]
         if self.param_names is not None:
@@ -228,11 +244,13 @@ class StabilityReport:
 
         lines += [fmt(hdr), fmt(tuple("-" * w for w in widths)), *map(fmt, body)]
         lines.append("")
-        lines.append(f"GD stable (λ_max ≤ 2/η):             {'yes' if self.stable_gd else 'NO'}")
+        gd = "2/λ_max" if not self.momentum else "η_GD"
+        cond = "λ_max ≤ 2/η" if not self.momentum else "η ≤ η_GD, with momentum"
+        lines.append(f"{f'GD stable ({cond}):':<37}{'yes' if self.stable_gd else 'NO'}")
         lines.append(f"SGD mean-square stable (η ≤ η*):     {'yes' if self.stable_sgd else 'NO'}")
         lines.append(
             f"exact η* = {self.eta_star:.10g}  (method {self.eta_star_method}, "
-            f"converged {self.eta_star_converged}); 2/λ_max = {self.eta_gd:.10g}"
+            f"converged {self.eta_star_converged}); {gd} = {self.eta_gd:.10g}"
         )
         if self.route_reason:
             lines.append(f"η* route: {self.eta_star_route} ({self.route_reason})")
@@ -262,3 +280,10 @@ def _names(names: tuple[str, ...], most: int = 6) -> str:
     """The first ``most`` names, then how many more."""
     shown = ", ".join(names[:most])
     return shown + (f", … (+{len(names) - most} more)" if len(names) > most else "")
+
+
+def _momentum_label(momentum: float, nesterov: bool) -> str:
+    """``", momentum=β"`` (``", Nesterov momentum=β"``), or ``""`` for plain SGD."""
+    if not momentum:
+        return ""
+    return f", {'Nesterov ' if nesterov else ''}momentum={momentum:g}"

@@ -3,7 +3,9 @@
 :func:`check_stability` is the one-call verdict on a Gram matrix K = JJᵀ/n (and optional
 residuals); :func:`stability` builds the problem from a model and its data (a pair, a list of
 batches or a ``DataLoader``) with :meth:`StabilityProblem.from_model` — along the cheaper exact
-route, within a memory budget — and calls :meth:`StabilityProblem.check`. All thresholds assume
+route, within a memory budget — and calls :meth:`StabilityProblem.check`; with
+``method="sampled"`` (or ``"auto"`` when no exact route fits the budget) it runs the sampled
+route of :mod:`dynstab.criteria.sampled` instead, at any n. All thresholds assume
 an interpolating minimum of the ½-square loss (``dynstab.losses.half_mse``, H = G = JᵀJ/n); away
 from interpolation H ≠ G and a :class:`~dynstab.errors.NotInterpolatingWarning` is emitted.
 
@@ -20,16 +22,24 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from dynstab._checks import check_generator, check_lr
+from dynstab._checks import check_choice, check_generator, check_lr
 from dynstab._types import Data, LossFn, Params
+from dynstab.criteria.momentum import check_momentum
 from dynstab.criteria.problem import INTERPOLATION_TOL, StabilityProblem
+from dynstab.criteria.resources import format_bytes
 from dynstab.criteria.results import BoundRow, StabilityReport
+from dynstab.criteria.sampled import SampledConfig, SampledStability, SampledStabilityReport
 from dynstab.curvature import GaussNewtonOperator, HessianOperator
 from dynstab.curvature.functional import prepare_data
+from dynstab.errors import MemoryBudgetError
 from dynstab.linalg import LinearOperator, lanczos_top_eigenpairs
 from dynstab.losses import half_mse
 
-__all__ = ["BoundRow", "StabilityReport", "check_stability", "stability"]
+__all__ = ["STABILITY_METHODS", "BoundRow", "StabilityReport", "check_stability", "stability"]
+
+#: ``method=`` values of :func:`stability`: the route (``"auto"``, ``"exact"``, ``"sampled"``)
+#: or, for the exact route, its η* solver (``"dense"``, ``"matrix_free"``).
+STABILITY_METHODS = ("auto", "exact", "sampled", "dense", "matrix_free")
 
 
 def check_stability(
@@ -117,8 +127,22 @@ def stability(
     generator: torch.Generator | None = None,
     route: str = "auto",
     max_memory: float | None = None,
-) -> StabilityReport:
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    config: SampledConfig | None = None,
+) -> StabilityReport | SampledStabilityReport:
     """Verdict on GD and SGD (mean-square) linear stability of ``model`` at lr and batch size.
+
+    **Routes.** ``method="exact"`` (or its solvers ``"dense"``/``"matrix_free"``) takes an
+    exact route below and returns a :class:`StabilityReport`; ``method="sampled"`` simulates
+    the linearised SGD dynamics with per-batch curvature products
+    (:class:`~dynstab.criteria.sampled.SampledStability`: η̂* with its 95% interval, the
+    growth ρ̂(lr) with its interval, a verdict "stable"/"unstable"/"undecided at this budget",
+    certified λ_max and Hutchinson Tr H, ‖H‖_F with the trace and Frobenius bounds; memory
+    O(p·m), any n) and returns a :class:`~dynstab.criteria.sampled.SampledStabilityReport`;
+    ``method="auto"`` (default) takes the exact route when it fits ``max_memory`` and the
+    sampled route otherwise (with ``route="auto"``; an explicitly requested exact route is never
+    replaced) — the report's ``route_reason`` says which ran and why.
 
     Builds a :class:`StabilityProblem` with :meth:`StabilityProblem.from_model` — the
     per-sample Jacobians (parameter route) or K = JJᵀ/n (Gram route), whichever is cheaper and
@@ -133,14 +157,18 @@ def stability(
 
     Args:
         model: The network, at (or near) an interpolating minimum.
-        loss_fn: ``loss_fn(outputs, targets)``, mean over samples; reported as train loss.
+        loss_fn: ``loss_fn(outputs, targets)``, mean over samples; reported as train loss
+            (exact route) or differentiated per batch (sampled route).
         data: ``(X, y)`` or an iterable of such batches (a list, a ``DataLoader``; read once).
+            The sampled route draws batches by sample index: tensors ``(X, y)``, a map-style
+            ``Dataset`` or a ``DataLoader`` over one.
         lr: Learning rate η > 0.
         batch_size: Batch size B.
         sampling: ``"with"`` or ``"without"`` replacement.
         params: Parameters to evaluate at / measure, passed to the curvature resolver
             unchanged (``None``: the model's own).
-        method: η* solver, as for :func:`~dynstab.criteria.eta_star`.
+        method: ``"auto"``, ``"exact"``, ``"sampled"``, or an exact η* solver (``"dense"``,
+            ``"matrix_free"``, as for :func:`~dynstab.criteria.eta_star`).
         rank_one: Whether to run the rank-one ascent.
         growth: Whether to compute ρ(Q) at lr.
         interpolation_tol: Largest max|residual| still called interpolating.
@@ -149,9 +177,16 @@ def stability(
         generator: Random source of the rank-one restarts and the Lanczos start.
         route: ``"auto"``, ``"gram"`` or ``"parameter"`` (see :class:`StabilityProblem`).
         max_memory: Memory budget in bytes (None: half the available memory).
+        momentum: Heavy-ball momentum β in [0, 1) of ``torch.optim.SGD(momentum=β)``
+            (dampening 0): the verdict is then for SGD with momentum, ``eta_gd`` is
+            2(1 + β)/λ_max ((2 + 2β)/((1 + 2β)λ_max) with Nesterov). Default 0.
+        nesterov: PyTorch's Nesterov form (needs β > 0).
+        config: Monte-Carlo budget of the sampled route
+            (:class:`~dynstab.criteria.sampled.SampledConfig`; None: the defaults).
 
     Returns:
-        :class:`StabilityReport`.
+        :class:`StabilityReport` (exact route) or
+        :class:`~dynstab.criteria.sampled.SampledStabilityReport` (sampled route).
 
     Raises:
         TypeError: If ``model`` is not an ``nn.Module``, ``data`` is not a pair or an
@@ -159,30 +194,97 @@ def stability(
         ValueError: If the model has train-mode BatchNorm or active Dropout, ``data`` is
             empty or its inputs and targets disagree, ``params`` does not match the model,
             outputs and targets differ in size, or as for :func:`check_stability`.
-        MemoryBudgetError: If no exact route fits ``max_memory`` (the message names the
-            alternatives).
+        MemoryBudgetError: If ``method="exact"`` and no exact route fits ``max_memory`` (the
+            message names the alternatives).
+
+    Example:
+        >>> from dynstab.losses import half_mse
+        >>> X = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+        >>> model = torch.nn.Linear(1, 1, bias=False).double()
+        >>> y = model(X).detach()  # H = mean x² = 2.5: GD with β = 0.5 is stable iff η ≤ 1.2
+        >>> stability(model, half_mse, (X, y), lr=1.0, batch_size=2, sampling="without",
+        ...           momentum=0.5).eta_gd
+        1.2
     """
     lr = check_lr(lr)
     generator = check_generator("generator", generator)
-    ds = prepare_data(data)
-    prob = StabilityProblem.from_model(
-        model, ds, params=params, loss_fn=loss_fn, route=route, max_memory=max_memory
-    )
-    report = prob.check(
-        lr,
-        prob.sampling(batch_size, sampling),
-        method=method,
-        rank_one=rank_one,
-        growth=growth,
-        interpolation_tol=interpolation_tol,
-        generator=generator,
-    )
+    if not isinstance(method, str):
+        raise TypeError(
+            f"method must be a str, one of {list(STABILITY_METHODS)}; got {type(method).__name__}."
+        )
+    check_choice("method", method, STABILITY_METHODS)
+    momentum = check_momentum(momentum, nesterov)
+    if config is not None and not isinstance(config, SampledConfig):
+        raise TypeError(
+            f"config must be a dynstab.criteria.SampledConfig; got {type(config).__name__}."
+        )
+    if method == "sampled":
+        return _sampled(
+            model, loss_fn, data, lr, batch_size, sampling, params, momentum, nesterov, config,
+            generator, "method='sampled' requested",
+        )  # fmt: skip
+    solver = "auto" if method == "exact" else method
+    try:
+        ds = prepare_data(data)
+        prob = StabilityProblem.from_model(
+            model, ds, params=params, loss_fn=loss_fn, route=route, max_memory=max_memory
+        )
+        report = prob.check(
+            lr,
+            prob.sampling(batch_size, sampling),
+            method=solver,
+            rank_one=rank_one,
+            growth=growth,
+            interpolation_tol=interpolation_tol,
+            generator=generator,
+            momentum=momentum,
+            nesterov=nesterov,
+        )
+    except MemoryBudgetError as exc:
+        if method != "auto" or route != "auto":  # an exact route was asked for explicitly
+            raise
+        why = (
+            f"method='auto': no exact route fits the memory budget ({exc.what} needs about "
+            f"{format_bytes(exc.required_bytes)}, budget {format_bytes(exc.budget_bytes)})"
+        )
+        return _sampled(
+            model, loss_fn, data, lr, batch_size, sampling, params, momentum, nesterov, config,
+            generator, why,
+        )  # fmt: skip
+    if method == "auto":
+        report = dataclasses.replace(
+            report,
+            route_reason=f"{report.route_reason}; method='auto': an exact route fits the "
+            "memory budget, so the sampled route was not needed",
+        )
     if residual_term and report.interpolating is False:
         report = dataclasses.replace(
             report,
             residual_term=_residual_term(model, (ds.inputs(), ds.targets()), params, generator),
         )
     return report
+
+
+def _sampled(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    lr: float,
+    batch_size: int,
+    sampling: str,
+    params: Params | None,
+    momentum: float,
+    nesterov: bool,
+    config: SampledConfig | None,
+    generator: torch.Generator | None,
+    why: str,
+) -> SampledStabilityReport:
+    """The sampled route's report at lr, with the reason it ran."""
+    runner = SampledStability(
+        model, loss_fn, data, batch_size=batch_size, sampling=sampling, params=params,
+        momentum=momentum, nesterov=nesterov, config=config, generator=generator,
+    )  # fmt: skip
+    return dataclasses.replace(runner.report(lr), route_reason=why)
 
 
 def _residual_term(

@@ -8,6 +8,7 @@ convention of :mod:`dynstab.losses`). :class:`CurvatureProblem` holds this set-u
 are never modified.
 """
 
+from dynstab.curvature.batch_products import BatchCurvature, IndexedData
 from dynstab.curvature.dense import (
     dense_gauss_newton,
     dense_hessian,
@@ -29,12 +30,14 @@ from dynstab.curvature.preconditioned import (
 from dynstab.curvature.problem import CurvatureProblem, Progress
 
 __all__ = [
+    "BatchCurvature",
     # operators
     "CurvatureOperator",
     # set-up
     "CurvatureProblem",
     "GaussNewtonOperator",
     "HessianOperator",
+    "IndexedData",
     "ParameterSelection",
     "PreconditionedOperator",
     "PreconditionedSharpness",

@@ -1,0 +1,350 @@
+"""The sampled (matrix-free) SGD stability route against the exact Gram route.
+
+Coverage of the η* confidence intervals is tested as a binomial count: if the intervals have
+their nominal 95% coverage, the number of problems (out of N) whose interval contains the exact
+η* is Binomial(N, 0.95), and fewer than ``binom.ppf(1e-3, N, 0.95)`` hits happen with probability
+below 0.1%; every problem, seed and generator is fixed, so the test is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy.stats import binom
+
+import dynstab
+from dynstab.criteria import (
+    SampledConfig,
+    SampledStability,
+    SampledStabilityReport,
+    StabilityReport,
+    critical_lr,
+    stability,
+)
+from dynstab.curvature import (
+    BatchCurvature,
+    CurvatureProblem,
+    IndexedData,
+    dense_gauss_newton,
+    dense_hessian,
+)
+from dynstab.errors import DataError, MemoryBudgetError
+from dynstab.losses import half_mse
+from dynstab.measures import SharpnessConfig
+
+#: Nominal level of the intervals.
+LEVEL = 0.95
+#: False-alarm probability of the coverage tests.
+ALPHA = 1e-3
+
+
+def _problem(seed: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, int, str]:
+    """A small interpolating problem (H = G exactly): a linear model or a tanh MLP."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    n = int(torch.randint(8, 25, (1,), generator=g))
+    d = int(torch.randint(2, 5, (1,), generator=g))
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    X = X * (0.3 + 2 * torch.rand(n, 1, generator=g, dtype=torch.float64))  # uneven norms
+    torch.manual_seed(seed)  # the model's default init (the test's RNG, not the library's)
+    if seed % 2 == 0:
+        model: torch.nn.Module = torch.nn.Linear(d, 1, bias=False).double()
+    else:
+        model = torch.nn.Sequential(
+            torch.nn.Linear(d, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1)
+        ).double()
+    y = model(X).detach()
+    B = (1, 2, 4)[seed % 3]
+    scheme = ("with", "without")[(seed // 3) % 2]
+    return model, X, y, B, scheme
+
+
+def _coverage(num: int) -> tuple[int, list[float]]:
+    hits, widths = 0, []
+    for seed in range(num):
+        model, X, y, B, scheme = _problem(seed)
+        exact = critical_lr(model, (X, y), batch_size=B, sampling=scheme, method="exact")
+        s = SampledStability(
+            model,
+            half_mse,
+            (X, y),
+            batch_size=B,
+            sampling=scheme,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        est = s.eta_star()
+        assert est.bracketed
+        lo, hi = est.ci
+        assert lo <= est.eta_star <= hi
+        hits += lo <= exact.eta_star <= hi
+        widths.append(0.5 * (hi - lo) / exact.eta_star)
+    return hits, widths
+
+
+def _check_coverage(num: int) -> None:
+    hits, widths = _coverage(num)
+    least = int(binom.ppf(ALPHA, num, LEVEL))
+    assert hits >= least, f"{hits}/{num} intervals cover η*; nominal 95% needs >= {least}"
+    assert all(w > 0 for w in widths)  # an interval of zero width would be a false certainty
+
+
+def test_eta_star_intervals_cover_the_exact_eta_star_fast() -> None:
+    _check_coverage(5)
+
+
+def test_default_budget_interval_within_ten_percent_at_n_200() -> None:
+    # the issue's target: a 95% interval no wider than ±10% of η* on small problems (n ≈ 200)
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(200, 5, generator=g, dtype=torch.float64)
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    model = model.double()
+    y = model(X).detach()
+    exact = critical_lr(model, (X, y), batch_size=4, method="exact").eta_star
+    est = critical_lr(
+        model, (X, y), batch_size=4, method="sampled", generator=torch.Generator().manual_seed(0)
+    )
+    assert 0.5 * (est.ci[1] - est.ci[0]) <= 0.10 * exact
+    assert est.ci[0] <= exact <= est.ci[1]
+
+
+@pytest.mark.slow
+def test_eta_star_intervals_cover_the_exact_eta_star_at_the_nominal_rate() -> None:
+    _check_coverage(50)
+
+
+def test_sampled_momentum_eta_star_covers_the_exact_momentum_threshold() -> None:
+    hits, num = 0, 2
+    for seed in range(num):
+        model, X, y, B, scheme = _problem(2 * seed)  # linear models
+        for nesterov in (False, True):
+            exact = critical_lr(
+                model, (X, y), batch_size=B, sampling=scheme, momentum=0.5, nesterov=nesterov
+            )
+            est = critical_lr(
+                model,
+                (X, y),
+                batch_size=B,
+                sampling=scheme,
+                momentum=0.5,
+                nesterov=nesterov,
+                method="sampled",
+                generator=torch.Generator().manual_seed(seed),
+            )
+            assert est.momentum == 0.5
+            assert est.route_reason == "method='sampled' requested"
+            hits += est.ci[0] <= exact.eta_star <= est.ci[1]
+    assert hits >= int(binom.ppf(ALPHA, 2 * num, LEVEL))
+
+
+def _linear(n: int = 16, d: int = 3, seed: int = 0) -> tuple[torch.nn.Module, tuple]:
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(d, 1, bias=False).double()
+    return model, (X, model(X).detach())
+
+
+def test_report_fields_verdicts_and_scalable_bounds() -> None:
+    model, data = _linear()
+    X = data[0]
+    n = X.shape[0]
+    K = X @ X.T / n
+    exact = critical_lr(K, batch_size=2)
+    s = SampledStability(
+        model, half_mse, data, batch_size=2, generator=torch.Generator().manual_seed(0)
+    )
+    low, high = s.report(0.5 * exact.eta_star), s.report(1.6 * exact.eta_star)
+    assert low.verdict == "stable"
+    assert low.stable is True
+    assert low.growth_ci[1] < 1.0
+    assert high.verdict == "unstable"
+    assert high.growth_ci[0] > 1.0
+    # the growth above η* estimates ρ(Q) itself: compare with the exact value through its CI
+    rho = dynstab.criteria.StabilityProblem.from_gram(K)
+    exact_growth = rho.second_moment_growth(rho.sampling(2), 1.6 * exact.eta_star)
+    g = high.growth_estimate
+    assert abs(g.log_growth - math.log(exact_growth)) <= 5 * g.stderr
+    for rep in (low, high):
+        assert rep.eta_star_ci[0] <= rep.eta_star <= rep.eta_star_ci[1]
+        assert rep.num_products > 0
+        assert rep.wall_time > 0
+        assert rep.route == "sampled"
+        assert rep.verdict in ("stable", "unstable", "undecided at this budget")
+    lam, tr = float(torch.linalg.eigvalsh(K)[-1]), float(K.trace())
+    fro = float(torch.linalg.norm(K))
+    rows = {r.name: r for r in low.rows}
+    assert set(rows) == {"gd", "trace", "frobenius", "sgd_sampled"}
+    # certified λ_max: Ritz value ≤ λ_max ≤ Ritz value + error bound
+    lm = low.sharpness.lambda_max  # type: ignore[union-attr]
+    assert lm.value <= lam * (1 + 1e-12)
+    assert lam <= lm.value + lm.error_bound + 1e-12
+    assert low.eta_gd == pytest.approx(2.0 / lm.value)
+    # Hutchinson Tr H and ‖H‖_F with standard errors (a 5σ band)
+    assert rows["trace"].stderr is not None
+    assert abs(rows["trace"].value - tr) <= 5 * rows["trace"].stderr
+    assert abs(rows["frobenius"].value - fro) <= 5 * rows["frobenius"].stderr  # type: ignore[operator]
+    q = s.sampling.q
+    assert rows["trace"].eta_threshold == pytest.approx(2.0 / (q * rows["trace"].value))
+    assert rows["frobenius"].eta_threshold == pytest.approx(
+        2.0 / (math.sqrt(q) * rows["frobenius"].value)
+    )
+    # both bounds are necessary: η* ≤ each threshold (checked on the exact values here)
+    assert exact.eta_star <= 2.0 / (q * tr) * (1 + 1e-12)
+    text = low.table()
+    assert "sampled η*" in text
+    assert "Tr H ≤ 2C/(qη)" in text
+    d = low.to_dict()
+    assert d["verdict"] == "stable"
+
+
+def test_gd_growth_is_exact() -> None:
+    X = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    model = torch.nn.Linear(1, 1, bias=False).double()
+    s = SampledStability(
+        model, half_mse, (X, model(X).detach()), batch_size=None,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    for eta in (0.3, 0.6, 0.9):
+        assert s.growth(eta).growth == pytest.approx((1 - 2.5 * eta) ** 2, rel=1e-12)
+
+
+def test_auto_routing_takes_exact_when_it_fits_and_sampled_otherwise() -> None:
+    model, data = _linear()
+    rep = stability(model, half_mse, data, lr=0.1, batch_size=2, rank_one=False)
+    assert isinstance(rep, StabilityReport)
+    assert "an exact route fits the memory budget" in rep.route_reason
+    sampled = stability(
+        model, half_mse, data, lr=0.1, batch_size=2, method="sampled",
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert isinstance(sampled, SampledStabilityReport)
+    assert sampled.route_reason == "method='sampled' requested"
+    # both routes are over a 1 MB budget for n = 3000 samples and p = 1000 parameters
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(3000, 1000, generator=g, dtype=torch.float64)
+    big = torch.nn.Linear(1000, 1, bias=False).double()
+    y = big(X).detach()
+    tiny = SampledConfig(
+        replicas=2, particles=4, pilot_steps=3, burn_in=1, steps=2, max_rounds=0,
+        bounds=SharpnessConfig(method="lanczos").with_options(max_iters=3, num_probes=2),
+    )  # fmt: skip
+    with pytest.raises(MemoryBudgetError):
+        stability(big, half_mse, (X, y), lr=0.1, batch_size=2, method="exact", max_memory=1e6)
+    with pytest.raises(MemoryBudgetError):  # an explicitly requested exact route is kept
+        stability(big, half_mse, (X, y), lr=0.1, batch_size=2, route="gram", max_memory=1e6)
+    with pytest.warns(dynstab.ConvergenceWarning):
+        rep2 = stability(
+            big, half_mse, (X, y), lr=0.1, batch_size=2, max_memory=1e6, config=tiny,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+    assert isinstance(rep2, SampledStabilityReport)
+    assert rep2.route_reason.startswith("method='auto': no exact route fits the memory budget")
+    assert "route: sampled (method='auto'" in rep2.table()
+    with pytest.warns(dynstab.ConvergenceWarning):
+        est = critical_lr(
+            big, (X, y), batch_size=2, max_memory=1e6, config=tiny,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+    assert est.route_reason.startswith("method='auto': no exact route fits")
+
+
+def test_bad_input_is_refused_with_clear_messages() -> None:
+    model, data = _linear()
+    X, y = data
+    common = {"lr": 0.1, "batch_size": 2}
+    with pytest.raises(ValueError, match="unknown method 'bogus'; choose from"):
+        stability(model, half_mse, data, method="bogus", **common)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="method must be a str"):
+        stability(model, half_mse, data, method=3, **common)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\)"):
+        stability(model, half_mse, data, method="sampled", momentum=1.5, **common)
+    with pytest.raises(TypeError, match="config must be"):
+        stability(model, half_mse, data, method="sampled", config={"replicas": 2}, **common)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="reshuffle"):
+        stability(
+            model, half_mse, data, method="sampled", lr=0.1, batch_size=2, sampling="reshuffle"
+        )
+    with pytest.raises(TypeError, match="random access"):
+        stability(model, half_mse, [(X[:8], y[:8]), (X[8:], y[8:])], method="sampled", **common)
+    with pytest.raises(ValueError, match="lr must be"):
+        stability(model, half_mse, data, method="sampled", lr=-1.0, batch_size=2)
+    with pytest.raises(ValueError, match="needs a model"):
+        critical_lr(X @ X.T, batch_size=1, method="sampled")
+    with pytest.raises(ValueError, match="batch_size must be <= n"):
+        SampledStability(model, half_mse, data, batch_size=99, sampling="without")
+    with pytest.raises(ValueError, match="replicas must be >= 2"):
+        SampledConfig(replicas=1)
+    with pytest.raises(ValueError, match="confidence"):
+        SampledConfig(confidence=1.0)
+    with pytest.raises(DataError, match="first \\(sample\\) axis"):
+        SampledStability(model, half_mse, (X, y[:3]), batch_size=1)
+
+
+def test_model_state_is_left_unchanged() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Tanh(), torch.nn.Linear(4, 1)
+    ).double()
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    model.train()
+    model(X)  # fill the running statistics
+    model.eval()
+    y = model(X).detach()
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    params = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    rep = stability(
+        model, half_mse, (X, y), lr=0.05, batch_size=2, method="sampled",
+        config=SampledConfig(pilot_steps=20, burn_in=5, steps=4, max_rounds=0),
+        generator=torch.Generator().manual_seed(1),
+    )  # fmt: skip
+    assert isinstance(rep, SampledStabilityReport)
+    assert not model.training
+    assert torch.equal(torch.get_rng_state(), rng)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, params[k]), k
+    for p in model.parameters():
+        assert p.grad is not None
+        assert torch.equal(p.grad, torch.full_like(p, 7.0))
+    # the same generator seed gives the same numbers
+    again = stability(
+        model, half_mse, (X, y), lr=0.05, batch_size=2, method="sampled",
+        config=SampledConfig(pilot_steps=20, burn_in=5, steps=4, max_rounds=0),
+        generator=torch.Generator().manual_seed(1),
+    )  # fmt: skip
+    assert again.eta_star == rep.eta_star
+    assert again.growth == rep.growth
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "gauss_newton"])
+@pytest.mark.parametrize("engine", ["vmap", "loop"])
+def test_batch_curvature_products_equal_dense_per_batch_matrices(
+    curvature: str, engine: str
+) -> None:
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)
+    ).double()
+    y = torch.randn(9, 2, generator=g, dtype=torch.float64)  # not interpolating: H ≠ G
+    bc = BatchCurvature(
+        CurvatureProblem(model, half_mse, (X, y)), IndexedData((X, y)),
+        curvature=curvature, engine=engine,
+    )  # fmt: skip
+    idx = torch.tensor([[0, 0, 5], [8, 2, 3], [1, 7, 7]])  # duplicates count twice
+    p = bc.p
+    V = torch.randn(3, 2, p, generator=g, dtype=torch.float64)
+    Y = bc.apply(idx, V)
+    dense = dense_hessian if curvature == "hessian" else dense_gauss_newton
+    for k in range(3):
+        A = dense(model, half_mse, (X[idx[k]], y[idx[k]]))
+        torch.testing.assert_close(Y[k], V[k] @ A.T, rtol=1e-10, atol=1e-12)
+    assert bc.num_products == 6
+    assert bc.num_batches == 3
+    full = dense(model, half_mse, (X, y))
+    torch.testing.assert_close(bc.apply_full(V)[0], V[0] @ full.T, rtol=1e-10, atol=1e-12)
