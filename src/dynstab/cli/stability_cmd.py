@@ -86,7 +86,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, required=True, help="batch size B")
     p.add_argument("--sampling", choices=SAMPLING_SCHEMES, default="with", help="replacement")
     p.add_argument("--outputs", type=int, default=None, help="outputs C (with --gram; default 1)")
-    p.add_argument("--method", choices=("auto", "dense", "matrix_free"), default="auto")
+    p.add_argument(
+        "--method",
+        choices=("auto", "exact", "sampled", "dense", "matrix_free"),
+        default="auto",
+        help="exact (dense or matrix_free η* solver), sampled (simulated linearised SGD with "
+        "confidence intervals, any n; --spec models), or auto: exact when it fits --max-memory",
+    )
+    p.add_argument(
+        "--momentum", type=float, default=0.0, help="heavy-ball momentum β of SGD (default 0)"
+    )
+    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (with --momentum)")
     p.add_argument(
         "--max-dense",
         type=int,
@@ -149,7 +159,7 @@ def _method(args: argparse.Namespace, n_rows: int) -> str:
         return str(args.method)
     if args.max_dense < 1:
         raise CommandError(f"--max-dense must be >= 1; got {args.max_dense}.")
-    if args.method != "auto":
+    if args.method not in ("auto", "exact"):
         raise CommandError(
             f"--max-dense chooses between the dense and matrix-free solvers; drop it or "
             f"--method {args.method}."
@@ -168,6 +178,10 @@ def _check_usage(args: argparse.Namespace) -> None:
     check_lr(args.lr)
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be >= 1; got {args.batch_size}.")
+    if not 0.0 <= args.momentum < 1.0:
+        raise CommandError(f"--momentum must be in [0, 1); got {args.momentum}.")
+    if args.nesterov and args.momentum == 0.0:
+        raise CommandError("--nesterov needs a momentum: add --momentum BETA (0 < BETA < 1).")
     if args.gram is not None:
         for flag, value in (("--checkpoint", args.checkpoint), ("--dtype", args.dtype)):
             if value is not None:
@@ -179,6 +193,11 @@ def _check_usage(args: argparse.Namespace) -> None:
             raise CommandError(
                 "--route parameter works on JᵀJ/n and needs the per-sample Jacobians, which a "
                 "Gram matrix file does not have; use --route gram (or auto), or pass --spec."
+            )
+        if args.method == "sampled":
+            raise CommandError(
+                "--method sampled simulates SGD with per-batch curvature products of a model; "
+                "a Gram matrix file has none. Use --method exact (or auto), or pass --spec."
             )
     elif args.residuals is not None or args.outputs is not None:
         raise CommandError(
@@ -195,6 +214,7 @@ def _report(args: argparse.Namespace) -> StabilityReport | SampledStabilityRepor
         res = None if args.residuals is None else _load_tensor(args.residuals, "--residuals")
         outputs = 1 if args.outputs is None else args.outputs
         method = _method(args, int(K.shape[0]) if K.ndim == 2 else 0)
+        method = "auto" if method == "exact" else method  # K: every route is exact
         prob = StabilityProblem.from_gram(
             K,
             outputs,
@@ -202,7 +222,15 @@ def _report(args: argparse.Namespace) -> StabilityReport | SampledStabilityRepor
             max_memory=args.max_memory,
         )
         sampling = prob.sampling(args.batch_size, args.sampling)
-        return prob.check(args.lr, sampling, method=method, rank_one=args.rank_one, generator=gen)
+        return prob.check(
+            args.lr,
+            sampling,
+            method=method,
+            rank_one=args.rank_one,
+            generator=gen,
+            momentum=args.momentum,
+            nesterov=args.nesterov,
+        )
     model, loss_fn, data, _source = load_model_source(args)
     return stability(
         model,
@@ -216,6 +244,8 @@ def _report(args: argparse.Namespace) -> StabilityReport | SampledStabilityRepor
         max_memory=args.max_memory,
         rank_one=args.rank_one,
         generator=gen,
+        momentum=args.momentum,
+        nesterov=args.nesterov,
     )
 
 
