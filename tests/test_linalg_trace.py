@@ -303,3 +303,22 @@ def test_deflation_beats_hutchinson_on_a_decaying_spectrum():
         rmse[e] = math.sqrt(sum(x * x for x in err) / len(err))
     assert rmse["hutchpp"] < 0.8 * rmse["hutchinson"]
     assert rmse["xtrace"] < 0.8 * rmse["hutchpp"]
+
+
+def test_unknown_keyword_refused():
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        hutchinson_trace(torch.eye(3), 4, probes=3)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rademacher_probes_follow_the_randint_stream(dtype):
+    # the probes are drawn straight into the block; the stream must stay that of one
+    # torch.randint(0, 2, (p,)) per probe, so seeded results do not change across versions
+    A = torch.diag(torch.arange(1.0, 8.0, dtype=dtype))
+    g = torch.Generator().manual_seed(3)
+    ref = [2.0 * torch.randint(0, 2, (7,), generator=g).to(torch.float64) - 1.0 for _ in range(5)]
+    want = [float((v * torch.arange(1.0, 8.0, dtype=torch.float64) * v).sum()) for v in ref]
+    fro = [float(((torch.arange(1.0, 8.0, dtype=torch.float64) * v) ** 2).sum()) for v in ref]
+    tr, fr = hutchinson_trace_and_frobenius(A, 5, generator=torch.Generator().manual_seed(3))
+    assert tr.estimate == pytest.approx(sum(want) / 5, rel=1e-6)
+    assert fr.estimate == pytest.approx(sum(fro) / 5, rel=1e-6)
