@@ -64,8 +64,18 @@ def benches(threads: int) -> list[Bench]:
         Bench("compare_trace", "compare_trace.py", (), ("--quick",), True, 600, "H"),
         Bench("hvp_cost", "hvp_cost.py", (), ("--quick",), True, 300, "H"),
         Bench("lambda_max_mlp", "lambda_max_mlp.py", t, (*t, "--n", "200"), False, 600, "A"),
-        Bench("eta_star_scaling", "eta_star_scaling.py", (*t, "--with-5000"), t, False, 600, "B"),
+        # the η* goals of issue 16 are stated on 2 cores
+        Bench(
+            "eta_star_scaling",
+            "eta_star_scaling.py",
+            ("--threads", "2", "--with-5000"),
+            ("--threads", "2"),
+            False,
+            1200,
+            "B",
+        ),
         Bench("batched_trainer", "batched_trainer.py", t, (*t, "--steps", "200"), False, 600, "D"),
+        Bench("krylov_overhead", "krylov_overhead.py", (), ("--quick",), True, 2400, "S"),
     ]
 
 

@@ -376,28 +376,36 @@ def combine_rows(B: Tensor, S: Tensor, dtype: torch.dtype) -> Tensor:
     return out
 
 
+def tridiagonal_eigh(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigen-decomposition of the symmetric tridiagonal matrix with diagonal ``alpha``.
+
+    ``beta[j]`` couples ``j`` and ``j + 1`` (entries beyond ``len(alpha) − 1`` are ignored).
+    """
+    T = torch.diag(alpha)
+    if alpha.numel() > 1:
+        off = beta[: alpha.numel() - 1]
+        T = T + torch.diag(off, 1) + torch.diag(off, -1)
+    return torch.linalg.eigh(T)
+
+
 def plain_lanczos(
     A: LinearOperator,
     Q0: Tensor,
     num_steps: int,
     *,
     basis_dtype: torch.dtype | None = None,
-    should_stop: Callable[[Tensor, Tensor, float], bool] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """Independent plain Lanczos runs (full reorthogonalisation) from the columns of ``Q0``.
 
     Every step applies ``A`` to the current vector of all ``s`` runs at once (one block
     product) and orthogonalises each against its own basis (batched Gram–Schmidt). A run stops
-    at its invariant subspace (its later coefficients are zero). Used by SLQ (one run per probe)
-    and by the single-vector compatibility helper.
+    at its invariant subspace (its later coefficients are zero). Used by SLQ (one run per probe).
 
     Args:
         A: Symmetric operator of shape ``(p, p)``.
         Q0: Start vectors ``(p, s)`` (normalised here).
         num_steps: Lanczos steps per run, >= 1 (capped at ``p``).
         basis_dtype: Basis dtype; ``None``: :func:`work_dtype`.
-        should_stop: Single-run hook ``f(theta, S, beta) -> bool`` called after every step with
-            the eigen-decomposition of the current tridiagonal (``s = 1`` only).
 
     Returns:
         ``(alpha (s, m), beta (s, m), basis (s, m, p), lengths (s,), num_matvecs)``;
@@ -431,14 +439,6 @@ def plain_lanczos(
         alive = alive & ~broke
         beta[:, j] = torch.where(alive, b, torch.zeros(()))
         m = j + 1
-        if should_stop is not None and s == 1:
-            T = torch.diag(alpha[0, :m])
-            if m > 1:
-                off = beta[0, : m - 1]
-                T = T + torch.diag(off, 1) + torch.diag(off, -1)
-            theta, S = torch.linalg.eigh(T)
-            if should_stop(theta, S, float(beta[0, j])):
-                break
         if not bool(alive.any()):
             break
         denom = torch.where(alive, b, torch.ones(())).to(dtype=bdt, device=A.device)
