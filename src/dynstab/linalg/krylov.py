@@ -1260,6 +1260,11 @@ class KrylovEngine:
                     break
                 continue
             if self._hopeless(ans):
+                if self.num_matvecs + self.locked.l > self.cfg.max_iters:
+                    # no budget for one block step of the refined start: stop with what the
+                    # locked vectors and the segment give (a refine would leave nothing)
+                    reason = "budget"
+                    break
                 self._refine()
                 continue
             if self._maybe_lock(ans, full=False):
