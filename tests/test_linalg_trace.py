@@ -322,3 +322,21 @@ def test_rademacher_probes_follow_the_randint_stream(dtype):
     tr, fr = hutchinson_trace_and_frobenius(A, 5, generator=torch.Generator().manual_seed(3))
     assert tr.estimate == pytest.approx(sum(want) / 5, rel=1e-6)
     assert fr.estimate == pytest.approx(sum(fro) / 5, rel=1e-6)
+
+
+def test_operator_block_size_caps_the_probe_block():
+    # an operator that splits blocks into vectorised passes of `block_size` columns (dynstab's
+    # curvature operators) gets probe blocks no wider than that; the estimate is unchanged
+    A = _sym(p=100)
+    plain = _BlockRecorder(A)
+    capped = _BlockRecorder(A)
+    capped.block_size = 4  # type: ignore[attr-defined]
+    a = hutchinson_trace(plain, 10, generator=torch.Generator().manual_seed(0))
+    b = hutchinson_trace(capped, 10, generator=torch.Generator().manual_seed(0))
+    assert plain.widths == [10]
+    assert capped.widths == [4, 4, 2]
+    assert a.estimate == pytest.approx(b.estimate, rel=1e-14)
+    explicit = _BlockRecorder(A)
+    explicit.block_size = 4  # type: ignore[attr-defined]
+    hutchinson_trace(explicit, 10, block_size=10, generator=torch.Generator().manual_seed(0))
+    assert explicit.widths == [10]  # an explicit block_size wins

@@ -135,13 +135,23 @@ class TraceConfig:
 
 
 def _block_size(A: LinearOperator, block_size: int | None, max_memory: int) -> int:
-    """Probes per block: ``block_size`` or what ``max_memory`` allows (1..64)."""
+    """Probes per block: ``block_size``, or what ``max_memory`` allows (1..64).
+
+    Without an explicit ``block_size``, an operator that exposes an integer ``block_size``
+    attribute (dynstab's curvature operators: the columns one vectorised backward pass takes)
+    caps the block: larger probe blocks would only be split again and their results
+    interleaved, which costs strided copies and memory without saving a pass.
+    """
     if block_size is not None:
         return check_int("block_size", block_size, minimum=1)
     check_int("max_memory", max_memory, minimum=1)
     itemsize = torch.finfo(A.dtype).bits // 8
     per_column = A.shape[0] * (2 * itemsize + 16)  # V and AV, plus float64 reductions
-    return max(1, min(64, max_memory // max(per_column, 1)))
+    block = max(1, min(64, max_memory // max(per_column, 1)))
+    hint = getattr(A, "block_size", None)
+    if isinstance(hint, int) and not isinstance(hint, bool) and hint >= 1:
+        block = min(block, hint)
+    return block
 
 
 def _setup(
