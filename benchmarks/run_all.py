@@ -177,12 +177,23 @@ def _status_note(e: dict[str, Any] | None) -> str | None:
     return None
 
 
+def _result(e: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The JSON result of a benchmark that ran to completion, else ``None``."""
+    if e is None or _status_note(e) or "result" not in e:
+        return None
+    return e["result"]
+
+
+def _missing(e: dict[str, Any] | None) -> str:
+    """Why a section has no result (status note, or no result file)."""
+    return (_status_note(e) or "_no result file._") + "\n"
+
+
 def render_lambda(e: dict[str, Any] | None, targets: list[dict[str, Any]]) -> str:
     parts = ["## 1. λmax: dynstab Lanczos vs PyHessian vs scipy eigsh\n"]
-    note = _status_note(e)
-    if note or e is None or "result" not in e:
-        return "\n".join([*parts, note or "_no result file._", ""])
-    res = e["result"]
+    res = _result(e)
+    if res is None:
+        return "\n".join([*parts, _missing(e)])
     cfg = res["config"]
     parts.append(
         "Same process, model, data and loss (½·MSE written by hand for PyHessian; "
@@ -405,10 +416,9 @@ def _ph_row(
 
 def render_trace(e: dict[str, Any] | None, targets: list[dict[str, Any]]) -> str:
     parts = ["## 2. Trace and ‖H‖F: error vs HVP budget\n"]
-    note = _status_note(e)
-    if note or e is None or "result" not in e:
-        return "\n".join([*parts, note or "_no result file._", ""])
-    res = e["result"]
+    res = _result(e)
+    if res is None:
+        return "\n".join([*parts, _missing(e)])
     cfg = res["config"]
     parts.append(
         "Each cell: RMS relative error over "
@@ -518,10 +528,9 @@ def render_trace(e: dict[str, Any] | None, targets: list[dict[str, Any]]) -> str
 
 def render_hvp(e: dict[str, Any] | None, targets: list[dict[str, Any]]) -> str:
     parts = ["## 3. HVP cost in gradient-equivalents\n"]
-    note = _status_note(e)
-    if note or e is None or "result" not in e:
-        return "\n".join([*parts, note or "_no result file._", ""])
-    res = e["result"]
+    res = _result(e)
+    if res is None:
+        return "\n".join([*parts, _missing(e)])
     parts.append(
         "Median over repeats after 2 warm-up calls; one gradient = forward + backward of the "
         "full-batch ½·MSE loss. Per-column rows divide the time of one 16-column block product "
@@ -563,10 +572,9 @@ def render_hvp(e: dict[str, Any] | None, targets: list[dict[str, Any]]) -> str:
 def render_krylov(e: dict[str, Any] | None, targets: list[dict[str, Any]]) -> str:
     """Issue 16: Lanczos and Hutchinson time against their HVP floor, growth in p."""
     parts = ["## 7. Krylov and Hutchinson overhead over the HVP floor (issue 16)\n"]
-    note = _status_note(e)
-    if note or e is None or "result" not in e:
-        return "\n".join([*parts, note or "_no result file._", ""])
-    res = e["result"]
+    res = _result(e)
+    if res is None:
+        return "\n".join([*parts, _missing(e)])
     n = res["config"]["n"]
     parts.append(
         f"`benchmarks/krylov_overhead.py`: MLP 784-w-w-10 (tanh), n = {n}, float32, "
