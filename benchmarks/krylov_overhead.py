@@ -1,20 +1,30 @@
-"""Overhead of dynstab's Krylov engine over its HVP floor, MLP 784-w-w-10 on n=1000 (float32).
+"""Krylov and Hutchinson overhead over the HVP floor, MLP 784-w-w-10 on n=1000 (float32).
 
-For each width, in one process (ratios, not absolute seconds, are what this measures):
+For each width, in one process (ratios, not absolute seconds, are what this measures; every
+number of one width comes from the same process minutes apart):
 
 * ``floor``: one gradient with graph (``HessianOperator`` construction: forward +
   ``create_graph`` backward) plus the HVPs the run used, timed *inside the run* by wrapping the
   operator (so machine-load drift affects numerator and denominator alike);
 * ``ratio``: wall time of ``HessianOperator(...)`` + ``lanczos_top_eigenpairs(..., tol)``
-  divided by that floor; the rest is Krylov overhead (orthogonalisation, Ritz problems,
-  certificate);
-* ``first``: the first iterate whose largest Ritz value is within ``tol`` (relative) of the
-  reference value (a separate long run), from the certified run's progress callback;
+  divided by that floor; the rest (``overhead``) is Krylov work: orthogonalisation, Ritz
+  problems, certificate;
+* ``sharpness ratio``: the user-facing ``sharpness(model, half_mse, data, "lambda_max",
+  method="lanczos")`` against one gradient plus its HVP count × the per-HVP time of the run
+  above;
+* ``first``: the first iterate whose largest Ritz value stays within ``tol`` (relative) of the
+  reference value (a separate run at 1e-8), read from the certified run's public ``callback``;
 * at ``tol = 1e-3``: the certified Lanczos time against power iteration (PyHessian's
   algorithm) stopped by an oracle at its first iterate within 1e-3 of the reference, i.e. the
-  best any stopping rule of power iteration could do (gradient + its HVPs, timed).
+  best any stopping rule of power iteration could do (gradient + its HVPs, timed);
+* Hutchinson (``--hutch-widths``): ``hutchinson_trace_and_frobenius`` with ``m`` Rademacher
+  probes against a plain Python loop of ``m`` cached-graph HVPs ``v·(H v)`` on the same
+  operator (same probes), best of two interleaved repeats each.
 
-Run: ``.venv/bin/python benchmarks/krylov_overhead.py [--widths 128 256 512 1024 2048]``.
+Growth exponents: least-squares slopes of log(seconds) against log(p) over the widths.
+
+Run: ``.venv/bin/python benchmarks/krylov_overhead.py [--widths 128 256 512 1024 2048]
+[--out results.json]``.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import common  # first: fixes the thread counts before torch is imported
 # isort: on
 import argparse
 import json
+import math
 import time
 import warnings
 from typing import Any
@@ -34,8 +45,14 @@ from torch import Tensor
 
 from dynstab.curvature import HessianOperator
 from dynstab.errors import ConvergenceWarning
-from dynstab.linalg import LanczosConfig, LanczosProgress, LinearOperator, lanczos_top_eigenpairs
+from dynstab.linalg import (
+    LanczosProgress,
+    LinearOperator,
+    hutchinson_trace_and_frobenius,
+    lanczos_top_eigenpairs,
+)
 from dynstab.losses import half_mse
+from dynstab.measures import sharpness
 
 
 class _Timed(LinearOperator):
@@ -53,9 +70,7 @@ class _Timed(LinearOperator):
         return out
 
 
-def lanczos_run(
-    prob: common.Problem, tol: float, seed: int, basis_dtype: torch.dtype | None = None
-) -> dict[str, Any]:
+def lanczos_run(prob: common.Problem, tol: float, seed: int) -> dict[str, Any]:
     values: list[float] = []
 
     def record(r: LanczosProgress) -> None:
@@ -75,22 +90,41 @@ def lanczos_run(
             generator=torch.Generator().manual_seed(seed),
             return_vectors=False,
             callback=record,
-            config=LanczosConfig(basis_dtype=basis_dtype),
         )
     total = time.perf_counter() - t0
     floor = build + op.seconds
     return {
         "value": float(res.values[0]),
-        "error_bound": float(res.error_bounds[0]),
+        "error_bound": float(res.error_bounds[0]) if res.error_bounds is not None else math.inf,
         "converged": res.converged,
         "hvps": res.num_matvecs,
         "seconds": total,
         "build_seconds": build,
         "hvp_seconds": op.seconds,
         "floor_seconds": floor,
+        "overhead_seconds": total - floor,
         "ratio": total / floor,
         "trajectory": values,
     }
+
+
+def sharpness_run(prob: common.Problem, seed: int, per_hvp: float, build: float) -> dict:
+    """The user-facing call, against one gradient + its HVPs at the per-HVP time measured."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t0 = time.perf_counter()
+        rep = sharpness(
+            prob.model,
+            half_mse,
+            (prob.X, prob.y),
+            "lambda_max",
+            method="lanczos",
+            generator=torch.Generator().manual_seed(seed),
+        )
+        total = time.perf_counter() - t0
+    m = rep.measures()["lambda_max"]
+    floor = build + m.num_matvecs * per_hvp
+    return {"hvps": m.num_matvecs, "seconds": total, "floor_seconds": floor, "ratio": total / floor}
 
 
 def first_within(traj: list[float], ref: float, tol: float) -> int:
@@ -118,64 +152,167 @@ def power_oracle(prob: common.Problem, ref: float, tol: float, seed: int, cap: i
     return {"hvps": cap, "seconds": time.perf_counter() - t0, "reached": False}
 
 
-def measure(width: int, seed: int, power_cap: int) -> dict[str, Any]:
-    prob = common.mlp_problem(1000, (784, width, width, 10))
-    # reference: a long run to the float32 round-off floor (products recomputed afresh)
-    ref = lanczos_run(prob, 1e-9, seed + 100)["value"]
+def hutchinson_vs_loop(prob: common.Problem, probes: int, seed: int) -> dict[str, Any]:
+    """dynstab's Hutchinson (blocks, trace + Frobenius) vs a plain loop of cached-graph HVPs."""
+    H = HessianOperator(prob.model, half_mse, (prob.X, prob.y))
+    p = H.shape[0]
+
+    def loop() -> float:
+        g = torch.Generator().manual_seed(seed)
+        acc = 0.0
+        for _ in range(probes):
+            v = (2 * torch.randint(0, 2, (p,), generator=g) - 1).to(H.dtype)
+            acc += float(v @ (H @ v))
+        return acc / probes
+
+    def dynstab_hutch() -> float:
+        g = torch.Generator().manual_seed(seed)
+        return hutchinson_trace_and_frobenius(H, probes, generator=g)[0].estimate
+
+    times: dict[str, list[float]] = {"loop": [], "dynstab": []}
+    values: dict[str, float] = {}
+    for _ in range(2):
+        for name, fn in (("loop", loop), ("dynstab", dynstab_hutch)):
+            t0 = time.perf_counter()
+            values[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return {
+        "probes": probes,
+        "loop_seconds": times["loop"],
+        "dynstab_seconds": times["dynstab"],
+        "ratio": min(times["dynstab"]) / min(times["loop"]),
+        "same_estimate_rel_diff": abs(values["dynstab"] - values["loop"]) / abs(values["loop"]),
+    }
+
+
+def measure(
+    width: int, n: int, seed: int, power_cap: int, hutch: int, only_ratio: bool = False
+) -> dict[str, Any]:
+    prob = common.mlp_problem(n, (784, width, width, 10))
+    if only_ratio:  # large widths on a loaded machine: the 1e-6 ratio only
+        run = lanczos_run(prob, 1e-6, seed)
+        run["first_within_tol"] = first_within(run.pop("trajectory"), run["value"], 1e-6)
+        run["relative_error"] = float("nan")
+        return {"width": width, "p": prob.num_params, "only_ratio": True, "lanczos_1e-06": run}
+    ref = lanczos_run(prob, 1e-8, seed + 100)["value"]
     out: dict[str, Any] = {"width": width, "p": prob.num_params, "reference": ref}
     for tol in (1e-6, 1e-3):
         run = lanczos_run(prob, tol, seed)
         run["first_within_tol"] = first_within(run.pop("trajectory"), ref, tol)
         run["relative_error"] = abs(run["value"] - ref) / abs(ref)
         out[f"lanczos_{tol:g}"] = run
-    f32 = lanczos_run(prob, 1e-6, seed, basis_dtype=torch.float32)
-    f32["first_within_tol"] = first_within(f32.pop("trajectory"), ref, 1e-6)
-    f32["relative_error"] = abs(f32["value"] - ref) / abs(ref)
-    out["lanczos_1e-06_float32_basis"] = f32
+    base = out["lanczos_1e-06"]
+    out["sharpness"] = sharpness_run(
+        prob, seed, base["hvp_seconds"] / base["hvps"], base["build_seconds"]
+    )
     out["power_oracle_1e-3"] = power_oracle(prob, ref, 1e-3, seed, power_cap)
+    if hutch:
+        out["hutchinson"] = hutchinson_vs_loop(prob, hutch, seed)
     return out
+
+
+def slope(xs: list[float], ys: list[float]) -> float | None:
+    """Least-squares slope of log y against log x (None with fewer than two points)."""
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x > 0 and y > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(a for a, _ in pts) / len(pts)
+    my = sum(b for _, b in pts) / len(pts)
+    den = sum((a - mx) ** 2 for a, _ in pts)
+    return sum((a - mx) * (b - my) for a, b in pts) / den if den > 0 else None
+
+
+def exponents(all_rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    ps_all = [float(r["p"]) for r in all_rows]
+    lz = [r["lanczos_1e-06"] for r in all_rows]
+    rows = [r for r in all_rows if not r.get("only_ratio")]
+    ps = [float(r["p"]) for r in rows]
+    return {
+        "lanczos_1e-6_total": slope(ps_all, [x["seconds"] for x in lz]),
+        "lanczos_1e-6_hvp_floor": slope(ps_all, [x["floor_seconds"] for x in lz]),
+        "lanczos_1e-6_overhead": slope(ps_all, [max(x["overhead_seconds"], 1e-9) for x in lz]),
+        "lanczos_1e-6_per_hvp": slope(ps_all, [x["hvp_seconds"] / x["hvps"] for x in lz]),
+        "power_oracle_1e-3_total": slope(ps, [r["power_oracle_1e-3"]["seconds"] for r in rows]),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
+    ap.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512, 1024])
+    ap.add_argument(
+        "--ratio-widths",
+        type=int,
+        nargs="*",
+        default=[2048],
+        help="widths measured by the 1e-6 Lanczos run alone (ratio and split)",
+    )
+    ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--power-cap", type=int, default=400)
+    ap.add_argument("--power-cap", type=int, default=200)
+    ap.add_argument("--hutch-probes", type=int, default=40)
+    ap.add_argument("--hutch-widths", type=int, nargs="*", default=[128, 512])
+    ap.add_argument("--quick", action="store_true", help="widths 128 256, n=300")
     ap.add_argument("--out", default=None, help="JSON file for the results")
     args = ap.parse_args()
+    if args.quick:
+        args.widths, args.n, args.hutch_widths, args.ratio_widths = [128, 256], 300, [128], []
     rows = []
     print(
         f"{'width':>6} {'p':>9} | {'tol':>5} {'HVPs':>4} {'first':>5} {'ratio':>6} "
-        f"{'rel.err':>8} {'bound':>8} | {'power HVPs':>10} {'LZ/power time':>13}",
+        f"{'HVP s':>7} {'grad s':>6} {'over s':>6} {'rel.err':>8} {'bound':>8} | "
+        f"{'power HVPs':>10} {'LZ/power':>8}",
         flush=True,
     )
-    for w in args.widths:
-        r = measure(w, args.seed, args.power_cap)
+    for w in [*args.widths, *args.ratio_widths]:
+        hutch = args.hutch_probes if w in args.hutch_widths else 0
+        r = measure(w, args.n, args.seed, args.power_cap, hutch, w not in args.widths)
         rows.append(r)
+        if r.get("only_ratio"):
+            lz = r["lanczos_1e-06"]
+            print(
+                f"{w:>6d} {r['p']:>9d} | {1e-6:>5.0e} {lz['hvps']:>4d} "
+                f"{lz['first_within_tol']:>5d} {lz['ratio']:>6.3f} {lz['hvp_seconds']:>7.2f} "
+                f"{lz['build_seconds']:>6.2f} {lz['overhead_seconds']:>6.2f} "
+                f"{'(own value)':>8} {lz['error_bound'] / abs(lz['value']):>8.1e} |",
+                flush=True,
+            )
+            continue
         pw = r["power_oracle_1e-3"]
         for tol in (1e-6, 1e-3):
             lz = r[f"lanczos_{tol:g}"]
             extra = (
                 f"{pw['hvps']:>10d}{'' if pw['reached'] else '+'} "
-                f"{lz['seconds'] / pw['seconds']:>13.2f}"
+                f"{lz['seconds'] / pw['seconds']:>8.2f}"
                 if tol == 1e-3
                 else ""
             )
             print(
                 f"{w:>6d} {r['p']:>9d} | {tol:>5.0e} {lz['hvps']:>4d} {lz['first_within_tol']:>5d} "
-                f"{lz['ratio']:>6.3f} {lz['relative_error']:>8.1e} "
+                f"{lz['ratio']:>6.3f} {lz['hvp_seconds']:>7.2f} {lz['build_seconds']:>6.2f} "
+                f"{lz['overhead_seconds']:>6.2f} {lz['relative_error']:>8.1e} "
                 f"{lz['error_bound'] / abs(lz['value']):>8.1e} | {extra}",
                 flush=True,
             )
-        lz = r["lanczos_1e-06_float32_basis"]
-        print(
-            f"{'':>6} {'f32 basis':>9} | {1e-6:>5.0e} {lz['hvps']:>4d} "
-            f"{lz['first_within_tol']:>5d} "
-            f"{lz['ratio']:>6.3f} {lz['relative_error']:>8.1e} "
-            f"{lz['error_bound'] / abs(lz['value']):>8.1e} | converged={lz['converged']}",
-            flush=True,
-        )
-    record = {"machine": common.machine_info(), "threads": common.THREADS, "results": rows}
+        sh = r["sharpness"]
+        print(f"{'':>6} sharpness(lambda_max, lanczos): {sh['hvps']} HVPs, ratio {sh['ratio']:.3f}")
+        if "hutchinson" in r:
+            h = r["hutchinson"]
+            print(
+                f"{'':>6} Hutchinson {h['probes']} probes / plain HVP loop: {h['ratio']:.3f} "
+                f"(estimates differ by {h['same_estimate_rel_diff']:.1e})",
+                flush=True,
+            )
+    exps = exponents(rows)
+    print(
+        "growth exponents in p:", {k: None if v is None else round(v, 3) for k, v in exps.items()}
+    )
+    record = {
+        "machine": common.machine_info(),
+        "threads": common.THREADS,
+        "config": {"n": args.n, "widths": args.widths, "seed": args.seed},
+        "results": rows,
+        "exponents": exps,
+    }
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(record, fh, indent=1)

@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 from dynstab.curvature import HessianOperator
-from dynstab.linalg import lanczos_top_eigenpairs
-from dynstab.linalg.lanczos import _lanczos_run, _start_vector
+from dynstab.linalg import LanczosProgress, lanczos_top_eigenpairs
 from dynstab.losses import half_mse
 
 
@@ -51,15 +50,27 @@ def gradient_start(H: HessianOperator, seed: int, mix: float = 1e-2) -> torch.Te
 
 
 def ritz_history(H: HessianOperator, v0: torch.Tensor | None, seed: int, m: int) -> list[float]:
-    """Largest Ritz value after each of ``m`` Lanczos steps from the benchmark's start vector."""
-    q0 = _start_vector(H, v0, torch.Generator().manual_seed(seed))
+    """Largest Ritz value after each of ``m`` Lanczos steps from the benchmark's start vector.
+
+    Recorded through the engine's public ``callback=`` (tol so small that it never stops on
+    its certificate; a float32 run may stop early at its round-off floor).
+    """
     history: list[float] = []
 
-    def record(theta: torch.Tensor, _S: torch.Tensor, _b: float) -> bool:
-        history.append(float(theta.max()))
-        return False
+    def record(progress: LanczosProgress) -> None:
+        if progress.values.numel():
+            history.append(float(progress.values[0]))
 
-    _lanczos_run(H, q0, m, record)
+    lanczos_top_eigenpairs(
+        H,
+        1,
+        tol=1e-15,
+        max_iters=m,
+        v0=v0,
+        generator=torch.Generator().manual_seed(seed),
+        return_vectors=False,
+        callback=record,
+    )
     return history
 
 

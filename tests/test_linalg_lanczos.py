@@ -17,6 +17,7 @@ from dynstab.linalg import (
     lanczos_top_eigenpairs,
     power_iteration,
 )
+from dynstab.linalg.krylov import KrylovEngine
 from dynstab.losses import half_mse
 from helpers import assert_close
 
@@ -498,3 +499,45 @@ def test_power_iteration_bad_arguments():
         power_iteration(torch.eye(2), max_iters=0)
     with pytest.raises(ValueError, match="failure_probability"):
         power_iteration(torch.eye(2), failure_probability=1.5)
+
+
+def _warm_started_mlp_hessian() -> tuple[HessianOperator, torch.Tensor]:
+    """Float32 Hessian of a 784-64-64-10 tanh MLP and a gradient-plus-noise start vector."""
+    g = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # nn.Linear's default initialisation, inside a forked RNG
+        model = nn.Sequential(
+            nn.Linear(784, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10)
+        ).eval()
+    X = torch.randn(200, 784, generator=g)
+    y = torch.nn.functional.one_hot(torch.randint(0, 10, (200,), generator=g), 10).float()
+    H = HessianOperator(model, half_mse, (X, y))
+    grad = H.gradient().to(torch.float64)
+    r = torch.randn(grad.numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return H, grad / torch.linalg.vector_norm(grad) + 1e-2 * r / torch.linalg.vector_norm(r)
+
+
+def test_budget_never_ends_on_an_empty_refined_segment(monkeypatch):
+    # Regression: a warm-started run whose locked vector turned out uncertifiable was refined
+    # (unlocked and restarted) with no budget left for one step, and returned no value at all.
+    H, v0 = _warm_started_mlp_hessian()
+    hopeless = []
+    orig = KrylovEngine._hopeless
+
+    def recording(self, ans):
+        out = orig(self, ans)
+        hopeless.append(out)
+        return out
+
+    monkeypatch.setattr(KrylovEngine, "_hopeless", recording)
+    for m in (28, 30, 32):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            res = lanczos_top_eigenpairs(
+                H, 1, tol=1e-14, max_iters=m, v0=v0, generator=torch.Generator().manual_seed(0)
+            )
+        assert res.values.numel() == 1
+        assert res.num_matvecs <= m
+        assert not res.converged
+        assert bool(torch.isfinite(res.values).all())
+    assert any(hopeless)  # the refine path was exercised

@@ -303,3 +303,40 @@ def test_deflation_beats_hutchinson_on_a_decaying_spectrum():
         rmse[e] = math.sqrt(sum(x * x for x in err) / len(err))
     assert rmse["hutchpp"] < 0.8 * rmse["hutchinson"]
     assert rmse["xtrace"] < 0.8 * rmse["hutchpp"]
+
+
+def test_unknown_keyword_refused():
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        hutchinson_trace(torch.eye(3), 4, probes=3)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rademacher_probes_follow_the_randint_stream(dtype):
+    # the probes are drawn straight into the block; the stream must stay that of one
+    # torch.randint(0, 2, (p,)) per probe, so seeded results do not change across versions
+    A = torch.diag(torch.arange(1.0, 8.0, dtype=dtype))
+    g = torch.Generator().manual_seed(3)
+    ref = [2.0 * torch.randint(0, 2, (7,), generator=g).to(torch.float64) - 1.0 for _ in range(5)]
+    want = [float((v * torch.arange(1.0, 8.0, dtype=torch.float64) * v).sum()) for v in ref]
+    fro = [float(((torch.arange(1.0, 8.0, dtype=torch.float64) * v) ** 2).sum()) for v in ref]
+    tr, fr = hutchinson_trace_and_frobenius(A, 5, generator=torch.Generator().manual_seed(3))
+    assert tr.estimate == pytest.approx(sum(want) / 5, rel=1e-6)
+    assert fr.estimate == pytest.approx(sum(fro) / 5, rel=1e-6)
+
+
+def test_operator_block_size_caps_the_probe_block():
+    # an operator that splits blocks into vectorised passes of `block_size` columns (dynstab's
+    # curvature operators) gets probe blocks no wider than that; the estimate is unchanged
+    A = _sym(p=100)
+    plain = _BlockRecorder(A)
+    capped = _BlockRecorder(A)
+    capped.block_size = 4  # type: ignore[attr-defined]
+    a = hutchinson_trace(plain, 10, generator=torch.Generator().manual_seed(0))
+    b = hutchinson_trace(capped, 10, generator=torch.Generator().manual_seed(0))
+    assert plain.widths == [10]
+    assert capped.widths == [4, 4, 2]
+    assert a.estimate == pytest.approx(b.estimate, rel=1e-14)
+    explicit = _BlockRecorder(A)
+    explicit.block_size = 4  # type: ignore[attr-defined]
+    hutchinson_trace(explicit, 10, block_size=10, generator=torch.Generator().manual_seed(0))
+    assert explicit.widths == [10]  # an explicit block_size wins

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from dynstab._checks import check_int, check_positive
 from dynstab._types import LinearOperatorLike
-from dynstab.linalg.krylov import plain_lanczos, work_dtype
+from dynstab.linalg.krylov import plain_lanczos, tridiagonal_eigh, work_dtype
 from dynstab.linalg.operator import as_operator
 
 __all__ = ["SpectralDensity", "slq_density"]
@@ -51,15 +51,6 @@ class SpectralDensity:
         t = grid.to(torch.float64).reshape(-1, 1)
         z = (t - self.nodes.reshape(1, -1)) / sigma
         return (torch.exp(-0.5 * z**2) @ self.weights) / (sigma * math.sqrt(2 * math.pi))
-
-
-def _tridiagonal_eigh(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
-    """Eigen-decomposition of the symmetric tridiagonal matrix (alpha; beta off-diagonal)."""
-    T = torch.diag(alpha)
-    if alpha.numel() > 1:
-        off = beta[: alpha.numel() - 1]
-        T = T + torch.diag(off, 1) + torch.diag(off, -1)
-    return torch.linalg.eigh(T)
 
 
 def slq_density(
@@ -123,7 +114,7 @@ def slq_density(
         used += cost
         for i in range(len(cols)):
             n_i = int(lengths[i])
-            theta, S = _tridiagonal_eigh(alpha[i, :n_i], beta[i, :n_i])
+            theta, S = tridiagonal_eigh(alpha[i, :n_i], beta[i, :n_i])
             nodes.append(theta)
             weights.append(S[0, :] ** 2 / num_probes)
     return SpectralDensity(torch.cat(nodes), torch.cat(weights), used)

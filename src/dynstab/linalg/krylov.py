@@ -108,6 +108,9 @@ _CRITERIA = ("eigenvalue", "residual")
 _DGKS = 1.0 / math.sqrt(2.0)
 _EPS64 = float(torch.finfo(torch.float64).eps)
 _ROW_CHUNK_ELEMENTS = 1 << 22  # rows × columns handled at once by in-place basis rotations
+#: Address space reserved for the basis up front (pages are only touched when rows are written,
+#: so an unused reservation costs no memory); beyond it the basis grows by doubling (a copy).
+_BASIS_RESERVE_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -373,28 +376,36 @@ def combine_rows(B: Tensor, S: Tensor, dtype: torch.dtype) -> Tensor:
     return out
 
 
+def tridiagonal_eigh(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigen-decomposition of the symmetric tridiagonal matrix with diagonal ``alpha``.
+
+    ``beta[j]`` couples ``j`` and ``j + 1`` (entries beyond ``len(alpha) − 1`` are ignored).
+    """
+    T = torch.diag(alpha)
+    if alpha.numel() > 1:
+        off = beta[: alpha.numel() - 1]
+        T = T + torch.diag(off, 1) + torch.diag(off, -1)
+    return torch.linalg.eigh(T)
+
+
 def plain_lanczos(
     A: LinearOperator,
     Q0: Tensor,
     num_steps: int,
     *,
     basis_dtype: torch.dtype | None = None,
-    should_stop: Callable[[Tensor, Tensor, float], bool] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """Independent plain Lanczos runs (full reorthogonalisation) from the columns of ``Q0``.
 
     Every step applies ``A`` to the current vector of all ``s`` runs at once (one block
     product) and orthogonalises each against its own basis (batched Gram–Schmidt). A run stops
-    at its invariant subspace (its later coefficients are zero). Used by SLQ (one run per probe)
-    and by the single-vector compatibility helper.
+    at its invariant subspace (its later coefficients are zero). Used by SLQ (one run per probe).
 
     Args:
         A: Symmetric operator of shape ``(p, p)``.
         Q0: Start vectors ``(p, s)`` (normalised here).
         num_steps: Lanczos steps per run, >= 1 (capped at ``p``).
         basis_dtype: Basis dtype; ``None``: :func:`work_dtype`.
-        should_stop: Single-run hook ``f(theta, S, beta) -> bool`` called after every step with
-            the eigen-decomposition of the current tridiagonal (``s = 1`` only).
 
     Returns:
         ``(alpha (s, m), beta (s, m), basis (s, m, p), lengths (s,), num_matvecs)``;
@@ -428,14 +439,6 @@ def plain_lanczos(
         alive = alive & ~broke
         beta[:, j] = torch.where(alive, b, torch.zeros(()))
         m = j + 1
-        if should_stop is not None and s == 1:
-            T = torch.diag(alpha[0, :m])
-            if m > 1:
-                off = beta[0, : m - 1]
-                T = T + torch.diag(off, 1) + torch.diag(off, -1)
-            theta, S = torch.linalg.eigh(T)
-            if should_stop(theta, S, float(beta[0, j])):
-                break
         if not bool(alive.any()):
             break
         denom = torch.where(alive, b, torch.ones(())).to(dtype=bdt, device=A.device)
@@ -567,9 +570,12 @@ class KrylovEngine:
                 f"{config.max_basis}. Raise max_basis or lower block_size."
             )
         # the basis: one preallocated block, one basis vector per (contiguous) row
+        itemsize = torch.empty((), dtype=self.bdt).element_size()
+        reserve = _BASIS_RESERVE_BYTES // max(1, self.p * itemsize)
         self.B = torch.empty(
-            min(self.cap, max(32, 4 * self.b0)), self.p, dtype=self.bdt, device=A.device
+            min(self.cap, max(32, 4 * self.b0, reserve)), self.p, dtype=self.bdt, device=A.device
         )
+        self._xbuf: Tensor | None = None  # the product's input block in the operator's dtype
         self.locked = _Locked()
         self.num_matvecs = 0
         self.iterations = 0
@@ -594,6 +600,15 @@ class KrylovEngine:
         """Basis vectors ``start:stop`` as the columns of a ``(p, stop−start)`` view."""
         return self.B[start:stop].T
 
+    def _store_rows(self, start: int, X: Tensor) -> None:
+        """Write the columns of ``X`` ``(p, b)`` into basis rows ``start:start+b``.
+
+        Column by column into contiguous rows: a ``(1, p)`` transposed view as the source sends
+        ``copy_`` down a strided path that is ~10× slower than a row copy.
+        """
+        for j in range(X.shape[1]):
+            self.B[start + j].copy_(X[:, j])
+
     def _ensure_columns(self, n: int) -> None:
         if n <= self.B.shape[0]:
             return
@@ -615,7 +630,7 @@ class KrylovEngine:
             overlap = self.cfg.start_overlap
             if overlap is not None and b == 1 and self.b0 == 1 and self.which != "both":
                 self._ensure_columns(l + 1)
-                self.B[l : l + 1] = X.T
+                self._store_rows(l, X)
                 return self._segment(1, pure=True, delta=0.0, gamma=overlap)
             if b < self.b0:  # pad a short warm block with random columns
                 extra = [
@@ -648,7 +663,7 @@ class KrylovEngine:
             X = torch.stack(cols, dim=1)
             pure = b == 1
         self._ensure_columns(l + b)
-        self.B[l : l + b] = X.T
+        self._store_rows(l, X)
         delta = 0.0
         if pure:
             self.num_pure += 1
@@ -675,6 +690,21 @@ class KrylovEngine:
         return self._segment(1, pure=False, delta=0.0)
 
     # ---------------------------------------------------------------- one block step
+    def _product_input(self, start: int, b: int) -> Tensor:
+        """Basis rows ``start:start+b`` as a ``(p, b)`` block in the operator's dtype.
+
+        A view of the basis when the dtypes agree; otherwise converted into a buffer that is
+        reused every step (a fresh ``p``-sized allocation per step costs page faults).
+        """
+        if self.A.dtype == self.bdt:
+            return self._cols(start, start + b)
+        if self._xbuf is None or self._xbuf.shape[1] < b:
+            self._xbuf = torch.empty(self.p, b, dtype=self.A.dtype, device=self.A.device)
+        X = self._xbuf[:, :b]
+        for j in range(b):
+            X[:, j].copy_(self.B[start + j])
+        return X
+
     def _expand(self) -> None:
         seg, l = self.seg, self.locked.l
         m, b = seg.m, seg.b
@@ -684,7 +714,7 @@ class KrylovEngine:
         if self._ybuf is None or self._ybuf.shape[1] < b:
             self._ybuf = torch.empty(self.p, b, dtype=self.bdt, device=self.A.device)
         Y = self._ybuf[:, :b]
-        Y.copy_(self.A @ X.to(self.A.dtype))  # one float64 work block, reused every step
+        Y.copy_(self.A @ self._product_input(c0, b))  # one float64 work block, reused every step
         self.num_matvecs += b
         self.iterations += 1
         self.norm_lower = max(self.norm_lower, float(torch.linalg.vector_norm(Y, dim=0).max()))
@@ -735,7 +765,7 @@ class KrylovEngine:
         seg.C = torch.cat([seg.C, hL], dim=1)
         seg.omega = torch.cat([seg.omega, torch.ones(b, dtype=torch.float64)])
         seg.abserr = torch.cat([seg.abserr, asym.to(torch.float64)])
-        self.B[c0 + b : c0 + 2 * b] = Q.T
+        self._store_rows(c0 + b, Q)
         if seg.pure:
             self._polynomial_bound()
 
@@ -1230,6 +1260,11 @@ class KrylovEngine:
                     break
                 continue
             if self._hopeless(ans):
+                if self.num_matvecs + self.locked.l > self.cfg.max_iters:
+                    # no budget for one block step of the refined start: stop with what the
+                    # locked vectors and the segment give (a refine would leave nothing)
+                    reason = "budget"
+                    break
                 self._refine()
                 continue
             if self._maybe_lock(ans, full=False):

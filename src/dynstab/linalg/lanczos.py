@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -24,7 +23,6 @@ from dynstab.linalg.krylov import (
     KrylovEngine,
     LanczosConfig,
     LanczosProgress,
-    plain_lanczos,
 )
 from dynstab.linalg.operator import LinearOperator, as_operator
 
@@ -223,58 +221,3 @@ def lanczos_top_eigenpairs(
         certificate=_certificate(engine, reason, converged),
         failure_probability=engine.delta_spent,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# single-vector helpers kept for callers of the previous private API (benchmarks)
-# --------------------------------------------------------------------------------------------
-@dataclass
-class _Krylov:
-    Q: Tensor  # (p, m) orthonormal basis
-    alpha: Tensor  # (m,) float64
-    beta: Tensor  # (m,) float64; beta[-1] couples to the next (unformed) vector
-    num_matvecs: int
-
-
-def _start_vector(
-    A: LinearOperator,
-    v0: Tensor | None,
-    generator: torch.Generator | None,
-    dtype: torch.dtype | None = None,
-) -> Tensor:
-    """Unit start vector on ``A.device`` in ``dtype`` (default: the operator's dtype)."""
-    p = A.shape[0]
-    if v0 is None:
-        v = torch.randn(p, generator=generator, dtype=torch.float64)
-    else:
-        if not isinstance(v0, Tensor) or v0.shape != (p,):
-            shape = tuple(v0.shape) if isinstance(v0, Tensor) else type(v0).__name__
-            raise ValueError(f"v0 must be a tensor of shape ({p},); got {shape}.")
-        v = v0.detach().to(torch.float64)
-    norm = torch.linalg.vector_norm(v)
-    if not (torch.isfinite(norm) and norm > 0):
-        raise ValueError("v0 must be finite and non-zero; got a zero or non-finite vector.")
-    return (v / norm).to(dtype=A.dtype if dtype is None else dtype, device=A.device)
-
-
-def _tridiag_eigh(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
-    """Eigen-decomposition of the symmetric tridiagonal matrix (alpha; beta off-diagonal)."""
-    T = torch.diag(alpha)
-    if alpha.numel() > 1:
-        off = beta[: alpha.numel() - 1]
-        T = T + torch.diag(off, 1) + torch.diag(off, -1)
-    return torch.linalg.eigh(T)
-
-
-def _lanczos_run(
-    A: LinearOperator,
-    q0: Tensor,
-    max_iters: int,
-    should_stop: Callable[[Tensor, Tensor, float], bool] | None = None,
-) -> _Krylov:
-    """Plain single-vector Lanczos (the engine's :func:`plain_lanczos`) from a unit ``q0``."""
-    alpha, beta, Q, lengths, used = plain_lanczos(
-        as_operator(A), q0.reshape(-1, 1), max_iters, should_stop=should_stop
-    )
-    m = int(lengths[0])
-    return _Krylov(Q=Q[0, :m].T, alpha=alpha[0, :m], beta=beta[0, :m], num_matvecs=used)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import torch
 from torch import Tensor
@@ -35,6 +36,7 @@ from dynstab._types import LinearOperatorLike
 from dynstab.linalg.operator import LinearOperator, as_operator
 
 __all__ = [
+    "ProbeOptions",
     "TraceConfig",
     "TraceResult",
     "estimate_trace",
@@ -66,6 +68,29 @@ class TraceResult:
     stderr: float
     num_matvecs: int
     num_probes: int
+
+
+class ProbeOptions(TypedDict, total=False):
+    """Keyword arguments shared by every estimator of this module.
+
+    Attributes:
+        generator: Random source (CPU); ``None`` (default) uses torch's default generator.
+        distribution: ``"rademacher"`` (±1 entries, default) or ``"normal"``.
+        block_size: Probes applied per block product (the results do not depend on it);
+            ``None`` (default): as many as ``max_memory`` allows, at most 64.
+        max_memory: Bytes one block may hold when ``block_size`` is ``None``, >= 1.
+            Default: 256 MiB.
+
+    Example:
+        >>> opts: ProbeOptions = {"distribution": "normal", "block_size": 4}
+        >>> hutchinson_trace(torch.eye(3), 8, **opts).num_matvecs
+        8
+    """
+
+    generator: torch.Generator | None
+    distribution: str
+    block_size: int | None
+    max_memory: int
 
 
 @dataclass(frozen=True)
@@ -110,35 +135,77 @@ class TraceConfig:
 
 
 def _block_size(A: LinearOperator, block_size: int | None, max_memory: int) -> int:
-    """Probes per block: ``block_size`` or what ``max_memory`` allows (1..64)."""
+    """Probes per block: ``block_size``, or what ``max_memory`` allows (1..64).
+
+    Without an explicit ``block_size``, an operator that exposes an integer ``block_size``
+    attribute (dynstab's curvature operators: the columns one vectorised backward pass takes)
+    caps the block: larger probe blocks would only be split again and their results
+    interleaved, which costs strided copies and memory without saving a pass.
+    """
     if block_size is not None:
         return check_int("block_size", block_size, minimum=1)
     check_int("max_memory", max_memory, minimum=1)
     itemsize = torch.finfo(A.dtype).bits // 8
     per_column = A.shape[0] * (2 * itemsize + 16)  # V and AV, plus float64 reductions
-    return max(1, min(64, max_memory // max(per_column, 1)))
+    block = max(1, min(64, max_memory // max(per_column, 1)))
+    hint = getattr(A, "block_size", None)
+    if isinstance(hint, int) and not isinstance(hint, bool) and hint >= 1:
+        block = min(block, hint)
+    return block
+
+
+def _setup(
+    op: Tensor | LinearOperatorLike, options: ProbeOptions
+) -> tuple[LinearOperator, int, torch.Generator | None, str]:
+    """Validate the shared arguments: ``(operator, probes per block, generator, distribution)``."""
+    unknown = set(options) - set(ProbeOptions.__annotations__)
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {sorted(unknown)}; the estimators take "
+            f"{sorted(ProbeOptions.__annotations__)}."
+        )
+    A = as_operator(op)
+    distribution = options.get("distribution", "rademacher")
+    check_choice("distribution", distribution, _DISTRIBUTIONS)
+    block = _block_size(A, options.get("block_size"), options.get("max_memory", _DEFAULT_MEMORY))
+    return A, block, options.get("generator"), distribution
+
+
+def _probe_rows(
+    p: int, k: int, distribution: str, generator: torch.Generator | None, A: LinearOperator
+) -> Tensor:
+    """Draw ``k`` probes as the contiguous rows of a ``(k, p)`` block in the operator's dtype.
+
+    Probes are drawn one at a time (one generator call each, the same stream as
+    ``torch.randint(0, 2, (p,))`` / ``torch.randn(p, dtype=float64)`` per probe), so the
+    estimates do not depend on the blocking. Rademacher signs are drawn straight into the
+    block (no int64/float64 intermediates: each fresh ``p``-sized temporary costs page faults).
+    """
+    P = torch.empty(k, p, dtype=A.dtype)
+    for i in range(k):
+        if distribution == "rademacher":
+            P[i].random_(0, 2, generator=generator)
+        else:
+            P[i].copy_(torch.randn(p, generator=generator, dtype=torch.float64))
+    if distribution == "rademacher":
+        P.mul_(2.0).sub_(1.0)
+    return P.to(device=A.device)
 
 
 def _probes(
     p: int, k: int, distribution: str, generator: torch.Generator | None, A: LinearOperator
 ) -> Tensor:
-    """Draw ``k`` probes as the columns of a ``(p, k)`` block.
+    """The probes of :func:`_probe_rows` as the columns of a ``(p, k)`` view.
 
-    Probes are drawn one at a time (one generator call each), so the stream does not depend
-    on the blocking.
+    One probe per contiguous row: operators that take the block apart column by column read
+    contiguous memory.
     """
-    cols = []
-    for _ in range(k):
-        if distribution == "rademacher":
-            v = torch.randint(0, 2, (p,), generator=generator, dtype=torch.int64)
-            cols.append(2.0 * v.to(torch.float64) - 1.0)
-        else:
-            cols.append(torch.randn(p, generator=generator, dtype=torch.float64))
-    if not cols:
-        return torch.zeros(p, 0, dtype=A.dtype, device=A.device)
-    # one probe per contiguous row, returned as the columns of a (p, k) view: operators that
-    # take the block apart column by column read contiguous memory
-    return torch.stack(cols, dim=0).to(dtype=A.dtype, device=A.device).T
+    return _probe_rows(p, k, distribution, generator, A).T
+
+
+def _column_rows(AV: Tensor) -> Tensor:
+    """The columns of ``AV`` ``(p, k)`` as contiguous rows ``(k, p)`` (a copy only if needed)."""
+    return AV.T.contiguous()
 
 
 def _apply_blocks(A: LinearOperator, V: Tensor, block: int) -> Tensor:
@@ -157,13 +224,7 @@ def _sample_mean(samples: Tensor, num_matvecs: int, offset: float = 0.0) -> Trac
 
 
 def hutchinson_trace(
-    op: Tensor | LinearOperatorLike,
-    num_probes: int,
-    *,
-    generator: torch.Generator | None = None,
-    distribution: str = "rademacher",
-    block_size: int | None = None,
-    max_memory: int = _DEFAULT_MEMORY,
+    op: Tensor | LinearOperatorLike, num_probes: int, **options: Unpack[ProbeOptions]
 ) -> TraceResult:
     """Estimate ``tr(A)`` by averaging ``vᵀ A v`` over random probes.
 
@@ -184,24 +245,11 @@ def hutchinson_trace(
     References:
         Hutchinson (1989), Comm. Stat. Simul. Comput. 18(3).
     """
-    return hutchinson_trace_and_frobenius(
-        op,
-        num_probes,
-        generator=generator,
-        distribution=distribution,
-        block_size=block_size,
-        max_memory=max_memory,
-    )[0]
+    return hutchinson_trace_and_frobenius(op, num_probes, **options)[0]
 
 
 def hutchinson_squared_frobenius(
-    op: Tensor | LinearOperatorLike,
-    num_probes: int,
-    *,
-    generator: torch.Generator | None = None,
-    distribution: str = "rademacher",
-    block_size: int | None = None,
-    max_memory: int = _DEFAULT_MEMORY,
+    op: Tensor | LinearOperatorLike, num_probes: int, **options: Unpack[ProbeOptions]
 ) -> TraceResult:
     """Estimate ``‖A‖_F²`` by averaging ``‖A v‖²`` over random probes.
 
@@ -218,24 +266,11 @@ def hutchinson_squared_frobenius(
         >>> res.estimate
         3.0
     """
-    return hutchinson_trace_and_frobenius(
-        op,
-        num_probes,
-        generator=generator,
-        distribution=distribution,
-        block_size=block_size,
-        max_memory=max_memory,
-    )[1]
+    return hutchinson_trace_and_frobenius(op, num_probes, **options)[1]
 
 
 def hutchinson_trace_and_frobenius(
-    op: Tensor | LinearOperatorLike,
-    num_probes: int,
-    *,
-    generator: torch.Generator | None = None,
-    distribution: str = "rademacher",
-    block_size: int | None = None,
-    max_memory: int = _DEFAULT_MEMORY,
+    op: Tensor | LinearOperatorLike, num_probes: int, **options: Unpack[ProbeOptions]
 ) -> tuple[TraceResult, TraceResult]:
     """Estimate ``tr(A)`` and ``‖A‖_F²`` from one shared set of probes.
 
@@ -246,11 +281,8 @@ def hutchinson_trace_and_frobenius(
     Args:
         op: Square tensor or operator of shape ``(p, p)``.
         num_probes: Number of probes ``m``, >= 1 (>= 2 for standard errors).
-        generator: Random source (CPU); ``None`` uses torch's default generator.
-        distribution: ``"rademacher"`` (±1 entries) or ``"normal"``. Default: ``"rademacher"``.
-        block_size: Probes applied per block product (the results do not depend on it);
-            ``None``: as many as ``max_memory`` allows, at most 64.
-        max_memory: Bytes one block may hold when ``block_size`` is ``None``. Default: 256 MiB.
+        **options: ``generator``, ``distribution`` (default ``"rademacher"``), ``block_size``,
+            ``max_memory`` (default 256 MiB): see :class:`ProbeOptions`.
 
     Returns:
         ``(trace, squared_frobenius)`` :class:`TraceResult` pair; each reports the ``m``
@@ -268,29 +300,22 @@ def hutchinson_trace_and_frobenius(
     References:
         Hutchinson (1989), Comm. Stat. Simul. Comput. 18(3).
     """
-    A = as_operator(op)
     check_int("num_probes", num_probes, minimum=1)
-    check_choice("distribution", distribution, _DISTRIBUTIONS)
-    block = _block_size(A, block_size, max_memory)
+    A, block, generator, distribution = _setup(op, options)
     p = A.shape[0]
     quad, sq = [], []
     for start in range(0, num_probes, block):
-        V = _probes(p, min(block, num_probes - start), distribution, generator, A)
-        AV = A @ V
-        # column dot products in the operator's dtype (pairwise summation), no p × k copies
-        quad.append(torch.linalg.vecdot(V, AV, dim=0).to(torch.float64).cpu())
-        sq.append(torch.linalg.vecdot(AV, AV, dim=0).to(torch.float64).cpu())
+        P = _probe_rows(p, min(block, num_probes - start), distribution, generator, A)
+        R = _column_rows(A @ P.T)
+        # row dot products over contiguous memory in the operator's dtype (pairwise
+        # summation); a reduction over columns of different layouts is ~8x slower
+        quad.append(torch.linalg.vecdot(P, R, dim=1).to(torch.float64).cpu())
+        sq.append(torch.linalg.vecdot(R, R, dim=1).to(torch.float64).cpu())
     return _sample_mean(torch.cat(quad), num_probes), _sample_mean(torch.cat(sq), num_probes)
 
 
 def hutchpp_trace(
-    op: Tensor | LinearOperatorLike,
-    num_matvecs: int,
-    *,
-    generator: torch.Generator | None = None,
-    distribution: str = "rademacher",
-    block_size: int | None = None,
-    max_memory: int = _DEFAULT_MEMORY,
+    op: Tensor | LinearOperatorLike, num_matvecs: int, **options: Unpack[ProbeOptions]
 ) -> TraceResult:
     """Estimate ``tr(A)`` with Hutch++ (low-rank deflation plus Hutchinson on the rest).
 
@@ -311,24 +336,11 @@ def hutchpp_trace(
     References:
         Meyer, Musco, Musco & Woodruff (2021), SOSA, "Hutch++".
     """
-    return hutchpp_trace_and_frobenius(
-        op,
-        num_matvecs,
-        generator=generator,
-        distribution=distribution,
-        block_size=block_size,
-        max_memory=max_memory,
-    )[0]
+    return hutchpp_trace_and_frobenius(op, num_matvecs, **options)[0]
 
 
 def hutchpp_trace_and_frobenius(
-    op: Tensor | LinearOperatorLike,
-    num_matvecs: int,
-    *,
-    generator: torch.Generator | None = None,
-    distribution: str = "rademacher",
-    block_size: int | None = None,
-    max_memory: int = _DEFAULT_MEMORY,
+    op: Tensor | LinearOperatorLike, num_matvecs: int, **options: Unpack[ProbeOptions]
 ) -> tuple[TraceResult, TraceResult]:
     """Estimate ``tr(A)`` and ``‖A‖_F²`` with Hutch++ from one set of products.
 
@@ -349,10 +361,8 @@ def hutchpp_trace_and_frobenius(
     Args:
         op: Symmetric square tensor or operator of shape ``(p, p)``.
         num_matvecs: Total product budget ``m``, >= 3 (>= 5 for standard errors).
-        generator: Random source (CPU); ``None`` uses torch's default generator.
-        distribution: ``"rademacher"`` or ``"normal"``. Default: ``"rademacher"``.
-        block_size: Columns per block product; ``None``: from ``max_memory`` (at most 64).
-        max_memory: Bytes one block may hold when ``block_size`` is ``None``. Default: 256 MiB.
+        **options: ``generator``, ``distribution`` (default ``"rademacher"``), ``block_size``,
+            ``max_memory`` (default 256 MiB): see :class:`ProbeOptions`.
 
     Returns:
         ``(trace, squared_frobenius)`` :class:`TraceResult` pair; each reports the
@@ -371,10 +381,8 @@ def hutchpp_trace_and_frobenius(
     References:
         Meyer, Musco, Musco & Woodruff (2021), SOSA, "Hutch++".
     """
-    A = as_operator(op)
     check_int("num_matvecs", num_matvecs, minimum=3)
-    check_choice("distribution", distribution, _DISTRIBUTIONS)
-    block = _block_size(A, block_size, max_memory)
+    A, block, generator, distribution = _setup(op, options)
     p = A.shape[0]
     s = num_matvecs // 3
     S = _probes(p, s, distribution, generator, A)
@@ -393,13 +401,7 @@ def hutchpp_trace_and_frobenius(
 
 
 def xtrace(
-    op: Tensor | LinearOperatorLike,
-    num_matvecs: int,
-    *,
-    generator: torch.Generator | None = None,
-    distribution: str = "rademacher",
-    block_size: int | None = None,
-    max_memory: int = _DEFAULT_MEMORY,
+    op: Tensor | LinearOperatorLike, num_matvecs: int, **options: Unpack[ProbeOptions]
 ) -> TraceResult:
     """Estimate ``tr(A)`` with XTrace (exchangeable leave-one-out Hutch++).
 
@@ -420,10 +422,8 @@ def xtrace(
     Args:
         op: Symmetric square tensor or operator of shape ``(p, p)``.
         num_matvecs: Product budget ``m``, >= 2 (``2⌊m/2⌋`` are spent; ``⌊m/2⌋ <= p``).
-        generator: Random source (CPU); ``None`` uses torch's default generator.
-        distribution: ``"rademacher"`` or ``"normal"``. Default: ``"rademacher"``.
-        block_size: Columns per block product; ``None``: from ``max_memory`` (at most 64).
-        max_memory: Bytes one block may hold when ``block_size`` is ``None``. Default: 256 MiB.
+        **options: ``generator``, ``distribution`` (default ``"rademacher"``), ``block_size``,
+            ``max_memory`` (default 256 MiB): see :class:`ProbeOptions`.
 
     Returns:
         :class:`TraceResult` with ``num_probes = s`` and ``num_matvecs = 2s``.
@@ -445,10 +445,8 @@ def xtrace(
         most of every sample in stochastic trace estimation", Algorithm 1 and §2;
         Efron & Stein (1981), Ann. Statist. 9(3) (the jackknife variance is conservative).
     """
-    A = as_operator(op)
     check_int("num_matvecs", num_matvecs, minimum=2)
-    check_choice("distribution", distribution, _DISTRIBUTIONS)
-    block = _block_size(A, block_size, max_memory)
+    A, block, generator, distribution = _setup(op, options)
     p = A.shape[0]
     s = num_matvecs // 2
     if s > p:
@@ -574,18 +572,17 @@ def estimate_trace(
     cfg = TraceConfig() if config is None else config
     if not isinstance(cfg, TraceConfig):
         raise TypeError(f"config must be a TraceConfig; got {type(cfg).__name__}.")
-    m, dist, block, memory = cfg.num_matvecs, cfg.distribution, cfg.block_size, cfg.max_memory
+    options: ProbeOptions = {
+        "generator": generator,
+        "distribution": cfg.distribution,
+        "block_size": cfg.block_size,
+        "max_memory": cfg.max_memory,
+    }
     if cfg.estimator == "xtrace":
-        res = xtrace(
-            op, m, generator=generator, distribution=dist, block_size=block, max_memory=memory
-        )
-        return res, None
+        return xtrace(op, cfg.num_matvecs, **options), None
     fn = (
         hutchpp_trace_and_frobenius
         if cfg.estimator == "hutchpp"
         else hutchinson_trace_and_frobenius
     )
-    tr, fro2 = fn(
-        op, m, generator=generator, distribution=dist, block_size=block, max_memory=memory
-    )
-    return tr, fro2
+    return fn(op, cfg.num_matvecs, **options)
