@@ -138,12 +138,15 @@ def test_kink_minimum_interpolates_with_a_knot_on_a_data_point_and_its_modes():
     assert knot_on_data_point(net, X[:, 0], tol=0.0)
     Hs, gs = mode_hessians(net, X, y, cfg.offset)
     n = X.shape[0]
-    # the modes differ only in ∂f(0)/∂b1_0 = w2_0 = a/c (active) vs 0 (inactive): the b1_0
-    # diagonal entry of H differs by (a/c)²/n, everything else by O(offset)
-    b1_0 = 3  # parameter order w1 (3), b1 (3), w2 (3), b2
+    # The modes differ only in the row of the sample x = 0: by Δ = (a/c)·e_{b1_0} (∂f(0)/∂b1_0 =
+    # w2_0 when active, 0 when inactive). By hand, that row in the inactive mode is
+    # J0 = [w1: 0, 0, 0 | b1: 0, 1, −1 | w2: 0, relu(0.5), relu(0.5) | b2: 1] (neurons 1, 2 are
+    # active at 0 with w2 = ±1), so H₊ − H₋ = (ΔJ0ᵀ + J0Δᵀ + ΔΔᵀ)/n; the rest is O(offset).
+    J0 = torch.tensor([0, 0, 0, 0, 1, -1, 0, 0.5, 0.5, 1], dtype=torch.float64)
+    delta = torch.zeros(10, dtype=torch.float64)
+    delta[3] = cfg.jump / c  # parameter order w1 (3), b1 (3), w2 (3), b2
+    expected = (torch.outer(delta, J0) + torch.outer(J0, delta) + torch.outer(delta, delta)) / n
     diff = Hs[0] - Hs[1]
-    expected = torch.zeros_like(diff)
-    expected[b1_0, b1_0] = (cfg.jump / c) ** 2 / n
     assert torch.allclose(diff, expected, atol=10 * cfg.offset)
     assert all(float(g.abs().max()) == 0.0 for g in gs)  # exact interpolation: ∇ψ_m(θ*) = 0
     with pytest.raises(ValueError, match="odd"):

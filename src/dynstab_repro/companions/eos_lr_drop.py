@@ -113,7 +113,13 @@ class LRDropConfig(ExperimentConfig):
     seeds: tuple[int, ...] = (0, 1, 2)
 
     PROFILES: ClassVar[dict[str, Overrides]] = {
-        "quick": {"drop_step": 600, "steps": 1800, "eig_every": 50, "max_hvps": 12, "seeds": (0, 1)}
+        "quick": {
+            "drop_step": 600,
+            "steps": 1800,
+            "eig_every": 50,
+            "max_hvps": 12,
+            "seeds": (0, 1),
+        }
     }
 
 
@@ -177,7 +183,8 @@ class EoSLRDrop(Experiment):
     ambiguities: ClassVar[dict[str, str]] = {
         "scale": "C21: CIFAR-10, η = 2/200 → 2/300 after 6,000 iterations; here a small tanh net "
         "on digits whose sharpness stays far below 200, so the edges are 6 → 9 (the same 3 : 2 "
-        "ratio) with the drop after 2,000 steps (quick: 600 of 1,800, Lanczos every 50 steps)",
+        "ratio) with the drop after 2,000 steps (quick: 600 of 1,800 steps, Lanczos every 50 "
+        "steps with 12 products)",
         "band": "'at the edge' = median of λ_max/(2/η) in [0.9, 1.1] after the first crossing "
         "of 0.95·2/η (C21 describe λ_max hovering at, or just above, 2/η)",
     }

@@ -213,7 +213,7 @@ def kink_minimum(
     return net, x.reshape(-1, 1), y
 
 
-def _flat(net: UnivariateReLU) -> torch.Tensor:
+def _flat(net: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
 
 

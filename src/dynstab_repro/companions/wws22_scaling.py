@@ -174,7 +174,8 @@ def _size_run(config: ScalingConfig, n: int, width: int, seed: int, gd: bool) ->
         seed=seed,
         init_seed=seed,
     )
-    bound = 2.0 / (config.lr * math.sqrt(float(out["q"]))) if out.get("q") else None
+    q = out.get("q")
+    bound = 2.0 / (config.lr * math.sqrt(q)) if isinstance(q, float) and q > 0 else None
     out.update(kind="size", method="gd" if gd else "sgd", bound=bound)
     return out
 
