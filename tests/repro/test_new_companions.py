@@ -217,6 +217,7 @@ def _esc(seed, fit, se, lyap, lse, rho, ms=1.5):
         "log_rho": rho,
         "ms_ratio": ms,
         "fit_points": 50,
+        "gd_converged": True,
     }
 
 
@@ -242,6 +243,16 @@ def test_analyze_scaling_pass_and_fail():
     assert _status(analyze_scaling(cfg, spread))["S2"] == "failed"
     slow = {**res, "e1": _esc(1, 0.01, 0.001, 0.05, 0.002, 0.2)}
     assert _status(analyze_scaling(cfg, slow))["S3"] == "failed"
+    # runs that never reached a minimum cannot test the claims: not reproduced, with a note
+    no_gd = {**res, "e0": {**res["e0"], "gd_converged": False}}
+    claims = {c.id: c for c in analyze_scaling(cfg, no_gd)}
+    assert claims["S3"].status == "not reproduced"
+    assert "GD did not reach" in claims["S3"].note
+    unconv = {
+        k: ({**r, "converged": False} if r.get("method") == "sgd" else r) for k, r in res.items()
+    }
+    st = _status(analyze_scaling(cfg, unconv))
+    assert (st["S1"], st["S2"]) == ("not reproduced", "not reproduced")
 
 
 # -------------------------------------------------------------------- wws22/linear-alignment

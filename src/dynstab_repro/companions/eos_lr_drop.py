@@ -3,7 +3,8 @@
 C21 run full-batch GD at η₁ = 2/200 until the sharpness λ_max(H) sits at the edge of stability
 2/η₁ = 200, then drop the step to η₂ = 2/300 (after 6,000 iterations): GD leaves the edge,
 progressive sharpening resumes and λ_max rises to the new edge 2/η₂ = 300. Here: the scalar
-½-MSE digits task (3 vs 8, unit-norm inputs, targets ±1) and a one-hidden-layer tanh net
+½-MSE digits task (the first n of all ten digits, unit-norm inputs, targets +1 for even and −1
+for odd digits) and a one-hidden-layer tanh net
 (:func:`~.scalar_nets.shallow_mlp`) trained by :func:`dynstab.training.train` with the step
 multiplier 1 before ``drop_step`` and η₂/η₁ after; λ_max(H) of the full training loss every
 ``eig_every`` steps by warm-started float64 Lanczos on Hessian-vector products
@@ -85,7 +86,7 @@ class LRDropConfig(ExperimentConfig):
     """Settings of ``eos/lr-drop``.
 
     Attributes:
-        n: Training samples (digits 3 vs 8).
+        n: Training samples (the first n sklearn digits, parity targets ±1).
         width: Hidden width.
         init_scale: Initialization scale s of :func:`~.scalar_nets.shallow_mlp`.
         edge1: 2/η₁ (the step before the drop is η₁ = 2/edge1).
@@ -125,7 +126,7 @@ class LRDropConfig(ExperimentConfig):
 
 def _run(config: LRDropConfig, seed: int) -> Record:
     t0 = time.perf_counter()
-    X, y = digits_task(config.n, classes=(3, 8))
+    X, y = digits_task(config.n)
     net = shallow_mlp(
         X.shape[1], config.width, init_scale=config.init_scale, activation="tanh", seed=seed
     )
