@@ -101,7 +101,8 @@ def _drop_run(seed, pre, post, diverged=False):
 def test_analyze_lr_drop_pass_and_fail():
     cfg = LRDropConfig(seeds=(0, 1))
     ok = {f"seed={s}": _drop_run(s, 1.02, 0.98) for s in (0, 1)}
-    assert _status(analyze_lr_drop(cfg, ok)) == {"D1": "reproduced", "D2": "reproduced"}
+    assert _status(analyze_lr_drop(cfg, ok)) == {"D1": "adapted", "D2": "adapted"}
+    assert all("3 : 2" in c.note for c in analyze_lr_drop(cfg, ok))
     stuck = {f"seed={s}": _drop_run(s, 1.02, None) for s in (0, 1)}  # never reaches 2/η₂
     assert _status(analyze_lr_drop(cfg, stuck))["D2"] == "failed"
     div = {**ok, "seed=1": _drop_run(1, 1.02, 0.98, diverged=True)}

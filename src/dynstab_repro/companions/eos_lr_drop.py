@@ -244,6 +244,8 @@ class EoSLRDrop(Experiment):
 def analyze_lr_drop(config: LRDropConfig, results: Results) -> list[Claim]:
     """Claims of ``eos/lr-drop``.
 
+    Both are ``adapted`` when they hold: the setting is scaled down from C21's (see the note).
+
     * D1: before the drop λ_max reaches 2/η₁ and hovers there (median ratio in ``band``).
     * D2: after the drop λ_max rises to the new edge: it reaches ``cross_frac``·2/η₂ and, from
       then on, its median ratio to 2/η₂ is in ``band``.
@@ -268,6 +270,12 @@ def analyze_lr_drop(config: LRDropConfig, results: Results) -> list[Claim]:
         r.get("post_median_ratio") is not None and lo <= r["post_median_ratio"] <= hi for r in runs
     )
     steps2 = [r.get("post_crossing_step") for r in runs]
+    note = (
+        f"scaled setting: digits and a small tanh net with edges {config.edge1:g} → "
+        f"{config.edge2:g} (C21: CIFAR-10, 200 → 300, the same 3 : 2 ratio), drop after "
+        f"{config.drop_step} of {config.steps} steps (C21: 6,000); 'at the edge' read as a "
+        f"median of λ_max/(2/η) in [{lo:g}, {hi:g}]"
+    )
     return [
         Claim(
             "D1",
@@ -275,7 +283,8 @@ def analyze_lr_drop(config: LRDropConfig, results: Results) -> list[Claim]:
             criterion=f"every seed crosses {config.cross_frac:g}·2/η₁ before step "
             f"{config.drop_step} and the median of λ_max/(2/η₁) from there to the drop is in "
             f"[{lo:g}, {hi:g}]",
-            status="reproduced" if ok1 else "failed",
+            status="adapted" if ok1 else "failed",
+            note=note if ok1 else "",
             paper="λ_max ≈ 2/η₁ = 200 before the drop (η₁ = 2/200)",
             source="Cohen et al. (2021), learning-rate drop experiment (Sec. 3)",
             measurement=pre,
@@ -287,7 +296,8 @@ def analyze_lr_drop(config: LRDropConfig, results: Results) -> list[Claim]:
             "After the drop the sharpness climbs to the new edge 2/η₂",
             criterion=f"every seed reaches {config.cross_frac:g}·2/η₂ after the drop and the "
             f"median of λ_max/(2/η₂) from there on is in [{lo:g}, {hi:g}]",
-            status="reproduced" if ok2 else "failed",
+            status="adapted" if ok2 else "failed",
+            note=note if ok2 else "",
             paper="λ_max rises from 200 to ≈ 2/η₂ = 300 after the drop to η₂ = 2/300",
             source="Cohen et al. (2021), learning-rate drop experiment (Sec. 3)",
             measurement=post,
