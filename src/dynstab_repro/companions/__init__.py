@@ -52,4 +52,4 @@ for _group, _members in GROUPS.items():
 register_group("companions", tuple(m for ms in GROUPS.values() for m in ms))
 
 _ = (edge_of_stability, mm23, mms21, wme18, wws22)
-_ = (eos_lr_drop, mms21_kink, wws22_linear_alignment, wws22_scaling)
+_new = (eos_lr_drop, mms21_kink, wws22_linear_alignment, wws22_scaling)

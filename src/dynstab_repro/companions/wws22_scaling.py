@@ -156,7 +156,7 @@ class ScalingConfig(ExperimentConfig):
             "warmup_steps": 200,
             "stop_loss": 1e-7,
             "seeds": (0, 1),
-            "escape_n": 16,
+            "escape_n": 8,
             "escape_width": 32,
             "escape_steps": 300,
             "lyapunov_steps": 2000,
