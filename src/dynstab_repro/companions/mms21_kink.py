@@ -359,7 +359,7 @@ class MMS21Kink(Experiment):
             label="λ_lower − δ",
         )
         ax0.axhline(2.0 / config.lr, color="r", ls=":", label="2/η")
-        ax0.set_xscale("log")
+        ax0.set_yscale("log")
         ax0.set_xlabel("balance c of the kink neuron")
         ax0.set_ylabel("curvature")
         ax0.legend(fontsize=7)
