@@ -315,14 +315,7 @@ def test_analyze_linear_alignment_pass_and_fail():
 # -------------------------------------------------------------------------------- end to end
 
 
-#: Quick profiles over the CI budget on the shared 2-core machine (CPU seconds measured there:
-#: eos/lr-drop ≈ 50 s, wws22/scaling ≈ 150 s): opt-in with ``-m slow`` until they are cut down.
-_SLOW = {"eos/lr-drop", "wws22/scaling"}
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW else n for n in NEW]
-)
+@pytest.mark.parametrize("name", NEW)
 def test_quick_profile_end_to_end(tmp_path, name):
     """The quick profile runs; every claim has a status, the paper's statement and a source."""
     threads = torch.get_num_threads()
