@@ -82,7 +82,7 @@ def test_all_companions_registered_and_grouped():
     names = {e.name for e in registry.list_experiments()}
     assert set(NAMES) <= names
     groups = registry.list_groups()
-    assert set(groups["companions"]) == set(NAMES)
+    assert set(NAMES) <= set(groups["companions"])  # more in tests/repro/test_new_companions.py
     for g in ("eos", "wme18", "mm23", "mms21", "wws22"):
         assert set(groups[g]) == set(GROUPS[g])
         assert all(m.startswith(g + "/") for m in groups[g])

@@ -8,7 +8,10 @@ Registered experiments (paper in brackets):
 * ``mm23/sweep`` — exact mean-square stability (Mulayoff & Michaeli, COLT 2024);
 * ``mms21/switch``, ``mms21/weight``, ``mms21/sweep`` — minima stability in function space
   (Mulayoff, Michaeli & Soudry, NeurIPS 2021);
-* ``wws22/alignment`` — alignment of SGD noise (Wu, Wang & Su, NeurIPS 2022).
+* ``wws22/alignment`` — alignment of SGD noise (Wu, Wang & Su, NeurIPS 2022);
+* ``eos/lr-drop``, ``mms21/kink``, ``wws22/scaling``, ``wws22/linear-alignment`` — the
+  learning-rate drop (C21), kink minima as switching systems (MMS21), ‖H‖_F vs n and width and
+  the SGD escape rate, the alignment at minima of linear nets and random-feature models (WWS22).
 
 Groups: ``eos``, ``wme18``, ``mm23``, ``mms21``, ``wws22`` and ``companions`` (all of them).
 
@@ -22,21 +25,33 @@ independent training run, so the runner parallelises and resumes them; curves ar
 most :data:`~.results.MAX_POINTS` points (:mod:`.results`).
 """
 
-from dynstab_repro.companions import edge_of_stability, eos_cifar_cnn, mm23, mms21, wme18, wws22
+from dynstab_repro.companions import (
+    edge_of_stability,
+    eos_cifar_cnn,
+    eos_lr_drop,
+    mm23,
+    mms21,
+    mms21_kink,
+    wme18,
+    wws22,
+    wws22_linear_alignment,
+    wws22_scaling,
+)
 from dynstab_repro.registry import register_group
 
 __all__ = ["GROUPS"]
 
 #: The companion groups and their experiments.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "eos": ("eos/gd-sweep", "eos/sgd-batch", "eos/cifar-cnn"),
+    "eos": ("eos/gd-sweep", "eos/sgd-batch", "eos/lr-drop", "eos/cifar-cnn"),
     "wme18": ("wme18/toy", "wme18/sharpness"),
     "mm23": ("mm23/sweep",),
-    "mms21": ("mms21/switch", "mms21/weight", "mms21/sweep"),
-    "wws22": ("wws22/alignment",),
+    "mms21": ("mms21/switch", "mms21/weight", "mms21/sweep", "mms21/kink"),
+    "wws22": ("wws22/alignment", "wws22/scaling", "wws22/linear-alignment"),
 }
 for _group, _members in GROUPS.items():
     register_group(_group, _members)
 register_group("companions", tuple(m for ms in GROUPS.values() for m in ms))
 
 _ = (edge_of_stability, eos_cifar_cnn, mm23, mms21, wme18, wws22)
+_new = (eos_lr_drop, mms21_kink, wws22_linear_alignment, wws22_scaling)

@@ -1,0 +1,457 @@
+"""Mulayoff, Michaeli & Soudry (NeurIPS 2021): stability of non-differentiable (kink) minima.
+
+A univariate ReLU net f(x) = Σ_i w2_i σ(w1_i x + b1_i) + b2 (:class:`dynstab.models.UnivariateReLU`)
+whose knot sits exactly on a training input is not twice differentiable there: near θ* the
+½-MSE loss is a *switching system* of smooth mode losses ψ_m, one per activation pattern of the
+(neuron, sample) pairs on the knot (here one pair: two modes, the sample counted as active or
+inactive). MMS21 (Sec. 3) model GD near such a minimum as θ_{t+1} − θ* = (I − ηH_m)(θ_t − θ*)
+with the mode m of the current iterate and prove:
+
+* **instability**: if the mode Hessians share an approximate eigenvector q
+  (‖H_m q − λ_m q‖ ≤ δ for all m) and λ_lower = min_m λ_m > 2/η + δ + γ/ε, with
+  γ = max_m |qᵀ∇ψ_m(θ*)|, the minimum is not strongly stable (GD started ε-close leaves);
+* **stability** (for GD): if max_m λ_max(H_m) ≤ 2/η, every mode map is non-expansive and the
+  minimum is strongly stable.
+
+Construction: data on a uniform grid containing 0; a 3-neuron net with one knot at the data
+point x = 0 (w1 = c, b1 = 0, w2 = a/c) and two knots between data points; labels y = f(x), so
+θ* is an exact interpolating global minimum. The balance c moves λ across 2/η without changing
+f. At θ* the mode Hessians are H_m = J_mᵀJ_m/n (exact: the residuals vanish), with J_m the
+one-sided Jacobian of mode m, read off :func:`dynstab.curvature.per_sample_jacobian` an
+``offset`` inside each mode's region (error O(offset)). q is chosen among the top
+eigenvectors of the H_m and of their mean as the one with the largest λ_lower − δ. Then GD
+(:func:`dynstab.training.train`) runs from θ* + ε·ξ (ξ uniform on the sphere, one per seed)
+and the distance ‖θ_t − θ*‖ is recorded every step (:class:`dynstab.training.NormMonitor`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from dynstab.curvature import per_sample_jacobian
+from dynstab.models import UnivariateReLU
+from dynstab.training import NormMonitor, train
+from dynstab_repro.base import Claim, Experiment, Measurement, RunSpec
+from dynstab_repro.companions.figures import new_figure, save_figure
+from dynstab_repro.companions.results import (
+    MAX_POINTS,
+    Overrides,
+    Record,
+    Results,
+    Table,
+    finite,
+    thin,
+)
+from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.registry import register
+
+__all__ = [
+    "KinkConfig",
+    "MMS21Kink",
+    "SwitchingLemma",
+    "analyze_kink",
+    "kink_minimum",
+    "mode_hessians",
+    "switching_lemma",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class SwitchingLemma:
+    """MMS21's switching-system quantities at a non-differentiable minimum.
+
+    Attributes:
+        lambdas: λ_m = qᵀH_m q per mode (Rayleigh quotients along the common direction q).
+        lambda_lower: min_m λ_m.
+        delta: max_m ‖H_m q − λ_m q‖ (how far q is from a common eigenvector).
+        gamma: max_m |qᵀ∇ψ_m(θ*)| (0 at an interpolating minimum).
+        lambda_max_modes: λ_max(H_m) per mode.
+        prediction: ``"escape"`` (λ_lower > 2/η + δ + γ/ε: not strongly stable),
+            ``"stay"`` (max_m λ_max(H_m) ≤ 2/η: strongly stable) or ``"undetermined"``.
+    """
+
+    lambdas: tuple[float, ...]
+    lambda_lower: float
+    delta: float
+    gamma: float
+    lambda_max_modes: tuple[float, ...]
+    prediction: str
+
+
+def switching_lemma(
+    hessians: list[torch.Tensor], gradients: list[torch.Tensor], lr: float, radius: float
+) -> SwitchingLemma:
+    """Evaluate MMS21's instability and stability conditions for a switching GD system.
+
+    q runs over the top eigenvectors of each H_m and of their mean; the one with the largest
+    λ_lower − δ is kept (any unit q is admissible in the lemma).
+
+    Args:
+        hessians: Mode Hessians H_m at θ*, each ``(P, P)`` symmetric.
+        gradients: Mode gradients ∇ψ_m(θ*), each ``(P,)``.
+        lr: Learning rate η > 0.
+        radius: ε, the radius of the initial perturbation (> 0).
+
+    Returns:
+        A :class:`SwitchingLemma`.
+
+    Raises:
+        ValueError: If no mode is given or the lengths differ.
+
+    Example:
+        >>> H1 = torch.diag(torch.tensor([5.0, 1.0])); H2 = torch.diag(torch.tensor([4.0, 3.0]))
+        >>> z = torch.zeros(2)
+        >>> r = switching_lemma([H1, H2], [z, z], lr=0.5, radius=1e-3)  # 2/η = 4
+        >>> r.lambda_lower, r.delta, r.prediction  # q = e1: λ = (5, 4), exact eigenvector
+        (4.0, 0.0, 'undetermined')
+        >>> switching_lemma([H1, H2], [z, z], lr=0.4, radius=1e-3).prediction  # 2/η = 5
+        'stay'
+        >>> switching_lemma([H1, H2], [z, z], lr=0.6, radius=1e-3).prediction  # 2/η = 3.33
+        'escape'
+    """
+    if not hessians or len(hessians) != len(gradients):
+        raise ValueError(
+            f"switching_lemma needs one gradient per mode Hessian (≥ 1); got {len(hessians)} "
+            f"Hessians and {len(gradients)} gradients."
+        )
+    Hs = [0.5 * (H.to(torch.float64) + H.to(torch.float64).T) for H in hessians]
+    gs = [g.to(torch.float64).reshape(-1) for g in gradients]
+    candidates = [torch.linalg.eigh(H).eigenvectors[:, -1] for H in Hs]
+    candidates.append(torch.linalg.eigh(sum(Hs) / len(Hs)).eigenvectors[:, -1])
+    best: tuple[float, tuple[float, ...], float, torch.Tensor] | None = None
+    for q in candidates:
+        lams = tuple(float(q @ H @ q) for H in Hs)
+        delta = max(float(torch.linalg.vector_norm(H @ q - lam * q)) for H, lam in zip(Hs, lams))
+        score = min(lams) - delta
+        if best is None or score > best[0]:
+            best = (score, lams, delta, q)
+    assert best is not None
+    _, lams, delta, q = best
+    gamma = max(abs(float(q @ g)) for g in gs)
+    lmax = tuple(float(torch.linalg.eigvalsh(H)[-1]) for H in Hs)
+    edge = 2.0 / lr
+    if min(lams) > edge + delta + gamma / radius:
+        prediction = "escape"
+    elif max(lmax) <= edge:
+        prediction = "stay"
+    else:
+        prediction = "undetermined"
+    return SwitchingLemma(lams, min(lams), delta, gamma, lmax, prediction)
+
+
+@dataclasses.dataclass(frozen=True)
+class KinkConfig(ExperimentConfig):
+    """Settings of ``mms21/kink``.
+
+    Attributes:
+        n: Training inputs, a uniform grid on [−1, 1] (odd, so that 0 is a data point).
+        jump: Slope jump a of the knot on the data point x = 0.
+        balances: Balances c of the kink neuron (w1 = c, w2 = a/c): one minimum each.
+        lr: GD learning rate η.
+        radius: ε, the distance of the GD start from θ*.
+        steps: GD steps from the perturbed start.
+        offset: Distance into each mode's region at which its one-sided Jacobian is read.
+        escape_factor: "Escaped" when max_t ‖θ_t − θ*‖ ≥ escape_factor·ε.
+        stay_factor: "Stayed" when max_t ‖θ_t − θ*‖ ≤ stay_factor·ε.
+        seeds: Seeds of the perturbation direction.
+    """
+
+    n: int = 7
+    jump: float = 1.0
+    balances: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+    lr: float = 0.5
+    radius: float = 1e-4
+    steps: int = 3000
+    offset: float = 1e-10
+    escape_factor: float = 100.0
+    stay_factor: float = 2.0
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+    PROFILES: ClassVar[dict[str, Overrides]] = {
+        "quick": {"balances": (0.25, 1.0, 2.0, 4.0), "steps": 600, "seeds": (0, 1)}
+    }
+
+
+def kink_minimum(
+    config: KinkConfig, balance: float
+) -> tuple[UnivariateReLU, torch.Tensor, torch.Tensor]:
+    """The constructed interpolating minimum with a knot on the data point x = 0.
+
+    Neurons: (w1, b1, w2) = (c, 0, a/c) (knot at 0, on a data point), (1, 0.5, 1) (knot at
+    −0.5) and (−1, 0.5, −1) (knot at 0.5), b2 = 0, on a grid of ``n`` points on [−1, 1] that
+    must avoid ±0.5.
+
+    Returns:
+        ``(net, X, y)`` with X of shape ``(n, 1)`` and y = f(X) (exact interpolation).
+
+    Raises:
+        ValueError: If ``n`` is even (0 would not be a data point) or ±0.5 is a data point.
+    """
+    if config.n % 2 == 0:
+        raise ValueError(f"n must be odd so that x = 0 is a data point; got {config.n}.")
+    x = torch.linspace(-1.0, 1.0, config.n, dtype=torch.float64)
+    if bool(((x.abs() - 0.5).abs() < 1e-9).any()):
+        raise ValueError(
+            f"n = {config.n} puts a data point at ±0.5, where the other two knots are; "
+            "choose n with (n − 1)/4 not an integer, e.g. 7 or 11."
+        )
+    x[config.n // 2] = 0.0
+    c, a = float(balance), float(config.jump)
+    net = UnivariateReLU(3, dtype=torch.float64)
+    with torch.no_grad():
+        net.w1.copy_(torch.tensor([c, 1.0, -1.0], dtype=torch.float64))
+        net.b1.copy_(torch.tensor([0.0, 0.5, 0.5], dtype=torch.float64))
+        net.w2.copy_(torch.tensor([a / c, 1.0, -1.0], dtype=torch.float64))
+        net.b2.zero_()
+        y = net(x)
+    return net, x.reshape(-1, 1), y
+
+
+def _flat(net: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+
+def mode_hessians(
+    net: UnivariateReLU, X: torch.Tensor, y: torch.Tensor, offset: float
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Mode Hessians J_mᵀJ_m/n and gradients J_mᵀr/n of the two modes of the kink neuron."""
+    n = X.shape[0]
+    Hs, gs = [], []
+    for sign in (1.0, -1.0):  # sample x = 0 active (+) or inactive (−) for neuron 0
+        probe = UnivariateReLU(3, dtype=torch.float64)
+        probe.load_state_dict(net.state_dict())
+        with torch.no_grad():
+            probe.b1[0] += sign * offset
+            r = net(X) - y
+        J = per_sample_jacobian(probe, X).reshape(n, -1).to(torch.float64)
+        Hs.append(J.T @ J / n)
+        gs.append(J.T @ r / n)
+    return Hs, gs
+
+
+def _run(config: KinkConfig, balance: float, seed: int) -> Record:
+    t0 = time.perf_counter()
+    net, X, y = kink_minimum(config, balance)
+    Hs, gs = mode_hessians(net, X, y, config.offset)
+    lem = switching_lemma(Hs, gs, config.lr, config.radius)
+    theta_star = _flat(net)
+    g = torch.Generator().manual_seed(seed)
+    xi = torch.randn(theta_star.shape, generator=g, dtype=torch.float64)
+    start = theta_star + config.radius * xi / torch.linalg.vector_norm(xi)
+    with torch.no_grad():
+        i = 0
+        for p in net.parameters():
+            p.copy_(start[i : i + p.numel()].reshape(p.shape))
+            i += p.numel()
+    mon = NormMonitor(
+        "distance", fn=lambda m: float(torch.linalg.vector_norm(_flat(m) - theta_star)), every=1
+    )
+    res = train(
+        net,
+        X,
+        y,
+        lr=config.lr,
+        steps=config.steps,
+        stop_loss=None,
+        monitors=[mon],
+        divergence_threshold=1e6,
+        gradient="auto",
+    )
+    s, v = res.history.as_arrays("distance")
+    dist = [finite(d) for d in v]
+    finite_d = [d for d in dist if d is not None]
+    dmax = max(finite_d) if finite_d else None
+    escaped = bool(res.diverged) or (
+        dmax is not None and dmax >= config.escape_factor * config.radius
+    )
+    stayed = (not res.diverged) and dmax is not None and dmax <= config.stay_factor * config.radius
+    idx = thin(list(range(len(s))), MAX_POINTS)
+    return {
+        "balance": balance,
+        "seed": seed,
+        "lambdas": list(lem.lambdas),
+        "lambda_lower": lem.lambda_lower,
+        "delta": lem.delta,
+        "gamma": lem.gamma,
+        "lambda_max_modes": list(lem.lambda_max_modes),
+        "edge": 2.0 / config.lr,
+        "prediction": lem.prediction,
+        "max_distance_over_radius": (dmax / config.radius) if dmax is not None else None,
+        "final_distance_over_radius": (finite_d[-1] / config.radius) if finite_d else None,
+        "escaped": escaped,
+        "stayed": stayed,
+        "diverged": bool(res.diverged),
+        "final_loss": finite(res.final_loss),
+        "steps": [int(s[i]) for i in idx],
+        "distance": [dist[i] for i in idx],
+        "outcome": "diverged"
+        if res.diverged
+        else ("escaped" if escaped else ("stayed" if stayed else "ok")),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+@register
+class MMS21Kink(Experiment):
+    """Kink minima: the switching-system lemma's prediction vs GD from ε-perturbations."""
+
+    name = "mms21/kink"
+    title = "MMS21: non-differentiable minima (knot on a data point) as switching systems"
+    description = (
+        "Interpolating minima of a 3-neuron univariate ReLU net with a knot on the data point "
+        "x = 0, over the balance of the kink neuron; mode Hessians at θ*, the switching "
+        "lemma's prediction (escape / stay / undetermined) and GD started ε away from θ*."
+    )
+    reference = (
+        "Mulayoff, Michaeli & Soudry (NeurIPS 2021), Sec. 3: stability of non-differentiable "
+        "minima (switching-system lemmas)"
+    )
+    ambiguities: ClassVar[dict[str, str]] = {
+        "lemma": "MMS21's instability lemma (not strongly stable when λ_lower > 2/η + δ + γ/ε) "
+        "and its GD stability counterpart (max_m λ_max(H_m) ≤ 2/η); the lemma numbering differs "
+        "between versions of the paper",
+        "q": "the approximate common eigenvector q is the best (largest λ_lower − δ) of the top "
+        "eigenvectors of each mode Hessian and of their mean",
+        "rules": "escape = max_t ‖θ_t − θ*‖ ≥ 100ε (or divergence), stay = max_t ‖θ_t − θ*‖ ≤ "
+        "2ε: strong stability bounds the whole trajectory; ε = 1e-4 keeps second-order terms "
+        "≈ 1e-4 relative",
+        "construction": "minima constructed by hand (labels = the net's own outputs), not found "
+        "by training",
+    }
+    config_cls = KinkConfig
+
+    def specs(self, config: KinkConfig) -> list[RunSpec]:
+        """One unit per (balance, seed)."""
+        return [
+            RunSpec(f"c={c:g}_seed={s}", {"balance": c, "seed": s})
+            for c in config.balances
+            for s in config.seeds
+        ]
+
+    def run_one(self, config: KinkConfig, spec: RunSpec) -> Record:
+        """Build the minimum, evaluate the lemma, run GD from a perturbation."""
+        return _run(config, float(spec.params["balance"]), int(spec.params["seed"]))
+
+    def analyze(self, config: KinkConfig, results: Results) -> list[Claim]:
+        """See :func:`analyze_kink`."""
+        return analyze_kink(config, results)
+
+    def plot(self, config: KinkConfig, results: Results, fig_dir: Path) -> list[Path]:
+        """λ per mode vs balance with 2/η; ‖θ_t − θ*‖/ε vs step, coloured by prediction."""
+        fig, axes = new_figure(2)
+        ax0, ax1 = axes[0, 0], axes[0, 1]
+        per_c = {r["balance"]: r for r in results.values()}
+        cs = sorted(per_c)
+        for m, name in enumerate(("active", "inactive")):
+            ax0.plot(
+                cs, [per_c[c]["lambda_max_modes"][m] for c in cs], "o-", label=f"λ_max, {name}"
+            )
+        ax0.plot(
+            cs,
+            [per_c[c]["lambda_lower"] - per_c[c]["delta"] for c in cs],
+            "k^--",
+            label="λ_lower − δ",
+        )
+        ax0.axhline(2.0 / config.lr, color="r", ls=":", label="2/η")
+        ax0.set_yscale("log")
+        ax0.set_xlabel("balance c of the kink neuron")
+        ax0.set_ylabel("curvature")
+        ax0.legend(fontsize=7)
+        colours = {"escape": "C3", "stay": "C2", "undetermined": "C7"}
+        for r in results.values():
+            pts = [(s, d / config.radius) for s, d in zip(r["steps"], r["distance"]) if d]
+            if pts:
+                ax1.plot(*zip(*pts), color=colours[r["prediction"]], lw=0.8)
+        for p, col in colours.items():
+            ax1.plot([], [], color=col, label=f"predicted: {p}")
+        ax1.axhline(config.escape_factor, color="k", ls="--", lw=0.6)
+        ax1.axhline(config.stay_factor, color="k", ls=":", lw=0.6)
+        ax1.set_yscale("log")
+        ax1.set_xlabel("GD step")
+        ax1.set_ylabel("‖θ_t − θ*‖/ε")
+        ax1.legend(fontsize=7)
+        return save_figure(fig, fig_dir, "mms21_kink")
+
+    def tables(self, config: KinkConfig, results: Results) -> list[Table]:
+        """One row per (balance, seed)."""
+        keys = (
+            "balance",
+            "seed",
+            "lambda_lower",
+            "delta",
+            "gamma",
+            "lambda_max_modes",
+            "edge",
+            "prediction",
+            "max_distance_over_radius",
+            "outcome",
+        )
+        rows = [{"run": k, **{c: r.get(c) for c in keys}} for k, r in sorted(results.items())]
+        return [("Kink minima", rows)]
+
+
+def analyze_kink(config: KinkConfig, results: Results) -> list[Claim]:
+    """Claims of ``mms21/kink``.
+
+    * K1: every run at a minimum predicted not strongly stable escapes (≥ 1 such minimum).
+    * K2: every run at a minimum predicted strongly stable stays within ``stay_factor``·ε
+      (≥ 1 such minimum).
+    """
+    expected = len(config.balances) * len(config.seeds)
+    runs = list(results.values())
+    claims: list[Claim] = []
+    for cid, pred, key, paper, statement in (
+        (
+            "K1",
+            "escape",
+            "escaped",
+            "not strongly stable when λ_lower > 2/η + δ + γ/ε",
+            "A kink minimum whose modes share a direction of curvature above 2/η is left by GD",
+        ),
+        (
+            "K2",
+            "stay",
+            "stayed",
+            "strongly stable for GD when max_m λ_max(H_m) ≤ 2/η",
+            "A kink minimum whose every mode is flat enough keeps GD within O(ε)",
+        ),
+    ):
+        sel = [r for r in runs if r["prediction"] == pred]
+        agree = [r for r in sel if r[key]]
+        ratio = [r["max_distance_over_radius"] for r in sel]
+        spread = Measurement.over_seeds([math.nan if v is None else v for v in ratio] or [math.nan])
+        holds = len(runs) == expected and bool(sel) and len(agree) == len(sel)
+        claims.append(
+            Claim(
+                cid,
+                statement,
+                criterion=(
+                    f"every run predicted '{pred}' (≥ 1) has max_t ‖θ_t − θ*‖ "
+                    + (
+                        f"≥ {config.escape_factor:g}ε (or diverges)"
+                        if pred == "escape"
+                        else f"≤ {config.stay_factor:g}ε"
+                    )
+                ),
+                status="reproduced" if holds else "failed",
+                paper=paper,
+                source="MMS21, Sec. 3 (switching-system lemmas for non-differentiable minima)",
+                measurement=Measurement.over_seeds(
+                    [math.nan if v is None else v for v in ratio] or [math.nan],
+                    label="max ‖θ_t − θ*‖/ε",
+                ),
+                measured=(
+                    f"{len(agree)}/{len(sel)} runs agree at balances "
+                    f"{sorted({r['balance'] for r in sel})}; max ‖θ_t − θ*‖/ε: "
+                    f"{spread}"
+                    f"; {sum(r['diverged'] for r in sel)} diverged"
+                ),
+            )
+        )
+    return claims
