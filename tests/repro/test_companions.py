@@ -631,9 +631,12 @@ def test_analyze_mms21_switch_statuses():
     }
     ok = {"constant_seed=0": a, "switch_seed=0": b}
     claims = {c.id: c for c in analyze_switch(cfg, ok)}
-    assert {k: c.status for k, c in claims.items()} == dict.fromkeys(
-        ("W1", "W2", "W3"), "reproduced"
-    )
+    assert {k: c.status for k, c in claims.items()} == {
+        "W1": "reproduced",
+        "W2": "adapted",  # the spike-size rule was set after measuring
+        "W3": "reproduced",
+    }
+    assert "after measuring" in claims["W2"].note
     assert "knot on a data point" in claims["W1"].measured  # (a) is the Theorem 2 case
     violated = {**ok, "switch_seed=0": {**b, "weighted_tv": 2.0}}  # stable, TV > 1/η − ½
     assert _status(analyze_switch(cfg, violated))["W1"] == "failed"

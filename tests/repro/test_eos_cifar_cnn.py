@@ -43,11 +43,15 @@ def test_quick_profile_runs_and_reports(tmp_path: Path) -> None:
         "eos/cifar-cnn", out_dir=tmp_path, profile="quick", executor="serial", progress=False
     )
     status = _status(res.claims)
-    assert set(status) == {"T1", "T2", "T3", "T4"}  # no sampled η* yet: no T5
+    assert set(status) == {"T1", "T2", "T3", "T4", "T5"}
     assert "failed" not in status.values()
     (rec,) = res.results.values()
     assert rec["source"] == "mnist1d"
-    assert rec["eta_star_sampled"] is None
+    star = rec["eta_star_sampled"]
+    assert star["ci_low"] <= star["eta_star"] <= star["ci_high"]
+    assert star["verdict"] == "stable"
+    assert star["ci_low"] > 0.02  # η = 0.02
+    assert status["T5"] == "reproduced"
     thr = [t for t in rec["lambda_max_threshold"] if t is not None]
     assert thr
     assert all(t == pytest.approx(2 * 1.9 / 0.02) for t in thr)
@@ -119,9 +123,15 @@ def test_analysis_flags_violations() -> None:
     assert status["T1"] == status["T2"] == status["T3"] == "failed"
     diverged = {**good, "diverged": True}
     assert _status(analyze_cifar_cnn(config, {"a": diverged}))["T4"] == "failed"
-    with_star = {**good, "eta_star_sampled": 0.01}  # η* < η: unstable
-    assert _status(analyze_cifar_cnn(config, {"a": with_star}))["T5"] == "failed"
-    assert (
-        _status(analyze_cifar_cnn(config, {"a": {**good, "eta_star_sampled": 0.05}}))["T5"]
-        == "reproduced"
-    )
+
+    def star(lo: float, hi: float) -> dict[str, object]:
+        return {"eta_star": (lo + hi) / 2, "ci_low": lo, "ci_high": hi, "verdict": "-"}
+
+    def t5(rec: dict[str, object]) -> str:
+        return _status(analyze_cifar_cnn(config, {"a": rec}))["T5"]
+
+    assert t5({**good, "eta_star_sampled": star(0.04, 0.06)}) == "reproduced"  # η = 0.02 below
+    assert t5({**good, "eta_star_sampled": star(0.01, 0.03)}) == "not reproduced"  # undecided
+    unstable = {**good, "eta_star_sampled": star(0.005, 0.01)}  # η above η*: not at a minimum
+    assert t5(unstable) == "not reproduced"
+    assert t5({**unstable, "loss_end": 1e-6}) == "failed"  # at a minimum: contradicts theory

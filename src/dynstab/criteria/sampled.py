@@ -622,11 +622,18 @@ class SampledStability:
             m = DEFAULT_PARTICLES
         m = max(4, min(m, cap) // 2 * 2)
         if m < 32:
+            if cap < (cfg.particles or DEFAULT_PARTICLES):
+                why = (
+                    f"only m = {m} particles per replica fit the memory budget "
+                    f"({self._budget / 2**30:.2g} GiB for p = {self.products.p})"
+                )
+                fix = "Raise SampledConfig.memory_budget or reduce the replicas."
+            else:
+                why = f"m = {m} particles per replica (SampledConfig.particles)"
+                fix = "Use particles >= 32 for a smaller bias."
             warnings.warn(
-                f"SampledStability: only m = {m} particles per replica fit the memory budget "
-                f"({self._budget / 2**30:.2g} GiB for p = {self.products.p}); the population "
-                "bias grows like 1/m (Richardson removes its first order). Raise "
-                "SampledConfig.memory_budget or reduce the replicas.",
+                f"SampledStability: {why}; the population bias grows like 1/m (Richardson "
+                f"removes its first order). {fix}",
                 DynstabWarning,
                 stacklevel=3,
             )
