@@ -51,6 +51,7 @@ __all__ = [
     "Experiment",
     "Measurement",
     "RunSpec",
+    "graded_claim",
     "outcome_counts",
     "status_counts",
     "unit_outcome",
@@ -378,6 +379,55 @@ def status_counts(claims: Iterable[Claim]) -> dict[str, int]:
     for c in claims:
         counts[ClaimStatus(str(c.status)).value] += 1
     return counts
+
+
+def graded_claim(
+    claim_id: str,
+    statement: str,
+    *,
+    paper: str,
+    source: str,
+    rule: str,
+    measured: str,
+    reproduced: bool,
+    measurement: Measurement | None = None,
+    adapted: bool = False,
+    adapted_note: str = "",
+    not_reproduced: bool = False,
+    not_reproduced_note: str = "",
+) -> Claim:
+    """A claim whose status is graded by rules fixed before measuring.
+
+    ``reproduced`` if the paper's rule holds; else ``adapted`` if ``adapted`` (the stated
+    adapted rule, with ``adapted_note`` saying what changed and why); else ``not reproduced``
+    if ``not_reproduced`` (the paper's observation is not seen in our setting, while nothing
+    contradicts the theory: ``not_reproduced_note`` says why); else ``failed``.
+
+    Example:
+        >>> c = graded_claim("X", "s", paper="p", source="Fig. 1", rule="r", measured="m",
+        ...                  reproduced=False, adapted=True, adapted_note="smaller data")
+        >>> c.status.value, c.note
+        ('adapted', 'smaller data')
+    """
+    if reproduced:
+        status, note = ClaimStatus.REPRODUCED, ""
+    elif adapted:
+        status, note = ClaimStatus.ADAPTED, adapted_note
+    elif not_reproduced:
+        status, note = ClaimStatus.NOT_REPRODUCED, not_reproduced_note
+    else:
+        status, note = ClaimStatus.FAILED, ""
+    return Claim(
+        claim_id,
+        statement,
+        measured,
+        criterion=rule,
+        status=status,
+        paper=paper,
+        source=source,
+        note=note,
+        measurement=measurement,
+    )
 
 
 def verdict(claims: Sequence[Claim], units_failed: bool = False) -> str:

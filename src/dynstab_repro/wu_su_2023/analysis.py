@@ -23,7 +23,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from dynstab.criteria import gd_threshold, q_factor
-from dynstab_repro.base import Claim, ClaimStatus, Measurement
+from dynstab_repro.base import Claim, Measurement, graded_claim
 from dynstab_repro.wu_su_2023.units import Record, Row
 
 __all__ = [
@@ -183,23 +183,19 @@ def paper_claim(
         >>> c.status.value, c.passed
         ('not reproduced', True)
     """
-    if holds:
-        status = ClaimStatus.ADAPTED if adapted else ClaimStatus.REPRODUCED
-        note = adapted
-    elif not_reproduced:
-        status, note = ClaimStatus.NOT_REPRODUCED, not_reproduced
-    else:
-        status, note = ClaimStatus.FAILED, adapted
-    return Claim(
+    return graded_claim(
         claim_id,
         statement,
-        measured,
-        criterion=rule,
-        status=status,
         paper=paper,
         source=source,
-        note=note,
+        rule=rule,
+        measured=measured,
         measurement=measurement,
+        reproduced=holds and not adapted,
+        adapted=holds and bool(adapted),
+        adapted_note=adapted,
+        not_reproduced=bool(not_reproduced),
+        not_reproduced_note=not_reproduced,
     )
 
 
