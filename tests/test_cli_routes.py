@@ -116,11 +116,13 @@ def test_parse_size_units():
 
 def test_memory_budget_error_exits_3_with_one_line_cause_and_fix(spec, capsys):
     argv = ["stability", "--spec", f"{spec}:large", "--lr", "0.1", "--batch-size", "1"]
-    assert main([*argv, "--max-memory", "10MB"]) == 3
+    # --method exact: the default (auto) would take the sampled route instead of failing
+    assert main([*argv, "--method", "exact", "--max-memory", "10MB"]) == 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("dynstab stability: error: memory budget exceeded:")
     assert "above the budget of 10 MB" in err
+    assert "--method sampled" in err
     # The fix names a budget at least as large as the estimate the message gives.
     needs = err.split("needs about ")[1].split(", above")[0]
     fix = err.split("Fix: --max-memory ")[1].split()[0]
@@ -148,6 +150,32 @@ def test_exit_status_maps_memory_budget_error_to_3(capsys):
     assert "--max-memory 65GB" in err
     assert "route='parameter' needs 2 GB" in err
     assert "larger max_memory" not in err  # Python-API advice is not CLI advice
-    assert "sampled" not in err
+    assert "method='sampled'" not in err  # the library's Python advice
+    assert "--method sampled" in err  # its CLI form
     bare = describe_memory_error(MemoryBudgetError("no details"))
     assert bare == "memory budget exceeded: no details"
+
+
+def test_method_and_momentum_usage_errors_before_any_work(spec, tmp_path, capsys):
+    gram = ["stability", "--gram", str(tmp_path / "none.npy"), "--lr", "0.1", "--batch-size", "1"]
+    assert main([*gram, "--method", "sampled"]) == 2  # K has no per-batch products
+    assert "--method sampled" in capsys.readouterr().err
+    model = ["stability", "--spec", f"{spec}:make", "--lr", "0.1", "--batch-size", "2"]
+    assert main([*model, "--nesterov"]) == 2
+    assert "--momentum" in capsys.readouterr().err
+    assert main([*model, "--momentum", "1.0"]) == 2
+    assert "[0, 1)" in capsys.readouterr().err
+
+
+def test_momentum_reaches_the_exact_criteria(spec, tmp_path):
+    plain = _verdict(spec, tmp_path)
+    heavy = _verdict(spec, tmp_path, "--momentum", "0.5")
+    nesterov = _verdict(spec, tmp_path, "--momentum", "0.5", "--nesterov")
+    lam = plain["lambda_max"]
+    assert heavy["lambda_max"] == pytest.approx(lam, rel=1e-12)
+    assert (heavy["momentum"], heavy["nesterov"], nesterov["nesterov"]) == (0.5, False, True)
+    # GD thresholds by hand: 2/λ, 2(1 + β)/λ (heavy ball), (2 + 2β)/((1 + 2β)λ) (Nesterov)
+    assert plain["eta_gd"] == pytest.approx(2.0 / lam, rel=1e-9)
+    assert heavy["eta_gd"] == pytest.approx(3.0 / lam, rel=1e-9)
+    assert nesterov["eta_gd"] == pytest.approx(3.0 / (2.0 * lam), rel=1e-9)
+    assert heavy["eta_star"] != pytest.approx(plain["eta_star"], rel=1e-6)

@@ -105,9 +105,9 @@ def describe_os_error(exc: OSError) -> str:
 def describe_memory_error(exc: MemoryBudgetError) -> str:
     """One line naming the allocation that exceeded the memory budget and the fix.
 
-    The fix names the ``--max-memory`` size that would hold the allocation, a smaller problem,
-    and the other exact routes with their cost when the library listed them (its other
-    alternatives are Python-API advice and are left out here).
+    The fix names the ``--max-memory`` size that would hold the allocation, the sampled route,
+    a smaller problem, and the other exact routes with their cost when the library listed them
+    (its other alternatives are Python-API advice and are left out here).
 
     Example:
         >>> exc = MemoryBudgetError("...", what="the Gram matrix K of shape (90000, 90000)",
@@ -116,16 +116,17 @@ def describe_memory_error(exc: MemoryBudgetError) -> str:
         >>> print(describe_memory_error(exc))  # doctest: +NORMALIZE_WHITESPACE
         memory budget exceeded: the Gram matrix K of shape (90000, 90000) needs about 64.8 GB,
         above the budget of 8 GB; nothing was allocated. Fix: --max-memory 65GB if the machine
-        has that much free, or a smaller problem (fewer samples or parameters); other exact
-        routes: route='parameter' needs 2 GB
+        has that much free, --method sampled (any n, a model spec), or a smaller problem (fewer
+        samples or parameters); other exact routes: route='parameter' needs 2 GB
     """
     if not exc.what or exc.required_bytes <= 0:
         return f"memory budget exceeded: {exc}"
     need = exc.required_bytes
     unit, size = ("GB", 1e9) if need >= 1e9 else ("MB", 1e6)
     fix = (
-        f"--max-memory {math.ceil(need / size)}{unit} if the machine has that much free, or a "
-        "smaller problem (fewer samples or parameters)"
+        f"--max-memory {math.ceil(need / size)}{unit} if the machine has that much free, "
+        "--method sampled (any n, a model spec), or a smaller problem (fewer samples or "
+        "parameters)"
     )
     # the route alternatives of dynstab.criteria.routes: "route='gram' needs …", "… for the
     # parameter route"
