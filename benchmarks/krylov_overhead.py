@@ -34,10 +34,10 @@ import common  # first: fixes the thread counts before torch is imported
 
 # isort: on
 import argparse
-import json
 import math
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -314,8 +314,7 @@ def main() -> None:
         "exponents": exps,
     }
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(record, fh, indent=1)
+        common.write_json(Path(args.out), record)  # creates results/bench/ on a fresh clone
 
 
 if __name__ == "__main__":
