@@ -579,9 +579,9 @@ def render_krylov(e: dict[str, Any] | None, targets: list[dict[str, Any]]) -> st
     parts.append(
         f"`benchmarks/krylov_overhead.py`: MLP 784-w-w-10 (tanh), n = {n}, float32, "
         f"{res['threads']} thread(s), random start seed {res['config']['seed']}. "
-        "**Measured on a loaded shared 2-core VM; every ratio is measured in one process** "
-        "(numerator and denominator minutes apart; absolute seconds are inflated by the load "
-        "and are shown only for the split). `floor` = one gradient with graph (building the "
+        "**Every ratio is measured in one process** (numerator and denominator minutes apart; "
+        "absolute seconds depend on the machine's load and are shown only for the split). "
+        "`floor` = one gradient with graph (building the "
         "cached-graph `HessianOperator`) + the HVPs of the run, timed inside the run; `ratio` = "
         "wall time of construction + `lanczos_top_eigenpairs` / floor; `overhead` = the rest "
         "(orthogonalisation, Ritz problems, certificate). `first` = first iterate from which "
@@ -931,10 +931,9 @@ Details of each script: [`benchmarks/README.md`](../benchmarks/README.md)._
 
 All numbers come from **one run** of `run_all.py` on a **shared 2-core VM** (other jobs may run
 beside it; load average at start {m["loadavg_1_5_15"]}, at end {summary["load_end"]};
-{summary.get("jobs", 1)} benchmark script(s) at a time). **Measured on a loaded shared 2-core
-VM: absolute seconds are inflated by the load; the ratios (dynstab / PyHessian, Lanczos /
-its HVP floor, Hutchinson / a plain HVP loop) are measured in one process** and are what
-these pages are for. Wall
+{summary.get("jobs", 1)} benchmark script(s) at a time). **The ratios (dynstab / PyHessian,
+Lanczos / its HVP floor, Hutchinson / a plain HVP loop) are measured in one process** and are
+what these pages are for; absolute seconds grow with the load average shown. Wall
 times are **medians over repeats** (the repeat count is given with each number; single-run
 numbers say so), measured with `time.perf_counter` after warm-up, every tool in the same
 process on the same model and data, with {m["torch_threads"]} torch thread(s) and
