@@ -367,6 +367,12 @@ def _sigint_blocked() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):  # not on Windows
         yield
         return
+    # multiprocessing's resource tracker, started on first use (the pool's queues), ends its
+    # start-up with ``SIG_UNBLOCK`` of SIGINT/SIGTERM in the calling thread, which would undo
+    # the block for every worker spawned after it: start it before blocking.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield

@@ -230,6 +230,34 @@ def test_sigint_to_the_process_group_stops_cleanly(spin_env, reference):
     assert result_bytes(out) == reference
 
 
+def test_workers_start_with_sigint_blocked_in_a_fresh_interpreter():
+    """Every spawned worker inherits a blocked SIGINT, even the ones spawned after the pool's
+    resource tracker started (its start-up unblocks SIGINT in the calling thread): a Ctrl-C
+    while a worker is still importing must not print a ``KeyboardInterrupt`` traceback."""
+    code = textwrap.dedent(
+        """
+        import functools, multiprocessing, signal
+        from concurrent.futures import ProcessPoolExecutor
+        from dynstab_repro.executors import _sigint_blocked
+
+        if __name__ == "__main__":
+            mask = functools.partial(signal.pthread_sigmask, signal.SIG_BLOCK, [])
+            with _sigint_blocked():
+                pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+                futures = [pool.submit(mask) for _ in range(2)]
+                runner_blocked = signal.SIGINT in mask()
+            print(runner_blocked, all(signal.SIGINT in f.result() for f in futures))
+            print(signal.SIGINT in mask())  # the block ends with the region
+            pool.shutdown()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "False"]
+
+
 def test_interrupted_force_keeps_the_old_results_and_continues(spin_env, reference):
     out = spin_env / "out"
     assert main(spin_args(out, "--executor", "serial")) == 0
