@@ -78,6 +78,16 @@ def benches(threads: int) -> list[Bench]:
         Bench("hvp_cost", "hvp_cost.py", (), ("--quick",), True, 300, "H"),
         Bench("lambda_max_mlp", "lambda_max_mlp.py", t, (*t, "--n", "200"), False, 600, "A"),
         Bench("batched_trainer", "batched_trainer.py", t, (*t, "--steps", "200"), False, 600, "D"),
+        # the harness's requirement (issue 11): quick ≤ 2×, full ≤ 1.5× the reference commit
+        Bench(
+            "reproduction_time",
+            "reproduction_time.py",
+            ("--profiles", "quick", "full", "--repeats", "1"),
+            ("--profiles", "quick", "--repeats", "1"),
+            False,
+            1800,
+            "I",
+        ),
     ]
 
 
@@ -905,6 +915,15 @@ def render(summary: dict[str, Any]) -> str:
             "against a Python loop over `train`, same grid, same results.",
         ),
     ]
+    repro = render_external(
+        _get(summary, "reproduction_time"),
+        "8. Wu & Su reproduction wall time vs the reference commit",
+        "`benchmarks/reproduction_time.py`: `dynstab reproduce wu-su-2023` (quick and full "
+        "profiles) on this tree and on the last commit before the reproductions moved onto "
+        "the library's training engine, interleaved, same workers and threads. The current "
+        "profiles run 2 (quick) / 3 (full) seeds per stochastic claim where the reference "
+        "ran one: the claim counts are shown beside the times.",
+    )
     status_rows = [
         [
             f"`{e['script']}`",
@@ -970,6 +989,7 @@ installed only in `.venv-bench` (`benchmarks/setup_env.sh`), never as dynstab de
                 hvp,
                 *ext,
                 kry,
+                repro,
             ]
         ).rstrip()
         + "\n"
