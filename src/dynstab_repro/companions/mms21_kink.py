@@ -27,29 +27,30 @@ and the distance ‖θ_t − θ*‖ is recorded every step (:class:`dynstab.trai
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
-from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from dynstab.curvature import per_sample_jacobian
 from dynstab.models import UnivariateReLU
 from dynstab.training import NormMonitor, train
-from dynstab_repro.base import Claim, Experiment, Measurement, RunSpec
-from dynstab_repro.companions.figures import new_figure, save_figure
+from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.claim_stats import over_values
+from dynstab_repro.companions.experiment import CompanionExperiment
+from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.results import (
     MAX_POINTS,
     Overrides,
     Record,
     Results,
-    Table,
     finite,
     thin,
 )
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "KinkConfig",
@@ -236,7 +237,6 @@ def mode_hessians(
 
 
 def _run(config: KinkConfig, balance: float, seed: int) -> Record:
-    t0 = time.perf_counter()
     net, X, y = kink_minimum(config, balance)
     Hs, gs = mode_hessians(net, X, y, config.offset)
     lem = switching_lemma(Hs, gs, config.lr, config.radius)
@@ -293,107 +293,7 @@ def _run(config: KinkConfig, balance: float, seed: int) -> Record:
         "outcome": "diverged"
         if res.diverged
         else ("escaped" if escaped else ("stayed" if stayed else "ok")),
-        "seconds": time.perf_counter() - t0,
     }
-
-
-@register
-class MMS21Kink(Experiment):
-    """Kink minima: the switching-system lemma's prediction vs GD from ε-perturbations."""
-
-    name = "mms21/kink"
-    title = "MMS21: non-differentiable minima (knot on a data point) as switching systems"
-    description = (
-        "Interpolating minima of a 3-neuron univariate ReLU net with a knot on the data point "
-        "x = 0, over the balance of the kink neuron; mode Hessians at θ*, the switching "
-        "lemma's prediction (escape / stay / undetermined) and GD started ε away from θ*."
-    )
-    reference = (
-        "Mulayoff, Michaeli & Soudry (NeurIPS 2021), Sec. 3: stability of non-differentiable "
-        "minima (switching-system lemmas)"
-    )
-    ambiguities: ClassVar[dict[str, str]] = {
-        "lemma": "MMS21's instability lemma (not strongly stable when λ_lower > 2/η + δ + γ/ε) "
-        "and its GD stability counterpart (max_m λ_max(H_m) ≤ 2/η); the lemma numbering differs "
-        "between versions of the paper",
-        "q": "the approximate common eigenvector q is the best (largest λ_lower − δ) of the top "
-        "eigenvectors of each mode Hessian and of their mean",
-        "rules": "escape = max_t ‖θ_t − θ*‖ ≥ 100ε (or divergence), stay = max_t ‖θ_t − θ*‖ ≤ "
-        "2ε: strong stability bounds the whole trajectory; ε = 1e-4 keeps second-order terms "
-        "≈ 1e-4 relative",
-        "construction": "minima constructed by hand (labels = the net's own outputs), not found "
-        "by training",
-    }
-    config_cls = KinkConfig
-
-    def specs(self, config: KinkConfig) -> list[RunSpec]:
-        """One unit per (balance, seed)."""
-        return [
-            RunSpec(f"c={c:g}_seed={s}", {"balance": c, "seed": s})
-            for c in config.balances
-            for s in config.seeds
-        ]
-
-    def run_one(self, config: KinkConfig, spec: RunSpec) -> Record:
-        """Build the minimum, evaluate the lemma, run GD from a perturbation."""
-        return _run(config, float(spec.params["balance"]), int(spec.params["seed"]))
-
-    def analyze(self, config: KinkConfig, results: Results) -> list[Claim]:
-        """See :func:`analyze_kink`."""
-        return analyze_kink(config, results)
-
-    def plot(self, config: KinkConfig, results: Results, fig_dir: Path) -> list[Path]:
-        """λ per mode vs balance with 2/η; ‖θ_t − θ*‖/ε vs step, coloured by prediction."""
-        fig, axes = new_figure(2)
-        ax0, ax1 = axes[0, 0], axes[0, 1]
-        per_c = {r["balance"]: r for r in results.values()}
-        cs = sorted(per_c)
-        for m, name in enumerate(("active", "inactive")):
-            ax0.plot(
-                cs, [per_c[c]["lambda_max_modes"][m] for c in cs], "o-", label=f"λ_max, {name}"
-            )
-        ax0.plot(
-            cs,
-            [per_c[c]["lambda_lower"] - per_c[c]["delta"] for c in cs],
-            "k^--",
-            label="λ_lower − δ",
-        )
-        ax0.axhline(2.0 / config.lr, color="r", ls=":", label="2/η")
-        ax0.set_yscale("log")
-        ax0.set_xlabel("balance c of the kink neuron")
-        ax0.set_ylabel("curvature")
-        ax0.legend(fontsize=7)
-        colours = {"escape": "C3", "stay": "C2", "undetermined": "C7"}
-        for r in results.values():
-            pts = [(s, d / config.radius) for s, d in zip(r["steps"], r["distance"]) if d]
-            if pts:
-                ax1.plot(*zip(*pts), color=colours[r["prediction"]], lw=0.8)
-        for p, col in colours.items():
-            ax1.plot([], [], color=col, label=f"predicted: {p}")
-        ax1.axhline(config.escape_factor, color="k", ls="--", lw=0.6)
-        ax1.axhline(config.stay_factor, color="k", ls=":", lw=0.6)
-        ax1.set_yscale("log")
-        ax1.set_xlabel("GD step")
-        ax1.set_ylabel("‖θ_t − θ*‖/ε")
-        ax1.legend(fontsize=7)
-        return save_figure(fig, fig_dir, "mms21_kink")
-
-    def tables(self, config: KinkConfig, results: Results) -> list[Table]:
-        """One row per (balance, seed)."""
-        keys = (
-            "balance",
-            "seed",
-            "lambda_lower",
-            "delta",
-            "gamma",
-            "lambda_max_modes",
-            "edge",
-            "prediction",
-            "max_distance_over_radius",
-            "outcome",
-        )
-        rows = [{"run": k, **{c: r.get(c) for c in keys}} for k, r in sorted(results.items())]
-        return [("Kink minima", rows)]
 
 
 def analyze_kink(config: KinkConfig, results: Results) -> list[Claim]:
@@ -425,7 +325,7 @@ def analyze_kink(config: KinkConfig, results: Results) -> list[Claim]:
         sel = [r for r in runs if r["prediction"] == pred]
         agree = [r for r in sel if r[key]]
         ratio = [r["max_distance_over_radius"] for r in sel]
-        spread = Measurement.over_seeds([math.nan if v is None else v for v in ratio] or [math.nan])
+        spread = over_values(ratio, over="runs")
         holds = len(runs) == expected and bool(sel) and len(agree) == len(sel)
         claims.append(
             Claim(
@@ -442,10 +342,7 @@ def analyze_kink(config: KinkConfig, results: Results) -> list[Claim]:
                 status="reproduced" if holds else "failed",
                 paper=paper,
                 source="MMS21, Sec. 3 (switching-system lemmas for non-differentiable minima)",
-                measurement=Measurement.over_seeds(
-                    [math.nan if v is None else v for v in ratio] or [math.nan],
-                    label="max ‖θ_t − θ*‖/ε",
-                ),
+                measurement=over_values(ratio, "max ‖θ_t − θ*‖/ε", over="runs"),
                 measured=(
                     f"{len(agree)}/{len(sel)} runs agree at balances "
                     f"{sorted({r['balance'] for r in sel})}; max ‖θ_t − θ*‖/ε: "
@@ -455,3 +352,86 @@ def analyze_kink(config: KinkConfig, results: Results) -> list[Claim]:
             )
         )
     return claims
+
+
+@register
+class MMS21Kink(CompanionExperiment):
+    """Kink minima: the switching-system lemma's prediction vs GD from ε-perturbations."""
+
+    name = "mms21/kink"
+    title = "MMS21: non-differentiable minima (knot on a data point) as switching systems"
+    description = (
+        "Interpolating minima of a 3-neuron univariate ReLU net with a knot on the data point "
+        "x = 0, over the balance of the kink neuron; mode Hessians at θ*, the switching "
+        "lemma's prediction (escape / stay / undetermined) and GD started ε away from θ*."
+    )
+    reference = (
+        "Mulayoff, Michaeli & Soudry (NeurIPS 2021), Sec. 3: stability of non-differentiable "
+        "minima (switching-system lemmas)"
+    )
+    ambiguities: ClassVar[dict[str, str]] = {
+        "lemma": "MMS21's instability lemma (not strongly stable when λ_lower > 2/η + δ + γ/ε) "
+        "and its GD stability counterpart (max_m λ_max(H_m) ≤ 2/η); the lemma numbering differs "
+        "between versions of the paper",
+        "q": "the approximate common eigenvector q is the best (largest λ_lower − δ) of the top "
+        "eigenvectors of each mode Hessian and of their mean",
+        "rules": "escape = max_t ‖θ_t − θ*‖ ≥ 100ε (or divergence), stay = max_t ‖θ_t − θ*‖ ≤ "
+        "2ε: strong stability bounds the whole trajectory; ε = 1e-4 keeps second-order terms "
+        "≈ 1e-4 relative",
+        "construction": "minima constructed by hand (labels = the net's own outputs), not found "
+        "by training",
+    }
+    config_cls = KinkConfig
+    figure = "mms21_kink"
+    analysis = analyze_kink
+    table = (
+        "Kink minima",
+        ("balance", "seed", "lambda_lower", "delta", "gamma", "lambda_max_modes", "edge",
+         "prediction", "max_distance_over_radius", "outcome"),
+    )  # fmt: skip
+
+    def specs(self, config: KinkConfig) -> list[RunSpec]:
+        """One unit per (balance, seed)."""
+        return [
+            RunSpec(f"c={c:g}_seed={s}", {"balance": c, "seed": s})
+            for c in config.balances
+            for s in config.seeds
+        ]
+
+    def run_unit(self, config: KinkConfig, spec: RunSpec) -> Record:
+        """Build the minimum, evaluate the lemma, run GD from a perturbation."""
+        return _run(config, float(spec.params["balance"]), int(spec.params["seed"]))
+
+    def draw(self, config: KinkConfig, results: Results) -> Figure:
+        """λ per mode vs balance with 2/η; ‖θ_t − θ*‖/ε vs step, coloured by prediction."""
+        fig, axes = new_figure(2)
+        ax0, ax1 = axes[0, 0], axes[0, 1]
+        per_c = {r["balance"]: r for r in results.values()}
+        cs = sorted(per_c)
+        for m, name in enumerate(("active", "inactive")):
+            ax0.plot(
+                cs, [per_c[c]["lambda_max_modes"][m] for c in cs], "o-", label=f"λ_max, {name}"
+            )
+        ax0.plot(
+            cs,
+            [per_c[c]["lambda_lower"] - per_c[c]["delta"] for c in cs],
+            "k^--",
+            label="λ_lower − δ",
+        )
+        ax0.axhline(2.0 / config.lr, color="r", ls=":", label="2/η")
+        ax0.set_yscale("log")
+        ax0.set_xlabel("balance c of the kink neuron")
+        ax0.set_ylabel("curvature")
+        colours = {"escape": "C3", "stay": "C2", "undetermined": "C7"}
+        for r in results.values():
+            pts = [(s, d / config.radius) for s, d in zip(r["steps"], r["distance"]) if d]
+            if pts:
+                ax1.plot(*zip(*pts), color=colours[r["prediction"]], lw=0.8)
+        for p, col in colours.items():
+            ax1.plot([], [], color=col, label=f"predicted: {p}")
+        ax1.axhline(config.escape_factor, color="k", ls="--", lw=0.6)
+        ax1.axhline(config.stay_factor, color="k", ls=":", lw=0.6)
+        ax1.set_yscale("log")
+        ax1.set_xlabel("GD step")
+        ax1.set_ylabel("‖θ_t − θ*‖/ε")
+        return fig

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -33,9 +32,17 @@ from dynstab.data import load_cifar10, load_mnist
 from dynstab.models import MLP
 from dynstab.norms import gram_spectrum
 from dynstab.training import GramMonitor, Monitor, TrainResult, Warmup, train
-from dynstab_repro.base import Experiment, RunSpec
+from dynstab_repro.base import RunSpec
+from dynstab_repro.companions.experiment import CompanionExperiment
 from dynstab_repro.companions.minima import JSONScalar, gram_float64, gram_summary
-from dynstab_repro.companions.results import MAX_POINTS, finite, grid_specs, thin
+from dynstab_repro.companions.results import (
+    MAX_POINTS,
+    Record,
+    curve,
+    finite,
+    grid_specs,
+    thin,
+)
 from dynstab_repro.config import ExperimentConfig
 
 __all__ = [
@@ -238,9 +245,7 @@ def train_scalar(
 
 def loss_curve(res: TrainResult) -> tuple[list[int], list[float | None]]:
     """The recorded full-loss curve of a run, thinned to :data:`MAX_POINTS` points."""
-    steps, values = res.history.as_arrays("loss")
-    idx = thin(list(range(len(steps))), MAX_POINTS)
-    return [int(steps[i]) for i in idx], [finite(values[i]) for i in idx]
+    return curve(res, "loss", MAX_POINTS)
 
 
 def run_summary(res: TrainResult) -> dict[str, JSONScalar | list[int] | list[float | None]]:
@@ -324,7 +329,6 @@ def train_scalar_run(
         alignment factor at the final iterate, and ``mu_inf``, its infimum over residuals in
         the range of K (:func:`dynstab.criteria.alignment_infimum`).
     """
-    t0 = time.perf_counter()
     n, d = X.shape
     net = shallow_mlp(
         d, width, init_scale=settings.init_scale, activation=settings.activation, seed=init_seed
@@ -379,7 +383,6 @@ def train_scalar_run(
         )
     if record_every > 0:
         out["history"] = _alignment_history(res)
-    out["seconds"] = time.perf_counter() - t0
     return out
 
 
@@ -469,7 +472,7 @@ class ScalarSweepConfig(ScalarTaskConfig):
     seeds: tuple[int, ...] = (0,)
 
 
-class ScalarSweep(Experiment):
+class ScalarSweep(CompanionExperiment):
     """An (η, B, seed) sweep of :func:`shallow_mlp` networks on :func:`digits_task`.
 
     Subclasses set ``classes`` (digit classes; empty: parity of all ten digits) and ``bounds``
@@ -486,7 +489,7 @@ class ScalarSweep(Experiment):
             {"B": lambda b: str(b) if b else "GD"},
         )
 
-    def run_one(self, config: ScalarSweepConfig, spec: RunSpec) -> dict[str, object]:
+    def run_unit(self, config: ScalarSweepConfig, spec: RunSpec) -> Record:
         """Train one run to near interpolation, then measure the minimum from K."""
         X, y = config.task(config.n, self.classes)
         return train_scalar_run(
