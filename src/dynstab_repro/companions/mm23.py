@@ -20,10 +20,10 @@ from dynstab_repro.base import Claim, Measurement, graded_claim
 from dynstab_repro.claim_stats import fmt, median, over_values
 from dynstab_repro.companions.figures import new_figure, save_figure
 from dynstab_repro.companions.results import (
-    TYPICAL_RUN_NOTE,
     Overrides,
     Record,
     Results,
+    mean_square_claim,
     outcome_text,
 )
 from dynstab_repro.companions.scalar_nets import ScalarSweep, ScalarSweepConfig
@@ -251,18 +251,18 @@ def analyze_mm23(config: MM23Config, results: Results) -> list[Claim]:
     )
     ms = _group([r for r in conv if r["B"] != 0], "ms_ratio")
     all_ms = [x for v in ms.values() for x in v]
-    worst_ms = max(all_ms, default=None)
     div = [r for r in results.values() if r.get("diverged")]
     claims.append(
-        graded_claim(
+        mean_square_claim(
             "M3",
             "SGD converges only to minima that satisfy the exact mean-square criterion η ≤ η*",
             paper="θ* is mean-square stable iff η ≤ η* = 2/λ_max(C†D)",
             source="MM23 Sec. 3 (exact threshold), Sec. 4 experiments",
-            rule="η·λ_max(C†D)/2 ≤ 1 at every converged SGD minimum (≥ 1): reproduced; ≤ "
-            f"{config.ratio_tol:g}: adapted",
-            measured=f"max η·λ_max(C†D)/2 = {fmt(worst_ms)} over {len(all_ms)} minima ("
-            f"{sum(x >= config.binding_ratio for x in all_ms)} at the edge, ≥ "
+            ratios=all_ms,
+            tol=config.ratio_tol,
+            where="at every converged SGD minimum",
+            scope="minima",
+            details=f" ({sum(x >= config.binding_ratio for x in all_ms)} at the edge, ≥ "
             f"{config.binding_ratio:g}); per (η, B): "
             + "; ".join(
                 f"η={lr:g} {_bname(B)}: {over_values(v)}" for (lr, B), v in sorted(ms.items())
@@ -276,12 +276,8 @@ def analyze_mm23(config: MM23Config, results: Results) -> list[Claim]:
                 else ""
             )
             + f"; {outcomes}",
-            measurement=over_values(all_ms, "η·λ_max(C†D)/2 over all minima", over="minima")
-            if all_ms
-            else None,
-            reproduced=bool(all_ms) and worst_ms is not None and worst_ms <= 1.0,
-            adapted=bool(all_ms) and worst_ms is not None and worst_ms <= config.ratio_tol,
-            adapted_note=f"tolerance {config.ratio_tol:g} instead of 1: {TYPICAL_RUN_NOTE}",
+            over="minima",
+            label="η·λ_max(C†D)/2 over all minima",
         )
     )
     bad = []

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from dynstab.training import TrainResult
-from dynstab_repro.base import RunSpec, unit_outcome
-from dynstab_repro.claim_stats import tally
+from dynstab_repro.base import Claim, RunSpec, graded_claim, unit_outcome
+from dynstab_repro.claim_stats import fmt, over_values, tally
 
 __all__ = [
     "MAX_POINTS",
@@ -33,6 +33,7 @@ __all__ = [
     "curve",
     "finite",
     "grid_specs",
+    "mean_square_claim",
     "outcome_text",
     "sharpness_record",
     "thin",
@@ -119,6 +120,50 @@ def sharpness_record(res: TrainResult) -> Record:
         "loss_steps": loss_steps,
         "loss": loss,
     }
+
+
+def mean_square_claim(
+    claim_id: str,
+    statement: str,
+    *,
+    paper: str,
+    source: str,
+    ratios: Sequence[float],
+    tol: float,
+    where: str,
+    scope: str,
+    details: str = "",
+    note: str = TYPICAL_RUN_NOTE,
+    over: str = "runs",
+    label: str = "η·λ_max(C†D)/2",
+) -> Claim:
+    """The claim "SGD's minima satisfy the exact mean-square criterion η·λ_max(C†D)/2 ≤ 1".
+
+    Status (rule fixed before measuring): ``reproduced`` when every ratio is ≤ 1, ``adapted``
+    when every ratio is ≤ ``tol`` (with ``note`` as the reason), ``failed`` otherwise or when no
+    ratio was measured. ``where`` names the minima checked in the rule ("at every converged
+    SGD minimum"), ``scope`` in the measurement ("converged SGD minima"); ``details`` is
+    appended to the measurement text; the spread is over ``over``.
+
+    Example:
+        >>> c = mean_square_claim("S", "s", paper="p", source="src", ratios=[0.8, 1.05], tol=1.1,
+        ...                       where="at every minimum", scope="minima")
+        >>> c.status.value, c.measured
+        ('adapted', 'max η·λ_max(C†D)/2 = 1.05 over 2 minima')
+    """
+    worst = max(ratios, default=None)
+    return graded_claim(
+        claim_id,
+        statement,
+        paper=paper,
+        source=source,
+        rule=f"η·λ_max(C†D)/2 ≤ 1 {where} (≥ 1): reproduced; ≤ {tol:g}: adapted",
+        measured=f"max η·λ_max(C†D)/2 = {fmt(worst)} over {len(ratios)} {scope}{details}",
+        measurement=over_values(ratios, label, over=over) if ratios else None,
+        reproduced=worst is not None and worst <= 1.0,
+        adapted=worst is not None and worst <= tol,
+        adapted_note=f"tolerance {tol:g} instead of 1: {note}",
+    )
 
 
 def outcome_text(results: Results, expected: int | None = None) -> str:

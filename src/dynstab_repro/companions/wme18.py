@@ -40,10 +40,10 @@ from dynstab_repro.claim_stats import fmt, median, over_values
 from dynstab_repro.companions.experiment import CompanionExperiment
 from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.results import (
-    TYPICAL_RUN_NOTE,
     Overrides,
     Record,
     Results,
+    mean_square_claim,
     outcome_text,
     thin,
 )
@@ -474,21 +474,17 @@ def analyze_sharpness(config: SharpnessConfig, results: Results) -> list[Claim]:
         )
     )
     ms = [r["ms_ratio"] for r in conv.values() if r["B"] != 0 and r.get("ms_ratio") is not None]
-    worst = max(ms, default=None)
     claims.append(
-        graded_claim(
+        mean_square_claim(
             "S4",
             "Every SGD minimum satisfies the exact mean-square criterion",
             paper="SGD converges only to linearly stable minima (η ≤ η*)",
             source="WME18 Sec. 3 (linear stability); exact η* of Mulayoff & Michaeli (2024)",
-            rule="η·λ_max(C†D)/2 ≤ 1 at every converged SGD minimum (≥ 1): reproduced; ≤ "
-            f"{config.ratio_tol:g}: adapted",
-            measured=f"max η·λ_max(C†D)/2 = {fmt(worst)} over {len(ms)} converged SGD minima; "
-            f"{outcomes}",
-            measurement=over_values(ms, "η·λ_max(C†D)/2", over="runs") if ms else None,
-            reproduced=bool(ms) and worst is not None and worst <= 1.0,
-            adapted=bool(ms) and worst is not None and worst <= config.ratio_tol,
-            adapted_note=f"tolerance {config.ratio_tol:g} instead of 1: {TYPICAL_RUN_NOTE}",
+            ratios=ms,
+            tol=config.ratio_tol,
+            where="at every converged SGD minimum",
+            scope="converged SGD minima",
+            details=f"; {outcomes}",
         )
     )
     return claims
