@@ -406,12 +406,12 @@ def _run(config: KinkConfig, balance: float, seed: int) -> Record:
 
 #: Why the MNIST profile is an adaptation.
 MNIST_NOTE = (
-    "adapted to real data: MMS21's experiments are univariate (a single-hidden-layer ReLU net "
-    "on scalar inputs) and the paper has no MNIST experiment (the MNIST experiment of this line "
-    "of work is Nacson et al., ICLR 2023, on the multivariate bound); the switching-system "
-    "lemmas hold for any ReLU net, so they are tested at a constructed minimum of a "
-    "one-hidden-layer ReLU net on an MNIST subset (images pooled to 7×7, labels = the net's "
-    "own outputs so that the knot sits exactly on one image)"
+    "adapted to real data: MMS21 analyse single-hidden-layer ReLU nets on scalar inputs and, by "
+    "their abstract (the full text was not available offline), report no MNIST experiment (the "
+    "MNIST experiment of this line of work is Nacson et al., ICLR 2023, on the multivariate "
+    "bound); the switching-system lemmas hold for any ReLU net, so they are tested at a "
+    "constructed minimum of a one-hidden-layer ReLU net on an MNIST subset (images pooled to "
+    "7×7, labels = the net's own outputs so that the knot sits exactly on one image)"
 )
 
 
