@@ -100,9 +100,12 @@ class Measurement:
         value: The measured value (the median over seeds when several were run).
         low: Smallest value over the seeds (``None`` for a single value).
         high: Largest value over the seeds (``None`` for a single value).
-        n_seeds: Number of seeds with a finite value.
-        n_excluded: Seeds whose value was not finite (diverged runs), left out of the median.
+        n_seeds: Number of finite values (one per seed, or per ``over`` when pooled).
+        n_excluded: Values that were not finite (diverged runs), left out of the median.
         label: What is measured, e.g. ``"max Tr G·η/2"`` (optional).
+        over: What one value is: ``"seeds"`` (default) or, when values are pooled over
+            runs of several settings, ``"runs"``, ``"minima"``, …; the text says
+            "median of N <over>".
 
     Example:
         >>> m = Measurement.over_seeds([0.8, 0.9, 0.85], label="ratio")
@@ -110,6 +113,8 @@ class Measurement:
         'ratio = 0.85 (median of 3 seeds; range 0.8 to 0.9)'
         >>> str(Measurement(2.0))
         '2'
+        >>> str(Measurement.over_seeds([1.0, 3.0], label="r", over="runs"))
+        'r = 2 (median of 2 runs; range 1 to 3)'
     """
 
     value: float
@@ -118,10 +123,13 @@ class Measurement:
     n_seeds: int = 1
     n_excluded: int = 0
     label: str = ""
+    over: str = "seeds"
 
     @classmethod
-    def over_seeds(cls, values: Iterable[float], *, label: str = "") -> Measurement:
-        """Median and range of ``values`` (one per seed); non-finite values are counted apart.
+    def over_seeds(
+        cls, values: Iterable[float], *, label: str = "", over: str = "seeds"
+    ) -> Measurement:
+        """Median and range of ``values`` (one per seed, or per ``over``); non-finite apart.
 
         Raises:
             ValueError: If no value is given.
@@ -131,9 +139,9 @@ class Measurement:
             raise ValueError("Measurement.over_seeds needs at least one value (one per seed).")
         finite = [v for v in vals if math.isfinite(v)]
         if not finite:
-            return cls(math.nan, None, None, 0, len(vals), label)
+            return cls(math.nan, None, None, 0, len(vals), label, over)
         if len(finite) == 1 and len(vals) == 1:
-            return cls(finite[0], None, None, 1, 0, label)
+            return cls(finite[0], None, None, 1, 0, label, over)
         return cls(
             statistics.median(finite),
             min(finite),
@@ -141,6 +149,7 @@ class Measurement:
             len(finite),
             len(vals) - len(finite),
             label,
+            over,
         )
 
     def __str__(self) -> str:
@@ -148,7 +157,7 @@ class Measurement:
         text += _fmt_number(self.value)
         if self.low is not None and self.high is not None:
             text += (
-                f" (median of {self.n_seeds} seeds; range {_fmt_number(self.low)} to "
+                f" (median of {self.n_seeds} {self.over}; range {_fmt_number(self.low)} to "
                 f"{_fmt_number(self.high)}"
             )
             text += f"; {self.n_excluded} not finite)" if self.n_excluded else ")"
@@ -165,6 +174,7 @@ class Measurement:
             "n_seeds": self.n_seeds,
             "n_excluded": self.n_excluded,
             "label": self.label,
+            "over": self.over,
         }
 
     @classmethod
@@ -177,6 +187,7 @@ class Measurement:
             int(d.get("n_seeds", 1)),
             int(d.get("n_excluded", 0)),
             str(d.get("label", "")),
+            str(d.get("over", "seeds")),
         )
 
 

@@ -20,6 +20,7 @@ import torch
 
 from dynstab_repro import run_experiment
 from dynstab_repro.companions.mm23 import MM23Config
+from dynstab_repro.companions.mms21_kink import KinkConfig, mnist_kink_minimum, mode_hessians
 from dynstab_repro.companions.scalar_nets import scalar_task
 from dynstab_repro.companions.wme18 import SharpnessConfig
 from dynstab_repro.companions.wws22 import WWS22Config
@@ -173,3 +174,59 @@ def test_wws22_cifar10_profile_runs_on_generated_files(tmp_path):
     assert not res.failures
     assert len(res.outcomes) == 3  # two widths and the GD→SGD switch
     assert {c.id for c in res.claims} == {"A1", "A2", "A3", "A4"}
+
+
+def test_mms21_kink_mnist_minimum_has_its_knot_on_one_image_only(tmp_path):
+    write_mnist(tmp_path / "MNIST" / "raw", [3, 8] * 10)
+    profile = {**KinkConfig.PROFILES["mnist"], "n": 16}
+    cfg = dataclasses.replace(KinkConfig(), **profile, data=str(tmp_path))
+    cfg.validate()
+    net, X, y = mnist_kink_minimum(cfg, 2.0)
+    assert X.shape == (16, 49)
+    assert torch.allclose(X.norm(dim=1), torch.ones(16, dtype=torch.float64))
+    with torch.no_grad():
+        pre = net.get_submodule("layers.0")(X)
+        assert torch.equal(net(X).reshape(-1), y)  # exact interpolation: labels = f(X)
+    assert float(pre[0, 0]) == 0.0  # the kink unit's knot passes through the first image
+    assert float(pre[1:].abs().min()) > 1e-6  # no other (unit, image) pair sits on a knot
+    # the balance changes the curvature, not the function
+    _, _, y4 = mnist_kink_minimum(cfg, 4.0)
+    assert torch.allclose(y4, y, rtol=0, atol=1e-12)
+    Hs, gs = mode_hessians(net, X, y, cfg.offset)
+    assert len(Hs) == 2
+    assert Hs[0].shape == (4 * 50 + 5, 4 * 50 + 5)  # 4 units × (49 + 1) + 4 + 1
+    assert max(float(g.abs().max()) for g in gs) < 1e-12  # interpolating: ∇ψ_m(θ*) = 0
+    # the two modes differ only in the first image's contribution to the kink unit
+    assert float((Hs[0] - Hs[1]).abs().max()) > 0
+
+
+def test_mms21_kink_mnist_profile_runs_on_generated_files_and_is_adapted(tmp_path):
+    write_mnist(tmp_path / "MNIST" / "raw", [3, 8] * 10)
+    res = run_experiment(
+        "mms21/kink",
+        out_dir=tmp_path / "out",
+        profile="mnist",
+        overrides={"data": str(tmp_path), "n": 16, "balances": "0.25,4", "seeds": "0",
+                   "steps": 60},
+        executor="serial",
+        progress=False,
+    )  # fmt: skip
+    assert not res.failures
+    assert set(res.outcomes) == {"c=0.25_seed=0", "c=4_seed=0"}
+    claims = {c.id: c for c in res.claims}
+    assert set(claims) == {"K1", "K2"}
+    # a claim that holds on MNIST is "adapted", with the reason; never "reproduced"
+    for c in claims.values():
+        assert c.status.value in ("adapted", "failed")
+        if c.status.value == "adapted":
+            assert "no MNIST experiment" in c.note
+    assert '"dataset": "mnist"' in (res.run_dir / "config.json").read_text()
+
+
+def test_mms21_kink_mnist_profile_refuses_a_missing_folder(tmp_path):
+    with pytest.raises(ValueError, match="data"):
+        dataclasses.replace(KinkConfig(), dataset="mnist").validate()
+    with pytest.raises(ValueError, match="does not exist"):
+        dataclasses.replace(KinkConfig(), dataset="mnist", data=str(tmp_path / "no")).validate()
+    with pytest.raises(ValueError, match="grid"):
+        dataclasses.replace(KinkConfig(), dataset="digits").validate()

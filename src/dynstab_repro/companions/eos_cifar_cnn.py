@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -40,11 +38,15 @@ from dynstab.losses import half_mse
 from dynstab.models import SmallCNN
 from dynstab.sampling import Sampling
 from dynstab.training import History
-from dynstab_repro.base import Claim, Experiment, RunSpec
-from dynstab_repro.companions.figures import new_figure, save_figure
-from dynstab_repro.companions.results import MAX_POINTS, Overrides, Record, Results, Table, thin
+from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.companions.experiment import CompanionExperiment
+from dynstab_repro.companions.figures import new_figure
+from dynstab_repro.companions.results import MAX_POINTS, Overrides, Record, Results, thin
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["CifarCNNConfig", "EoSCifarCNN", "analyze_cifar_cnn", "main", "sampled_eta_star"]
 
@@ -164,7 +166,6 @@ def sampled_eta_star(
 
 
 def _train(config: CifarCNNConfig, lr: float) -> Record:
-    t0 = time.perf_counter()
     dtype = _DTYPES[config.dtype]
     device = torch.device(config.device)
     X, y, in_shape = _dataset(config)
@@ -253,69 +254,7 @@ def _train(config: CifarCNNConfig, lr: float) -> Record:
             else None
         ),
         "eta_star_sampled": sampled_eta_star(model, (X, y), config, lr),
-        "seconds": time.perf_counter() - t0,
     }
-
-
-@register
-class EoSCifarCNN(Experiment):
-    """SGD with momentum on C21's CNN, monitored by the tracker in a plain loop."""
-
-    name = "eos/cifar-cnn"
-    title = "Stability profile of a real CNN trained by SGD with momentum (tracker in a plain loop)"
-    description = (
-        "C21's two-conv CNN on CIFAR-10 5k (data=PATH) or mnist1d (offline default), trained by "
-        "torch.optim.SGD(momentum=β) on the ½-MSE in an ordinary PyTorch loop; a "
-        "dynstab.StabilityTracker measures λ_max(H) vs 2(1 + β)/η and Tr H vs 2C/(qη) on a "
-        "probe subset every eig_every steps."
-    )
-    reference = (
-        "Cohen et al. (ICLR 2021), CIFAR-10 5k CNN with momentum; Wu & Su (ICML 2023), Thm 3.3"
-    )
-    spec_reference = reference
-    ambiguities: ClassVar[dict[str, str]] = {
-        "data": "mnist1d generated offline by default (1-D convolutions); CIFAR-10 5k only with "
-        "data=PATH (files are never downloaded)",
-        "optimizer": "minibatch SGD with heavy-ball momentum (C21 study full-batch GD with "
-        "momentum); λ_max is compared with the GD-with-momentum threshold 2(1 + β)/η",
-        "trace": "the trace condition Tr H ≤ 2C/(qη) is proved for plain SGD at a minimum; it is "
-        "reported for momentum SGD at the same η and along the run, for reference",
-        "probe": "curvature on the first n_probe training samples (a fixed probe set)",
-    }
-    config_cls = CifarCNNConfig
-
-    def specs(self, config: CifarCNNConfig) -> list[RunSpec]:
-        """One unit per learning rate."""
-        return [RunSpec(f"lr={lr:g}", {"lr": lr}) for lr in config.lrs]
-
-    def run_one(self, config: CifarCNNConfig, spec: RunSpec) -> Record:
-        """Train one run with the tracker."""
-        return _train(config, float(spec.params["lr"]))
-
-    def analyze(self, config: CifarCNNConfig, results: Results) -> list[Claim]:
-        """See :func:`analyze_cifar_cnn`."""
-        return analyze_cifar_cnn(config, results)
-
-    def plot(self, config: CifarCNNConfig, results: Results, fig_dir: Path) -> list[Path]:
-        """λ_max vs 2(1 + β)/η and Tr H vs 2C/(qη) along each run (dynstab.plotting)."""
-        from dynstab.plotting import plot_stability  # deferred: matplotlib
-
-        runs = sorted(results.values(), key=lambda r: r["lr"])
-        fig, axes = new_figure(2, max(1, len(runs)))
-        for j, r in enumerate(runs):
-            h = History()
-            for i, s in enumerate(r["steps"]):
-                h.update(int(s), {c: r[c][i] for c in r if c != "steps" and isinstance(r[c], list)})
-            plot_stability(h, axes[j, 0], title=f"η = {r['lr']:g}, β = {r['momentum']:g}")
-            plot_stability(h, axes[j, 1], measure="trace", logy=True)
-        return save_figure(fig, fig_dir, "eos_cifar_cnn")
-
-    def tables(self, config: CifarCNNConfig, results: Results) -> list[Table]:
-        """Per-run summary."""
-        keys = ("max_lambda_margin", "final_trace_margin", "loss_start", "loss_end",
-                "train_accuracy", "max_hvps", "seconds")  # fmt: skip
-        rows = [{"run": k, **{c: r.get(c) for c in keys}} for k, r in sorted(results.items())]
-        return [("Stability profile", rows)]
 
 
 def analyze_cifar_cnn(config: CifarCNNConfig, results: Results) -> list[Claim]:
@@ -454,3 +393,59 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+@register
+class EoSCifarCNN(CompanionExperiment):
+    """SGD with momentum on C21's CNN, monitored by the tracker in a plain loop."""
+
+    name = "eos/cifar-cnn"
+    title = "Stability profile of a real CNN trained by SGD with momentum (tracker in a plain loop)"
+    description = (
+        "C21's two-conv CNN on CIFAR-10 5k (data=PATH) or mnist1d (offline default), trained by "
+        "torch.optim.SGD(momentum=β) on the ½-MSE in an ordinary PyTorch loop; a "
+        "dynstab.StabilityTracker measures λ_max(H) vs 2(1 + β)/η and Tr H vs 2C/(qη) on a "
+        "probe subset every eig_every steps."
+    )
+    reference = (
+        "Cohen et al. (ICLR 2021), CIFAR-10 5k CNN with momentum; Wu & Su (ICML 2023), Thm 3.3"
+    )
+    ambiguities: ClassVar[dict[str, str]] = {
+        "data": "mnist1d generated offline by default (1-D convolutions); CIFAR-10 5k only with "
+        "data=PATH (files are never downloaded)",
+        "optimizer": "minibatch SGD with heavy-ball momentum (C21 study full-batch GD with "
+        "momentum); λ_max is compared with the GD-with-momentum threshold 2(1 + β)/η",
+        "trace": "the trace condition Tr H ≤ 2C/(qη) is proved for plain SGD at a minimum; it is "
+        "reported for momentum SGD at the same η and along the run, for reference",
+        "probe": "curvature on the first n_probe training samples (a fixed probe set)",
+    }
+    config_cls = CifarCNNConfig
+    figure = "eos_cifar_cnn"
+    analysis = analyze_cifar_cnn
+    table = (
+        "Stability profile",
+        ("max_lambda_margin", "final_trace_margin", "loss_start", "loss_end", "train_accuracy",
+         "max_hvps", "seconds"),
+    )  # fmt: skip
+
+    def specs(self, config: CifarCNNConfig) -> list[RunSpec]:
+        """One unit per learning rate."""
+        return [RunSpec(f"lr={lr:g}", {"lr": lr}) for lr in config.lrs]
+
+    def run_unit(self, config: CifarCNNConfig, spec: RunSpec) -> Record:
+        """Train one run with the tracker."""
+        return _train(config, float(spec.params["lr"]))
+
+    def draw(self, config: CifarCNNConfig, results: Results) -> Figure:
+        """λ_max vs 2(1 + β)/η and Tr H vs 2C/(qη) along each run (dynstab.plotting)."""
+        from dynstab.plotting import plot_stability  # deferred: matplotlib
+
+        runs = sorted(results.values(), key=lambda r: r["lr"])
+        fig, axes = new_figure(2, max(1, len(runs)))
+        for j, r in enumerate(runs):
+            h = History()
+            for i, s in enumerate(r["steps"]):
+                h.update(int(s), {c: r[c][i] for c in r if c != "steps" and isinstance(r[c], list)})
+            plot_stability(h, axes[j, 0], title=f"η = {r['lr']:g}, β = {r['momentum']:g}")
+            plot_stability(h, axes[j, 1], measure="trace", logy=True)
+        return fig

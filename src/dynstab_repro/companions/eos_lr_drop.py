@@ -15,30 +15,29 @@ sharpness stays far below 200); the ratio 2/η₂ : 2/η₁ = 3 : 2 is C21's.
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
-from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from dynstab.criteria import gd_threshold
 from dynstab.training import SharpnessMonitor, train
-from dynstab_repro.base import Claim, Experiment, Measurement, RunSpec
-from dynstab_repro.companions.figures import new_figure, save_figure
+from dynstab_repro.base import Claim, Measurement, RunSpec
+from dynstab_repro.claim_stats import fmt, over_values
+from dynstab_repro.companions.experiment import CompanionExperiment
+from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.results import (
-    MAX_POINTS,
     Overrides,
     Record,
     Results,
-    Table,
-    finite,
-    fmt,
-    thin,
+    curve,
+    sharpness_record,
 )
 from dynstab_repro.companions.scalar_nets import digits_task, shallow_mlp
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["EoSLRDrop", "LRDropConfig", "analyze_lr_drop", "lr_drop_metrics"]
 
@@ -125,7 +124,6 @@ class LRDropConfig(ExperimentConfig):
 
 
 def _run(config: LRDropConfig, seed: int) -> Record:
-    t0 = time.perf_counter()
     X, y = digits_task(config.n)
     net = shallow_mlp(
         X.shape[1], config.width, init_scale=config.init_scale, activation="tanh", seed=seed
@@ -144,101 +142,10 @@ def _run(config: LRDropConfig, seed: int) -> Record:
         monitors=[mon],
         gradient="auto",
     )
-    s_l, v_l = res.history.as_arrays("lambda_max")
-    s_loss, v_loss = res.history.as_arrays("loss")
-    lam_steps = [int(s) for s in s_l]
-    lam = [finite(v) for v in v_l]
     metrics = lr_drop_metrics(
-        lam_steps, lam, lr1=lr1, lr2=lr2, drop_step=drop, cross_frac=config.cross_frac
+        *curve(res, "lambda_max"), lr1=lr1, lr2=lr2, drop_step=drop, cross_frac=config.cross_frac
     )
-    li = thin(list(range(len(s_loss))), MAX_POINTS)
-    ki = thin(list(range(len(lam_steps))), MAX_POINTS)
-    return {
-        "seed": seed,
-        "lr1": lr1,
-        "lr2": lr2,
-        "diverged": bool(res.diverged),
-        "steps_run": int(res.steps_run),
-        "final_loss": finite(res.final_loss),
-        "lambda_steps": [lam_steps[i] for i in ki],
-        "lambda_max": [lam[i] for i in ki],
-        "loss_steps": [int(s_loss[i]) for i in li],
-        "loss": [finite(v_loss[i]) for i in li],
-        **metrics,
-        "seconds": time.perf_counter() - t0,
-    }
-
-
-@register
-class EoSLRDrop(Experiment):
-    """C21's learning-rate drop: the sharpness leaves 2/η₁ and climbs to the new edge 2/η₂."""
-
-    name = "eos/lr-drop"
-    title = "Edge of stability (C21): after a learning-rate drop the sharpness climbs to 2/η₂"
-    description = (
-        "Full-batch GD on the scalar ½-MSE digits task with a tanh net at η₁ = 2/edge1, dropped "
-        "to η₂ = 2/edge2 at drop_step; λ_max(H) by warm-started float64 Lanczos every eig_every "
-        "steps."
-    )
-    reference = "Cohen et al. (ICLR 2021): learning-rate drop during GD at the edge of stability"
-    ambiguities: ClassVar[dict[str, str]] = {
-        "scale": "C21: CIFAR-10, η = 2/200 → 2/300 after 6,000 iterations; here a small tanh net "
-        "on digits whose sharpness stays far below 200, so the edges are 6 → 9 (the same 3 : 2 "
-        "ratio) with the drop after 2,000 steps (quick: 600 of 1,800 steps, Lanczos every 50 "
-        "steps with 12 products)",
-        "band": "'at the edge' = median of λ_max/(2/η) in [0.9, 1.1] after the first crossing "
-        "of 0.95·2/η (C21 describe λ_max hovering at, or just above, 2/η)",
-    }
-    config_cls = LRDropConfig
-
-    def specs(self, config: LRDropConfig) -> list[RunSpec]:
-        """One unit per seed."""
-        return [RunSpec(f"seed={s}", {"seed": s}) for s in config.seeds]
-
-    def run_one(self, config: LRDropConfig, spec: RunSpec) -> Record:
-        """One GD run with the drop and sharpness monitoring."""
-        return _run(config, int(spec.params["seed"]))
-
-    def analyze(self, config: LRDropConfig, results: Results) -> list[Claim]:
-        """See :func:`analyze_lr_drop`."""
-        return analyze_lr_drop(config, results)
-
-    def plot(self, config: LRDropConfig, results: Results, fig_dir: Path) -> list[Path]:
-        """Loss and λ_max vs step with 2/η₁, 2/η₂ and the drop marked."""
-        fig, axes = new_figure(2)
-        ax0, ax1 = axes[0, 0], axes[0, 1]
-        for j, r in enumerate(sorted(results.values(), key=lambda r: r["seed"])):
-            col = f"C{j}"
-            pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss"]) if v is not None]
-            if pts:
-                ax0.plot(*zip(*pts), color=col, lw=1, label=f"seed {r['seed']}")
-            pts = [(s, v) for s, v in zip(r["lambda_steps"], r["lambda_max"]) if v is not None]
-            if pts:
-                ax1.plot(*zip(*pts), color=col, lw=1, label=f"seed {r['seed']}")
-        for ax in (ax0, ax1):
-            ax.axvline(config.drop_step, color="k", lw=0.6, ls=":")
-            ax.set_xlabel("GD step")
-        ax1.axhline(gd_threshold(2.0 / config.edge1), color="C7", ls="--", lw=0.8, label="2/η₁")
-        ax1.axhline(gd_threshold(2.0 / config.edge2), color="k", ls="--", lw=0.8, label="2/η₂")
-        ax0.set_yscale("log")
-        ax0.set_ylabel("training loss")
-        ax1.set_ylabel("sharpness λ_max(H)")
-        ax0.legend(fontsize=7)
-        ax1.legend(fontsize=7)
-        return save_figure(fig, fig_dir, "eos_lr_drop")
-
-    def tables(self, config: LRDropConfig, results: Results) -> list[Table]:
-        """One row per seed."""
-        keys = (
-            "pre_crossing_step",
-            "pre_median_ratio",
-            "post_crossing_step",
-            "post_median_ratio",
-            "post_max_ratio",
-            "diverged",
-        )
-        rows = [{"run": k, **{c: r.get(c) for c in keys}} for k, r in sorted(results.items())]
-        return [("Learning-rate drop", rows)]
+    return {"seed": seed, "lr1": lr1, "lr2": lr2, **sharpness_record(res), **metrics}
 
 
 def analyze_lr_drop(config: LRDropConfig, results: Results) -> list[Claim]:
@@ -256,10 +163,7 @@ def analyze_lr_drop(config: LRDropConfig, results: Results) -> list[Claim]:
     expected = len(config.seeds)
 
     def _measure(key: str, label: str) -> Measurement:
-        return Measurement.over_seeds(
-            [math.nan if r.get(key) is None else r[key] for r in results.values()] or [math.nan],
-            label=label,
-        )
+        return over_values([r.get(key) for r in results.values()], label)
 
     pre = _measure("pre_median_ratio", "median λ_max/(2/η₁) before the drop")
     ok1 = len(runs) == expected and all(
@@ -305,3 +209,63 @@ def analyze_lr_drop(config: LRDropConfig, results: Results) -> list[Claim]:
             f"{[fmt(r.get('post_max_ratio')) for r in results.values()]}; {n_div} diverged",
         ),
     ]
+
+
+@register
+class EoSLRDrop(CompanionExperiment):
+    """C21's learning-rate drop: the sharpness leaves 2/η₁ and climbs to the new edge 2/η₂."""
+
+    name = "eos/lr-drop"
+    title = "Edge of stability (C21): after a learning-rate drop the sharpness climbs to 2/η₂"
+    description = (
+        "Full-batch GD on the scalar ½-MSE digits task with a tanh net at η₁ = 2/edge1, dropped "
+        "to η₂ = 2/edge2 at drop_step; λ_max(H) by warm-started float64 Lanczos every eig_every "
+        "steps."
+    )
+    reference = "Cohen et al. (ICLR 2021): learning-rate drop during GD at the edge of stability"
+    ambiguities: ClassVar[dict[str, str]] = {
+        "scale": "C21: CIFAR-10, η = 2/200 → 2/300 after 6,000 iterations; here a small tanh net "
+        "on digits whose sharpness stays far below 200, so the edges are 6 → 9 (the same 3 : 2 "
+        "ratio) with the drop after 2,000 steps (quick: 600 of 1,800 steps, Lanczos every 50 "
+        "steps with 12 products)",
+        "band": "'at the edge' = median of λ_max/(2/η) in [0.9, 1.1] after the first crossing "
+        "of 0.95·2/η (C21 describe λ_max hovering at, or just above, 2/η)",
+    }
+    config_cls = LRDropConfig
+    figure = "eos_lr_drop"
+    analysis = analyze_lr_drop
+    table = (
+        "Learning-rate drop",
+        ("pre_crossing_step", "pre_median_ratio", "post_crossing_step", "post_median_ratio",
+         "post_max_ratio", "diverged"),
+    )  # fmt: skip
+
+    def specs(self, config: LRDropConfig) -> list[RunSpec]:
+        """One unit per seed."""
+        return [RunSpec(f"seed={s}", {"seed": s}) for s in config.seeds]
+
+    def run_unit(self, config: LRDropConfig, spec: RunSpec) -> Record:
+        """One GD run with the drop and sharpness monitoring."""
+        return _run(config, int(spec.params["seed"]))
+
+    def draw(self, config: LRDropConfig, results: Results) -> Figure:
+        """Loss and λ_max vs step with 2/η₁, 2/η₂ and the drop marked."""
+        fig, axes = new_figure(2)
+        ax0, ax1 = axes[0, 0], axes[0, 1]
+        for j, r in enumerate(sorted(results.values(), key=lambda r: r["seed"])):
+            col = f"C{j}"
+            pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss"]) if v is not None]
+            if pts:
+                ax0.plot(*zip(*pts), color=col, lw=1, label=f"seed {r['seed']}")
+            pts = [(s, v) for s, v in zip(r["lambda_steps"], r["lambda_max"]) if v is not None]
+            if pts:
+                ax1.plot(*zip(*pts), color=col, lw=1, label=f"seed {r['seed']}")
+        for ax in (ax0, ax1):
+            ax.axvline(config.drop_step, color="k", lw=0.6, ls=":")
+            ax.set_xlabel("GD step")
+        ax1.axhline(gd_threshold(2.0 / config.edge1), color="C7", ls="--", lw=0.8, label="2/η₁")
+        ax1.axhline(gd_threshold(2.0 / config.edge2), color="k", ls="--", lw=0.8, label="2/η₂")
+        ax0.set_yscale("log")
+        ax0.set_ylabel("training loss")
+        ax1.set_ylabel("sharpness λ_max(H)")
+        return fig

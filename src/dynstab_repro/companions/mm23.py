@@ -16,19 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dynstab.criteria import gd_threshold
-from dynstab_repro.base import Claim, Measurement
+from dynstab_repro.base import Claim, Measurement, graded_claim
+from dynstab_repro.claim_stats import fmt, median, over_values
 from dynstab_repro.companions.figures import new_figure, save_figure
 from dynstab_repro.companions.results import (
-    TYPICAL_RUN_NOTE,
     Overrides,
     Record,
     Results,
-    Table,
-    fmt,
-    graded_claim,
-    median,
+    mean_square_claim,
     outcome_text,
-    over_seeds,
 )
 from dynstab_repro.companions.scalar_nets import ScalarSweep, ScalarSweepConfig
 from dynstab_repro.registry import register
@@ -108,125 +104,6 @@ class MM23Config(ScalarSweepConfig):
             "warmup_steps": 5000,
         },
     }
-
-
-@register
-class MM23Sweep(ScalarSweep):
-    """λ_max(H) at SGD minima vs η for several B, with 2/η and bounds (24), (15)."""
-
-    name = "mm23/sweep"
-    title = "MM23: sharpness of SGD minima vs learning rate and batch size, exact η*"
-    description = (
-        "Same large initialization and cubic warm-up for every run; GD and SGD (i.i.d. batches "
-        "without replacement) to interpolation on a scalar digits task; exact generalized "
-        "sharpness λ_max(C†D) from the float64 Gram matrix, MM23 bounds (15) and (24)."
-    )
-    reference = (
-        "Mulayoff & Michaeli (COLT 2024), Sec. 4 experiments: sharpness of SGD minima vs η and "
-        "B, bounds (15) and (24)"
-    )
-    spec_reference = reference
-    ambiguities: ClassVar[dict[str, str]] = {
-        "data": "MNIST subset replaced by sklearn digits 3 vs 8 (offline), scalar ±1 targets so "
-        "that the Gram reduction is exact",
-        "model": "one-hidden-layer tanh net (width 64) instead of ReLU: twice differentiable "
-        "minima, as the exact criterion assumes",
-        "convergence": "½-MSE ≤ 1e-10 with ≥ 20% of the updates at the full η (instead of "
-        "1e-6 for 200 epochs)",
-        "seeds": "the initialization is shared (MM23: the same initial point for every run); "
-        "the seeds vary the batch sequence; medians and ranges are over seeds",
-        "mnist profile": "--profile mnist --set data=PATH: the first 512 MNIST training images "
-        "of digits 3 and 8, scalar ±1 targets, width 256 (MM23's subset size and width are in "
-        "their App. J, not available to us; one-hot targets replaced by a scalar task so that "
-        "the Gram reduction stays n×n)",
-    }
-    config_cls = MM23Config
-    classes = (3, 8)
-    bounds = True
-
-    def analyze(self, config: MM23Config, results: Results) -> list[Claim]:
-        """See :func:`analyze_mm23`."""
-        return analyze_mm23(config, results)
-
-    def plot(self, config: MM23Config, results: Results, fig_dir: Path) -> list[Path]:
-        """Fig. 1a (λ_max vs η per B), Fig. 1b (λ_max vs B per η), Fig. 2 (bounds per B).
-
-        Points are medians over seeds with min–max bars; a diverged or unconverged (η, B)
-        is drawn as a cross at 2/η and named in the legend, so no run is silently missing.
-        """
-        paths: list[Path] = []
-        lrs = sorted(config.lrs)
-        edge = [gd_threshold(lr) for lr in lrs]  # 2/η (gd_threshold is x ↦ 2/x)
-        fig, axes = new_figure(2)
-        ax, axb = axes[0, 0], axes[0, 1]
-        ax.plot(lrs, edge, "k--", label="2/η")
-        for j, B in enumerate(config.batch_sizes):
-            _errorbar(ax, _curve(results, B, "lambda_max"), f"C{j}", f"B = {B or 'GD'}")
-            bad = _abnormal(results, "B", B, "lr")
-            _crosses(ax, [(lr, gd_threshold(lr), w) for lr, w in bad], f"C{j}", f"B = {B or 'GD'}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("learning rate η")
-        ax.set_ylabel("λ_max(H) at the minimum")
-        ax.set_title("MM23 Fig 1a: sharpness vs η (× = diverged / not converged)")
-        ax.legend(fontsize=6)
-        n = config.n
-        for j, lr in enumerate(lrs):
-            pts = _curve_b(results, lr, n)
-            _errorbar(axb, pts, f"C{j}", f"η = {lr:g}")
-            axb.axhline(gd_threshold(lr), color=f"C{j}", ls="--", lw=0.8)
-            bad = _abnormal(results, "lr", lr, "B")
-            _crosses(axb, [(b or n, gd_threshold(lr), w) for b, w in bad], f"C{j}", f"η = {lr:g}")
-        axb.set_xscale("log")
-        axb.set_yscale("log")
-        axb.set_xlabel(f"batch size B (GD plotted at n = {n})")
-        axb.set_ylabel("λ_max(H) at the minimum")
-        axb.set_title("MM23 Fig 1b: sharpness vs B (dashed: 2/η)")
-        axb.legend(fontsize=6)
-        paths += save_figure(fig, fig_dir, "mm23_lambda_vs_lr")
-
-        sgd_B = [B for B in config.batch_sizes if B]
-        fig, axes = new_figure(max(1, len(sgd_B)))
-        for j, B in enumerate(sgd_B):
-            ax = axes[0, j]
-            ax.plot(lrs, edge, "k--", label="2/η")
-            for c, (key, lab) in enumerate(
-                (
-                    ("generalized_sharpness", "λ_max(C†D) (exact)"),
-                    ("bound24", "bound (24)"),
-                    ("bound15", "bound (15)"),
-                    ("lambda_max", "λ_max(H)"),
-                )
-            ):
-                _errorbar(ax, _curve(results, B, key), f"C{c}", lab)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("learning rate η")
-            ax.set_title(f"B = {B}")
-            if j == 0:
-                ax.set_ylabel("curvature at the minimum")
-            ax.legend(fontsize=7)
-        paths += save_figure(fig, fig_dir, "mm23_bounds_vs_lr")
-        return paths
-
-    def tables(self, config: MM23Config, results: Results) -> list[Table]:
-        """Per-run table of the measured curvatures and ratios."""
-        rows = [
-            {
-                "run": k,
-                "converged": r.get("converged"),
-                "lambda_max": r.get("lambda_max"),
-                "bound15": r.get("bound15"),
-                "bound24": r.get("bound24"),
-                "generalized_sharpness": r.get("generalized_sharpness"),
-                "eta_lambda_over_2": r.get("gd_ratio"),
-                "eta_gen_over_2": r.get("ms_ratio"),
-                "effective_lr": r.get("effective_lr"),
-                "diverged": r.get("diverged"),
-            }
-            for k, r in sorted(results.items())
-        ]
-        return [("Minima", rows)]
 
 
 Curve = list[tuple[float, float, float, float]]
@@ -333,14 +210,15 @@ def analyze_mm23(config: MM23Config, results: Results) -> list[Claim]:
             measured="η·λ_max/2: "
             + (
                 "; ".join(
-                    f"η={lr:g} {_bname(B)}: {over_seeds(v)}" for (lr, B), v in sorted(small.items())
+                    f"η={lr:g} {_bname(B)}: {over_values(v)}"
+                    for (lr, B), v in sorted(small.items())
                 )
                 or "no small-B minimum at an η where GD is at the edge"
             )
             + "; GD: "
             + ", ".join(f"η={lr:g}: {fmt(v)}" for lr, v in sorted(gd_med.items()))
             + f"; {outcomes}",
-            measurement=None if worst_key is None else over_seeds(small[worst_key], "max η·λ/2"),
+            measurement=None if worst_key is None else over_values(small[worst_key], "max η·λ/2"),
             reproduced=bool(small) and all(median(v) < config.edge_ratio for v in small.values()),
         )
     )
@@ -362,7 +240,7 @@ def analyze_mm23(config: MM23Config, results: Results) -> list[Claim]:
             rule=f"median |λ_B − λ_GD|/λ_GD ≤ {config.large_batch_rtol:g} for every (η, "
             f"B ≥ {config.large_batch}) (≥ 1 pair)",
             measured="; ".join(
-                f"η={lr:g} {_bname(B)}: {over_seeds(v)}" for (lr, B), v in sorted(pairs.items())
+                f"η={lr:g} {_bname(B)}: {over_values(v)}" for (lr, B), v in sorted(pairs.items())
             )
             or "no large-B run converged",
             reproduced=holds and config.large_batch >= 32,
@@ -373,21 +251,21 @@ def analyze_mm23(config: MM23Config, results: Results) -> list[Claim]:
     )
     ms = _group([r for r in conv if r["B"] != 0], "ms_ratio")
     all_ms = [x for v in ms.values() for x in v]
-    worst_ms = max(all_ms, default=None)
     div = [r for r in results.values() if r.get("diverged")]
     claims.append(
-        graded_claim(
+        mean_square_claim(
             "M3",
             "SGD converges only to minima that satisfy the exact mean-square criterion η ≤ η*",
             paper="θ* is mean-square stable iff η ≤ η* = 2/λ_max(C†D)",
             source="MM23 Sec. 3 (exact threshold), Sec. 4 experiments",
-            rule="η·λ_max(C†D)/2 ≤ 1 at every converged SGD minimum (≥ 1): reproduced; ≤ "
-            f"{config.ratio_tol:g}: adapted",
-            measured=f"max η·λ_max(C†D)/2 = {fmt(worst_ms)} over {len(all_ms)} minima ("
-            f"{sum(x >= config.binding_ratio for x in all_ms)} at the edge, ≥ "
+            ratios=all_ms,
+            tol=config.ratio_tol,
+            where="at every converged SGD minimum",
+            scope="minima",
+            details=f" ({sum(x >= config.binding_ratio for x in all_ms)} at the edge, ≥ "
             f"{config.binding_ratio:g}); per (η, B): "
             + "; ".join(
-                f"η={lr:g} {_bname(B)}: {over_seeds(v)}" for (lr, B), v in sorted(ms.items())
+                f"η={lr:g} {_bname(B)}: {over_values(v)}" for (lr, B), v in sorted(ms.items())
             )
             + f"; {len(div)} diverged run(s) "
             + (
@@ -398,10 +276,8 @@ def analyze_mm23(config: MM23Config, results: Results) -> list[Claim]:
                 else ""
             )
             + f"; {outcomes}",
-            measurement=over_seeds(all_ms, "η·λ_max(C†D)/2 over all minima") if all_ms else None,
-            reproduced=bool(all_ms) and worst_ms is not None and worst_ms <= 1.0,
-            adapted=bool(all_ms) and worst_ms is not None and worst_ms <= config.ratio_tol,
-            adapted_note=f"tolerance {config.ratio_tol:g} instead of 1: {TYPICAL_RUN_NOTE}",
+            over="minima",
+            label="η·λ_max(C†D)/2 over all minima",
         )
     )
     bad = []
@@ -444,7 +320,7 @@ def _rank_one_claims(config: MM23Config, conv: list[Record]) -> list[Claim]:
     low = min((median(v) for v in binding.values()), default=None)
     text = (
         "; ".join(
-            f"η={lr:g} {_bname(B)}: η·(24)/2 {over_seeds(v)} [η·λ_max(C†D)/2 = "
+            f"η={lr:g} {_bname(B)}: η·(24)/2 {over_values(v)} [η·λ_max(C†D)/2 = "
             f"{fmt(median(msr[(lr, B)]))}]"
             for (lr, B), v in sorted(binding.items())
         )
@@ -528,3 +404,105 @@ def _fig1b_claim(config: MM23Config, conv: list[Record], outcomes: str) -> Claim
         measured="; ".join(parts) + f"; {outcomes}" if parts else f"too few runs; {outcomes}",
         reproduced=bool(parts) and ok,
     )
+
+
+@register
+class MM23Sweep(ScalarSweep):
+    """λ_max(H) at SGD minima vs η for several B, with 2/η and bounds (24), (15)."""
+
+    name = "mm23/sweep"
+    title = "MM23: sharpness of SGD minima vs learning rate and batch size, exact η*"
+    description = (
+        "Same large initialization and cubic warm-up for every run; GD and SGD (i.i.d. batches "
+        "without replacement) to interpolation on a scalar digits task; exact generalized "
+        "sharpness λ_max(C†D) from the float64 Gram matrix, MM23 bounds (15) and (24)."
+    )
+    reference = (
+        "Mulayoff & Michaeli (COLT 2024), Sec. 4 experiments: sharpness of SGD minima vs η and "
+        "B, bounds (15) and (24)"
+    )
+    ambiguities: ClassVar[dict[str, str]] = {
+        "data": "MNIST subset replaced by sklearn digits 3 vs 8 (offline), scalar ±1 targets so "
+        "that the Gram reduction is exact",
+        "model": "one-hidden-layer tanh net (width 64) instead of ReLU: twice differentiable "
+        "minima, as the exact criterion assumes",
+        "convergence": "½-MSE ≤ 1e-10 with ≥ 20% of the updates at the full η (instead of "
+        "1e-6 for 200 epochs)",
+        "seeds": "the initialization is shared (MM23: the same initial point for every run); "
+        "the seeds vary the batch sequence; medians and ranges are over seeds",
+        "mnist profile": "--profile mnist --set data=PATH: the first 512 MNIST training images "
+        "of digits 3 and 8, scalar ±1 targets, width 256 (MM23's subset size and width are in "
+        "their App. J, not available to us; one-hot targets replaced by a scalar task so that "
+        "the Gram reduction stays n×n)",
+    }
+    config_cls = MM23Config
+    analysis = analyze_mm23
+    table = (
+        "Minima",
+        ("converged", "lambda_max", "bound15", "bound24", "generalized_sharpness",
+         ("eta_lambda_over_2", "gd_ratio"), ("eta_gen_over_2", "ms_ratio"), "effective_lr",
+         "diverged"),
+    )  # fmt: skip
+    classes = (3, 8)
+    bounds = True
+
+    def plot(self, config: MM23Config, results: Results, fig_dir: Path) -> list[Path]:
+        """Fig. 1a (λ_max vs η per B), Fig. 1b (λ_max vs B per η), Fig. 2 (bounds per B).
+
+        Points are medians over seeds with min–max bars; a diverged or unconverged (η, B)
+        is drawn as a cross at 2/η and named in the legend, so no run is silently missing.
+        """
+        paths: list[Path] = []
+        lrs = sorted(config.lrs)
+        edge = [gd_threshold(lr) for lr in lrs]  # 2/η (gd_threshold is x ↦ 2/x)
+        fig, axes = new_figure(2)
+        ax, axb = axes[0, 0], axes[0, 1]
+        ax.plot(lrs, edge, "k--", label="2/η")
+        for j, B in enumerate(config.batch_sizes):
+            _errorbar(ax, _curve(results, B, "lambda_max"), f"C{j}", f"B = {B or 'GD'}")
+            bad = _abnormal(results, "B", B, "lr")
+            _crosses(ax, [(lr, gd_threshold(lr), w) for lr, w in bad], f"C{j}", f"B = {B or 'GD'}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("learning rate η")
+        ax.set_ylabel("λ_max(H) at the minimum")
+        ax.set_title("MM23 Fig 1a: sharpness vs η (× = diverged / not converged)")
+        ax.legend(fontsize=6)
+        n = config.n
+        for j, lr in enumerate(lrs):
+            pts = _curve_b(results, lr, n)
+            _errorbar(axb, pts, f"C{j}", f"η = {lr:g}")
+            axb.axhline(gd_threshold(lr), color=f"C{j}", ls="--", lw=0.8)
+            bad = _abnormal(results, "lr", lr, "B")
+            _crosses(axb, [(b or n, gd_threshold(lr), w) for b, w in bad], f"C{j}", f"η = {lr:g}")
+        axb.set_xscale("log")
+        axb.set_yscale("log")
+        axb.set_xlabel(f"batch size B (GD plotted at n = {n})")
+        axb.set_ylabel("λ_max(H) at the minimum")
+        axb.set_title("MM23 Fig 1b: sharpness vs B (dashed: 2/η)")
+        axb.legend(fontsize=6)
+        paths += save_figure(fig, fig_dir, "mm23_lambda_vs_lr")
+
+        sgd_B = [B for B in config.batch_sizes if B]
+        fig, axes = new_figure(max(1, len(sgd_B)))
+        for j, B in enumerate(sgd_B):
+            ax = axes[0, j]
+            ax.plot(lrs, edge, "k--", label="2/η")
+            for c, (key, lab) in enumerate(
+                (
+                    ("generalized_sharpness", "λ_max(C†D) (exact)"),
+                    ("bound24", "bound (24)"),
+                    ("bound15", "bound (15)"),
+                    ("lambda_max", "λ_max(H)"),
+                )
+            ):
+                _errorbar(ax, _curve(results, B, key), f"C{c}", lab)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("learning rate η")
+            ax.set_title(f"B = {B}")
+            if j == 0:
+                ax.set_ylabel("curvature at the minimum")
+            ax.legend(fontsize=7)
+        paths += save_figure(fig, fig_dir, "mm23_bounds_vs_lr")
+        return paths

@@ -3,7 +3,7 @@
 Curves are thinned to at most :data:`MAX_POINTS` points before they are stored; non-finite
 values are stored as None (JSON); claims format numbers with :func:`fmt`. Every claim states
 the paper's statement and its source, the acceptance rule fixed from the paper before
-measuring, our measurement with its spread over seeds (:func:`over_seeds`) and a status chosen
+measuring, our measurement with its spread over seeds (:func:`over_values`) and a status chosen
 by :func:`graded_claim`: ``reproduced`` when the paper's rule holds, ``adapted`` when only a
 stated, reasoned change of rule or setting holds, ``not reproduced`` when the paper's
 observation is not seen in our setting (with the reason), ``failed`` otherwise. Units that
@@ -18,9 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
-from scipy.stats import spearmanr
 
-from dynstab_repro.base import Measurement, RunSpec, graded_claim, unit_outcome
+from dynstab.training import TrainResult
+from dynstab_repro.base import Claim, RunSpec, graded_claim, unit_outcome
+from dynstab_repro.claim_stats import fmt, over_values, tally
 
 __all__ = [
     "MAX_POINTS",
@@ -29,14 +30,12 @@ __all__ = [
     "Record",
     "Results",
     "Table",
+    "curve",
     "finite",
-    "fmt",
-    "graded_claim",
     "grid_specs",
-    "median",
+    "mean_square_claim",
     "outcome_text",
-    "over_seeds",
-    "spearman",
+    "sharpness_record",
     "thin",
 ]
 
@@ -89,38 +88,81 @@ def finite(x: object) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def median(values: Sequence[float | None]) -> float:
-    """Median of the non-None entries (NaN when there are none).
+def curve(
+    res: TrainResult, name: str, max_points: int | None = None
+) -> tuple[list[int], list[float | None]]:
+    """Steps and values of the history entry ``name`` of a run (non-finite values → None).
+
+    Thinned to ``max_points`` points (:func:`thin`) when given.
+    """
+    steps, values = res.history.as_arrays(name)
+    idx = list(range(len(steps)))
+    if max_points is not None:
+        idx = thin(idx, max_points)
+    return [int(steps[i]) for i in idx], [finite(values[i]) for i in idx]
+
+
+def sharpness_record(res: TrainResult) -> Record:
+    """A sharpness-monitored run: outcome flags and its λ_max and loss curves (thinned).
+
+    Keys ``diverged``, ``steps_run``, ``final_loss``, ``lambda_steps``, ``lambda_max``,
+    ``loss_steps``, ``loss`` (curves from :class:`dynstab.training.SharpnessMonitor` and the
+    recorded full loss, at most :data:`MAX_POINTS` points each).
+    """
+    lam_steps, lam = curve(res, "lambda_max", MAX_POINTS)
+    loss_steps, loss = curve(res, "loss", MAX_POINTS)
+    return {
+        "diverged": bool(res.diverged),
+        "steps_run": int(res.steps_run),
+        "final_loss": finite(res.final_loss),
+        "lambda_steps": lam_steps,
+        "lambda_max": lam,
+        "loss_steps": loss_steps,
+        "loss": loss,
+    }
+
+
+def mean_square_claim(
+    claim_id: str,
+    statement: str,
+    *,
+    paper: str,
+    source: str,
+    ratios: Sequence[float],
+    tol: float,
+    where: str,
+    scope: str,
+    details: str = "",
+    note: str = TYPICAL_RUN_NOTE,
+    over: str = "runs",
+    label: str = "η·λ_max(C†D)/2",
+) -> Claim:
+    """The claim "SGD's minima satisfy the exact mean-square criterion η·λ_max(C†D)/2 ≤ 1".
+
+    Status (rule fixed before measuring): ``reproduced`` when every ratio is ≤ 1, ``adapted``
+    when every ratio is ≤ ``tol`` (with ``note`` as the reason), ``failed`` otherwise or when no
+    ratio was measured. ``where`` names the minima checked in the rule ("at every converged
+    SGD minimum"), ``scope`` in the measurement ("converged SGD minima"); ``details`` is
+    appended to the measurement text; the spread is over ``over``.
 
     Example:
-        >>> median([3.0, None, 1.0, 2.0])
-        2.0
+        >>> c = mean_square_claim("S", "s", paper="p", source="src", ratios=[0.8, 1.05], tol=1.1,
+        ...                       where="at every minimum", scope="minima")
+        >>> c.status.value, c.measured
+        ('adapted', 'max η·λ_max(C†D)/2 = 1.05 over 2 minima')
     """
-    vals = [float(v) for v in values if v is not None]
-    return float(np.median(vals)) if vals else float("nan")
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    """Compact human formatting for claim ``measured`` strings.
-
-    Example:
-        >>> fmt(0.123456), fmt(None), fmt(12345.0)
-        ('0.123', 'n/a', '1.23e+04')
-    """
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:.{digits}g}"
-
-
-def over_seeds(values: Sequence[float | None], label: str = "") -> Measurement:
-    """Median and range over seeds (None = a diverged seed, counted as not finite).
-
-    Example:
-        >>> str(over_seeds([0.9, None, 0.8], "ratio"))
-        'ratio = 0.85 (median of 2 seeds; range 0.8 to 0.9; 1 not finite)'
-    """
-    return Measurement.over_seeds(
-        [math.nan if v is None else float(v) for v in values] or [math.nan], label=label
+    worst = max(ratios, default=None)
+    return graded_claim(
+        claim_id,
+        statement,
+        paper=paper,
+        source=source,
+        rule=f"η·λ_max(C†D)/2 ≤ 1 {where} (≥ 1): reproduced; ≤ {tol:g}: adapted",
+        measured=f"max η·λ_max(C†D)/2 = {fmt(worst)} over {len(ratios)} {scope}{details}",
+        measurement=over_values(ratios, label, over=over) if ratios else None,
+        reproduced=worst is not None and worst <= 1.0,
+        adapted=worst is not None and worst <= tol,
+        adapted_note=f"tolerance {tol:g} instead of 1: {note}",
     )
 
 
@@ -128,35 +170,17 @@ def outcome_text(results: Results, expected: int | None = None) -> str:
     """Unit outcomes for a claim's ``ours`` text: counts per category, the abnormal units named.
 
     Units missing from ``results`` (they raised) are counted as failed when ``expected`` is
-    given.
+    given (:func:`dynstab_repro.claim_stats.tally`).
 
     Example:
         >>> outcome_text({"a": {"converged": True}, "b": {"diverged": True}}, expected=3)
         'units: 1 converged, 1 diverged (b), 1 failed'
     """
-    cats: dict[str, list[str]] = {}
-    for key, rec in sorted(results.items()):
-        cats.setdefault(unit_outcome(rec), []).append(key)
-    parts = []
-    for cat, keys in cats.items():
-        named = "" if cat in ("ok", "converged") else f" ({', '.join(keys)})"
-        parts.append(f"{len(keys)} {cat}{named}")
+    outcomes = ((key, unit_outcome(rec)) for key, rec in sorted(results.items()))
+    parts = tally(outcomes, normal=("ok", "converged"))
     if expected is not None and expected > len(results):
         parts.append(f"{expected - len(results)} failed")
     return "units: " + ", ".join(parts)
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation of ``x`` and ``y`` (average ranks for ties; NaN if constant).
-
-    Example:
-        >>> round(spearman([1, 2, 3, 4], [4.0, 3.0, 3.0, 1.0]), 3)
-        -0.949
-    """
-    if len(x) < 2:
-        return math.nan
-    rho = spearmanr(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic
-    return float(rho)
 
 
 def _show(value: object) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -33,9 +32,17 @@ from dynstab.data import load_cifar10, load_mnist
 from dynstab.models import MLP
 from dynstab.norms import gram_spectrum
 from dynstab.training import GramMonitor, Monitor, TrainResult, Warmup, train
-from dynstab_repro.base import Experiment, RunSpec
+from dynstab_repro.base import RunSpec
+from dynstab_repro.companions.experiment import CompanionExperiment
 from dynstab_repro.companions.minima import JSONScalar, gram_float64, gram_summary
-from dynstab_repro.companions.results import MAX_POINTS, finite, grid_specs, thin
+from dynstab_repro.companions.results import (
+    MAX_POINTS,
+    Record,
+    curve,
+    finite,
+    grid_specs,
+    thin,
+)
 from dynstab_repro.config import ExperimentConfig
 
 __all__ = [
@@ -47,6 +54,7 @@ __all__ = [
     "ScalarTaskConfig",
     "digits_task",
     "loss_curve",
+    "onehot_digits_task",
     "run_summary",
     "scalar_task",
     "shallow_mlp",
@@ -90,6 +98,27 @@ def digits_task(
     X = torch.tensor(Xa[:n], dtype=dtype)
     X = X / X.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return X, torch.tensor(lab[:n], dtype=dtype)
+
+
+def onehot_digits_task(n: int, *, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """Ten-output ½-MSE task from sklearn's 8×8 digits (offline): one-hot targets.
+
+    The first ``n`` samples of all ten digits, inputs scaled to unit Euclidean norm (as
+    :func:`digits_task`), targets the one-hot rows e_{y_i}. Deterministic.
+
+    Returns:
+        ``(X, Y)`` of shapes ``(n, 64)`` and ``(n, 10)``.
+
+    Example:
+        >>> X, Y = onehot_digits_task(12)
+        >>> tuple(Y.shape), Y.sum(dim=1).tolist() == [1.0] * 12, Y[:10].argmax(dim=1).tolist()
+        ((12, 10), True, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    """
+    from sklearn.datasets import load_digits  # deferred: optional heavy dependency ([data])
+
+    X, labels = digits_task(n, dtype=dtype)[0], load_digits().target[:n]
+    Y = torch.nn.functional.one_hot(torch.as_tensor(labels), 10).to(dtype)
+    return X, Y
 
 
 #: Data sources of the scalar task: digits (offline), MNIST-format IDX files, CIFAR-10 pickles.
@@ -159,14 +188,15 @@ def shallow_mlp(
     activation: str,
     seed: int,
     bias_scale: float = 0.0,
+    outputs: int = 1,
 ) -> MLP:
-    """``MLP([d, m, 1])`` in float64 with the large Gaussian initialization of MM23 / WWS22.
+    """``MLP([d, m, C])`` in float64 with the large Gaussian initialization of MM23 / WWS22.
 
-    f(x) = Σ_j a_j φ(w_jᵀx + b_j) + c with w_j ~ N(0, s²I_d), a_j ~ N(0, s²/m), b_j ~ N(0, β²)
-    and c = 0 (s = ``init_scale``, β = ``bias_scale``), drawn in that order from
-    ``torch.Generator().manual_seed(seed)``. For unit-norm inputs the pre-activations are
-    N(0, s²): s ≈ 1 puts tanh units in their curved range, and larger s gives sharper nearby
-    minima (the "large initialization" of Mulayoff & Michaeli).
+    f(x) = Σ_j a_j φ(w_jᵀx + b_j) + c with w_j ~ N(0, s²I_d), a_j ~ N(0, s²/m · I_C), b_j ~ N(0,
+    β²) and c = 0 (s = ``init_scale``, β = ``bias_scale``, C = ``outputs``, default 1: a scalar
+    output), drawn in that order from ``torch.Generator().manual_seed(seed)``. For unit-norm
+    inputs the pre-activations are N(0, s²): s ≈ 1 puts tanh units in their curved range, and
+    larger s gives sharper nearby minima (the "large initialization" of Mulayoff & Michaeli).
 
     Example:
         >>> net = shallow_mlp(3, 4, init_scale=1.0, activation="tanh", seed=0)
@@ -175,15 +205,15 @@ def shallow_mlp(
     """
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(m, d, generator=g, dtype=torch.float64) * init_scale
-    a = torch.randn(m, generator=g, dtype=torch.float64) * init_scale / math.sqrt(m)
+    a = torch.randn(outputs * m, generator=g, dtype=torch.float64) * init_scale / math.sqrt(m)
     b = torch.randn(m, generator=g, dtype=torch.float64) * bias_scale
-    net = MLP([d, m, 1], activation=activation, generator=g, dtype=torch.float64)
+    net = MLP([d, m, outputs], activation=activation, generator=g, dtype=torch.float64)
     net.load_state_dict(
         {
             "layers.0.weight": W,
             "layers.0.bias": b,
-            "layers.1.weight": a[None, :],
-            "layers.1.bias": torch.zeros(1, dtype=torch.float64),
+            "layers.1.weight": a.reshape(outputs, m),
+            "layers.1.bias": torch.zeros(outputs, dtype=torch.float64),
         }
     )
     return net
@@ -238,9 +268,7 @@ def train_scalar(
 
 def loss_curve(res: TrainResult) -> tuple[list[int], list[float | None]]:
     """The recorded full-loss curve of a run, thinned to :data:`MAX_POINTS` points."""
-    steps, values = res.history.as_arrays("loss")
-    idx = thin(list(range(len(steps))), MAX_POINTS)
-    return [int(steps[i]) for i in idx], [finite(values[i]) for i in idx]
+    return curve(res, "loss", MAX_POINTS)
 
 
 def run_summary(res: TrainResult) -> dict[str, JSONScalar | list[int] | list[float | None]]:
@@ -307,7 +335,10 @@ def train_scalar_run(
     sampling: str = "without",
     device: str = "cpu",
 ) -> dict[str, object]:
-    """Train a :func:`shallow_mlp` on a scalar ½-MSE task and measure the minimum.
+    """Train a :func:`shallow_mlp` on a ½-MSE task and measure the minimum.
+
+    Targets ``y`` of shape ``(n,)`` give a scalar output; ``(n, C)`` (e.g. one-hot,
+    :func:`onehot_digits_task`) a C-output net, whose K is nC×nC (rows ``i*C + c``).
 
     The initialization (seeded by ``init_seed``, shared by all runs as in MM23) is
     :func:`shallow_mlp` of the given ``width``; training is :func:`train_scalar` with the
@@ -324,10 +355,15 @@ def train_scalar_run(
         alignment factor at the final iterate, and ``mu_inf``, its infimum over residuals in
         the range of K (:func:`dynstab.criteria.alignment_infimum`).
     """
-    t0 = time.perf_counter()
     n, d = X.shape
+    outputs = 1 if y.ndim == 1 else int(y.shape[1])
     net = shallow_mlp(
-        d, width, init_scale=settings.init_scale, activation=settings.activation, seed=init_seed
+        d,
+        width,
+        init_scale=settings.init_scale,
+        activation=settings.activation,
+        seed=init_seed,
+        outputs=outputs,
     ).to(device)
     X, y = X.to(device), y.to(device)
     init_lambda = gram_spectrum(gram_float64(net, X)).lambda_max
@@ -373,13 +409,13 @@ def train_scalar_run(
                 lr=lr,
                 batch_size=n if gd else batch_size,
                 sampling="without" if gd else sampling,
+                outputs=outputs,
                 bounds=bounds,
                 generator=torch.Generator().manual_seed(seed),
             ).to_dict()
         )
     if record_every > 0:
         out["history"] = _alignment_history(res)
-    out["seconds"] = time.perf_counter() - t0
     return out
 
 
@@ -469,7 +505,7 @@ class ScalarSweepConfig(ScalarTaskConfig):
     seeds: tuple[int, ...] = (0,)
 
 
-class ScalarSweep(Experiment):
+class ScalarSweep(CompanionExperiment):
     """An (η, B, seed) sweep of :func:`shallow_mlp` networks on :func:`digits_task`.
 
     Subclasses set ``classes`` (digit classes; empty: parity of all ten digits) and ``bounds``
@@ -486,7 +522,7 @@ class ScalarSweep(Experiment):
             {"B": lambda b: str(b) if b else "GD"},
         )
 
-    def run_one(self, config: ScalarSweepConfig, spec: RunSpec) -> dict[str, object]:
+    def run_unit(self, config: ScalarSweepConfig, spec: RunSpec) -> Record:
         """Train one run to near interpolation, then measure the minimum from K."""
         X, y = config.task(config.n, self.classes)
         return train_scalar_run(

@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 
 from dynstab.criteria import alignment_factor, lyapunov_exponent, second_moment_growth
-from dynstab_repro.base import Claim, Experiment, RunSpec
-from dynstab_repro.companions.figures import new_figure, save_figure
+from dynstab_repro.base import Claim, RunSpec, graded_claim
+from dynstab_repro.claim_stats import fmt, median, over_values
+from dynstab_repro.companions.experiment import CompanionExperiment
+from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.minima import gram_float64, gram_summary
 from dynstab_repro.companions.results import (
     Overrides,
@@ -42,12 +42,8 @@ from dynstab_repro.companions.results import (
     Results,
     Table,
     finite,
-    fmt,
-    graded_claim,
     grid_specs,
-    median,
     outcome_text,
-    over_seeds,
 )
 from dynstab_repro.companions.scalar_nets import (
     ScalarTaskConfig,
@@ -57,6 +53,9 @@ from dynstab_repro.companions.scalar_nets import (
     train_scalar_run,
 )
 from dynstab_repro.registry import register
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["EscapeFit", "WWS22Alignment", "WWS22Config", "analyze_wws22", "escape_rate"]
 
@@ -152,161 +151,6 @@ class WWS22Config(ScalarTaskConfig):
     }
 
 
-@register
-class WWS22Alignment(Experiment):
-    """Alignment μ along SGD training, the Frobenius bound at SGD minima, the GD→SGD escape."""
-
-    name = "wws22/alignment"
-    title = "WWS22: SGD-noise alignment, ‖H‖_F ≤ 2/(η√q) at SGD minima, GD→SGD escape"
-    description = (
-        "SGD (i.i.d. batches without replacement) on a scalar digits task from one large "
-        "initialization with a cubic warm-up, over η, B and width; μ(θ_t) from the float64 Gram "
-        "matrix and residuals every record_every steps; ‖H‖_F = ‖K‖_F at every minimum; a GD "
-        "minimum continued with SGD."
-    )
-    reference = (
-        "Wu, Wang & Su (NeurIPS 2022), the alignment of SGD noise and the Frobenius bound at "
-        "SGD minima"
-    )
-    spec_reference = reference
-    ambiguities: ClassVar[dict[str, str]] = {
-        "data": "CIFAR-10 replaced by sklearn digits 3 vs 8 (offline), scalar ±1 targets",
-        "bound": "WWS22's bound is used in the form ‖H‖_F ≤ 1/(η√(pμ)) (from E L̃_{t+1} ≥ "
-        "η²pμ‖H‖_F² L̃_t) with μ the alignment measured at the minimum; the paper's own "
-        "constant (O(√B/η)) is not verified; the assumption-free 2/(η√q) is reported beside it",
-        "escape": "the escape rate is the least-squares slope of ln L(θ_t) where 10 L(θ*) ≤ "
-        "L(θ_t) ≤ 1e-3; predicted: 2λ₁ (typical run of linearized SGD, simulated) and ln ρ(Q) "
-        "(mean square, exact)",
-        "seeds": "the initialization is shared; the seeds vary the batch sequence",
-        "cifar10 profile": "--profile cifar10 --set data=PATH: classes 0 and 1 of CIFAR-10, the "
-        "first 1000 images (WME18's two-class setting; WWS22's own CIFAR-10 sizes are not "
-        "stated in the abstract), scalar ±1 targets, tanh MLPs of width 128–2048",
-        "binding": "a run binds when η·λ_max(C†D)/2 ≥ 0.85 while η·λ_max(H)/2 ≤ 0.9 (the SGD "
-        "constraint, not GD's, is active)",
-    }
-    config_cls = WWS22Config
-
-    def specs(self, config: WWS22Config) -> list[RunSpec]:
-        """One unit per (η, B, width, seed) plus one GD→SGD switch per seed."""
-        out = grid_specs(
-            {
-                "lr": config.lrs,
-                "B": config.batch_sizes,
-                "width": config.widths,
-                "seed": config.seeds,
-            }
-        )
-        out += [RunSpec(f"switch_seed={s}", {"switch": True, "seed": s}) for s in config.seeds]
-        return out
-
-    def run_one(self, config: WWS22Config, spec: RunSpec) -> Record:
-        """Train one SGD run (recording μ) or run the GD→SGD switch."""
-        # digits / MNIST: 3 vs 8; CIFAR-10: the loader's default pair (0, 1)
-        X, y = config.task(config.n, () if config.dataset == "cifar10" else (3, 8))
-        if spec.params.get("switch"):
-            return _switch(config, X, y, int(spec.params["seed"]))
-        return train_scalar_run(
-            config,
-            X,
-            y,
-            width=int(spec.params["width"]),
-            lr=float(spec.params["lr"]),
-            batch_size=int(spec.params["B"]),
-            seed=int(spec.params["seed"]),
-            record_every=config.record_every,
-            device=config.device,
-        )
-
-    def analyze(self, config: WWS22Config, results: Results) -> list[Claim]:
-        """See :func:`analyze_wws22`."""
-        return analyze_wws22(config, results)
-
-    def plot(self, config: WWS22Config, results: Results, fig_dir: Path) -> list[Path]:
-        """μ(θ_t); ‖H‖_F·η√(pμ) vs η with the bound 1; the GD→SGD escapes with fitted rates."""
-        fig, axes = new_figure(3)
-        ax0, ax1, ax2 = axes[0, 0], axes[0, 1], axes[0, 2]
-        runs = _sgd_runs(results)
-        for j, (k, r) in enumerate(sorted(runs.items())):
-            h = r.get("history")
-            if h:
-                pts = [(s, m) for s, m in zip(h["step"], h["mu"]) if m is not None]
-                if pts:
-                    ax0.plot(*zip(*pts), lw=0.8, color=f"C{j % 10}", label=k if j < 6 else None)
-        ax0.set_yscale("log")
-        ax0.set_xlabel("step")
-        ax0.set_ylabel("alignment μ(θ_t)")
-        ax0.legend(fontsize=5)
-        for j, B in enumerate(config.batch_sizes):
-            pts = sorted(
-                (r["lr"], v)
-                for r in runs.values()
-                if r.get("B") == B and (v := _align_ratio(r)) is not None
-            )
-            if pts:
-                ax1.scatter(*zip(*pts), color=f"C{j}", label=f"B = {B}", s=14)
-            bad = [r["lr"] for r in runs.values() if r.get("B") == B and not r.get("converged")]
-            if bad:
-                ax1.scatter(
-                    bad,
-                    [1.0] * len(bad),
-                    marker="x",
-                    color=f"C{j}",
-                    s=50,
-                    label=f"B = {B}: not converged / diverged",
-                )
-        ax1.axhline(1.0, color="k", ls="--", lw=0.8, label="WWS22 bound")
-        ax1.axhline(config.align_tight, color="grey", ls=":", lw=0.8, label="tightness floor")
-        ax1.set_xscale("log")
-        ax1.set_xlabel("learning rate η")
-        ax1.set_ylabel("‖H‖_F·η·√(pμ_inf) at the minimum")
-        ax1.legend(fontsize=6)
-        for j, (key, sw) in enumerate(sorted(_switch_runs(results).items())):
-            pts = [(s, v) for s, v in zip(sw["loss_steps"], sw["loss_values"]) if v]
-            if pts:
-                ax2.plot(*zip(*pts), color=f"C{j}", lw=1, label=key)
-            fit = sw.get("escape_fit") or {}
-            if fit.get("rate") is not None:
-                t = np.array([fit["start"], fit["stop"]], dtype=float)
-                ax2.plot(
-                    t,
-                    np.exp(fit["intercept"] + fit["rate"] * t),
-                    color=f"C{j}",
-                    ls="--",
-                    lw=1.5,
-                    label=f"fit: rate {fit['rate']:.3g}/step (2λ₁ = "
-                    f"{fmt(sw.get('predicted_rate'))})",
-                )
-        ax2.set_yscale("log")
-        ax2.set_xlabel("SGD step after the GD minimum")
-        ax2.set_ylabel("training loss")
-        ax2.set_title(f"GD → SGD(B = {config.switch_batch}), η = {config.switch_lr:g}")
-        ax2.legend(fontsize=6)
-        return save_figure(fig, fig_dir, "wws22_alignment")
-
-    def tables(self, config: WWS22Config, results: Results) -> list[Table]:
-        """Per-run table."""
-        rows = []
-        for k, r in sorted(_sgd_runs(results).items()):
-            h = r.get("history") or {}
-            rows.append(
-                {
-                    "run": k,
-                    "converged": r.get("converged"),
-                    "diverged": r.get("diverged"),
-                    "median_mu": median(h.get("mu", [])),
-                    "mu_final": r.get("mu_final"),
-                    "mu_inf": r.get("mu_inf"),
-                    "frobenius": r.get("frobenius"),
-                    "frob*eta*sqrt(p*mu)": _align_ratio(r),
-                    "frob/(2/(eta*sqrt(q)))": r["frobenius"] / _frob_bound(r)
-                    if r.get("frobenius") and r.get("q")
-                    else None,
-                    "eta_gen_over_2": r.get("ms_ratio"),
-                }
-            )
-        return [("SGD minima", rows)]
-
-
 def _sgd_runs(results: Results) -> Results:
     return {k: r for k, r in results.items() if not k.startswith("switch")}
 
@@ -384,7 +228,6 @@ def escape_rate(
 
 def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor, seed: int) -> Record:
     """GD to a minimum at η, then SGD(η, B) from it with batch seed ``seed``."""
-    t0 = time.perf_counter()
     n = X.shape[0]
     net = shallow_mlp(
         X.shape[1], config.switch_width, init_scale=config.init_scale, activation="tanh", seed=0
@@ -472,7 +315,6 @@ def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor, seed: int) ->
         "loss_steps": steps,
         "loss_values": vals,
         "n": n,
-        "seconds": time.perf_counter() - t0,
     }
 
 
@@ -509,10 +351,12 @@ def analyze_wws22(config: WWS22Config, results: Results) -> list[Claim]:
             source=f"{WWS22}, the alignment property (abstract; Sec. 3)",
             rule=f"median μ ≥ {config.mu_min:g} for every run; median μ(width {wmax}) ≥ ½ "
             f"median μ(width {wmin})",
-            measured=f"median μ per run: {over_seeds(finite_meds)}; width {wmin}: "
-            f"{over_seeds(small_w or [math.nan])}, width {wmax}: "
-            f"{over_seeds(large_w or [math.nan])}; {outcomes}",
-            measurement=over_seeds(finite_meds, "median μ(θ_t) per run") if finite_meds else None,
+            measured=f"median μ per run: {over_values(finite_meds, over='runs')}; width {wmin}: "
+            f"{over_values(small_w, over='runs')}, width {wmax}: "
+            f"{over_values(large_w, over='runs')}; {outcomes}",
+            measurement=over_values(finite_meds, "median μ(θ_t) per run", over="runs")
+            if finite_meds
+            else None,
             reproduced=bool(finite_meds)
             and len(finite_meds) == len(runs)
             and min(finite_meds) >= config.mu_min
@@ -539,11 +383,12 @@ def analyze_wws22(config: WWS22Config, results: Results) -> list[Claim]:
             f"{config.align_tight:g} (else not reproduced: the bound holds but is too loose to "
             "discriminate)",
             measured=f"‖H‖_F·η√(pμ_inf) over {len(ratios)} minima: "
-            f"{over_seeds(ratios) if ratios else 'n/a'}; max = {fmt(worst)}; with the "
-            f"end-of-training alignment μ_T instead: {over_seeds(at_end) if at_end else 'n/a'} "
+            f"{over_values(ratios, over='minima') if ratios else 'n/a'}; max = {fmt(worst)}; "
+            "with the end-of-training alignment μ_T instead: "
+            f"{over_values(at_end, over='minima') if at_end else 'n/a'} "
             "(μ_T is not a lower bound, so values above 1 are allowed); assumption-free "
             f"‖H‖_F/(2/(η√q)): max {fmt(max(loose, default=None))}; {outcomes}",
-            measurement=over_seeds(ratios, "‖H‖_F·η·√(pμ_inf)") if ratios else None,
+            measurement=over_values(ratios, "‖H‖_F·η·√(pμ_inf)", over="minima") if ratios else None,
             reproduced=ok_bound and config.align_tight <= w <= 1.0,
             adapted=ok_bound and config.align_tight <= w <= config.align_tol,
             adapted_note=f"tolerance {config.align_tol:g} instead of 1: a typical SGD run may "
@@ -570,7 +415,7 @@ def analyze_wws22(config: WWS22Config, results: Results) -> list[Claim]:
             rule=f"max/min of ‖H‖_F·η/√B ≤ {config.spread_max:g} over ≥ 2 binding runs "
             "(η·λ_max(C†D)/2 ≥ 0.85 while η·λ_max(H)/2 ≤ 0.9)",
             measured=f"{len(binding)} binding minima; ‖H‖_F·η/√B: "
-            f"{over_seeds(prods) if prods else 'n/a'}, max/min = {fmt(spread)}",
+            f"{over_values(prods, over='minima') if prods else 'n/a'}, max/min = {fmt(spread)}",
             reproduced=spread is not None and spread <= config.spread_max,
         )
     )
@@ -621,14 +466,166 @@ def _escape_claim(config: WWS22Config, switches: Results) -> Claim:
         f"×{config.escape_factor:g} within {config.escape_window} steps; SGD re-converges with "
         "lower ‖H‖_F, in every seed",
         measured=f"η·λ_max(C†D)/2 at the GD minimum = {fmt(sw0['gd_ms_ratio_for_sgd'])}; "
-        f"fitted rate per step {over_seeds(rates)}; predicted: typical 2λ₁ = "
+        f"fitted rate per step {over_values(rates)}; predicted: typical 2λ₁ = "
         f"{fmt(sw0['predicted_rate'])} (± {fmt(2 * sw0['lyapunov_stderr'])}), mean-square "
         f"ln ρ(Q) = {fmt(sw0['mean_square_rate'])}, one-step factor η²pμ₀‖H‖_F² at the GD "
         f"residual = {fmt(sw0['growth_lower_bound'])}"
-        f"; jump within {config.escape_window} steps: {over_seeds(jumps)}; ‖H‖_F: GD "
+        f"; jump within {config.escape_window} steps: {over_values(jumps)}; ‖H‖_F: GD "
         f"{fmt(sw0['gd_frobenius'])} → SGD "
         + ", ".join(f"{fmt(sw['sgd_frobenius'])}" for sw in sws)
         + f" (converged: {[bool(sw['sgd_converged']) for sw in sws]})",
-        measurement=over_seeds(rel, "fitted rate / predicted 2λ₁") if rel else None,
+        measurement=over_values(rel, "fitted rate / predicted 2λ₁") if rel else None,
         reproduced=bool(ok),
     )
+
+
+@register
+class WWS22Alignment(CompanionExperiment):
+    """Alignment μ along SGD training, the Frobenius bound at SGD minima, the GD→SGD escape."""
+
+    name = "wws22/alignment"
+    title = "WWS22: SGD-noise alignment, ‖H‖_F ≤ 2/(η√q) at SGD minima, GD→SGD escape"
+    description = (
+        "SGD (i.i.d. batches without replacement) on a scalar digits task from one large "
+        "initialization with a cubic warm-up, over η, B and width; μ(θ_t) from the float64 Gram "
+        "matrix and residuals every record_every steps; ‖H‖_F = ‖K‖_F at every minimum; a GD "
+        "minimum continued with SGD."
+    )
+    reference = (
+        "Wu, Wang & Su (NeurIPS 2022), the alignment of SGD noise and the Frobenius bound at "
+        "SGD minima"
+    )
+    ambiguities: ClassVar[dict[str, str]] = {
+        "data": "CIFAR-10 replaced by sklearn digits 3 vs 8 (offline), scalar ±1 targets",
+        "bound": "WWS22's bound is used in the form ‖H‖_F ≤ 1/(η√(pμ)) (from E L̃_{t+1} ≥ "
+        "η²pμ‖H‖_F² L̃_t) with μ the alignment measured at the minimum; the paper's own "
+        "constant (O(√B/η)) is not verified; the assumption-free 2/(η√q) is reported beside it",
+        "escape": "the escape rate is the least-squares slope of ln L(θ_t) where 10 L(θ*) ≤ "
+        "L(θ_t) ≤ 1e-3; predicted: 2λ₁ (typical run of linearized SGD, simulated) and ln ρ(Q) "
+        "(mean square, exact)",
+        "seeds": "the initialization is shared; the seeds vary the batch sequence",
+        "cifar10 profile": "--profile cifar10 --set data=PATH: classes 0 and 1 of CIFAR-10, the "
+        "first 1000 images (WME18's two-class setting; WWS22's own CIFAR-10 sizes are not "
+        "stated in the abstract), scalar ±1 targets, tanh MLPs of width 128–2048",
+        "binding": "a run binds when η·λ_max(C†D)/2 ≥ 0.85 while η·λ_max(H)/2 ≤ 0.9 (the SGD "
+        "constraint, not GD's, is active)",
+    }
+    config_cls = WWS22Config
+    figure = "wws22_alignment"
+    analysis = analyze_wws22
+
+    def specs(self, config: WWS22Config) -> list[RunSpec]:
+        """One unit per (η, B, width, seed) plus one GD→SGD switch per seed."""
+        out = grid_specs(
+            {
+                "lr": config.lrs,
+                "B": config.batch_sizes,
+                "width": config.widths,
+                "seed": config.seeds,
+            }
+        )
+        out += [RunSpec(f"switch_seed={s}", {"switch": True, "seed": s}) for s in config.seeds]
+        return out
+
+    def run_unit(self, config: WWS22Config, spec: RunSpec) -> Record:
+        """Train one SGD run (recording μ) or run the GD→SGD switch."""
+        # digits / MNIST: 3 vs 8; CIFAR-10: the loader's default pair (0, 1)
+        X, y = config.task(config.n, () if config.dataset == "cifar10" else (3, 8))
+        if spec.params.get("switch"):
+            return _switch(config, X, y, int(spec.params["seed"]))
+        return train_scalar_run(
+            config,
+            X,
+            y,
+            width=int(spec.params["width"]),
+            lr=float(spec.params["lr"]),
+            batch_size=int(spec.params["B"]),
+            seed=int(spec.params["seed"]),
+            record_every=config.record_every,
+            device=config.device,
+        )
+
+    def draw(self, config: WWS22Config, results: Results) -> Figure:
+        """μ(θ_t); ‖H‖_F·η√(pμ) vs η with the bound 1; the GD→SGD escapes with fitted rates."""
+        fig, axes = new_figure(3)
+        ax0, ax1, ax2 = axes[0, 0], axes[0, 1], axes[0, 2]
+        runs = _sgd_runs(results)
+        for j, (k, r) in enumerate(sorted(runs.items())):
+            h = r.get("history")
+            if h:
+                pts = [(s, m) for s, m in zip(h["step"], h["mu"]) if m is not None]
+                if pts:
+                    ax0.plot(*zip(*pts), lw=0.8, color=f"C{j % 10}", label=k if j < 6 else None)
+        ax0.set_yscale("log")
+        ax0.set_xlabel("step")
+        ax0.set_ylabel("alignment μ(θ_t)")
+        ax0.legend(fontsize=5)
+        for j, B in enumerate(config.batch_sizes):
+            pts = sorted(
+                (r["lr"], v)
+                for r in runs.values()
+                if r.get("B") == B and (v := _align_ratio(r)) is not None
+            )
+            if pts:
+                ax1.scatter(*zip(*pts), color=f"C{j}", label=f"B = {B}", s=14)
+            bad = [r["lr"] for r in runs.values() if r.get("B") == B and not r.get("converged")]
+            if bad:
+                ax1.scatter(
+                    bad,
+                    [1.0] * len(bad),
+                    marker="x",
+                    color=f"C{j}",
+                    s=50,
+                    label=f"B = {B}: not converged / diverged",
+                )
+        ax1.axhline(1.0, color="k", ls="--", lw=0.8, label="WWS22 bound")
+        ax1.axhline(config.align_tight, color="grey", ls=":", lw=0.8, label="tightness floor")
+        ax1.set_xscale("log")
+        ax1.set_xlabel("learning rate η")
+        ax1.set_ylabel("‖H‖_F·η·√(pμ_inf) at the minimum")
+        ax1.legend(fontsize=6)
+        for j, (key, sw) in enumerate(sorted(_switch_runs(results).items())):
+            pts = [(s, v) for s, v in zip(sw["loss_steps"], sw["loss_values"]) if v]
+            if pts:
+                ax2.plot(*zip(*pts), color=f"C{j}", lw=1, label=key)
+            fit = sw.get("escape_fit") or {}
+            if fit.get("rate") is not None:
+                t = np.array([fit["start"], fit["stop"]], dtype=float)
+                ax2.plot(
+                    t,
+                    np.exp(fit["intercept"] + fit["rate"] * t),
+                    color=f"C{j}",
+                    ls="--",
+                    lw=1.5,
+                    label=f"fit: rate {fit['rate']:.3g}/step (2λ₁ = "
+                    f"{fmt(sw.get('predicted_rate'))})",
+                )
+        ax2.set_yscale("log")
+        ax2.set_xlabel("SGD step after the GD minimum")
+        ax2.set_ylabel("training loss")
+        ax2.set_title(f"GD → SGD(B = {config.switch_batch}), η = {config.switch_lr:g}")
+        ax2.legend(fontsize=6)
+        return fig
+
+    def tables(self, config: WWS22Config, results: Results) -> list[Table]:
+        """Per-run table."""
+        rows = []
+        for k, r in sorted(_sgd_runs(results).items()):
+            h = r.get("history") or {}
+            rows.append(
+                {
+                    "run": k,
+                    "converged": r.get("converged"),
+                    "diverged": r.get("diverged"),
+                    "median_mu": median(h.get("mu", [])),
+                    "mu_final": r.get("mu_final"),
+                    "mu_inf": r.get("mu_inf"),
+                    "frobenius": r.get("frobenius"),
+                    "frob*eta*sqrt(p*mu)": _align_ratio(r),
+                    "frob/(2/(eta*sqrt(q)))": r["frobenius"] / _frob_bound(r)
+                    if r.get("frobenius") and r.get("q")
+                    else None,
+                    "eta_gen_over_2": r.get("ms_ratio"),
+                }
+            )
+        return [("SGD minima", rows)]

@@ -29,9 +29,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import time
-from pathlib import Path
-from typing import ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
 from torch import nn
@@ -43,12 +41,17 @@ from dynstab.losses import half_mse
 from dynstab.models import MLP, DiagonalLinearNet
 from dynstab.norms import gram_spectrum
 from dynstab.training import train
-from dynstab_repro.base import Claim, Experiment, Measurement, RunSpec
-from dynstab_repro.companions.figures import new_figure, save_figure
+from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.claim_stats import fmt, over_values
+from dynstab_repro.companions.experiment import CompanionExperiment
+from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.minima import gram_float64
-from dynstab_repro.companions.results import Overrides, Record, Results, Table, finite, fmt
+from dynstab_repro.companions.results import Overrides, Record, Results, finite
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "LINEAR_ARCHS",
@@ -252,7 +255,6 @@ def _fit(
 
 
 def _run_linear(config: LinearAlignmentConfig, arch: str, seed: int) -> Record:
-    t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
     X = gaussian_inputs(config.n, config.d, generator=g)
     beta = torch.randn(config.d, generator=g, dtype=torch.float64) / math.sqrt(config.d)
@@ -263,12 +265,11 @@ def _run_linear(config: LinearAlignmentConfig, arch: str, seed: int) -> Record:
     A = per_sample_jacobian(model, eye).reshape(config.d, -1).to(torch.float64).T  # (P, d)
     w = _outputs(model, eye) - beta
     out["mu_pop"] = population_alignment_linear(A, w) if float(w @ w) > 0 else None
-    out.update(arch=arch, seed=seed, n=config.n, seconds=time.perf_counter() - t0)
+    out.update(arch=arch, seed=seed, n=config.n)
     return out
 
 
 def _run_rf(config: LinearAlignmentConfig, width: int, seed: int) -> Record:
-    t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
     n = config.rf_samples_per_width * max(config.widths)
     X = gaussian_inputs(n, config.d, generator=g) / math.sqrt(config.d)
@@ -280,12 +281,86 @@ def _run_rf(config: LinearAlignmentConfig, width: int, seed: int) -> Record:
         )
     y = _outputs(teacher, X)
     out = _fit(config, model, X, y, config.rf_stop_loss)
-    out.update(arch="rf", width=width, seed=seed, n=n, seconds=time.perf_counter() - t0)
+    out.update(arch="rf", width=width, seed=seed, n=n)
     return out
 
 
+def analyze_linear_alignment(config: LinearAlignmentConfig, results: Results) -> list[Claim]:
+    """Claims of ``wws22/linear-alignment``.
+
+    * LA1: at every linear-network minimum, μ ≥ 1 − ``n_se`` standard errors (bound μ ≥ 1).
+    * LA2 (adapted): RF minima keep μ bounded below uniformly in the width: the median μ at
+      every width ≥ ``width_ratio_min`` × the median at the smallest width, and > 0 by more
+      than ``n_se`` standard errors.
+    """
+    claims: list[Claim] = []
+    lin = [r for r in results.values() if r.get("arch") in LINEAR_ARCHS]
+    expected = len(LINEAR_ARCHS) * len(config.seeds)
+    ok_runs = [
+        r
+        for r in lin
+        if r.get("converged") and r.get("mu") is not None and r.get("mu_se") is not None
+    ]
+    margins = [(r["mu"] - 1.0) / r["mu_se"] if r["mu_se"] > 0 else math.inf for r in ok_runs]
+    holds = len(ok_runs) == expected and all(m >= -config.n_se for m in margins)
+    mus = [r["mu"] for r in ok_runs]
+    pops = [r["mu_pop"] for r in ok_runs if r.get("mu_pop")]
+    med_mu = over_values(mus, over="minima").value
+    failed_runs = expected - len(ok_runs)
+    claims.append(
+        Claim(
+            "LA1",
+            "At minima of linear networks the alignment factor is at least the proven bound",
+            criterion=f"all {expected} linear-net runs converge, and at each minimum μ ≥ 1 − "
+            f"{config.n_se:g}·SE (delta-method SE over the samples)",
+            status="reproduced" if holds else "failed",
+            paper="Σ(θ) ≽ 2L(θ)·G(θ) for linear networks at Gaussian inputs, i.e. μ ≥ 1",
+            source="WWS22, alignment property for linear networks (Sec. 3)",
+            measurement=over_values(mus, "μ over linear-net minima", over="minima"),
+            measured=(
+                f"μ median {fmt(med_mu)}, min {fmt(min(mus, default=None))} over {len(ok_runs)} "
+                f"minima ({failed_runs} runs not converged or without a value); smallest "
+                f"(μ − 1)/SE = {fmt(min(margins, default=None))}; population μ ∈ "
+                f"[{fmt(min(pops, default=None))}, {fmt(max(pops, default=None))}]"
+            ),
+        )
+    )
+    rf = [
+        r
+        for r in results.values()
+        if r.get("arch") == "rf" and r.get("converged") and r.get("mu") is not None
+    ]
+    by_w = {m: [r for r in rf if r.get("width") == m] for m in config.widths}
+    med = {m: over_values([r["mu"] for r in rs]) for m, rs in by_w.items()}
+    w0 = min(config.widths)
+    ratios = {m: med[m].value / med[w0].value for m in config.widths if med[w0].value > 0}
+    positive = all(r["mu"] > config.n_se * (r["mu_se"] or math.inf) for r in rf)
+    holds_rf = (
+        len(rf) == len(config.widths) * len(config.seeds)
+        and len(ratios) == len(config.widths)
+        and all(v >= config.width_ratio_min for v in ratios.values())
+        and positive
+    )
+    claims.append(
+        Claim(
+            "LA2",
+            "At minima of random-feature models the alignment stays bounded below as the width "
+            "grows",
+            criterion=f"median μ(m) ≥ {config.width_ratio_min:g}·median μ(m = {w0}) at every "
+            f"width, and μ > {config.n_se:g}·SE in every run",
+            status="adapted" if holds_rf else "failed",
+            paper="μ ≥ c > 0 for random-feature models, c independent of the width",
+            source="WWS22, alignment property for random-feature models (Sec. 3)",
+            note="the constant c of WWS22's random-feature theorem could not be checked "
+            "offline; the rule tests its width independence instead",
+            measured="; ".join(f"m = {m}: {med[m]}" for m in config.widths),
+        )
+    )
+    return claims
+
+
 @register
-class WWS22LinearAlignment(Experiment):
+class WWS22LinearAlignment(CompanionExperiment):
     """μ at minima of linear nets (vs the proven bound 1) and of random-feature models."""
 
     name = "wws22/linear-alignment"
@@ -312,6 +387,12 @@ class WWS22LinearAlignment(Experiment):
         "which GD approaches the minimum; μ_inf (worst direction) is reported alongside",
     }
     config_cls = LinearAlignmentConfig
+    figure = "wws22_linear_alignment"
+    analysis = analyze_linear_alignment
+    table = (
+        "Alignment at minima",
+        ("arch", "width", "seed", "n", "final_loss", "mu", "mu_se", "mu_pop", "mu_inf"),
+    )
 
     def specs(self, config: LinearAlignmentConfig) -> list[RunSpec]:
         """One unit per (linear architecture, seed) and per (RF width, seed)."""
@@ -327,17 +408,13 @@ class WWS22LinearAlignment(Experiment):
         ]
         return out
 
-    def run_one(self, config: LinearAlignmentConfig, spec: RunSpec) -> Record:
+    def run_unit(self, config: LinearAlignmentConfig, spec: RunSpec) -> Record:
         """Train one network to a minimum and measure the alignment there."""
         if spec.params["arch"] == "rf":
             return _run_rf(config, int(spec.params["width"]), int(spec.params["seed"]))
         return _run_linear(config, str(spec.params["arch"]), int(spec.params["seed"]))
 
-    def analyze(self, config: LinearAlignmentConfig, results: Results) -> list[Claim]:
-        """See :func:`analyze_linear_alignment`."""
-        return analyze_linear_alignment(config, results)
-
-    def plot(self, config: LinearAlignmentConfig, results: Results, fig_dir: Path) -> list[Path]:
+    def draw(self, config: LinearAlignmentConfig, results: Results) -> Figure:
         """μ (±3 SE) per linear net vs the bound 1; μ vs width for RF models."""
         fig, axes = new_figure(2)
         ax0, ax1 = axes[0, 0], axes[0, 1]
@@ -357,7 +434,6 @@ class WWS22LinearAlignment(Experiment):
         ax0.axhline(1.0, color="k", ls="--", lw=0.8, label="bound μ ≥ 1")
         ax0.set_xticks(range(len(LINEAR_ARCHS)), list(LINEAR_ARCHS))
         ax0.set_ylabel("μ at the minimum (o: data, x: population)")
-        ax0.legend(fontsize=7)
         for s in config.seeds:
             pts = sorted(
                 (r["width"], r["mu"])
@@ -370,85 +446,4 @@ class WWS22LinearAlignment(Experiment):
         ax1.set_xlabel("random-feature width m")
         ax1.set_ylabel("μ at the minimum")
         ax1.set_ylim(bottom=0.0)
-        ax1.legend(fontsize=7)
-        return save_figure(fig, fig_dir, "wws22_linear_alignment")
-
-    def tables(self, config: LinearAlignmentConfig, results: Results) -> list[Table]:
-        """One row per run."""
-        keys = ("arch", "width", "seed", "n", "final_loss", "mu", "mu_se", "mu_pop", "mu_inf")
-        rows = [{"run": k, **{c: r.get(c) for c in keys}} for k, r in sorted(results.items())]
-        return [("Alignment at minima", rows)]
-
-
-def analyze_linear_alignment(config: LinearAlignmentConfig, results: Results) -> list[Claim]:
-    """Claims of ``wws22/linear-alignment``.
-
-    * LA1: at every linear-network minimum, μ ≥ 1 − ``n_se`` standard errors (bound μ ≥ 1).
-    * LA2 (adapted): RF minima keep μ bounded below uniformly in the width: the median μ at
-      every width ≥ ``width_ratio_min`` × the median at the smallest width, and > 0 by more
-      than ``n_se`` standard errors.
-    """
-    claims: list[Claim] = []
-    lin = [r for r in results.values() if r.get("arch") in LINEAR_ARCHS]
-    expected = len(LINEAR_ARCHS) * len(config.seeds)
-    ok_runs = [
-        r
-        for r in lin
-        if r.get("converged") and r.get("mu") is not None and r.get("mu_se") is not None
-    ]
-    margins = [(r["mu"] - 1.0) / r["mu_se"] if r["mu_se"] > 0 else math.inf for r in ok_runs]
-    holds = len(ok_runs) == expected and all(m >= -config.n_se for m in margins)
-    mus = [r["mu"] for r in ok_runs]
-    pops = [r["mu_pop"] for r in ok_runs if r.get("mu_pop")]
-    med_mu = Measurement.over_seeds(mus or [math.nan]).value
-    failed_runs = expected - len(ok_runs)
-    claims.append(
-        Claim(
-            "LA1",
-            "At minima of linear networks the alignment factor is at least the proven bound",
-            criterion=f"all {expected} linear-net runs converge, and at each minimum μ ≥ 1 − "
-            f"{config.n_se:g}·SE (delta-method SE over the samples)",
-            status="reproduced" if holds else "failed",
-            paper="Σ(θ) ≽ 2L(θ)·G(θ) for linear networks at Gaussian inputs, i.e. μ ≥ 1",
-            source="WWS22, alignment property for linear networks (Sec. 3)",
-            measurement=Measurement.over_seeds(mus or [math.nan], label="μ over linear-net minima"),
-            measured=(
-                f"μ median {fmt(med_mu)}, min {fmt(min(mus, default=None))} over {len(ok_runs)} "
-                f"minima ({failed_runs} runs not converged or without a value); smallest "
-                f"(μ − 1)/SE = {fmt(min(margins, default=None))}; population μ ∈ "
-                f"[{fmt(min(pops, default=None))}, {fmt(max(pops, default=None))}]"
-            ),
-        )
-    )
-    rf = [
-        r
-        for r in results.values()
-        if r.get("arch") == "rf" and r.get("converged") and r.get("mu") is not None
-    ]
-    by_w = {m: [r for r in rf if r.get("width") == m] for m in config.widths}
-    med = {m: Measurement.over_seeds([r["mu"] for r in rs] or [math.nan]) for m, rs in by_w.items()}
-    w0 = min(config.widths)
-    ratios = {m: med[m].value / med[w0].value for m in config.widths if med[w0].value > 0}
-    positive = all(r["mu"] > config.n_se * (r["mu_se"] or math.inf) for r in rf)
-    holds_rf = (
-        len(rf) == len(config.widths) * len(config.seeds)
-        and len(ratios) == len(config.widths)
-        and all(v >= config.width_ratio_min for v in ratios.values())
-        and positive
-    )
-    claims.append(
-        Claim(
-            "LA2",
-            "At minima of random-feature models the alignment stays bounded below as the width "
-            "grows",
-            criterion=f"median μ(m) ≥ {config.width_ratio_min:g}·median μ(m = {w0}) at every "
-            f"width, and μ > {config.n_se:g}·SE in every run",
-            status="adapted" if holds_rf else "failed",
-            paper="μ ≥ c > 0 for random-feature models, c independent of the width",
-            source="WWS22, alignment property for random-feature models (Sec. 3)",
-            note="the constant c of WWS22's random-feature theorem could not be checked "
-            "offline; the rule tests its width independence instead",
-            measured="; ".join(f"m = {m}: {med[m]}" for m in config.widths),
-        )
-    )
-    return claims
+        return fig

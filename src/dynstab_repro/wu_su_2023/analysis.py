@@ -9,9 +9,11 @@ the seeds; a missing value is NaN and makes the claims that need it fail whereve
 (:func:`strict_min`, :func:`strict_max`). Bounds at the effective η are checked on every
 minimum (both converged categories).
 
-Claims are built by :func:`paper_claim`: the paper's statement and its place in the paper, the
-acceptance rule, our measurement with its spread over seeds (:func:`over_seeds`) and a status
-decided by the rule (reproduced / adapted / not reproduced / failed).
+The numbers of a claim (:func:`median` of the finite values, :func:`spearman` on ≥ 3 points,
+:func:`fmt`, the spread over seeds) come from :mod:`dynstab_repro.claim_stats`, shared with the
+companions. Claims are built by :func:`paper_claim`: the paper's statement and its place in
+the paper, the acceptance rule, our measurement with its spread over seeds (:func:`over_seeds`)
+and a status decided by the rule (reproduced / adapted / not reproduced / failed).
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-import numpy as np
-from scipy.stats import rankdata
-
 from dynstab.criteria import gd_threshold, q_factor
 from dynstab_repro.base import Claim, Measurement, graded_claim
+from dynstab_repro.claim_stats import fmt, median, over_values, spearman, tally
 from dynstab_repro.wu_su_2023.units import Record, Row
 
 __all__ = [
@@ -108,8 +108,11 @@ def outcome_text(runs: Iterable[Record]) -> str:
         >>> outcome_text([])
         'no run'
     """
-    cats = [run_outcome(r) for r in runs]
-    parts = [f"{cats.count(c)} {c}" for c in RUN_OUTCOMES if cats.count(c)]
+    parts = tally(
+        ((str(i), run_outcome(r)) for i, r in enumerate(runs)),
+        order=RUN_OUTCOMES,
+        normal=RUN_OUTCOMES,
+    )
     return ", ".join(parts) if parts else "no run"
 
 
@@ -129,7 +132,7 @@ def over_seeds(
     """``statistic`` of each seed's runs, as a median and range over the seeds.
 
     Runs are grouped by their ``seed`` field; a seed whose statistic is not finite (e.g. no
-    converged run) is counted in ``n_excluded``.
+    converged run) is counted in ``n_excluded`` (:func:`dynstab_repro.claim_stats.over_values`).
 
     Example:
         >>> runs = [{"seed": s, "x": float(s)} for s in (0, 1, 2)]
@@ -141,7 +144,7 @@ def over_seeds(
         by_seed.setdefault(int(r.get("seed", 0)), []).append(r)
     if not by_seed:
         return Measurement(math.nan, n_seeds=0, label=label)
-    return Measurement.over_seeds([statistic(by_seed[s]) for s in sorted(by_seed)], label=label)
+    return over_values([statistic(by_seed[s]) for s in sorted(by_seed)], label)
 
 
 def paper_claim(
@@ -240,17 +243,6 @@ def _select(
         and all(math.isclose(r[k], v, rel_tol=1e-9) for k, v in match.items())
         and (not converged_only or is_ok(r))
     ]
-
-
-def median(values: Iterable[float | None]) -> float:
-    """Median of the finite values (NaN if none).
-
-    Example:
-        >>> median([3.0, None, float("nan"), 1.0])
-        2.0
-    """
-    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    return float(np.median(arr)) if arr.size else float("nan")
 
 
 def medians(
@@ -416,35 +408,3 @@ def median_table(
             row.update(summary_cells(opt, sel, keys))
         rows.append(row)
     return rows
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties; NaN if < 3 points or constant).
-
-    Raises:
-        ValueError: If ``x`` and ``y`` differ in length.
-
-    Example:
-        >>> round(spearman([1, 2, 3, 4], [10, 8, 9, 1]), 12)
-        -0.8
-    """
-    if len(x) != len(y):
-        raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}.")
-    if len(x) < 3:
-        return float("nan")
-    rx, ry = rankdata(x), rankdata(y)
-    if np.std(rx) == 0 or np.std(ry) == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    """Format a number compactly (``'nan'``/``'—'`` for missing).
-
-    Example:
-        >>> fmt(0.000123456), fmt(None)
-        ('0.000123', '—')
-    """
-    if x is None:
-        return "—"
-    return f"{x:.{digits}g}"
