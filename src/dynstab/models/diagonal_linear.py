@@ -129,15 +129,16 @@ class DiagonalLinearNet(nn.Module):
 
         Args:
             params: ``{"a": (R, d), "b": (R, d)}`` (or ``u``, ``v``): R runs' parameters.
-            X: One batch per run, ``(R, B, d)``.
-            y: Targets ``(R, B)``.
+            X: One batch per run, ``(R, B, d)`` (full-batch GD: ``X.expand(R, n, d)``).
+            y: Targets ``(R, B)``, one per input.
 
         Returns:
-            ``(grads, losses)``: gradients shaped like ``params`` and the batch losses
-            L_r = (1/B) Σ_b ½ r_b², shape ``(R,)``.
+            ``({"a": ∇_a, "b": ∇_b}, L)`` (or ``u``, ``v``), each gradient ``(R, d)``, and the
+            batch losses L_r = (1/B) Σ_b ½ r_b², shape ``(R,)``.
 
         Raises:
-            ValueError: If the parameter names or the input shape do not fit the net.
+            ValueError: If ``params`` lacks the form's two factors or ``X`` is not
+                ``(R, B, d)`` for this ``d``.
 
         Example:
             >>> net = DiagonalLinearNet(3, generator=torch.Generator().manual_seed(0))
