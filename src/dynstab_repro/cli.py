@@ -250,25 +250,23 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("list", help="list experiments and groups")
     p.set_defaults(func=_cmd_list)
 
-    p = subparsers.add_parser(
-        "run",
-        help="run one experiment (resumable)",
-        description="Run one experiment; exit 0 if no claim failed, 1 otherwise (see "
-        "`dynstab --help` for the other exit codes).",
-    )
-    p.add_argument("name", help="experiment name (see `dynstab list`)")
-    _add_run_options(p)
-    p.set_defaults(func=_cmd_run)
-
-    p = subparsers.add_parser(
-        "reproduce",
-        help="run a group of experiments (or 'all') with one progress bar",
-        description="Run a group; exit 0 if no claim of any experiment failed, 1 otherwise "
-        "(see `dynstab --help` for the other exit codes).",
-    )
-    p.add_argument("group", help="group (e.g. wu-su-2023), 'all', or one experiment")
-    _add_run_options(p)
-    p.set_defaults(func=_cmd_reproduce)
+    # (command, its argument, the argument's help, the command's help, when it exits 0)
+    run_commands = (
+        ("run", "name", "experiment name (see `dynstab list`)", "run one experiment (resumable)",
+         "Run one experiment; exit 0 if no claim failed", _cmd_run),
+        ("reproduce", "group", "group (e.g. wu-su-2023), 'all', or one experiment",
+         "run a group of experiments (or 'all') with one progress bar",
+         "Run a group; exit 0 if no claim of any experiment failed", _cmd_reproduce),
+    )  # fmt: skip
+    for command, arg, arg_help, help_, exit_0, func in run_commands:
+        p = subparsers.add_parser(
+            command,
+            help=help_,
+            description=f"{exit_0}, 1 otherwise (see `dynstab --help` for the other exit codes).",
+        )
+        p.add_argument(arg, help=arg_help)
+        _add_run_options(p)
+        p.set_defaults(func=func)
 
     p = subparsers.add_parser(
         "report",
