@@ -26,8 +26,9 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["register"]
 
@@ -181,6 +182,18 @@ def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+_Result = TypeVar("_Result")
+
+
+def _interruptible(run: Callable[..., _Result], name: str, args: argparse.Namespace) -> _Result:
+    """``run(name, **options of args)`` with logging set up; Ctrl-C becomes :class:`Interrupted`."""
+    _setup_logging()
+    try:
+        return run(name, **_run_kwargs(args))
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc) from None
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from dynstab_repro.registry import list_experiments, list_groups
 
@@ -203,11 +216,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from dynstab_repro.runner import run_experiment
 
-    _setup_logging()
-    try:
-        result = run_experiment(args.name, **_run_kwargs(args))
-    except KeyboardInterrupt as exc:
-        raise _interrupted(exc) from None
+    result = _interruptible(run_experiment, args.name, args)
     _print_claims(result)
     return 0 if result.passed else 1
 
@@ -215,11 +224,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from dynstab_repro.runner import reproduce
 
-    _setup_logging()
-    try:
-        result = reproduce(args.group, **_run_kwargs(args))
-    except KeyboardInterrupt as exc:
-        raise _interrupted(exc) from None
+    result = _interruptible(reproduce, args.group, args)
     for exp in result.experiments:
         _print_claims(exp)
     verdicts: dict[str, int] = {}
