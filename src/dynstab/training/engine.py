@@ -825,7 +825,7 @@ def train_runs(
         **options: Fields of :class:`~dynstab.training.TrainSettings` as keywords
             (:class:`~dynstab.training.TrainOptions`): ``steps`` (required unless ``settings``
             gives it), ``batch_size``, ``sampling``, ``clip``, ``loss_fn``, ``eval_every``,
-            ``gradient`` (here ``"auto"`` unless given), ``dtype`` (default the model's),
+            ``gradient`` (``"auto"`` here when neither it nor ``settings`` is given), ``dtype`` (default the model's),
             ``progress``, ``momentum``, ``nesterov``; ``schedule`` is that of the runs without
             their own.
 
