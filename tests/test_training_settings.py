@@ -43,12 +43,8 @@ from dynstab.training import (
 DT = torch.float64
 
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def make_net(seed: int) -> nn.Module:
-    g = gen(seed)
+    g = torch.Generator().manual_seed(seed)
     net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)).to(DT)
     with torch.no_grad():
         for p in net.parameters():
@@ -57,7 +53,7 @@ def make_net(seed: int) -> nn.Module:
 
 
 def data(n: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
-    X = torch.randn(n, 3, generator=gen(100), dtype=DT)
+    X = torch.randn(n, 3, generator=torch.Generator().manual_seed(100), dtype=DT)
     return X, torch.sin(X.sum(1, keepdim=True))
 
 
