@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypedDict, Unpack
 
 import torch
@@ -220,19 +220,8 @@ class Measure:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists; eigenvectors are left out)."""
-        d: dict[str, Any] = {
-            "value": self.value,
-            "method": self.method,
-            "num_matvecs": self.num_matvecs,
-            "residual": self.residual,
-            "stderr": self.stderr,
-            "converged": self.converged,
-            "error_bound": self.error_bound,
-        }
-        for key in ("value", "residual", "error_bound"):
-            if isinstance(d[key], tuple):
-                d[key] = list(d[key])
-        return d
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "vectors"}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 @dataclass(frozen=True)
