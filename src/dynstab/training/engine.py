@@ -825,9 +825,9 @@ def train_runs(
         **options: Fields of :class:`~dynstab.training.TrainSettings` as keywords
             (:class:`~dynstab.training.TrainOptions`): ``steps`` (required unless ``settings``
             gives it), ``batch_size``, ``sampling``, ``clip``, ``loss_fn``, ``eval_every``,
-            ``gradient`` (``"auto"`` here when neither it nor ``settings`` is given), ``dtype`` (default the model's),
-            ``progress``, ``momentum``, ``nesterov``; ``schedule`` is that of the runs without
-            their own.
+            ``gradient`` (``"auto"`` here when neither it nor ``settings`` is given),
+            ``dtype`` (default the model's), ``progress``, ``momentum``, ``nesterov``;
+            ``schedule`` is that of the runs without their own.
 
     Returns:
         One :class:`TrainResult` per run, in order, each with its final ``params``.
