@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypedDict, Unpack
 
 import torch
@@ -220,19 +220,8 @@ class Measure:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists; eigenvectors are left out)."""
-        d: dict[str, Any] = {
-            "value": self.value,
-            "method": self.method,
-            "num_matvecs": self.num_matvecs,
-            "residual": self.residual,
-            "stderr": self.stderr,
-            "converged": self.converged,
-            "error_bound": self.error_bound,
-        }
-        for key in ("value", "residual", "error_bound"):
-            if isinstance(d[key], tuple):
-                d[key] = list(d[key])
-        return d
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "vectors"}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 @dataclass(frozen=True)
@@ -468,7 +457,8 @@ class _Reporter:
 
 
 def _spectrum_measures(
-    eig_desc: Tensor,
+    nz_desc: Tensor,
+    zeros: int,
     vecs: Tensor | None,
     p: int,
     wanted: tuple[str, ...],
@@ -476,28 +466,36 @@ def _spectrum_measures(
     method: str,
     cost: int,
 ) -> dict[str, Any]:
-    """Measures from the full (descending) spectrum of the p×p matrix (and its eigenvectors)."""
+    """Measures from the spectrum of the p×p matrix: ``nz_desc`` (descending), then ``zeros`` zeros.
+
+    ``vecs`` holds eigenvectors of the leading eigenvalues as columns, in the same order (None:
+    no vectors); the zero eigenvalues are never materialised (the Gram route may have p ≫ nC).
+    """
 
     def cols(sl: slice) -> Tensor | None:
         return None if vecs is None else vecs[:, sl]
 
+    head = torch.cat([nz_desc, torch.zeros(min(zeros, k), dtype=torch.float64)])
     out: dict[str, Any] = {}
     if "lambda_max" in wanted:
-        out["lambda_max"] = Measure(float(eig_desc[0]), method, cost, vectors=cols(slice(0, 1)))
+        out["lambda_max"] = Measure(float(head[0]), method, cost, vectors=cols(slice(0, 1)))
     if "top_k" in wanted:
-        out["top_k"] = Measure(tuple(float(v) for v in eig_desc[:k]), method, cost,
+        out["top_k"] = Measure(tuple(float(v) for v in head[:k]), method, cost,
                                vectors=cols(slice(0, k)))  # fmt: skip
     if "trace" in wanted:
-        out["trace"] = Measure(float(eig_desc.sum()), method, cost)
+        out["trace"] = Measure(float(nz_desc.sum()), method, cost)
     if "frobenius" in wanted:
-        out["frobenius"] = Measure(float(torch.linalg.vector_norm(eig_desc)), method, cost)
+        out["frobenius"] = Measure(float(torch.linalg.vector_norm(nz_desc)), method, cost)
     if "lambda_min" in wanted:
-        out["lambda_min"] = Measure(float(eig_desc[-1]), method, cost,
-                                    vectors=cols(slice(p - 1, p)))  # fmt: skip
+        low = 0.0 if zeros > 0 else float(nz_desc[-1])
+        out["lambda_min"] = Measure(low, method, cost, vectors=cols(slice(p - 1, p)))
     if "density" in wanted:
-        out["density"] = SpectralDensity(
-            eig_desc.flip(0).clone(), torch.full((p,), 1.0 / p, dtype=torch.float64), cost
-        )
+        nodes = nz_desc.flip(0)
+        weights = torch.full((nodes.numel(),), 1.0 / p, dtype=torch.float64)
+        if zeros:
+            nodes = torch.cat([torch.zeros(1, dtype=torch.float64), nodes])
+            weights = torch.cat([torch.tensor([zeros / p], dtype=torch.float64), weights])
+        out["density"] = SpectralDensity(nodes, weights, cost)
     return out
 
 
@@ -540,27 +538,7 @@ def _gram_measures(
             V = jacobian_transpose(problem, U_need).to(torch.float64)
             V = V / torch.sqrt(problem.n * head[:need]).to(V.device)
             vectors = (V / torch.linalg.vector_norm(V, dim=0)).to(problem.dtype)
-    out: dict[str, Any] = {}
-    if "lambda_max" in wanted:
-        v = None if vectors is None else vectors[:, :1]
-        out["lambda_max"] = Measure(float(head[0]), "exact-gram", 0, vectors=v)
-    if "top_k" in wanted:
-        v = None if vectors is None else vectors[:, :k]
-        out["top_k"] = Measure(tuple(float(v) for v in head[:k]), "exact-gram", 0, vectors=v)
-    if "trace" in wanted:
-        out["trace"] = Measure(float(nz.sum()), "exact-gram", 0)
-    if "frobenius" in wanted:
-        out["frobenius"] = Measure(float(torch.linalg.vector_norm(nz)), "exact-gram", 0)
-    if "lambda_min" in wanted:
-        out["lambda_min"] = Measure(0.0 if zeros > 0 else float(nz[-1]), "exact-gram", 0)
-    if "density" in wanted:
-        nodes = nz.flip(0)
-        weights = torch.full((nodes.numel(),), 1.0 / p, dtype=torch.float64)
-        if zeros:
-            nodes = torch.cat([torch.zeros(1, dtype=torch.float64), nodes])
-            weights = torch.cat([torch.tensor([zeros / p], dtype=torch.float64), weights])
-        out["density"] = SpectralDensity(nodes, weights, 0)
-    return out
+    return _spectrum_measures(nz, zeros, vectors, p, wanted, k, "exact-gram", 0)
 
 
 def _dense_measures(
@@ -580,7 +558,7 @@ def _dense_measures(
         eig, vecs = eig.flip(0), vecs.flip(1).to(op.dtype)
     else:
         eig, vecs = torch.linalg.eigvalsh(A).flip(0), None
-    return _spectrum_measures(eig, vecs, p, wanted, k, "exact-dense", op.num_matvecs)
+    return _spectrum_measures(eig, 0, vecs, p, wanted, k, "exact-dense", op.num_matvecs)
 
 
 def _gradient_start(op: CurvatureOperator, generator: torch.Generator | None) -> Tensor | None:

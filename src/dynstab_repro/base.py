@@ -40,7 +40,7 @@ import math
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -166,16 +166,8 @@ class Measurement:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict."""
-        return {
-            "value": self.value,
-            "low": self.low,
-            "high": self.high,
-            "n_seeds": self.n_seeds,
-            "n_excluded": self.n_excluded,
-            "label": self.label,
-            "over": self.over,
-        }
+        """JSON-able dict of the fields (numbers, None and the label)."""
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Measurement:

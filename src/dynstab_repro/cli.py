@@ -26,8 +26,9 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["register"]
 
@@ -181,6 +182,18 @@ def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+_Result = TypeVar("_Result")
+
+
+def _interruptible(run: Callable[..., _Result], name: str, args: argparse.Namespace) -> _Result:
+    """``run(name, **options of args)`` with logging set up; Ctrl-C becomes :class:`Interrupted`."""
+    _setup_logging()
+    try:
+        return run(name, **_run_kwargs(args))
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc) from None
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from dynstab_repro.registry import list_experiments, list_groups
 
@@ -203,11 +216,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from dynstab_repro.runner import run_experiment
 
-    _setup_logging()
-    try:
-        result = run_experiment(args.name, **_run_kwargs(args))
-    except KeyboardInterrupt as exc:
-        raise _interrupted(exc) from None
+    result = _interruptible(run_experiment, args.name, args)
     _print_claims(result)
     return 0 if result.passed else 1
 
@@ -215,11 +224,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from dynstab_repro.runner import reproduce
 
-    _setup_logging()
-    try:
-        result = reproduce(args.group, **_run_kwargs(args))
-    except KeyboardInterrupt as exc:
-        raise _interrupted(exc) from None
+    result = _interruptible(reproduce, args.group, args)
     for exp in result.experiments:
         _print_claims(exp)
     verdicts: dict[str, int] = {}
@@ -250,25 +255,23 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("list", help="list experiments and groups")
     p.set_defaults(func=_cmd_list)
 
-    p = subparsers.add_parser(
-        "run",
-        help="run one experiment (resumable)",
-        description="Run one experiment; exit 0 if no claim failed, 1 otherwise (see "
-        "`dynstab --help` for the other exit codes).",
-    )
-    p.add_argument("name", help="experiment name (see `dynstab list`)")
-    _add_run_options(p)
-    p.set_defaults(func=_cmd_run)
-
-    p = subparsers.add_parser(
-        "reproduce",
-        help="run a group of experiments (or 'all') with one progress bar",
-        description="Run a group; exit 0 if no claim of any experiment failed, 1 otherwise "
-        "(see `dynstab --help` for the other exit codes).",
-    )
-    p.add_argument("group", help="group (e.g. wu-su-2023), 'all', or one experiment")
-    _add_run_options(p)
-    p.set_defaults(func=_cmd_reproduce)
+    # (command, its argument, the argument's help, the command's help, when it exits 0)
+    run_commands = (
+        ("run", "name", "experiment name (see `dynstab list`)", "run one experiment (resumable)",
+         "Run one experiment; exit 0 if no claim failed", _cmd_run),
+        ("reproduce", "group", "group (e.g. wu-su-2023), 'all', or one experiment",
+         "run a group of experiments (or 'all') with one progress bar",
+         "Run a group; exit 0 if no claim of any experiment failed", _cmd_reproduce),
+    )  # fmt: skip
+    for command, arg, arg_help, help_, exit_0, func in run_commands:
+        p = subparsers.add_parser(
+            command,
+            help=help_,
+            description=f"{exit_0}, 1 otherwise (see `dynstab --help` for the other exit codes).",
+        )
+        p.add_argument(arg, help=arg_help)
+        _add_run_options(p)
+        p.set_defaults(func=func)
 
     p = subparsers.add_parser(
         "report",

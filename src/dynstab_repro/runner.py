@@ -78,7 +78,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from dynstab.io import code_version, is_temporary_name
 from dynstab_repro.base import (
@@ -132,6 +132,8 @@ __all__ = [
     "UNIT_FORMAT",
     "ExperimentResult",
     "ReproductionResult",
+    "RunOptions",
+    "RunSettings",
     "describe_code",
     "render_run_dir",
     "reproduce",
@@ -145,6 +147,73 @@ Overrides = Iterable[str] | Mapping[str, Any]
 
 #: ``format`` field of the unit records in ``runs/<key>.json``.
 UNIT_FORMAT = "dynstab-unit/2"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How :func:`run_experiment` and :func:`reproduce` run: profile, overrides, executor, seed.
+
+    Give them as keywords of those functions (:class:`RunOptions`) or as one object
+    (``settings=RunSettings(...)``; keywords override its fields). Values are checked when the
+    run starts, before any file is written.
+
+    Attributes:
+        profile: ``"quick"`` (CI smoke settings, the default here) or ``"full"`` (the paper's).
+        overrides: ``["key=value", ...]`` or a mapping, applied after the profile.
+        executor: ``"local"`` (processes), ``"serial"`` or ``"ray"``.
+        max_workers: Processes for ``"local"``. Default: ``os.cpu_count()``.
+        progress: Show a progress bar (stderr).
+        seed: Base seed (sets ``seed`` or the ``seeds`` tuple of the config).
+        base_config: Values from a config file, applied before ``overrides``.
+        ray_address: Ray cluster address (default ``$RAY_ADDRESS`` or a local instance).
+        force: Recompute everything into a staging directory swapped in at the end (also
+            when the config changed).
+        command: The command line to record as provenance. Default: this process's argv.
+
+    Example:
+        >>> RunSettings(executor="serial").with_options(seed=3).seed
+        3
+    """
+
+    profile: str = "quick"
+    overrides: Overrides = ()
+    executor: str = "local"
+    max_workers: int | None = None
+    progress: bool = True
+    seed: int | None = None
+    base_config: Mapping[str, Any] | None = None
+    ray_address: str | None = None
+    force: bool = False
+    command: str | None = None
+
+    def with_options(self, **options: Unpack[RunOptions]) -> RunSettings:
+        """A copy with the given fields replaced.
+
+        Raises:
+            TypeError: On a name that is not a field (the message lists the fields).
+        """
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(
+                f"unexpected keyword argument(s) {unknown}; the run options are the fields of "
+                f"RunSettings: {[f.name for f in dataclasses.fields(self)]}."
+            )
+        return dataclasses.replace(self, **options)
+
+
+class RunOptions(TypedDict, total=False):
+    """The keyword options of :func:`run_experiment` and :func:`reproduce` (see RunSettings)."""
+
+    profile: str
+    overrides: Overrides
+    executor: str
+    max_workers: int | None
+    progress: bool
+    seed: int | None
+    base_config: Mapping[str, Any] | None
+    ray_address: str | None
+    force: bool
+    command: str | None
 
 
 @dataclass(frozen=True)
@@ -967,19 +1036,13 @@ def _run(
     experiments: Sequence[Experiment],
     *,
     out_dir: str | os.PathLike[str],
-    profile: str,
-    overrides: Overrides,
-    base_config: Mapping[str, Any] | None,
-    executor: str,
-    max_workers: int | None,
-    ray_address: str | None,
-    progress: bool,
-    seed: int | None,
-    force: bool,
+    settings: RunSettings,
     strict: bool,
     desc: str,
-    command: str | None,
 ) -> tuple[list[ExperimentResult], dict[str, Any], float]:
+    profile, overrides, executor = settings.profile, settings.overrides, settings.executor
+    max_workers, seed, force = settings.max_workers, settings.seed, settings.force
+    base_config = settings.base_config
     started = time.time()
     # ---- usage checks, before any file is written
     out = _check_out_dir(out_dir)
@@ -1027,7 +1090,7 @@ def _run(
                     opened.append(plan)
                 n_tasks = sum(len(p.pending) for p in plans)
                 provenance = _provenance(
-                    command=command,
+                    command=settings.command,
                     code=code,
                     env=env,
                     started=started,
@@ -1041,8 +1104,8 @@ def _run(
                     code=code,
                     executor=executor,
                     max_workers=max_workers,
-                    ray_address=ray_address,
-                    progress=progress,
+                    ray_address=settings.ray_address,
+                    progress=settings.progress,
                     desc=desc,
                 )
                 results = [_finalize(p, provenance=provenance, env=env) for p in plans]
@@ -1066,33 +1129,19 @@ def run_experiment(
     name: str,
     *,
     out_dir: str | os.PathLike[str],
-    profile: str = "quick",
-    overrides: Overrides = (),
-    executor: str = "local",
-    max_workers: int | None = None,
-    progress: bool = True,
-    seed: int | None = None,
-    base_config: Mapping[str, Any] | None = None,
-    ray_address: str | None = None,
-    force: bool = False,
-    command: str | None = None,
+    settings: RunSettings | None = None,
+    **options: Unpack[RunOptions],
 ) -> ExperimentResult:
     """Run one experiment resumably and write its files under ``out_dir/<name>/``.
 
     Args:
         name: Registry name of a single experiment (use :func:`reproduce` for groups).
         out_dir: Output root (non-empty); the run directory is ``out_dir/<name with / → __>``.
-        profile: ``"quick"`` (CI smoke settings, the default here) or ``"full"`` (the paper's).
-        overrides: ``["key=value", ...]`` or a mapping, applied after the profile.
-        executor: ``"local"`` (processes), ``"serial"`` or ``"ray"``.
-        max_workers: Processes for ``"local"``. Default: ``os.cpu_count()``.
-        progress: Show a progress bar (stderr).
-        seed: Base seed (sets ``seed`` or the ``seeds`` tuple of the config).
-        base_config: Values from a config file, applied before ``overrides``.
-        ray_address: Ray cluster address (default ``$RAY_ADDRESS`` or a local instance).
-        force: Recompute everything into a staging directory swapped in at the end (also
-            when the config changed).
-        command: The command line to record as provenance. Default: this process's argv.
+        settings: The run settings (:class:`RunSettings`); default ``RunSettings()`` (the
+            quick profile, local processes).
+        **options: Fields of :class:`RunSettings` as keywords (:class:`RunOptions`), overriding
+            ``settings``: ``profile``, ``overrides``, ``executor``, ``max_workers``,
+            ``progress``, ``seed``, ``base_config``, ``ray_address``, ``force``, ``command``.
 
     Returns:
         The :class:`ExperimentResult`.
@@ -1111,22 +1160,8 @@ def run_experiment(
         raise ValueError(
             f"{name!r} is a group of {len(exps)} experiments; use reproduce({name!r})."
         )
-    results, _, _ = _run(
-        exps,
-        out_dir=out_dir,
-        profile=profile,
-        overrides=overrides,
-        base_config=base_config,
-        executor=executor,
-        max_workers=max_workers,
-        ray_address=ray_address,
-        progress=progress,
-        seed=seed,
-        force=force,
-        strict=True,
-        desc=name,
-        command=command,
-    )
+    s = (settings or RunSettings()).with_options(**options)
+    results, _, _ = _run(exps, out_dir=out_dir, settings=s, strict=True, desc=name)
     return results[0]
 
 
@@ -1134,24 +1169,22 @@ def reproduce(
     name: str,
     *,
     out_dir: str | os.PathLike[str],
-    profile: str = "quick",
-    overrides: Overrides = (),
-    executor: str = "local",
-    max_workers: int | None = None,
-    progress: bool = True,
-    seed: int | None = None,
-    base_config: Mapping[str, Any] | None = None,
-    ray_address: str | None = None,
-    force: bool = False,
-    command: str | None = None,
+    settings: RunSettings | None = None,
+    **options: Unpack[RunOptions],
 ) -> ReproductionResult:
     """Run a group (``"wu-su-2023"``, ``"all"``) or one experiment with one progress bar.
 
     Units of all experiments share one executor (so the cores stay busy); each experiment is
     written as by :func:`run_experiment`, plus ``out_dir/summary.md`` and ``summary.json``
     (provenance, per-experiment verdicts, wall times and config hashes, every claim with its
-    ``paper``, ``ours`` and ``status``). Arguments as in :func:`run_experiment`; unscoped
-    overrides apply to each experiment whose config has the key.
+    ``paper``, ``ours`` and ``status``). Unscoped overrides apply to each experiment whose
+    config has the key.
+
+    Args:
+        name: A group, ``"all"`` or one experiment (see ``dynstab list``).
+        out_dir: Output root, as in :func:`run_experiment`.
+        settings: The run settings (:class:`RunSettings`), as in :func:`run_experiment`.
+        **options: Fields of :class:`RunSettings` as keywords, as in :func:`run_experiment`.
 
     Returns:
         The :class:`ReproductionResult`.
@@ -1164,21 +1197,9 @@ def reproduce(
     exps = resolve(name)
     if not exps:
         raise ValueError(f"{name!r} names no registered experiment; run `dynstab list`.")
+    s = (settings or RunSettings()).with_options(**options)
     results, provenance, wall_s = _run(
-        exps,
-        out_dir=out_dir,
-        profile=profile,
-        overrides=overrides,
-        base_config=base_config,
-        executor=executor,
-        max_workers=max_workers,
-        ray_address=ray_address,
-        progress=progress,
-        seed=seed,
-        force=force,
-        strict=len(exps) == 1,
-        desc=name,
-        command=command,
+        exps, out_dir=out_dir, settings=s, strict=len(exps) == 1, desc=name
     )
     out = Path(out_dir)
     _write_summary(out, name, results, provenance, wall_s)

@@ -60,6 +60,21 @@ def gram_from_jacobians(jacobians: Tensor) -> Tensor:
     return Jf @ Jf.T / n
 
 
+def _sample_hessians(
+    jacobians: Tensor, batch_size: int, sampling: str
+) -> tuple[list[Tensor], Tensor, float]:
+    """H_i = J_iᵀJ_i (P×P, float64), H = (1/n) Σ_i H_i and the mixture weight p of the sampling.
+
+    Raises:
+        ValueError: On bad Jacobians, batch size or sampling.
+    """
+    J = _as_jacobians(jacobians)
+    n, _, P = J.shape
+    p = mixing_p(n, batch_size, sampling)
+    Hs = [J[i].T @ J[i] for i in range(n)]
+    return Hs, sum(Hs, torch.zeros(P, P, dtype=torch.float64)) / n, p
+
+
 def parameter_space_operators(
     jacobians: Tensor, batch_size: int, sampling: str = "with"
 ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
@@ -73,12 +88,8 @@ def parameter_space_operators(
     Returns:
         The tuple ``(C, D, H, H_list)`` in float64.
     """
-    J = _as_jacobians(jacobians)
-    n, _, P = J.shape
-    p = mixing_p(n, batch_size, sampling)
-    Hs = [J[i].T @ J[i] for i in range(n)]
-    H = sum(Hs, torch.zeros(P, P, dtype=torch.float64))
-    H = H / n
+    Hs, H, p = _sample_hessians(jacobians, batch_size, sampling)
+    n, P = len(Hs), H.shape[0]
     eye = torch.eye(P, dtype=torch.float64)
     Cm = 0.5 * (torch.kron(H, eye) + torch.kron(eye, H))
     D = (1 - p) * torch.kron(H, H)
@@ -149,10 +160,8 @@ def enumerated_second_moment_operator(
         float64 Tensor ``(P², P²)``, equal to :func:`parameter_space_Q`.
     """
     lr = check_positive("lr", lr)
-    J = _as_jacobians(jacobians)
-    n, _, P = J.shape
-    mixing_p(n, batch_size, sampling)
-    Hs = [J[i].T @ J[i] for i in range(n)]
+    Hs, H, _ = _sample_hessians(jacobians, batch_size, sampling)
+    n, P = len(Hs), H.shape[0]
     if sampling == "with":
         batches = list(itertools.product(range(n), repeat=batch_size))
     else:
@@ -182,11 +191,8 @@ def parameter_space_wme18_lr(
     Returns:
         η_WME as a float.
     """
-    J = _as_jacobians(jacobians)
-    n, _, P = J.shape
-    p = mixing_p(n, batch_size, sampling)
-    Hs = [J[i].T @ J[i] for i in range(n)]
-    H = sum(Hs, torch.zeros(P, P, dtype=torch.float64)) / n
+    Hs, H, p = _sample_hessians(jacobians, batch_size, sampling)
+    n, P = len(Hs), H.shape[0]
     Sig = sum((Hi @ Hi for Hi in Hs), torch.zeros(P, P, dtype=torch.float64)) / n - H @ H
     eye = torch.eye(P, dtype=torch.float64)
 

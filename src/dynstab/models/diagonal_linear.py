@@ -129,24 +129,25 @@ class DiagonalLinearNet(nn.Module):
 
         Args:
             params: ``{"a": (R, d), "b": (R, d)}`` (or ``u``, ``v``): R runs' parameters.
-            X: One batch per run, ``(R, B, d)``.
-            y: Targets ``(R, B)``.
+            X: One batch per run, ``(R, B, d)`` (full-batch GD: ``X.expand(R, n, d)``).
+            y: Targets ``(R, B)``, one per input.
 
         Returns:
-            ``(grads, losses)``: gradients shaped like ``params`` and the batch losses
-            L_r = (1/B) Σ_b ½ r_b², shape ``(R,)``.
+            ``({"a": ∇_a, "b": ∇_b}, L)`` (or ``u``, ``v``), each gradient ``(R, d)``, and the
+            batch losses L_r = (1/B) Σ_b ½ r_b², shape ``(R,)``.
 
         Raises:
-            ValueError: If the parameter names or the input shape do not fit the net.
+            ValueError: If ``params`` lacks the form's two factors or ``X`` is not
+                ``(R, B, d)`` for this ``d``.
 
         Example:
-            >>> net = DiagonalLinearNet(3, generator=torch.Generator().manual_seed(0))
-            >>> p = {k: v.detach()[None] for k, v in net.named_parameters()}
-            >>> X, y = torch.randn(1, 4, 3), torch.randn(1, 4)
-            >>> g, loss = net.closed_form_grad(p, X, y)
-            >>> auto = torch.autograd.grad(0.5 * ((net(X[0]) - y[0]) ** 2).mean(), [net.a, net.b])
-            >>> bool(torch.allclose(g["a"][0], auto[0]) and torch.allclose(g["b"][0], auto[1]))
-            True
+            >>> a, b = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 0.0])
+            >>> net = DiagonalLinearNet.from_tensors(a, b)
+            >>> p = {k: v.detach()[None] for k, v in net.named_parameters()}  # R = 1 run
+            >>> g, loss = net.closed_form_grad(p, torch.ones(1, 1, 2), torch.zeros(1, 1))
+            >>> # β = a⊙b = (3, 0), r = ⟨β, x⟩ − y = 3, g_β = r·x = (3, 3), L = ½·3²
+            >>> g["a"].tolist(), g["b"].tolist(), loss.tolist()  # g_β⊙b and g_β⊙a
+            ([[9.0, 0.0]], [[3.0, 6.0]], [4.5])
         """
         first_name, second_name = self.param_names
         first, second = params[first_name], params[second_name]

@@ -84,11 +84,11 @@ class TwoLayerReLU(nn.Module):
             y: Targets ``(R, B)``.
 
         Returns:
-            ``(grads, losses)``: gradients shaped like ``params`` and the batch losses
-            L_r = (1/B) Σ_b ½ r_b², shape ``(R,)``.
+            ``({"w": ∇_w, "a": ∇_a}, L)``: ∇_w of shape ``(R, m, d)``, ∇_a of shape ``(R, m)``
+            and the batch losses L_r = (1/B) Σ_b ½ r_b², shape ``(R,)``.
 
         Raises:
-            ValueError: If the parameter names or the input shape do not fit the net.
+            ValueError: If ``params`` is not ``{"w", "a"}`` or ``X`` is not ``(R, B, d)``.
 
         Example:
             >>> net = TwoLayerReLU(3, 4, generator=torch.Generator().manual_seed(0))
@@ -116,9 +116,12 @@ class TwoLayerReLU(nn.Module):
 
         Example:
             >>> net = TwoLayerReLU(3, 4, generator=torch.Generator().manual_seed(0))
-            >>> p = {k: v.detach()[None] for k, v in net.named_parameters()}
-            >>> X, y = torch.randn(1, 5, 3), torch.randn(1, 5)
-            >>> bool(torch.equal(net.closed_form_loss(p, X, y), net.closed_form_grad(p, X, y)[1]))
+            >>> p = {k: torch.stack([v.detach()] * 2) for k, v in net.named_parameters()}
+            >>> X, y = torch.randn(2, 5, 3), torch.randn(2, 5)  # R = 2 runs, B = 5
+            >>> loss = net.closed_form_loss(p, X, y)
+            >>> with torch.no_grad():  # the ½-MSE of each run's forward pass
+            ...     direct = torch.stack([0.5 * ((net(X[r]) - y[r]) ** 2).mean() for r in (0, 1)])
+            >>> bool(torch.allclose(loss, direct))
             True
         """
         return cf.half_mse_residual(self._outputs(params, X)[3], y)[1]

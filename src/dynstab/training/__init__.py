@@ -5,6 +5,9 @@
   by run.
 * :func:`train_runs` — any list of :class:`Run` s (own η, sampler seed, initial parameters,
   schedule) of one architecture, at once.
+* One :class:`TrainSettings` (steps, batches, loss, stopping rule, gradient, momentum) is
+  shared by all three, given as keywords (:class:`TrainOptions`) or as a ready object
+  (``settings=``).
 * All three are front-ends of one engine (:mod:`dynstab.training.engine`) whose gradients come
   from a :class:`Stepper`: :class:`AutogradStepper` (any ``nn.Module``), :class:`VmapStepper`
   (``torch.func.vmap`` over runs) or :class:`ClosedFormStepper` (the model's
@@ -44,6 +47,7 @@ from dynstab.training.monitors import (
 from dynstab.training.result import StoppingRule, TrainResult
 from dynstab.training.samplers import BatchSampler, draw_batches
 from dynstab.training.schedules import Constant, Schedule, Warmup, constant, warmup
+from dynstab.training.settings import TrainOptions, TrainSettings
 from dynstab.training.steppers import AutogradStepper, ClosedFormStepper, Stepper, VmapStepper
 from dynstab.training.tracker import StabilityTracker, lightning_callback
 from dynstab.training.trainer import train
@@ -69,7 +73,9 @@ __all__ = [
     "StoppingRule",
     "TestErrorMonitor",
     "TraceMonitor",
+    "TrainOptions",
     "TrainResult",
+    "TrainSettings",
     "VmapStepper",
     "Warmup",
     "constant",

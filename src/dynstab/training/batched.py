@@ -18,15 +18,16 @@ loop over :func:`~dynstab.training.train` is as fast.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Unpack
 
 import torch
 from torch import Tensor, nn
 
 from dynstab._checks import check_int, check_positive
-from dynstab._types import LossFn
-from dynstab.losses import half_mse
-from dynstab.training.engine import Run, _train_runs
-from dynstab.training.result import StoppingRule, TrainResult, warn_outcomes
+from dynstab.training.engine import Run, run_many
+from dynstab.training.result import TrainResult, warn_outcomes
+from dynstab.training.settings import TrainOptions, TrainSettings
 
 __all__ = ["train_batched"]
 
@@ -45,32 +46,18 @@ def train_batched(
     *,
     lrs: Sequence[float],
     seeds: Sequence[int],
-    steps: int,
-    batch_size: int | None = None,
-    sampling: str = "with",
-    schedule: Callable[[int], float] | None = None,
-    clip: float | None = None,
-    loss_fn: LossFn = half_mse,
-    dtype: torch.dtype | None = None,
-    stop_loss: float | None = 1e-10,
-    min_full_lr_fraction: float = 0.2,
-    divergence_threshold: float = 1e10,
-    eval_every: int | None = None,
-    progress: bool = False,
-    require_full_lr: bool = False,
-    loss_threshold: float = 1e-6,
-    gradient: str = "autograd",
-    momentum: float = 0.0,
-    nesterov: bool = False,
+    settings: TrainSettings | None = None,
+    **options: Unpack[TrainOptions],
 ) -> list[TrainResult]:
     """Train the grid ``lrs × seeds`` of small networks at once, equal to :func:`train` run by run.
 
     Run ``r = i·len(seeds) + j`` (η-major order) is the sequential run
     ``train(model_factory(seeds[j]), X, y, lr=lrs[i], seed=seeds[j], ...)`` with the same
-    remaining arguments: same initial parameters, same batches, same update
+    settings: same initial parameters, same batches, same update
     θ_{t+1} = θ_t − η_t·clip(∇L_{I_t}(θ_t)) under ½-MSE by default, same stopping rules and
     history records (``loss`` and ``lr``). Monitors are not supported here: evaluate the
-    returned ``params`` afterwards, or use :func:`train` where per-step curvature is needed.
+    returned ``params`` afterwards, use :func:`~dynstab.training.train_runs` (monitors per run)
+    or :func:`train` where per-step curvature is needed.
 
     Cost per step: one vectorised forward+backward over the active runs (B samples each, n for
     GD) plus, for SGD, a vectorised full-loss evaluation every ``eval_every`` steps. Memory is
@@ -83,24 +70,13 @@ def train_batched(
         y: Targets ``(n, ...)``.
         lrs: Target learning rates, each > 0.
         seeds: Seeds (ints >= 0) of the initialisation and of the batch sampler.
-        steps: Maximum number of updates per run.
-        batch_size: B; None for GD (see :func:`train`).
-        sampling: ``"with"``, ``"without"`` or ``"reshuffle"``.
-        schedule: Multiplier schedule shared by all runs; None = constant.
-        clip: Gradient-norm clipping threshold (per run), or None.
-        loss_fn: Batch-mean loss; must be ``vmap``-compatible. Default ½-MSE.
-        dtype: Convert models and floating data to this dtype (e.g. ``torch.float64``).
-        stop_loss: Convergence tolerance on the full training loss; None never stops early.
-        min_full_lr_fraction: See :func:`train`.
-        divergence_threshold: A loss above this counts as divergence.
-        eval_every: See :func:`train`.
-        progress: Show a tqdm progress bar on stderr.
-        require_full_lr: See :func:`train`.
-        loss_threshold: See :func:`train`.
-        gradient: ``"autograd"`` (``torch.func.vmap``; default), ``"closed_form"`` or
-            ``"auto"`` (see :func:`~dynstab.training.train_runs`).
-        momentum: Heavy-ball momentum β ∈ [0, 1) (see :func:`train`). Default 0.
-        nesterov: Nesterov momentum (see :func:`train`). Default False.
+        settings: The training settings (:class:`~dynstab.training.TrainSettings`), shared by
+            all runs; the keyword options override its fields.
+        **options: Fields of :class:`~dynstab.training.TrainSettings` as keywords, as in
+            :func:`train` (``steps`` required unless ``settings`` gives it; ``loss_fn`` must be
+            ``vmap``-compatible; ``gradient="autograd"`` is ``torch.func.vmap`` over the runs,
+            ``"closed_form"``/``"auto"`` as in :func:`~dynstab.training.train_runs`; ``clip``
+            acts per run).
 
     Returns:
         ``len(lrs)·len(seeds)`` :class:`TrainResult` objects in η-major order, each with its
@@ -119,20 +95,21 @@ def train_batched(
         >>> [round(float(r.params["weight"]), 6) for r in runs]  # both reach w = 2
         [2.0, 2.0]
     """
+    s = TrainSettings.resolve(settings, options, "train_batched")
     lrs = [check_positive("lrs entry", lr) for lr in lrs]
-    seeds = [check_int("seeds entry", s, minimum=0) for s in seeds]
+    seeds = [check_int("seeds entry", sd, minimum=0) for sd in seeds]
     if not lrs or not seeds:
         raise ValueError(
             f"lrs and seeds must be non-empty; got {len(lrs)} lrs and {len(seeds)} seeds."
         )
     models = []
-    for s in seeds:
-        m = model_factory(s)
+    for seed in seeds:
+        m = model_factory(seed)
         if not isinstance(m, nn.Module):
             raise TypeError(
                 f"model_factory(seed) must return an nn.Module; got {type(m).__name__}."
             )
-        models.append(m.to(dtype) if dtype is not None else m)
+        models.append(m.to(s.dtype) if s.dtype is not None else m)
     ref = _layout(models[0])
     for i, m in enumerate(models[1:], start=1):
         got = _layout(m)
@@ -142,33 +119,16 @@ def train_batched(
                 f"{i} has (trainable, frozen+buffers) {got} but model 0 has {ref}."
             )
     states = [dict(m.named_parameters()) | dict(m.named_buffers()) for m in models]
-    runs = [
-        Run(lr=lr, seed=s, params=states[j], schedule=schedule)
-        for lr in lrs
-        for j, s in enumerate(seeds)
-    ]
-    rule = StoppingRule(
-        stop_loss, min_full_lr_fraction, require_full_lr, divergence_threshold, loss_threshold
-    )
-    results = _train_runs(
+    runs = [Run(lr=lr, seed=seed, params=states[j]) for lr in lrs for j, seed in enumerate(seeds)]
+    # the models are in s.dtype already
+    results = run_many(
         models[0],
         X,
         y,
         runs,
-        steps=steps,
-        batch_size=batch_size,
-        sampling=sampling,
-        clip=clip,
-        loss_fn=loss_fn,
-        stop=rule,
-        eval_every=eval_every,
+        replace(s, dtype=None),
         monitors=(),
-        gradient=gradient,
-        dtype=None,
-        progress=progress,
         desc=f"train_batched[{len(runs)}]",
-        momentum=momentum,
-        nesterov=nesterov,
     )
-    warn_outcomes(results, stop_loss, stacklevel=2)
+    warn_outcomes(results, s.stop.stop_loss, stacklevel=2)
     return results

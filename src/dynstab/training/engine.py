@@ -44,16 +44,17 @@ import copy
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Unpack
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dynstab._checks import check_choice, check_int, check_positive
+from dynstab._checks import check_int, check_positive
 from dynstab._types import LossFn, Params
 from dynstab.losses import half_mse
-from dynstab.sampling import SAMPLING_SCHEMES, BatchSampler, Sampling, is_full_batch
+from dynstab.sampling import BatchSampler
 from dynstab.training.monitors import Monitor
 from dynstab.training.result import (
     FULL_LR_RTOL,
@@ -65,6 +66,7 @@ from dynstab.training.result import (
 )
 from dynstab.training.samplers import draw_batches, make_generator
 from dynstab.training.schedules import Constant
+from dynstab.training.settings import EngineConfig, TrainOptions, TrainSettings
 from dynstab.training.steppers import Batch, Stepper, make_stepper
 
 __all__ = ["Engine", "EngineConfig", "Run", "RunSetup", "train_runs"]
@@ -122,48 +124,6 @@ class RunSetup:
     generator: torch.Generator | None
     seed: int | None
     data: int = 0
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Settings shared by the runs of one engine call (validated by the front-ends).
-
-    Attributes:
-        steps: Maximum number of updates per run.
-        sampling: The batch rule (``Sampling.is_full_batch`` for GD).
-        clip: Gradient-norm clipping threshold, or None.
-        rule: The stopping rule.
-        eval_every: Steps between full-loss evaluations (SGD) and history records.
-        progress: Show a tqdm bar on stderr.
-        desc: Label of the progress bar.
-        momentum: Heavy-ball momentum β in [0, 1) (0: plain GD/SGD).
-        nesterov: Nesterov's variant of the momentum step (needs β > 0).
-    """
-
-    steps: int
-    sampling: Sampling
-    clip: float | None
-    rule: StoppingRule
-    eval_every: int
-    progress: bool = False
-    desc: str = "train"
-    momentum: float = 0.0
-    nesterov: bool = False
-
-    @property
-    def full_batch(self) -> bool:
-        """Whether the runs are full-batch GD."""
-        return self.sampling.is_full_batch
-
-    @property
-    def label_batch_size(self) -> int | None:
-        """B as recorded in results (None for GD)."""
-        return None if self.full_batch else self.sampling.B
-
-    @property
-    def label_sampling(self) -> str:
-        """The scheme as recorded in results (``"full"`` for GD)."""
-        return "full" if self.full_batch else self.sampling.scheme
 
 
 def _multiplier(schedule: Schedule, t: int) -> float:
@@ -712,75 +672,6 @@ def check_data(X: Tensor, y: Tensor) -> int:
     return int(X.shape[0])
 
 
-def make_config(
-    n: int,
-    *,
-    steps: int,
-    batch_size: int | None,
-    sampling: str,
-    schedule: object,
-    clip: float | None,
-    rule: StoppingRule,
-    eval_every: int | None,
-    dtype: torch.dtype | None,
-    progress: bool,
-    desc: str,
-    momentum: float = 0.0,
-    nesterov: bool = False,
-) -> EngineConfig:
-    """Validate the settings shared by the front-ends and return the engine's config.
-
-    Raises:
-        ValueError: On out-of-range values or a non-floating ``dtype``.
-        TypeError: On a non-int size or a non-callable ``schedule``.
-    """
-    check_int("steps", steps, minimum=0)
-    check_choice("sampling", sampling, SAMPLING_SCHEMES)
-    if batch_size is not None:
-        check_int("batch_size", batch_size, minimum=1, maximum=None if sampling == "with" else n)
-    if schedule is not None and not callable(schedule):
-        raise TypeError(f"schedule must be callable as schedule(t) -> float; got {schedule!r}.")
-    if clip is not None:
-        clip = check_positive("clip", clip)
-    full = is_full_batch(n, batch_size, sampling)
-    rule_sampling = Sampling.gd(n) if full else Sampling(n, batch_size, sampling)
-    if eval_every is None:
-        eval_every = 1 if full else max(1, n // rule_sampling.B)
-    check_int("eval_every", eval_every, minimum=1)
-    if dtype is not None and not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating dtype such as torch.float64; got {dtype}.")
-    momentum = check_momentum(momentum, nesterov)
-    return EngineConfig(
-        steps=steps,
-        sampling=rule_sampling,
-        clip=clip,
-        rule=rule,
-        eval_every=eval_every,
-        progress=bool(progress),
-        desc=desc,
-        momentum=momentum,
-        nesterov=bool(nesterov),
-    )
-
-
-def check_momentum(momentum: float, nesterov: bool) -> float:
-    """Validate heavy-ball momentum β ∈ [0, 1) (Nesterov needs β > 0); return it as a float.
-
-    Raises:
-        ValueError: If β is outside [0, 1) or ``nesterov`` is set with β = 0.
-    """
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
-        raise TypeError(f"momentum must be a float in [0, 1); got {type(momentum).__name__}.")
-    beta = float(momentum)
-    if not (math.isfinite(beta) and 0.0 <= beta < 1.0):
-        raise ValueError(
-            f"momentum must be in [0, 1) (β of torch.optim.SGD; 0 for plain GD/SGD); got {beta}."
-        )
-    if nesterov and beta == 0.0:
-        raise ValueError("nesterov=True needs momentum > 0 (as in torch.optim.SGD); got 0.")
-    return beta
-
-
 def prepare_data(
     X: Tensor, y: Tensor, dtype: torch.dtype, device: torch.device
 ) -> tuple[Tensor, Tensor]:
@@ -884,25 +775,21 @@ def _row_loader(template: nn.Module) -> Callable[[Params, Params, int], nn.Modul
     return load
 
 
+#: Monitors of a :func:`train_runs` call: one list copied for every run, or ``factory(i)``
+#: building run i's own monitors.
+MonitorsArg = Sequence[Monitor] | Callable[[int], Sequence[Monitor]]
+
+
 def train_runs(
     model: nn.Module,
     X: Tensor,
     y: Tensor,
     runs: Sequence[Run],
     *,
-    steps: int,
-    batch_size: int | None = None,
-    sampling: str = "with",
-    clip: float | None = None,
-    loss_fn: LossFn = half_mse,
     stop: StoppingRule | None = None,
-    eval_every: int | None = None,
-    monitors: Sequence[Monitor] = (),
-    gradient: str = "auto",
-    dtype: torch.dtype | None = None,
-    progress: bool = False,
-    momentum: float = 0.0,
-    nesterov: bool = False,
+    monitors: MonitorsArg = (),
+    settings: TrainSettings | None = None,
+    **options: Unpack[TrainOptions],
 ) -> list[TrainResult]:
     """Train many runs of one architecture at once, each with its own η, seed, start, schedule.
 
@@ -925,22 +812,22 @@ def train_runs(
         X: Inputs ``(n, ...)``.
         y: Targets ``(n, ...)``.
         runs: The runs (at least one).
-        steps: Maximum number of updates per run, >= 0.
-        batch_size: B; None for GD (as in :func:`~dynstab.training.train`).
-        sampling: ``"with"``, ``"without"`` or ``"reshuffle"``.
-        clip: Gradient-norm clipping threshold (per run), or None.
-        loss_fn: Batch-mean loss (``vmap``-compatible for autograd). Default ½-MSE.
-        stop: Stopping rule; None uses ``StoppingRule()`` (stop at L ≤ 1e-10).
-        eval_every: Steps between full-loss evaluations and history records; default every step
-            for GD and every ⌊n/B⌋ steps for SGD.
-        monitors: Monitors called for every run (each run gets its own deep copy) on a scratch
-            module holding the run's parameters.
-        gradient: ``"auto"``, ``"autograd"`` or ``"closed_form"``.
-        dtype: Train in this dtype (e.g. ``torch.float64``); default the model's.
-        progress: Show a tqdm progress bar on stderr.
-        momentum: Heavy-ball momentum β ∈ [0, 1) of every run, as ``torch.optim.SGD``'s
-            (dampening 0; module docstring). Default 0 (plain GD/SGD).
-        nesterov: Nesterov momentum (as ``torch.optim.SGD(nesterov=True)``). Default False.
+        stop: Stopping rule; None uses the settings' (by default ``StoppingRule()``: stop at
+            L ≤ 1e-10). Not together with the stopping keywords (``stop_loss``, ...).
+        monitors: Monitors called for every run on a scratch module holding the run's
+            parameters, after which each run's own ``Run.monitors``: either a list, of which
+            each run gets its own deep copy, or a factory ``monitors(i) -> list`` called once
+            per run i (for monitors that cannot be copied, e.g. a
+            :class:`~dynstab.training.StabilityTracker` writing a CSV file or a TensorBoard
+            log: give each run its own file).
+        settings: The training settings (:class:`~dynstab.training.TrainSettings`); the
+            keyword options override its fields.
+        **options: Fields of :class:`~dynstab.training.TrainSettings` as keywords
+            (:class:`~dynstab.training.TrainOptions`): ``steps`` (required unless ``settings``
+            gives it), ``batch_size``, ``sampling``, ``clip``, ``loss_fn``, ``eval_every``,
+            ``gradient`` (``"auto"`` here when neither it nor ``settings`` is given),
+            ``dtype`` (default the model's), ``progress``, ``momentum``, ``nesterov``;
+            ``schedule`` is that of the runs without their own.
 
     Returns:
         One :class:`TrainResult` per run, in order, each with its final ``params``.
@@ -948,8 +835,10 @@ def train_runs(
         ConvergenceWarning` for diverged / unconverged runs (the first one shown).
 
     Raises:
-        ValueError: On empty ``runs``, bad values, or run parameters that do not fit the model.
-        TypeError: On non-tensor data or a non-callable schedule.
+        ValueError: On empty ``runs``, bad values, run parameters that do not fit the model, or
+            ``stop`` together with stopping keywords.
+        TypeError: On non-tensor data, a non-callable schedule, an unknown keyword, or monitors
+            that cannot be copied per run (pass a factory instead).
 
     Example:
         >>> from dynstab.models import DiagonalLinearNet
@@ -962,52 +851,83 @@ def train_runs(
         >>> [r.converged for r in res], res[0].steps_run != res[1].steps_run
         ([True, True], True)
     """
-    results = _train_runs(
-        model,
-        X,
-        y,
-        runs,
-        steps=steps,
-        batch_size=batch_size,
-        sampling=sampling,
-        clip=clip,
-        loss_fn=loss_fn,
-        stop=stop if stop is not None else StoppingRule(),
-        eval_every=eval_every,
-        monitors=monitors,
-        gradient=gradient,
-        dtype=dtype,
-        progress=progress,
-        desc=f"train_runs[{len(runs)}]",
-        momentum=momentum,
-        nesterov=nesterov,
+    if settings is None and "gradient" not in options:
+        options["gradient"] = "auto"
+    resolved = TrainSettings.resolve(settings, options, "train_runs")
+    if stop is not None:
+        given = sorted(k for k in options if k in {f.name for f in fields(StoppingRule)})
+        if given:
+            raise ValueError(
+                f"train_runs: give the stopping rule either as stop=StoppingRule(...) or as "
+                f"keywords, not both; got stop={stop!r} and {given}."
+            )
+        resolved = replace(resolved, stop=stop)
+    results = run_many(
+        model, X, y, runs, resolved, monitors=monitors, desc=f"train_runs[{len(runs)}]"
     )
-    warn_outcomes(results, (stop or StoppingRule()).stop_loss, stacklevel=2)
+    warn_outcomes(results, resolved.stop.stop_loss, stacklevel=2)
     return results
 
 
-def _train_runs(
+def _copy_monitors(monitors: Sequence[Monitor], where: str) -> list[Monitor]:
+    """A deep copy of ``monitors`` for one run; a clear error when one cannot be copied."""
+    for m in monitors:
+        if not m.copyable:
+            raise TypeError(
+                f"{where}: monitor {m!r} cannot be copied for every run (it writes to a file or "
+                "log that the copies would share). Pass a factory instead, "
+                "monitors=lambda i: [...], building run i's own monitor (e.g. its own csv=/"
+                "tensorboard= path), or train the runs one by one with train()."
+            )
+    try:
+        return copy.deepcopy(list(monitors))
+    except (TypeError, copy.Error, AttributeError) as exc:
+        raise TypeError(
+            f"{where}: the monitors could not be deep-copied for every run ({exc}). Pass a "
+            "factory instead, monitors=lambda i: [...], building run i's own monitors."
+        ) from exc
+
+
+def _run_monitors(monitors: MonitorsArg, runs: Sequence[Run]) -> list[list[Monitor]] | None:
+    """Each run's monitors (shared ones first, then ``Run.monitors``), or None without any."""
+    per_run: list[list[Monitor]] = []
+    for i, r in enumerate(runs):
+        if callable(monitors):
+            built = list(monitors(i))
+            for m in built:
+                if not isinstance(m, Monitor):
+                    raise TypeError(
+                        f"monitors({i}) must return Monitor objects; got {type(m).__name__}."
+                    )
+            shared = built
+        else:
+            shared = _copy_monitors(monitors, "monitors")
+        per_run.append(shared + _copy_monitors(r.monitors, f"runs[{i}].monitors"))
+    seen: dict[int, int] = {}
+    for i, mons in enumerate(per_run):
+        for m in mons:
+            if seen.setdefault(id(m), i) != i:
+                raise ValueError(
+                    f"monitors({i}) returned a monitor already given to run {seen[id(m)]}; "
+                    "the factory must build new monitors for every run."
+                )
+    return per_run if any(per_run) else None
+
+
+def run_many(
     model: nn.Module,
     X: Tensor,
     y: Tensor,
     runs: Sequence[Run],
+    settings: TrainSettings,
     *,
-    steps: int,
-    batch_size: int | None,
-    sampling: str,
-    clip: float | None,
-    loss_fn: LossFn,
-    stop: StoppingRule,
-    eval_every: int | None,
-    monitors: Sequence[Monitor],
-    gradient: str,
-    dtype: torch.dtype | None,
-    progress: bool,
+    monitors: MonitorsArg,
     desc: str,
-    momentum: float = 0.0,
-    nesterov: bool = False,
 ) -> list[TrainResult]:
-    """:func:`train_runs` without the warnings (shared with :func:`train_batched`)."""
+    """:func:`train_runs` with resolved settings and without the warnings.
+
+    Shared with :func:`~dynstab.training.train_batched`.
+    """
     n = check_data(X, y)
     runs = list(runs)
     if not runs:
@@ -1020,21 +940,8 @@ def _train_runs(
             raise TypeError(
                 f"schedule must be callable as schedule(t) -> float; got {r.schedule!r}."
             )
-    cfg = make_config(
-        n,
-        steps=steps,
-        batch_size=batch_size,
-        sampling=sampling,
-        schedule=None,
-        clip=clip,
-        rule=stop,
-        eval_every=eval_every,
-        dtype=dtype,
-        progress=progress,
-        desc=desc,
-        momentum=momentum,
-        nesterov=nesterov,
-    )
+    cfg = settings.engine_config(n, desc=desc)
+    dtype = settings.dtype
     template = copy.deepcopy(model).to(dtype) if dtype is not None else model
     names = [k for k, _ in check_trainable(template, "model")]
     P, F = _stack_runs(template, runs, names)
@@ -1042,16 +949,16 @@ def _train_runs(
     data_of, datasets = _run_datasets(runs, X, y)
     X, y = prepare_data(X, y, p0.dtype, p0.device)
     datasets = [prepare_data(Xj, yj, p0.dtype, p0.device) for Xj, yj in datasets]
-    stepper = make_stepper(template, X, y, loss_fn, gradient, live=False)
+    stepper = make_stepper(template, X, y, settings.loss_fn, settings.gradient, live=False)
     gens: dict[int, torch.Generator] = {}
+    default_schedule = settings.schedule or Constant()
     setups = []
     for r, data in zip(runs, data_of, strict=True):
         gen = None
         if r.seed is not None:
             gen = gens.setdefault(r.seed, make_generator(None, r.seed) or torch.Generator())
-        setups.append(RunSetup(float(r.lr), r.schedule or Constant(), gen, r.seed, data))
-    watched = bool(monitors) or any(r.monitors for r in runs)
-    per_run = [copy.deepcopy([*monitors, *r.monitors]) for r in runs] if watched else None
+        setups.append(RunSetup(float(r.lr), r.schedule or default_schedule, gen, r.seed, data))
+    per_run = _run_monitors(monitors, runs)
     trackers, final = Engine(
         stepper,
         P,
@@ -1060,9 +967,9 @@ def _train_runs(
         y,
         setups,
         cfg,
-        loss_fn=loss_fn,
+        loss_fn=settings.loss_fn,
         monitors=per_run,
-        module_for=_row_loader(template) if watched else None,
+        module_for=_row_loader(template) if per_run is not None else None,
         datasets=datasets,
     ).run()
     return [

@@ -80,6 +80,16 @@ class Monitor:
         """Return the measurements at ``step`` as ``{column name: value}``."""
         raise NotImplementedError(f"{type(self).__name__} must implement __call__.")
 
+    @property
+    def copyable(self) -> bool:
+        """Whether a deep copy is an independent monitor.
+
+        :func:`~dynstab.training.train_runs` gives every run its own deep copy of a shared
+        monitor only when this holds; it is False for monitors that write to a file or log
+        that the copies would share.
+        """
+        return True
+
     def reset(self) -> None:
         """Forget state carried between calls (no-op by default)."""
 

@@ -43,6 +43,7 @@ __all__ = [
     "ClosedFormStepper",
     "Stepper",
     "VmapStepper",
+    "check_gradient",
     "make_stepper",
 ]
 
@@ -218,6 +219,26 @@ def supports_closed_form(model: nn.Module, loss_fn: LossFn) -> bool:
     )
 
 
+def check_gradient(gradient: str, loss_fn: LossFn) -> str:
+    """Validate a ``gradient`` method (one of :data:`GRADIENT_METHODS`) for ``loss_fn``.
+
+    Raises:
+        ValueError: If ``gradient`` is unknown, or ``"closed_form"`` with a loss other than
+            :func:`dynstab.losses.half_mse`.
+    """
+    if gradient not in GRADIENT_METHODS:
+        raise ValueError(
+            f"gradient must be one of {list(GRADIENT_METHODS)}; got {gradient!r}. Use 'auto' "
+            "(closed form when the model has one) or 'autograd'."
+        )
+    if gradient == "closed_form" and loss_fn is not half_mse:
+        raise ValueError(
+            "gradient='closed_form' is the gradient of dynstab.losses.half_mse; got loss_fn="
+            f"{getattr(loss_fn, '__name__', loss_fn)!r}. Use gradient='autograd'."
+        )
+    return gradient
+
+
 def make_stepper(
     model: nn.Module, X: Tensor, y: Tensor, loss_fn: LossFn, gradient: str, *, live: bool
 ) -> Stepper:
@@ -240,16 +261,7 @@ def make_stepper(
         ValueError: If ``gradient`` is unknown, or ``"closed_form"`` with another loss.
         TypeError: If ``"closed_form"`` is asked of a model without one.
     """
-    if gradient not in GRADIENT_METHODS:
-        raise ValueError(
-            f"gradient must be one of {list(GRADIENT_METHODS)}; got {gradient!r}. Use 'auto' "
-            "(closed form when the model has one) or 'autograd'."
-        )
-    if gradient == "closed_form" and loss_fn is not half_mse:
-        raise ValueError(
-            "gradient='closed_form' is the gradient of dynstab.losses.half_mse; got loss_fn="
-            f"{getattr(loss_fn, '__name__', loss_fn)!r}. Use gradient='autograd'."
-        )
+    check_gradient(gradient, loss_fn)
     if gradient == "closed_form" or (gradient == "auto" and supports_closed_form(model, loss_fn)):
         return ClosedFormStepper(model, X, y)
     if live:

@@ -266,6 +266,11 @@ class StabilityTracker(Monitor):
 
     # ------------------------------------------------------------------ Monitor protocol
 
+    @property
+    def copyable(self) -> bool:
+        """False when the tracker writes a CSV file or a TensorBoard log (copies would share it)."""
+        return self.csv is None and self._writer is None
+
     def reset(self) -> None:
         """Start afresh (``train`` calls this at the start of a run)."""
         self.meter.reset()

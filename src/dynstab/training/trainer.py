@@ -13,26 +13,19 @@ the end, so convergence is detected at that granularity.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Unpack
 
 import torch
 from torch import Tensor, nn
 
 from dynstab._checks import check_positive
-from dynstab._types import LossFn
-from dynstab.losses import half_mse
-from dynstab.training.engine import (
-    Engine,
-    RunSetup,
-    check_data,
-    check_trainable,
-    make_config,
-    prepare_data,
-)
+from dynstab.training.engine import Engine, RunSetup, check_data, check_trainable, prepare_data
 from dynstab.training.monitors import Monitor
-from dynstab.training.result import StoppingRule, TrainResult, warn_outcomes
+from dynstab.training.result import TrainResult, warn_outcomes
 from dynstab.training.samplers import make_generator
 from dynstab.training.schedules import Constant
+from dynstab.training.settings import TrainOptions, TrainSettings
 from dynstab.training.steppers import make_stepper
 
 __all__ = ["TrainResult", "train"]
@@ -44,26 +37,11 @@ def train(
     y: Tensor,
     *,
     lr: float,
-    steps: int,
-    batch_size: int | None = None,
-    sampling: str = "with",
-    schedule: Callable[[int], float] | None = None,
-    clip: float | None = None,
-    loss_fn: LossFn = half_mse,
     monitors: Sequence[Monitor] = (),
     generator: torch.Generator | None = None,
     seed: int | None = None,
-    dtype: torch.dtype | None = None,
-    stop_loss: float | None = 1e-10,
-    min_full_lr_fraction: float = 0.2,
-    divergence_threshold: float = 1e10,
-    eval_every: int | None = None,
-    progress: bool = False,
-    require_full_lr: bool = False,
-    loss_threshold: float = 1e-6,
-    gradient: str = "autograd",
-    momentum: float = 0.0,
-    nesterov: bool = False,
+    settings: TrainSettings | None = None,
+    **options: Unpack[TrainOptions],
 ) -> TrainResult:
     """Train ``model`` in place with GD or SGD (optionally with momentum); return what happened.
 
@@ -88,36 +66,20 @@ def train(
         X: Inputs, shape ``(n, ...)``.
         y: Targets, shape ``(n, ...)`` (one-hot rows for classification with ½-MSE).
         lr: Target learning rate η > 0.
-        steps: Maximum number of updates, >= 0.
-        batch_size: B; None means full-batch GD. ``B == n`` is GD for ``"without"`` and
-            ``"reshuffle"`` but SGD for ``"with"``.
-        sampling: ``"with"`` (i.i.d. indices), ``"without"`` (uniform B-subset each step) or
-            ``"reshuffle"`` (epoch-wise permutations; empirical mode not covered by the theory).
-            Ignored for GD. See :mod:`dynstab.training.samplers`.
-        schedule: Multiplier schedule (e.g. :func:`~dynstab.training.warmup`); None = constant.
-        clip: Gradient-norm clipping threshold, or None (no clipping).
-        loss_fn: ``loss_fn(outputs, targets)``, mean over samples. Default ½-MSE.
         monitors: :class:`~dynstab.training.Monitor` objects; their outputs go to the history.
         generator: CPU random source of the batch sampler (SGD only).
         seed: Alternatively, seed of a fresh generator (not both).
-        dtype: If given (e.g. ``torch.float64``), convert the model (in place) and the floating
-            data to it. Otherwise floating data are converted to the model's dtype.
-        stop_loss: Stop when the full training loss is <= this; None never stops early.
-        min_full_lr_fraction: Fraction of updates at the full ``lr`` required for
-            ``converged_at_full_lr`` (default 0.2: a fifth of the updates at the target η).
-        divergence_threshold: A loss above this counts as divergence.
-        eval_every: Steps between full-loss evaluations and history records; default every step
-            for GD and every ⌊n/B⌋ steps (about one epoch) for SGD.
-        progress: Show a tqdm progress bar on stderr.
-        require_full_lr: Stop on convergence only once ``min_full_lr_fraction`` of the updates
-            used the full ``lr`` (a run that reaches ``stop_loss`` during a warm-up continues).
-        loss_threshold: Level whose last downward crossing gives ``lr_at_loss_threshold`` and
-            :attr:`TrainResult.effective_lr`. Default 1e-6.
-        gradient: ``"autograd"`` (default), ``"closed_form"`` (the model's
-            ``closed_form_grad``, ½-MSE only) or ``"auto"`` (closed form when available).
-        momentum: Heavy-ball momentum β ∈ [0, 1) (``torch.optim.SGD``'s, dampening 0; the
-            GD stability threshold becomes λ_max ≤ 2(1 + β)/η). Default 0 (plain GD/SGD).
-        nesterov: Nesterov momentum (``torch.optim.SGD(nesterov=True)``). Default False.
+        settings: The training settings (:class:`~dynstab.training.TrainSettings`), to set up
+            once and reuse; the keyword options override its fields.
+        **options: Fields of :class:`~dynstab.training.TrainSettings` as keywords
+            (:class:`~dynstab.training.TrainOptions`; meaning and defaults documented there):
+            ``steps`` (maximum number of updates; required unless ``settings`` gives it),
+            ``batch_size`` (None: GD), ``sampling`` (``"with"``), ``schedule``, ``clip``,
+            ``loss_fn`` (½-MSE), ``dtype`` (converts the model in place and the data),
+            ``eval_every``, ``progress``, ``gradient`` (``"autograd"``), ``momentum`` (0),
+            ``nesterov``, and the stopping rule's ``stop_loss`` (1e-10; None never stops early),
+            ``min_full_lr_fraction`` (0.2), ``require_full_lr``, ``divergence_threshold``
+            (1e10) and ``loss_threshold`` (1e-6, for ``effective_lr``).
 
     Returns:
         A :class:`TrainResult` (``params`` is None: the model holds the final parameters).
@@ -128,7 +90,8 @@ def train(
     Raises:
         ValueError: On out-of-range arguments, both ``generator`` and ``seed``, a model without
             floating parameters, or an unknown ``gradient``.
-        TypeError: If ``X``/``y`` are not tensors or ``schedule`` is not callable.
+        TypeError: If ``X``/``y`` are not tensors, ``schedule`` is not callable, or an option
+            is unknown.
 
     Example:
         >>> model = torch.nn.Linear(1, 1, bias=False)
@@ -140,36 +103,20 @@ def train(
         >>> res.converged, res.steps_run, res.final_loss == 2 * 0.25**18
         (True, 18, True)
     """
+    s = TrainSettings.resolve(settings, options, "train")
     n = check_data(X, y)
     lr = check_positive("lr", lr)
-    rule = StoppingRule(
-        stop_loss, min_full_lr_fraction, require_full_lr, divergence_threshold, loss_threshold
-    )
-    cfg = make_config(
-        n,
-        steps=steps,
-        batch_size=batch_size,
-        sampling=sampling,
-        schedule=schedule,
-        clip=clip,
-        rule=rule,
-        eval_every=eval_every,
-        dtype=dtype,
-        progress=progress,
-        desc="train",
-        momentum=momentum,
-        nesterov=nesterov,
-    )
+    cfg = s.engine_config(n, desc="train")
     check_trainable(model, "model")
-    if dtype is not None:
-        model.to(dtype)
+    if s.dtype is not None:
+        model.to(s.dtype)
     named = check_trainable(model, "model")
     p0 = named[0][1]
     X, y = prepare_data(X, y, p0.dtype, p0.device)
     gen = make_generator(generator, seed)  # samplers draw on the CPU
-    stepper = make_stepper(model, X, y, loss_fn, gradient, live=True)
+    stepper = make_stepper(model, X, y, s.loss_fn, s.gradient, live=True)
     params = {k: p.detach()[None] for k, p in named}  # views: the engine updates the model
-    setup = RunSetup(lr, schedule if schedule is not None else Constant(), gen, seed)
+    setup = RunSetup(lr, s.schedule if s.schedule is not None else Constant(), gen, seed)
     trackers, _ = Engine(
         stepper,
         params,
@@ -178,10 +125,10 @@ def train(
         y,
         [setup],
         cfg,
-        loss_fn=loss_fn,
+        loss_fn=s.loss_fn,
         monitors=[list(monitors)],
         module_for=lambda P, F, i: model,
     ).run()
     result = trackers[0].result(params=None)
-    warn_outcomes([result], stop_loss, stacklevel=2)
+    warn_outcomes([result], s.stop.stop_loss, stacklevel=2)
     return result

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.base import Claim
 from dynstab_repro.wu_su_2023 import analysis as A
 from dynstab_repro.wu_su_2023 import plots
 from dynstab_repro.wu_su_2023.configs import (
@@ -27,15 +27,8 @@ from dynstab_repro.wu_su_2023.configs import (
     SweepConfig,
     documented_defaults,
 )
-from dynstab_repro.wu_su_2023.problems import init_diagonal
-from dynstab_repro.wu_su_2023.units import (
-    Record,
-    Row,
-    SweepExperiment,
-    run_key,
-    sweep_plans,
-    sweep_unit,
-)
+from dynstab_repro.wu_su_2023.problems import Problem, init_diagonal
+from dynstab_repro.wu_su_2023.units import Record, Row, SweepExperiment, SweepRun, run_key
 
 __all__ = ["E1Config", "E1DiagonalSweep", "analyze_e1"]
 
@@ -91,16 +84,14 @@ class E1DiagonalSweep(SweepExperiment[E1Config]):
     )
     config_cls = E1Config
 
-    def compute(self, config: E1Config, spec: RunSpec) -> Record:
-        """Train the unit's runs (every η and seed; one initialization per seed), measure them."""
-        opt = str(spec.params["optimizer"])
-        plans = []
+    def seed_runs(self, config: E1Config, opt: str, seed: int) -> tuple[Problem, list[SweepRun]]:
+        """Every η from the seed's one initialization."""
+        model = init_diagonal(config.d, config.init_scale, seed)
         no_extra: dict[str, float] = {}
-        for seed in config.seeds:
-            model = init_diagonal(config.d, config.init_scale, seed)
-            runs = [(run_key(opt, "lr", lr, seed), lr, model, no_extra) for lr in config.lrs]
-            plans += sweep_plans(config, opt, seed, config.problem(seed), runs)
-        return sweep_unit(config, opt, plans)
+        runs: list[SweepRun] = [
+            (run_key(opt, "lr", lr, seed), lr, model, no_extra) for lr in config.lrs
+        ]
+        return config.problem(seed), runs
 
     def analyze_runs(self, config: E1Config, runs: dict[str, Record]) -> list[Claim]:
         """Claims E1.1–E1.6 (see :func:`analyze_e1`)."""

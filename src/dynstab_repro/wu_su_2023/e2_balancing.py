@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import ClassVar
 
-from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.base import Claim
 from dynstab_repro.wu_su_2023 import analysis as A
 from dynstab_repro.wu_su_2023 import plots
 from dynstab_repro.wu_su_2023.configs import (
@@ -23,14 +23,8 @@ from dynstab_repro.wu_su_2023.configs import (
     SweepConfig,
     documented_defaults,
 )
-from dynstab_repro.wu_su_2023.problems import init_unbalanced
-from dynstab_repro.wu_su_2023.units import (
-    Record,
-    Row,
-    SweepExperiment,
-    sweep_plans,
-    sweep_unit,
-)
+from dynstab_repro.wu_su_2023.problems import Problem, init_unbalanced
+from dynstab_repro.wu_su_2023.units import Record, Row, SweepExperiment, SweepRun
 
 __all__ = ["E2Balancing", "E2Config", "analyze_e2"]
 
@@ -102,16 +96,14 @@ class E2Balancing(SweepExperiment[E2Config]):
     )
     config_cls = E2Config
 
-    def compute(self, config: E2Config, spec: RunSpec) -> Record:
-        """Train from the unbalanced initializations and record r(θ_T), Tr G, test MSE."""
-        opt = str(spec.params["optimizer"])
-        plans = []
+    def seed_runs(self, config: E2Config, opt: str, seed: int) -> tuple[Problem, list[SweepRun]]:
+        """The (η, r0) pairs of ``opt``, each from its unbalanced initialization."""
         pairs = config.runs_of(opt)
-        for seed in config.seeds:
-            models = {r0: init_unbalanced(config.d, r0, config.init_std, seed) for _, r0 in pairs}
-            runs = [(_key(opt, lr, r0, seed), lr, models[r0], {"r0": r0}) for lr, r0 in pairs]
-            plans += sweep_plans(config, opt, seed, config.problem(seed), runs)
-        return sweep_unit(config, opt, plans)
+        models = {r0: init_unbalanced(config.d, r0, config.init_std, seed) for _, r0 in pairs}
+        runs: list[SweepRun] = [
+            (_key(opt, lr, r0, seed), lr, models[r0], {"r0": r0}) for lr, r0 in pairs
+        ]
+        return config.problem(seed), runs
 
     def analyze_runs(self, config: E2Config, runs: dict[str, Record]) -> list[Claim]:
         """Claims E2.1–E2.5."""

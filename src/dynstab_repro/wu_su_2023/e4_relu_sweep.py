@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dynstab_repro.base import Claim, Measurement, RunSpec
+from dynstab_repro.base import Claim, Measurement
 from dynstab_repro.wu_su_2023 import analysis as A
 from dynstab_repro.wu_su_2023 import plots
 from dynstab_repro.wu_su_2023.configs import (
@@ -26,14 +26,8 @@ from dynstab_repro.wu_su_2023.configs import (
     SweepConfig,
     documented_defaults,
 )
-from dynstab_repro.wu_su_2023.units import (
-    Record,
-    Row,
-    SweepExperiment,
-    run_key,
-    sweep_plans,
-    sweep_unit,
-)
+from dynstab_repro.wu_su_2023.problems import Problem
+from dynstab_repro.wu_su_2023.units import Record, Row, SweepExperiment, SweepRun, run_key
 
 __all__ = ["E4Config", "E4ReLUSweep", "analyze_e4"]
 
@@ -96,18 +90,14 @@ class E4ReLUSweep(SweepExperiment[E4Config]):
     )
     config_cls = E4Config
 
-    def compute(self, config: E4Config, spec: RunSpec) -> Record:
-        """Train the unit's runs (every label and seed): SGD at η = label/√d, GD at η = label."""
-        opt = str(spec.params["optimizer"])
-        plans = []
-        for seed in config.seeds:
-            model = config.initial_model(seed)
-            runs = [
-                (run_key(opt, "lr", lab, seed), config.lr_of(opt, lab), model, {"label": lab})
-                for lab in config.lr_labels
-            ]
-            plans += sweep_plans(config, opt, seed, config.problem(seed), runs)
-        return sweep_unit(config, opt, plans)
+    def seed_runs(self, config: E4Config, opt: str, seed: int) -> tuple[Problem, list[SweepRun]]:
+        """Every label from the seed's initialization: SGD at η = label/√d, GD at η = label."""
+        model = config.initial_model(seed)
+        runs: list[SweepRun] = [
+            (run_key(opt, "lr", lab, seed), config.lr_of(opt, lab), model, {"label": lab})
+            for lab in config.lr_labels
+        ]
+        return config.problem(seed), runs
 
     def analyze_runs(self, config: E4Config, runs: dict[str, Record]) -> list[Claim]:
         """Claims E4.1–E4.5."""

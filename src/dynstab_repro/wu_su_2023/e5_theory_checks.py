@@ -52,13 +52,7 @@ from dynstab.norms import (
     relu_trace_G,
     weighted_l1,
 )
-from dynstab.training import (
-    AutogradStepper,
-    ClosedFormStepper,
-    Run,
-    StoppingRule,
-    train_runs,
-)
+from dynstab.training import AutogradStepper, ClosedFormStepper, Run, StoppingRule, train_runs
 from dynstab_repro.base import Claim, Measurement, RunSpec
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.wu_su_2023 import analysis as A

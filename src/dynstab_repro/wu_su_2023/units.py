@@ -73,6 +73,7 @@ __all__ = [
     "Record",
     "Row",
     "SweepExperiment",
+    "SweepRun",
     "WuSuExperiment",
     "diagonal_measures",
     "flatten_runs",
@@ -447,12 +448,16 @@ def sweep_warmup(config: SweepConfig, optimizer: str, lr: float, lambda_max0: fl
     return gd_warmup_steps(config, lr, lambda_max0)
 
 
+#: One run of a sweep: its key, its learning rate η, its initial model and extra record fields.
+SweepRun = tuple[str, float, PaperModel, Mapping[str, float]]
+
+
 def sweep_plans(
     config: SweepConfig,
     optimizer: str,
     seed: int,
     problem: Problem,
-    runs: Sequence[tuple[str, float, PaperModel, Mapping[str, float]]],
+    runs: Sequence[SweepRun],
 ) -> list[PlannedRun]:
     """The planned runs ``(key, η, initial model, extra)`` of one seed of a sweep.
 
@@ -533,6 +538,21 @@ class SweepExperiment(WuSuExperiment, Generic[SweepConfigT]):
     def specs(self, config: SweepConfigT) -> list[RunSpec]:
         """One unit per (optimizer, seed) (:func:`sweep_specs`)."""
         return sweep_specs(config)
+
+    def compute(self, config: SweepConfigT, spec: RunSpec) -> Record:
+        """Train the unit's runs (:meth:`seed_runs` of every seed) and measure them."""
+        opt = str(spec.params["optimizer"])
+        plans: list[PlannedRun] = []
+        for seed in config.seeds:
+            problem, runs = self.seed_runs(config, opt, seed)
+            plans += sweep_plans(config, opt, seed, problem, runs)
+        return sweep_unit(config, opt, plans)
+
+    @abc.abstractmethod
+    def seed_runs(
+        self, config: SweepConfigT, optimizer: str, seed: int
+    ) -> tuple[Problem, list[SweepRun]]:
+        """The training problem of ``seed`` and its runs ``(key, η, initial model, extra)``."""
 
     def analyze(self, config: SweepConfigT, results: dict[str, Record]) -> list[Claim]:
         """The claims of :meth:`analyze_runs` on the per-run records."""
