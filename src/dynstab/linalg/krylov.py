@@ -916,7 +916,8 @@ class KrylovEngine:
         fL = norm * self.rel_rtol * lk.omega.abs() + lk.abserr.abs()
         rho = lk.rho() + float(torch.linalg.vector_norm(fL))
         rL = lk.residuals() + fL
-        bounds = self._bounds(eta, top, bottom, rL, rho, self.tau_hi, self.tau_lo) + floor
+        raw = self._bounds(eta, top, bottom, rL, rho, self.tau_hi, self.tau_lo)
+        bounds = self._combine(raw, floor, norm * 4.0 * eps_orth, mode)
         values = eta[idx]
         zeroish = values.abs() <= bounds
         thr = torch.where(
@@ -937,15 +938,37 @@ class KrylovEngine:
             fresh = norm * math.sqrt(n_pol) * (self.prod_rtol + 4.0 * _EPS64)
             rho_f = lk.rho() + fresh if l else 0.0
             rL_f = lk.residuals() + fresh
-            opt = self._bounds(eta, top, bottom, rL_f, rho_f, self.tau_hi, self.tau_lo) + fresh
+            opt = self._combine(
+                self._bounds(eta, top, bottom, rL_f, rho_f, self.tau_hi, self.tau_lo),
+                torch.full_like(floor, fresh),
+                norm * 4.0 * _EPS64 * math.sqrt(n_pol),
+                mode,
+            )
             polish = bool((opt <= thr).all())
             if self.cfg.criterion == "residual":
                 polish = polish and bool((res - floor + fresh <= thr).all())
         self.last_norm = norm
-        self._rho, self._rL, self._floor = rho, rL, floor
+        self._rho, self._rL, self._floor, self._raw = rho, rL, floor, raw
         return _Answer(
             top, bottom, eta, S, values, bounds, res, thr, ok, norm, mode=mode, polish=polish
         )
+
+    @staticmethod
+    def _combine(raw: Tensor, floor: Tensor, orth: float, mode: str) -> Tensor:
+        """Error bounds from the one-sided part ``raw`` and the round-off ``floor``.
+
+        ``raw = max(0, U − η)`` bounds the undershoot ``λ − η`` (``U`` an upper bound on
+        ``λ``), ``floor`` the overshoot ``η − λ`` that round-off allows (Cauchy interlacing
+        forbids any in exact arithmetic). With locked vectors ``U`` comes from Weyl/Li–Li
+        bounds on Rayleigh quotients whose own round-off is the floor, so the two add. In
+        ``segment`` mode ``U = τ`` is the Lanczos polynomial's root, computed from the same
+        tridiagonal ``T`` as ``η`` and already widened by one product's error (``_tau_pad``):
+        there ``|λ − η| <= max(raw + orth, floor)``, ``orth`` the loss-of-orthogonality term
+        that separates the eigenvalues of ``T`` from those of ``QᵀAQ``.
+        """
+        if mode == "segment":
+            return torch.maximum(raw + orth, floor)
+        return raw + floor
 
     def _bounds(
         self,
@@ -1283,8 +1306,7 @@ class KrylovEngine:
             fresh += self._tau_pad  # τ − η never falls below τ's round-off margin
         if not bool((ans.thresholds < fresh).any()):
             return False
-        raw = ans.bounds - self._floor
-        return bool((raw <= fresh).all())
+        return bool((self._raw <= fresh).all())
 
     def polish(self, ans: _Answer) -> tuple[_Answer, Tensor]:
         """Recompute the products of the answer's (or all locked) vectors afresh.
@@ -1328,14 +1350,20 @@ class KrylovEngine:
         top = torch.arange(n - 1, n - 1 - kt, -1, dtype=torch.long)
         bottom = torch.arange(0, kb, dtype=torch.long)
         idx = torch.cat([top, bottom])
-        if ans.mode == "locked":
+        l_mode = ans.mode == "locked"
+        if l_mode:
             raw = self._bounds(
                 theta, top, bottom, rcol + fresh, rho_R + fresh, self.tau_hi, self.tau_lo, theta
             )
         else:  # no locked vectors: the values are bounded by the random segment alone
             empty = torch.zeros(0, dtype=torch.float64)
             raw = self._bounds(theta, top, bottom, empty, 0.0, self.tau_hi, self.tau_lo, empty)
-        bounds = raw + fresh
+        bounds = self._combine(
+            raw,
+            torch.full_like(raw, fresh),
+            norm * 4.0 * eps_orth,
+            "joint" if l_mode else "segment",
+        )
         values = theta[idx]
         res = rcol[idx] + fresh
         zeroish = values.abs() <= bounds
