@@ -232,6 +232,37 @@ def reference(problem: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def information_limit(
+    problem: str, args: argparse.Namespace, lam1: float, steps: int
+) -> dict[str, int | None]:
+    """First Lanczos step within tol of λ1, and the first at which any δ-certificate could stop.
+
+    Plain Lanczos (full reorthogonalisation) from the benchmark's own start vector on the
+    float32 operator; the certificate limit is ``moment_optimal_stop`` at δ = 1e-3.
+    """
+    # deferred: worker processes run the old engine, which has no ``krylov`` module
+    from dynstab.linalg.krylov import moment_optimal_stop, plain_lanczos
+
+    prob = _problem(problem, args.quick, args.model_seed)
+    op = HessianOperator(prob.model, half_mse, (prob.X, prob.y))
+    q = torch.randn(op.shape[0], generator=torch.Generator().manual_seed(args.seed))
+    alpha, beta, _, _, _ = plain_lanczos(op, q.to(torch.float64).unsqueeze(1), steps)
+    thetas = [
+        float(torch.linalg.eigvalsh(tridiagonal(alpha[0, :m], beta[0, : m - 1]))[-1])
+        for m in range(1, alpha.shape[1] + 1)
+    ]
+    within = [m for m, th in enumerate(thetas, 1) if abs(th - lam1) <= args.tol * abs(lam1)]
+    optimum = moment_optimal_stop(
+        alpha[0], beta[0], size=op.shape[0], tol=args.tol, failure_probability=1e-3
+    )
+    return {"first_within_tol": within[0] if within else None, "moment_optimal_stop": optimum}
+
+
+def tridiagonal(alpha: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+    """The symmetric tridiagonal matrix with diagonal ``alpha`` and off-diagonal ``off``."""
+    return torch.diag(alpha) + torch.diag(off, 1) + torch.diag(off, -1)
+
+
 def _median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
@@ -274,7 +305,9 @@ def compare(problem: str, old_src: Path, args: argparse.Namespace) -> dict[str, 
         }
 
     ratios = [p["time_ratio"] for p in pairs]
+    limit = information_limit(problem, args, ref["lambda_max"], int(side("new")["hvps"]) + 3)
     return {
+        **limit,
         "problem": problem,
         "reference": ref,
         "pairs": pairs,

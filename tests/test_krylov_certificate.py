@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from dynstab.linalg import LanczosConfig, lanczos_top_eigenpairs
-from dynstab.linalg.krylov import plain_lanczos, small_ball_constant
+from dynstab.linalg.krylov import moment_optimal_stop, plain_lanczos, small_ball_constant
 from spectra import get_spectrum
 
 _DELTA = 1e-3  # LanczosConfig's default failure probability
@@ -52,6 +52,11 @@ def _earliest_certifiable(op, p: int, seed: int, tol: float, steps: int) -> tupl
             prev, cur = cur, nxt
             total += cur * cur
         if total >= 1.0 / gamma**2:
+            # the library's version of this bound (used by the benchmarks) agrees
+            found = moment_optimal_stop(
+                alpha[0], beta[0], size=p, tol=tol, failure_probability=_DELTA
+            )
+            assert found == m
             return first_within, m
     raise AssertionError("no step could certify within the run")
 

@@ -91,11 +91,12 @@ never before it). On the 784-512-512-10 MLP (clustered top-5, seed 0, float32) t
 round-off), while the Ritz value is within 1e-6 from step 26: the ~18 extra products are the
 price of the certificate itself (ruling out a top eigenvalue that a random start touches with
 component ``≈ 10⁻⁶``), not of this implementation, and "within 2 of the first iterate that
-meets tol" is impossible for any δ-certificate here (even ``δ = 0.5`` needs step ≥ 38).
-The moment bound grows only with ``ln(1/δ)``: each factor 10 in ``δ`` costs about one product
-at the end of a run, where ``τ − θ`` falls by 3–4× per product. A certification segment must
-fit into ``max_basis`` unrestarted; a run whose random segment fills the basis stops with
-``converged=False`` instead of restarting it.
+meets tol" is impossible for any δ-certificate here (even ``δ = 0.5`` needs step 39). On the
+CNN of the benchmarks (relative gap 5e-2): within 1e-6 at step 16, optimum 25 at ``δ = 1e-3``.
+The moment bound grows only with ``ln(1/δ)``: each factor 10 in ``δ`` costs one to two
+products (MLP: optimum 48, 44, 42, 40 at ``δ`` = 1e-6, 1e-3, 1e-2, 1e-1). A certification
+segment must fit into ``max_basis`` unrestarted; a run whose random segment fills the basis
+stops with ``converged=False`` instead of restarting it.
 
 **Round-off.** When the accumulated round-off of the run (weight ``ω``) is what keeps a bound
 above ``tol`` — typically float32 operators at ``tol = 1e-6`` — the returned vectors (or all
@@ -293,6 +294,56 @@ def small_ball_constant(n: int) -> float:
     ``n <= 2`` the exact law gives ``c_n <= 1``.
     """
     return max(1.0, math.sqrt(2.0 * max(n - 1, 0) / math.pi))
+
+
+def moment_optimal_stop(
+    alpha: Tensor, beta: Tensor, *, size: int, tol: float, failure_probability: float
+) -> int | None:
+    """First Lanczos step at which *any* δ-certificate of the largest eigenvalue could stop.
+
+    The lower bound of the module docstring ("Cost of the certificate"): after ``m`` steps of
+    single-vector Lanczos from a uniform random start, an eigenvalue at ``t = θ_m(1 + tol)``
+    (``θ_m`` the largest Ritz value) whose eigenvector has start component ``γ`` is consistent
+    with ``T_m, β_m`` unless ``γ²·Σ_{j<=m} p_j(t)² > 1`` (the Christoffel function, which is
+    attained), and a certificate failing with probability at most ``δ`` must exclude
+    ``γ = δ_1/c_p`` with ``δ_1 = 6δ/π²`` the first random segment's share of ``δ`` in this
+    engine and ``c_p`` the small-ball constant. Round-off is ignored, so this is a lower
+    bound on the engine's product count and an optimum no certificate of this kind beats.
+
+    Args:
+        alpha: Lanczos diagonal ``(M,)``.
+        beta: Couplings ``(M,)``, ``beta[j]`` between steps ``j`` and ``j + 1``.
+        size: Dimension ``p`` of the operator.
+        tol: Relative tolerance of the certificate.
+        failure_probability: ``δ``.
+
+    Returns:
+        The step ``m`` (products spent), or ``None`` when no step up to ``M`` qualifies.
+
+    Example:
+        >>> a = torch.tensor([1.0, 0.5, 0.2, 0.1], dtype=torch.float64)
+        >>> b = torch.tensor([0.3, 0.2, 0.1, 1e-12], dtype=torch.float64)
+        >>> moment_optimal_stop(a, b, size=4, tol=1e-6, failure_probability=1e-3)
+        4
+    """
+    a, b = alpha.tolist(), beta.tolist()
+    gamma = failure_probability * 6.0 / math.pi**2 / small_ball_constant(size)
+    limit = 1.0 / gamma**2
+    for m in range(1, len(a) + 1):
+        T = torch.diag(alpha[:m]) + torch.diag(beta[: m - 1], 1) + torch.diag(beta[: m - 1], -1)
+        t = float(torch.linalg.eigvalsh(T.to(torch.float64))[-1])
+        t += tol * abs(t)
+        prev, cur, total = 0.0, 1.0, 1.0  # p_{-1}, p_0 and Σ p_j(t)²
+        for j in range(m):  # β_j p_{j+1}(t) = (t − α_j) p_j(t) − β_{j−1} p_{j−1}(t)
+            if b[j] == 0.0:  # invariant subspace: the Ritz values are exact
+                return m
+            prev, cur = cur, ((t - a[j]) * cur - (b[j - 1] if j else 0.0) * prev) / b[j]
+            total += cur * cur
+            if total > limit:
+                break
+        if total >= limit:
+            return m
+    return None
 
 
 def hidden_eigenvalue_bound(theta: np.ndarray, log_limit: float, direction: float) -> float:
