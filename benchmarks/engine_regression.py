@@ -245,8 +245,10 @@ def information_limit(
 
     prob = _problem(problem, args.quick, args.model_seed)
     op = HessianOperator(prob.model, half_mse, (prob.X, prob.y))
-    q = torch.randn(op.shape[0], generator=torch.Generator().manual_seed(args.seed))
-    alpha, beta, _, _, _ = plain_lanczos(op, q.to(torch.float64).unsqueeze(1), steps)
+    # the engines' start: a float64 standard normal draw from the seeded generator
+    gen = torch.Generator().manual_seed(args.seed)
+    q = torch.randn(op.shape[0], generator=gen, dtype=torch.float64)
+    alpha, beta, _, _, _ = plain_lanczos(op, q.unsqueeze(1), steps)
     thetas = [
         float(torch.linalg.eigvalsh(tridiagonal(alpha[0, :m], beta[0, : m - 1]))[-1])
         for m in range(1, alpha.shape[1] + 1)
