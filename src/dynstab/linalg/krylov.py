@@ -814,7 +814,7 @@ class KrylovEngine:
         if b == 1:  # β = ‖y‖ >= 0, no QR needed
             beta = float(torch.linalg.vector_norm(Y))
             R = torch.tensor([[beta]], dtype=torch.float64)
-            Q = Y.div_(beta) if beta > 0 else Y
+            Q = Y  # divided by β when stored (one pass instead of two)
         else:
             Q, Rb = torch.linalg.qr(Y)
             R = Rb.to(torch.float64).cpu()
@@ -845,7 +845,10 @@ class KrylovEngine:
         seg.C = torch.cat([seg.C, hL], dim=1)
         seg.omega = torch.cat([seg.omega, torch.ones(b, dtype=torch.float64)])
         seg.abserr = torch.cat([seg.abserr, asym.to(torch.float64)])
-        self._store_rows(c0 + b, Q)
+        if b == 1 and not dead:  # β > brk > 0 here
+            torch.div(Q[:, 0], beta, out=self.B[c0 + 1])
+        else:
+            self._store_rows(c0 + b, Q)
         if seg.pure:
             self._polynomial_bound()
 
@@ -868,10 +871,10 @@ class KrylovEngine:
             gamma_min = seg.delta / len(ends) / small_ball_constant(seg.dim)
         if bool((beta == 0).any()):
             hi, lo = float(theta.max()), float(theta.min())
-        else:
+        else:  # only the end(s) in use: each root costs a Newton iteration
             log_limit = float(torch.log(beta).sum()) + math.log(1.0 / gamma_min)
-            hi = hidden_eigenvalue_bound(theta, log_limit, 1.0)
-            lo = hidden_eigenvalue_bound(theta, log_limit, -1.0)
+            hi = hidden_eigenvalue_bound(theta, log_limit, 1.0) if "hi" in ends else math.inf
+            lo = hidden_eigenvalue_bound(theta, log_limit, -1.0) if "lo" in ends else -math.inf
         # T is the projection of A only up to the round-off of the products (and of a stored
         # float32 basis): the roots move with T's spectrum, by about one product's error
         asym = float(seg.abserr.abs().max()) if seg.abserr.numel() else 0.0
@@ -1225,6 +1228,8 @@ class KrylovEngine:
         budget = self.cfg.max_iters - self.num_matvecs
         if not full and left <= min(16, budget):
             return False  # cheaper to span the whole space: the Ritz values become exact
+        if seg.pure and self.k == 1 and not full:
+            return False  # at most one wanted value per end: the segment certifies it (below)
         theta, r, top, bottom = self._wanted_in_segment()
         want = top | bottom
         if not bool(want.any()):
