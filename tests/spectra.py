@@ -209,6 +209,24 @@ SPECTRA: list[SpectrumCase] = [
     SpectrumCase(
         "float32_diag_p3000", _clustered(3000, 1e-2), "diag", torch.float32, tags=("float32",)
     ),
+    # where the segment-mode bound max(τ − η, floor) is most at risk: float32 products whose
+    # round-off (a dense p = 300 product errs by up to ~√p units) is of the order of tol, a top
+    # pair inside the floor, and matrix-free products with several roundings each
+    SpectrumCase(
+        "float32_cluster_1e-6_p300",
+        _clustered(300, 1e-6),
+        dtype=torch.float32,
+        tags=("float32", "cluster"),
+        seed=50,
+    ),
+    SpectrumCase(
+        "float32_hessian_like_p800_hh",
+        _hessian_like(800),
+        "householder",
+        torch.float32,
+        tags=("float32", "indefinite"),
+        seed=51,
+    ),
 ]
 SPECTRUM_IDS = [c.id for c in SPECTRA]
 

@@ -46,6 +46,9 @@ returned Ritz values (the ``j``-th largest). What holds:
    ``|λ_j − θ_{L,j}| ≤ 2e²/(η + √(η² + 4e²))`` (Li & Li 2005; ``e`` the residual of the
    cluster of ``θ_{L,j}``) replaces it — the gap is used only once it is certified this way.
    ``error_bounds[j] = max(0, U_j − η_j) + floor_j`` with ``U_j`` the smaller of the two.
+   Without locked vectors (``U = τ`` from the same tridiagonal as ``η``, already widened by one
+   product's error) the two sides are bounded separately: ``λ − η <= τ − η`` and the overshoot
+   ``η − λ <= floor``, so ``error_bounds = max(τ − η + 4·ε_orth·‖A‖, floor)``.
 4. The round-off floor ``floor_j = ‖A‖·(product_rtol·ω_j + 4·ε_orth)`` plus the observed
    asymmetry of the projected matrix (the same relation error also widens every residual and
    ``ρ``): ``product_rtol`` models the accuracy of one product
@@ -63,13 +66,37 @@ engine then certifies with an additional random segment after locking. ``converg
 ``True`` only when every returned value's bound meets ``tol·|η_j|`` (``tol·‖A‖`` for values
 indistinguishable from zero at that bound).
 
-**Cost of the certificate.** Ruling out a hidden eigenvalue within ``tol·|θ|`` that the start
-vector barely touches needs the residual to fall to about ``tol·|θ|·δ/√p`` times the start's
-component on the top eigenvector, i.e. ``≈ ln(√p/δ)/(2√gap)`` more products than an
-uncertified estimate: on the 784-w-w-10 MLPs about 40–60 products where the value itself is
-within 1e-6 after about 25 (measured in benchmarks/krylov_overhead.py). A certification segment
-must fit into ``max_basis`` unrestarted; a run whose random segment fills the basis stops
-with ``converged=False`` instead of restarting it.
+**Cost of the certificate, and why it cannot be cheaper.** A single random segment knows
+``A`` only through ``T_m`` and ``β_m``, i.e. the moments ``∫ t^i dμ``, ``i <= 2m``, of the
+spectral measure ``μ = Σ_i (u_iᵀq)² δ_{λ_i}``. For any eigenpair ``(λ, u)`` the vector
+``Q_{m+1}ᵀu = (uᵀq)·(p_0(λ), …, p_m(λ))`` (``p_j`` the orthonormal Lanczos polynomials,
+``q_{j+1} = p_j(A) q``) has norm ``<= 1``, so ``(uᵀq)²·Σ_{j<=m} p_j(λ)² <= 1``; and this is
+sharp: the Christoffel function ``1/Σ_{j<=m} p_j(t)²`` is the largest mass at ``t`` of any
+measure with those moments, and the extremal measure (a Gauss–Radau rule with a node at
+``t``) is the spectral measure of some symmetric matrix and start vector that produce exactly
+the same ``T_m`` and ``β_m`` (Szegő 1939, ch. 3; Akhiezer 1965, ch. 2; Golub & Meurant 2010,
+ch. 6). Hence *no* rule using this information can exclude an eigenvalue at
+``θ(1 + tol)`` whose eigenvector has start component ``γ`` before
+``Σ_{j<=m} p_j(θ(1 + tol))² >= 1/γ²``; and because ``uᵀq`` of a uniform random start has a
+density ``≈ √(2p/π)`` at 0 (``small_ball_constant``), a certificate with failure probability
+``δ`` must exclude components down to ``γ ≈ δ·√(π/(2p))`` — or (sketch) fail with probability
+``≈ δ`` on a matrix whose top eigenvalue sits at ``θ(1 + tol)`` beyond a spectrum that the
+start mostly sees. The engine's ``τ`` uses
+the last term ``p_m(t)²`` of that sum; the earlier terms add ``Σ_{j<m} p_j(θ)² = 1/s_{1,1}²
+≈ p`` (``s`` the Ritz vector's coefficients), ``< 10⁻⁵`` of ``1/γ² ≈ 10¹²`` on the benchmark
+MLPs, so ``τ`` is the optimal moment bound up to the round-off pads (tested in
+tests/test_krylov_certificate.py: the engine certifies within two products of that optimum and
+never before it). On the 784-512-512-10 MLP (clustered top-5, seed 0, float32) the optimum at
+``δ = 1e-3`` is step 44, the engine stops at 45 (44 + one fresh product for the float32
+round-off), while the Ritz value is within 1e-6 from step 26: the ~18 extra products are the
+price of the certificate itself (ruling out a top eigenvalue that a random start touches with
+component ``≈ 10⁻⁶``), not of this implementation, and "within 2 of the first iterate that
+meets tol" is impossible for any δ-certificate here (even ``δ = 0.5`` needs step 39). On the
+CNN of the benchmarks (relative gap 5e-2): within 1e-6 at step 16, optimum 25 at ``δ = 1e-3``.
+The moment bound grows only with ``ln(1/δ)``: each factor 10 in ``δ`` costs one to two
+products (MLP: optimum 48, 44, 42, 40 at ``δ`` = 1e-6, 1e-3, 1e-2, 1e-1). A certification
+segment must fit into ``max_basis`` unrestarted; a run whose random segment fills the basis
+stops with ``converged=False`` instead of restarting it.
 
 **Round-off.** When the accumulated round-off of the run (weight ``ω``) is what keeps a bound
 above ``tol`` — typically float32 operators at ``tol = 1e-6`` — the returned vectors (or all
@@ -84,8 +111,11 @@ References:
     Daniel, Gragg, Kaufman & Stewart (1976), Math. Comp. 30; Wu & Simon (2000), SIMAX 22;
     Stewart (2001), SIMAX 23 (Krylov–Schur); Stathopoulos & Saad (2007), ACM TOMS 33;
     Kuczyński & Woźniakowski (1992), SIMAX 13; van Dorsselaer, Hochstenbach & van der Vorst
-    (2000), SIMAX 22; Hochstenbach (2013), J. Sci. Comput. 57; Li & Li (2005), Linear Algebra
-    Appl. 395; Efron & Stein (1981), Ann. Statist. 9.
+    (2000), SIMAX 22; Szegő, *Orthogonal Polynomials* (1939), §3.1; Golub & Meurant,
+    *Matrices, Moments and Quadrature* (2010), ch. 6; Akhiezer, *The Classical Moment Problem*
+    (1965), ch. 2; Simchowitz, El Alaoui & Recht (2018), STOC (query lower bounds for
+    eigenvalue estimation); Hochstenbach (2013), J. Sci. Comput. 57; Li & Li (2005), Linear
+    Algebra Appl. 395; Efron & Stein (1981), Ann. Statist. 9.
 """
 
 from __future__ import annotations
@@ -264,6 +294,56 @@ def small_ball_constant(n: int) -> float:
     ``n <= 2`` the exact law gives ``c_n <= 1``.
     """
     return max(1.0, math.sqrt(2.0 * max(n - 1, 0) / math.pi))
+
+
+def moment_optimal_stop(
+    alpha: Tensor, beta: Tensor, *, size: int, tol: float, failure_probability: float
+) -> int | None:
+    """First Lanczos step at which *any* δ-certificate of the largest eigenvalue could stop.
+
+    The lower bound of the module docstring ("Cost of the certificate"): after ``m`` steps of
+    single-vector Lanczos from a uniform random start, an eigenvalue at ``t = θ_m(1 + tol)``
+    (``θ_m`` the largest Ritz value) whose eigenvector has start component ``γ`` is consistent
+    with ``T_m, β_m`` unless ``γ²·Σ_{j<=m} p_j(t)² > 1`` (the Christoffel function, which is
+    attained), and a certificate failing with probability at most ``δ`` must exclude
+    ``γ = δ_1/c_p`` with ``δ_1 = 6δ/π²`` the first random segment's share of ``δ`` in this
+    engine and ``c_p`` the small-ball constant. Round-off is ignored, so this is a lower
+    bound on the engine's product count and an optimum no certificate of this kind beats.
+
+    Args:
+        alpha: Lanczos diagonal ``(M,)``.
+        beta: Couplings ``(M,)``, ``beta[j]`` between steps ``j`` and ``j + 1``.
+        size: Dimension ``p`` of the operator.
+        tol: Relative tolerance of the certificate.
+        failure_probability: ``δ``.
+
+    Returns:
+        The step ``m`` (products spent), or ``None`` when no step up to ``M`` qualifies.
+
+    Example:
+        >>> a = torch.tensor([1.0, 0.5, 0.2, 0.1], dtype=torch.float64)
+        >>> b = torch.tensor([0.3, 0.2, 0.1, 1e-12], dtype=torch.float64)
+        >>> moment_optimal_stop(a, b, size=4, tol=1e-6, failure_probability=1e-3)
+        4
+    """
+    a, b = alpha.tolist(), beta.tolist()
+    gamma = failure_probability * 6.0 / math.pi**2 / small_ball_constant(size)
+    limit = 1.0 / gamma**2
+    for m in range(1, len(a) + 1):
+        T = torch.diag(alpha[:m]) + torch.diag(beta[: m - 1], 1) + torch.diag(beta[: m - 1], -1)
+        t = float(torch.linalg.eigvalsh(T.to(torch.float64))[-1])
+        t += tol * abs(t)
+        prev, cur, total = 0.0, 1.0, 1.0  # p_{-1}, p_0 and Σ p_j(t)²
+        for j in range(m):  # β_j p_{j+1}(t) = (t − α_j) p_j(t) − β_{j−1} p_{j−1}(t)
+            if b[j] == 0.0:  # invariant subspace: the Ritz values are exact
+                return m
+            prev, cur = cur, ((t - a[j]) * cur - (b[j - 1] if j else 0.0) * prev) / b[j]
+            total += cur * cur
+            if total > limit:
+                break
+        if total >= limit:
+            return m
+    return None
 
 
 def hidden_eigenvalue_bound(theta: np.ndarray, log_limit: float, direction: float) -> float:
@@ -734,7 +814,7 @@ class KrylovEngine:
         if b == 1:  # β = ‖y‖ >= 0, no QR needed
             beta = float(torch.linalg.vector_norm(Y))
             R = torch.tensor([[beta]], dtype=torch.float64)
-            Q = Y.div_(beta) if beta > 0 else Y
+            Q = Y  # divided by β when stored (one pass instead of two)
         else:
             Q, Rb = torch.linalg.qr(Y)
             R = Rb.to(torch.float64).cpu()
@@ -765,7 +845,10 @@ class KrylovEngine:
         seg.C = torch.cat([seg.C, hL], dim=1)
         seg.omega = torch.cat([seg.omega, torch.ones(b, dtype=torch.float64)])
         seg.abserr = torch.cat([seg.abserr, asym.to(torch.float64)])
-        self._store_rows(c0 + b, Q)
+        if b == 1 and not dead:  # β > brk > 0 here
+            torch.div(Q[:, 0], beta, out=self.B[c0 + 1])
+        else:
+            self._store_rows(c0 + b, Q)
         if seg.pure:
             self._polynomial_bound()
 
@@ -788,10 +871,10 @@ class KrylovEngine:
             gamma_min = seg.delta / len(ends) / small_ball_constant(seg.dim)
         if bool((beta == 0).any()):
             hi, lo = float(theta.max()), float(theta.min())
-        else:
+        else:  # only the end(s) in use: each root costs a Newton iteration
             log_limit = float(torch.log(beta).sum()) + math.log(1.0 / gamma_min)
-            hi = hidden_eigenvalue_bound(theta, log_limit, 1.0)
-            lo = hidden_eigenvalue_bound(theta, log_limit, -1.0)
+            hi = hidden_eigenvalue_bound(theta, log_limit, 1.0) if "hi" in ends else math.inf
+            lo = hidden_eigenvalue_bound(theta, log_limit, -1.0) if "lo" in ends else -math.inf
         # T is the projection of A only up to the round-off of the products (and of a stored
         # float32 basis): the roots move with T's spectrum, by about one product's error
         asym = float(seg.abserr.abs().max()) if seg.abserr.numel() else 0.0
@@ -916,7 +999,8 @@ class KrylovEngine:
         fL = norm * self.rel_rtol * lk.omega.abs() + lk.abserr.abs()
         rho = lk.rho() + float(torch.linalg.vector_norm(fL))
         rL = lk.residuals() + fL
-        bounds = self._bounds(eta, top, bottom, rL, rho, self.tau_hi, self.tau_lo) + floor
+        raw = self._bounds(eta, top, bottom, rL, rho, self.tau_hi, self.tau_lo)
+        bounds = self._combine(raw, floor, norm * 4.0 * eps_orth, mode)
         values = eta[idx]
         zeroish = values.abs() <= bounds
         thr = torch.where(
@@ -937,15 +1021,37 @@ class KrylovEngine:
             fresh = norm * math.sqrt(n_pol) * (self.prod_rtol + 4.0 * _EPS64)
             rho_f = lk.rho() + fresh if l else 0.0
             rL_f = lk.residuals() + fresh
-            opt = self._bounds(eta, top, bottom, rL_f, rho_f, self.tau_hi, self.tau_lo) + fresh
+            opt = self._combine(
+                self._bounds(eta, top, bottom, rL_f, rho_f, self.tau_hi, self.tau_lo),
+                torch.full_like(floor, fresh),
+                norm * 4.0 * _EPS64 * math.sqrt(n_pol),
+                mode,
+            )
             polish = bool((opt <= thr).all())
             if self.cfg.criterion == "residual":
                 polish = polish and bool((res - floor + fresh <= thr).all())
         self.last_norm = norm
-        self._rho, self._rL, self._floor = rho, rL, floor
+        self._rho, self._rL, self._floor, self._raw = rho, rL, floor, raw
         return _Answer(
             top, bottom, eta, S, values, bounds, res, thr, ok, norm, mode=mode, polish=polish
         )
+
+    @staticmethod
+    def _combine(raw: Tensor, floor: Tensor, orth: float, mode: str) -> Tensor:
+        """Error bounds from the one-sided part ``raw`` and the round-off ``floor``.
+
+        ``raw = max(0, U − η)`` bounds the undershoot ``λ − η`` (``U`` an upper bound on
+        ``λ``), ``floor`` the overshoot ``η − λ`` that round-off allows (Cauchy interlacing
+        forbids any in exact arithmetic). With locked vectors ``U`` comes from Weyl/Li–Li
+        bounds on Rayleigh quotients whose own round-off is the floor, so the two add. In
+        ``segment`` mode ``U = τ`` is the Lanczos polynomial's root, computed from the same
+        tridiagonal ``T`` as ``η`` and already widened by one product's error (``_tau_pad``):
+        there ``|λ − η| <= max(raw + orth, floor)``, ``orth`` the loss-of-orthogonality term
+        that separates the eigenvalues of ``T`` from those of ``QᵀAQ``.
+        """
+        if mode == "segment":
+            return torch.maximum(raw + orth, floor)
+        return raw + floor
 
     def _bounds(
         self,
@@ -1122,6 +1228,8 @@ class KrylovEngine:
         budget = self.cfg.max_iters - self.num_matvecs
         if not full and left <= min(16, budget):
             return False  # cheaper to span the whole space: the Ritz values become exact
+        if seg.pure and self.k == 1 and not full:
+            return False  # at most one wanted value per end: the segment certifies it (below)
         theta, r, top, bottom = self._wanted_in_segment()
         want = top | bottom
         if not bool(want.any()):
@@ -1283,8 +1391,7 @@ class KrylovEngine:
             fresh += self._tau_pad  # τ − η never falls below τ's round-off margin
         if not bool((ans.thresholds < fresh).any()):
             return False
-        raw = ans.bounds - self._floor
-        return bool((raw <= fresh).all())
+        return bool((self._raw <= fresh).all())
 
     def polish(self, ans: _Answer) -> tuple[_Answer, Tensor]:
         """Recompute the products of the answer's (or all locked) vectors afresh.
@@ -1328,14 +1435,20 @@ class KrylovEngine:
         top = torch.arange(n - 1, n - 1 - kt, -1, dtype=torch.long)
         bottom = torch.arange(0, kb, dtype=torch.long)
         idx = torch.cat([top, bottom])
-        if ans.mode == "locked":
+        l_mode = ans.mode == "locked"
+        if l_mode:
             raw = self._bounds(
                 theta, top, bottom, rcol + fresh, rho_R + fresh, self.tau_hi, self.tau_lo, theta
             )
         else:  # no locked vectors: the values are bounded by the random segment alone
             empty = torch.zeros(0, dtype=torch.float64)
             raw = self._bounds(theta, top, bottom, empty, 0.0, self.tau_hi, self.tau_lo, empty)
-        bounds = raw + fresh
+        bounds = self._combine(
+            raw,
+            torch.full_like(raw, fresh),
+            norm * 4.0 * eps_orth,
+            "joint" if l_mode else "segment",
+        )
         values = theta[idx]
         res = rcol[idx] + fresh
         zeroish = values.abs() <= bounds
