@@ -688,8 +688,8 @@ class StabilityProblem:
             return "dense"
         self.budget.check(
             bm,
-            what=f"the Lanczos vectors on {rho}×{rho} matrices and three {self.n * self.outputs}×"
-            f"{rho} temporaries",
+            what=f"the Lanczos vectors on {rho}×{rho} matrices and the per-sample products' "
+            f"temporaries (rows of Ĝ, shape ({self.n * self.outputs}, {rho}), in chunks)",
             who=who,
         )
         return "matrix_free"
