@@ -268,15 +268,15 @@ def _top_eigenvalue(
     """Top eigenvalue of a symmetric positive map on ρ×ρ matrices: (θ, converged, products, r).
 
     The single place where the criteria call a Krylov solver: the project's engine
-    (:func:`dynstab.linalg.lanczos_top_eigenpairs`) on the symmetric-matrix space (Frobenius
-    inner product; the map is wrapped as ``apply ∘ sym``, and ``apply`` must return an exactly
-    symmetric matrix for a symmetric input, so that antisymmetric directions are exactly null
-    and the wrapped map is symmetric), started from ``X0 = I`` and stopped when the Ritz
-    residual and the certified error bound are both at most ``tol·θ``. The map is positive (it sends PSD matrices
-    to PSD matrices), so its top eigenvector ``X*`` is PSD (Mulayoff & Michaeli 2024, Thm 6) and
-    ``⟨I/√ρ, X*/‖X*‖_F⟩ = tr X*/(√ρ‖X*‖_F) ≥ 1/√ρ``: a proven overlap of the start vector, which
-    the engine turns into a deterministic certificate (no random segment needed). The basis is
-    kept under 256 MiB (thick restarts beyond that).
+    (:func:`dynstab.linalg.lanczos_top_eigenpairs`) on the symmetric-matrix space (Frobenius inner
+    product; the map is wrapped as ``apply ∘ sym``, and ``apply`` must return an exactly symmetric
+    matrix for a symmetric input, so that antisymmetric directions are exactly null and the wrapped
+    map is symmetric), started from ``X0 = I`` and stopped when the Ritz residual and the certified
+    error bound are both at most ``tol·θ``. The map is positive (it sends PSD matrices to PSD
+    matrices), so its top eigenvector ``X*`` is PSD (Mulayoff & Michaeli 2024, Thm 6) and ``⟨I/√ρ,
+    X*/‖X*‖_F⟩ = tr X*/(√ρ‖X*‖_F) ≥ 1/√ρ``: a proven overlap of the start vector, which the engine
+    turns into a deterministic certificate (no random segment needed). The basis is kept under 256
+    MiB (thick restarts beyond that).
 
     Returns:
         ``(θ, converged, products, relative residual ‖Ay − θy‖/|θ|)``.
