@@ -535,13 +535,14 @@ class StabilityProblem:
         if self._coords is None:
             spec = self._gram_side().spectrum()
             lam = spec.values
+            # Ĝ is stored column-major (Ĝᵀ contiguous): the layout of the per-sample products.
             if self.route == "parameter":
                 assert self._J is not None
-                Gh = self._J @ spec.vectors
+                Gh = (spec.vectors.T @ self._J.T).T
                 U = Gh / (self.n * lam).sqrt()
             else:
                 U = spec.vectors
-                Gh = math.sqrt(self.n) * U * lam.sqrt()
+                Gh = (math.sqrt(self.n) * lam.sqrt()[:, None] * U.T).contiguous().T
             self._coords = GramCoordinates(lam, U, Gh, self.n, self.outputs, spec.lambda_max)
         return self._coords
 
