@@ -167,7 +167,7 @@ _MIN_BLOCK = 400
 _MAX_BLOCKS = 6
 #: Entries of Ĝ processed at once by the per-sample products (at least ρ² and C·ρ): keeps the
 #: temporaries of a tall Ĝ in cache and bounds their memory by O(ρ² + chunk).
-_CHUNK_ENTRIES = 2**21
+_CHUNK_ENTRIES = 2**20
 
 
 def _column_blocks(rho: int, blocks: int | None = None) -> list[tuple[int, int]]:
