@@ -773,12 +773,16 @@ class StabilityProblem:
             c, s, method=method, tol=tol, max_iters=max_iters
         )
         if not converged:
-            warnings.warn(
-                f"eta_star: Lanczos did not reach tol={tol:g} in max_iters={max_iters} products "
-                f"(relative residual {res:.2e}); increase max_iters.",
-                ConvergenceWarning,
-                stacklevel=3,
+            why = (
+                f"did not reach tol={tol:g} in max_iters={max_iters} products (relative residual "
+                f"{res:.2e}); increase max_iters."
+                if iters >= max_iters
+                else f"stopped after {iters} of max_iters={max_iters} products: its certified "
+                f"error bound cannot reach tol={tol:g}·θ (round-off floor of the "
+                f"{c.rank * (c.rank + 1) // 2}-dimensional operator; relative residual "
+                f"{res:.2e}). The value is uncertified at tol; a larger tol may be certified."
             )
+            warnings.warn(f"eta_star: Lanczos {why}", ConvergenceWarning, stacklevel=3)
         return self._result(2.0 / top, top, method, converged, iters, p, res)
 
     def _momentum_eta_star(
