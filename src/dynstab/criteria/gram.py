@@ -89,7 +89,8 @@ class GramCoordinates:
         U: Matching unit eigenvectors of K, shape ``(nC, ρ)``.
         Ghat: Ĝ = √n UΛ^{1/2} = JV, shape ``(nC, ρ)``; rows ``i*C .. i*C+C-1`` are Ĝ_i, the
             coordinates of the C output gradients of sample i (H_i = Ĝ_iᵀĜ_i in these
-            coordinates).
+            coordinates). Any layout; :class:`~dynstab.criteria.StabilityProblem` stores it
+            column-major, so that :attr:`ghat_t` is a view.
         n: Number of samples.
         outputs: Number of outputs C.
         lambda_max: Largest eigenvalue of K (0 for K = 0).
