@@ -33,6 +33,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -88,7 +89,8 @@ class GramCoordinates:
         U: Matching unit eigenvectors of K, shape ``(nC, ρ)``.
         Ghat: Ĝ = √n UΛ^{1/2} = JV, shape ``(nC, ρ)``; rows ``i*C .. i*C+C-1`` are Ĝ_i, the
             coordinates of the C output gradients of sample i (H_i = Ĝ_iᵀĜ_i in these
-            coordinates).
+            coordinates). Any layout; :class:`~dynstab.criteria.StabilityProblem` stores it
+            column-major, so that :attr:`ghat_t` is a view.
         n: Number of samples.
         outputs: Number of outputs C.
         lambda_max: Largest eigenvalue of K (0 for K = 0).
@@ -105,6 +107,16 @@ class GramCoordinates:
     def rank(self) -> int:
         """Number ρ of kept eigenvalues."""
         return int(self.lam.numel())
+
+    @cached_property
+    def ghat_t(self) -> Tensor:
+        """Ĝᵀ as a contiguous ``(ρ, nC)`` tensor (a view when ``Ghat`` is column-major), once.
+
+        The layout of the per-sample products: short-wide products with Ĝᵀ run up to twice as
+        fast as tall-skinny ones with Ĝ when nC ≫ ρ.
+        """
+        Gt = self.Ghat.T
+        return Gt if Gt.is_contiguous() else Gt.contiguous()
 
 
 def _svec_indices(rho: int) -> tuple[Tensor, Tensor]:
@@ -150,49 +162,116 @@ def _dense_sym_matrix(coords: GramCoordinates, p: float) -> Tensor:
     return s[:, None] * D * s[None, :]
 
 
-def _per_sample_term(coords: GramCoordinates, X: Tensor) -> Tensor:
+#: Narrowest column block of the block-triangular products (narrower blocks lose GEMM speed).
+_MIN_BLOCK = 400
+#: Most column blocks: k blocks cost (k + 1)/(2k) of the full products (k = 6: 58%).
+_MAX_BLOCKS = 6
+#: Entries of Ĝ processed at once by the per-sample products (at least ρ² and C·ρ): keeps the
+#: temporaries of a tall Ĝ in cache and bounds their memory by O(ρ² + chunk).
+_CHUNK_ENTRIES = 2**20
+
+
+def _column_blocks(rho: int, blocks: int | None = None) -> list[tuple[int, int]]:
+    """Split 0..ρ into ``blocks`` (default: by :data:`_MIN_BLOCK`) contiguous column ranges."""
+    k = max(1, min(_MAX_BLOCKS, rho // _MIN_BLOCK)) if blocks is None else max(1, min(blocks, rho))
+    edges = [round(j * rho / k) for j in range(k + 1)]
+    return [(edges[j], edges[j + 1]) for j in range(k)]
+
+
+def _row_chunk(n: int, outputs: int, rho: int, chunk_rows: int | None = None) -> int:
+    """Samples per chunk of the per-sample products (all rows of sample i stay together)."""
+    rows = max(_CHUNK_ENTRIES // max(rho, 1), rho) if chunk_rows is None else chunk_rows
+    return max(1, min(n, rows // outputs))
+
+
+def _per_sample_term(
+    coords: GramCoordinates,
+    X: Tensor,
+    *,
+    blocks: int | None = None,
+    chunk_rows: int | None = None,
+) -> Tensor:
     """P(X) = (1/n) Σ_i Ĝ_iᵀ (Ĝ_i X Ĝ_iᵀ) Ĝ_i for a symmetric ρ×ρ matrix X.
 
     The per-sample part of D_z; also Wu, Ma & E (2018)'s (1/n) Σ_i H_i² (X = I) and the
-    alignment matrix (1/n) Σ_i H_iΛH_i (X = Λ) in row-space coordinates. Two matrix products
-    with Ĝ: 4nCρ² + 4nC²ρ flops, two nC×ρ temporaries.
+    alignment matrix (1/n) Σ_i H_iΛH_i (X = Λ) in row-space coordinates.
+
+    Both products with Ĝ use the symmetry of X and of P(X): with the columns split into k blocks
+    and X = X̃ + X̃ᵀ (X̃ = the block upper triangle of X, diagonal blocks halved),
+    Ĝ_i X Ĝ_iᵀ = B_i + B_iᵀ with B_i = Σ_J (Ĝ_i X̃_{:,J}) Ĝ_{iJ}ᵀ, and only the upper block
+    triangle of P(X) is formed (then mirrored): 2nCρ²(k + 1)/k + 4nC²ρ flops instead of
+    4nCρ² + 4nC²ρ. The samples are processed in chunks (:data:`_CHUNK_ENTRIES`) of the
+    transposed layout ``coords.ghat_t``, so the temporaries take O(ρ² + chunk) memory. Only the
+    diagonal blocks and the upper block triangle of X are read; the result is exactly symmetric.
 
     Args:
         coords: Row-space coordinates.
         X: Symmetric matrix, shape ``(ρ, ρ)``.
+        blocks: Number of column blocks (None: by size; 1 = plain products).
+        chunk_rows: Rows of Ĝ per chunk (None: by size).
 
     Returns:
         Symmetric tensor of shape ``(ρ, ρ)``.
     """
-    Gh, n, C, rho = coords.Ghat, coords.n, coords.outputs, coords.rank
-    T = Gh @ X
-    if C == 1:
-        d = torch.einsum("ia,ia->i", T, Gh)
-        out = Gh.T @ (d[:, None] * Gh)
-    else:
-        Gr = Gh.reshape(n, C, rho)
-        Bm = T.reshape(n, C, rho) @ Gr.transpose(1, 2)  # (n, C, C) = Ĝ_i X Ĝ_iᵀ
-        out = Gh.T @ (Bm @ Gr).reshape(n * C, rho)
-    return (out + out.T) * (0.5 / n)
+    Gt, n, C, rho = coords.ghat_t, coords.n, coords.outputs, coords.rank
+    cols = _column_blocks(rho, blocks)
+    step = _row_chunk(n, C, rho, chunk_rows) * C
+    W = []  # X̃_{:a1, J}ᵀ: the upper block column J of X, diagonal block halved, transposed
+    for a0, a1 in cols:
+        Wj = X[:a1, a0:a1].clone()
+        Wj[a0:a1] *= 0.5
+        W.append(Wj.T)
+    out = torch.zeros(rho, rho, dtype=X.dtype, device=X.device)
+    for r0 in range(0, n * C, step):
+        G = Gt[:, r0 : r0 + step]  # (ρ, bC): the rows of Ĝ of b samples, transposed
+        b = G.shape[1] // C
+        if C == 1:
+            d = torch.zeros(b, dtype=X.dtype, device=X.device)
+            for (a0, a1), Wt in zip(cols, W, strict=True):
+                d += torch.linalg.vecdot(Wt @ G[:a1], G[a0:a1], dim=0)
+            R = G * (2.0 * d)  # columns (Ĝ_i X Ĝ_iᵀ) ĝ_i
+        else:
+            Bm = torch.zeros(b, C, C, dtype=X.dtype, device=X.device)
+            for (a0, a1), Wt in zip(cols, W, strict=True):
+                M = (Wt @ G[:a1]).reshape(a1 - a0, b, C)
+                Bm += torch.einsum("wic,wid->icd", M, G[a0:a1].reshape(a1 - a0, b, C))
+            Bm = Bm + Bm.transpose(1, 2)  # Ĝ_i X Ĝ_iᵀ
+            R = torch.einsum("rid,icd->ric", G.reshape(rho, b, C), Bm).reshape(rho, b * C)
+        for a0, a1 in cols:
+            out[:a1, a0:a1].addmm_(G[:a1], R[a0:a1].T)
+    for a0, a1 in cols:
+        out[a0:a1, :a0] = out[:a0, a0:a1].T
+        D = out[a0:a1, a0:a1]
+        D.copy_(0.5 * (D + D.T))
+    return out.mul_(1.0 / n)
+
+
+def _sym(X: Tensor) -> Tensor:
+    """(X + Xᵀ)/2, exactly symmetric."""
+    return torch.add(X, X.mT).mul_(0.5)
 
 
 def _apply_D(coords: GramCoordinates, p: float, X: Tensor) -> Tensor:
-    """D_z(X) = (1 − p)ΛXΛ + p·P(X) for a symmetric ρ×ρ matrix X (O(nCρ²) flops)."""
+    """D_z(X) = (1 − p)ΛXΛ + p·P(X) for the symmetric part of a ρ×ρ matrix X (O(nCρ²) flops).
+
+    The result is exactly symmetric.
+    """
     lam = coords.lam
-    out = (1.0 - p) * (lam[:, None] * X * lam[None, :])
-    if p > 0.0:
-        out = out + p * _per_sample_term(coords, X)
-    return 0.5 * (out + out.T)
+    X = _sym(X)
+    out = p * _per_sample_term(coords, X) if p > 0.0 else torch.zeros_like(X)
+    return out.add_((1.0 - p) * (lam[:, None] * lam[None, :]) * X)
 
 
 def _apply_Q(coords: GramCoordinates, p: float, lr: float, X: Tensor, inv: float = 1.0) -> Tensor:
     """inv²·Q_z(X) = inv²·[X − η(ΛX + XΛ) + η²D_z(X)], the exact map of E[w wᵀ] over one step.
 
-    ``inv`` = 1/η for η > 1 keeps every coefficient ≤ 1, so huge learning rates stay finite.
+    Acts on the symmetric part of X; the result is exactly symmetric. ``inv`` = 1/η for η > 1
+    keeps every coefficient ≤ 1, so huge learning rates stay finite.
     """
     lam = coords.lam
-    lin = lam[:, None] * X + X * lam[None, :]
-    return (inv * inv) * X - (lr * inv * inv) * lin + (lr * inv) ** 2 * _apply_D(coords, p, X)
+    X = _sym(X)
+    linear = (inv * inv) - (lr * inv * inv) * (lam[:, None] + lam[None, :])
+    return _apply_D(coords, p, X).mul_((lr * inv) ** 2).addcmul_(linear, X)
 
 
 def _top_eigenvalue(
@@ -201,14 +280,15 @@ def _top_eigenvalue(
     """Top eigenvalue of a symmetric positive map on ρ×ρ matrices: (θ, converged, products, r).
 
     The single place where the criteria call a Krylov solver: the project's engine
-    (:func:`dynstab.linalg.lanczos_top_eigenpairs`) on the symmetric-matrix space (Frobenius
-    inner product; the map is wrapped as ``sym ∘ apply ∘ sym`` so that antisymmetric directions
-    are exactly null), started from ``X0 = I`` and stopped when the Ritz residual and the
-    certified error bound are both at most ``tol·θ``. The map is positive (it sends PSD matrices
-    to PSD matrices), so its top eigenvector ``X*`` is PSD (Mulayoff & Michaeli 2024, Thm 6) and
-    ``⟨I/√ρ, X*/‖X*‖_F⟩ = tr X*/(√ρ‖X*‖_F) ≥ 1/√ρ``: a proven overlap of the start vector, which
-    the engine turns into a deterministic certificate (no random segment needed). The basis is
-    kept under 256 MiB (thick restarts beyond that).
+    (:func:`dynstab.linalg.lanczos_top_eigenpairs`) on the symmetric-matrix space (Frobenius inner
+    product; the map is wrapped as ``apply ∘ sym``, and ``apply`` must return an exactly symmetric
+    matrix for a symmetric input, so that antisymmetric directions are exactly null and the wrapped
+    map is symmetric), started from ``X0 = I`` and stopped when the Ritz residual and the certified
+    error bound are both at most ``tol·θ``. The map is positive (it sends PSD matrices to PSD
+    matrices), so its top eigenvector ``X*`` is PSD (Mulayoff & Michaeli 2024, Thm 6) and ``⟨I/√ρ,
+    X*/‖X*‖_F⟩ = tr X*/(√ρ‖X*‖_F) ≥ 1/√ρ``: a proven overlap of the start vector, which the engine
+    turns into a deterministic certificate (no random segment needed). The basis is kept under 256
+    MiB (thick restarts beyond that).
 
     Returns:
         ``(θ, converged, products, relative residual ‖Ay − θy‖/|θ|)``.
@@ -216,8 +296,7 @@ def _top_eigenvalue(
     rho = X0.shape[0]
 
     def apply_sym(X: Tensor) -> Tensor:
-        Y = apply(0.5 * (X + X.T))
-        return 0.5 * (Y + Y.T)
+        return apply(_sym(X))
 
     op = FunctionOperator(apply_sym, X0.shape, dtype=X0.dtype, device=X0.device)
     columns = max(8, _BASIS_BUDGET_BYTES // (8 * rho * rho))
@@ -260,10 +339,15 @@ def generalized_sharpness(
         top = float(torch.linalg.eigvalsh(_dense_sym_matrix(coords, p))[-1])
         return top, True, 0, 0.0
     lam = coords.lam
-    S = (0.5 * (lam[:, None] + lam[None, :])).rsqrt()
+    c = 0.5 * (lam[:, None] + lam[None, :])
+    S = c.rsqrt()
+    pS = p * S
+    diag = (1.0 - p) * (lam[:, None] * lam[None, :]) / c  # C_z^{-1/2}(1 − p)ΛXΛC_z^{-1/2} = diag⊙X
 
-    def apply(X: Tensor) -> Tensor:
-        return S * _apply_D(coords, p, S * X)
+    def apply(X: Tensor) -> Tensor:  # X exactly symmetric: so is every term
+        if p == 0.0:
+            return diag * X
+        return _per_sample_term(coords, S * X).mul_(pS).addcmul_(diag, X)
 
     X0 = torch.eye(coords.rank, dtype=torch.float64, device=lam.device)
     return _top_eigenvalue(apply, X0, tol=tol, max_iters=max_iters)
@@ -299,13 +383,23 @@ def second_moment_radius(
     return top / inv / inv, converged, res
 
 
+def product_flops(n: int, outputs: int, rank: int) -> float:
+    """Flops of one matrix-free product D_z(X) on rank-ρ coordinates (see ``_per_sample_term``).
+
+    2nCρ²(k + 1)/k for the two block-triangular products with Ĝ (k column blocks) plus 4nC²ρ
+    for the per-sample C×C blocks.
+    """
+    N, k = n * outputs, len(_column_blocks(rank))
+    return 2.0 * N * rank * rank * (k + 1) / k + 4.0 * N * outputs * rank
+
+
 def solver_cost(n: int, outputs: int, rank: int, method: str, max_iters: int) -> tuple[float, int]:
     """Estimated ``(flops, bytes)`` of one η* eigen-solve on rank-ρ coordinates.
 
     Dense: the svec matrix (m = ρ(ρ+1)/2): n·C(C+1)·m² flops to form, ≈ 4m³ to diagonalise,
-    three m×m float64 arrays. Matrix-free: 40 products of (4nCρ² + 4nC²ρ) flops (η* typically
+    three m×m float64 arrays. Matrix-free: 40 products of :func:`product_flops` (η* typically
     needs 10–40 at tol = 1e-10), six ρ×ρ work matrices, the stored Lanczos basis (at most
-    256 MiB) and three nC×ρ temporaries.
+    256 MiB) and three temporaries of one chunk of Ĝ's rows.
     """
     N, C, rho = n * outputs, outputs, rank
     m = rho * (rho + 1) // 2
@@ -313,9 +407,10 @@ def solver_cost(n: int, outputs: int, rank: int, method: str, max_iters: int) ->
         chunk = min(n, max(1, _DENSE_CHUNK_ENTRIES // (C * (C + 1) // 2 * m)))
         flops = float(n * C * (C + 1) * m * m + 4 * m**3)
         return flops, 8 * (3 * m * m + 4 * chunk * C * (C + 1) // 2 * m)
-    flops = float(min(40, max_iters) * (4 * N * rho * rho + 4 * N * C * rho))
+    flops = min(40, max_iters) * product_flops(n, C, rho)
+    rows = min(N, _row_chunk(n, C, rho) * C)
     basis = min(rho * rho * 8 * (max_iters + 1), _BASIS_BUDGET_BYTES)
-    return flops, 8 * (6 * rho * rho + 3 * N * rho) + basis
+    return flops, 8 * (6 * rho * rho + 3 * rows * rho) + basis
 
 
 def commuting_eta_star(curvatures: Tensor, batch_size: int, sampling: str = "with") -> float:

@@ -535,13 +535,14 @@ class StabilityProblem:
         if self._coords is None:
             spec = self._gram_side().spectrum()
             lam = spec.values
+            # Ĝ is stored column-major (Ĝᵀ contiguous): the layout of the per-sample products.
             if self.route == "parameter":
                 assert self._J is not None
-                Gh = self._J @ spec.vectors
+                Gh = (spec.vectors.T @ self._J.T).T
                 U = Gh / (self.n * lam).sqrt()
             else:
                 U = spec.vectors
-                Gh = math.sqrt(self.n) * U * lam.sqrt()
+                Gh = (math.sqrt(self.n) * lam.sqrt()[:, None] * U.T).contiguous().T
             self._coords = GramCoordinates(lam, U, Gh, self.n, self.outputs, spec.lambda_max)
         return self._coords
 
@@ -688,8 +689,8 @@ class StabilityProblem:
             return "dense"
         self.budget.check(
             bm,
-            what=f"the Lanczos vectors on {rho}×{rho} matrices and three {self.n * self.outputs}×"
-            f"{rho} temporaries",
+            what=f"the Lanczos vectors on {rho}×{rho} matrices and the per-sample products' "
+            f"temporaries (rows of Ĝ, shape ({self.n * self.outputs}, {rho}), in chunks)",
             who=who,
         )
         return "matrix_free"
@@ -772,12 +773,16 @@ class StabilityProblem:
             c, s, method=method, tol=tol, max_iters=max_iters
         )
         if not converged:
-            warnings.warn(
-                f"eta_star: Lanczos did not reach tol={tol:g} in max_iters={max_iters} products "
-                f"(relative residual {res:.2e}); increase max_iters.",
-                ConvergenceWarning,
-                stacklevel=3,
+            why = (
+                f"did not reach tol={tol:g} in max_iters={max_iters} products (relative residual "
+                f"{res:.2e}); increase max_iters."
+                if iters >= max_iters
+                else f"stopped after {iters} of max_iters={max_iters} products: its certified "
+                f"error bound cannot reach tol={tol:g}·θ (round-off floor of the "
+                f"{c.rank * (c.rank + 1) // 2}-dimensional operator; relative residual "
+                f"{res:.2e}). The value is uncertified at tol; a larger tol may be certified."
             )
+            warnings.warn(f"eta_star: Lanczos {why}", ConvergenceWarning, stacklevel=3)
         return self._result(2.0 / top, top, method, converged, iters, p, res)
 
     def _momentum_eta_star(

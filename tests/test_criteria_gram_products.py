@@ -1,0 +1,172 @@
+"""The block-triangular, chunked per-sample products of the exact η* (``criteria.gram``).
+
+Every path of ``_per_sample_term`` (column blocks k = 1..6, chunks that do / do not divide the
+samples, C = 1, 2, 3, either memory layout of Ĝ) against its definition, and the whole η* solve
+with those paths forced on small instances against the dense float64 references: the svec matrix
+of the Gram route and the Kronecker formula in parameter space (Mulayoff & Michaeli 2024, Thm 3),
+on rank-deficient K, K with repeated eigenvalues, both samplings and several batch sizes.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+from criteria_cases import random_jacobians
+from dynstab.criteria import StabilityProblem, eta_star
+from dynstab.criteria import gram as gram_module
+from dynstab.criteria.gram import (
+    GramCoordinates,
+    _apply_D,
+    _apply_Q,
+    _column_blocks,
+    _per_sample_term,
+    product_flops,
+    solver_cost,
+)
+from dynstab.criteria.reference import gram_from_jacobians, parameter_space_eta_star
+
+
+def _definition(c: GramCoordinates, X: torch.Tensor) -> torch.Tensor:
+    Gr = c.Ghat.reshape(c.n, c.outputs, c.rank)
+    return sum(Gr[i].T @ Gr[i] @ X @ Gr[i].T @ Gr[i] for i in range(c.n)) / c.n
+
+
+def _sym_random(g: torch.Generator, rho: int) -> torch.Tensor:
+    X = torch.randn(rho, rho, generator=g, dtype=torch.float64)
+    return X + X.T
+
+
+@pytest.mark.parametrize("C", [1, 2, 3])
+def test_every_block_and_chunk_path_equals_the_definition(C):
+    g = torch.Generator().manual_seed(10 + C)
+    J = random_jacobians(g, 9, 13, C)
+    c = StabilityProblem.from_jacobians(J).coordinates
+    X = _sym_random(g, c.rank)
+    ref = _definition(c, X)
+    scale = float(ref.abs().max())
+    for blocks, chunk in itertools.product([1, 2, 3, 5, 6, 100], [1, C, 2 * C, 4 * C + 1, 10**6]):
+        got = _per_sample_term(c, X, blocks=blocks, chunk_rows=chunk)
+        # float64 round-off of sums of ≤ nCρ products of size ≤ scale
+        assert float((got - ref).abs().max()) <= 1e-13 * scale
+        assert torch.equal(got, got.T)  # exactly symmetric, as _top_eigenvalue requires
+
+
+def test_row_major_ghat_gives_the_same_products():
+    """GramCoordinates built by hand with a row-major Ĝ (ghat_t is then a copy, made once)."""
+    g = torch.Generator().manual_seed(3)
+    J = random_jacobians(g, 8, 6, 2)
+    c = StabilityProblem.from_jacobians(J).coordinates
+    assert c.ghat_t.is_contiguous()
+    assert c.ghat_t.data_ptr() == c.Ghat.data_ptr()
+    rowmajor = GramCoordinates(c.lam, c.U, c.Ghat.contiguous(), c.n, c.outputs, c.lambda_max)
+    assert rowmajor.ghat_t is rowmajor.ghat_t  # cached
+    X = _sym_random(g, c.rank)
+    for blocks in (1, 3):
+        a = _per_sample_term(c, X, blocks=blocks, chunk_rows=6)
+        b = _per_sample_term(rowmajor, X, blocks=blocks, chunk_rows=6)
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14 * float(a.abs().max()))
+
+
+def test_operators_act_on_the_symmetric_part_and_return_exact_symmetry():
+    g = torch.Generator().manual_seed(4)
+    J = random_jacobians(g, 7, 9, 1)
+    c = StabilityProblem.from_jacobians(J).coordinates
+    A = torch.randn(c.rank, c.rank, generator=g, dtype=torch.float64)  # not symmetric
+    S = 0.5 * (A + A.T)
+    for p in (0.0, 0.3, 1.0):
+        D = _apply_D(c, p, A)
+        assert torch.equal(D, D.T)
+        ref = (1 - p) * torch.diag(c.lam) @ S @ torch.diag(c.lam) + p * _definition(c, S)
+        torch.testing.assert_close(D, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
+        for lr, inv in ((0.1, 1.0), (3.0, 1 / 3.0)):
+            Q = _apply_Q(c, p, lr, A, inv)
+            assert torch.equal(Q, Q.T)
+            L = torch.diag(c.lam)
+            refQ = inv**2 * (S - lr * (L @ S + S @ L) + lr**2 * ref)
+            torch.testing.assert_close(Q, refQ, rtol=1e-12, atol=1e-12 * float(refQ.abs().max()))
+
+
+def _repeated_eigenvalue_jacobians(g: torch.Generator, n: int, C: int) -> torch.Tensor:
+    """J with orthogonal columns of equal norm: H = JᵀJ/n has a 3-fold repeated eigenvalue."""
+    P = 5
+    Q, _ = torch.linalg.qr(torch.randn(n * C, P, generator=g, dtype=torch.float64))
+    J = Q * torch.tensor([2.0, 2.0, 2.0, 1.0, 0.5], dtype=torch.float64) * n**0.5
+    return J.reshape(n, C, P)
+
+
+def _instances() -> list[tuple[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(2024)
+    cases = []
+    for C in (1, 2):
+        cases.append((f"C{C}-rank-deficient-K", random_jacobians(g, 9, 5, C)))  # ρ = 5 < nC
+        cases.append((f"C{C}-full-rank-K", random_jacobians(g, 6, 6 * C + 3, C)))  # ρ = nC
+        cases.append((f"C{C}-repeated", _repeated_eigenvalue_jacobians(g, 7, C)))
+        dup = random_jacobians(g, 6, 12, C)
+        dup[4] = dup[1]  # duplicated sample: K rank-deficient, ρ = 5C
+        cases.append((f"C{C}-duplicated", dup))
+    return cases
+
+
+@pytest.mark.parametrize(("name", "J"), _instances())
+def test_forced_blocks_and_chunks_match_the_dense_references(name, J, monkeypatch):
+    """η* by the matrix-free solver with k ≥ 2 blocks and several chunks, vs dense references.
+
+    Tolerance: the solver's certified relative accuracy is tol = 1e-10 on λ_max(C†D); the two
+    dense references are exact to float64 round-off of ρ(ρ+1)/2 ≤ 171-dimensional eigenproblems.
+    """
+    monkeypatch.setattr(gram_module, "_MIN_BLOCK", 2)  # ρ = 5..18: k = 2..6 column blocks
+    monkeypatch.setattr(gram_module, "_CHUNK_ENTRIES", 16)  # one or two samples per chunk
+    n, C = int(J.shape[0]), int(J.shape[1])
+    prob = StabilityProblem.from_gram(gram_from_jacobians(J), C)
+    rho = prob.rank
+    assert len(_column_blocks(rho)) >= 2
+    if name.endswith("repeated"):
+        lam = prob.coordinates.lam
+        assert float(lam[0] - lam[2]) <= 1e-12 * float(lam[0])  # a repeated top eigenvalue
+    checked = 0
+    for sampling in ("with", "without"):
+        for B in sorted({1, 2, n // 2, n - 1}):
+            s = prob.sampling(B, sampling)
+            got = prob.eta_star(s, method="matrix_free")
+            dense = prob.eta_star(s, method="dense").eta_star
+            kron = parameter_space_eta_star(J, B, sampling)
+            assert got.converged
+            assert got.num_matvecs > 0
+            assert got.eta_star == pytest.approx(dense, rel=1e-9)
+            assert got.eta_star == pytest.approx(kron, rel=1e-9)
+            checked += 1
+    assert checked >= 6
+
+
+def test_parameter_route_with_forced_blocks_matches_gram_route(monkeypatch):
+    monkeypatch.setattr(gram_module, "_MIN_BLOCK", 3)
+    monkeypatch.setattr(gram_module, "_CHUNK_ENTRIES", 40)
+    g = torch.Generator().manual_seed(77)
+    J = random_jacobians(g, 40, 12, 1)  # p = 12 < n: the parameter route
+    a = StabilityProblem.from_jacobians(J)
+    b = StabilityProblem.from_gram(gram_from_jacobians(J))
+    assert a.route == "parameter"
+    assert b.route == "gram"
+    for B, sampling in ((1, "with"), (5, "without"), (39, "without")):
+        ea = a.eta_star(a.sampling(B, sampling), method="matrix_free").eta_star
+        eb = eta_star(gram_from_jacobians(J), B, sampling, method="dense").eta_star
+        assert ea == pytest.approx(eb, rel=1e-9)
+        assert ea == pytest.approx(parameter_space_eta_star(J, B, sampling), rel=1e-9)
+
+
+def test_column_blocks_partition_and_product_flops():
+    for rho in (1, 5, 399, 400, 801, 2000, 5000):
+        cols = _column_blocks(rho)
+        assert cols[0][0] == 0
+        assert cols[-1][1] == rho
+        assert all(a1 == b0 for (_, a1), (b0, _) in itertools.pairwise(cols))
+        assert all(a1 > a0 for a0, a1 in cols)
+    assert len(_column_blocks(2000)) == 5
+    assert len(_column_blocks(100)) == 1
+    # k blocks: (k + 1)/(2k) of the 4Nρ² flops of plain products (k = 5 at ρ = 2000: 60%)
+    assert product_flops(2000, 1, 2000) == pytest.approx(0.6 * 4 * 2000**3 + 4 * 2000**2)
+    assert product_flops(150_000, 1, 100) == pytest.approx(4 * 150_000 * 100**2 + 4 * 150_000 * 100)
+    flops, memory = solver_cost(150_000, 1, 100, "matrix_free", 300)
+    assert flops == pytest.approx(40 * product_flops(150_000, 1, 100))
+    assert memory < 8 * 150_000 * 100  # the temporaries are chunked: less than one copy of Ĝ
