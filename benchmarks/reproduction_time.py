@@ -9,8 +9,11 @@ directory, the same number of worker processes and threads for both.
 
 The reference tree comes from ``git worktree add --detach`` of ``--baseline`` (default
 ``604d36b``, the last commit before the harness split). It runs on this checkout's virtual
-environment, with ``PYTHONPATH`` pointing at its ``src``. Without git, or in a shallow clone
-without that commit, only the current tree is timed and the table says so.
+environment, with ``PYTHONPATH`` pointing at its ``src``. Both trees run on the project's
+``.venv`` interpreter when there is one (the reproductions need matplotlib, which the benchmark
+environment ``.venv-bench`` does not install), else on this interpreter (``--python``
+overrides). Without git, or in a shallow clone without that commit, only the current tree is
+timed and the table says so.
 
 The two trees do not do the same work. The current profiles run 2 seeds (quick) and 3 seeds
 (full) per stochastic claim, where the reference ran one. The table shows the claim counts of
@@ -85,7 +88,13 @@ def _walk_claims(data: object) -> Iterator[dict[str, object]]:
             yield from _walk_claims(item)
 
 
-def run_once(tree: Tree, profile: str, workers: int, threads: int) -> None:
+def default_python() -> str:
+    """The project's ``.venv`` interpreter when it exists, else the running one."""
+    venv = ROOT / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def run_once(tree: Tree, profile: str, workers: int, threads: int, python: str) -> None:
     """One ``dynstab reproduce wu-su-2023`` run of ``tree`` in a fresh output folder."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(tree.src), env.get("PYTHONPATH", "")]).rstrip(
@@ -96,7 +105,7 @@ def run_once(tree: Tree, profile: str, workers: int, threads: int) -> None:
     env["MPLBACKEND"] = "Agg"
     with tempfile.TemporaryDirectory(prefix="dynstab-repro-time-") as tmp:
         out = Path(tmp) / "out"
-        cmd = [sys.executable, "-c", DRIVER, "reproduce", "wu-su-2023", "--out", str(out)]
+        cmd = [python, "-c", DRIVER, "reproduce", "wu-su-2023", "--out", str(out)]
         cmd += ["--workers", str(workers)]
         if profile == "quick":
             cmd.append("--quick")
@@ -191,7 +200,7 @@ def main() -> None:
         for profile in args.profiles:
             for _ in range(args.repeats):  # interleaved: load drifts hit both trees alike
                 for tree in [current] + ([reference] if reference is not None else []):
-                    run_once(tree, profile, args.workers, args.threads)
+                    run_once(tree, profile, args.workers, args.threads, args.python)
         print(
             f"Wu & Su reproduction wall time: {args.workers} worker processes, "
             f"{args.threads} thread(s) each, {args.repeats} interleaved repeats per tree; "
