@@ -88,7 +88,7 @@ from torch import Tensor, nn
 
 from dynstab._checks import check_choice, check_generator, check_int, check_lr, check_positive
 from dynstab._types import ForwardFn, LossFn, ParamSpec, UnpackFn
-from dynstab.criteria.momentum import momentum_form, momentum_gd_threshold
+from dynstab.criteria.momentum import momentum_form, momentum_gd_threshold, momentum_solve_flops
 from dynstab.criteria.resources import memory_budget
 from dynstab.curvature.batch_products import BatchCurvature, IndexedData
 from dynstab.curvature.params import ParameterSelection
@@ -100,17 +100,34 @@ from dynstab.sampling import BatchSampler, Sampling
 __all__ = [
     "VERDICTS",
     "GrowthEstimate",
+    "RouteTime",
     "SampledBound",
     "SampledConfig",
     "SampledEtaStar",
     "SampledStability",
     "SampledStabilityReport",
+    "route_time",
 ]
 
 #: Verdicts of the sampled route.
 VERDICTS = ("stable", "unstable", "undecided at this budget")
 #: Particles per replica when ``SampledConfig.particles`` is None.
 DEFAULT_PARTICLES = 32
+#: Seconds an exact momentum solve may be expected to take before ``method="auto"`` prefers
+#: the sampled route (:func:`route_time`).
+EXACT_TIME_BUDGET = 60.0
+#: Effective flop rate (flop/s) the time estimates of :func:`route_time` assume: one core of a
+#: current CPU on these workloads (einsum contractions, LAPACK ``geev``, ARPACK, vmapped
+#: Hessian-vector products; 3–6·10⁹ measured on the development machine).
+REFERENCE_FLOP_RATE = 4e9
+#: Fixed cost of one vectorised curvature-vector product beyond its flops (seconds; vmap,
+#: gather and particle bookkeeping; ≈ 5 µs measured at p ≈ 200).
+PRODUCT_OVERHEAD_S = 5e-6
+#: Flops of one curvature-vector product per sample and parameter (a Hessian-vector product
+#: costs ≈ 4 forward passes of 2 flops per sample and parameter).
+PRODUCT_FLOPS = 8.0
+#: η values a default η* search evaluates (its 7-point grid and refinements; 9–13 measured).
+TYPICAL_EVALUATIONS = 12
 
 
 @dataclass(frozen=True)
@@ -195,6 +212,149 @@ class SampledConfig:
                 "bounds must be a dynstab.measures.SharpnessConfig; got "
                 f"{type(self.bounds).__name__}."
             )
+
+    def products(self, momentum: float = 0.0, evaluations: int = TYPICAL_EVALUATIONS) -> int:
+        """Expected batch curvature products of an η* search with this budget.
+
+        The pilot takes R·m products per step for ``pilot_steps``; every evaluated η takes
+        R·m (× 1.5 with Richardson) per step for ``burn_in + steps`` (pilot and burn-in
+        stretched by 1/√(1 − β) with momentum β); m is ``particles`` or 32.
+
+        Args:
+            momentum: β in [0, 1).
+            evaluations: η values evaluated (default ``TYPICAL_EVALUATIONS``).
+
+        Returns:
+            The number of products.
+
+        Example:
+            >>> SampledConfig().products(evaluations=1)  # 8·32·150 + 8·48·60
+            61440
+        """
+        stretch = 1.0 / math.sqrt(1.0 - momentum)
+        m = self.particles or DEFAULT_PARTICLES
+        extra = 1.5 if self.bias_correction == "richardson" else 1.0
+        pilot = self.replicas * m * math.ceil(self.pilot_steps * stretch)
+        per_eta = self.replicas * m * extra * (math.ceil(self.burn_in * stretch) + self.steps)
+        return int(pilot + evaluations * per_eta)
+
+
+@dataclass(frozen=True)
+class RouteTime:
+    """Estimated seconds of the exact and the sampled route (the time part of ``auto``).
+
+    Attributes:
+        exact_seconds: Estimated time of the exact momentum solve.
+        sampled_seconds: Estimated time of the sampled route with its budget.
+        budget: The time budget of the exact route (seconds; ``inf``: never re-routed).
+        exact_flops: The exact solve's flop estimate behind ``exact_seconds``.
+        sampled_products: Batch curvature products behind ``sampled_seconds``.
+    """
+
+    exact_seconds: float
+    sampled_seconds: float
+    budget: float
+    exact_flops: float
+    sampled_products: int
+
+    @property
+    def sampled(self) -> bool:
+        """Take the sampled route: the exact one exceeds the budget and is the slower one."""
+        return self.exact_seconds > self.budget and self.sampled_seconds < self.exact_seconds
+
+    @property
+    def reason(self) -> str:
+        """The decision in words (for ``route_reason``)."""
+        est = (
+            f"the exact momentum solve would take ≈ {self.exact_seconds:.3g} s "
+            f"(≈ {self.exact_flops:.2g} flops at {REFERENCE_FLOP_RATE:.2g} flop/s), the sampled "
+            f"route ≈ {self.sampled_seconds:.3g} s ({self.sampled_products} products)"
+        )
+        if self.sampled:
+            return f"method='auto': {est}: over the time budget of {self.budget:g} s"
+        return f"method='auto': {est}; time budget {self.budget:g} s"
+
+
+def check_max_time(max_time: float | None) -> float:
+    """Validate a time budget: a positive number of seconds or ``math.inf``; None: the default.
+
+    Raises:
+        TypeError: If it is not a real number.
+        ValueError: If it is not positive (NaN included).
+    """
+    if max_time is None:
+        return EXACT_TIME_BUDGET
+    if isinstance(max_time, bool) or not isinstance(max_time, int | float):
+        raise TypeError(
+            f"max_time must be seconds (a positive number or math.inf); got "
+            f"{type(max_time).__name__}."
+        )
+    if not max_time > 0:
+        raise ValueError(
+            f"max_time must be a positive number of seconds (math.inf: never re-route by "
+            f"time); got {max_time!r}."
+        )
+    return float(max_time)
+
+
+def route_time(
+    *,
+    rank: int,
+    n: int,
+    outputs: int,
+    num_params: int,
+    batch_size: int,
+    momentum: float,
+    config: SampledConfig | None = None,
+    max_time: float | None = None,
+    growth: bool = False,
+) -> RouteTime:
+    """Estimated time of the exact momentum criteria vs the sampled route, and the choice.
+
+    Exact: :func:`~dynstab.criteria.momentum.momentum_solve_flops` (the threshold and, with
+    ``growth``, the growth factor at lr) at ``REFERENCE_FLOP_RATE``. Sampled: the products of
+    :meth:`SampledConfig.products`, each ``PRODUCT_FLOPS``·B·p flops plus
+    ``PRODUCT_OVERHEAD_S``, and with ``growth`` (a verdict) the scalable bounds' ≈ 164
+    full-data products (8·n·p flops each). ``method="auto"`` takes the sampled route when the
+    exact estimate exceeds ``max_time`` (default ``EXACT_TIME_BUDGET`` = 60 s) and the sampled
+    one is smaller. These are order-of-magnitude estimates (a factor of a few either way on
+    a loaded machine); they decide a route, they are not a promise.
+
+    Args:
+        rank: ρ = rank K of the exact problem.
+        n: Number of samples.
+        outputs: Outputs per sample C.
+        num_params: Parameters p measured.
+        batch_size: Batch size B.
+        momentum: β in [0, 1).
+        config: The sampled budget (None: the defaults).
+        max_time: Time budget of the exact route in seconds (None: ``EXACT_TIME_BUDGET``;
+            ``math.inf``: never re-route by time).
+        growth: Whether the growth factor at lr and the bounds are part of the call.
+
+    Returns:
+        :class:`RouteTime` (``.sampled`` is the decision, ``.reason`` says why).
+
+    Raises:
+        ValueError: If ``max_time`` is not positive.
+
+    Example:
+        >>> small = route_time(rank=10, n=200, outputs=1, num_params=200, batch_size=4,
+        ...                    momentum=0.9)
+        >>> big = route_time(rank=400, n=2000, outputs=1, num_params=5000, batch_size=4,
+        ...                  momentum=0.9)
+        >>> small.sampled, big.sampled
+        (False, True)
+    """
+    budget = check_max_time(max_time)
+    flops = momentum_solve_flops(rank, n, outputs, growth=growth)
+    cfg = SampledConfig() if config is None else config
+    products = cfg.products(momentum)
+    per_product = PRODUCT_FLOPS * batch_size * num_params / REFERENCE_FLOP_RATE
+    sampled = products * (per_product + PRODUCT_OVERHEAD_S)
+    if growth:
+        sampled += 164 * PRODUCT_FLOPS * n * num_params / REFERENCE_FLOP_RATE
+    return RouteTime(flops / REFERENCE_FLOP_RATE, sampled, budget, flops, products)
 
 
 @dataclass(frozen=True)
