@@ -11,12 +11,13 @@ includes the interpreter, torch itself, the data and the model) is what is repor
   (:class:`dynstab.SampledConfig`) and, where n·p ≤ ``--bounds-max-np``, ``report(lr)`` with the
   scalable bounds (certified Lanczos λ_max, Hutchinson Tr H and ‖H‖_F on the full data);
   η̂*, its 95% interval, products, wall time.
-* ``probe``: the same route with a fixed **small budget** (2 replicas × 8 particles, 20 pilot
-  steps, 5 burn-in, 4 steps, one η, no bounds): the cost of curvature-vector products on one
-  batch at that (n, p) and the memory of the particle cloud; it runs at every point, including
-  those where the default budget would take longer than this script's time allowance. The
-  sampled route's cost depends on p and B, not on n (only the bounds and one validating pass
-  read the full data).
+* ``probe``: the same route with the **default population** (8 replicas × 32 particles,
+  clamped to the memory budget as the default is) for a few steps only (4 pilot steps, one η
+  with 1 burn-in step and 2 steps; no bounds): the time per batch curvature-vector product at
+  that (n, p) and the peak memory of the default population; it runs at every point,
+  including those where the default budget would take longer than this script's time
+  allowance. The sampled route's cost depends on p and B, not on n (only the bounds and one
+  validating pass read the full data).
 * ``exact``: ``dynstab.critical_lr(..., method="exact")`` where n·p ≤ ``--exact-max-np``;
   beyond that its memory need is reported from the library's ``MemoryBudgetError`` when it
   does not fit, or the point is marked "not run (time)".
@@ -57,13 +58,13 @@ from dynstab.losses import half_mse
 
 D = 20  # input dimension
 B = 8  # batch size
-#: The fixed small budget of the ``probe`` runs.
+#: The ``probe`` runs: the default population (8 replicas × 32 particles, clamped to the memory
+#: budget) for a few steps only (4 pilot steps, one η with 1 burn-in step and 2 steps).
 PROBE = {
-    "replicas": 2,
-    "particles": 8,
-    "pilot_steps": 20,
-    "burn_in": 5,
-    "steps": 4,
+    "replicas": 8,
+    "pilot_steps": 4,
+    "burn_in": 1,
+    "steps": 2,
     "grid": (1.0,),
     "max_rounds": 0,
 }

@@ -63,8 +63,8 @@ def _problem(seed: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, in
     return model, X, y, B, scheme
 
 
-def _coverage(num: int) -> tuple[int, list[float]]:
-    hits, widths = 0, []
+def _coverage(num: int) -> tuple[int, list[float], int]:
+    hits, widths, staged = 0, [], 0
     for seed in range(num):
         model, X, y, B, scheme = _problem(seed)
         exact = critical_lr(model, (X, y), batch_size=B, sampling=scheme, method="exact")
@@ -82,11 +82,14 @@ def _coverage(num: int) -> tuple[int, list[float]]:
         assert lo <= est.eta_star <= hi
         hits += lo <= exact.eta_star <= hi
         widths.append(0.5 * (hi - lo) / exact.eta_star)
-    return hits, widths
+        staged += est.replicas > SampledConfig().replicas  # a second stage ran
+    return hits, widths, staged
 
 
 def _check_coverage(num: int) -> None:
-    hits, widths = _coverage(num)
+    hits, widths, staged = _coverage(num)
+    # the two-stage rule is exercised: tiny problems need more than the first stage's replicas
+    assert staged >= 1
     least = int(binom.ppf(ALPHA, num, LEVEL))
     assert hits >= least, f"{hits}/{num} intervals cover η*; nominal 95% needs >= {least}"
     assert all(w > 0 for w in widths)  # an interval of zero width would be a false certainty
@@ -110,6 +113,41 @@ def test_default_budget_interval_within_ten_percent_at_n_200() -> None:
     )
     assert 0.5 * (est.ci[1] - est.ci[0]) <= 0.10 * exact
     assert est.ci[0] <= exact <= est.ci[1]
+
+
+def test_two_stage_budget_adds_replicas_and_keeps_the_first_stage_spread() -> None:
+    # Stein's two-stage rule: the first stage (R₀ = 4) decides R from its own interval; the
+    # final standard error is s₀/√R with s₀ the spread of the first stage's replicas
+    model, X, y, B, scheme = _problem(1)
+    exact = critical_lr(model, (X, y), batch_size=B, sampling=scheme, method="exact").eta_star
+
+    def run(**kw: object) -> SampledStability:
+        cfg = SampledConfig(bias_correction="none", **kw)  # type: ignore[arg-type]
+        return SampledStability(model, half_mse, (X, y), batch_size=B, sampling=scheme,
+                                config=cfg, generator=torch.Generator().manual_seed(4))  # fmt: skip
+
+    one, two = run(target_width=None), run(target_width=0.02, max_replicas=12)
+    e1, e2 = one.eta_star(), two.eta_star()
+    assert e1.replicas == one.replicas == 4
+    assert e2.replicas == two.replicas == 12  # ±2% needs more than the cap allows
+    assert 0.5 * (e2.ci[1] - e2.ci[0]) < 0.5 * (e1.ci[1] - e1.ci[0])
+    assert e2.ci[0] <= exact <= e2.ci[1]
+    g = two.growth(0.5 * exact)
+    theta = torch.tensor(g.replicas, dtype=torch.float64)
+    assert theta.numel() == 12
+    assert g.log_growth == pytest.approx(float(theta.mean()), rel=1e-12)
+    s0 = float(theta[:4].std(correction=1))
+    assert g.stderr == pytest.approx(s0 / math.sqrt(12), rel=1e-12)
+    # the first stage's replicas are the same random numbers in both runs
+    g1 = one.growth(0.5 * exact)
+    assert g.replicas[:4] == g1.replicas
+    # a first stage that meets the target stops there
+    wide = run(target_width=10.0)
+    assert wide.eta_star().replicas == 4
+    with pytest.raises(ValueError, match="max_replicas"):
+        SampledConfig(replicas=8, max_replicas=4)
+    with pytest.raises(ValueError, match="target_width"):
+        SampledConfig(target_width=0.0)
 
 
 @pytest.mark.slow
@@ -256,8 +294,8 @@ def test_auto_routing_takes_exact_when_it_fits_and_sampled_otherwise() -> None:
 def test_sampled_budget_products_by_hand() -> None:
     # pilot R·m·pilot_steps, then per η R·1.5m·(burn_in + steps); momentum stretches pilot and
     # burn-in by 1/√(1 − β) = 2 at β = 0.75
-    assert SampledConfig().products() == 8 * 32 * 150 + 12 * 8 * 48 * (40 + 20)
-    assert SampledConfig().products(0.75) == 8 * 32 * 300 + 12 * 8 * 48 * (80 + 20)
+    assert SampledConfig().products() == 4 * 32 * 150 + 12 * 4 * 48 * (40 + 20)
+    assert SampledConfig().products(0.75) == 4 * 32 * 300 + 12 * 4 * 48 * (80 + 20)
     cfg = SampledConfig(replicas=4, particles=16, bias_correction="none")
     assert cfg.products(evaluations=3) == 4 * 16 * 150 + 3 * 4 * 16 * 60
 

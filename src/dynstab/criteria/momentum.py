@@ -509,7 +509,7 @@ def momentum_solve_flops(rank: int, n: int, outputs: int = 1, *, growth: bool = 
         Estimated floating-point operations.
 
     Example:
-        >>> momentum_solve_flops(190, 200) > 100 * momentum_solve_flops(19, 200)
+        >>> momentum_solve_flops(190, 200) > 10 * momentum_solve_flops(19, 200)
         True
     """
     if rank <= 0:
