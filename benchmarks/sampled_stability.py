@@ -11,10 +11,10 @@ includes the interpreter, torch itself, the data and the model) is what is repor
   (:class:`dynstab.SampledConfig`) and, where n·p ≤ ``--bounds-max-np``, ``report(lr)`` with the
   scalable bounds (certified Lanczos λ_max, Hutchinson Tr H and ‖H‖_F on the full data);
   η̂*, its 95% interval, products, wall time.
-* ``probe``: the same route with the **default population** (8 replicas × 32 particles,
-  clamped to the memory budget as the default is) for a few steps only (4 pilot steps, one η
-  with 1 burn-in step and 2 steps; no bounds): the time per batch curvature-vector product at
-  that (n, p) and the peak memory of the default population; it runs at every point,
+* ``probe``: the same route with **8 replicas × 32 particles** (clamped to the memory budget
+  as the default is) for a few steps only (4 pilot steps, one η with 1 burn-in step and 2
+  steps; no bounds): the time per batch curvature-vector product at that (n, p) and the peak
+  memory of a population as wide as the default's product batches; it runs at every point,
   including those where the default budget would take longer than this script's time
   allowance. The sampled route's cost depends on p and B, not on n (only the bounds and one
   validating pass read the full data).
@@ -58,8 +58,8 @@ from dynstab.losses import half_mse
 
 D = 20  # input dimension
 B = 8  # batch size
-#: The ``probe`` runs: the default population (8 replicas × 32 particles, clamped to the memory
-#: budget) for a few steps only (4 pilot steps, one η with 1 burn-in step and 2 steps).
+#: The ``probe`` runs: 8 replicas × 32 particles (clamped to the memory budget) for a few steps
+#: only (4 pilot steps, one η with 1 burn-in step and 2 steps).
 PROBE = {
     "replicas": 8,
     "pilot_steps": 4,
