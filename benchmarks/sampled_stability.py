@@ -85,8 +85,8 @@ def problem(
     ).double()
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, D, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        y = model(X)
+    with torch.no_grad():  # in chunks: n × width activations at once can exceed the memory
+        y = torch.cat([model(X[i : i + 1024]) for i in range(0, n, 1024)])
     return model, (X, y)
 
 
@@ -205,8 +205,19 @@ def main() -> None:
     parser.add_argument("--exact-max-np", type=float, default=2e7, help="run exact if n·p ≤ this")
     parser.add_argument("--bounds-max-np", type=float, default=5e7, help="bounds if n·p ≤ this")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    parser.add_argument(
+        "--points",
+        nargs="*",
+        default=None,
+        help="only these points, as n:p:run+run (e.g. 50000:1000000:probe+exact)",
+    )
     args = parser.parse_args()
     points = grid(args.full, args.quick or args.smallest)
+    if args.points:
+        points = [
+            (int(n_), int(p_), tuple(r_.split("+")))
+            for n_, p_, r_ in (spec.split(":") for spec in args.points)
+        ]
     results = []
     print(
         f"{'n':>6} {'p':>8} {'run':>8} {'wall s':>8} {'peak MB':>8} {'products':>9} "

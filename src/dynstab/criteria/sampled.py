@@ -53,6 +53,12 @@ pointwise test of ρ(η) = 1: [η_L, η_U] with η_L the crossing of the upper c
 η_U that of the lower one. The grid is refined around the three crossings until each is
 bracketed to a fraction of the interval's half-width.
 
+**Adaptive budget.** A first stage of R₀ replicas decides, from its own interval alone, how
+many replicas R a ±``target_width`` interval needs (Stein's two-stage procedure; Stein, 1945,
+"A two-sample test for a linear hypothesis whose power is independent of the variance", Ann.
+Math. Statist. 16); a second stage adds R − R₀ independent replicas at the same η, and the
+interval uses the mean of all R with the first stage's spread and R₀ − 1 degrees of freedom.
+
 **Momentum.** With heavy-ball momentum β (PyTorch ``SGD(momentum=β)``, dampening 0) the
 particles carry z = (δ_t, δ_{t−1}) and z ← [[(1+β)I − ηH_I, −βI], [I, 0]] z; with PyTorch's
 Nesterov form they carry (δ_t, η·b_{t−1}) (b the momentum buffer) and
@@ -90,6 +96,7 @@ from dynstab._checks import check_choice, check_generator, check_int, check_lr, 
 from dynstab._types import ForwardFn, LossFn, ParamSpec, UnpackFn
 from dynstab.criteria.momentum import momentum_form, momentum_gd_threshold, momentum_solve_flops
 from dynstab.criteria.resources import memory_budget
+from dynstab.criteria.results import BoundRow
 from dynstab.curvature.batch_products import BatchCurvature, IndexedData
 from dynstab.curvature.params import ParameterSelection
 from dynstab.curvature.problem import CurvatureProblem
@@ -426,8 +433,8 @@ class SampledEtaStar:
 
 
 @dataclass(frozen=True)
-class SampledBound:
-    """One row of the sampled verdict table.
+class SampledBound(BoundRow):
+    """One row of the sampled verdict table: a ``BoundRow`` with its uncertainty and method.
 
     Attributes:
         name: Short key (``"gd"``, ``"trace"``, ``"frobenius"``, ``"sgd_sampled"``).
@@ -443,20 +450,9 @@ class SampledBound:
             ``"sampled"``, …).
     """
 
-    name: str
-    condition: str
-    kind: str
-    value: float
-    stderr: float | None
-    eta_threshold: float
-    eta_ci: tuple[float, float] | None
-    margin: float
-    method: str
-
-    @property
-    def holds(self) -> bool:
-        """Whether the condition holds at the report's lr (margin ≤ 1)."""
-        return self.margin <= 1.0
+    stderr: float | None = None
+    eta_ci: tuple[float, float] | None = None
+    method: str = ""
 
 
 @dataclass(frozen=True)
@@ -1413,7 +1409,7 @@ class SampledStability:
         if isinstance(err, float) and math.isfinite(err) and lam > 0:
             # a Ritz value θ ≤ λ_max ≤ θ + error bound: the threshold lies in this interval
             gd_ci = (eta_gd * lam / (lam + err), eta_gd)
-        rows.append(SampledBound("gd", cond, kind, lam, None, eta_gd, gd_ci, _margin(lr, eta_gd),
+        rows.append(SampledBound("gd", cond, kind, lam, eta_gd, _margin(lr, eta_gd), None, gd_ci,
                                  lm.method))  # fmt: skip
         if not self.momentum and not s.is_full_batch:
             q = s.q
@@ -1429,8 +1425,8 @@ class SampledStability:
                 if se is not None and math.isfinite(se) and v > 0:
                     lo_v, hi_v = v + z * se, max(v - z * se, 0.0)
                     ci = (thr(lo_v), thr(hi_v) if hi_v > 0 else math.inf)
-                rows.append(SampledBound(name, cond, "necessary", v, se, eta, ci,
-                                         _margin(lr, eta), m.method))  # fmt: skip
+                rows.append(SampledBound(name, cond, "necessary", v, eta, _margin(lr, eta), se,
+                                         ci, m.method))  # fmt: skip
         return tuple(rows)
 
     def report(self, lr: float, *, bounds: bool = True) -> SampledStabilityReport:
@@ -1481,8 +1477,8 @@ class SampledStability:
         if self.products.engine == "loop" and self.products.note:
             notes.append(f"batch products not vectorised ({self.products.note}).")
         sgd = SampledBound(
-            "sgd_sampled", "ρ̂(η) ≤ 1 (sampled mean square)", "estimate", g.growth, None,
-            est.eta_star, est.ci, _margin(lr, est.eta_star), "sampled",
+            "sgd_sampled", "ρ̂(η) ≤ 1 (sampled mean square)", "estimate", g.growth,
+            est.eta_star, _margin(lr, est.eta_star), None, est.ci, "sampled",
         )  # fmt: skip
         rows = (*self.bounds(lr), sgd) if bounds else (sgd,)
         return SampledStabilityReport(

@@ -4,7 +4,8 @@
 residuals); :func:`stability` builds the problem from a model and its data (a pair, a list of
 batches or a ``DataLoader``) with :meth:`StabilityProblem.from_model` — along the cheaper exact
 route, within a memory budget — and calls :meth:`StabilityProblem.check`; with
-``method="sampled"`` (or ``"auto"`` when no exact route fits the budget) it runs the sampled
+``method="sampled"`` (or ``"auto"`` when no exact route fits the budget, or, with momentum,
+when the exact momentum criteria are estimated to exceed ``max_time``) it runs the sampled
 route of :mod:`dynstab.criteria.sampled` instead, at any n. All thresholds assume
 an interpolating minimum of the ½-square loss (``dynstab.losses.half_mse``, H = G = JᵀJ/n); away
 from interpolation H ≠ G and a :class:`~dynstab.errors.NotInterpolatingWarning` is emitted.
