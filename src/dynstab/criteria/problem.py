@@ -1843,6 +1843,17 @@ def time_plan(
 
     Computes the row-space coordinates (needed by the exact route anyway) for the rank, then
     :func:`~dynstab.criteria.sampled.route_time`.
+
+    Args:
+        prob: The exact problem (from a model).
+        s: The sampling rule (B from it).
+        momentum: β in [0, 1).
+        config: The sampled budget (None: the defaults).
+        max_time: Time budget of the exact route in seconds (None: the default 60 s).
+        growth: Whether the growth factor at lr is part of the call (``stability``).
+
+    Returns:
+        The :class:`~dynstab.criteria.sampled.RouteTime` decision.
     """
     return route_time(
         rank=prob.rank,
