@@ -141,6 +141,9 @@ def test_two_stage_budget_adds_replicas_and_keeps_the_first_stage_spread() -> No
     # the first stage's replicas are the same random numbers in both runs
     g1 = one.growth(0.5 * exact)
     assert g.replicas[:4] == g1.replicas
+    # the cap was reached short of ±2%: the report says the budget is spent
+    assert any("budget is spent" in note for note in two.report(0.5 * exact).notes)
+    assert not any("budget is spent" in note for note in one.report(0.5 * exact).notes)
     # a first stage that meets the target stops there
     wide = run(target_width=10.0)
     assert wide.eta_star().replicas == 4

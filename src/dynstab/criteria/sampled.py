@@ -1467,6 +1467,15 @@ class SampledStability:
             notes.append("every curvature product vanished: nothing moves, η* = inf.")
         if not est.bracketed:
             notes.append("η* was not bracketed: an interval end is 0 or inf.")
+        w = self.config.target_width
+        half = 0.5 * (est.ci[1] - est.ci[0])
+        if w is not None and est.eta_star > 0 and half > w * est.eta_star:
+            notes.append(
+                f"the η* interval (±{100 * half / est.eta_star:.3g}%) is wider than the target "
+                f"±{100 * w:g}% after {est.replicas} replicas (max_replicas = "
+                f"{self.config.max_replicas}): the budget is spent; raise max_replicas or "
+                "particles for a narrower interval."
+            )
         inside = est.ci[0] <= lr <= est.ci[1]
         if inside and g.stderr > 0 and abs(g.drift) > 3 * max(g.drift_stderr, 1e-300):
             notes.append(
