@@ -89,6 +89,16 @@ def benches(threads: int) -> list[Bench]:
             1800,
             "I",
         ),
+        # issue 15: stated on 2 cores
+        Bench(
+            "sampled_stability",
+            "sampled_stability.py",
+            ("--threads", "2"),
+            ("--threads", "2", "--quick"),
+            True,
+            1800,
+            "F",
+        ),
     ]
 
 
@@ -851,6 +861,69 @@ def render_external(e: dict[str, Any] | None, title: str, what: str) -> str:
     return "\n".join(parts)
 
 
+def render_sampled(e: dict[str, Any] | None) -> str:
+    """Section of ``benchmarks/sampled_stability.py`` (issue 15): sampled vs exact η* vs n, p."""
+    title = "## 10. Sampled SGD stability vs the exact route (wall time, peak memory vs n and p)\n"
+    r = _result(e)
+    if r is None:
+        return title + "\n" + _missing(e)
+    assert e is not None
+    cfg = r["config"]
+    rows = []
+    for x in r["results"]:
+        p = x.get("p", "—")
+        if "error" in x:
+            rows.append([str(x["n"]), str(p), x["run"], "failed: " + x["error"][-80:]] + [""] * 6)
+            continue
+        if x.get("run") == "fits" or "refused" in x:
+            note = x.get("fits") or x.get("refused") or ""
+            rows.append([str(x["n"]), str(p), "exact", "not run: " + note] + [""] * 6)
+            continue
+        ci = x.get("ci")
+        eta = _f(x.get("eta_star"), ".5g") + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
+        if "covers_exact" in x:
+            eta += " (covers exact)" if x["covers_exact"] else " (**misses exact**)"
+        budget = {
+            "sampled": f"default ({x.get('particles')} particles"
+            + (", bounds)" if x.get("bounds") else ", no bounds)"),
+            "probe": f"probe ({x.get('particles')} particles)",
+            "exact": str(x.get("route", "exact")),
+        }.get(x["run"], x["run"])
+        rows.append(
+            [
+                str(x["n"]),
+                str(p),
+                x["run"],
+                budget,
+                _f(x.get("wall_s"), ".1f"),
+                _f(x.get("setup_s"), ".1f"),
+                _f(x.get("products"), "d") if x.get("products") is not None else "—",
+                _f(x.get("ms_per_product"), ".3g"),
+                _f(x["peak_rss"] / 2**20, ".0f") if x.get("peak_rss") else "—",
+                eta,
+            ]
+        )
+    header = ["n", "p", "run", "budget / route", "wall s", "set-up s", "products", "ms/product",
+              "peak RSS MiB", "η* [95% CI]"]  # fmt: skip
+    text = f"""{title}
+`benchmarks/sampled_stability.py` ({e["wall_s"]:.0f} s; {cfg["threads"]} torch thread(s);
+batch size B = {cfg["batch_size"]} with replacement): a d-width-1 tanh MLP (d = 20) at an
+interpolating point of n Gaussian samples, float64. Every row is a fresh subprocess; **peak
+memory is its `ru_maxrss`** (interpreter, torch, data and model included; tracemalloc does not
+see torch's CPU tensors). Runs: `sampled` = `SampledStability(...).eta_star()` with the default
+adaptive budget (first stage 4 replicas × 32 particles, a second stage only when the 95%
+interval is wider than ±10% of η*) and, with bounds, `report(lr)`; `probe` = 8 replicas × 32
+particles (clamped to the memory budget) for 4 pilot steps and one η (1 + 2 steps):
+the time per batch product and the memory at that (n, p) where the full budget would take too
+long here; `exact` = `critical_lr(..., method="exact")` where n·p ≤ {cfg["exact_max_np"]:.0e},
+otherwise the exact route's memory plan from the library (not run). ms/product excludes set-up
+and bounds: the default budget at a point takes about its products (≈ 1.2–1.5·10⁵ without
+momentum, `SampledConfig().products()`) times that.
+
+"""
+    return text + _table(header, rows)
+
+
 def render_decomposition(summary: dict[str, Any]) -> str:
     """Split the dynstab/PyHessian time ratio into HVP-count ratio × per-HVP-cost ratio."""
     lam = _get(summary, "compare_lambda_max")
@@ -1166,6 +1239,7 @@ installed only in `.venv-bench` (`benchmarks/setup_env.sh`), never as dynstab de
                 kry,
                 reg,
                 repro,
+                render_sampled(_get(summary, "sampled_stability")),
             ]
         ).rstrip()
         + "\n"

@@ -1,20 +1,40 @@
 """Sampled SGD stability vs the exact Gram route: wall time and peak memory against n and p.
 
-For every (n, width) of the grid, a tanh MLP d-width-1 at an interpolating point (targets =
-its own outputs, so H = G) on Gaussian inputs: the sampled route
-(``dynstab.stability(..., method="sampled")``: η̂* with its 95% interval, ρ̂ at lr, λ_max by
-certified Lanczos, Tr H and ‖H‖_F by Hutchinson) and, where it fits ``--exact-max-n``, the
-exact route (``method="exact"``) in the same set-up. Each (setting, route) runs in its own
-subprocess so that its peak resident memory (``ru_maxrss``) is its own. Reported: wall time,
-curvature-vector products, peak RSS, η̂* and its interval, the exact η* and whether the interval
-covers it.
+Every grid point is a d-width-1 tanh MLP (d = 20, p = 22·width + 1) at an interpolating point
+(targets = its own outputs, so H = G) on n Gaussian inputs, float64, batch size B = 8 with
+replacement. Each (point, run) runs in a fresh subprocess so that its peak resident memory
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``, Linux kB) is its own: tracemalloc does not see
+torch's CPU tensors, and torch has no CPU allocator statistics, so the RSS peak (which
+includes the interpreter, torch itself, the data and the model) is what is reported. Runs:
 
-The default grid (n ∈ {1000, 5000}, p ≈ 1k and 10k) runs in a few minutes on 2 cores; the
-issue's full grid (n up to 50 000, p up to 1M) is ``--full``. ``--smallest`` runs one setting
-(n = 200, p ≈ 200) as a smoke test.
+* ``sampled``: ``SampledStability(...).eta_star()`` with the **default budget**
+  (:class:`dynstab.SampledConfig`) and, where n·p ≤ ``--bounds-max-np``, ``report(lr)`` with the
+  scalable bounds (certified Lanczos λ_max, Hutchinson Tr H and ‖H‖_F on the full data);
+  η̂*, its 95% interval, products, wall time.
+* ``probe``: the same route with **8 replicas × 32 particles** (clamped to the memory budget
+  as the default is) for a few steps only (4 pilot steps, one η with 1 burn-in step and 2
+  steps; no bounds): the time per batch curvature-vector product at that (n, p) and the peak
+  memory of a population as wide as the default's product batches; it runs at every point,
+  including those where the default budget would take longer than this script's time
+  allowance. The sampled route's cost depends on p and B, not on n (only the bounds and one
+  validating pass read the full data).
+* ``exact``: ``dynstab.critical_lr(..., method="exact")`` where n·p ≤ ``--exact-max-np``;
+  beyond that its memory need is reported from the library's ``MemoryBudgetError`` when it
+  does not fit, or the point is marked "not run (time)".
 
-Usage:  python benchmarks/sampled_stability.py [--smallest | --full] [--batch-size 8]
-        [--exact-max-n 5000] [--out results/bench/sampled_stability.json]
+The default grid probes n ∈ {1k, 50k} × p = 10k, (5k, 100k) and (50k, 100k), and runs the
+default budget beside the exact route at n = 1000, p ≈ 1000 (a few minutes on an idle 2-core
+machine). p = 1M is left to ``--full`` (or ``--points``): one probe there took ≈ 10 min and
+peaked at 19 GB of resident memory on the 24 GB development machine, above the sampled route's
+memory budget (its particle count is clamped by the particle vectors only, not by the batch
+products' working memory: a known defect); ``--full`` runs the default budget at every point
+of n ∈ {1k, 5k, 20k, 50k} × p ∈ {10k, 100k, 1M} (hours). ``--quick``/``--smallest`` runs
+n = 200, p = 177 only. ``ms/prod`` is the simulation's time per batch product (set-up and
+bounds excluded): the default budget's time at a point is about its products (≈ 3·10⁵ without
+momentum, :meth:`dynstab.SampledConfig.products`) times that.
+
+Usage:  python benchmarks/sampled_stability.py [--quick | --full] [--threads 2]
+        [--exact-max-np 2e7] [--bounds-max-np 5e7] [--out results/bench/sampled_stability.json]
 """
 
 from __future__ import annotations
@@ -24,6 +44,7 @@ import common  # first: fixes the thread counts before torch is imported
 
 # isort: on
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -33,9 +54,28 @@ from typing import Any
 import torch
 
 import dynstab
+from dynstab.criteria.resources import memory_budget
+from dynstab.criteria.routes import route_costs
+from dynstab.errors import MemoryBudgetError
 from dynstab.losses import half_mse
 
 D = 20  # input dimension
+B = 8  # batch size
+#: The ``probe`` runs: 8 replicas × 32 particles (clamped to the memory budget) for a few steps
+#: only (4 pilot steps, one η with 1 burn-in step and 2 steps).
+PROBE = {
+    "replicas": 8,
+    "pilot_steps": 4,
+    "burn_in": 1,
+    "steps": 2,
+    "grid": (1.0,),
+    "max_rounds": 0,
+}
+
+
+def width_for(p: int) -> int:
+    """Hidden width of the d-width-1 MLP with about p parameters (p = (d + 2)·width + 1)."""
+    return max(1, round((p - 1) / (D + 2)))
 
 
 def problem(
@@ -48,103 +88,190 @@ def problem(
     ).double()
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, D, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        y = model(X)
+    with torch.no_grad():  # in chunks: n × width activations at once can exceed the memory
+        y = torch.cat([model(X[i : i + 1024]) for i in range(0, n, 1024)])
     return model, (X, y)
 
 
-def one(n: int, width: int, route: str, batch_size: int, seed: int) -> dict[str, Any]:
-    """Run one (setting, route) in this process and return its numbers."""
+def one(n: int, width: int, run: str, seed: int, bounds: bool) -> dict[str, Any]:
+    """Run one (point, run) in this process and return its numbers."""
     model, data = problem(n, width, seed)
     p = sum(t.numel() for t in model.parameters())
     gen = torch.Generator().manual_seed(seed)
+    out: dict[str, Any] = {"n": n, "width": width, "p": p, "run": run}
     t0 = time.perf_counter()
-    if route == "exact":
-        res = dynstab.critical_lr(model, data, batch_size=batch_size, method="exact")
-        wall = time.perf_counter() - t0
-        out: dict[str, Any] = {"eta_star": res.eta_star, "products": None}
+    if run == "fits":  # the exact route's plan (memory, flops) without running it
+        costs = route_costs(n, 1, p, "model", max(t.numel() for t in model.parameters()))
+        budget = memory_budget(None, torch.device("cpu"))
+        best = min(costs.values(), key=lambda c: c.bytes)
+        fits = budget.allows(best.bytes)
+        out.update(
+            fits=f"{'fits' if fits else 'over'} the memory budget: the {best.route} route needs "
+            f"{best.bytes / 2**30:.3g} GiB of {budget.bytes / 2**30:.3g} GiB and "
+            f"≈ {best.flops:.2g} flops" + ("; not run (time allowance)" if fits else ""),
+        )
+        out["wall_s"] = time.perf_counter() - t0
+    elif run == "exact":
+        try:
+            res = dynstab.critical_lr(model, data, batch_size=B, method="exact")
+        except MemoryBudgetError as exc:
+            need, have = exc.required_bytes / 2**30, exc.budget_bytes / 2**30
+            out.update(refused=f"needs {need:.3g} GiB ({exc.what}), budget {have:.3g} GiB")
+        else:
+            out.update(eta_star=res.eta_star, route=str(getattr(res, "route", "sampled")))
+        out["wall_s"] = time.perf_counter() - t0
     else:
-        s = dynstab.SampledStability(model, half_mse, data, batch_size=batch_size, generator=gen)
-        est = s.eta_star()
-        rep = s.report(0.5 * est.eta_star)
-        wall = time.perf_counter() - t0
-        rows = {r.name: r for r in rep.rows}
-        out = {
-            "eta_star": est.eta_star,
-            "ci": list(est.ci),
-            "products": rep.num_products,
-            "verdict_at_half": rep.verdict,
-            "trace": rows["trace"].value,
-            "trace_stderr": rows["trace"].stderr,
-            "lambda_max": rows["gd"].value,
-            "particles": rep.particles,
-        }
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
-    return {"n": n, "width": width, "p": p, "route": route, "wall_s": wall, "peak_rss": peak, **out}
+        config = dynstab.SampledConfig(**PROBE) if run == "probe" else dynstab.SampledConfig()  # type: ignore[arg-type]
+        s = dynstab.SampledStability(
+            model, half_mse, data, batch_size=B, config=config, generator=gen
+        )
+        out["setup_s"] = time.perf_counter() - t0
+        if run == "probe":
+            s.growth(1.0)
+            out.update(products=s.num_products, particles=s.particles)
+        else:
+            est = s.eta_star()
+            out.update(eta_star=est.eta_star, ci=list(est.ci), particles=s.particles)
+            out["eta_star_wall_s"] = time.perf_counter() - t0
+            out["eta_star_products"] = s.num_products
+            if bounds:
+                rep = s.report(0.5 * est.eta_star)
+                rows = {r.name: r for r in rep.rows}
+                out.update(
+                    verdict_at_half=rep.verdict,
+                    lambda_max=rows["gd"].value,
+                    trace=rows["trace"].value,
+                    trace_stderr=rows["trace"].stderr,
+                )
+            out["products"] = s.num_products
+        out["bounds"] = bounds and run == "sampled"
+        out["wall_s"] = time.perf_counter() - t0
+        # seconds per batch product of the simulation (set-up and the bounds excluded)
+        sim = out.get("eta_star_wall_s", out["wall_s"]) - out["setup_s"]
+        out["ms_per_product"] = 1e3 * sim / max(out.get("eta_star_products", s.num_products), 1)
+        out["particle_bytes"] = s._bytes_per_particle()  # a benchmark of it
+    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return out
 
 
-def run_child(n: int, width: int, route: str, batch_size: int, seed: int) -> dict[str, Any]:
+def run_child(
+    n: int, width: int, run: str, seed: int, bounds: bool, threads: int, timeout: float
+) -> dict[str, Any]:
     cmd = [
         sys.executable,
         __file__,
         "--child",
         str(n),
         str(width),
-        route,
-        str(batch_size),
+        run,
         str(seed),
+        str(int(bounds)),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, "DYNSTAB_BENCH_THREADS": str(threads)}
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, env=env, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"n": n, "width": width, "run": run, "error": f"timeout after {timeout:.0f} s"}
     if proc.returncode != 0:
-        return {"n": n, "width": width, "route": route, "error": proc.stderr.strip()[-500:]}
+        return {"n": n, "width": width, "run": run, "error": proc.stderr.strip()[-500:]}
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def grid(full: bool, quick: bool) -> list[tuple[int, int, tuple[str, ...]]]:
+    """(n, p, runs) of every grid point."""
+    if quick:
+        return [(200, 177, ("sampled", "probe", "exact"))]
+    if full:
+        ns, ps = (1000, 5000, 20000, 50000), (10_000, 100_000, 1_000_000)
+        return [(n, p, ("sampled", "probe", "exact")) for n in ns for p in ps]
+    return [
+        (1000, 1_000, ("sampled", "probe", "exact")),
+        (1000, 10_000, ("probe", "exact")),
+        (50000, 10_000, ("probe", "exact")),
+        (5000, 100_000, ("probe", "exact")),
+        (50000, 100_000, ("probe", "exact")),
+    ]
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        n, width, route, B, seed = sys.argv[2:7]
-        print(json.dumps(one(int(n), int(width), route, int(B), int(seed))))
+        a = sys.argv[2:7]
+        print(json.dumps(one(int(a[0]), int(a[1]), a[2], int(a[3]), a[4] == "1")))
         return
     parser = common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--smallest", action="store_true", help="one setting: n=200, p≈200")
-    parser.add_argument("--full", action="store_true", help="the issue's grid (hours)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--exact-max-n", type=int, default=5000)
-    args = parser.parse_args()
-    if args.smallest or args.quick:
-        grid = [(200, 8)]
-    elif args.full:
-        grid = [(n, w) for n in (1000, 5000, 20000, 50000) for w in (500, 5000, 50000)]
-    else:
-        grid = [(n, w) for n in (1000, 5000) for w in (50, 500)]
-    results = []
-    header = (
-        f"{'n':>6} {'p':>8} {'route':>8} {'wall s':>8} {'peak MB':>8} {'products':>9}  η*  [95% CI]"
+    parser.add_argument("--smallest", action="store_true", help="same as --quick")
+    parser.add_argument("--full", action="store_true", help="default budget everywhere (hours)")
+    parser.add_argument("--threads", type=int, default=2, help="torch/BLAS threads (default 2)")
+    parser.add_argument("--exact-max-np", type=float, default=2e7, help="run exact if n·p ≤ this")
+    parser.add_argument("--bounds-max-np", type=float, default=5e7, help="bounds if n·p ≤ this")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    parser.add_argument(
+        "--points",
+        nargs="*",
+        default=None,
+        help="only these points, as n:p:run+run (e.g. 50000:1000000:probe+exact)",
     )
-    print(header)
-    for n, width in grid:
-        routes = ["sampled"] + (["exact"] if n <= args.exact_max_n else [])
+    args = parser.parse_args()
+    points = grid(args.full, args.quick or args.smallest)
+    if args.points:
+        points = [
+            (int(n_), int(p_), tuple(r_.split("+")))
+            for n_, p_, r_ in (spec.split(":") for spec in args.points)
+        ]
+    results = []
+    print(
+        f"{'n':>6} {'p':>8} {'run':>8} {'wall s':>8} {'peak MB':>8} {'products':>9} "
+        f"{'ms/prod':>8}  η*  [95% CI]"
+    )
+    for n, p_target, runs in points:
+        width = 8 if p_target == 177 else width_for(p_target)
         exact = None
-        for route in routes:
-            r = run_child(n, width, route, args.batch_size, args.seed)
+        for run in runs:
+            if run == "exact" and n * p_target > args.exact_max_np:
+                # ask the library whether it would fit, without running it
+                r = run_child(n, width, "fits", args.seed, False, args.threads, args.timeout)
+            else:
+                bounds = n * p_target <= args.bounds_max_np
+                r = run_child(n, width, run, args.seed, bounds, args.threads, args.timeout)
             results.append(r)
             if "error" in r:
-                print(f"{n:>6} {width:>8} {route:>8} failed: {r['error']}")
+                print(f"{n:>6} {p_target:>8} {run:>8} failed: {r['error']}")
                 continue
-            if route == "exact":
+            if "refused" in r or r.get("run") == "fits":
+                what = r.get("refused") or r.get("fits") or ""
+                print(f"{n:>6} {r.get('p', p_target):>8} {run:>8} not run: {what}")
+                continue
+            if run == "exact":
                 exact = r["eta_star"]
             ci = f" [{r['ci'][0]:.5g}, {r['ci'][1]:.5g}]" if "ci" in r else ""
-            prods = "—" if r["products"] is None else str(r["products"])
+            prods = r.get("products")
+            per = f"{r['ms_per_product']:8.3f}" if "ms_per_product" in r else f"{'—':>8}"
+            eta = f"{r['eta_star']:.5g}" if "eta_star" in r else "—"
             print(
-                f"{r['n']:>6} {r['p']:>8} {route:>8} {r['wall_s']:>8.2f} "
-                f"{r['peak_rss'] / 1e6:>8.0f} {prods:>9}  {r['eta_star']:.5g}{ci}"
+                f"{r['n']:>6} {r['p']:>8} {run:>8} {r['wall_s']:>8.2f} "
+                f"{r['peak_rss'] / 1e6:>8.0f} {prods or '—':>9} {per}  {eta}{ci}",
+                flush=True,
             )
-        sampled = next(x for x in results if x.get("n") == n and x.get("width") == width)
-        if exact is not None and "ci" in sampled:
-            covered = sampled["ci"][0] <= exact <= sampled["ci"][1]
-            sampled["covers_exact"] = covered
-            print(f"{'':>6} exact η* inside the sampled 95% interval: {covered}")
-    config = {"grid": grid, "batch_size": args.batch_size, "threads": common.THREADS}
+        sampled = next(
+            (x for x in results if x.get("n") == n and x.get("run") == "sampled" and "ci" in x
+             and x.get("width") == width),
+            None,
+        )  # fmt: skip
+        if exact is not None and sampled is not None:
+            sampled["covers_exact"] = sampled["ci"][0] <= exact <= sampled["ci"][1]
+            print(f"{'':>6} exact η* inside the sampled 95% interval: {sampled['covers_exact']}")
+    config = {
+        "grid": [(n, p) for n, p, _ in points],
+        "batch_size": B,
+        "threads": args.threads,
+        "probe_budget": PROBE,
+        "default_budget": dynstab.SampledConfig().__dict__ | {"bounds": "lanczos + hutchinson"},
+        "exact_max_np": args.exact_max_np,
+        "bounds_max_np": args.bounds_max_np,
+        "load_start": os.getloadavg(),
+    }
     out = args.out or common.RESULTS_DIR / "sampled_stability.json"
     common.write_json(out, common.envelope("sampled_stability", config, results))
 

@@ -17,12 +17,15 @@ from scipy.stats import binom
 import dynstab
 from dynstab.criteria import (
     SampledConfig,
+    SampledEtaStar,
     SampledStability,
     SampledStabilityReport,
     StabilityReport,
     critical_lr,
     stability,
 )
+from dynstab.criteria.momentum import momentum_solve_flops
+from dynstab.criteria.sampled import REFERENCE_FLOP_RATE, route_time
 from dynstab.curvature import (
     BatchCurvature,
     CurvatureProblem,
@@ -60,8 +63,8 @@ def _problem(seed: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, in
     return model, X, y, B, scheme
 
 
-def _coverage(num: int) -> tuple[int, list[float]]:
-    hits, widths = 0, []
+def _coverage(num: int) -> tuple[int, list[float], int]:
+    hits, widths, staged = 0, [], 0
     for seed in range(num):
         model, X, y, B, scheme = _problem(seed)
         exact = critical_lr(model, (X, y), batch_size=B, sampling=scheme, method="exact")
@@ -79,11 +82,14 @@ def _coverage(num: int) -> tuple[int, list[float]]:
         assert lo <= est.eta_star <= hi
         hits += lo <= exact.eta_star <= hi
         widths.append(0.5 * (hi - lo) / exact.eta_star)
-    return hits, widths
+        staged += est.replicas > SampledConfig().replicas  # a second stage ran
+    return hits, widths, staged
 
 
 def _check_coverage(num: int) -> None:
-    hits, widths = _coverage(num)
+    hits, widths, staged = _coverage(num)
+    # the two-stage rule is exercised: tiny problems need more than the first stage's replicas
+    assert staged >= 1
     least = int(binom.ppf(ALPHA, num, LEVEL))
     assert hits >= least, f"{hits}/{num} intervals cover η*; nominal 95% needs >= {least}"
     assert all(w > 0 for w in widths)  # an interval of zero width would be a false certainty
@@ -107,6 +113,44 @@ def test_default_budget_interval_within_ten_percent_at_n_200() -> None:
     )
     assert 0.5 * (est.ci[1] - est.ci[0]) <= 0.10 * exact
     assert est.ci[0] <= exact <= est.ci[1]
+
+
+def test_two_stage_budget_adds_replicas_and_keeps_the_first_stage_spread() -> None:
+    # Stein's two-stage rule: the first stage (R₀ = 4) decides R from its own interval; the
+    # final standard error is s₀/√R with s₀ the spread of the first stage's replicas
+    model, X, y, B, scheme = _problem(1)
+    exact = critical_lr(model, (X, y), batch_size=B, sampling=scheme, method="exact").eta_star
+
+    def run(**kw: object) -> SampledStability:
+        cfg = SampledConfig(bias_correction="none", **kw)  # type: ignore[arg-type]
+        return SampledStability(model, half_mse, (X, y), batch_size=B, sampling=scheme,
+                                config=cfg, generator=torch.Generator().manual_seed(4))  # fmt: skip
+
+    one, two = run(target_width=None), run(target_width=0.02, max_replicas=12)
+    e1, e2 = one.eta_star(), two.eta_star()
+    assert e1.replicas == one.replicas == 4
+    assert e2.replicas == two.replicas == 12  # ±2% needs more than the cap allows
+    assert 0.5 * (e2.ci[1] - e2.ci[0]) < 0.5 * (e1.ci[1] - e1.ci[0])
+    assert e2.ci[0] <= exact <= e2.ci[1]
+    g = two.growth(0.5 * exact)
+    theta = torch.tensor(g.replicas, dtype=torch.float64)
+    assert theta.numel() == 12
+    assert g.log_growth == pytest.approx(float(theta.mean()), rel=1e-12)
+    s0 = float(theta[:4].std(correction=1))
+    assert g.stderr == pytest.approx(s0 / math.sqrt(12), rel=1e-12)
+    # the first stage's replicas are the same random numbers in both runs
+    g1 = one.growth(0.5 * exact)
+    assert g.replicas[:4] == g1.replicas
+    # the cap was reached short of ±2%: the report says the budget is spent
+    assert any("budget is spent" in note for note in two.report(0.5 * exact).notes)
+    assert not any("budget is spent" in note for note in one.report(0.5 * exact).notes)
+    # a first stage that meets the target stops there
+    wide = run(target_width=10.0)
+    assert wide.eta_star().replicas == 4
+    with pytest.raises(ValueError, match="max_replicas"):
+        SampledConfig(replicas=8, max_replicas=4)
+    with pytest.raises(ValueError, match="target_width"):
+        SampledConfig(target_width=0.0)
 
 
 @pytest.mark.slow
@@ -248,6 +292,101 @@ def test_auto_routing_takes_exact_when_it_fits_and_sampled_otherwise() -> None:
             generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
     assert est.route_reason.startswith("method='auto': no exact route fits")
+
+
+def test_sampled_budget_products_by_hand() -> None:
+    # pilot R·m·pilot_steps, then per η R·1.5m·(burn_in + steps); momentum stretches pilot and
+    # burn-in by 1/√(1 − β) = 2 at β = 0.75
+    assert SampledConfig().products() == 4 * 32 * 150 + 12 * 4 * 48 * (40 + 20)
+    assert SampledConfig().products(0.75) == 4 * 32 * 300 + 12 * 4 * 48 * (80 + 20)
+    cfg = SampledConfig(replicas=4, particles=16, bias_correction="none")
+    assert cfg.products(evaluations=3) == 4 * 16 * 150 + 3 * 4 * 16 * 60
+
+
+def test_momentum_cost_model_by_hand() -> None:
+    # rank 10: N = 55 ≤ 200, dense: N products of 4nCρ² flops to build Cov, then 40 eigvals
+    assert momentum_solve_flops(10, 200) == 55 * 4 * 200 * 100 + 40 * 10.0 * 55**3
+    # rank 30: N = 465 > 200, ARPACK: 40 evaluations × 100 products of 4nCρ² + 20N flops
+    assert momentum_solve_flops(30, 200) == 40 * 100 * (4 * 200 * 900 + 20 * 465)
+    # the growth factor adds one problem of dimension ρ(2ρ + 1): 10 → 210 (dense)
+    extra = 210 * 4 * 200 * 100 + 10.0 * 210**3
+    assert momentum_solve_flops(10, 200, growth=True) == momentum_solve_flops(10, 200) + extra
+    assert momentum_solve_flops(0, 200) == 0.0
+    # C outputs multiply the per-product cost
+    assert momentum_solve_flops(30, 100, 2) == momentum_solve_flops(30, 200)
+
+
+@pytest.mark.parametrize(
+    ("rank", "n", "p", "B", "growth", "sampled"),
+    [
+        (10, 200, 200, 4, True, False),  # exact: milliseconds
+        (60, 200, 193, 4, False, False),  # exact ≈ 3 s: within the 60 s budget
+        (193, 200, 193, 4, True, True),  # the n = 200 MLP: the growth factor takes minutes
+        (400, 2000, 5000, 4, False, True),  # exact ≈ 20 min, sampled ≈ 40 s
+        (400, 2000, 10**7, 64, False, False),  # over budget, but the sampled route is slower
+    ],
+)
+def test_auto_route_time_decision_on_sizes(
+    rank: int, n: int, p: int, B: int, growth: bool, sampled: bool
+) -> None:
+    t = route_time(rank=rank, n=n, outputs=1, num_params=p, batch_size=B, momentum=0.9,
+                   growth=growth)  # fmt: skip
+    assert t.sampled is sampled
+    assert t.exact_seconds == momentum_solve_flops(rank, n, growth=growth) / REFERENCE_FLOP_RATE
+    assert ("over the time budget of 60 s" in t.reason) is sampled
+    never = route_time(rank=rank, n=n, outputs=1, num_params=p, batch_size=B, momentum=0.9,
+                       growth=growth, max_time=math.inf)  # fmt: skip
+    assert not never.sampled
+    # the exact estimate grows with the rank, the sampled one with p and B (not the rank)
+    more = route_time(rank=2 * rank, n=n, outputs=1, num_params=p, batch_size=B, momentum=0.9,
+                      growth=growth)  # fmt: skip
+    assert more.exact_seconds > t.exact_seconds
+    assert more.sampled_seconds == t.sampled_seconds
+    wider = route_time(rank=rank, n=n, outputs=1, num_params=2 * p, batch_size=B,
+                       momentum=0.9, growth=growth)  # fmt: skip
+    assert wider.sampled_seconds > t.sampled_seconds
+    with pytest.raises(ValueError, match="max_time"):
+        route_time(rank=rank, n=n, outputs=1, num_params=p, batch_size=B, momentum=0.9,
+                   max_time=0.0)  # fmt: skip
+
+
+def test_auto_routes_momentum_by_time_and_says_so() -> None:
+    # rank 40 (a linear model on 40 samples in 40 dimensions): the exact momentum threshold is
+    # estimated at ≈ 0.27 s and a small sampled budget at ≈ 0.17 s, so a 10 ms budget re-routes
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 40, generator=g, dtype=torch.float64)
+    torch.manual_seed(3)
+    model = torch.nn.Linear(40, 1, bias=False).double()
+    y = model(X).detach()
+    small = SampledConfig(replicas=3, pilot_steps=40, burn_in=8, steps=4, max_rounds=0)
+    plan = route_time(rank=40, n=40, outputs=1, num_params=40, batch_size=2, momentum=0.5,
+                      config=small, max_time=0.01)  # fmt: skip
+    assert plan.sampled
+    est = critical_lr(
+        model, (X, y), batch_size=2, momentum=0.5, max_time=0.01, config=small,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert isinstance(est, SampledEtaStar)
+    assert est.route_reason == plan.reason
+    assert "over the time budget of 0.01 s" in est.route_reason
+    exact = critical_lr(model, (X, y), batch_size=2, momentum=0.5, max_time=math.inf)
+    assert isinstance(exact, dynstab.EtaStarResult)
+    assert exact.route_reason.endswith("time budget inf s")  # the estimate, and no re-route
+    assert exact.rank == 40
+    rep = stability(
+        model, half_mse, (X, y), lr=0.5 * exact.eta_star, batch_size=2, momentum=0.5,
+        max_time=0.01, config=small, generator=torch.Generator().manual_seed(0), rank_one=False,
+    )  # fmt: skip
+    assert isinstance(rep, SampledStabilityReport)
+    assert "over the time budget" in rep.route_reason
+    with pytest.raises(ValueError, match="max_time"):
+        critical_lr(model, (X, y), batch_size=2, momentum=0.9, max_time=-1.0)
+    # without momentum, or with an explicit method, time never re-routes
+    plain = critical_lr(model, (X, y), batch_size=2, max_time=1e-9)
+    assert not isinstance(plain, SampledEtaStar)
+    forced = critical_lr(model, (X, y), batch_size=2, momentum=0.5, max_time=1e-9,
+                         method="exact")  # fmt: skip
+    assert not isinstance(forced, SampledEtaStar)
 
 
 def test_bad_input_is_refused_with_clear_messages() -> None:

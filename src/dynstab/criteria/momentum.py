@@ -79,12 +79,26 @@ from dynstab._checks import check_positive
 from dynstab.criteria.gram import GramCoordinates
 from dynstab.sampling import Sampling
 
-__all__ = ["check_momentum", "momentum_form", "momentum_gd_threshold"]
+__all__ = ["check_momentum", "momentum_form", "momentum_gd_threshold", "momentum_solve_flops"]
 
 #: Largest symmetric-space dimension ρ(2ρ + 1) that the growth factor solves densely.
 GROWTH_DENSE_MAX_DIM = 1500
 #: Largest dimension ρ(ρ + 1)/2 of the reduced criterion that η* solves densely.
 REDUCED_DENSE_MAX_DIM = 200
+#: Evaluations of the reduced criterion by :func:`momentum_threshold` assumed by the cost model
+#: (the 31-point scan plus Brent; 39–40 measured at ranks 10–190).
+THRESHOLD_EVALUATIONS = 40
+#: ARPACK products per evaluation of the reduced criterion assumed by the cost model (62–82
+#: measured at ranks 30–190, n = 200).
+THRESHOLD_ARPACK_PRODUCTS = 100
+#: ARPACK products of one growth factor ρ(Q_R) assumed by the cost model: at least this many,
+#: and one per dimension ρ(2ρ + 1) (its top eigenvalues cluster near 1 below η*: ≈ 3.7 per
+#: dimension measured at rank 30 of a random K, > 1 per dimension (over 8 minutes) for the
+#: rank-193 tanh MLP at n = 200).
+GROWTH_ARPACK_PRODUCTS = 3000
+#: Flops of a dense non-symmetric eigenvalue computation of an N×N matrix, per N³ (LAPACK
+#: ``geev`` without eigenvectors: Hessenberg reduction and QR iterations, ≈ 10N³).
+EIGVALS_FLOPS_PER_CUBE = 10.0
 
 
 def check_momentum(momentum: float, nesterov: bool) -> float:
@@ -467,6 +481,52 @@ def momentum_threshold(
             lo /= 2
     root = float(brentq(excess, lo, hi, xtol=rtol * lo * 1e-2, rtol=max(rtol, 4e-16), maxiter=500))
     return MomentumSolve(root, eta_gd, method, count, interval, excess(root))
+
+
+def momentum_solve_flops(rank: int, n: int, outputs: int = 1, *, growth: bool = False) -> float:
+    """Estimated flops of the exact momentum criteria at rank ρ (the cost model of ``auto``).
+
+    One product of the reduced criterion K_η (or of D in Q_R) costs ≈ 4nCρ² flops (two
+    contractions of Ĝ with a ρ×ρ matrix and back) plus O(N) for the Krylov basis. The
+    threshold (:func:`momentum_threshold`) takes ``THRESHOLD_EVALUATIONS`` evaluations, each
+    a dense ``eigvals`` of dimension N = ρ(ρ + 1)/2 (≈ 10N³, after building the N×N matrix of
+    Cov once: N products) when N ≤ ``REDUCED_DENSE_MAX_DIM``, else
+    ``THRESHOLD_ARPACK_PRODUCTS`` ARPACK products. The growth factor at lr
+    (:func:`momentum_growth`, ``growth=True``) adds one eigenvalue problem of dimension
+    N_g = ρ(2ρ + 1): dense (N_g products to build, ≈ 10N_g³) up to ``GROWTH_DENSE_MAX_DIM``,
+    else max(``GROWTH_ARPACK_PRODUCTS``, N_g) ARPACK products. The constants were measured
+    on random Gram matrices (n = 200, ranks 10–190) and a tanh MLP (n = 200, rank 193); the
+    model is meant to be right within a factor of a few, which is what a routing decision
+    needs.
+
+    Args:
+        rank: ρ = rank K (>= 0).
+        n: Number of samples.
+        outputs: Outputs per sample C.
+        growth: Include the growth factor at one learning rate (what ``stability`` computes).
+
+    Returns:
+        Estimated floating-point operations.
+
+    Example:
+        >>> momentum_solve_flops(190, 200) > 10 * momentum_solve_flops(19, 200)
+        True
+    """
+    if rank <= 0:
+        return 0.0
+    product = 4.0 * n * outputs * rank * rank
+    N = rank * (rank + 1) // 2
+    if N <= REDUCED_DENSE_MAX_DIM:
+        flops = N * product + THRESHOLD_EVALUATIONS * EIGVALS_FLOPS_PER_CUBE * float(N) ** 3
+    else:
+        flops = THRESHOLD_EVALUATIONS * THRESHOLD_ARPACK_PRODUCTS * (product + 20.0 * N)
+    if growth:
+        Ng = rank * (2 * rank + 1)
+        if Ng <= GROWTH_DENSE_MAX_DIM:
+            flops += Ng * product + EIGVALS_FLOPS_PER_CUBE * float(Ng) ** 3
+        else:
+            flops += max(GROWTH_ARPACK_PRODUCTS, Ng) * (product + 20.0 * Ng)
+    return flops
 
 
 def momentum_growth(

@@ -81,7 +81,14 @@ from dynstab.criteria.results import (
     StabilityReport,
 )
 from dynstab.criteria.routes import RouteCost, choose_route, route_costs
-from dynstab.criteria.sampled import SampledConfig, SampledEtaStar, SampledStability
+from dynstab.criteria.sampled import (
+    RouteTime,
+    SampledConfig,
+    SampledEtaStar,
+    SampledStability,
+    check_max_time,
+    route_time,
+)
 from dynstab.criteria.spectral import PSDMatrix, validate_gram
 from dynstab.curvature import gram_matrix, per_sample_jacobian
 from dynstab.curvature.functional import (
@@ -1695,6 +1702,7 @@ def critical_lr(
     loss_fn: LossFn | None = None,
     config: SampledConfig | None = None,
     generator: torch.Generator | None = None,
+    max_time: float | None = None,
 ) -> EtaStarResult | SampledEtaStar:
     """Critical learning rate η* of SGD, from a Gram matrix or from a model and its data.
 
@@ -1708,8 +1716,10 @@ def critical_lr(
     With a model, ``method="sampled"`` estimates η* by simulating linearised SGD with per-batch
     curvature products at any n (:class:`~dynstab.criteria.sampled.SampledStability`) and
     returns a :class:`~dynstab.criteria.sampled.SampledEtaStar` with its 95% interval;
-    ``method="auto"`` does so only when no exact route fits ``max_memory`` (its
-    ``route_reason`` says so). With K, only the exact solvers apply.
+    ``method="auto"`` does so only when no exact route fits ``max_memory``, or, with
+    momentum, when the exact momentum solve is estimated to exceed ``max_time`` seconds and
+    the sampled route to be faster (:func:`~dynstab.criteria.sampled.route_time`); its
+    ``route_reason`` says so. With K, only the exact solvers apply.
 
     Args:
         source: Gram matrix ``(nC, nC)`` or an ``nn.Module``.
@@ -1737,6 +1747,9 @@ def critical_lr(
             :func:`dynstab.losses.half_mse`, the loss the exact route assumes).
         config: Monte-Carlo budget of the sampled route (None: the defaults).
         generator: Random source of the sampled route.
+        max_time: Time budget in seconds of the exact momentum solve under ``method="auto"``
+            (None: ``EXACT_TIME_BUDGET`` = 60 s of :mod:`dynstab.criteria.sampled`;
+            ``math.inf``: never re-route by time). Ignored without momentum and with K.
 
     Returns:
         :class:`EtaStarResult` (exact; with the route and the parameters measured) or
@@ -1765,6 +1778,7 @@ def critical_lr(
     check_int("max_iters", max_iters, minimum=1)
     momentum = check_momentum(momentum, nesterov)
     generator = check_generator("generator", generator)
+    check_max_time(max_time)
     solver = "auto" if method == "exact" else method
     if isinstance(source, Tensor):
         if method == "sampled":
@@ -1805,6 +1819,12 @@ def critical_lr(
             max_memory=max_memory,
         )
         s = prob.sampling(batch_size, sampling)
+        if momentum and method == "auto" and route == "auto":
+            plan = time_plan(prob, s, momentum, config, max_time, growth=False)
+            if plan.sampled:
+                return sampled(plan.reason)
+            res = prob._eta_star(s, solver, tol, max_iters, momentum, nesterov)
+            return dataclasses.replace(res, route_reason=f"{res.route_reason}; {plan.reason}")
         return prob._eta_star(s, solver, tol, max_iters, momentum, nesterov)
     except MemoryBudgetError as exc:
         if method != "auto" or route != "auto":  # an exact route was asked for explicitly
@@ -1813,3 +1833,41 @@ def critical_lr(
             f"method='auto': no exact route fits the memory budget ({exc.what} needs about "
             f"{format_bytes(exc.required_bytes)}, budget {format_bytes(exc.budget_bytes)})"
         )
+
+
+def time_plan(
+    prob: StabilityProblem,
+    s: Sampling,
+    momentum: float,
+    config: SampledConfig | None,
+    max_time: float | None,
+    *,
+    growth: bool,
+) -> RouteTime:
+    """The time estimate of ``method="auto"`` for a built problem with momentum.
+
+    Computes the row-space coordinates (needed by the exact route anyway) for the rank, then
+    :func:`~dynstab.criteria.sampled.route_time`.
+
+    Args:
+        prob: The exact problem (from a model).
+        s: The sampling rule (B from it).
+        momentum: β in [0, 1).
+        config: The sampled budget (None: the defaults).
+        max_time: Time budget of the exact route in seconds (None: the default 60 s).
+        growth: Whether the growth factor at lr is part of the call (``stability``).
+
+    Returns:
+        The :class:`~dynstab.criteria.sampled.RouteTime` decision.
+    """
+    return route_time(
+        rank=prob.rank,
+        n=prob.n,
+        outputs=prob.outputs,
+        num_params=prob.num_params or prob.n * prob.outputs,
+        batch_size=s.B,
+        momentum=momentum,
+        config=config,
+        max_time=max_time,
+        growth=growth,
+    )

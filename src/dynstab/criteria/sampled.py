@@ -53,6 +53,12 @@ pointwise test of ρ(η) = 1: [η_L, η_U] with η_L the crossing of the upper c
 η_U that of the lower one. The grid is refined around the three crossings until each is
 bracketed to a fraction of the interval's half-width.
 
+**Adaptive budget.** A first stage of R₀ replicas decides, from its own interval alone, how
+many replicas R a ±``target_width`` interval needs (Stein's two-stage procedure; Stein, 1945,
+"A two-sample test for a linear hypothesis whose power is independent of the variance", Ann.
+Math. Statist. 16); a second stage adds R − R₀ independent replicas at the same η, and the
+interval uses the mean of all R with the first stage's spread and R₀ − 1 degrees of freedom.
+
 **Momentum.** With heavy-ball momentum β (PyTorch ``SGD(momentum=β)``, dampening 0) the
 particles carry z = (δ_t, δ_{t−1}) and z ← [[(1+β)I − ηH_I, −βI], [I, 0]] z; with PyTorch's
 Nesterov form they carry (δ_t, η·b_{t−1}) (b the momentum buffer) and
@@ -88,8 +94,9 @@ from torch import Tensor, nn
 
 from dynstab._checks import check_choice, check_generator, check_int, check_lr, check_positive
 from dynstab._types import ForwardFn, LossFn, ParamSpec, UnpackFn
-from dynstab.criteria.momentum import momentum_form, momentum_gd_threshold
+from dynstab.criteria.momentum import momentum_form, momentum_gd_threshold, momentum_solve_flops
 from dynstab.criteria.resources import memory_budget
+from dynstab.criteria.results import BoundRow
 from dynstab.curvature.batch_products import BatchCurvature, IndexedData
 from dynstab.curvature.params import ParameterSelection
 from dynstab.curvature.problem import CurvatureProblem
@@ -100,17 +107,34 @@ from dynstab.sampling import BatchSampler, Sampling
 __all__ = [
     "VERDICTS",
     "GrowthEstimate",
+    "RouteTime",
     "SampledBound",
     "SampledConfig",
     "SampledEtaStar",
     "SampledStability",
     "SampledStabilityReport",
+    "route_time",
 ]
 
 #: Verdicts of the sampled route.
 VERDICTS = ("stable", "unstable", "undecided at this budget")
 #: Particles per replica when ``SampledConfig.particles`` is None.
 DEFAULT_PARTICLES = 32
+#: Seconds an exact momentum solve may be expected to take before ``method="auto"`` prefers
+#: the sampled route (:func:`route_time`).
+EXACT_TIME_BUDGET = 60.0
+#: Effective flop rate (flop/s) the time estimates of :func:`route_time` assume: one core of a
+#: current CPU on these workloads (einsum contractions, LAPACK ``geev``, ARPACK, vmapped
+#: Hessian-vector products; 3–6·10⁹ measured on the development machine).
+REFERENCE_FLOP_RATE = 4e9
+#: Fixed cost of one vectorised curvature-vector product beyond its flops (seconds; vmap,
+#: gather and particle bookkeeping; ≈ 5 µs measured at p ≈ 200).
+PRODUCT_OVERHEAD_S = 5e-6
+#: Flops of one curvature-vector product per sample and parameter (a Hessian-vector product
+#: costs ≈ 4 forward passes of 2 flops per sample and parameter).
+PRODUCT_FLOPS = 8.0
+#: η values a default η* search evaluates (its 7-point grid and refinements; 9–13 measured).
+TYPICAL_EVALUATIONS = 12
 
 
 @dataclass(frozen=True)
@@ -118,12 +142,11 @@ class SampledConfig:
     """Monte-Carlo budget and search settings of the sampled route.
 
     Attributes:
-        replicas: Independent populations R (their spread gives the interval), >= 2.
+        replicas: Independent populations R₀ of the first stage (their spread gives the
+            interval), >= 2. Default 4.
         particles: Particles m per replica, >= 4, or ``None`` (default) for
-            ``DEFAULT_PARTICLES`` = 32, clamped to the memory budget. With the other defaults
-            this gives a 95% interval of about ±3–5% of η* on small problems (n ≈ 200; measured
-            in the tests and ``benchmarks/sampled_stability.py``); the interval narrows like
-            1/√(R·m).
+            ``DEFAULT_PARTICLES`` = 32, clamped to the memory budget. The interval narrows
+            like 1/√(R·m).
         pilot_steps: Steps of the pilot run that moves the cloud to the unstable mode near η*.
         burn_in: Steps discarded at the start of every evaluation (from the pilot's cloud).
             With momentum β, ``pilot_steps`` and ``burn_in`` are multiplied by 1/√(1 − β)
@@ -149,14 +172,19 @@ class SampledConfig:
             ≤ 100 products) and Hutchinson for Tr and ‖·‖_F (64 shared Rademacher probes,
             standard errors); ``SharpnessConfig(method="auto")`` takes the exact routes where
             they are cheap.
+        target_width: Relative half-width w of the η* interval the search aims at: when the
+            first stage's interval is wider than ±w·η̂*, a second stage adds replicas
+            (Stein's two-stage rule, :meth:`SampledStability.eta_star`), up to
+            ``max_replicas``. ``None``: one stage of ``replicas``. Default 0.10 (±10%).
+        max_replicas: Largest R of the second stage, >= ``replicas``. Default 32.
 
     Example:
-        >>> cfg = SampledConfig(replicas=16, confidence=0.99)  # a tighter, more certain budget
-        >>> cfg.replicas, cfg.particles is None, cfg.bounds.method
-        (16, True, 'lanczos')
+        >>> cfg = SampledConfig(target_width=0.05, confidence=0.99)  # narrower and more certain
+        >>> cfg.replicas, cfg.max_replicas, cfg.particles is None, cfg.bounds.method
+        (4, 32, True, 'lanczos')
     """
 
-    replicas: int = 8
+    replicas: int = 4
     particles: int | None = None
     pilot_steps: int = 150
     burn_in: int = 40
@@ -170,9 +198,14 @@ class SampledConfig:
     pilot_growth: float = 0.05
     memory_budget: int | None = None
     bounds: SharpnessConfig = field(default_factory=lambda: SharpnessConfig(method="lanczos"))
+    target_width: float | None = 0.10
+    max_replicas: int = 32
 
     def __post_init__(self) -> None:
         check_int("replicas", self.replicas, minimum=2)
+        check_int("max_replicas", self.max_replicas, minimum=self.replicas)
+        if self.target_width is not None:
+            check_positive("target_width", self.target_width)
         if self.particles is not None:
             check_int("particles", self.particles, minimum=4)
         check_int("pilot_steps", self.pilot_steps, minimum=1)
@@ -195,6 +228,149 @@ class SampledConfig:
                 "bounds must be a dynstab.measures.SharpnessConfig; got "
                 f"{type(self.bounds).__name__}."
             )
+
+    def products(self, momentum: float = 0.0, evaluations: int = TYPICAL_EVALUATIONS) -> int:
+        """Expected batch curvature products of an η* search's first stage with this budget.
+
+        The pilot takes R₀·m products per step for ``pilot_steps``; every evaluated η takes
+        R·m (× 1.5 with Richardson) per step for ``burn_in + steps`` (pilot and burn-in
+        stretched by 1/√(1 − β) with momentum β); m is ``particles`` or 32.
+
+        Args:
+            momentum: β in [0, 1).
+            evaluations: η values evaluated (default ``TYPICAL_EVALUATIONS``).
+
+        Returns:
+            The number of products.
+
+        Example:
+            >>> SampledConfig().products(evaluations=1)  # 4·32·150 + 4·48·60
+            30720
+        """
+        stretch = 1.0 / math.sqrt(1.0 - momentum)
+        m = self.particles or DEFAULT_PARTICLES
+        extra = 1.5 if self.bias_correction == "richardson" else 1.0
+        pilot = self.replicas * m * math.ceil(self.pilot_steps * stretch)
+        per_eta = self.replicas * m * extra * (math.ceil(self.burn_in * stretch) + self.steps)
+        return int(pilot + evaluations * per_eta)
+
+
+@dataclass(frozen=True)
+class RouteTime:
+    """Estimated seconds of the exact and the sampled route (the time part of ``auto``).
+
+    Attributes:
+        exact_seconds: Estimated time of the exact momentum solve.
+        sampled_seconds: Estimated time of the sampled route with its budget.
+        budget: The time budget of the exact route (seconds; ``inf``: never re-routed).
+        exact_flops: The exact solve's flop estimate behind ``exact_seconds``.
+        sampled_products: Batch curvature products behind ``sampled_seconds``.
+    """
+
+    exact_seconds: float
+    sampled_seconds: float
+    budget: float
+    exact_flops: float
+    sampled_products: int
+
+    @property
+    def sampled(self) -> bool:
+        """Take the sampled route: the exact one exceeds the budget and is the slower one."""
+        return self.exact_seconds > self.budget and self.sampled_seconds < self.exact_seconds
+
+    @property
+    def reason(self) -> str:
+        """The decision in words (for ``route_reason``)."""
+        est = (
+            f"the exact momentum solve would take ≈ {self.exact_seconds:.3g} s "
+            f"(≈ {self.exact_flops:.2g} flops at {REFERENCE_FLOP_RATE:.2g} flop/s), the sampled "
+            f"route ≈ {self.sampled_seconds:.3g} s ({self.sampled_products} products)"
+        )
+        if self.sampled:
+            return f"method='auto': {est}: over the time budget of {self.budget:g} s"
+        return f"method='auto': {est}; time budget {self.budget:g} s"
+
+
+def check_max_time(max_time: float | None) -> float:
+    """Validate a time budget: a positive number of seconds or ``math.inf``; None: the default.
+
+    Raises:
+        TypeError: If it is not a real number.
+        ValueError: If it is not positive (NaN included).
+    """
+    if max_time is None:
+        return EXACT_TIME_BUDGET
+    if isinstance(max_time, bool) or not isinstance(max_time, int | float):
+        raise TypeError(
+            f"max_time must be seconds (a positive number or math.inf); got "
+            f"{type(max_time).__name__}."
+        )
+    if not max_time > 0:
+        raise ValueError(
+            f"max_time must be a positive number of seconds (math.inf: never re-route by "
+            f"time); got {max_time!r}."
+        )
+    return float(max_time)
+
+
+def route_time(
+    *,
+    rank: int,
+    n: int,
+    outputs: int,
+    num_params: int,
+    batch_size: int,
+    momentum: float,
+    config: SampledConfig | None = None,
+    max_time: float | None = None,
+    growth: bool = False,
+) -> RouteTime:
+    """Estimated time of the exact momentum criteria vs the sampled route, and the choice.
+
+    Exact: :func:`~dynstab.criteria.momentum.momentum_solve_flops` (the threshold and, with
+    ``growth``, the growth factor at lr) at ``REFERENCE_FLOP_RATE``. Sampled: the products of
+    :meth:`SampledConfig.products`, each ``PRODUCT_FLOPS``·B·p flops plus
+    ``PRODUCT_OVERHEAD_S``, and with ``growth`` (a verdict) the scalable bounds' ≈ 164
+    full-data products (8·n·p flops each). ``method="auto"`` takes the sampled route when the
+    exact estimate exceeds ``max_time`` (default ``EXACT_TIME_BUDGET`` = 60 s) and the sampled
+    one is smaller. These are order-of-magnitude estimates (a factor of a few either way on
+    a loaded machine); they decide a route, they are not a promise.
+
+    Args:
+        rank: ρ = rank K of the exact problem.
+        n: Number of samples.
+        outputs: Outputs per sample C.
+        num_params: Parameters p measured.
+        batch_size: Batch size B.
+        momentum: β in [0, 1).
+        config: The sampled budget (None: the defaults).
+        max_time: Time budget of the exact route in seconds (None: ``EXACT_TIME_BUDGET``;
+            ``math.inf``: never re-route by time).
+        growth: Whether the growth factor at lr and the bounds are part of the call.
+
+    Returns:
+        :class:`RouteTime` (``.sampled`` is the decision, ``.reason`` says why).
+
+    Raises:
+        ValueError: If ``max_time`` is not positive.
+
+    Example:
+        >>> small = route_time(rank=10, n=200, outputs=1, num_params=200, batch_size=4,
+        ...                    momentum=0.9)
+        >>> big = route_time(rank=400, n=2000, outputs=1, num_params=5000, batch_size=4,
+        ...                  momentum=0.9)
+        >>> small.sampled, big.sampled
+        (False, True)
+    """
+    budget = check_max_time(max_time)
+    flops = momentum_solve_flops(rank, n, outputs, growth=growth)
+    cfg = SampledConfig() if config is None else config
+    products = cfg.products(momentum)
+    per_product = PRODUCT_FLOPS * batch_size * num_params / REFERENCE_FLOP_RATE
+    sampled = products * (per_product + PRODUCT_OVERHEAD_S)
+    if growth:
+        sampled += 164 * PRODUCT_FLOPS * n * num_params / REFERENCE_FLOP_RATE
+    return RouteTime(flops / REFERENCE_FLOP_RATE, sampled, budget, flops, products)
 
 
 @dataclass(frozen=True)
@@ -235,6 +411,7 @@ class SampledEtaStar:
         pilot_eta: The pilot's fixed-point estimate of η* (mean over replicas); the grid centre.
         evaluated: ``(η, log-growth, stderr)`` of every η evaluated, ascending.
         bracketed: Whether the root and both interval ends were bracketed by evaluated points.
+        replicas: Replicas R behind the estimate (first stage plus any second stage).
         num_products: Curvature-vector products spent up to this estimate.
         wall_time: Seconds spent by the :class:`SampledStability` up to this estimate.
         momentum: Momentum β analysed (0: plain SGD).
@@ -247,6 +424,7 @@ class SampledEtaStar:
     pilot_eta: float
     evaluated: tuple[tuple[float, float, float], ...]
     bracketed: bool
+    replicas: int = 0
     num_products: int = 0
     wall_time: float = 0.0
     momentum: float = 0.0
@@ -255,8 +433,8 @@ class SampledEtaStar:
 
 
 @dataclass(frozen=True)
-class SampledBound:
-    """One row of the sampled verdict table.
+class SampledBound(BoundRow):
+    """One row of the sampled verdict table: a ``BoundRow`` with its uncertainty and method.
 
     Attributes:
         name: Short key (``"gd"``, ``"trace"``, ``"frobenius"``, ``"sgd_sampled"``).
@@ -272,20 +450,9 @@ class SampledBound:
             ``"sampled"``, …).
     """
 
-    name: str
-    condition: str
-    kind: str
-    value: float
-    stderr: float | None
-    eta_threshold: float
-    eta_ci: tuple[float, float] | None
-    margin: float
-    method: str
-
-    @property
-    def holds(self) -> bool:
-        """Whether the condition holds at the report's lr (margin ≤ 1)."""
-        return self.margin <= 1.0
+    stderr: float | None = None
+    eta_ci: tuple[float, float] | None = None
+    method: str = ""
 
 
 @dataclass(frozen=True)
@@ -427,7 +594,8 @@ class SampledStabilityReport:
         )
         c = self.config
         lines.append(
-            f"budget: {c.replicas} replicas × {self.particles} particles, {self.num_products} "
+            f"budget: {max(self.estimate.replicas, c.replicas)} replicas (first stage "
+            f"{c.replicas}) × {self.particles} particles, {self.num_products} "
             f"products on {self.num_batches} batches ({self.engine}), {self.wall_time:.2f} s"
         )
         if self.route_reason:
@@ -565,8 +733,10 @@ class SampledStability:
         self.particles = self._resolve_particles()
         self._seed = int(torch.randint(0, 2**62, (1,), generator=gen))
         self._fdt = torch.float32 if self.problem.device.type == "mps" else torch.float64
-        self._points: dict[float, _Point] = {}
-        self._pilot: tuple[Tensor, Tensor | None, Tensor] | None = None
+        # replica blocks (first replica, size): the first stage, then any second-stage blocks
+        self._blocks: list[tuple[int, int]] = [(0, config.replicas)]
+        self._points: list[dict[float, _Point]] = [{}]  # per block: η -> evaluation
+        self._pilots: dict[int, tuple[Tensor, Tensor | None, Tensor]] = {}
         self._frozen = False
         self._eta_star: SampledEtaStar | None = None
         self._sharpness: SharpnessReport | None = None
@@ -667,9 +837,11 @@ class SampledStability:
 
     # -- the simulation ------------------------------------------------------------------------
 
-    def _samplers(self, phase: int) -> list[BatchSampler]:
-        R = self.config.replicas
-        return [self.sampling.sampler(self._generator(phase, r)) for r in range(R)]
+    def _samplers(self, phase: int, block: int) -> list[BatchSampler]:
+        start, size = self._blocks[block]
+        return [
+            self.sampling.sampler(self._generator(phase, r)) for r in range(start, start + size)
+        ]
 
     def _draw(self, samplers: list[BatchSampler], m: int) -> Tensor | None:
         """Batch indices ``(R·m, B)`` for one step, ``m`` per replica (``None`` for GD)."""
@@ -689,12 +861,12 @@ class SampledStability:
             out = out + (u * u).sum(-1, dtype=torch.float64)
         return out
 
-    def _initial_particles(self) -> tuple[Tensor, Tensor | None]:
+    def _initial_particles(self, block: int) -> tuple[Tensor, Tensor | None]:
         """Unit particles δ₀ ∝ H_I g (own batch each), u₀ = 0; shape ``(R·m, 1, p)``."""
-        R, m, p = self.config.replicas, self.particles, self.products.p
-        g = torch.randn(R * m, 1, p, generator=self._generator(1), dtype=torch.float64)
+        R, m, p = self._blocks[block][1], self.particles, self.products.p
+        g = torch.randn(R * m, 1, p, generator=self._generator(1, block), dtype=torch.float64)
         g = g.to(dtype=self.problem.dtype, device=self.problem.device)
-        Y = self._apply(self._draw(self._samplers(2), m), g)
+        Y = self._apply(self._draw(self._samplers(2, block), m), g)
         dead = self._norm2(Y, None) <= 0
         d = torch.where(dead[..., None], g, Y)
         d = d / self._norm2(d, None).sqrt()[..., None].to(d.dtype)
@@ -781,7 +953,7 @@ class SampledStability:
         a1 = g1 * (Fd * Y).sum(-1, dtype=torch.float64) + g2 * (Fu * Y).sum(-1, dtype=torch.float64)
         return self._norm2(Fd, Fu), a1, (g1 * g1 + g2 * g2) * self._norm2(Y, None)
 
-    def _pilot_run(self) -> tuple[Tensor, Tensor | None, Tensor]:
+    def _pilot_run(self, block: int = 0) -> tuple[Tensor, Tensor | None, Tensor]:
         """Pilot population (per replica) held slightly above the threshold.
 
         The particles start at δ₀ ∝ H_I g; η starts at the root of the one-step growth of that
@@ -797,14 +969,14 @@ class SampledStability:
             ``(δ, u, η_fp)``: the final cloud with equal weights, shape ``(R·m, 1, p)``, and
             the per-replica fixed-point estimates ``(R,)``.
         """
-        if self._pilot is not None:
-            return self._pilot
+        if block in self._pilots:
+            return self._pilots[block]
         cfg = self.config
-        R, m = cfg.replicas, self.particles
+        R, m = self._blocks[block][1], self.particles
         dev, fdt = self.problem.device, self._fdt
-        d, u = self._initial_particles()
-        samplers = self._samplers(3)
-        ugen = self._generator(4)
+        d, u = self._initial_particles(block)
+        samplers = self._samplers(3, block)
+        ugen = self._generator(4, block)
         logw = torch.zeros(R, 1, m, dtype=fdt, device=dev)
         eta = torch.ones(R, dtype=fdt, device=dev)
         smooth = torch.zeros(R, dtype=fdt, device=dev)
@@ -818,7 +990,7 @@ class SampledStability:
             wn = torch.softmax(logw[:, 0], dim=-1)  # (R, m)
             A = torch.stack([torch.ones(R, dtype=fdt, device=dev), *((wn * a).sum(-1)
                              for a in (a0, a1, a2))])  # fmt: skip
-            if t == 0:
+            if t == 0 and block == 0:
                 self._frozen = float(A[3].abs().max()) == 0.0  # every product vanished
                 eta = self._root(A[0], A[1], A[2], A[3], None)
             if 2 * t >= pilot_steps:
@@ -830,8 +1002,8 @@ class SampledStability:
             eta = eta * (2.0 * (target - smooth)).clamp(-0.1, 0.1).exp()
         uni = torch.rand(R, generator=ugen, dtype=torch.float64).to(dev)
         d, u, _ = self._resample(d, u, logw, uni, force=True)
-        self._pilot = (d, u, self._root(acc[0], acc[1], acc[2], acc[3], eta))
-        return self._pilot
+        self._pilots[block] = (d, u, self._root(acc[0], acc[1], acc[2], acc[3], eta))
+        return self._pilots[block]
 
     @staticmethod
     def _root(Sw: Tensor, S0: Tensor, S1: Tensor, S2: Tensor, near: Tensor | None) -> Tensor:
@@ -852,18 +1024,47 @@ class SampledStability:
         return torch.where(ok, root, torch.ones_like(root) if near is None else near)
 
     def _evaluate(self, etas: Sequence[float]) -> None:
-        """Evaluate the η not yet cached, in groups that fit the memory budget."""
-        todo = sorted({float(e) for e in etas if float(e) not in self._points})
-        if not todo:
-            return
+        """Evaluate, in every replica block, the η not yet cached, in groups within the budget."""
         cfg = self.config
         extra = 1.5 if cfg.bias_correction == "richardson" else 1.0
-        per_eta = cfg.replicas * self.particles * extra * self._bytes_per_particle()
-        L = max(1, min(len(todo), int(self._budget // max(per_eta, 1))))
-        for start in range(0, len(todo), L):
-            self._evaluate_group(todo[start : start + L])
+        for block, (_, size) in enumerate(self._blocks):
+            done = self._points[block]
+            todo = sorted({float(e) for e in etas if float(e) not in done})
+            if not todo:
+                continue
+            per_eta = size * self.particles * extra * self._bytes_per_particle()
+            L = max(1, min(len(todo), int(self._budget // max(per_eta, 1))))
+            for start in range(0, len(todo), L):
+                self._evaluate_group(block, todo[start : start + L])
 
-    def _evaluate_group(self, etas: list[float]) -> None:
+    def _point(self, eta: float) -> _Point:
+        """The evaluation at ``eta`` over all replica blocks (replicas concatenated in order)."""
+        pts = [self._points[b][eta] for b in range(len(self._blocks))]
+        small = [q.small for q in pts]
+        return _Point(
+            torch.cat([q.theta for q in pts]),
+            torch.cat([q.half1 for q in pts]),
+            torch.cat([q.half2 for q in pts]),
+            None if small[0] is None else torch.cat(cast(list[Tensor], small)),
+        )
+
+    def _add_replicas(self, total: int) -> None:
+        """Add independent replica blocks (of at most the first stage's size) up to ``total``."""
+        size0 = self._blocks[0][1]
+        have = self._blocks[-1][0] + self._blocks[-1][1]
+        while have < total:
+            size = min(size0, total - have)
+            self._blocks.append((have, size))
+            self._points.append({})
+            have += size
+        self._evaluate(sorted(self._points[0]))
+
+    @property
+    def replicas(self) -> int:
+        """Replicas R in use: the first stage's, plus any added by the second stage."""
+        return self._blocks[-1][0] + self._blocks[-1][1]
+
+    def _evaluate_group(self, block: int, etas: list[float]) -> None:
         """Evaluate θ_r(η) for every replica and η of ``etas`` with common random numbers.
 
         Every replica runs its population of m particles from the pilot's cloud and, for the
@@ -872,10 +1073,10 @@ class SampledStability:
         the two sizes). The same samplers and resampling numbers serve every η and every call.
         """
         cfg = self.config
-        R, m = cfg.replicas, self.particles
+        R, m = self._blocks[block][1], self.particles
         h = m // 2 if cfg.bias_correction == "richardson" else 0
         L = len(etas)
-        d0, u0, _ = self._pilot_run()
+        d0, u0, _ = self._pilot_run(block)
         p = d0.shape[-1]
         dev, fdt = self.problem.device, self._fdt
         eta = torch.tensor(etas, dtype=fdt, device=dev)[None, :, None]
@@ -892,8 +1093,8 @@ class SampledStability:
         ds = [start(k, d0) for k in sizes]
         us = [start(k, u0) for k in sizes]
         logws = [torch.zeros(R, L, k, dtype=fdt, device=dev) for k in sizes]
-        samplers = self._samplers(5)
-        ugen = self._generator(6)
+        samplers = self._samplers(5, block)
+        ugen = self._generator(6, block)
         burn_in = self._stretch(cfg.burn_in)
         total = burn_in + cfg.steps
         mid = burn_in + cfg.steps // 2
@@ -918,7 +1119,7 @@ class SampledStability:
         for i, e in enumerate(etas):
             big = acc[0, :, :, i]  # (2, R)
             small = acc[1, :, :, i].sum(0) / cfg.steps if h else None
-            self._points[e] = _Point(big.sum(0) / cfg.steps, big[0] / n1, big[1] / n2, small)
+            self._points[block][e] = _Point(big.sum(0) / cfg.steps, big[0] / n1, big[1] / n2, small)
 
     # -- statistics ----------------------------------------------------------------------------
 
@@ -927,14 +1128,18 @@ class SampledStability:
 
         The population bias of θ is ≈ −c/m (measured in the tests), so
         ψ_r = 2θ_r(m) − θ_r(m/2) removes it to O(1/m²); the ψ_r are independent across
-        replicas, and their sample standard deviation gives the standard error.
+        replicas. The estimate is their mean over all R replicas; the standard error is
+        s₀/√R with s₀ the sample standard deviation of the first stage's R₀ replicas
+        (Stein's two-stage procedure: R was chosen from the first stage alone, and s₀ is
+        independent of the mean of normal data, so the Student-t interval on R₀ − 1 degrees
+        of freedom keeps its level; with one stage, R = R₀ and this is the usual interval).
         """
         values = pt.theta if pt.small is None else 2.0 * pt.theta - pt.small
-        R = values.numel()
-        return float(values.mean()), float(values.std(correction=1)) / math.sqrt(R)
+        R, R0 = values.numel(), self.config.replicas
+        return float(values.mean()), float(values[:R0].std(correction=1)) / math.sqrt(R)
 
     def _quantile(self) -> float:
-        """Student-t quantile of the two-sided interval on R − 1 degrees of freedom."""
+        """Student-t quantile of the two-sided interval on R₀ − 1 degrees of freedom."""
         df = self.config.replicas - 1
         return float(special.stdtrit(df, 0.5 + 0.5 * self.config.confidence))
 
@@ -962,7 +1167,7 @@ class SampledStability:
             return GrowthEstimate(lr, 1.0, (1.0, 1.0), 0.0, 0.0, zeros, 0.0, 0.0)
         self._evaluate([lr])
         self.wall_time += time.perf_counter() - t0
-        pt = self._points[lr]
+        pt = self._point(lr)
         est, se = self._estimate(pt)
         tq = self._quantile()
         drift = pt.half2 - pt.half1
@@ -980,11 +1185,11 @@ class SampledStability:
     # -- η* ------------------------------------------------------------------------------------
 
     def _curves(self) -> tuple[list[float], list[float], list[float], list[float]]:
-        etas = sorted(self._points)
+        etas = sorted(self._points[0])
         tq = self._quantile()
         mean, upper, lower = [], [], []
         for e in etas:
-            est, se = self._estimate(self._points[e])
+            est, se = self._estimate(self._point(e))
             mean.append(est)
             upper.append(est + tq * se)
             lower.append(est - tq * se)
@@ -1017,6 +1222,23 @@ class SampledStability:
         a, b, va, vb = etas[i - 1], etas[i], vals[i - 1], vals[i]
         return a + (b - a) * (-va) / (vb - va), i
 
+    def _second_stage(self, est: float, lo: float, hi: float) -> int:
+        """Replicas R for the ``target_width`` from the first stage's interval (Stein, 1945).
+
+        The half-width of the interval scales like 1/√R at a fixed first-stage spread s₀, so
+        R = ⌈R₀·(h₀/(w·η̂*))²⌉ (h₀ the first stage's half-width, w the target), at most
+        ``max_replicas``; R₀ when the first stage already meets the target, when there is no
+        target, or when the first stage bracketed nothing.
+        """
+        cfg, R0 = self.config, self.config.replicas
+        w = cfg.target_width
+        if w is None or not (math.isfinite(lo) and math.isfinite(hi) and est > 0):
+            return R0
+        rel = 0.5 * (hi - lo) / (w * est)
+        if rel <= 1.0:
+            return R0
+        return min(cfg.max_replicas, math.ceil(R0 * rel * rel))
+
     def eta_star(self) -> SampledEtaStar:
         """Sampled η* with its confidence interval (cached after the first call).
 
@@ -1026,6 +1248,15 @@ class SampledStability:
         grid is extended by factors of 2 where needed) and refined by regula falsi with a
         bisection safeguard until each bracket is narrower than ``refine`` × the interval's
         half-width (at most ``max_rounds`` rounds).
+
+        **Adaptive budget (two stages).** The first stage runs ``replicas`` = R₀ replicas. If
+        its interval is wider than ±``target_width``·η̂*, a second stage adds independent
+        replicas up to R = ⌈R₀(h₀/(w·η̂*))²⌉ (at most ``max_replicas``), evaluated at the
+        same η with the same common random numbers per replica, and the search continues
+        with all R. The stopping rule reads the first stage only and the interval uses the
+        first stage's spread s₀ with R₀ − 1 degrees of freedom (Stein's two-stage procedure),
+        so the interval keeps its level; it is not a "stop when narrow" rule, which would
+        favour stages whose spread happened to be small.
 
         Returns:
             :class:`SampledEtaStar`. When a crossing cannot be bracketed within a factor 10³
@@ -1044,6 +1275,7 @@ class SampledStability:
         new = [pilot_eta * g for g in cfg.grid]
         limit_lo, limit_hi = pilot_eta * 1e-3, pilot_eta * 1e3
         rounds = extensions = 0
+        staged = False
         while True:
             self._evaluate(new)
             etas, mean, upper, lower = self._curves()
@@ -1059,6 +1291,12 @@ class SampledStability:
                 extensions += 1
                 continue
             new = []
+            if not staged:
+                staged = True
+                total = self._second_stage(est, lo, hi)
+                if total > self.replicas:
+                    self._add_replicas(total)
+                    continue  # the same η with every replica, then bracket and refine again
             if rounds >= cfg.max_rounds:
                 break
             half = 0.5 * (hi - lo) if math.isfinite(hi - lo) else math.inf
@@ -1072,7 +1310,7 @@ class SampledStability:
                 # (a kinked curve) would shrink the bracket from one side only
                 if not (a + 0.25 * (b - a) <= c <= b - 0.25 * (b - a)):
                     c = 0.5 * (a + b)
-                if c not in self._points and c not in new:
+                if c not in self._points[0] and c not in new:
                     new.append(c)
             if not new:
                 break
@@ -1093,6 +1331,7 @@ class SampledStability:
             eta_star=max(est, 0.0),
             ci=(max(lo, 0.0), max(hi, 0.0)),
             pilot_eta=pilot_eta,
+            replicas=self.replicas,
             evaluated=tuple((e, m_, (u_ - m_) / tq) for e, m_, u_ in zip(etas, mean, upper)),
             bracketed=bracketed,
             num_products=self.num_products,
@@ -1170,7 +1409,7 @@ class SampledStability:
         if isinstance(err, float) and math.isfinite(err) and lam > 0:
             # a Ritz value θ ≤ λ_max ≤ θ + error bound: the threshold lies in this interval
             gd_ci = (eta_gd * lam / (lam + err), eta_gd)
-        rows.append(SampledBound("gd", cond, kind, lam, None, eta_gd, gd_ci, _margin(lr, eta_gd),
+        rows.append(SampledBound("gd", cond, kind, lam, eta_gd, _margin(lr, eta_gd), None, gd_ci,
                                  lm.method))  # fmt: skip
         if not self.momentum and not s.is_full_batch:
             q = s.q
@@ -1186,8 +1425,8 @@ class SampledStability:
                 if se is not None and math.isfinite(se) and v > 0:
                     lo_v, hi_v = v + z * se, max(v - z * se, 0.0)
                     ci = (thr(lo_v), thr(hi_v) if hi_v > 0 else math.inf)
-                rows.append(SampledBound(name, cond, "necessary", v, se, eta, ci,
-                                         _margin(lr, eta), m.method))  # fmt: skip
+                rows.append(SampledBound(name, cond, "necessary", v, eta, _margin(lr, eta), se,
+                                         ci, m.method))  # fmt: skip
         return tuple(rows)
 
     def report(self, lr: float, *, bounds: bool = True) -> SampledStabilityReport:
@@ -1228,6 +1467,15 @@ class SampledStability:
             notes.append("every curvature product vanished: nothing moves, η* = inf.")
         if not est.bracketed:
             notes.append("η* was not bracketed: an interval end is 0 or inf.")
+        w = self.config.target_width
+        half = 0.5 * (est.ci[1] - est.ci[0])
+        if w is not None and est.eta_star > 0 and half > w * est.eta_star:
+            notes.append(
+                f"the η* interval (±{100 * half / est.eta_star:.3g}%) is wider than the target "
+                f"±{100 * w:g}% after {est.replicas} replicas (max_replicas = "
+                f"{self.config.max_replicas}): the budget is spent; raise max_replicas or "
+                "particles for a narrower interval."
+            )
         inside = est.ci[0] <= lr <= est.ci[1]
         if inside and g.stderr > 0 and abs(g.drift) > 3 * max(g.drift_stderr, 1e-300):
             notes.append(
@@ -1238,8 +1486,8 @@ class SampledStability:
         if self.products.engine == "loop" and self.products.note:
             notes.append(f"batch products not vectorised ({self.products.note}).")
         sgd = SampledBound(
-            "sgd_sampled", "ρ̂(η) ≤ 1 (sampled mean square)", "estimate", g.growth, None,
-            est.eta_star, est.ci, _margin(lr, est.eta_star), "sampled",
+            "sgd_sampled", "ρ̂(η) ≤ 1 (sampled mean square)", "estimate", g.growth,
+            est.eta_star, _margin(lr, est.eta_star), None, est.ci, "sampled",
         )  # fmt: skip
         rows = (*self.bounds(lr), sgd) if bounds else (sgd,)
         return SampledStabilityReport(

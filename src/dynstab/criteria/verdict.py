@@ -4,7 +4,8 @@
 residuals); :func:`stability` builds the problem from a model and its data (a pair, a list of
 batches or a ``DataLoader``) with :meth:`StabilityProblem.from_model` — along the cheaper exact
 route, within a memory budget — and calls :meth:`StabilityProblem.check`; with
-``method="sampled"`` (or ``"auto"`` when no exact route fits the budget) it runs the sampled
+``method="sampled"`` (or ``"auto"`` when no exact route fits the budget, or, with momentum,
+when the exact momentum criteria are estimated to exceed ``max_time``) it runs the sampled
 route of :mod:`dynstab.criteria.sampled` instead, at any n. All thresholds assume
 an interpolating minimum of the ½-square loss (``dynstab.losses.half_mse``, H = G = JᵀJ/n); away
 from interpolation H ≠ G and a :class:`~dynstab.errors.NotInterpolatingWarning` is emitted.
@@ -25,10 +26,15 @@ from torch import Tensor, nn
 from dynstab._checks import check_choice, check_generator, check_lr
 from dynstab._types import Data, LossFn, Params
 from dynstab.criteria.momentum import check_momentum
-from dynstab.criteria.problem import INTERPOLATION_TOL, StabilityProblem
+from dynstab.criteria.problem import INTERPOLATION_TOL, StabilityProblem, time_plan
 from dynstab.criteria.resources import format_bytes
 from dynstab.criteria.results import BoundRow, StabilityReport
-from dynstab.criteria.sampled import SampledConfig, SampledStability, SampledStabilityReport
+from dynstab.criteria.sampled import (
+    SampledConfig,
+    SampledStability,
+    SampledStabilityReport,
+    check_max_time,
+)
 from dynstab.curvature import GaussNewtonOperator, HessianOperator
 from dynstab.curvature.functional import prepare_data
 from dynstab.errors import MemoryBudgetError
@@ -130,6 +136,7 @@ def stability(
     momentum: float = 0.0,
     nesterov: bool = False,
     config: SampledConfig | None = None,
+    max_time: float | None = None,
 ) -> StabilityReport | SampledStabilityReport:
     """Verdict on GD and SGD (mean-square) linear stability of ``model`` at lr and batch size.
 
@@ -142,7 +149,10 @@ def stability(
     O(p·m), any n) and returns a :class:`~dynstab.criteria.sampled.SampledStabilityReport`;
     ``method="auto"`` (default) takes the exact route when it fits ``max_memory`` and the
     sampled route otherwise (with ``route="auto"``; an explicitly requested exact route is never
-    replaced) — the report's ``route_reason`` says which ran and why.
+    replaced), and also when, with momentum, the exact momentum criteria are estimated to take
+    longer than ``max_time`` seconds and the sampled route less
+    (:func:`~dynstab.criteria.sampled.route_time`) — the report's ``route_reason`` says which
+    ran and why.
 
     Builds a :class:`StabilityProblem` with :meth:`StabilityProblem.from_model` — the
     per-sample Jacobians (parameter route) or K = JJᵀ/n (Gram route), whichever is cheaper and
@@ -183,6 +193,9 @@ def stability(
         nesterov: PyTorch's Nesterov form (needs β > 0).
         config: Monte-Carlo budget of the sampled route
             (:class:`~dynstab.criteria.sampled.SampledConfig`; None: the defaults).
+        max_time: Time budget in seconds of the exact momentum criteria under
+            ``method="auto"`` (None: ``EXACT_TIME_BUDGET`` = 60 s of
+            :mod:`dynstab.criteria.sampled`; ``math.inf``: never re-route by time).
 
     Returns:
         :class:`StabilityReport` (exact route) or
@@ -214,6 +227,7 @@ def stability(
         )
     check_choice("method", method, STABILITY_METHODS)
     momentum = check_momentum(momentum, nesterov)
+    check_max_time(max_time)
     if config is not None and not isinstance(config, SampledConfig):
         raise TypeError(
             f"config must be a dynstab.criteria.SampledConfig; got {type(config).__name__}."
@@ -229,9 +243,18 @@ def stability(
         prob = StabilityProblem.from_model(
             model, ds, params=params, loss_fn=loss_fn, route=route, max_memory=max_memory
         )
+        s = prob.sampling(batch_size, sampling)
+        plan = None
+        if momentum and method == "auto" and route == "auto":
+            plan = time_plan(prob, s, momentum, config, max_time, growth=growth)
+            if plan.sampled:
+                return _sampled(
+                    model, loss_fn, data, lr, batch_size, sampling, params, momentum, nesterov,
+                    config, generator, plan.reason,
+                )  # fmt: skip
         report = prob.check(
             lr,
-            prob.sampling(batch_size, sampling),
+            s,
             method=solver,
             rank_one=rank_one,
             growth=growth,
@@ -252,10 +275,11 @@ def stability(
             generator, why,
         )  # fmt: skip
     if method == "auto":
+        why = f"; {plan.reason}" if plan is not None else ""
         report = dataclasses.replace(
             report,
             route_reason=f"{report.route_reason}; method='auto': an exact route fits the "
-            "memory budget, so the sampled route was not needed",
+            f"memory budget, so the sampled route was not needed{why}",
         )
     if residual_term and report.interpolating is False:
         report = dataclasses.replace(
