@@ -189,6 +189,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads per process")
+    parser.add_argument("--python", default=default_python(), help="interpreter for both trees")
     parser.add_argument(
         "--baseline", default=BASELINE, help="reference commit (default %(default)s)"
     )
