@@ -742,10 +742,9 @@ def test_wme18_toy_plot_uses_steps(tmp_path):
 # --------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_quick_profile_end_to_end(tmp_path, name):
-    """Every quick profile runs in CI and passes all its claims (one test per experiment, so
-    ``pytest -n 2`` distributes them)."""
+def run_quick_profile(tmp_path, name):
+    """Run ``name``'s quick profile serially on one thread; check that no unit failed and that
+    claims, config, report and a PNG figure were written. Returns the run's result."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -756,8 +755,16 @@ def test_quick_profile_end_to_end(tmp_path, name):
         torch.set_num_threads(threads)
     assert not res.failures
     assert res.claims
-    assert all(c.passed for c in res.claims), [c.to_dict() for c in res.claims]
     for f in ("claims.json", "config.json", "report.md"):
         assert (res.run_dir / f).exists()
     assert any(p.suffix == ".png" for p in res.figures)
+    return res
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_quick_profile_end_to_end(tmp_path, name):
+    """Every quick profile runs in CI and passes all its claims (one test per experiment, so
+    ``pytest -n 2`` distributes them)."""
+    res = run_quick_profile(tmp_path, name)
+    assert all(c.passed for c in res.claims), [c.to_dict() for c in res.claims]
     assert any(p.suffix == ".pdf" for p in res.figures)

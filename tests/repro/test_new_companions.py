@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
+from test_companions import run_quick_profile
 
 from dynstab.criteria import alignment_factor
 from dynstab.function_space import knot_on_data_point
-from dynstab_repro import registry, run_experiment
+from dynstab_repro import registry
 from dynstab_repro.base import ClaimStatus
 from dynstab_repro.companions import GROUPS
 from dynstab_repro.companions.eos_lr_drop import LRDropConfig, analyze_lr_drop, lr_drop_metrics
@@ -318,21 +319,9 @@ def test_analyze_linear_alignment_pass_and_fail():
 @pytest.mark.parametrize("name", NEW)
 def test_quick_profile_end_to_end(tmp_path, name):
     """The quick profile runs; every claim has a status, the paper's statement and a source."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        res = run_experiment(
-            name, out_dir=tmp_path, profile="quick", executor="serial", progress=False
-        )
-    finally:
-        torch.set_num_threads(threads)
-    assert not res.failures
-    assert res.claims
+    res = run_quick_profile(tmp_path, name)
     for c in res.claims:
         assert ClaimStatus(str(c.status)) != ClaimStatus.FAILED, c.to_dict()
         for field in (c.paper, c.source, c.criterion, c.measured):
             assert field, c.to_dict()
-    for f in ("claims.json", "config.json", "report.md"):
-        assert (res.run_dir / f).exists()
-    assert any(p.suffix == ".png" for p in res.figures)
     assert any(p.suffix == ".pdf" for p in res.figures)
