@@ -18,7 +18,7 @@ from dynstab.curvature.dense import (
 from dynstab.curvature.functional import flatten_params, unflatten_like
 from dynstab.curvature.gauss_newton import GaussNewtonOperator
 from dynstab.curvature.hessian import CurvatureOperator, HessianOperator
-from dynstab.curvature.jacobian import gram_matrix, per_sample_jacobian
+from dynstab.curvature.jacobian import JacobianOptions, gram_matrix, per_sample_jacobian
 from dynstab.curvature.params import ParameterSelection, select_parameters
 from dynstab.curvature.preconditioned import (
     PreconditionedOperator,
@@ -27,7 +27,7 @@ from dynstab.curvature.preconditioned import (
     optimizer_preconditioner,
     preconditioned_sharpness,
 )
-from dynstab.curvature.problem import CurvatureProblem, Progress
+from dynstab.curvature.problem import CurvatureProblem, DataOptions, Progress
 
 __all__ = [
     "BatchCurvature",
@@ -35,9 +35,11 @@ __all__ = [
     "CurvatureOperator",
     # set-up
     "CurvatureProblem",
+    "DataOptions",
     "GaussNewtonOperator",
     "HessianOperator",
     "IndexedData",
+    "JacobianOptions",
     "ParameterSelection",
     "PreconditionedOperator",
     "PreconditionedSharpness",

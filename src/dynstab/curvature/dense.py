@@ -12,13 +12,15 @@ Memory is ``O(p²)``; intended for ``p`` up to a few thousand.
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import Tensor, nn
 
-from dynstab._types import Data, ForwardFn, LossFn, ParamSpec, UnpackFn
+from dynstab._types import Data, LossFn, ParamSpec
 from dynstab.curvature.hessian import HessianOperator
 from dynstab.curvature.jacobian import batch_jacobian, per_sample_jacobian
-from dynstab.curvature.problem import CurvatureProblem
+from dynstab.curvature.problem import CurvatureProblem, DataOptions
 
 __all__ = ["dense_gauss_newton", "dense_hessian", "dense_jacobian", "dense_output_hessian"]
 
@@ -30,10 +32,7 @@ def dense_hessian(
     params: ParamSpec = None,
     *,
     chunk_size: int = 64,
-    allow_stochastic: bool = False,
-    device: torch.device | str | None = None,
-    unpack: UnpackFn | None = None,
-    forward: ForwardFn | None = None,
+    **options: Unpack[DataOptions],
 ) -> Tensor:
     """Dense loss Hessian ``H = ∇²_θ L`` from ``p`` Hessian-vector products.
 
@@ -44,10 +43,8 @@ def dense_hessian(
         params: Parameter selection (default: the parameters with ``requires_grad=True``;
             see :mod:`dynstab.curvature.params`).
         chunk_size: Identity columns per block product. Default: ``64``.
-        allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
-        device: Device of the computation (default: the parameters').
-        unpack: ``unpack(batch) -> (inputs, targets)`` for custom batch layouts.
-        forward: ``forward(model, inputs) -> outputs`` for custom model calls.
+        **options: How the data are read and the model called
+            (:class:`~dynstab.curvature.DataOptions`).
 
     Returns:
         Tensor ``(p, p)`` in the parameters' dtype (symmetric up to rounding).
@@ -59,9 +56,7 @@ def dense_hessian(
         >>> dense_hessian(model, half_mse, (X, torch.zeros(2, dtype=torch.float64))).item()
         5.0
     """
-    H = HessianOperator(model, loss_fn, data, params, allow_stochastic=allow_stochastic,
-                        device=device, unpack=unpack, forward=forward)  # fmt: skip
-    return H.to_dense(chunk_size=chunk_size)
+    return HessianOperator(model, loss_fn, data, params, **options).to_dense(chunk_size=chunk_size)
 
 
 def dense_output_hessian(loss_fn: LossFn, outputs: Tensor, targets: Tensor) -> Tensor:
@@ -98,11 +93,7 @@ def dense_jacobian(
     model: nn.Module,
     inputs: Tensor | Data | object,
     params: ParamSpec = None,
-    *,
-    allow_stochastic: bool = False,
-    device: torch.device | str | None = None,
-    unpack: UnpackFn | None = None,
-    forward: ForwardFn | None = None,
+    **options: Unpack[DataOptions],
 ) -> Tensor:
     """Stacked per-sample Jacobian ``J`` of shape ``(n*C, p)``, row ``i*C + c``.
 
@@ -114,8 +105,7 @@ def dense_jacobian(
         >>> torch.equal(dense_jacobian(model, X), X)  # linear model: J = X
         True
     """
-    J = per_sample_jacobian(model, inputs, params, allow_stochastic=allow_stochastic,
-                            device=device, unpack=unpack, forward=forward)  # fmt: skip
+    J = per_sample_jacobian(model, inputs, params, **options)
     return J.reshape(-1, J.shape[-1])
 
 
@@ -124,11 +114,7 @@ def dense_gauss_newton(
     loss_fn: LossFn,
     data: Data,
     params: ParamSpec = None,
-    *,
-    allow_stochastic: bool = False,
-    device: torch.device | str | None = None,
-    unpack: UnpackFn | None = None,
-    forward: ForwardFn | None = None,
+    **options: Unpack[DataOptions],
 ) -> Tensor:
     """Dense generalised Gauss–Newton matrix ``G = Σ_b (n_b/n) J_bᵀ M_b J_b``.
 
@@ -141,10 +127,8 @@ def dense_gauss_newton(
         loss_fn: Batch-mean loss, twice differentiable in the outputs.
         data: One batch or an iterable of batches (weighted ``n_b/n``, streamed).
         params: Parameter selection (default: the parameters with ``requires_grad=True``).
-        allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
-        device: Device of the computation (default: the parameters').
-        unpack: ``unpack(batch) -> (inputs, targets)`` for custom batch layouts.
-        forward: ``forward(model, inputs) -> outputs`` for custom model calls.
+        **options: How the data are read and the model called
+            (:class:`~dynstab.curvature.DataOptions`).
 
     Returns:
         Symmetric tensor ``(p, p)`` in the parameters' dtype.
@@ -159,9 +143,7 @@ def dense_gauss_newton(
         >>> dense_gauss_newton(model, cross_entropy, (X, torch.tensor([0]))).tolist()
         [[0.25, -0.25], [-0.25, 0.25]]
     """
-    problem = CurvatureProblem(model, loss_fn, data, params, allow_stochastic=allow_stochastic,
-                               device=device, unpack=unpack, forward=forward,
-                               who="dense_gauss_newton")  # fmt: skip
+    problem = CurvatureProblem(model, loss_fn, data, params, who="dense_gauss_newton", **options)
     problem.scan()
     names = list(problem.selection.names)
     p = problem.selection.numel

@@ -18,19 +18,41 @@ groups ``g`` of parameter tensors, one pass over the data per group.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Unpack, cast
 
 import torch
 from torch import Tensor, nn
 from torch.func import jacrev, vmap
 
 from dynstab._checks import check_int
-from dynstab._types import Data, ForwardFn, Inputs, Params, ParamSpec, UnpackFn
+from dynstab._types import Data, Inputs, Params, ParamSpec
 from dynstab.curvature.data import input_tensors, map_inputs
 from dynstab.curvature.functional import describe_inputs
 from dynstab.curvature.params import ParameterSelection
-from dynstab.curvature.problem import CurvatureProblem, Progress, ProgressFn
+from dynstab.curvature.problem import (
+    CurvatureProblem,
+    DataOptions,
+    Progress,
+    ProgressFn,
+    check_options,
+)
 
-__all__ = ["gram_matrix", "per_sample_jacobian"]
+__all__ = ["JacobianOptions", "gram_matrix", "per_sample_jacobian"]
+
+
+class JacobianOptions(DataOptions, total=False):
+    """Keywords of :func:`per_sample_jacobian` and :func:`gram_matrix`: DataOptions and two more.
+
+    Attributes:
+        chunk_size: Samples per ``vmap`` chunk (memory control), >= 1; ``None`` (default) = a
+            batch at once.
+        callback: Receives a :class:`~dynstab.curvature.Progress` record per batch (and, in
+            :func:`gram_matrix`, per group of parameter tensors). Default: ``None``.
+    """
+
+    chunk_size: int | None
+    callback: ProgressFn | None
+
 
 #: Largest number of Jacobian entries :func:`gram_matrix` holds at once (see the module doc).
 MAX_JACOBIAN_ENTRIES = 2**25
@@ -41,14 +63,13 @@ def jacobian_problem(
     inputs: Tensor | Data | object,
     params: ParamSpec,
     *,
-    chunk_size: int | None,
-    allow_stochastic: bool,
-    device: torch.device | str | None,
-    unpack: Callable[[object], tuple[Inputs, Tensor | None]] | None,
-    forward: ForwardFn | None,
     who: str,
+    **options: Unpack[JacobianOptions],
 ) -> CurvatureProblem:
     """Validate the shared arguments of the Jacobian routines; return a scanned problem."""
+    check_options(who, options, JacobianOptions)
+    chunk_size = options.pop("chunk_size", None)
+    options.pop("callback", None)
     if isinstance(inputs, Tensor) and (inputs.ndim == 0 or inputs.shape[0] == 0):
         raise ValueError(
             f"inputs must have a non-empty leading sample axis; got shape {tuple(inputs.shape)}."
@@ -64,10 +85,8 @@ def jacobian_problem(
                     "not defined. Call model.eval() first (allow_stochastic does not apply here)."
                 )
     try:
-        problem = CurvatureProblem(
-            model, None, inputs, params, allow_stochastic=allow_stochastic, device=device,
-            unpack=unpack, forward=forward, who=who,
-        )  # fmt: skip
+        data_options = cast(DataOptions, options)  # chunk_size and callback popped above
+        problem = CurvatureProblem(model, None, inputs, params, who=who, **data_options)
         problem.scan()
     except ValueError as exc:
         if str(exc).startswith("model(inputs) failed"):
@@ -213,13 +232,7 @@ def per_sample_jacobian(
     model: nn.Module,
     inputs: Tensor | Data | object,
     params: ParamSpec = None,
-    *,
-    chunk_size: int | None = None,
-    allow_stochastic: bool = False,
-    device: torch.device | str | None = None,
-    unpack: UnpackFn | None = None,
-    forward: ForwardFn | None = None,
-    callback: ProgressFn | None = None,
+    **options: Unpack[JacobianOptions],
 ) -> Tensor:
     """Per-sample output Jacobians ``J_i = ∂f(x_i)/∂θ``.
 
@@ -229,12 +242,9 @@ def per_sample_jacobian(
             ``DataLoader``; targets are ignored), streamed batch by batch.
         params: Parameter selection (default: the parameters with ``requires_grad=True``;
             see :mod:`dynstab.curvature.params`).
-        chunk_size: Samples per ``vmap`` chunk (memory control); ``None`` = a batch at once.
-        allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
-        device: Device of the computation (default: the parameters'); batches are moved there.
-        unpack: ``unpack(batch) -> (inputs, targets)`` for custom batch layouts.
-        forward: ``forward(model, inputs) -> outputs`` for custom model calls.
-        callback: Receives a :class:`~dynstab.curvature.Progress` record per batch.
+        **options: ``chunk_size`` (samples per ``vmap`` chunk), ``callback`` (a
+            :class:`~dynstab.curvature.Progress` record per batch) and the
+            :class:`~dynstab.curvature.DataOptions` (:class:`JacobianOptions`).
 
     Returns:
         Tensor of shape ``(n, C, p)`` (selected parameters flattened in ``named_parameters``
@@ -251,11 +261,13 @@ def per_sample_jacobian(
         >>> J.shape, torch.allclose(J[1, 0, :3], X[1])  # ∂f_0/∂W[0] = x
         (torch.Size([4, 2, 6]), True)
     """
-    problem = jacobian_problem(model, inputs, params, chunk_size=chunk_size,
-                               allow_stochastic=allow_stochastic, device=device, unpack=unpack,
-                               forward=forward, who="per_sample_jacobian")  # fmt: skip
-    J = problem_jacobian(problem, chunk_size=chunk_size, callback=callback,
-                         total=problem.data.num_batches)  # fmt: skip
+    problem = jacobian_problem(model, inputs, params, who="per_sample_jacobian", **options)
+    J = problem_jacobian(
+        problem,
+        chunk_size=options.get("chunk_size"),
+        callback=options.get("callback"),
+        total=problem.data.num_batches,
+    )
     return J.reshape(problem.n, problem.outputs_per_sample, -1)
 
 
@@ -263,13 +275,7 @@ def gram_matrix(
     model: nn.Module,
     inputs: Tensor | Data | object,
     params: ParamSpec = None,
-    *,
-    chunk_size: int | None = None,
-    allow_stochastic: bool = False,
-    device: torch.device | str | None = None,
-    unpack: UnpackFn | None = None,
-    forward: ForwardFn | None = None,
-    callback: ProgressFn | None = None,
+    **options: Unpack[JacobianOptions],
 ) -> Tensor:
     """Normalised Gram matrix ``K = J Jᵀ / n`` of the per-sample output Jacobians.
 
@@ -282,12 +288,8 @@ def gram_matrix(
         inputs: Inputs ``(n, …)``, or data: one batch or an iterable of batches (targets are
             ignored), streamed.
         params: Parameter selection (default: the parameters with ``requires_grad=True``).
-        chunk_size: Samples per ``vmap`` chunk; ``None`` = a batch at once.
-        allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
-        device: Device of the computation (default: the parameters'); batches are moved there.
-        unpack: ``unpack(batch) -> (inputs, targets)`` for custom batch layouts.
-        forward: ``forward(model, inputs) -> outputs`` for custom model calls.
-        callback: Receives a :class:`~dynstab.curvature.Progress` record per batch and group.
+        **options: As for :func:`per_sample_jacobian` (:class:`JacobianOptions`); ``callback``
+            receives a record per batch and group of parameter tensors.
 
     Returns:
         Symmetric PSD tensor of shape ``(n*C, n*C)`` in the parameters' dtype.
@@ -307,7 +309,7 @@ def gram_matrix(
         NTK); Wu & Su (2023), ICML, and Mulayoff & Michaeli (2024), COLT (K carries the exact
         SGD stability threshold at an interpolating minimum).
     """
-    problem = jacobian_problem(model, inputs, params, chunk_size=chunk_size,
-                               allow_stochastic=allow_stochastic, device=device, unpack=unpack,
-                               forward=forward, who="gram_matrix")  # fmt: skip
-    return problem_gram(problem, chunk_size=chunk_size, callback=callback)
+    problem = jacobian_problem(model, inputs, params, who="gram_matrix", **options)
+    return problem_gram(
+        problem, chunk_size=options.get("chunk_size"), callback=options.get("callback")
+    )

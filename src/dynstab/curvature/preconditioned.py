@@ -54,16 +54,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from torch import Tensor, nn
 
 from dynstab._checks import check_choice, check_generator
-from dynstab._types import Data, ForwardFn, LossFn, UnpackFn
+from dynstab._types import Data, LossFn
 from dynstab.curvature.gauss_newton import GaussNewtonOperator
 from dynstab.curvature.hessian import CurvatureOperator, HessianOperator
 from dynstab.curvature.params import ParameterSelection
-from dynstab.curvature.problem import CurvatureProblem
+from dynstab.curvature.problem import CurvatureProblem, DataOptions, check_options
 from dynstab.linalg.krylov import EigenResult, LanczosConfig
 from dynstab.linalg.lanczos import lanczos_top_eigenpairs
 from dynstab.linalg.operator import LinearOperator
@@ -425,10 +426,7 @@ def preconditioned_sharpness(
     config: LanczosConfig | None = None,
     v0: Tensor | None = None,
     generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    unpack: UnpackFn | None = None,
-    forward: ForwardFn | None = None,
-    allow_stochastic: bool = False,
+    **options: Unpack[DataOptions],
 ) -> PreconditionedSharpness:
     """Preconditioned sharpness λ_max(P⁻¹(H + W)) of an adaptive optimizer, with certificate.
 
@@ -448,10 +446,9 @@ def preconditioned_sharpness(
             (relative tolerance 1e-6, 100 products).
         v0: Warm start: the previous call's top eigenvector ``(p,)`` (``eigen.vectors[:, 0]``).
         generator: CPU generator of the random start and certification vectors.
-        device: Device of the computation (default: the parameters').
-        unpack: Custom batch unpacking.
-        forward: Custom model call.
-        allow_stochastic: Accept train-mode BatchNorm / Dropout.
+        **options: How the data are read and the model called
+            (:class:`~dynstab.curvature.DataOptions`: ``device``, ``unpack``, ``forward``,
+            ``allow_stochastic``).
 
     Returns:
         :class:`PreconditionedSharpness`. Emits
@@ -475,6 +472,7 @@ def preconditioned_sharpness(
     References:
         Cohen et al. (2022), "Adaptive gradient methods at the edge of stability", arXiv:2207.14484.
     """
+    check_options("preconditioned_sharpness", options)
     check_choice("curvature", curvature, ("hessian", "gauss_newton"))
     check_generator("generator", generator)
     if config is not None and not isinstance(config, LanczosConfig):
@@ -484,10 +482,10 @@ def preconditioned_sharpness(
         if isinstance(optimizer, Preconditioner)
         else optimizer_preconditioner(model, optimizer)
     )
+    names = list(pre.selection.names)
     problem = CurvatureProblem(
-        model, loss_fn, data, list(pre.selection.names), allow_stochastic=allow_stochastic,
-        device=device, unpack=unpack, forward=forward, who="preconditioned_sharpness",
-    )  # fmt: skip
+        model, loss_fn, data, names, who="preconditioned_sharpness", **options
+    )
     cls: type[CurvatureOperator] = (
         HessianOperator if curvature == "hessian" else GaussNewtonOperator
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +41,7 @@ from dynstab.curvature.functional import (
 from dynstab.curvature.params import ParameterSelection, select_parameters
 from dynstab.errors import DeviceError
 
-__all__ = ["CurvatureProblem", "Progress", "ProgressFn"]
+__all__ = ["CurvatureProblem", "DataOptions", "Progress", "ProgressFn", "check_options"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,59 @@ class _ForwardHook(nn.Module):
         return self.fn(self.model, inputs)
 
 
+class DataOptions(TypedDict, total=False):
+    """How the data are read and the model is called: the keywords every curvature routine shares.
+
+    :class:`CurvatureProblem` and the one-call curvature functions
+    (:func:`~dynstab.curvature.dense_hessian`, :func:`~dynstab.curvature.dense_gauss_newton`,
+    :func:`~dynstab.curvature.dense_jacobian`, :func:`~dynstab.curvature.per_sample_jacobian`,
+    :func:`~dynstab.curvature.gram_matrix`, :func:`~dynstab.curvature.preconditioned_sharpness`)
+    take these as keywords, documented and checked here once; an unknown keyword is a TypeError
+    naming the valid ones.
+
+    Attributes:
+        allow_stochastic: Accept train-mode BatchNorm / active Dropout (every pass sees the same
+            dropout masks; BatchNorm running statistics are updated on private copies only).
+            Default: ``False``.
+        device: Device of the computation; ``None`` (default) means that of the selected
+            parameters. Batches are moved there; the model itself is never moved.
+        unpack: ``unpack(batch) -> (inputs, targets)`` for batch layouts other than tuples and
+            dicts with a ``"y"``/``"labels"`` entry. Default: ``None``.
+        forward: ``forward(model, inputs) -> outputs`` for models not called as
+            ``model(inputs)``. Default: ``None``.
+
+    Example:
+        >>> from dynstab.curvature import dense_jacobian
+        >>> opts: DataOptions = {"forward": lambda m, x: 2 * m(x)}
+        >>> dense_jacobian(torch.nn.Linear(1, 1, bias=False), torch.ones(2, 1), **opts).tolist()
+        [[2.0], [2.0]]
+    """
+
+    allow_stochastic: bool
+    device: torch.device | str | None
+    unpack: UnpackFn | None
+    forward: ForwardFn | None
+
+
+def check_options(who: str, options: Mapping[str, object], *extra: type) -> None:
+    """Refuse keywords that are not fields of :class:`DataOptions` or of the ``extra`` TypedDicts.
+
+    Args:
+        who: The routine called, for the message.
+        options: The keywords received.
+        *extra: Further TypedDict classes whose keys are accepted.
+
+    Raises:
+        TypeError: On an unknown keyword (the message lists the valid ones).
+    """
+    valid = set(DataOptions.__annotations__).union(*(t.__annotations__ for t in extra))
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise TypeError(
+            f"{who}() got unexpected keyword argument(s) {unknown}; valid options: {sorted(valid)}."
+        )
+
+
 def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
@@ -98,13 +152,9 @@ class CurvatureProblem:
         data: One batch or a re-iterable of batches (see :mod:`dynstab.curvature.data`).
         params: Parameter selection (see :mod:`dynstab.curvature.params`); ``None`` means the
             parameters with ``requires_grad=True``.
-        allow_stochastic: Accept train-mode BatchNorm / active Dropout. Default: ``False``.
-        device: Device of the computation; ``None`` (default) means that of the selected
-            parameters. Batches are moved there. The model itself is never moved.
-        unpack: ``unpack(batch) -> (inputs, targets)`` for custom batch layouts.
-        forward: ``forward(model, inputs) -> outputs`` for models not called as
-            ``model(inputs)``.
         who: Name used in error messages.
+        **options: How the data are read and the model called (:class:`DataOptions`:
+            ``allow_stochastic``, ``device``, ``unpack``, ``forward``).
 
     Raises:
         TypeError: If ``model``, ``loss_fn``, ``unpack``, ``forward``, ``params`` or ``data``
@@ -129,12 +179,12 @@ class CurvatureProblem:
         data: Data | Dataset | object,
         params: ParamSpec = None,
         *,
-        allow_stochastic: bool = False,
-        device: torch.device | str | None = None,
-        unpack: UnpackFn | None = None,
-        forward: ForwardFn | None = None,
         who: str = "CurvatureProblem",
+        **options: Unpack[DataOptions],
     ) -> None:
+        check_options(who, options)
+        allow_stochastic = bool(options.get("allow_stochastic", False))
+        device, forward = options.get("device"), options.get("forward")
         if not isinstance(model, nn.Module):
             raise TypeError(f"{who}: model must be a torch.nn.Module; got {type(model).__name__}.")
         if loss_fn is not None and not callable(loss_fn):
@@ -161,7 +211,7 @@ class CurvatureProblem:
                 )
         self.model = model
         self.loss_fn = loss_fn
-        self.allow_stochastic = bool(allow_stochastic)
+        self.allow_stochastic = allow_stochastic
         self.device: torch.device = first.device
         self.dtype: torch.dtype = first.dtype
         #: Selected parameter values (detached views, not copies) at which to evaluate.
@@ -173,7 +223,10 @@ class CurvatureProblem:
         self._prefix = "" if forward is None else "model."
         self._fixed = {self._prefix + n: t for n, t in fixed.items()}
         self.data: Dataset = prepare_data(
-            data, unpack=unpack, device=self.device, require_targets=loss_fn is not None
+            data,
+            unpack=options.get("unpack"),
+            device=self.device,
+            require_targets=loss_fn is not None,
         )
         self._cuda = self.device.type == "cuda"
         self._rng_cpu = torch.get_rng_state()
