@@ -10,6 +10,7 @@ import torch
 
 from dynstab.data import (
     Dataset,
+    ImageOptions,
     ReLUTeacher,
     SparseLinearTeacher,
     cube_inputs,
@@ -348,6 +349,18 @@ def test_load_mnist_from_generated_idx(tmp_path, gz):
     assert flat.y.shape == (6, 10)
     assert flat.n_test == 3
     assert float(flat.X.mean(0).abs().max()) < 1e-12
+
+
+def test_loaders_share_image_options(tmp_path):
+    """Both loaders take the same ImageOptions; a typo is refused before any file is read."""
+    _write_cifar(tmp_path / "c", np.random.default_rng(6))
+    opts: ImageOptions = {"n_train": 4, "n_test": 1, "one_hot": False, "dtype": torch.float32}
+    ds = load_cifar10(tmp_path / "c", **opts)
+    assert (ds.n, ds.n_test, ds.X.dtype, ds.y.shape) == (4, 1, torch.float32, (4,))
+    assert ds.labels.dtype == torch.int64
+    for loader in (load_cifar10, load_mnist):
+        with pytest.raises(TypeError, match=r"unexpected keyword.*'n_trian'.*'n_train'"):
+            loader(tmp_path / "missing", n_trian=4)
 
 
 def test_read_idx_errors(tmp_path):

@@ -5,7 +5,7 @@ nothing is written to disk. Data sets are frozen :class:`Dataset` objects; float
 """
 
 from dynstab.data.dataset import Dataset, one_hot, standardize, subset
-from dynstab.data.files import load_cifar10, load_mnist, read_idx
+from dynstab.data.files import ImageOptions, load_cifar10, load_mnist, read_idx
 from dynstab.data.offline import digits_dataset, mnist1d_dataset
 from dynstab.data.synthetic import (
     INPUT_DISTRIBUTIONS,
@@ -21,6 +21,7 @@ from dynstab.data.teachers import ReLUTeacher, SparseLinearTeacher
 __all__ = [
     "INPUT_DISTRIBUTIONS",
     "Dataset",
+    "ImageOptions",
     "ReLUTeacher",
     "SparseLinearTeacher",
     "cube_inputs",

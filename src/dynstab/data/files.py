@@ -20,7 +20,7 @@ import gzip
 import io
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from torch import Tensor
 from dynstab._checks import check_int
 from dynstab.data.dataset import Dataset, _classification_dataset
 
-__all__ = ["load_cifar10", "load_mnist", "read_idx"]
+__all__ = ["ImageOptions", "load_cifar10", "load_mnist", "read_idx"]
 
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_TEST = "test_batch"
@@ -58,24 +58,60 @@ class _ArrayUnpickler(pickle.Unpickler):
         )
 
 
+class ImageOptions(TypedDict, total=False):
+    """How image files become a :class:`Dataset`: the keywords of every loader of this module.
+
+    :func:`load_cifar10` and :func:`load_mnist` read their own file formats and then share
+    these options, documented and checked here once (an unknown keyword is a TypeError).
+
+    Attributes:
+        n_train: Keep the first ``n_train`` training images, >= 1; ``None`` (default): all.
+        n_test: Keep the first ``n_test`` test images, >= 0; ``None`` (default): all.
+        one_hot: One-hot ``(n, 10)`` 0/1 targets (default ``True``) or float class indices
+            ``(n,)``.
+        standardize_inputs: Per-feature centring and scaling with the statistics of the kept
+            training images (Cohen et al. 2021); always-zero pixels are only centred.
+            Default: ``True``.
+        flatten: Inputs ``(n, C·H·W)`` instead of NCHW ``(n, C, H, W)``. Default: ``False``.
+        dtype: dtype of inputs and targets. Default: ``torch.float64``.
+
+    Example:
+        >>> opts: ImageOptions = {"n_train": 5000, "flatten": True}  # cifar10-5k, flattened
+        >>> sorted(opts)
+        ['flatten', 'n_train']
+    """
+
+    n_train: int | None
+    n_test: int | None
+    one_hot: bool
+    standardize_inputs: bool
+    flatten: bool
+    dtype: torch.dtype
+
+
+def _check_options(who: str, options: dict[str, object]) -> None:
+    unknown = sorted(set(options) - set(ImageOptions.__annotations__))
+    if unknown:
+        raise TypeError(
+            f"{who}() got unexpected keyword argument(s) {unknown}; valid options: "
+            f"{sorted(ImageOptions.__annotations__)}."
+        )
+
+
 def _finish(
     x: Tensor,
     y: Tensor,
     x_test: Tensor,
     y_test: Tensor,
     *,
-    n_train: int | None,
-    n_test: int | None,
-    one_hot_targets: bool,
-    standardize_inputs: bool,
-    flatten: bool,
-    dtype: torch.dtype,
     meta: dict[str, Any],
+    **options: Unpack[ImageOptions],
 ) -> Dataset:
     """Subset, scale pixels to [0, 1], standardize, flatten; 10-class targets (shared loader tail).
 
     Standardization is per pixel, so flattening before or after it gives the same numbers.
     """
+    n_train, n_test = options.get("n_train"), options.get("n_test")
     if n_train is not None:
         check_int("n_train", n_train, minimum=1, maximum=x.shape[0])
         x, y = x[:n_train], y[:n_train]
@@ -84,17 +120,17 @@ def _finish(
         x_test, y_test = x_test[:n_test], y_test[:n_test]
     x = x.to(torch.float64) / 255.0
     x_test = x_test.to(torch.float64) / 255.0
-    if flatten:  # standardization is per pixel: the same numbers in either layout
+    if options.get("flatten", False):  # standardization is per pixel: same numbers either way
         x, x_test = x.reshape(x.shape[0], -1), x_test.reshape(x_test.shape[0], -1)
     return _classification_dataset(
         x,
         y,
         x_test,
         y_test,
-        one_hot_targets=one_hot_targets,
-        dtype=dtype,
+        one_hot_targets=options.get("one_hot", True),
+        dtype=options.get("dtype", torch.float64),
         meta=meta,
-        standardize_inputs=standardize_inputs,
+        standardize_inputs=options.get("standardize_inputs", True),
     )
 
 
@@ -127,35 +163,24 @@ def _read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
     return x, torch.as_tensor(np.asarray(labels, dtype=np.int64))
 
 
-def load_cifar10(
-    root: str | Path,
-    *,
-    n_train: int | None = None,
-    n_test: int | None = None,
-    one_hot: bool = True,
-    standardize_inputs: bool = True,
-    flatten: bool = False,
-    dtype: torch.dtype = torch.float64,
-) -> Dataset:
+def load_cifar10(root: str | Path, **options: Unpack[ImageOptions]) -> Dataset:
     """Load CIFAR-10 from the python-pickle batches in ``root``.
 
     Args:
         root: Folder with ``data_batch_1`` … ``data_batch_5`` and ``test_batch``, or its parent
             holding ``cifar-10-batches-py/``.
-        n_train: Keep the first ``n_train`` training images (None: all 50 000).
-        n_test: Keep the first ``n_test`` test images (None: all 10 000).
-        one_hot: One-hot ``(n, 10)`` targets (True) or float class indices ``(n,)``.
-        standardize_inputs: Per-feature standardization with training statistics.
-        flatten: Inputs ``(n, 3072)`` instead of NCHW ``(n, 3, 32, 32)``.
-        dtype: dtype of inputs and targets.
+        **options: ``n_train``, ``n_test``, ``one_hot``, ``standardize_inputs``, ``flatten``,
+            ``dtype`` (:class:`ImageOptions`).
 
     Returns:
-        A :class:`Dataset` with ``labels``/``labels_test`` (int64) set.
+        A :class:`Dataset` of 50 000 training and 10 000 test images ``(3, 32, 32)`` (or
+        ``(3072,)`` flattened) with ``labels``/``labels_test`` (int64) set.
 
     Raises:
         FileNotFoundError: If the batches are missing.
         ValueError: If a batch is malformed or a size is out of range.
     """
+    _check_options("load_cifar10", dict(options))
     folder = _find_dir(Path(root), _CIFAR_TEST, "cifar-10-batches-py")
     xs, ys = [], []
     for name in _CIFAR_TRAIN:
@@ -170,13 +195,8 @@ def load_cifar10(
         torch.cat(ys),
         x_test,
         y_test,
-        n_train=n_train,
-        n_test=n_test,
-        one_hot_targets=one_hot,
-        standardize_inputs=standardize_inputs,
-        flatten=flatten,
-        dtype=dtype,
         meta={"source": "cifar10", "root": str(folder)},
+        **options,
     )
 
 
@@ -233,35 +253,23 @@ def _idx_file(folder: Path, stem: str) -> Path:
     raise FileNotFoundError(f"missing MNIST file {stem!r} (or .gz) in {str(folder)!r}.")
 
 
-def load_mnist(
-    root: str | Path,
-    *,
-    n_train: int | None = None,
-    n_test: int | None = None,
-    one_hot: bool = True,
-    standardize_inputs: bool = True,
-    flatten: bool = False,
-    dtype: torch.dtype = torch.float64,
-) -> Dataset:
+def load_mnist(root: str | Path, **options: Unpack[ImageOptions]) -> Dataset:
     """Load MNIST from the four IDX files in ``root`` (raw or ``.gz``).
 
     Args:
         root: Folder with the IDX files, or its parent holding ``MNIST/raw/``.
-        n_train: Keep the first ``n_train`` training images (None: all).
-        n_test: Keep the first ``n_test`` test images (None: all).
-        one_hot: One-hot ``(n, 10)`` targets (True) or float class indices ``(n,)``.
-        standardize_inputs: Per-feature standardization with training statistics
-            (always-zero pixels are only centred).
-        flatten: Inputs ``(n, 784)`` instead of ``(n, 1, 28, 28)``.
-        dtype: dtype of inputs and targets.
+        **options: ``n_train``, ``n_test``, ``one_hot``, ``standardize_inputs``, ``flatten``,
+            ``dtype`` (:class:`ImageOptions`).
 
     Returns:
-        A :class:`Dataset` with ``labels``/``labels_test`` (int64) set.
+        A :class:`Dataset` of the files' training and test images ``(1, 28, 28)`` (or
+        ``(784,)`` flattened) with ``labels``/``labels_test`` (int64) set.
 
     Raises:
         FileNotFoundError: If a file is missing.
         ValueError: If a file is malformed or images and labels disagree.
     """
+    _check_options("load_mnist", dict(options))
     folder = _find_dir(Path(root), "train-images-idx3-ubyte", "MNIST/raw")
     parts = []
     for prefix in ("train", "t10k"):
@@ -280,11 +288,6 @@ def load_mnist(
         y,
         x_test,
         y_test,
-        n_train=n_train,
-        n_test=n_test,
-        one_hot_targets=one_hot,
-        standardize_inputs=standardize_inputs,
-        flatten=flatten,
-        dtype=dtype,
         meta={"source": "mnist", "root": str(folder)},
+        **options,
     )
