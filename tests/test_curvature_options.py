@@ -25,6 +25,7 @@ from dynstab.curvature import (
     preconditioned_sharpness,
 )
 from dynstab.losses import half_mse
+from dynstab.measures import sharpness
 
 
 def _data() -> tuple[nn.Module, Tensor, Tensor]:
@@ -55,7 +56,7 @@ CALLS: dict[str, Callable[..., object]] = {
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_unknown_keyword_is_refused_with_the_valid_names(name: str) -> None:
     model, X, y = _data()
-    with pytest.raises(TypeError, match=r"unexpected keyword.*'devcie'.*'allow_stochastic'"):
+    with pytest.raises(TypeError, match=r"unknown .* option.*'devcie'.*'allow_stochastic'"):
         CALLS[name](model, X, y, devcie="cpu")
 
 
@@ -109,3 +110,14 @@ def test_allow_stochastic_and_device_options_are_honoured() -> None:
     assert G.shape == (11, 11)
     assert torch.allclose(G, G.T)
     assert model.training  # left as found
+
+
+def test_sharpness_takes_the_data_options_with_its_config_shortcuts() -> None:
+    """sharpness(**options) splits DataOptions from the SharpnessOptions shortcuts."""
+    model, X, y = _data()
+    rep = sharpness(model, half_mse, (X, y), "lambda_max", forward=_twice, method="exact")
+    lam = float(torch.linalg.eigvalsh(4 * X.T @ X / 2)[-1])
+    assert rep.lambda_max is not None
+    assert rep.lambda_max.value == pytest.approx(lam, rel=1e-12)
+    with pytest.raises(TypeError, match=r"unknown sharpness option.*'devcie'.*'device'.*'tol'"):
+        sharpness(model, half_mse, (X, y), devcie="cpu")  # type: ignore[call-arg]

@@ -359,7 +359,7 @@ def test_loaders_share_image_options(tmp_path):
     assert (ds.n, ds.n_test, ds.X.dtype, ds.y.shape) == (4, 1, torch.float32, (4,))
     assert ds.labels.dtype == torch.int64
     for loader in (load_cifar10, load_mnist):
-        with pytest.raises(TypeError, match=r"unexpected keyword.*'n_trian'.*'n_train'"):
+        with pytest.raises(TypeError, match=r"unknown .* option.*'n_trian'.*'n_train'"):
             loader(tmp_path / "missing", n_trian=4)
 
 

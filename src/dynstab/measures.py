@@ -38,20 +38,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, Unpack, cast
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dynstab._checks import check_callable, check_choice, check_generator, check_int
-from dynstab._types import Data, ForwardFn, LossFn, ParamSpec, UnpackFn
+from dynstab._types import Data, LossFn, ParamSpec
 from dynstab.curvature.functional import loss_name
 from dynstab.curvature.gauss_newton import GaussNewtonOperator
 from dynstab.curvature.hessian import CurvatureOperator, HessianOperator
 from dynstab.curvature.jacobian import jacobian_transpose, problem_gram
 from dynstab.curvature.params import ParameterSelection
-from dynstab.curvature.problem import CurvatureProblem, Progress, ProgressFn
+from dynstab.curvature.problem import (
+    CurvatureProblem,
+    DataOptions,
+    Progress,
+    ProgressFn,
+    check_options,
+)
 from dynstab.linalg.density import SpectralDensity, slq_density
 from dynstab.linalg.krylov import LanczosConfig, LanczosProgress
 from dynstab.linalg.lanczos import lanczos_top_eigenpairs
@@ -63,6 +69,7 @@ __all__ = [
     "Measure",
     "Progress",
     "SharpnessConfig",
+    "SharpnessKeywords",
     "SharpnessOptions",
     "SharpnessReport",
     "sharpness",
@@ -185,6 +192,15 @@ class SharpnessOptions(TypedDict, total=False):
     density_iters: int
     lanczos_start: str
     cache_graph: bool | None
+
+
+class SharpnessKeywords(SharpnessOptions, DataOptions, total=False):
+    """The keywords of :func:`sharpness`: config shortcuts and the curvature data options.
+
+    The fields of :class:`SharpnessOptions` and of :class:`~dynstab.curvature.DataOptions`
+    (``device``, ``unpack``, ``forward``, ``allow_stochastic``, shared with every curvature
+    routine).
+    """
 
 
 @dataclass(frozen=True)
@@ -664,14 +680,10 @@ def sharpness(
     k: int = 1,
     config: SharpnessConfig | None = None,
     generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    unpack: UnpackFn | None = None,
-    forward: ForwardFn | None = None,
-    allow_stochastic: bool = False,
     return_vectors: bool = False,
     callback: Callable[[Progress], object] | None = None,
     progress: bool = False,
-    **options: Unpack[SharpnessOptions],
+    **options: Unpack[SharpnessKeywords],
 ) -> SharpnessReport:
     """Measure the sharpness of ``loss_fn`` at a point: λ_max, top-k, Tr, ‖·‖_F, λ_min, density.
 
@@ -701,15 +713,6 @@ def sharpness(
             settings, SLQ); ``None`` uses ``SharpnessConfig()``.
         generator: CPU ``torch.Generator`` for Lanczos starts and probes; ``None`` uses
             torch's default generator.
-        device: Device of the computation; ``None`` (default) means the model's (its selected
-            parameters'). Batches are moved there; the model is never moved.
-        unpack: ``unpack(batch) -> (inputs, targets)`` for batch layouts other than tuples
-            and dicts with a ``"y"``/``"labels"`` entry.
-        forward: ``forward(model, inputs) -> outputs`` for models not called as
-            ``model(inputs)``.
-        allow_stochastic: Accept train-mode BatchNorm / active Dropout (one fixed draw of the
-            dropout masks; running statistics updated on private copies only). Default:
-            ``False``.
         return_vectors: Add the eigenvectors to ``lambda_max``/``top_k``/``lambda_min``
             (:attr:`Measure.vectors`, :meth:`SharpnessReport.eigenvectors`). Exact routes give
             them to round-off (the Gram route as ``Jᵀu/√(nλ)``; where that needs a zero
@@ -723,6 +726,11 @@ def sharpness(
             ``method``, ``tol``, ``max_iters``, ``criterion``, ``num_probes``,
             ``trace_estimator``, ``max_dense``, ``max_gram``, ``density_probes``,
             ``density_iters``, ``lanczos_start``, ``cache_graph``; they override ``config``.
+            And how the data are read and the model called
+            (:class:`~dynstab.curvature.DataOptions`): ``device`` (default: the selected
+            parameters'; batches are moved there, the model never), ``unpack``, ``forward``,
+            ``allow_stochastic`` (one fixed draw of the dropout masks; running statistics
+            updated on private copies only).
 
     Returns:
         :class:`SharpnessReport`, naming the parameters measured (``report.parameters``).
@@ -753,7 +761,11 @@ def sharpness(
     check_choice("curvature", curvature, ("hessian", "gauss_newton"))
     if config is not None and not isinstance(config, SharpnessConfig):
         raise TypeError(f"config must be a SharpnessConfig; got {type(config).__name__}.")
-    cfg = (config or SharpnessConfig()).with_options(**options)
+    check_options("sharpness", options, SharpnessOptions)
+    data_keys = DataOptions.__annotations__
+    data_options = cast(DataOptions, {k: v for k, v in options.items() if k in data_keys})
+    shortcuts = cast(SharpnessOptions, {k: v for k, v in options.items() if k not in data_keys})
+    cfg = (config or SharpnessConfig()).with_options(**shortcuts)
     method, max_dense, max_gram = cfg.method, cfg.max_dense, cfg.max_gram
     check_int("k", k, minimum=1)
     if "frobenius" in wanted and cfg.trace.estimator == "xtrace":
@@ -767,9 +779,7 @@ def sharpness(
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable; got {type(loss_fn).__name__}.")
 
-    problem = CurvatureProblem(model, loss_fn, data, params, allow_stochastic=allow_stochastic,
-                               device=device, unpack=unpack, forward=forward,
-                               who="sharpness")  # fmt: skip
+    problem = CurvatureProblem(model, loss_fn, data, params, who="sharpness", **data_options)
     reporter = _Reporter(callback, progress)
     try:
         problem.scan(reporter.emit if reporter.active else None)

@@ -133,9 +133,7 @@ def check_options(who: str, options: Mapping[str, object], *extra: type) -> None
     valid = set(DataOptions.__annotations__).union(*(t.__annotations__ for t in extra))
     unknown = sorted(set(options) - valid)
     if unknown:
-        raise TypeError(
-            f"{who}() got unexpected keyword argument(s) {unknown}; valid options: {sorted(valid)}."
-        )
+        raise TypeError(f"unknown {who} option(s) {unknown}; valid: {sorted(valid)}.")
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:

@@ -93,8 +93,7 @@ def _check_options(who: str, options: dict[str, object]) -> None:
     unknown = sorted(set(options) - set(ImageOptions.__annotations__))
     if unknown:
         raise TypeError(
-            f"{who}() got unexpected keyword argument(s) {unknown}; valid options: "
-            f"{sorted(ImageOptions.__annotations__)}."
+            f"unknown {who} option(s) {unknown}; valid: {sorted(ImageOptions.__annotations__)}."
         )
 
 
