@@ -189,6 +189,29 @@ def test_verdict_errors():
         stability(model, half_mse, 3.0, lr=0.1, batch_size=1)
 
 
+def test_check_options_are_shared_and_checked():
+    """check_stability and StabilityProblem.check take one CheckOptions; typos are refused."""
+    from dynstab.criteria import CheckOptions, StabilityProblem
+
+    opts: CheckOptions = {"method": "dense", "rank_one": False, "train_loss": 0.25}
+    a = check_stability(K_REG, lr=0.1, batch_size=1, **opts)
+    prob = StabilityProblem.from_gram(K_REG)
+    b = prob.check(0.1, prob.sampling(1), **opts)
+    assert a.to_dict() == b.to_dict()
+    assert a.train_loss == 0.25
+    assert "rank_one" not in a.margins
+    with pytest.raises(TypeError, match=r"unknown check_stability option.*'rank1'.*'rank_one'"):
+        check_stability(K_REG, lr=0.1, batch_size=1, rank1=False)
+    with pytest.raises(TypeError, match=r"unknown check option.*'grwoth'.*'growth'"):
+        prob.check(0.1, prob.sampling(1), grwoth=False)
+    with pytest.raises(ValueError, match="method"):
+        check_stability(K_REG, lr=0.1, batch_size=1, method="lanczos")
+    with pytest.raises(ValueError, match="interpolation_tol"):
+        prob.check(0.1, prob.sampling(1), interpolation_tol=-1.0)
+    with pytest.raises(TypeError, match="generator"):
+        check_stability(K_REG, lr=0.1, batch_size=1, generator=0)
+
+
 def make_bn_model(seed=0):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(

@@ -89,6 +89,23 @@ def check_keys(name: str, given: Iterable[str], expected: Sequence[str]) -> None
 # -- appended by the curvature layer ------------------------------------------------------------
 
 
+def check_options(who: str, options: Iterable[str], *schemas: type) -> None:
+    """Refuse keyword options that no ``schemas`` TypedDict declares.
+
+    Args:
+        who: The routine called, for the message.
+        options: The keyword names received.
+        *schemas: TypedDict classes whose keys (inherited ones included) are valid.
+
+    Raises:
+        TypeError: On an unknown name; the message lists the valid ones.
+    """
+    valid = set().union(*(t.__annotations__ for t in schemas))
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise TypeError(f"unknown {who} option(s) {unknown}; valid: {sorted(valid)}.")
+
+
 def check_lr(value: object, name: str = "lr") -> float:
     """Return a learning rate as a float if it is a real number, finite and > 0.
 

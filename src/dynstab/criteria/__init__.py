@@ -45,7 +45,13 @@ from dynstab.criteria.linearized import (
     second_moment_growth,
 )
 from dynstab.criteria.momentum import momentum_gd_threshold
-from dynstab.criteria.problem import StabilityProblem, critical_lr, eta_star, gram_coordinates
+from dynstab.criteria.problem import (
+    CheckOptions,
+    StabilityProblem,
+    critical_lr,
+    eta_star,
+    gram_coordinates,
+)
 from dynstab.criteria.results import (
     BoundRow,
     EtaStarResult,
@@ -68,6 +74,7 @@ from dynstab.criteria.verdict import check_stability, stability
 __all__ = [
     "SAMPLING_SCHEMES",
     "BoundRow",
+    "CheckOptions",
     "EtaStarResult",
     "GramCoordinates",
     "GrowthEstimate",

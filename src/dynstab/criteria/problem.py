@@ -40,6 +40,7 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
+from typing import TypedDict, Unpack
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +52,7 @@ from dynstab._checks import (
     check_generator,
     check_int,
     check_lr,
+    check_options,
     check_positive,
 )
 from dynstab._types import Data, LossFn, Params, ParamSpec
@@ -108,6 +110,7 @@ from dynstab.losses import half_mse
 from dynstab.sampling import IID_SCHEMES, Sampling
 
 __all__ = [
+    "CheckOptions",
     "StabilityProblem",
     "critical_lr",
     "eta_star",
@@ -116,6 +119,42 @@ __all__ = [
 
 #: Default tolerance on max_i |f(x_i) − y_i| for calling a point interpolating.
 INTERPOLATION_TOL = 1e-5
+
+
+class CheckOptions(TypedDict, total=False):
+    """What a stability verdict computes: the options shared by the two verdict entry points.
+
+    The keywords of :meth:`StabilityProblem.check` and :func:`~dynstab.criteria.check_stability`,
+    documented and checked here once (an unknown name is a TypeError naming the valid ones).
+
+    Attributes:
+        method: η* solver: ``"auto"`` (default), ``"dense"`` or ``"matrix_free"``, as for
+            :meth:`StabilityProblem.eta_star`.
+        rank_one: Whether to run the rank-one ascent (Mulayoff & Michaeli 2024, eq. 24).
+            Default: ``True``.
+        growth: Whether to compute ρ(Q) at lr (one more eigenproblem of η*'s size).
+            Default: ``True``.
+        interpolation_tol: Largest max|residual| still called interpolating, >= 0.
+            Default: ``INTERPOLATION_TOL`` = 1e-5.
+        train_loss: The caller's training loss, reported as is (default: the problem's).
+        generator: Random source of the rank-one restarts (a ``torch.Generator``); ``None``
+            (default) uses torch's default generator.
+
+    Example:
+        >>> opts: CheckOptions = {"rank_one": False, "growth": False}
+        >>> prob = StabilityProblem.from_gram(torch.eye(4))
+        >>> prob.check(0.4, prob.sampling(1), **opts).growth_per_step is None
+        True
+    """
+
+    method: str
+    rank_one: bool
+    growth: bool
+    interpolation_tol: float
+    train_loss: float | None
+    generator: torch.Generator | None
+
+
 #: A dense η* solve below this many flops is preferred to Lanczos (exact, no iteration).
 _DENSE_CHEAP_FLOPS = 5e8
 _METHODS = ("auto", "dense", "matrix_free")
@@ -1335,14 +1374,9 @@ class StabilityProblem:
         lr: float,
         sampling: Sampling,
         *,
-        method: str = "auto",
-        rank_one: bool = True,
-        growth: bool = True,
-        interpolation_tol: float = INTERPOLATION_TOL,
-        train_loss: float | None = None,
-        generator: torch.Generator | None = None,
         momentum: float = 0.0,
         nesterov: bool = False,
+        **options: Unpack[CheckOptions],
     ) -> StabilityReport:
         """Verdict on GD and SGD (mean-square) stability at lr: every criterion, computed once.
 
@@ -1355,18 +1389,14 @@ class StabilityProblem:
         Args:
             lr: Learning rate η > 0.
             sampling: The i.i.d. sampling rule.
-            method: η* solver, as for :meth:`eta_star`.
-            rank_one: Whether to run the rank-one ascent (eq. 24).
-            growth: Whether to compute ρ(Q) at lr.
-            interpolation_tol: Largest max|residual| still called interpolating.
-            train_loss: The caller's training loss, reported as is (default: the problem's).
-            generator: Random source of the rank-one restarts.
             momentum: Heavy-ball momentum β in [0, 1) of the optimizer (PyTorch
                 ``SGD(momentum=β)``). With β > 0 the GD row is η ≤ 2(1 + β)/λ_max, the SGD row
                 the exact threshold of SGD with momentum, ρ(Q) the augmented-state growth; the
                 plain-SGD bounds (MM23, trace, Frobenius, alignment, rank-one, WME18) are left
                 out (they do not hold with momentum) and a note says so.
             nesterov: PyTorch's Nesterov form (needs β > 0).
+            **options: ``method``, ``rank_one``, ``growth``, ``interpolation_tol``,
+                ``train_loss``, ``generator`` (:class:`CheckOptions`).
 
         Returns:
             :class:`StabilityReport`, with the route and the parameters measured.
@@ -1379,10 +1409,17 @@ class StabilityProblem:
         """
         lr = check_lr(lr)
         s = self._check_sampling(sampling)
-        check_choice("method", method, _METHODS)
-        interpolation_tol = check_positive("interpolation_tol", interpolation_tol, allow_zero=True)
-        generator = check_generator("generator", generator)
+        check_options("check", options, CheckOptions)
+        method = check_choice("method", options.get("method", "auto"), _METHODS)
+        interpolation_tol = check_positive(
+            "interpolation_tol",
+            options.get("interpolation_tol", INTERPOLATION_TOL),
+            allow_zero=True,
+        )
+        generator = check_generator("generator", options.get("generator"))
         momentum = check_momentum(momentum, nesterov)
+        rank_one, growth = options.get("rank_one", True), options.get("growth", True)
+        train_loss = options.get("train_loss")
         if train_loss is None:
             train_loss = self.train_loss
         notes: list[str] = [

@@ -19,14 +19,15 @@ instability) and Wu, Ma & E (2018)'s sufficient condition (a margin ≤ 1 proves
 from __future__ import annotations
 
 import dataclasses
+from typing import Unpack
 
 import torch
 from torch import Tensor, nn
 
-from dynstab._checks import check_choice, check_generator, check_lr
+from dynstab._checks import check_choice, check_generator, check_lr, check_options
 from dynstab._types import Data, LossFn, Params
 from dynstab.criteria.momentum import check_momentum
-from dynstab.criteria.problem import INTERPOLATION_TOL, StabilityProblem, time_plan
+from dynstab.criteria.problem import INTERPOLATION_TOL, CheckOptions, StabilityProblem, time_plan
 from dynstab.criteria.resources import format_bytes
 from dynstab.criteria.results import BoundRow, StabilityReport
 from dynstab.criteria.sampled import (
@@ -56,12 +57,7 @@ def check_stability(
     batch_size: int,
     sampling: str = "with",
     outputs: int = 1,
-    method: str = "auto",
-    rank_one: bool = True,
-    growth: bool = True,
-    interpolation_tol: float = INTERPOLATION_TOL,
-    train_loss: float | None = None,
-    generator: torch.Generator | None = None,
+    **options: Unpack[CheckOptions],
 ) -> StabilityReport:
     """Verdict on GD and SGD stability at lr from the Gram matrix K = JJᵀ/n (pure numerics).
 
@@ -80,12 +76,8 @@ def check_stability(
         batch_size: Batch size B.
         sampling: ``"with"`` or ``"without"`` replacement.
         outputs: Number of outputs C.
-        method: η* solver, as for :func:`~dynstab.criteria.eta_star`.
-        rank_one: Whether to run the rank-one ascent (Mulayoff & Michaeli 2024, eq. 24).
-        growth: Whether to compute ρ(Q) at lr (one more eigenproblem of η*'s size).
-        interpolation_tol: Largest max|residual| still called interpolating.
-        train_loss: The caller's training loss, reported as is.
-        generator: Random source of the rank-one restarts.
+        **options: ``method``, ``rank_one``, ``growth``, ``interpolation_tol``, ``train_loss``,
+            ``generator`` (:class:`~dynstab.criteria.CheckOptions`).
 
     Returns:
         :class:`StabilityReport`.
@@ -102,18 +94,10 @@ def check_stability(
         (True, True, 0.5)
     """
     lr = check_lr(lr)
-    generator = check_generator("generator", generator)
+    check_options("check_stability", options, CheckOptions)
+    check_generator("generator", options.get("generator"))
     prob = StabilityProblem.from_gram(K, outputs, residuals=residuals)
-    return prob.check(
-        lr,
-        prob.sampling(batch_size, sampling),
-        method=method,
-        rank_one=rank_one,
-        growth=growth,
-        interpolation_tol=interpolation_tol,
-        train_loss=train_loss,
-        generator=generator,
-    )
+    return prob.check(lr, prob.sampling(batch_size, sampling), **options)
 
 
 def stability(

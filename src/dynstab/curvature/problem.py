@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from dynstab._checks import check_callable
+from dynstab._checks import check_options as check_keywords
 from dynstab._types import Data, ForwardFn, Inputs, LossFn, Params, ParamSpec, UnpackFn
 from dynstab.curvature.data import Dataset, prepare_data
 from dynstab.curvature.functional import (
@@ -122,18 +123,10 @@ class DataOptions(TypedDict, total=False):
 def check_options(who: str, options: Mapping[str, object], *extra: type) -> None:
     """Refuse keywords that are not fields of :class:`DataOptions` or of the ``extra`` TypedDicts.
 
-    Args:
-        who: The routine called, for the message.
-        options: The keywords received.
-        *extra: Further TypedDict classes whose keys are accepted.
-
     Raises:
         TypeError: On an unknown keyword (the message lists the valid ones).
     """
-    valid = set(DataOptions.__annotations__).union(*(t.__annotations__ for t in extra))
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise TypeError(f"unknown {who} option(s) {unknown}; valid: {sorted(valid)}.")
+    check_keywords(who, options, DataOptions, *extra)
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dynstab._checks import check_int
+from dynstab._checks import check_int, check_options
 from dynstab.data.dataset import Dataset, _classification_dataset
 
 __all__ = ["ImageOptions", "load_cifar10", "load_mnist", "read_idx"]
@@ -87,14 +87,6 @@ class ImageOptions(TypedDict, total=False):
     standardize_inputs: bool
     flatten: bool
     dtype: torch.dtype
-
-
-def _check_options(who: str, options: dict[str, object]) -> None:
-    unknown = sorted(set(options) - set(ImageOptions.__annotations__))
-    if unknown:
-        raise TypeError(
-            f"unknown {who} option(s) {unknown}; valid: {sorted(ImageOptions.__annotations__)}."
-        )
 
 
 def _finish(
@@ -179,7 +171,7 @@ def load_cifar10(root: str | Path, **options: Unpack[ImageOptions]) -> Dataset:
         FileNotFoundError: If the batches are missing.
         ValueError: If a batch is malformed or a size is out of range.
     """
-    _check_options("load_cifar10", dict(options))
+    check_options("load_cifar10", options, ImageOptions)
     folder = _find_dir(Path(root), _CIFAR_TEST, "cifar-10-batches-py")
     xs, ys = [], []
     for name in _CIFAR_TRAIN:
@@ -268,7 +260,7 @@ def load_mnist(root: str | Path, **options: Unpack[ImageOptions]) -> Dataset:
         FileNotFoundError: If a file is missing.
         ValueError: If a file is malformed or images and labels disagree.
     """
-    _check_options("load_mnist", dict(options))
+    check_options("load_mnist", options, ImageOptions)
     folder = _find_dir(Path(root), "train-images-idx3-ubyte", "MNIST/raw")
     parts = []
     for prefix in ("train", "t10k"):
