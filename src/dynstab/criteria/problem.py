@@ -235,6 +235,7 @@ class StabilityProblem:
         self._small: PSDMatrix | None = None
         self._trace: float | None = None
         self._blocks2: float | None = None
+        self._lmin: float | None = None
 
     # ------------------------------------------------------------------ constructors
 
@@ -1109,9 +1110,7 @@ class StabilityProblem:
             >>> prob.trace_bound(prob.sampling(1))  # tight: = η*
             0.5
         """
-        return self._trace_bound(self._check_sampling(sampling))
-
-    def _trace_bound(self, s: Sampling) -> float:
+        s = self._check_sampling(sampling)
         tr = self.trace
         return math.inf if tr <= 0 else 2.0 * self.outputs / (s.q * tr)
 
@@ -1123,9 +1122,7 @@ class StabilityProblem:
             >>> prob.frobenius_bound(prob.sampling(1))
             1.0
         """
-        return self._frobenius_bound(self._check_sampling(sampling))
-
-    def _frobenius_bound(self, s: Sampling) -> float:
+        s = self._check_sampling(sampling)
         fro = self.frobenius
         return math.inf if fro <= 0 else 2.0 * math.sqrt(self.outputs) / (math.sqrt(s.q) * fro)
 
@@ -1139,10 +1136,7 @@ class StabilityProblem:
             >>> prob.mm23_bound_16(prob.sampling(1))
             0.5
         """
-        return self._mm23_bound_16(self._check_sampling(sampling))
-
-    def _mm23_bound_16(self, s: Sampling) -> float:
-        p = s.p
+        p = self._check_sampling(sampling).p
         den = (1 - p) * self.frobenius**2 + p * self.n * self._diag_blocks_sq()
         return math.inf if den <= 0 else 2.0 * self.trace / den
 
@@ -1157,9 +1151,7 @@ class StabilityProblem:
             >>> round(prob.mm23_bound_15(prob.sampling(1)), 12)  # u = e_1: 2/(1·(1 + 4 − 1))
             0.5
         """
-        return self._mm23_bound_15(self._check_sampling(sampling))
-
-    def _mm23_bound_15(self, s: Sampling) -> float:
+        s = self._check_sampling(sampling)
         c = self.coordinates
         if c.rank == 0:
             return math.inf
@@ -1269,9 +1261,7 @@ class StabilityProblem:
             >>> round(prob.wme18_sufficient_lr(prob.sampling(1)), 4)  # = η* in 1-D
             0.5525
         """
-        return self._wme18(self._check_sampling(sampling))
-
-    def _wme18(self, s: Sampling) -> float:
+        s = self._check_sampling(sampling)
         c = self.coordinates
         if c.rank == 0:
             return math.inf
@@ -1341,13 +1331,17 @@ class StabilityProblem:
         return 0.0 if c.rank == 0 else lmin / float((c.lam * c.lam).sum())
 
     def _lambda_min_plus(self) -> float:
-        c = self.coordinates
-        if c.rank == 0:
-            return 0.0
-        r = c.lam.rsqrt()
-        M = r[:, None] * _per_sample_term(c, torch.diag(c.lam)) * r[None, :]
-        M = M - torch.diag(c.lam**2)
-        return max(float(torch.linalg.eigvalsh(0.5 * (M + M.T))[0]), 0.0)
+        """λ_min⁺(n BlkDiag(K²) − K²) on range K, computed once."""
+        if self._lmin is None:
+            c = self.coordinates
+            if c.rank == 0:
+                self._lmin = 0.0
+            else:
+                r = c.lam.rsqrt()
+                M = r[:, None] * _per_sample_term(c, torch.diag(c.lam)) * r[None, :]
+                M = M - torch.diag(c.lam**2)
+                self._lmin = max(float(torch.linalg.eigvalsh(0.5 * (M + M.T))[0]), 0.0)
+        return self._lmin
 
     def alignment_bound(self, sampling: Sampling) -> float:
         """The alignment bound η* ≤ 1/√(p λ_min⁺(n BlkDiag(K²) − K²)) (``inf`` when p = 0).
@@ -1360,11 +1354,7 @@ class StabilityProblem:
             >>> round(prob.alignment_bound(prob.sampling(1)), 12)  # 1/√(1·1)
             1.0
         """
-        return self._alignment_bound(self._check_sampling(sampling), self._lambda_min_plus())
-
-    @staticmethod
-    def _alignment_bound(s: Sampling, lmin: float) -> float:
-        p = s.p
+        p, lmin = self._check_sampling(sampling).p, self._lambda_min_plus()
         return math.inf if p * lmin <= 0 else 1.0 / math.sqrt(p * lmin)
 
     # ------------------------------------------------------------------ verdict
@@ -1463,7 +1453,7 @@ class StabilityProblem:
                 lr, s, es, eta_gd, rows, momentum, nesterov, method, growth, mu, lmin,
                 interpolating, max_res, train_loss, notes,
             )  # fmt: skip
-        b15, b16 = self._mm23_bound_15(s), self._mm23_bound_16(s)
+        b15, b16 = self.mm23_bound_15(s), self.mm23_bound_16(s)
         rows = [
             row("gd", "GD: λ_max(H) ≤ 2/η", "exact", lam, eta_gd),
             row(
@@ -1471,14 +1461,14 @@ class StabilityProblem:
             ),
             row("mm23_15", "MM23 (15)", "necessary", 2.0 / b15, b15),
             row("mm23_16", "MM23 (16)", "necessary", 2.0 / b16, b16),
-            row("trace", "Tr H ≤ 2C/(qη)", "necessary", tr, self._trace_bound(s)),
-            row("frobenius", "‖H‖_F ≤ 2√C/(η√q)", "necessary", fro, self._frobenius_bound(s)),
+            row("trace", "Tr H ≤ 2C/(qη)", "necessary", tr, self.trace_bound(s)),
+            row("frobenius", "‖H‖_F ≤ 2√C/(η√q)", "necessary", fro, self.frobenius_bound(s)),
             row(
                 "alignment",
                 "‖H‖_F ≤ 1/(η√(p·μ_inf))",
                 "necessary",
                 fro,
-                self._alignment_bound(s, lmin),
+                self.alignment_bound(s),
             ),
         ]
         if rank_one:
@@ -1486,7 +1476,7 @@ class StabilityProblem:
             rows.append(
                 row("rank_one", "MM23 (24): max F(v) ≤ 2/η", "necessary", r1.value, r1.eta_bound)
             )
-        wme = self._wme18(s)
+        wme = self.wme18_sufficient_lr(s)
         rows.append(row("wme18", "WME18: λ_max((I−ηH)²+η²pΣ) ≤ 1", "sufficient", 2.0 / wme, wme))
         if self.outputs > 1:
             notes.append("trace and Frobenius bounds carry the factor C (√C) for rank-C H_i")
