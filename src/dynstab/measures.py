@@ -472,21 +472,32 @@ class _Reporter:
 # -- the three routes --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What one :func:`sharpness` call asks every route for, set up once.
+
+    Attributes:
+        wanted: The validated measure names.
+        k: Number of eigenvalues of ``"top_k"``.
+        return_vectors: Whether eigenvectors are wanted.
+        reporter: Where progress goes.
+    """
+
+    wanted: tuple[str, ...]
+    k: int
+    return_vectors: bool
+    reporter: _Reporter
+
+
 def _spectrum_measures(
-    nz_desc: Tensor,
-    zeros: int,
-    vecs: Tensor | None,
-    p: int,
-    wanted: tuple[str, ...],
-    k: int,
-    method: str,
-    cost: int,
+    nz_desc: Tensor, zeros: int, vecs: Tensor | None, p: int, req: _Request, method: str, cost: int
 ) -> dict[str, Any]:
     """Measures from the spectrum of the p×p matrix: ``nz_desc`` (descending), then ``zeros`` zeros.
 
     ``vecs`` holds eigenvectors of the leading eigenvalues as columns, in the same order (None:
     no vectors); the zero eigenvalues are never materialised (the Gram route may have p ≫ nC).
     """
+    wanted, k = req.wanted, req.k
 
     def cols(sl: slice) -> Tensor | None:
         return None if vecs is None else vecs[:, sl]
@@ -515,26 +526,20 @@ def _spectrum_measures(
     return out
 
 
-def _gram_measures(
-    problem: CurvatureProblem,
-    wanted: tuple[str, ...],
-    k: int,
-    return_vectors: bool,
-    reporter: _Reporter,
-) -> dict[str, Any] | None:
+def _gram_measures(problem: CurvatureProblem, req: _Request) -> dict[str, Any] | None:
     """Exact measures of G = JᵀJ/n from K = JJᵀ/n (½-MSE); ``None`` if vectors are impossible.
 
     Eigenvectors of G are ``v = Jᵀu/√(nλ)`` for eigenpairs ``(λ, u)`` of K with ``λ > 0``; the
     eigenvectors of zero eigenvalues of G are not determined by K, so a request that needs
     them returns ``None`` (the caller then uses the dense or matrix-free route).
     """
-    p = problem.selection.numel
+    p, reporter = problem.selection.numel, req.reporter
     reporter.start("jacobian", None)
     K = problem_gram(problem, callback=reporter.emit if reporter.active else None)
     reporter.end()
     nC = K.shape[0]
     K64 = K.to(torch.float64)
-    if return_vectors:
+    if req.return_vectors:
         eig, U = torch.linalg.eigh(K64)
         eig, U = eig.flip(0), U.flip(1)
     else:
@@ -542,39 +547,33 @@ def _gram_measures(
     nz = eig[: min(p, nC)]
     zeros = max(p - nC, 0)
     # The spectrum of G (p values) is the top min(p, nC) eigenvalues of K plus `zeros` zeros.
-    head = torch.cat([nz, torch.zeros(min(zeros, k), dtype=torch.float64)])
+    head = torch.cat([nz, torch.zeros(min(zeros, req.k), dtype=torch.float64)])
     vectors: Tensor | None = None
     if U is not None:
-        need = max(k if "top_k" in wanted else 0, 1 if "lambda_max" in wanted else 0)
+        need = max(req.k if "top_k" in req.wanted else 0, 1 if "lambda_max" in req.wanted else 0)
         floor = nC * torch.finfo(K.dtype).eps * float(eig[0].abs())
-        if "lambda_min" in wanted or need > nz.numel() or bool((head[:need] <= floor).any()):
+        if "lambda_min" in req.wanted or need > nz.numel() or bool((head[:need] <= floor).any()):
             return None
         if need:
             U_need = U[:, :need].to(problem.dtype)
             V = jacobian_transpose(problem, U_need).to(torch.float64)
             V = V / torch.sqrt(problem.n * head[:need]).to(V.device)
             vectors = (V / torch.linalg.vector_norm(V, dim=0)).to(problem.dtype)
-    return _spectrum_measures(nz, zeros, vectors, p, wanted, k, "exact-gram", 0)
+    return _spectrum_measures(nz, zeros, vectors, p, req, "exact-gram", 0)
 
 
-def _dense_measures(
-    op: CurvatureOperator,
-    wanted: tuple[str, ...],
-    k: int,
-    return_vectors: bool,
-    reporter: _Reporter,
-) -> dict[str, Any]:
+def _dense_measures(op: CurvatureOperator, req: _Request) -> dict[str, Any]:
     p = op.shape[0]
-    reporter.start("dense", p)
+    req.reporter.start("dense", p)
     A = op.to_dense()
-    reporter.end()
+    req.reporter.end()
     A = (0.5 * (A + A.T)).to(torch.float64)
-    if return_vectors:
+    if req.return_vectors:
         eig, vecs = torch.linalg.eigh(A)
         eig, vecs = eig.flip(0), vecs.flip(1).to(op.dtype)
     else:
         eig, vecs = torch.linalg.eigvalsh(A).flip(0), None
-    return _spectrum_measures(eig, 0, vecs, p, wanted, k, "exact-dense", op.num_matvecs)
+    return _spectrum_measures(eig, 0, vecs, p, req, "exact-dense", op.num_matvecs)
 
 
 def _gradient_start(op: CurvatureOperator, generator: torch.Generator | None) -> Tensor | None:
@@ -603,24 +602,18 @@ class _Eigen:
 
 
 def _matrix_free_measures(
-    op: CurvatureOperator,
-    wanted: tuple[str, ...],
-    *,
-    k: int,
-    config: SharpnessConfig,
-    generator: torch.Generator | None,
-    return_vectors: bool,
-    reporter: _Reporter,
+    op: CurvatureOperator, req: _Request, config: SharpnessConfig, generator: torch.Generator | None
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     lz = config.lanczos
+    wanted, k, reporter = req.wanted, req.k, req.reporter
 
     def lanczos(kk: int, which: str, v0: Tensor | None) -> _Eigen:
         before = op.num_matvecs
         reporter.start("lanczos", lz.max_iters)
         res = lanczos_top_eigenpairs(
             op, kk, config=lz, v0=v0, generator=generator, which=which,
-            return_vectors=return_vectors,
+            return_vectors=req.return_vectors,
             callback=reporter.lanczos_iteration if reporter.active else None,
         )  # fmt: skip
         bounds = res.error_bounds if res.error_bounds is not None else res.residuals
@@ -781,6 +774,7 @@ def sharpness(
 
     problem = CurvatureProblem(model, loss_fn, data, params, who="sharpness", **data_options)
     reporter = _Reporter(callback, progress)
+    req = _Request(wanted, k, return_vectors, reporter)
     try:
         problem.scan(reporter.emit if reporter.active else None)
         reporter.close()
@@ -806,7 +800,7 @@ def sharpness(
         total = 0
         family = "exact-gram"
         if exact and gram_ok:
-            results = _gram_measures(problem, wanted, k, return_vectors, reporter)
+            results = _gram_measures(problem, req)
             if results is None and method == "exact" and not dense_ok:
                 raise ValueError(
                     "return_vectors=True asks for eigenvectors of zero eigenvalues of G, which the "
@@ -819,13 +813,10 @@ def sharpness(
             reporter.attach(op)
             if exact and dense_ok:
                 family = "exact-dense"
-                results = _dense_measures(op, wanted, k, return_vectors, reporter)
+                results = _dense_measures(op, req)
             else:
                 family = "matrix-free"
-                results = _matrix_free_measures(
-                    op, wanted, k=k, config=cfg, generator=generator,
-                    return_vectors=return_vectors, reporter=reporter,
-                )  # fmt: skip
+                results = _matrix_free_measures(op, req, cfg, generator)
             total = op.num_matvecs
     finally:
         reporter.close()
