@@ -212,6 +212,31 @@ def test_check_options_are_shared_and_checked():
         check_stability(K_REG, lr=0.1, batch_size=1, generator=0)
 
 
+def test_route_options_are_shared_by_critical_lr_and_stability():
+    """route/max_memory/config/max_time: one RouteOptions, checked the same way in both."""
+    from dynstab.criteria import RouteOptions, critical_lr
+
+    model, X, y = make_mlp(outputs=1)
+    exact = {"lr": 0.1, "batch_size": 2, "method": "exact"}
+    for route in ("gram", "parameter"):
+        opts: RouteOptions = {"route": route, "max_memory": 2**30}
+        es = critical_lr(model, (X, y), batch_size=2, method="exact", **opts)
+        rep = stability(model, half_mse, (X, y), **exact, **opts)
+        assert es.route == route
+        assert rep.eta_star_route == route
+        assert rep.eta_star == pytest.approx(es.eta_star, rel=1e-12)
+    for call in (
+        lambda **o: critical_lr(model, (X, y), batch_size=2, **o),
+        lambda **o: stability(model, half_mse, (X, y), lr=0.1, batch_size=2, **o),
+    ):
+        with pytest.raises(TypeError, match=r"unknown .* option.*'max_mem'.*'max_memory'"):
+            call(max_mem=1e9)
+        with pytest.raises(TypeError, match=r"config must be a dynstab\.criteria\.SampledConfig"):
+            call(config={"replicas": 2})
+        with pytest.raises(ValueError, match="max_time"):
+            call(max_time=-1.0)
+
+
 def make_bn_model(seed=0):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(

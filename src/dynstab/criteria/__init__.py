@@ -47,6 +47,7 @@ from dynstab.criteria.linearized import (
 from dynstab.criteria.momentum import momentum_gd_threshold
 from dynstab.criteria.problem import (
     CheckOptions,
+    RouteOptions,
     StabilityProblem,
     critical_lr,
     eta_star,
@@ -81,6 +82,7 @@ __all__ = [
     "LyapunovResult",
     "RankOneBoundResult",
     "RouteCost",
+    "RouteOptions",
     "SampledBound",
     "SampledConfig",
     "SampledEtaStar",

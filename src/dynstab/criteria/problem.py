@@ -111,6 +111,7 @@ from dynstab.sampling import IID_SCHEMES, Sampling
 
 __all__ = [
     "CheckOptions",
+    "RouteOptions",
     "StabilityProblem",
     "critical_lr",
     "eta_star",
@@ -153,6 +154,66 @@ class CheckOptions(TypedDict, total=False):
     interpolation_tol: float
     train_loss: float | None
     generator: torch.Generator | None
+
+
+class RouteOptions(TypedDict, total=False):
+    """How a model-level criterion picks its route: an exact route or the sampled one.
+
+    The keywords shared by :func:`critical_lr` and :func:`~dynstab.criteria.stability`,
+    documented and checked here once. Under ``method="auto"`` a model takes the sampled route
+    (:class:`~dynstab.criteria.sampled.SampledStability`) when no exact route fits
+    ``max_memory``, or, with momentum, when the exact solve is estimated to take longer than
+    ``max_time`` seconds and the sampled route less (:func:`~dynstab.criteria.sampled.route_time`).
+
+    Attributes:
+        route: The exact route: ``"auto"`` (default: the cheaper that fits the budget),
+            ``"gram"`` or ``"parameter"`` (the parameter route needs a model; with K only
+            ``"auto"``/``"gram"``). See :mod:`dynstab.criteria.routes`.
+        max_memory: Memory budget in bytes (``None``, default: half the available memory;
+            ``math.inf``: no limit).
+        config: Monte-Carlo budget of the sampled route
+            (:class:`~dynstab.criteria.sampled.SampledConfig`; ``None``: the defaults).
+        max_time: Time budget in seconds of the exact momentum solve under ``method="auto"``
+            (``None``: ``EXACT_TIME_BUDGET`` = 60 s of :mod:`dynstab.criteria.sampled`;
+            ``math.inf``: never re-route by time). Ignored without momentum and with K.
+
+    Example:
+        >>> opts: RouteOptions = {"route": "gram", "max_memory": 2**30}
+        >>> critical_lr(torch.eye(2), batch_size=2, sampling="without", **opts).eta_star
+        2.0
+    """
+
+    route: str
+    max_memory: float | None
+    config: SampledConfig | None
+    max_time: float | None
+
+
+def route_options(
+    who: str, options: RouteOptions
+) -> tuple[str, float | None, SampledConfig | None, float | None]:
+    """Check the :class:`RouteOptions` given to ``who``: (route, max_memory, config, max_time).
+
+    Raises:
+        TypeError: On an unknown option or a ``config`` that is not a ``SampledConfig``.
+        ValueError: On a bad ``max_time``.
+    """
+    check_options(who, options, RouteOptions)
+    config, max_time = options.get("config"), options.get("max_time")
+    check_max_time(max_time)
+    if config is not None and not isinstance(config, SampledConfig):
+        raise TypeError(
+            f"config must be a dynstab.criteria.SampledConfig; got {type(config).__name__}."
+        )
+    return options.get("route", "auto"), options.get("max_memory"), config, max_time
+
+
+def memory_fallback_reason(exc: MemoryBudgetError) -> str:
+    """The ``route_reason`` of a ``method="auto"`` call re-routed because no exact route fits."""
+    return (
+        f"method='auto': no exact route fits the memory budget ({exc.what} needs about "
+        f"{format_bytes(exc.required_bytes)}, budget {format_bytes(exc.budget_bytes)})"
+    )
 
 
 #: A dense η* solve below this many flops is preferred to Lanczos (exact, no iteration).
@@ -1722,14 +1783,11 @@ def critical_lr(
     tol: float = 1e-10,
     max_iters: int = 300,
     rank_tol: float = 1e-10,
-    route: str = "auto",
-    max_memory: float | None = None,
     momentum: float = 0.0,
     nesterov: bool = False,
     loss_fn: LossFn | None = None,
-    config: SampledConfig | None = None,
     generator: torch.Generator | None = None,
-    max_time: float | None = None,
+    **options: Unpack[RouteOptions],
 ) -> EtaStarResult | SampledEtaStar:
     """Critical learning rate η* of SGD, from a Gram matrix or from a model and its data.
 
@@ -1763,20 +1821,15 @@ def critical_lr(
         tol: As for :func:`eta_star`.
         max_iters: As for :func:`eta_star`.
         rank_tol: As for :func:`eta_star`.
-        route: ``"auto"``, ``"gram"`` or ``"parameter"`` (the parameter route needs a model;
-            with K only ``"auto"``/``"gram"``).
-        max_memory: Memory budget in bytes (None: half the available memory).
         momentum: Heavy-ball momentum β in [0, 1) (PyTorch ``SGD(momentum=β)``, dampening 0):
             the exact mean-square threshold of SGD with momentum, and ``eta_gd`` =
             2(1 + β)/λ_max (:meth:`StabilityProblem.eta_star`). Default 0.
         nesterov: PyTorch's Nesterov form (needs β > 0).
         loss_fn: Batch-mean loss differentiated by the sampled route (default
             :func:`dynstab.losses.half_mse`, the loss the exact route assumes).
-        config: Monte-Carlo budget of the sampled route (None: the defaults).
         generator: Random source of the sampled route.
-        max_time: Time budget in seconds of the exact momentum solve under ``method="auto"``
-            (None: ``EXACT_TIME_BUDGET`` = 60 s of :mod:`dynstab.criteria.sampled`;
-            ``math.inf``: never re-route by time). Ignored without momentum and with K.
+        **options: ``route``, ``max_memory``, ``config``, ``max_time``: how the route is
+            picked (:class:`RouteOptions`).
 
     Returns:
         :class:`EtaStarResult` (exact; with the route and the parameters measured) or
@@ -1805,7 +1858,7 @@ def critical_lr(
     check_int("max_iters", max_iters, minimum=1)
     momentum = check_momentum(momentum, nesterov)
     generator = check_generator("generator", generator)
-    check_max_time(max_time)
+    route, max_memory, config, max_time = route_options("critical_lr", options)
     solver = "auto" if method == "exact" else method
     if isinstance(source, Tensor):
         if method == "sampled":
@@ -1856,10 +1909,7 @@ def critical_lr(
     except MemoryBudgetError as exc:
         if method != "auto" or route != "auto":  # an exact route was asked for explicitly
             raise
-        return sampled(
-            f"method='auto': no exact route fits the memory budget ({exc.what} needs about "
-            f"{format_bytes(exc.required_bytes)}, budget {format_bytes(exc.budget_bytes)})"
-        )
+        return sampled(memory_fallback_reason(exc))
 
 
 def time_plan(

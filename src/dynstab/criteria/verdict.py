@@ -27,14 +27,20 @@ from torch import Tensor, nn
 from dynstab._checks import check_choice, check_generator, check_lr, check_options
 from dynstab._types import Data, LossFn, Params
 from dynstab.criteria.momentum import check_momentum
-from dynstab.criteria.problem import INTERPOLATION_TOL, CheckOptions, StabilityProblem, time_plan
-from dynstab.criteria.resources import format_bytes
+from dynstab.criteria.problem import (
+    INTERPOLATION_TOL,
+    CheckOptions,
+    RouteOptions,
+    StabilityProblem,
+    memory_fallback_reason,
+    route_options,
+    time_plan,
+)
 from dynstab.criteria.results import BoundRow, StabilityReport
 from dynstab.criteria.sampled import (
     SampledConfig,
     SampledStability,
     SampledStabilityReport,
-    check_max_time,
 )
 from dynstab.curvature import GaussNewtonOperator, HessianOperator
 from dynstab.curvature.functional import prepare_data
@@ -115,12 +121,9 @@ def stability(
     interpolation_tol: float = INTERPOLATION_TOL,
     residual_term: bool = True,
     generator: torch.Generator | None = None,
-    route: str = "auto",
-    max_memory: float | None = None,
     momentum: float = 0.0,
     nesterov: bool = False,
-    config: SampledConfig | None = None,
-    max_time: float | None = None,
+    **options: Unpack[RouteOptions],
 ) -> StabilityReport | SampledStabilityReport:
     """Verdict on GD and SGD (mean-square) linear stability of ``model`` at lr and batch size.
 
@@ -169,17 +172,12 @@ def stability(
         residual_term: When the point is not interpolating, estimate ‖H − G‖₂ (½-square
             loss) by Lanczos on Hessian minus Gauss–Newton products (≤ 80 of each).
         generator: Random source of the rank-one restarts and the Lanczos start.
-        route: ``"auto"``, ``"gram"`` or ``"parameter"`` (see :class:`StabilityProblem`).
-        max_memory: Memory budget in bytes (None: half the available memory).
         momentum: Heavy-ball momentum β in [0, 1) of ``torch.optim.SGD(momentum=β)``
             (dampening 0): the verdict is then for SGD with momentum, ``eta_gd`` is
             2(1 + β)/λ_max ((2 + 2β)/((1 + 2β)λ_max) with Nesterov). Default 0.
         nesterov: PyTorch's Nesterov form (needs β > 0).
-        config: Monte-Carlo budget of the sampled route
-            (:class:`~dynstab.criteria.sampled.SampledConfig`; None: the defaults).
-        max_time: Time budget in seconds of the exact momentum criteria under
-            ``method="auto"`` (None: ``EXACT_TIME_BUDGET`` = 60 s of
-            :mod:`dynstab.criteria.sampled`; ``math.inf``: never re-route by time).
+        **options: ``route``, ``max_memory``, ``config``, ``max_time``: how the route is
+            picked (:class:`~dynstab.criteria.RouteOptions`).
 
     Returns:
         :class:`StabilityReport` (exact route) or
@@ -211,11 +209,7 @@ def stability(
         )
     check_choice("method", method, STABILITY_METHODS)
     momentum = check_momentum(momentum, nesterov)
-    check_max_time(max_time)
-    if config is not None and not isinstance(config, SampledConfig):
-        raise TypeError(
-            f"config must be a dynstab.criteria.SampledConfig; got {type(config).__name__}."
-        )
+    route, max_memory, config, max_time = route_options("stability", options)
     if method == "sampled":
         return _sampled(
             model, loss_fn, data, lr, batch_size, sampling, params, momentum, nesterov, config,
@@ -250,10 +244,7 @@ def stability(
     except MemoryBudgetError as exc:
         if method != "auto" or route != "auto":  # an exact route was asked for explicitly
             raise
-        why = (
-            f"method='auto': no exact route fits the memory budget ({exc.what} needs about "
-            f"{format_bytes(exc.required_bytes)}, budget {format_bytes(exc.budget_bytes)})"
-        )
+        why = memory_fallback_reason(exc)
         return _sampled(
             model, loss_fn, data, lr, batch_size, sampling, params, momentum, nesterov, config,
             generator, why,
