@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from dynstab.curvature import (
     CurvatureProblem,
     DataOptions,
+    GaussNewtonOperator,
+    HessianOperator,
     JacobianOptions,
     dense_gauss_newton,
     dense_hessian,
@@ -121,3 +123,13 @@ def test_sharpness_takes_the_data_options_with_its_config_shortcuts() -> None:
     assert rep.lambda_max.value == pytest.approx(lam, rel=1e-12)
     with pytest.raises(TypeError, match=r"unknown sharpness option.*'devcie'.*'device'.*'tol'"):
         sharpness(model, half_mse, (X, y), devcie="cpu")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("cls", [HessianOperator, GaussNewtonOperator])
+def test_operators_take_the_data_options(cls: type[HessianOperator]) -> None:
+    """The operators' constructors take the same DataOptions: forward = 2·model gives 4·XᵀX/n."""
+    model, X, y = _data()
+    op = cls(model, half_mse, (X, y), cache_graph=False, forward=_twice)
+    torch.testing.assert_close(op.to_dense(), 4 * X.T @ X / 2)
+    with pytest.raises(TypeError, match=rf"unknown {cls.__name__} option.*'devcie'"):
+        cls(model, half_mse, (X, y), devcie="cpu")  # type: ignore[call-arg]

@@ -38,8 +38,8 @@ class GaussNewtonOperator(CurvatureOperator):
     """The generalised Gauss–Newton matrix ``G = Σ_b (n_b/n) J_bᵀ ∇²_F L_b J_b``, shape ``(p, p)``.
 
     Constructor arguments and errors are those of :class:`~dynstab.curvature.CurvatureOperator`
-    ``(model, loss_fn, data, params=None, *, allow_stochastic=False, cache_graph=None,
-    device=None, unpack=None, forward=None, block_size=None)``; ``loss_fn`` must be twice
+    ``(model, loss_fn, data, params=None, *, cache_graph=None, block_size=None, **options)``
+    with the :class:`~dynstab.curvature.DataOptions`; ``loss_fn`` must be twice
     differentiable in the outputs (e.g. ``half_mse``, ``cross_entropy``). The cached state is
     each batch's reverse graph.
 

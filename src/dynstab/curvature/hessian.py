@@ -26,16 +26,16 @@ import warnings
 from abc import abstractmethod
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import TypeVar, cast
+from typing import TypeVar, Unpack, cast
 
 import torch
 from torch import Tensor, nn
 
 from dynstab._checks import check_int
-from dynstab._types import Data, ForwardFn, LossFn, Params, ParamSpec, UnpackFn
+from dynstab._types import Data, LossFn, Params, ParamSpec
 from dynstab.curvature.data import Dataset
 from dynstab.curvature.params import ParameterSelection
-from dynstab.curvature.problem import CurvatureProblem
+from dynstab.curvature.problem import CurvatureProblem, DataOptions
 from dynstab.errors import DynstabWarning
 from dynstab.linalg.operator import LinearOperator
 
@@ -168,17 +168,14 @@ class CurvatureOperator(LinearOperator):
         params: Parameter selection: ``None`` (the parameters with ``requires_grad=True``), a
             submodule, names, a predicate ``(name, param) -> bool`` or a ``dict[str, Tensor]``
             (those names at the given values). See :mod:`dynstab.curvature.params`.
-        allow_stochastic: Accept train-mode BatchNorm / active Dropout (every product sees the
-            same dropout masks; BatchNorm running statistics are updated on private copies
-            only). Default: ``False``.
         cache_graph: Keep the per-batch autograd graphs between products; ``None`` caches
             when ``data`` is a single batch. Default: ``None``.
-        device: Device of the computation; ``None`` means that of the parameters. Batches are
-            moved there.
-        unpack: ``unpack(batch) -> (inputs, targets)`` for custom batch layouts.
-        forward: ``forward(model, inputs) -> outputs`` for custom model calls.
         block_size: Columns per vectorised backward; ``None`` chooses it with
             :func:`block_size_for` from the graph's measured size. ``1`` = single products.
+        **options: How the data are read and the model called
+            (:class:`~dynstab.curvature.DataOptions`: ``allow_stochastic`` — every product
+            sees the same dropout masks, BatchNorm running statistics are updated on private
+            copies only —, ``device``, ``unpack``, ``forward``).
 
     Attributes:
         problem: The :class:`~dynstab.curvature.CurvatureProblem` (model, data, selection).
@@ -203,27 +200,14 @@ class CurvatureOperator(LinearOperator):
         data: Data,
         params: ParamSpec = None,
         *,
-        allow_stochastic: bool = False,
         cache_graph: bool | None = None,
-        device: torch.device | str | None = None,
-        unpack: UnpackFn | None = None,
-        forward: ForwardFn | None = None,
         block_size: int | None = None,
+        **options: Unpack[DataOptions],
     ) -> None:
         name = type(self).__name__
         if not callable(loss_fn):
             raise TypeError(f"{name}: loss_fn must be callable; got {type(loss_fn).__name__}.")
-        problem = CurvatureProblem(
-            model,
-            loss_fn,
-            data,
-            params,
-            allow_stochastic=allow_stochastic,
-            device=device,
-            unpack=unpack,
-            forward=forward,
-            who=name,
-        )
+        problem = CurvatureProblem(model, loss_fn, data, params, who=name, **options)
         self._setup(problem, cache_graph, block_size)
 
     @classmethod
@@ -403,8 +387,8 @@ class HessianOperator(CurvatureOperator):
     forward/backward per batch when the graph is not cached).
 
     Constructor arguments and errors are those of :class:`CurvatureOperator`
-    ``(model, loss_fn, data, params=None, *, allow_stochastic=False, cache_graph=None,
-    device=None, unpack=None, forward=None, block_size=None)``; the cached state is the
+    ``(model, loss_fn, data, params=None, *, cache_graph=None, block_size=None, **options)``
+    with the :class:`~dynstab.curvature.DataOptions`; the cached state is the
     gradient ``∇_θ L_b`` with its graph.
 
     Example:
