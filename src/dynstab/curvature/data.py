@@ -25,6 +25,7 @@ the sizes; later passes check that the loader gives the same sizes again.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import cast
 
 import torch
@@ -114,6 +115,7 @@ def default_unpack(batch: object) -> tuple[Inputs, Tensor | None]:
     )
 
 
+@dataclass(eq=False)
 class Dataset:
     """A validated, re-iterable view of ``data``: batches are streamed on every pass.
 
@@ -129,33 +131,19 @@ class Dataset:
         require_targets: Whether every batch must have targets (loss-based quantities).
     """
 
-    def __init__(
-        self,
-        source: object,
-        *,
-        single: bool,
-        unpack: UnpackFn | None = None,
-        device: torch.device | None = None,
-        require_targets: bool = True,
-    ) -> None:
-        self.source = source
-        self.single = single
-        self.unpack = unpack
-        self.device = device
-        self.require_targets = require_targets
-        self._sizes: tuple[int, ...] | None = None
+    source: object
+    _: KW_ONLY
+    single: bool
+    unpack: UnpackFn | None = None
+    device: torch.device | None = None
+    require_targets: bool = True
+    _sizes: tuple[int, ...] | None = field(default=None, init=False, repr=False)
 
     def on(self, device: torch.device | None) -> Dataset:
         """The same data, moved to ``device`` batch by batch (validation results kept)."""
         if device == self.device:
             return self
-        out = Dataset(
-            self.source,
-            single=self.single,
-            unpack=self.unpack,
-            device=device,
-            require_targets=self.require_targets,
-        )
+        out = replace(self, device=device)
         out._sizes = self._sizes
         return out
 
