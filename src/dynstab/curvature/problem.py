@@ -89,12 +89,13 @@ class _ForwardHook(nn.Module):
 class DataOptions(TypedDict, total=False):
     """How the data are read and the model is called: the keywords every curvature routine shares.
 
-    :class:`CurvatureProblem` and the one-call curvature functions
+    :class:`CurvatureProblem`, the operators (:class:`~dynstab.curvature.HessianOperator`,
+    :class:`~dynstab.curvature.GaussNewtonOperator`), the one-call curvature functions
     (:func:`~dynstab.curvature.dense_hessian`, :func:`~dynstab.curvature.dense_gauss_newton`,
     :func:`~dynstab.curvature.dense_jacobian`, :func:`~dynstab.curvature.per_sample_jacobian`,
     :func:`~dynstab.curvature.gram_matrix`, :func:`~dynstab.curvature.preconditioned_sharpness`)
-    take these as keywords, documented and checked here once; an unknown keyword is a TypeError
-    naming the valid ones.
+    and :func:`dynstab.sharpness` take these as keywords, documented and checked here once; an
+    unknown keyword is a TypeError naming the valid ones.
 
     Attributes:
         allow_stochastic: Accept train-mode BatchNorm / active Dropout (every pass sees the same
