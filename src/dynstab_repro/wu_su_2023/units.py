@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -531,9 +531,20 @@ class WuSuExperiment(Experiment):
 class SweepExperiment(WuSuExperiment, Generic[SweepConfigT]):
     """E1, E2, E4: units of many runs; claims, figures and tables read per-run records.
 
-    Subclasses implement :meth:`analyze_runs` (and optionally :meth:`plot_runs`,
-    :meth:`table_runs`) on ``{run key: record}`` (:func:`flatten_runs` of the unit results).
+    Class attributes to set besides the :class:`~dynstab_repro.base.Experiment` ones (module
+    functions of ``(config, runs)`` on ``{run key: record}``, :func:`flatten_runs` of the unit
+    results, assigned as plain functions and called through the class, so that each can be
+    tested on hand-made records):
+        analysis: Grades the claims: ``(config, runs) -> list[Claim]``.
+        figures: Writes the figures: ``(config, runs, fig_dir) -> list[Path]`` (None: none).
+        table: The tables: ``(config, runs) -> [(title, rows), ...]`` (None: none).
+
+    Subclasses implement :meth:`seed_runs`.
     """
+
+    analysis: ClassVar[Callable[[Any, dict[str, Record]], list[Claim]]]
+    figures: ClassVar[Callable[[Any, dict[str, Record], Path], list[Path]] | None] = None
+    table: ClassVar[Callable[[Any, dict[str, Record]], list[tuple[str, list[Row]]]] | None] = None
 
     def specs(self, config: SweepConfigT) -> list[RunSpec]:
         """One unit per (optimizer, seed) (:func:`sweep_specs`)."""
@@ -555,29 +566,17 @@ class SweepExperiment(WuSuExperiment, Generic[SweepConfigT]):
         """The training problem of ``seed`` and its runs ``(key, η, initial model, extra)``."""
 
     def analyze(self, config: SweepConfigT, results: dict[str, Record]) -> list[Claim]:
-        """The claims of :meth:`analyze_runs` on the per-run records."""
-        return self.analyze_runs(config, flatten_runs(results))
+        """The claims of :attr:`analysis` on the per-run records."""
+        return type(self).analysis(config, flatten_runs(results))
 
     def plot(self, config: SweepConfigT, results: dict[str, Record], fig_dir: Path) -> list[Path]:
-        """The figures of :meth:`plot_runs` on the per-run records."""
-        return self.plot_runs(config, flatten_runs(results), fig_dir)
+        """The figures of :attr:`figures` on the per-run records (none without it)."""
+        draw = type(self).figures
+        return [] if draw is None else draw(config, flatten_runs(results), fig_dir)
 
     def tables(
         self, config: SweepConfigT, results: dict[str, Record]
     ) -> list[tuple[str, list[Row]]]:
-        """The tables of :meth:`table_runs` on the per-run records."""
-        return self.table_runs(config, flatten_runs(results))
-
-    @abc.abstractmethod
-    def analyze_runs(self, config: SweepConfigT, runs: dict[str, Record]) -> list[Claim]:
-        """Check the claims on per-run records."""
-
-    def plot_runs(self, config: SweepConfigT, runs: dict[str, Record], fig_dir: Path) -> list[Path]:
-        """Write figures of per-run records (default: none)."""
-        return []
-
-    def table_runs(
-        self, config: SweepConfigT, runs: dict[str, Record]
-    ) -> list[tuple[str, list[Row]]]:
-        """Tables of per-run records (default: none)."""
-        return []
+        """The tables of :attr:`table` on the per-run records (none without it)."""
+        tabulate = type(self).table
+        return [] if tabulate is None else tabulate(config, flatten_runs(results))
