@@ -57,8 +57,8 @@ from dynstab_repro.base import Claim, Measurement, RunSpec
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.wu_su_2023 import analysis as A
 from dynstab_repro.wu_su_2023 import plots
-from dynstab_repro.wu_su_2023.configs import Overrides, documented_defaults
-from dynstab_repro.wu_su_2023.problems import diagonal_problem, torch_generator
+from dynstab_repro.wu_su_2023.configs import DiagonalDataConfig, Overrides, documented_defaults
+from dynstab_repro.wu_su_2023.problems import torch_generator
 from dynstab_repro.wu_su_2023.units import Record, Row, WuSuExperiment, diagonal_measures
 
 __all__ = ["E5Config", "E5TheoryChecks", "analyze_e5"]
@@ -372,9 +372,7 @@ def part_d(config: E5Config) -> Record:
 
 def part_e(config: E5Config, seed: int) -> Record:
     """The balanced min-ℓ2 interpolator β̂ = X⁺y against the balanced sparse truth β*."""
-    prob = diagonal_problem(
-        d=config.e_d, n=config.e_n, n_test=config.e_n_test, inputs="gaussian", support=3, seed=seed
-    )
+    prob = DiagonalDataConfig(d=config.e_d, n=config.e_n, n_test=config.e_n_test).problem(seed)
     beta_hat = torch.linalg.pinv(prob.X) @ prob.y
     out: Record = {"part": "e", "seed": seed, "ref_norm2": float((prob.teacher**2).sum())}
     for name, beta in (("min_l2", beta_hat), ("sparse", prob.teacher)):
