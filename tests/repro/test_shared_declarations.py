@@ -49,18 +49,22 @@ def _table(config: Any, records: dict[str, Record]) -> list[tuple[str, list[Row]
     return [("keys", [{"run": key} for key in sorted(records)])]
 
 
-class _PerRun(WuSuExperiment):
-    name = "test/per-run"
-    analysis = _claims
-    figures = _figures
-    table = _table
-    per_run = True
+class _Stub(WuSuExperiment):
+    """An experiment without units: only its class attributes are under test."""
 
     def specs(self, config: Any) -> list[RunSpec]:
         return []
 
     def compute(self, config: Any, spec: RunSpec) -> Record:
         return {}
+
+
+class _PerRun(_Stub):
+    name = "test/per-run"
+    analysis = _claims
+    figures = _figures
+    table = _table
+    per_run = True
 
 
 class _PerUnit(_PerRun):
@@ -68,16 +72,10 @@ class _PerUnit(_PerRun):
     per_run = False
 
 
-class _Bare(WuSuExperiment):
+class _Bare(_Stub):
     name = "test/bare"
     analysis = _claims
     per_run = True
-
-    def specs(self, config: Any) -> list[RunSpec]:
-        return []
-
-    def compute(self, config: Any, spec: RunSpec) -> Record:
-        return {}
 
 
 def test_per_run_experiments_read_the_flattened_runs(tmp_path: Path) -> None:
