@@ -706,13 +706,10 @@ def _record(plan: _Plan, spec: RunSpec, outcome: UnitOutcome, code: Mapping[str,
 
 def _execute(
     plans: Sequence[_Plan],
+    settings: RunSettings,
     *,
     guard: SignalGuard,
     code: Mapping[str, Any],
-    executor: str,
-    max_workers: int | None,
-    ray_address: str | None,
-    progress: bool,
     desc: str,
 ) -> None:
     tasks: list[UnitTask] = []
@@ -725,8 +722,12 @@ def _execute(
         return
     from tqdm.auto import tqdm  # deferred: only needed when there is something to compute
 
-    runner = make_executor(executor, max_workers=max_workers, ray_address=ray_address)
-    bar = tqdm(total=len(tasks), desc=desc, unit="unit", disable=not progress, file=sys.stderr)
+    runner = make_executor(
+        settings.executor, max_workers=settings.max_workers, ray_address=settings.ray_address
+    )
+    bar = tqdm(
+        total=len(tasks), desc=desc, unit="unit", disable=not settings.progress, file=sys.stderr
+    )
     n_failed = 0
 
     def record(outcome: UnitOutcome) -> None:
@@ -973,22 +974,22 @@ def _default_command() -> str:
 
 
 def _provenance(
+    settings: RunSettings,
     *,
-    command: str | None,
     code: Mapping[str, Any],
     env: Mapping[str, Any],
     started: float,
-    executor: str,
-    max_workers: int | None,
     n_tasks: int,
 ) -> dict[str, Any]:
+    executor = settings.executor
     threads: dict[str, Any] = {"main": env.get("torch_threads"), "executor": executor}
     if executor == "local":
-        workers, per = LocalExecutor(max_workers).threads_per_worker(n_tasks)
+        workers, per = LocalExecutor(settings.max_workers).threads_per_worker(n_tasks)
         threads.update({"workers": workers, "per_worker": per})
     elif executor == "ray":
         threads.update({"per_worker": 1})
     commit = code.get("commit")
+    command = settings.command
     return {
         "command": command if command is not None else _default_command(),
         "started_at": datetime.datetime.fromtimestamp(started)
@@ -1090,24 +1091,9 @@ def _run(
                     opened.append(plan)
                 n_tasks = sum(len(p.pending) for p in plans)
                 provenance = _provenance(
-                    command=settings.command,
-                    code=code,
-                    env=env,
-                    started=started,
-                    executor=executor,
-                    max_workers=max_workers,
-                    n_tasks=n_tasks,
+                    settings, code=code, env=env, started=started, n_tasks=n_tasks
                 )
-                _execute(
-                    plans,
-                    guard=guard,
-                    code=code,
-                    executor=executor,
-                    max_workers=max_workers,
-                    ray_address=settings.ray_address,
-                    progress=settings.progress,
-                    desc=desc,
-                )
+                _execute(plans, settings, guard=guard, code=code, desc=desc)
                 results = [_finalize(p, provenance=provenance, env=env) for p in plans]
                 with guard.deferred():  # all experiments finished: swap the forced ones in
                     for plan in plans:

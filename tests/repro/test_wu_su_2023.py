@@ -120,19 +120,26 @@ def test_unbalanced_init_has_exact_r0_and_rejects_r0_below_one():
 
 
 def test_inputs_kinds_and_errors():
-    p = P.diagonal_problem(d=4, n=50, n_test=3, inputs="cube", support=1, seed=0)
+    p = P.diagonal_problem(
+        CF.DiagonalDataConfig(d=4, n=50, n_test=3, inputs="cube", support=1), seed=0
+    )
     assert p.X.min() >= -1
     assert p.X.max() <= 1
-    p = P.diagonal_problem(d=9, n=5, n_test=3, inputs="sphere", support=1, seed=0)
+    p = P.diagonal_problem(
+        CF.DiagonalDataConfig(d=9, n=5, n_test=3, inputs="sphere", support=1), seed=0
+    )
     torch.testing.assert_close(p.X.norm(dim=1), torch.full((5,), 3.0, dtype=torch.float64))
+    bad = CF.DiagonalDataConfig(d=2, n=2, n_test=1, inputs="laplace", support=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown input_dist"):
-        P.diagonal_problem(d=2, n=2, n_test=1, inputs="laplace", support=1, seed=0)
+        P.diagonal_problem(bad, seed=0)
     with pytest.raises(ValueError, match="unknown init"):
         P.init_relu(3, 2, "xavier", 0)
 
 
 def test_data_and_inits_come_from_the_library():
-    p = P.diagonal_problem(d=6, n=4, n_test=3, inputs="gaussian", support=2, seed=5)
+    p = P.diagonal_problem(
+        CF.DiagonalDataConfig(d=6, n=4, n_test=3, inputs="gaussian", support=2), seed=5
+    )
     ds = make_regression_dataset(
         "sparse_linear",
         4,
@@ -269,7 +276,9 @@ def test_run_one_uses_one_thread_and_restores_torch_threads():
 
 
 def test_measures_are_the_librarys_and_exact():
-    prob = P.diagonal_problem(d=6, n=4, n_test=5, inputs="gaussian", support=2, seed=0)
+    prob = P.diagonal_problem(
+        CF.DiagonalDataConfig(d=6, n=4, n_test=5, inputs="gaussian", support=2), seed=0
+    )
     net = P.init_diagonal(6, 1.0, 2)
     full = U.diagonal_measures(net, prob)
     cheap = U.diagonal_measures(net, prob, spectrum=False)
@@ -383,7 +392,9 @@ def test_a_unit_equals_train_run_by_run(optimizer):
 
 def test_unit_convergence_needs_full_lr_steps_and_flags_divergence():
     cfg = _cfg(d=40, n=5, n_test=10, gd_steps=20_000, gd_warmup="always", gd_warmup_steps=1000)
-    prob = P.diagonal_problem(d=40, n=5, n_test=10, inputs="gaussian", support=1, seed=0)
+    prob = P.diagonal_problem(
+        CF.DiagonalDataConfig(d=40, n=5, n_test=10, inputs="gaussian", support=1), seed=0
+    )
     model = DiagonalLinearNet.from_tensors(
         torch.full((40,), 0.3, dtype=torch.float64), torch.full((40,), 0.3, dtype=torch.float64)
     )

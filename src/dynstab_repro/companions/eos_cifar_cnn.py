@@ -41,7 +41,14 @@ from dynstab.training import History
 from dynstab_repro.base import Claim, RunSpec
 from dynstab_repro.companions.experiment import CompanionExperiment
 from dynstab_repro.companions.figures import new_figure
-from dynstab_repro.companions.results import MAX_POINTS, Overrides, Record, Results, thin
+from dynstab_repro.companions.results import (
+    MAX_POINTS,
+    Overrides,
+    Record,
+    Results,
+    grid_specs,
+    thin,
+)
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
 
@@ -440,7 +447,7 @@ class EoSCifarCNN(CompanionExperiment):
 
     def specs(self, config: CifarCNNConfig) -> list[RunSpec]:
         """One unit per learning rate."""
-        return [RunSpec(f"lr={lr:g}", {"lr": lr}) for lr in config.lrs]
+        return grid_specs({"lr": config.lrs})
 
     def run_unit(self, config: CifarCNNConfig, spec: RunSpec) -> Record:
         """Train one run with the tracker."""

@@ -3,8 +3,9 @@
 Everything is computed by the library: K = JJᵀ/n by :func:`dynstab.curvature.gram_matrix`,
 its spectrum by :func:`dynstab.norms.gram_spectrum`, the non-uniformity of Wu, Ma & E (2018) by
 :func:`dynstab.norms.wme18_non_uniformity`, the exact threshold η* of Mulayoff & Michaeli
-(COLT 2024) by :func:`dynstab.criteria.eta_star` and their bounds (15) and (24) by
-:func:`dynstab.criteria.mm23_bound_15` and :func:`dynstab.criteria.rank_one_bound`.
+(COLT 2024) and their bounds (15) and (24) by the methods of one
+:class:`dynstab.criteria.StabilityProblem` (``eta_star``, ``mm23_bound_15``, ``rank_one_bound``)
+under one :class:`dynstab.sampling.Sampling`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dynstab.criteria import eta_star, mixing_p, mm23_bound_15, q_factor, rank_one_bound
+from dynstab.criteria import StabilityProblem
 from dynstab.curvature import gram_matrix
 from dynstab.norms import gram_spectrum, wme18_non_uniformity
+from dynstab.sampling import Sampling
 from dynstab_repro.companions.results import finite
 
 __all__ = ["JSONScalar", "MinimumSummary", "gram_float64", "gram_summary"]
@@ -104,9 +106,12 @@ def gram_summary(
     K = K.to(torch.float64)
     n = K.shape[0] // outputs
     spec = gram_spectrum(K)
+    rule = Sampling(n, batch_size, sampling)
     fields: dict[str, float | str | bool | None] = {}
+    if exact or bounds:  # one validated problem for every query: K is decomposed once
+        problem = StabilityProblem.from_gram(K, outputs)
     if exact:
-        res = eta_star(K, batch_size, sampling, outputs=outputs)
+        res = problem.eta_star(rule)
         fields.update(
             eta_star=finite(res.eta_star),
             generalized_sharpness=finite(res.generalized_sharpness),
@@ -115,8 +120,8 @@ def gram_summary(
             eta_star_converged=bool(res.converged),
         )
     if bounds:
-        eta15 = mm23_bound_15(K, batch_size, sampling, outputs=outputs)
-        b24 = rank_one_bound(K, batch_size, sampling, outputs=outputs, generator=generator)
+        eta15 = problem.mm23_bound_15(rule)
+        b24 = problem.rank_one_bound(rule, generator=generator)
         fields.update(
             bound15=finite(2.0 / eta15 if eta15 > 0 else math.inf), bound24=finite(b24.value)
         )
@@ -125,8 +130,8 @@ def gram_summary(
         trace=spec.trace,
         frobenius=spec.frobenius,
         non_uniformity=wme18_non_uniformity(K, outputs),
-        p=mixing_p(n, batch_size, sampling),
-        q=q_factor(n, batch_size, sampling),
+        p=rule.p,
+        q=rule.q,
         gd_ratio=lr * spec.lambda_max / 2.0,
         exact=exact,
         bounds=bounds,

@@ -760,7 +760,7 @@ class MMS21Weight(CompanionExperiment):
 
     def specs(self, config: WeightConfig) -> list[RunSpec]:
         """One unit per distribution."""
-        return [RunSpec(f"dist={d}", {"dist": d}) for d in config.dists]
+        return grid_specs({"dist": config.dists})
 
     def run_unit(self, config: WeightConfig, spec: RunSpec) -> Record:
         """Empirical g for ``num_seeds`` samples at n and n_large, and the population g."""

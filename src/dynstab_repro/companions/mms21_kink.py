@@ -35,7 +35,7 @@ import torch
 from dynstab.curvature import per_sample_jacobian
 from dynstab.models import MLP, UnivariateReLU
 from dynstab.training import NormMonitor, train
-from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.base import Claim, RunSpec, graded_claim
 from dynstab_repro.claim_stats import over_values
 from dynstab_repro.companions.experiment import CompanionExperiment
 from dynstab_repro.companions.figures import new_figure
@@ -450,10 +450,10 @@ def analyze_kink(config: KinkConfig, results: Results) -> list[Claim]:
         spread = over_values(ratio, over="runs")
         holds = len(runs) == expected and bool(sel) and len(agree) == len(sel)
         claims.append(
-            Claim(
+            graded_claim(
                 cid,
                 statement,
-                criterion=(
+                rule=(
                     f"every run predicted '{pred}' (≥ 1) has max_t ‖θ_t − θ*‖ "
                     + (
                         f"≥ {config.escape_factor:g}ε (or diverges)"
@@ -461,8 +461,9 @@ def analyze_kink(config: KinkConfig, results: Results) -> list[Claim]:
                         else f"≤ {config.stay_factor:g}ε"
                     )
                 ),
-                status=("adapted" if adapted else "reproduced") if holds else "failed",
-                note=MNIST_NOTE if adapted and holds else "",
+                reproduced=holds and not adapted,
+                adapted=holds,
+                adapted_note=MNIST_NOTE,
                 paper=paper,
                 source="MMS21, Sec. 3 (switching-system lemmas for non-differentiable minima)",
                 measurement=over_values(ratio, "max ‖θ_t − θ*‖/ε", over="runs"),

@@ -21,7 +21,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -48,10 +48,10 @@ from dynstab_repro.config import ExperimentConfig
 __all__ = [
     "CHECK_EVERY",
     "DATASETS",
-    "ScalarRunSettings",
     "ScalarSweep",
     "ScalarSweepConfig",
     "ScalarTaskConfig",
+    "ScalarTrainSettings",
     "digits_task",
     "loss_curve",
     "onehot_digits_task",
@@ -286,42 +286,34 @@ def run_summary(res: TrainResult) -> dict[str, JSONScalar | list[int] | list[flo
     }
 
 
-class ScalarRunSettings(Protocol):
-    """The training settings :func:`train_scalar_run` reads from an experiment's config."""
+@dataclasses.dataclass(frozen=True)
+class ScalarTrainSettings(ExperimentConfig):
+    """How :func:`train_scalar_run` initializes and trains a :func:`shallow_mlp`.
 
-    @property
-    def activation(self) -> str:
-        """φ of the hidden layer."""
-        ...
+    The training fields shared by the configs of the scalar-task companions
+    (:class:`ScalarSweepConfig`, ``wws22/alignment``, ``wws22/scaling``), which inherit them:
+    one definition, one set of defaults, set by the same ``--set`` keys in every experiment.
 
-    @property
-    def init_scale(self) -> float:
-        """Scale s of the large Gaussian initialization (:func:`shallow_mlp`)."""
-        ...
+    Attributes:
+        activation: φ of the hidden layer, ``"tanh"`` or ``"relu"``.
+        init_scale: Initialization scale s (w_j ~ N(0, s²I), a_j ~ N(0, s²/m)).
+        steps: Maximum updates.
+        warmup_steps: Cubic warm-up length.
+        stop_loss: Interpolation threshold on the ½-MSE.
+        min_full_lr_fraction: Fraction of the updates at the full η required to stop as
+            converged ("converged at η").
+    """
 
-    @property
-    def steps(self) -> int:
-        """Maximum number of updates."""
-        ...
-
-    @property
-    def warmup_steps(self) -> int:
-        """Cubic warm-up length."""
-        ...
-
-    @property
-    def stop_loss(self) -> float:
-        """Interpolation threshold on the ½-MSE."""
-        ...
-
-    @property
-    def min_full_lr_fraction(self) -> float:
-        """Fraction of the updates at the full η required to stop as converged."""
-        ...
+    activation: str = "tanh"
+    init_scale: float = 1.0
+    steps: int = 20000
+    warmup_steps: int = 2000
+    stop_loss: float = 1e-10
+    min_full_lr_fraction: float = 0.2
 
 
 def train_scalar_run(
-    settings: ScalarRunSettings,
+    settings: ScalarTrainSettings,
     X: Tensor,
     y: Tensor,
     *,
@@ -475,33 +467,25 @@ class ScalarTaskConfig(ExperimentConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class ScalarSweepConfig(ScalarTaskConfig):
+class ScalarSweepConfig(ScalarTaskConfig, ScalarTrainSettings):
     """Settings of an (η, B, seed) sweep of :func:`shallow_mlp` networks on the scalar task.
+
+    The data fields of :class:`ScalarTaskConfig` and the training fields of
+    :class:`ScalarTrainSettings` (``activation``, ``init_scale``, ``steps``, ``warmup_steps``,
+    ``stop_loss``, ``min_full_lr_fraction``), and:
 
     Attributes:
         n: Training samples.
         width: Hidden width m.
-        activation: ``"tanh"`` or ``"relu"``.
-        init_scale: Initialization scale s (w_j ~ N(0, s²I), a_j ~ N(0, s²/m)).
         lrs: Learning rates η.
         batch_sizes: SGD batch sizes B (i.i.d. batches without replacement); 0 means GD.
-        steps: Maximum updates.
-        warmup_steps: Cubic warm-up length.
-        stop_loss: Interpolation threshold on the ½-MSE.
-        min_full_lr_fraction: Fraction of updates at the full η for "converged at η".
         seeds: Batch-sampling seeds (the initialization is shared, as in MM23).
     """
 
     n: int = 40
     width: int = 64
-    activation: str = "tanh"
-    init_scale: float = 1.0
     lrs: tuple[float, ...] = (0.1,)
     batch_sizes: tuple[int, ...] = (2, 0)
-    steps: int = 20000
-    warmup_steps: int = 2000
-    stop_loss: float = 1e-10
-    min_full_lr_fraction: float = 0.2
     seeds: tuple[int, ...] = (0,)
 
 

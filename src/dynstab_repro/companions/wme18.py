@@ -299,13 +299,10 @@ class SharpnessConfig(ScalarSweepConfig):
     """
 
     n: int = 192
-    width: int = 64
     activation: str = "relu"
-    init_scale: float = 1.0
     lrs: tuple[float, ...] = (0.1, 0.2, 0.4)
     batch_sizes: tuple[int, ...] = (4, 10, 64, 0)
     steps: int = 100000
-    warmup_steps: int = 2000
     stop_loss: float = 5e-5
     seeds: tuple[int, ...] = (0, 1, 2)
     gd_band: tuple[float, float] = (0.9, 1.03)

@@ -47,6 +47,7 @@ from dynstab_repro.companions.results import (
 )
 from dynstab_repro.companions.scalar_nets import (
     ScalarTaskConfig,
+    ScalarTrainSettings,
     loss_curve,
     shallow_mlp,
     train_scalar,
@@ -63,23 +64,19 @@ WWS22 = "Wu, Wang & Su (NeurIPS 2022)"
 
 
 @dataclasses.dataclass(frozen=True)
-class WWS22Config(ScalarTaskConfig):
+class WWS22Config(ScalarTaskConfig, ScalarTrainSettings):
     """Settings of ``wws22/alignment``.
 
     The data fields (``dataset``, ``data``, ``device``) are those of
-    :class:`~.scalar_nets.ScalarTaskConfig`.
+    :class:`~.scalar_nets.ScalarTaskConfig`, the training fields (``activation``,
+    ``init_scale``, ``steps``, ``warmup_steps``, ``stop_loss``, ``min_full_lr_fraction``) those
+    of :class:`~.scalar_nets.ScalarTrainSettings` (here with at most 4·10⁴ steps).
 
     Attributes:
         n: Training samples (digits 3 vs 8).
-        activation: Hidden activation (tanh).
-        init_scale: Initialization scale s (w_j ~ N(0, s²I), a_j ~ N(0, s²/m)).
         lrs: Learning rates η.
         batch_sizes: SGD batch sizes B.
         widths: Hidden widths m (the size-independence check uses the smallest and largest).
-        steps: Maximum updates.
-        warmup_steps: Cubic warm-up length.
-        stop_loss: Interpolation threshold.
-        min_full_lr_fraction: Fraction of updates at the full η for "converged at η".
         record_every: Steps between μ(θ_t) records.
         seeds: Batch-sampling seeds (the initialization is shared); the GD→SGD escape runs
             once per seed from the same GD minimum.
@@ -101,15 +98,10 @@ class WWS22Config(ScalarTaskConfig):
     """
 
     n: int = 24
-    activation: str = "tanh"
-    init_scale: float = 1.0
     lrs: tuple[float, ...] = (0.1, 0.15, 0.2)
     batch_sizes: tuple[int, ...] = (2, 4, 8)
     widths: tuple[int, ...] = (32, 64, 128)
     steps: int = 40000
-    warmup_steps: int = 2000
-    stop_loss: float = 1e-10
-    min_full_lr_fraction: float = 0.2
     record_every: int = 200
     seeds: tuple[int, ...] = (0, 1, 2)
     mu_min: float = 0.1

@@ -41,7 +41,7 @@ from dynstab.losses import half_mse
 from dynstab.models import MLP, DiagonalLinearNet
 from dynstab.norms import gram_spectrum
 from dynstab.training import train
-from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.base import Claim, RunSpec, graded_claim
 from dynstab_repro.claim_stats import fmt, over_values
 from dynstab_repro.companions.experiment import CompanionExperiment
 from dynstab_repro.companions.figures import new_figure
@@ -308,12 +308,12 @@ def analyze_linear_alignment(config: LinearAlignmentConfig, results: Results) ->
     med_mu = over_values(mus, over="minima").value
     failed_runs = expected - len(ok_runs)
     claims.append(
-        Claim(
+        graded_claim(
             "LA1",
             "At minima of linear networks the alignment factor is at least the proven bound",
-            criterion=f"all {expected} linear-net runs converge, and at each minimum μ ≥ 1 − "
+            rule=f"all {expected} linear-net runs converge, and at each minimum μ ≥ 1 − "
             f"{config.n_se:g}·SE (delta-method SE over the samples)",
-            status="reproduced" if holds else "failed",
+            reproduced=holds,
             paper="Σ(θ) ≽ 2L(θ)·G(θ) for linear networks at Gaussian inputs, i.e. μ ≥ 1",
             source="WWS22, alignment property for linear networks (Sec. 3)",
             measurement=over_values(mus, "μ over linear-net minima", over="minima"),

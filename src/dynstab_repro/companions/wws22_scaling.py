@@ -46,6 +46,7 @@ from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.minima import gram_float64, gram_summary
 from dynstab_repro.companions.results import Overrides, Record, Results, Table, finite
 from dynstab_repro.companions.scalar_nets import (
+    ScalarTrainSettings,
     digits_task,
     loss_curve,
     onehot_digits_task,
@@ -53,7 +54,6 @@ from dynstab_repro.companions.scalar_nets import (
     train_scalar,
     train_scalar_run,
 )
-from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -104,20 +104,18 @@ def fit_exponential_rate(
 
 
 @dataclasses.dataclass(frozen=True)
-class ScalingConfig(ExperimentConfig):
+class ScalingConfig(ScalarTrainSettings):
     """Settings of ``wws22/scaling``.
+
+    The training fields (``activation``, ``init_scale``, ``steps``, ``warmup_steps``,
+    ``stop_loss``, ``min_full_lr_fraction``) are those of
+    :class:`~.scalar_nets.ScalarTrainSettings` (here with at most 4·10⁴ steps).
 
     Attributes:
         ns: Sample sizes (digits 3 vs 8), varied at the smallest width.
         widths: Hidden widths, varied at the smallest n.
-        activation: Hidden activation.
-        init_scale: Initialization scale s of :func:`~.scalar_nets.shallow_mlp`.
         lr: Learning rate η of GD and SGD.
         batch_size: SGD batch size B (sampling without replacement).
-        steps: Maximum updates per run.
-        warmup_steps: Cubic warm-up length.
-        stop_loss: Interpolation threshold.
-        min_full_lr_fraction: Fraction of updates at the full η for "converged at η".
         seeds: Seeds (initialization and batches).
         outputs: Outputs C of the size grid's task: 10 = one-hot digits of all ten classes
             (:func:`~.scalar_nets.onehot_digits_task`), 1 = the scalar 3-vs-8 task.
@@ -138,14 +136,9 @@ class ScalingConfig(ExperimentConfig):
 
     ns: tuple[int, ...] = (16, 32, 64)
     widths: tuple[int, ...] = (32, 128, 512)
-    activation: str = "tanh"
-    init_scale: float = 1.0
     lr: float = 0.15
     batch_size: int = 2
     steps: int = 40000
-    warmup_steps: int = 2000
-    stop_loss: float = 1e-10
-    min_full_lr_fraction: float = 0.2
     seeds: tuple[int, ...] = (0, 1, 2)
     outputs: int = 10
     bound_tol: float = 1.0

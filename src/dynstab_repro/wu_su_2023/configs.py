@@ -55,14 +55,7 @@ class DiagonalDataConfig(ExperimentConfig):
 
     def problem(self, seed: int) -> Problem:
         """The data set of unit seed ``seed``."""
-        return diagonal_problem(
-            d=self.d,
-            n=self.n,
-            n_test=self.n_test,
-            inputs=self.inputs,
-            support=self.support,
-            seed=seed,
-        )
+        return diagonal_problem(self, seed)
 
 
 @dataclass(frozen=True)

@@ -58,63 +58,6 @@ class E1Config(SweepConfig, DiagonalDataConfig):
     }
 
 
-class E1DiagonalSweep(SweepExperiment[E1Config]):
-    """E1: sharpness, norms and test error of SGD vs GD solutions across η."""
-
-    name = "wu-su-2023/e1"
-    title = "Diagonal linear net: LR sweep, SGD (Tr G ≤ 2/η) vs GD (λ_max ≤ 2/η)"
-    description = (
-        "Diagonal linear network f(x) = ⟨a⊙b, x⟩ with a large N(0,1) initialization fit to a "
-        "3-sparse linear teacher. SGD (B = 1) solutions have Tr G just below 2/η, so their "
-        "weighted ℓ1 norm and test error fall with η; GD solutions keep the initialization's "
-        "sharpness and error."
-    )
-    reference = (
-        "Wu & Su (ICML 2023), diagonal-linear-network experiment: sharpness and test error of "
-        "SGD vs GD solutions across learning rates"
-    )
-    ambiguities = documented_defaults(
-        ("sampling", "convergence", "budget", "loss", "GD schedule"),
-        {
-            "inputs": "inputs x ~ N(0, I_d) (option: inputs=cube for Unif[-1,1]^d)",
-            "test error": "test MSE E(f - f*)^2 on n_test fresh samples (relative MSE kept)",
-            "SGD schedule": "cubic warm-up η_t = η·min(1,(t+1)/T_w)^3, then constant; no clipping",
-            "parameterization": "a⊙b",
-        },
-    )
-    config_cls = E1Config
-
-    def seed_runs(self, config: E1Config, opt: str, seed: int) -> tuple[Problem, list[SweepRun]]:
-        """Every η from the seed's one initialization."""
-        model = init_diagonal(config.d, config.init_scale, seed)
-        no_extra: dict[str, float] = {}
-        runs: list[SweepRun] = [
-            (run_key(opt, "lr", lr, seed), lr, model, no_extra) for lr in config.lrs
-        ]
-        return config.problem(seed), runs
-
-    def analyze_runs(self, config: E1Config, runs: dict[str, Record]) -> list[Claim]:
-        """Claims E1.1–E1.6 (see :func:`analyze_e1`)."""
-        return analyze_e1(config, runs)
-
-    def plot_runs(self, config: E1Config, runs: dict[str, Record], fig_dir: Path) -> list[Path]:
-        """Three panels: SGD measures vs η, GD measures vs η, test MSE vs η."""
-        return plot_e1(config, runs, fig_dir)
-
-    def table_runs(self, config: E1Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:
-        """The calibration table (medians over seeds)."""
-        keys = ("trace", "frobenius", "lambda_max", "l1", "balancedness", "test_mse")
-        rows = A.median_table(
-            runs,
-            config.optimizers,
-            "lr",
-            sorted(config.lrs),
-            keys,
-            lead=lambda lr: {"2/lr": 2 / lr},
-        )
-        return [("E1 medians over seeds", rows)]
-
-
 # --------------------------------------------------------------------------------------
 
 
@@ -382,3 +325,56 @@ def plot_e1(config: E1Config, results: dict[str, Record], fig_dir: Path) -> list
     plots.loglog_panel(axes[2], xlabel="learning rate η", ylabel="test MSE", title="Test error")
     fig.suptitle(f"E1: diagonal linear net, d = {config.d}, n = {config.n} (medians over seeds)")
     return plots.save_figure_pair(fig, fig_dir, "e1_sweep")
+
+
+def table_e1(config: E1Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:
+    """The calibration table (medians over seeds)."""
+    keys = ("trace", "frobenius", "lambda_max", "l1", "balancedness", "test_mse")
+    rows = A.median_table(
+        runs,
+        config.optimizers,
+        "lr",
+        sorted(config.lrs),
+        keys,
+        lead=lambda lr: {"2/lr": 2 / lr},
+    )
+    return [("E1 medians over seeds", rows)]
+
+
+class E1DiagonalSweep(SweepExperiment[E1Config]):
+    """E1: sharpness, norms and test error of SGD vs GD solutions across η."""
+
+    name = "wu-su-2023/e1"
+    title = "Diagonal linear net: LR sweep, SGD (Tr G ≤ 2/η) vs GD (λ_max ≤ 2/η)"
+    description = (
+        "Diagonal linear network f(x) = ⟨a⊙b, x⟩ with a large N(0,1) initialization fit to a "
+        "3-sparse linear teacher. SGD (B = 1) solutions have Tr G just below 2/η, so their "
+        "weighted ℓ1 norm and test error fall with η; GD solutions keep the initialization's "
+        "sharpness and error."
+    )
+    reference = (
+        "Wu & Su (ICML 2023), diagonal-linear-network experiment: sharpness and test error of "
+        "SGD vs GD solutions across learning rates"
+    )
+    ambiguities = documented_defaults(
+        ("sampling", "convergence", "budget", "loss", "GD schedule"),
+        {
+            "inputs": "inputs x ~ N(0, I_d) (option: inputs=cube for Unif[-1,1]^d)",
+            "test error": "test MSE E(f - f*)^2 on n_test fresh samples (relative MSE kept)",
+            "SGD schedule": "cubic warm-up η_t = η·min(1,(t+1)/T_w)^3, then constant; no clipping",
+            "parameterization": "a⊙b",
+        },
+    )
+    config_cls = E1Config
+    analysis = analyze_e1
+    figures = plot_e1
+    table = table_e1
+
+    def seed_runs(self, config: E1Config, opt: str, seed: int) -> tuple[Problem, list[SweepRun]]:
+        """Every η from the seed's one initialization."""
+        model = init_diagonal(config.d, config.init_scale, seed)
+        no_extra: dict[str, float] = {}
+        runs: list[SweepRun] = [
+            (run_key(opt, "lr", lr, seed), lr, model, no_extra) for lr in config.lrs
+        ]
+        return config.problem(seed), runs

@@ -71,55 +71,6 @@ def _key(opt: str, lr: float, r0: float, seed: int) -> str:
     return f"{opt}_lr={lr:.5g}_r0={r0:g}_seed={seed}"
 
 
-class E2Balancing(SweepExperiment[E2Config]):
-    """E2: r(θ_T) against r(θ_0) for SGD and GD."""
-
-    name = "wu-su-2023/e2"
-    title = "Diagonal linear net: SGD balances the layers, GD does not"
-    description = (
-        "Unbalanced initializations with r(θ_0) = r0 exactly. SGD (B = 1) ends near balance "
-        "(r(θ_T) well below r0, roughly independent of r0, closer to 1 for larger η) because its "
-        "trace bound penalizes Tr G ≥ 2‖β‖_{1,s}; GD conserves the imbalance."
-    )
-    reference = (
-        "Wu & Su (ICML 2023), diagonal linear networks: SGD-stable minima are nearly balanced "
-        "(Tr G ≥ 2‖β‖_{1,s}, with equality iff balanced)"
-    )
-    ambiguities = documented_defaults(
-        ("sampling", "convergence", "budget", "loss"),
-        {
-            "inputs": "inputs x ~ N(0, I_d)",
-            "SGD schedule": "cubic warm-up, no gradient clipping",
-            "initialization": "a_j ~ N(0, 0.1²) (σ = 0.1), b = c ε a; r0 = 1.05 instead of the "
-            "degenerate 1",
-        },
-    )
-    config_cls = E2Config
-
-    def seed_runs(self, config: E2Config, opt: str, seed: int) -> tuple[Problem, list[SweepRun]]:
-        """The (η, r0) pairs of ``opt``, each from its unbalanced initialization."""
-        pairs = config.runs_of(opt)
-        models = {r0: init_unbalanced(config.d, r0, config.init_std, seed) for _, r0 in pairs}
-        runs: list[SweepRun] = [
-            (_key(opt, lr, r0, seed), lr, models[r0], {"r0": r0}) for lr, r0 in pairs
-        ]
-        return config.problem(seed), runs
-
-    def analyze_runs(self, config: E2Config, runs: dict[str, Record]) -> list[Claim]:
-        """Claims E2.1–E2.5."""
-        return analyze_e2(config, runs)
-
-    def plot_runs(self, config: E2Config, runs: dict[str, Record], fig_dir: Path) -> list[Path]:
-        """r(θ_T) vs r(θ_0) (log–log, r = 1 and r_T = r_0 lines) and r(θ_T) vs η."""
-        return plot_e2(config, runs, fig_dir)
-
-    def table_runs(self, config: E2Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:
-        """Medians over seeds of r_T, Tr G and test MSE per r0."""
-        keys = ("balancedness", "trace", "test_mse")
-        rows = A.median_table(runs, config.optimizers, "r0", config.r0s, keys, lr=config.lr)
-        return [(f"E2 at η = {config.lr:g} (medians over seeds)", rows)]
-
-
 def _med(results: dict[str, Record], opt: str, lr: float, r0: float, key: str) -> float:
     return A.median([r[key] for r in A.select(results, opt, lr=lr, r0=r0)])
 
@@ -346,3 +297,48 @@ def plot_e2(config: E2Config, results: dict[str, Record], fig_dir: Path) -> list
     ax.set_title("SGD balancing vs η")
     fig.suptitle(f"E2: balancedness, d = {config.d}, n = {config.n}")
     return plots.save_figure_pair(fig, fig_dir, "e2_balancing")
+
+
+def table_e2(config: E2Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:
+    """Medians over seeds of r_T, Tr G and test MSE per r0."""
+    keys = ("balancedness", "trace", "test_mse")
+    rows = A.median_table(runs, config.optimizers, "r0", config.r0s, keys, lr=config.lr)
+    return [(f"E2 at η = {config.lr:g} (medians over seeds)", rows)]
+
+
+class E2Balancing(SweepExperiment[E2Config]):
+    """E2: r(θ_T) against r(θ_0) for SGD and GD."""
+
+    name = "wu-su-2023/e2"
+    title = "Diagonal linear net: SGD balances the layers, GD does not"
+    description = (
+        "Unbalanced initializations with r(θ_0) = r0 exactly. SGD (B = 1) ends near balance "
+        "(r(θ_T) well below r0, roughly independent of r0, closer to 1 for larger η) because its "
+        "trace bound penalizes Tr G ≥ 2‖β‖_{1,s}; GD conserves the imbalance."
+    )
+    reference = (
+        "Wu & Su (ICML 2023), diagonal linear networks: SGD-stable minima are nearly balanced "
+        "(Tr G ≥ 2‖β‖_{1,s}, with equality iff balanced)"
+    )
+    ambiguities = documented_defaults(
+        ("sampling", "convergence", "budget", "loss"),
+        {
+            "inputs": "inputs x ~ N(0, I_d)",
+            "SGD schedule": "cubic warm-up, no gradient clipping",
+            "initialization": "a_j ~ N(0, 0.1²) (σ = 0.1), b = c ε a; r0 = 1.05 instead of the "
+            "degenerate 1",
+        },
+    )
+    config_cls = E2Config
+    analysis = analyze_e2
+    figures = plot_e2
+    table = table_e2
+
+    def seed_runs(self, config: E2Config, opt: str, seed: int) -> tuple[Problem, list[SweepRun]]:
+        """The (η, r0) pairs of ``opt``, each from its unbalanced initialization."""
+        pairs = config.runs_of(opt)
+        models = {r0: init_unbalanced(config.d, r0, config.init_std, seed) for _, r0 in pairs}
+        runs: list[SweepRun] = [
+            (_key(opt, lr, r0, seed), lr, models[r0], {"r0": r0}) for lr, r0 in pairs
+        ]
+        return config.problem(seed), runs

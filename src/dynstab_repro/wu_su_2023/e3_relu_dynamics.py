@@ -30,7 +30,6 @@ from dynstab_repro.wu_su_2023.units import (
     PlannedRun,
     Record,
     WuSuExperiment,
-    flatten_runs,
     train_and_measure,
 )
 
@@ -69,69 +68,6 @@ class E3Config(TrainerConfig, ReLUDataConfig):
     def lr(self) -> float:
         """The SGD learning rate η = ``sqrt_d_lr``/√d."""
         return self.sqrt_d_lr / math.sqrt(self.d)
-
-
-class E3ReLUDynamics(WuSuExperiment):
-    """E3: loss, gradient norm, Tr G and path norm along one SGD run."""
-
-    name = "wu-su-2023/e3"
-    title = "Two-layer ReLU net: SGD training dynamics (Tr G → ≤ 2/η, path norm ↓)"
-    description = (
-        "One B = 1 SGD run of a bias-free two-layer ReLU net on spherical data: the loss reaches "
-        "1e-10, Tr G falls from its large initial value to just below 2/η, and the path norm "
-        "falls several-fold toward O(1/(√d η))."
-    )
-    reference = (
-        "Wu & Su (ICML 2023), two-layer ReLU experiment: SGD training dynamics (loss, gradient "
-        "norm, Tr G against 2/η, path norm)"
-    )
-    ambiguities = documented_defaults(
-        ("sampling", "initialization", "loss"),
-        {
-            "schedule": "cubic warm-up over the first third of the budget, then constant η (no "
-            "cosine decay, no clipping)",
-            "convergence": "converged: L ≤ 1e-10 with ≥ 20% of the updates at full η",
-            "architecture": "no biases, no 1/m scaling",
-            "learning rate": "√d·η = 0.1 (η = 0.01 at d = 100); η = 1/√d would put 2/η below the "
-            "teacher's own Tr G ≈ √d·k",
-        },
-    )
-    config_cls = E3Config
-
-    def specs(self, config: E3Config) -> list[RunSpec]:
-        """One unit: the SGD runs of every seed, trained together."""
-        return [RunSpec("sgd", {})]
-
-    def compute(self, config: E3Config, spec: RunSpec) -> Record:
-        """Train with history recording (test MSE, ‖∇L‖, Tr G and path norm); one run per seed."""
-        plans = [
-            PlannedRun(
-                f"sgd_seed={seed}",
-                config.lr,
-                seed,
-                config.problem(seed),
-                config.initial_model(seed),
-                config.warmup_steps,
-            )
-            for seed in config.seeds
-        ]
-        runs = train_and_measure(
-            config,
-            plans,
-            optimizer="sgd",
-            steps=config.steps,
-            record_points=min(config.max_history, 500),
-            monitor_keys=("test_mse", "grad_norm", "trace", "path_norm"),
-        )
-        return {"runs": runs}
-
-    def analyze(self, config: E3Config, results: dict[str, Record]) -> list[Claim]:
-        """Claims E3.1–E3.5 on the per-run records (:func:`~.units.flatten_runs`)."""
-        return analyze_e3(config, flatten_runs(results))
-
-    def plot(self, config: E3Config, results: dict[str, Record], fig_dir: Path) -> list[Path]:
-        """Dynamics panels of the first seed."""
-        return plot_e3(config, flatten_runs(results), fig_dir)
 
 
 E3_DROP_FRACTION = 0.25
@@ -346,3 +282,61 @@ def plot_e3(config: E3Config, results: dict[str, Record], fig_dir: Path) -> list
         f"{config.batch_size}, η = {config.lr:.3g} (dash-dot: end of warm-up), seed {run['seed']}"
     )
     return plots.save_figure_pair(fig, fig_dir, "e3_dynamics")
+
+
+class E3ReLUDynamics(WuSuExperiment):
+    """E3: loss, gradient norm, Tr G and path norm along one SGD run."""
+
+    name = "wu-su-2023/e3"
+    title = "Two-layer ReLU net: SGD training dynamics (Tr G → ≤ 2/η, path norm ↓)"
+    description = (
+        "One B = 1 SGD run of a bias-free two-layer ReLU net on spherical data: the loss reaches "
+        "1e-10, Tr G falls from its large initial value to just below 2/η, and the path norm "
+        "falls several-fold toward O(1/(√d η))."
+    )
+    reference = (
+        "Wu & Su (ICML 2023), two-layer ReLU experiment: SGD training dynamics (loss, gradient "
+        "norm, Tr G against 2/η, path norm)"
+    )
+    ambiguities = documented_defaults(
+        ("sampling", "initialization", "loss"),
+        {
+            "schedule": "cubic warm-up over the first third of the budget, then constant η (no "
+            "cosine decay, no clipping)",
+            "convergence": "converged: L ≤ 1e-10 with ≥ 20% of the updates at full η",
+            "architecture": "no biases, no 1/m scaling",
+            "learning rate": "√d·η = 0.1 (η = 0.01 at d = 100); η = 1/√d would put 2/η below the "
+            "teacher's own Tr G ≈ √d·k",
+        },
+    )
+    config_cls = E3Config
+    analysis = analyze_e3
+    figures = plot_e3
+    per_run = True
+
+    def specs(self, config: E3Config) -> list[RunSpec]:
+        """One unit: the SGD runs of every seed, trained together."""
+        return [RunSpec("sgd", {})]
+
+    def compute(self, config: E3Config, spec: RunSpec) -> Record:
+        """Train with history recording (test MSE, ‖∇L‖, Tr G and path norm); one run per seed."""
+        plans = [
+            PlannedRun(
+                f"sgd_seed={seed}",
+                config.lr,
+                seed,
+                config.problem(seed),
+                config.initial_model(seed),
+                config.warmup_steps,
+            )
+            for seed in config.seeds
+        ]
+        runs = train_and_measure(
+            config,
+            plans,
+            optimizer="sgd",
+            steps=config.steps,
+            record_points=min(config.max_history, 500),
+            monitor_keys=("test_mse", "grad_norm", "trace", "path_norm"),
+        )
+        return {"runs": runs}

@@ -67,59 +67,6 @@ class E4Config(SweepConfig, ReLUDataConfig):
         return label / math.sqrt(self.d) if optimizer == "sgd" else label
 
 
-class E4ReLUSweep(SweepExperiment[E4Config]):
-    """E4: Tr G / λ_max, path norm and test error of SGD and GD solutions across LR labels."""
-
-    name = "wu-su-2023/e4"
-    title = "Two-layer ReLU net: LR sweep, SGD (√d·η axis) vs GD"
-    description = (
-        "SGD solutions of a bias-free two-layer ReLU net sit at Tr G ≈ 2/η, so their path norm "
-        "(≍ Tr G/√d) and test error fall with the learning rate; GD's λ_max ≤ 2/η constraint "
-        "leaves the path norm and error of the initialization unchanged except at the largest η."
-    )
-    reference = (
-        "Wu & Su (ICML 2023), two-layer ReLU experiment: SGD vs GD solutions across learning "
-        "rates (√d·η axis for SGD)"
-    )
-    ambiguities = documented_defaults(
-        ("sampling", "initialization", "convergence", "budget", "loss", "GD schedule"),
-        {
-            "test error": "test MSE on n_test fresh samples",
-            "SGD schedule": "cubic warm-up over the first third of the SGD budget, then constant",
-        },
-    )
-    config_cls = E4Config
-
-    def seed_runs(self, config: E4Config, opt: str, seed: int) -> tuple[Problem, list[SweepRun]]:
-        """Every label from the seed's initialization: SGD at η = label/√d, GD at η = label."""
-        model = config.initial_model(seed)
-        runs: list[SweepRun] = [
-            (run_key(opt, "lr", lab, seed), config.lr_of(opt, lab), model, {"label": lab})
-            for lab in config.lr_labels
-        ]
-        return config.problem(seed), runs
-
-    def analyze_runs(self, config: E4Config, runs: dict[str, Record]) -> list[Claim]:
-        """Claims E4.1–E4.5."""
-        return analyze_e4(config, runs)
-
-    def plot_runs(self, config: E4Config, runs: dict[str, Record], fig_dir: Path) -> list[Path]:
-        """Four panels (SGD vs √d·η, GD vs η, test error and path norm vs label)."""
-        return plot_e4(config, runs, fig_dir)
-
-    def table_runs(self, config: E4Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:
-        """Medians over seeds per label."""
-        keys = ("lr", "trace", "lambda_max", "path_norm", "test_mse")
-        rows = A.median_table(runs, config.optimizers, "label", sorted(config.lr_labels), keys)
-        out = [("E4 medians over seeds (runs converged at the target η)", rows)]
-        other = run_table(runs)
-        title = (
-            "E4 runs not converged at the target η (converged in warm-up, diverged, unconverged)"
-        )
-        out.append((title, other) if other else (title + ": none", []))
-        return out
-
-
 def _sel(
     results: dict[str, Record],
     opt: str,
@@ -475,3 +422,50 @@ def plot_e4(config: E4Config, results: dict[str, Record], fig_dir: Path) -> list
         "seeds' runs at the target η; ×: converged in warm-up; ▼: diverged/unconverged)"
     )
     return plots.save_figure_pair(fig, fig_dir, "e4_sweep")
+
+
+def table_e4(config: E4Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:
+    """Medians over seeds per label."""
+    keys = ("lr", "trace", "lambda_max", "path_norm", "test_mse")
+    rows = A.median_table(runs, config.optimizers, "label", sorted(config.lr_labels), keys)
+    out = [("E4 medians over seeds (runs converged at the target η)", rows)]
+    other = run_table(runs)
+    title = "E4 runs not converged at the target η (converged in warm-up, diverged, unconverged)"
+    out.append((title, other) if other else (title + ": none", []))
+    return out
+
+
+class E4ReLUSweep(SweepExperiment[E4Config]):
+    """E4: Tr G / λ_max, path norm and test error of SGD and GD solutions across LR labels."""
+
+    name = "wu-su-2023/e4"
+    title = "Two-layer ReLU net: LR sweep, SGD (√d·η axis) vs GD"
+    description = (
+        "SGD solutions of a bias-free two-layer ReLU net sit at Tr G ≈ 2/η, so their path norm "
+        "(≍ Tr G/√d) and test error fall with the learning rate; GD's λ_max ≤ 2/η constraint "
+        "leaves the path norm and error of the initialization unchanged except at the largest η."
+    )
+    reference = (
+        "Wu & Su (ICML 2023), two-layer ReLU experiment: SGD vs GD solutions across learning "
+        "rates (√d·η axis for SGD)"
+    )
+    ambiguities = documented_defaults(
+        ("sampling", "initialization", "convergence", "budget", "loss", "GD schedule"),
+        {
+            "test error": "test MSE on n_test fresh samples",
+            "SGD schedule": "cubic warm-up over the first third of the SGD budget, then constant",
+        },
+    )
+    config_cls = E4Config
+    analysis = analyze_e4
+    figures = plot_e4
+    table = table_e4
+
+    def seed_runs(self, config: E4Config, opt: str, seed: int) -> tuple[Problem, list[SweepRun]]:
+        """Every label from the seed's initialization: SGD at η = label/√d, GD at η = label."""
+        model = config.initial_model(seed)
+        runs: list[SweepRun] = [
+            (run_key(opt, "lr", lab, seed), config.lr_of(opt, lab), model, {"label": lab})
+            for lab in config.lr_labels
+        ]
+        return config.problem(seed), runs

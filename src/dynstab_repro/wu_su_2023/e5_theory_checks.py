@@ -57,9 +57,9 @@ from dynstab_repro.base import Claim, Measurement, RunSpec
 from dynstab_repro.config import ExperimentConfig
 from dynstab_repro.wu_su_2023 import analysis as A
 from dynstab_repro.wu_su_2023 import plots
-from dynstab_repro.wu_su_2023.configs import Overrides, documented_defaults
-from dynstab_repro.wu_su_2023.problems import diagonal_problem, torch_generator
-from dynstab_repro.wu_su_2023.units import Record, WuSuExperiment, diagonal_measures
+from dynstab_repro.wu_su_2023.configs import DiagonalDataConfig, Overrides, documented_defaults
+from dynstab_repro.wu_su_2023.problems import torch_generator
+from dynstab_repro.wu_su_2023.units import Record, Row, WuSuExperiment, diagonal_measures
 
 __all__ = ["E5Config", "E5TheoryChecks", "analyze_e5"]
 
@@ -372,9 +372,7 @@ def part_d(config: E5Config) -> Record:
 
 def part_e(config: E5Config, seed: int) -> Record:
     """The balanced min-ℓ2 interpolator β̂ = X⁺y against the balanced sparse truth β*."""
-    prob = diagonal_problem(
-        d=config.e_d, n=config.e_n, n_test=config.e_n_test, inputs="gaussian", support=3, seed=seed
-    )
+    prob = DiagonalDataConfig(d=config.e_d, n=config.e_n, n_test=config.e_n_test).problem(seed)
     beta_hat = torch.linalg.pinv(prob.X) @ prob.y
     out: Record = {"part": "e", "seed": seed, "ref_norm2": float((prob.teacher**2).sum())}
     for name, beta in (("min_l2", beta_hat), ("sparse", prob.teacher)):
@@ -387,85 +385,6 @@ def part_e(config: E5Config, seed: int) -> Record:
 
 
 # --------------------------------------------------------------------------------------
-
-
-class E5TheoryChecks(WuSuExperiment):
-    """E5: exact thresholds vs bounds, H = G, closed forms and the min-ℓ2 example."""
-
-    name = "wu-su-2023/e5"
-    title = "Theory checks: exact η* vs trace bound, H = G, closed forms, min-ℓ2 vs sparse"
-    description = (
-        "Toolkit-only acceptance checks of the results the reproduction relies on: the trace "
-        "bound Tr H ≤ 2/(qη) against the exact mean-square threshold (tight for orthogonal "
-        "equal-norm gradients), exact second-moment growth/decay around 2/Tr H, H = G at "
-        "interpolation, the closed forms of Tr G and of the training gradients, and the "
-        "minimum-ℓ2 vs sparse interpolators of the diagonal net."
-    )
-    reference = (
-        "Wu & Su (ICML 2023), trace bound Tr H ≤ 2/η at SGD-stable minima and the norm "
-        "equivalences; exact threshold of Mulayoff & Michaeli (COLT 2024)"
-    )
-    ambiguities = documented_defaults(
-        ("loss",),
-        {
-            "trace bound": "checked in its general-B form 2/(qη), q = p + (1−p)/n, both sampling "
-            "schemes",
-            "sampling": "both sampling schemes in (a); B = 1 with replacement in (b)",
-        },
-    )
-    config_cls = E5Config
-
-    def specs(self, config: E5Config) -> list[RunSpec]:
-        """Units ``a``, ``b``, ``c``, ``d`` and one ``e`` per seed."""
-        units = [RunSpec(x, {"part": x}) for x in ("a", "b", "c", "d")]
-        units += [RunSpec(f"e_seed={s}", {"part": "e", "seed": s}) for s in config.e_seeds]
-        return units
-
-    def compute(self, config: E5Config, spec: RunSpec) -> Record:
-        """Compute one part."""
-        part = spec.params["part"]
-        if part == "a":
-            return part_a(config)
-        if part == "b":
-            return part_b(config)
-        if part == "c":
-            return part_c(config)
-        if part == "d":
-            return part_d(config)
-        if part == "e":
-            return part_e(config, int(spec.params["seed"]))
-        raise ValueError(f"unknown E5 part {part!r}; expected one of a, b, c, d, e.")
-
-    def analyze(self, config: E5Config, results: dict[str, Record]) -> list[Claim]:
-        """Claims E5.a1–E5.e2."""
-        return analyze_e5(config, results)
-
-    def plot(self, config: E5Config, results: dict[str, Record], fig_dir: Path) -> list[Path]:
-        """η* vs trace bound scatter and the second-moment curves."""
-        return plot_e5(config, results, fig_dir)
-
-    def tables(
-        self, config: E5Config, results: dict[str, Record]
-    ) -> list[tuple[str, list[dict[str, float | str]]]]:
-        """The min-ℓ2 vs sparse table (medians over seeds) next to the reference values."""
-        es = [r for k, r in sorted(results.items()) if k.startswith("e_")]
-        if not es:
-            return []
-        rows = []
-        for name, label in (
-            ("min_l2", "β̂ = X⁺y (min-ℓ2), balanced"),
-            ("sparse", "β* (sparse truth), balanced"),
-        ):
-            row: dict[str, float | str] = {"solution": label}
-            for k in ("l1", "lambda_max", "trace", "test_mse"):
-                row[k] = A.median([r[name][k] for r in es])
-                row[f"reference_{k}"] = REFERENCE_E[name][k]
-            rows.append(row)
-        title = (
-            f"Min-ℓ2 vs sparse interpolator (d = {config.e_d}, n = {config.e_n}; reference "
-            "values: one draw at d = 1000, n = 300)"
-        )
-        return [(title, rows)]
 
 
 def _get(results: dict[str, Record], key: str) -> Record | None:
@@ -773,3 +692,76 @@ def plot_e5(config: E5Config, results: dict[str, Record], fig_dir: Path) -> list
     ax.legend(fontsize=7)
     fig.suptitle("E5: theory checks")
     return plots.save_figure_pair(fig, fig_dir, "e5_theory")
+
+
+def table_e5(config: E5Config, results: dict[str, Record]) -> list[tuple[str, list[Row]]]:
+    """The min-ℓ2 vs sparse table (medians over seeds) next to the reference values."""
+    es = [r for k, r in sorted(results.items()) if k.startswith("e_")]
+    if not es:
+        return []
+    rows = []
+    for name, label in (
+        ("min_l2", "β̂ = X⁺y (min-ℓ2), balanced"),
+        ("sparse", "β* (sparse truth), balanced"),
+    ):
+        row: dict[str, float | str] = {"solution": label}
+        for k in ("l1", "lambda_max", "trace", "test_mse"):
+            row[k] = A.median([r[name][k] for r in es])
+            row[f"reference_{k}"] = REFERENCE_E[name][k]
+        rows.append(row)
+    title = (
+        f"Min-ℓ2 vs sparse interpolator (d = {config.e_d}, n = {config.e_n}; reference "
+        "values: one draw at d = 1000, n = 300)"
+    )
+    return [(title, rows)]
+
+
+class E5TheoryChecks(WuSuExperiment):
+    """E5: exact thresholds vs bounds, H = G, closed forms and the min-ℓ2 example."""
+
+    name = "wu-su-2023/e5"
+    title = "Theory checks: exact η* vs trace bound, H = G, closed forms, min-ℓ2 vs sparse"
+    description = (
+        "Toolkit-only acceptance checks of the results the reproduction relies on: the trace "
+        "bound Tr H ≤ 2/(qη) against the exact mean-square threshold (tight for orthogonal "
+        "equal-norm gradients), exact second-moment growth/decay around 2/Tr H, H = G at "
+        "interpolation, the closed forms of Tr G and of the training gradients, and the "
+        "minimum-ℓ2 vs sparse interpolators of the diagonal net."
+    )
+    reference = (
+        "Wu & Su (ICML 2023), trace bound Tr H ≤ 2/η at SGD-stable minima and the norm "
+        "equivalences; exact threshold of Mulayoff & Michaeli (COLT 2024)"
+    )
+    ambiguities = documented_defaults(
+        ("loss",),
+        {
+            "trace bound": "checked in its general-B form 2/(qη), q = p + (1−p)/n, both sampling "
+            "schemes",
+            "sampling": "both sampling schemes in (a); B = 1 with replacement in (b)",
+        },
+    )
+    config_cls = E5Config
+    analysis = analyze_e5
+    figures = plot_e5
+    table = table_e5
+
+    def specs(self, config: E5Config) -> list[RunSpec]:
+        """Units ``a``, ``b``, ``c``, ``d`` and one ``e`` per seed."""
+        units = [RunSpec(x, {"part": x}) for x in ("a", "b", "c", "d")]
+        units += [RunSpec(f"e_seed={s}", {"part": "e", "seed": s}) for s in config.e_seeds]
+        return units
+
+    def compute(self, config: E5Config, spec: RunSpec) -> Record:
+        """Compute one part."""
+        part = spec.params["part"]
+        if part == "a":
+            return part_a(config)
+        if part == "b":
+            return part_b(config)
+        if part == "c":
+            return part_c(config)
+        if part == "d":
+            return part_d(config)
+        if part == "e":
+            return part_e(config, int(spec.params["seed"]))
+        raise ValueError(f"unknown E5 part {part!r}; expected one of a, b, c, d, e.")

@@ -13,6 +13,7 @@ initialization and the SGD batch stream are independent and a unit depends only 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from dynstab.data import (
     unbalanced_diagonal_init,
 )
 from dynstab.models import DiagonalLinearNet, TwoLayerReLU
+
+if TYPE_CHECKING:  # configs imports this module: the data config is only a type here
+    from dynstab_repro.wu_su_2023.configs import DiagonalDataConfig
 
 __all__ = [
     "INPUT_KINDS",
@@ -116,28 +120,28 @@ class Problem:
         return cls(f64(ds.X), f64(ds.y), f64(ds.X_test), f64(ds.y_test), f64(teacher))
 
 
-def diagonal_problem(
-    *, d: int, n: int, n_test: int, inputs: str, support: int, seed: int
-) -> Problem:
-    """Sparse linear teacher β* = (1, …, 1, 0, …) (``support`` ones) on ``inputs`` data.
+def diagonal_problem(data: DiagonalDataConfig, seed: int) -> Problem:
+    """Sparse linear teacher β* = (1, …, 1, 0, …) (``data.support`` ones) on ``data.inputs`` data.
 
-    Drawn by :func:`dynstab.data.make_regression_dataset` (X, then X_test).
+    ``data`` gives the sizes d, n, n_test, the input law and the support; drawn by
+    :func:`dynstab.data.make_regression_dataset` (X, then X_test).
 
     Raises:
         ValueError: For an unknown ``inputs`` (``"gaussian"``, ``"sphere"``, ``"cube"``).
 
     Example:
-        >>> p = diagonal_problem(d=5, n=3, n_test=4, inputs="gaussian", support=2, seed=0)
+        >>> from dynstab_repro.wu_su_2023.configs import DiagonalDataConfig
+        >>> p = diagonal_problem(DiagonalDataConfig(d=5, n=3, n_test=4, support=2), seed=0)
         >>> tuple(p.X.shape), p.teacher.tolist(), bool(torch.allclose(p.y, p.X @ p.teacher))
         ((3, 5), [1.0, 1.0, 0.0, 0.0, 0.0], True)
     """
     ds = make_regression_dataset(
         "sparse_linear",
-        n,
-        n_test,
-        d,
-        input_dist=inputs,
-        sparsity=support,
+        data.n,
+        data.n_test,
+        data.d,
+        input_dist=data.inputs,
+        sparsity=data.support,
         generator=torch_generator(seed, _STREAM_DIAGONAL_DATA),
     )
     return Problem.from_dataset(ds)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -513,10 +513,25 @@ def single_thread_blas() -> Iterator[None]:
 
 
 class WuSuExperiment(Experiment):
-    """Shared plumbing of E1–E5: :meth:`run_one` computes a unit inside :func:`single_thread_blas`.
+    """Shared plumbing of E1–E5.
 
-    Subclasses implement :meth:`compute` (plus ``specs``, ``analyze`` and the metadata).
+    :meth:`run_one` computes a unit inside :func:`single_thread_blas`. The claims, figures and
+    tables are module functions named by class attributes (assigned as plain functions and
+    called through the class, so that each can be tested on hand-made records):
+
+        analysis: Grades the claims: ``(config, records) -> list[Claim]``.
+        figures: Writes the figures: ``(config, records, fig_dir) -> list[Path]`` (None: none).
+        table: The tables: ``(config, records) -> [(title, rows), ...]`` (None: none).
+
+    ``records`` are the unit results, or with ``per_run`` True the per-run records
+    ``{run key: record}`` of :func:`flatten_runs` (units that train several runs).
+    Subclasses implement :meth:`compute` (plus ``specs`` and the metadata).
     """
+
+    analysis: ClassVar[Callable[[Any, dict[str, Record]], list[Claim]]]
+    figures: ClassVar[Callable[[Any, dict[str, Record], Path], list[Path]] | None] = None
+    table: ClassVar[Callable[[Any, dict[str, Record]], list[tuple[str, list[Row]]]] | None] = None
+    per_run: ClassVar[bool] = False
 
     def run_one(self, config: Any, spec: RunSpec) -> Record:
         """Compute one unit with one BLAS/OpenMP/torch thread (see :func:`single_thread_blas`)."""
@@ -527,13 +542,33 @@ class WuSuExperiment(Experiment):
     def compute(self, config: Any, spec: RunSpec) -> Record:
         """Compute one unit; return JSON-able metrics."""
 
+    def records(self, results: dict[str, Record]) -> dict[str, Record]:
+        """What :attr:`analysis`, :attr:`figures` and :attr:`table` read (see ``per_run``)."""
+        return flatten_runs(results) if self.per_run else results
+
+    def analyze(self, config: Any, results: dict[str, Record]) -> list[Claim]:
+        """The claims of :attr:`analysis`."""
+        return type(self).analysis(config, self.records(results))
+
+    def plot(self, config: Any, results: dict[str, Record], fig_dir: Path) -> list[Path]:
+        """The figures of :attr:`figures` (none without it)."""
+        draw = type(self).figures
+        return [] if draw is None else draw(config, self.records(results), fig_dir)
+
+    def tables(self, config: Any, results: dict[str, Record]) -> list[tuple[str, list[Row]]]:
+        """The tables of :attr:`table` (none without it)."""
+        tabulate = type(self).table
+        return [] if tabulate is None else tabulate(config, self.records(results))
+
 
 class SweepExperiment(WuSuExperiment, Generic[SweepConfigT]):
-    """E1, E2, E4: units of many runs; claims, figures and tables read per-run records.
+    """E1, E2, E4: one unit per (optimizer, seed) trains the runs of :meth:`seed_runs`.
 
-    Subclasses implement :meth:`analyze_runs` (and optionally :meth:`plot_runs`,
-    :meth:`table_runs`) on ``{run key: record}`` (:func:`flatten_runs` of the unit results).
+    The claims, figures and tables read the per-run records (``per_run``; see
+    :class:`WuSuExperiment`). Subclasses implement :meth:`seed_runs`.
     """
+
+    per_run = True
 
     def specs(self, config: SweepConfigT) -> list[RunSpec]:
         """One unit per (optimizer, seed) (:func:`sweep_specs`)."""
@@ -553,31 +588,3 @@ class SweepExperiment(WuSuExperiment, Generic[SweepConfigT]):
         self, config: SweepConfigT, optimizer: str, seed: int
     ) -> tuple[Problem, list[SweepRun]]:
         """The training problem of ``seed`` and its runs ``(key, η, initial model, extra)``."""
-
-    def analyze(self, config: SweepConfigT, results: dict[str, Record]) -> list[Claim]:
-        """The claims of :meth:`analyze_runs` on the per-run records."""
-        return self.analyze_runs(config, flatten_runs(results))
-
-    def plot(self, config: SweepConfigT, results: dict[str, Record], fig_dir: Path) -> list[Path]:
-        """The figures of :meth:`plot_runs` on the per-run records."""
-        return self.plot_runs(config, flatten_runs(results), fig_dir)
-
-    def tables(
-        self, config: SweepConfigT, results: dict[str, Record]
-    ) -> list[tuple[str, list[Row]]]:
-        """The tables of :meth:`table_runs` on the per-run records."""
-        return self.table_runs(config, flatten_runs(results))
-
-    @abc.abstractmethod
-    def analyze_runs(self, config: SweepConfigT, runs: dict[str, Record]) -> list[Claim]:
-        """Check the claims on per-run records."""
-
-    def plot_runs(self, config: SweepConfigT, runs: dict[str, Record], fig_dir: Path) -> list[Path]:
-        """Write figures of per-run records (default: none)."""
-        return []
-
-    def table_runs(
-        self, config: SweepConfigT, runs: dict[str, Record]
-    ) -> list[tuple[str, list[Row]]]:
-        """Tables of per-run records (default: none)."""
-        return []
