@@ -361,10 +361,11 @@ def hidden_eigenvalue_bound(theta: np.ndarray, log_limit: float, direction: floa
     s = (log_limit + 1.0) / m  # Σ log(e^s + a_i) >= m·s: the start is right of the root
     for _ in range(200):
         es = math.exp(s)
-        g = float(np.log(es + a).sum()) - log_limit
+        t = es + a
+        g = float(np.log(t).sum()) - log_limit
         if g <= 1e-12 * (abs(log_limit) + 1.0):
             break
-        gp = float((es / (es + a)).sum())
+        gp = es * float((1.0 / t).sum())
         step = g / gp
         s -= step
         if step <= 1e-15 * (abs(s) + 1.0):
@@ -871,15 +872,18 @@ class KrylovEngine:
         if self._y1 is None:
             self._y1 = torch.empty(self.p, dtype=self.bdt, device=self.A.device)
         y = self._y1
-        y.copy_((self.A @ self._product_input(c0, 1))[:, 0])
+        z = (self.A @ self._product_input(c0, 1))[:, 0]
+        y.copy_(z)
         self.num_matvecs += 1
         self.iterations += 1
-        self.norm_lower = max(self.norm_lower, float(torch.linalg.vector_norm(y)))
+        # ‖y‖ from the product itself (fewer bytes when it is float32; accumulated in float64)
+        znorm = torch.linalg.vector_norm(z, dtype=torch.float64)
+        self.norm_lower = max(self.norm_lower, float(znorm))
         hx = float(torch.dot(x, y))
-        f = seg.F[0]
-        nz = torch.nonzero(f).flatten()
-        a0 = int(nz[0]) if nz.numel() else m
-        coef = torch.cat([f[a0:], torch.tensor([hx], dtype=torch.float64)])
+        f = seg.F[0].numpy()
+        nz = np.flatnonzero(f)
+        a0 = int(nz[0]) if nz.size else m
+        coef = torch.from_numpy(np.append(f[a0:], hx))
         y.addmv_(B[l + a0 : c0 + 1].T, coef.to(dtype=self.bdt, device=y.device), alpha=-1.0)
         V = B[: c0 + 1]
         before = float(torch.linalg.vector_norm(y))
@@ -895,22 +899,23 @@ class KrylovEngine:
         scale = max(self.norm_lower, 1e-300)
         brk = 16.0 * (self.prod_rtol + self.eps_basis) * scale * math.sqrt(c0 + 1)
         dead = beta <= brk or c0 + 1 >= self.p
-        H = torch.zeros(m + 1, m + 1, dtype=torch.float64)
-        H[:m, :m] = seg.H
+        hn = h.numpy()
+        H = np.zeros((m + 1, m + 1))
+        H[:m, :m] = seg.H.numpy()
         H[:m, m] = f
         H[m, :m] = f
-        H[m, m] = hx + float(h[c0])
-        seg.H = H
+        H[m, m] = hx + float(hn[c0])
+        seg.H = torch.from_numpy(H)
         seg.eig = None
-        F = torch.zeros(1, m + 1, dtype=torch.float64)
+        F = np.zeros((1, m + 1))
         if not dead:
             F[0, m] = beta
-        seg.F = F
-        seg.C = torch.cat([seg.C, h[:l].unsqueeze(1)], dim=1)
+        seg.F = torch.from_numpy(F)
+        seg.C = torch.from_numpy(np.concatenate([seg.C.numpy(), hn[:l, None]], axis=1))
         # what remains of the coupling to W after the local step: the relation's asymmetry
-        asym = float(torch.linalg.vector_norm(h[l:c0])) if m else 0.0
-        seg.omega = torch.cat([seg.omega, torch.ones(1, dtype=torch.float64)])
-        seg.abserr = torch.cat([seg.abserr, torch.tensor([asym], dtype=torch.float64)])
+        asym = float(np.linalg.norm(hn[l:c0])) if m else 0.0
+        seg.omega = torch.from_numpy(np.append(seg.omega.numpy(), 1.0))
+        seg.abserr = torch.from_numpy(np.append(seg.abserr.numpy(), asym))
         if dead:
             seg.broken = True
             self.invariant = True
