@@ -1024,10 +1024,14 @@ class KrylovEngine:
 
     # ---------------------------------------------------------------- assessment
     def _assess(self, eps_orth: float | None = None) -> _Answer:
+        """The current answer and its certificate (see the module docstring)."""
+        if self.locked.l == 0 and self.seg.m > 0:
+            return self._assess_segment(eps_orth)
+        return self._assess_general(eps_orth)
+
+    def _assess_general(self, eps_orth: float | None = None) -> _Answer:
         seg, lk = self.seg, self.locked
         l, m = lk.l, seg.m
-        if l == 0 and m > 0:
-            return self._assess_segment(eps_orth)
         n = l + m
         mode = "joint"
         if l == 0:
