@@ -15,8 +15,12 @@ matrix is kept in Krylov–Schur form (Stewart 2001; thick-restart Lanczos, Wu &
 A step applies ``A`` to the pending block (one block product), orthogonalises the result
 against the whole basis by classical Gram–Schmidt as two matrix products (BLAS-2/3; a second
 pass only when the norm dropped by more than 1/√2, Daniel–Gragg–Kaufman–Stewart 1976) and
-QR-factors it into the next pending block. All projected quantities (``H``, ``F``, ``C``, Ritz
-problems) are float64; the products run in the operator's dtype. When the basis is full the
+QR-factors it into the next pending block. A single-vector step (``b = 1``, e.g. every
+``λ_max`` run) removes the local three-term part with one matrix–vector product over the two
+coupled rows, then runs the same Gram–Schmidt as two matrix–vector products over the contiguous
+basis rows; its norm after the pass is ``β`` (no further pass), and the new row is written once
+(``y/β``). All projected quantities (``H``, ``F``, ``C``, Ritz problems) are float64 and kept
+as small NumPy-backed arrays; the products run in the operator's dtype. When the basis is full the
 segment is restarted thickly (its wanted Ritz vectors kept); converged Ritz vectors are locked;
 a Krylov space that becomes invariant gives exact Ritz values and is locked whole.
 
