@@ -14,10 +14,11 @@ from dynstab.linalg import (
     FunctionOperator,
     LanczosConfig,
     LanczosProgress,
+    as_operator,
     lanczos_top_eigenpairs,
     power_iteration,
 )
-from dynstab.linalg.krylov import KrylovEngine
+from dynstab.linalg.krylov import KrylovEngine, plain_lanczos
 from dynstab.losses import half_mse
 from helpers import assert_close
 
@@ -541,3 +542,124 @@ def test_budget_never_ends_on_an_empty_refined_segment(monkeypatch):
         assert not res.converged
         assert bool(torch.isfinite(res.values).all())
     assert any(hopeless)  # the refine path was exercised
+
+
+# --------------------------------------------------------------------------------------------
+# the single-vector step and the segment-mode assessment against dense float64 references
+# --------------------------------------------------------------------------------------------
+def _engine(A, k=1, which="largest", seed=0, **cfg):
+    config = LanczosConfig(**{"tol": 1e-12, "max_iters": 200, **cfg})
+    return KrylovEngine(
+        as_operator(A), k, which, config, v0=None, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def _steps(engine, n):
+    for _ in range(n):
+        engine._expand()
+    m = engine.seg.m
+    return engine.B[: m + 1].T.to(torch.float64), engine.seg.H, float(engine.seg.F[0, -1])
+
+
+@pytest.mark.parametrize("steps", [1, 2, 12, 30])
+def test_single_vector_steps_are_the_dense_float64_lanczos_relation(steps):
+    """After ``m`` steps: ``Q`` orthonormal, ``H = QᵀAQ`` tridiagonal and ``AQ = QH + βqeᵀ``,
+    all against the dense float64 matrix; and the same tridiagonal as the batched block path
+    (``plain_lanczos``, independent code) from the same start vector."""
+    A, _ = known_spectrum(p=60, seed=3)
+    eng = _engine(A)
+    Qe, H, beta = _steps(eng, steps)
+    Q, q_next = Qe[:, :steps], Qe[:, steps]
+    eps = torch.finfo(torch.float64).eps
+    normA = float(torch.linalg.matrix_norm(A, ord=2))
+    # rounding level of full reorthogonalisation: a few eps·sqrt(m) (derived bound 4·eps·sqrt(m))
+    orth = float(torch.linalg.matrix_norm(Qe.T @ Qe - torch.eye(steps + 1, dtype=torch.float64)))
+    assert orth <= 4 * eps * math.sqrt(steps + 1) * 4
+    assert torch.allclose(H, H.T, rtol=0, atol=0)
+    assert (torch.triu(H, 2) == 0).all()
+    assert_close(Q.T @ A @ Q, H, rtol=0, atol=64 * eps * normA)
+    R = A @ Q - Q @ H
+    R[:, -1] -= beta * q_next
+    assert float(torch.linalg.matrix_norm(R)) <= 64 * eps * normA * math.sqrt(steps)
+    start = eng.B[0].clone().unsqueeze(1)
+    alpha, betas, _, _, _ = plain_lanczos(eng.A, start, steps)
+    assert_close(torch.diagonal(H), alpha[0], rtol=0, atol=64 * eps * normA)
+    assert_close(
+        torch.cat([torch.diagonal(H, -1), torch.tensor([beta], dtype=torch.float64)]),
+        betas[0],
+        rtol=0,
+        atol=64 * eps * normA,
+    )
+
+
+def test_single_vector_steps_float32_operator_within_the_product_model():
+    """Float32 products, float64 basis: the basis stays orthonormal to float64 round-off and
+    ``H`` is ``QᵀAQ`` (exact float64 A) up to the modelled product error: each column of the
+    relation errs by the rounding of its float32 input (eps32·‖A‖) plus one product
+    (``product_rtol = 4·eps32``, modelled), so an entry of ``QᵀAQ − H`` by at most 5·eps32·‖A‖
+    from each of its two columns."""
+    A, _ = known_spectrum(p=80, seed=4)
+    eng = _engine(A.float())
+    Qe, H, _ = _steps(eng, 25)
+    Q = Qe[:, :25]
+    eps64, eps32 = torch.finfo(torch.float64).eps, torch.finfo(torch.float32).eps
+    A64 = A.float().double()
+    normA = float(torch.linalg.matrix_norm(A64, ord=2))
+    orth = float(torch.linalg.matrix_norm(Qe.T @ Qe - torch.eye(26, dtype=torch.float64)))
+    assert orth <= 16 * eps64 * math.sqrt(26)
+    assert float((Q.T @ A64 @ Q - H).abs().max()) <= 10 * eps32 * normA
+
+
+def test_single_vector_breakdown_keeps_the_basis_orthonormal():
+    """Four distinct eigenvalues (3, 2, 1 and a 37-fold 0): the Krylov space is invariant
+    after 4 products; the step reports the breakdown, replaces the next vector by a random one
+    orthogonal to the basis (after the DGKS-guarded Gram–Schmidt), and the whole basis stays
+    orthonormal (dense reference)."""
+    d = torch.zeros(40, dtype=torch.float64)
+    d[:3] = torch.tensor([3.0, 2.0, 1.0])
+    eng = _engine(torch.diag(d))
+    Qe, H, beta = _steps(eng, 3)
+    assert not eng.seg.broken
+    assert beta > 0.1
+    Qe, H, beta = _steps(eng, 1)
+    assert eng.seg.broken
+    assert eng.invariant
+    assert beta == 0.0
+    exact = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64)
+    assert_close(torch.linalg.eigvalsh(H), exact, rtol=0, atol=1e-13)
+    eps = torch.finfo(torch.float64).eps
+    orth = float(torch.linalg.matrix_norm(Qe.T @ Qe - torch.eye(5, dtype=torch.float64)))
+    assert orth <= 64 * eps
+
+
+@pytest.mark.parametrize(
+    ("k", "which", "criterion", "dtype"),
+    [
+        (1, "largest", "eigenvalue", torch.float64),
+        (1, "largest", "eigenvalue", torch.float32),
+        (3, "largest", "residual", torch.float64),
+        (2, "smallest", "eigenvalue", torch.float64),
+        (2, "both", "eigenvalue", torch.float32),
+    ],
+)
+@pytest.mark.parametrize("steps", [1, 4, 15])
+def test_segment_assessment_equals_the_general_path(k, which, criterion, dtype, steps):
+    """The NumPy segment-mode assessment computes exactly what the general (locked + segment)
+    assessment computes with no locked vectors: values, bounds, residuals, thresholds and the
+    certified / polish decisions, also with the loss-of-orthogonality override."""
+    A, _ = known_spectrum(p=50, seed=1)
+    eng = _engine(A.to(dtype), k=k, which=which, criterion=criterion, tol=1e-3)
+    for _ in range(steps):
+        eng._expand()
+    for eps_orth in (None, 1e-9):
+        fast = eng._assess_segment(eps_orth)
+        floor_fast, raw_fast = eng._floor.clone(), eng._raw.clone()
+        ref = eng._assess_general(eps_orth)
+        assert fast.mode == ref.mode == "segment"
+        assert torch.equal(fast.top, ref.top)
+        assert torch.equal(fast.bottom, ref.bottom)
+        for name in ("values", "bounds", "residuals", "thresholds", "eta"):
+            assert_close(getattr(fast, name), getattr(ref, name), rtol=1e-13, atol=1e-300)
+        assert_close(floor_fast, eng._floor, rtol=1e-13, atol=1e-300)
+        assert_close(raw_fast, eng._raw, rtol=1e-13, atol=1e-300)
+        assert (fast.certified, fast.polish, fast.norm) == (ref.certified, ref.polish, ref.norm)

@@ -15,8 +15,12 @@ matrix is kept in Krylov–Schur form (Stewart 2001; thick-restart Lanczos, Wu &
 A step applies ``A`` to the pending block (one block product), orthogonalises the result
 against the whole basis by classical Gram–Schmidt as two matrix products (BLAS-2/3; a second
 pass only when the norm dropped by more than 1/√2, Daniel–Gragg–Kaufman–Stewart 1976) and
-QR-factors it into the next pending block. All projected quantities (``H``, ``F``, ``C``, Ritz
-problems) are float64; the products run in the operator's dtype. When the basis is full the
+QR-factors it into the next pending block. A single-vector step (``b = 1``, e.g. every
+``λ_max`` run) removes the local three-term part with one matrix–vector product over the two
+coupled rows, then runs the same Gram–Schmidt as two matrix–vector products over the contiguous
+basis rows; its norm after the pass is ``β`` (no further pass), and the new row is written once
+(``y/β``). All projected quantities (``H``, ``F``, ``C``, Ritz problems) are float64 and kept
+as small NumPy-backed arrays; the products run in the operator's dtype. When the basis is full the
 segment is restarted thickly (its wanted Ritz vectors kept); converged Ritz vectors are locked;
 a Krylov space that becomes invariant gives exact Ritz values and is locked whole.
 
@@ -361,10 +365,11 @@ def hidden_eigenvalue_bound(theta: np.ndarray, log_limit: float, direction: floa
     s = (log_limit + 1.0) / m  # Σ log(e^s + a_i) >= m·s: the start is right of the root
     for _ in range(200):
         es = math.exp(s)
-        g = float(np.log(es + a).sum()) - log_limit
+        t = es + a
+        g = float(np.log(t).sum()) - log_limit
         if g <= 1e-12 * (abs(log_limit) + 1.0):
             break
-        gp = float((es / (es + a)).sum())
+        gp = es * float((1.0 / t).sum())
         step = g / gp
         s -= step
         if step <= 1e-15 * (abs(s) + 1.0):
@@ -668,6 +673,7 @@ class KrylovEngine:
         self.invariant = False
         self.last_norm = 0.0
         self._ybuf: Tensor | None = None
+        self._y1: Tensor | None = None  # the single-vector step's work vector
         self._tau_pad = 0.0
         # lock only at the Weyl-level residual: after a refinement, or when the residuals
         # themselves must meet tol
@@ -790,6 +796,9 @@ class KrylovEngine:
         m, b = seg.m, seg.b
         c0 = l + m
         self._ensure_columns(c0 + 2 * b)
+        if b == 1:
+            self._expand_single(seg, l, m, c0)
+            return
         X = self._cols(c0, c0 + b)
         if self._ybuf is None or self._ybuf.shape[1] < b:
             self._ybuf = torch.empty(self.p, b, dtype=self.bdt, device=self.A.device)
@@ -852,13 +861,87 @@ class KrylovEngine:
         if seg.pure:
             self._polynomial_bound()
 
+    def _expand_single(self, seg: _Segment, l: int, m: int, c0: int) -> None:
+        """One single-vector step (``b = 1``): the same relation as the block step, fewer passes.
+
+        The product ``y = A x`` is orthogonalised first against the local three-term part
+        (``x`` and the coupled earlier vectors, one matrix–vector pass over those rows), then by
+        classical Gram–Schmidt against the whole basis as two matrix–vector products over the
+        contiguous basis rows, repeated once when the norm dropped by more than ``1/√2``
+        (DGKS). The norm that decides the repetition is ``β``, so no further pass computes it;
+        the new basis row is written once (``y/β``).
+        """
+        B = self.B
+        x = B[c0]
+        if self._y1 is None:
+            self._y1 = torch.empty(self.p, dtype=self.bdt, device=self.A.device)
+        y = self._y1
+        z = (self.A @ self._product_input(c0, 1))[:, 0]
+        y.copy_(z)
+        self.num_matvecs += 1
+        self.iterations += 1
+        # ‖y‖ from the product itself (fewer bytes when it is float32; accumulated in float64)
+        znorm = torch.linalg.vector_norm(z, dtype=torch.float64)
+        self.norm_lower = max(self.norm_lower, float(znorm))
+        hx = float(torch.dot(x, y))
+        f = seg.F[0].numpy()
+        nz = np.flatnonzero(f)
+        a0 = int(nz[0]) if nz.size else m
+        coef = torch.from_numpy(np.append(f[a0:], hx))
+        y.addmv_(B[l + a0 : c0 + 1].T, coef.to(dtype=self.bdt, device=y.device), alpha=-1.0)
+        V = B[: c0 + 1]
+        before = float(torch.linalg.vector_norm(y))
+        hd = V @ y
+        y.addmv_(V.T, hd, alpha=-1.0)
+        beta = float(torch.linalg.vector_norm(y))
+        h = hd.to(torch.float64).cpu()
+        if beta < _DGKS * before:
+            hd = V @ y
+            y.addmv_(V.T, hd, alpha=-1.0)
+            h = h + hd.to(torch.float64).cpu()
+            beta = float(torch.linalg.vector_norm(y))
+        scale = max(self.norm_lower, 1e-300)
+        brk = 16.0 * (self.prod_rtol + self.eps_basis) * scale * math.sqrt(c0 + 1)
+        dead = beta <= brk or c0 + 1 >= self.p
+        hn = h.numpy()
+        H = np.zeros((m + 1, m + 1))
+        H[:m, :m] = seg.H.numpy()
+        H[:m, m] = f
+        H[m, :m] = f
+        H[m, m] = hx + float(hn[c0])
+        seg.H = torch.from_numpy(H)
+        seg.eig = None
+        F = np.zeros((1, m + 1))
+        if not dead:
+            F[0, m] = beta
+        seg.F = torch.from_numpy(F)
+        seg.C = torch.from_numpy(np.concatenate([seg.C.numpy(), hn[:l, None]], axis=1))
+        # what remains of the coupling to W after the local step: the relation's asymmetry
+        asym = float(np.linalg.norm(hn[l:c0])) if m else 0.0
+        seg.omega = torch.from_numpy(np.append(seg.omega.numpy(), 1.0))
+        seg.abserr = torch.from_numpy(np.append(seg.abserr.numpy(), asym))
+        if dead:
+            seg.broken = True
+            self.invariant = True
+            q = random_unit(
+                self.p,
+                self.generator,
+                dtype=self.bdt,
+                device=self.A.device,
+                against=self._cols(0, c0 + 1),
+            )
+            B[c0 + 1].copy_(q)
+        else:
+            torch.div(y, beta, out=B[c0 + 1])
+        if seg.pure:
+            self._polynomial_bound()
+
     def _polynomial_bound(self) -> None:
         """Update ``τ`` from the Lanczos polynomial of the (pure, single-vector) segment."""
         seg = self.seg
-        H = seg.H
-        m = seg.m
-        beta = torch.cat([torch.diagonal(H, -1), seg.F[0, -1:].abs()]) if m > 1 else seg.F[0]
-        beta = beta.abs()
+        Hn = seg.H.numpy()
+        last = abs(float(seg.F[0, -1]))
+        beta = np.abs(np.append(np.diagonal(Hn, -1), last))
         theta = seg.eigh()[0].numpy()
         ends = (
             ("hi", "lo")
@@ -872,12 +955,13 @@ class KrylovEngine:
         if bool((beta == 0).any()):
             hi, lo = float(theta.max()), float(theta.min())
         else:  # only the end(s) in use: each root costs a Newton iteration
-            log_limit = float(torch.log(beta).sum()) + math.log(1.0 / gamma_min)
+            log_limit = float(np.log(beta).sum()) + math.log(1.0 / gamma_min)
             hi = hidden_eigenvalue_bound(theta, log_limit, 1.0) if "hi" in ends else math.inf
             lo = hidden_eigenvalue_bound(theta, log_limit, -1.0) if "lo" in ends else -math.inf
         # T is the projection of A only up to the round-off of the products (and of a stored
         # float32 basis): the roots move with T's spectrum, by about one product's error
-        asym = float(seg.abserr.abs().max()) if seg.abserr.numel() else 0.0
+        ae = seg.abserr.numpy()
+        asym = float(np.abs(ae).max()) if ae.size else 0.0
         pad = self.norm_lower * self.rel_rtol + asym
         self._tau_pad = pad
         hi, lo = hi + pad, lo - pad
@@ -944,6 +1028,12 @@ class KrylovEngine:
 
     # ---------------------------------------------------------------- assessment
     def _assess(self, eps_orth: float | None = None) -> _Answer:
+        """The current answer and its certificate (see the module docstring)."""
+        if self.locked.l == 0 and self.seg.m > 0:
+            return self._assess_segment(eps_orth)
+        return self._assess_general(eps_orth)
+
+    def _assess_general(self, eps_orth: float | None = None) -> _Answer:
         seg, lk = self.seg, self.locked
         l, m = lk.l, seg.m
         n = l + m
@@ -1034,6 +1124,82 @@ class KrylovEngine:
         self._rho, self._rL, self._floor, self._raw = rho, rL, floor, raw
         return _Answer(
             top, bottom, eta, S, values, bounds, res, thr, ok, norm, mode=mode, polish=polish
+        )
+
+    def _assess_segment(self, eps_orth: float | None) -> _Answer:
+        """:meth:`_assess` without locked vectors (``segment`` mode), on the small arrays.
+
+        The same quantities as the general path with ``l = 0`` (no locked residuals: ``ρ = 0``
+        and the upper bound of every wanted value is ``τ``), computed with NumPy on the
+        segment's ``m``-sized arrays instead of a few dozen small tensor operations per step.
+        """
+        seg = self.seg
+        m = seg.m
+        eta_t, S_t = seg.eigh()
+        eta, S = eta_t.numpy(), S_t.numpy()
+        kt = min(self.k, m) if self.which in ("largest", "both") else 0
+        if self.which == "smallest":
+            kb = min(self.k, m)
+        elif self.which == "both":
+            kb = max(0, min(self.k, m - kt, self.p - kt))
+        else:
+            kb = 0
+        top = np.arange(m - 1, m - 1 - kt, -1, dtype=np.int64)
+        bottom = np.arange(0, kb, dtype=np.int64)
+        idx = np.concatenate([top, bottom])
+        Sw = S[:, idx]
+        res = np.linalg.norm(seg.F.numpy() @ Sw, axis=0)
+        Sabs = np.abs(Sw)
+        weight = Sabs.T @ np.abs(seg.omega.numpy())
+        aerr = Sabs.T @ np.abs(seg.abserr.numpy())
+        # ‖A‖ for the round-off floor: the largest Ritz value or product norm seen
+        norm = max(self.norm_lower, float(np.abs(eta).max()))
+        if eps_orth is None:
+            eps_orth = 4.0 * self.eps_basis * math.sqrt(m)
+        floor = norm * self.rel_rtol * weight + aerr + 4.0 * eps_orth * norm
+        res = res + floor
+        # no locked vectors: U = τ for every wanted value (ρ = 0)
+        raw = np.concatenate(
+            [
+                np.maximum(self.tau_hi - eta[top], 0.0),
+                np.maximum(eta[bottom] - self.tau_lo, 0.0),
+            ]
+        )
+        bounds = np.maximum(raw + norm * 4.0 * eps_orth, floor)
+        values = eta[idx]
+        thr = np.where(np.abs(values) <= bounds, self.cfg.tol * norm, self.cfg.tol * np.abs(values))
+        wanted = self.k * self.ends if self.which == "both" else self.k
+        enough = idx.size >= min(wanted, self.p)
+        ok = bool((bounds <= thr).all()) and enough
+        residual = self.cfg.criterion == "residual"
+        if residual:
+            ok = ok and bool((res <= thr).all())
+        polish = False
+        n_pol = int(idx.size)
+        if not ok and enough and n_pol and self.num_matvecs + n_pol <= self.cfg.max_iters:
+            # recomputing the n_pol products afresh (see _assess) replaces the floor
+            fresh = norm * math.sqrt(n_pol) * (self.prod_rtol + 4.0 * _EPS64)
+            opt = np.maximum(raw + norm * 4.0 * _EPS64 * math.sqrt(n_pol), fresh)
+            polish = bool((opt <= thr).all())
+            if residual:
+                polish = polish and bool((res - floor + fresh <= thr).all())
+        self.last_norm = norm
+        raw_t, floor_t = torch.from_numpy(raw), torch.from_numpy(floor)
+        self._rho, self._rL = 0.0, torch.zeros(0, dtype=torch.float64)
+        self._floor, self._raw = floor_t, raw_t
+        return _Answer(
+            torch.from_numpy(top),
+            torch.from_numpy(bottom),
+            eta_t,
+            S_t,
+            torch.from_numpy(values),
+            torch.from_numpy(bounds),
+            torch.from_numpy(res),
+            torch.from_numpy(thr),
+            ok,
+            norm,
+            mode="segment",
+            polish=polish,
         )
 
     @staticmethod
