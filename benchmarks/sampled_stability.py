@@ -110,8 +110,13 @@ def problem(
     return model, (X, y)
 
 
-def one(n: int, width: int, run: str, seed: int, bounds: bool) -> dict[str, Any]:
-    """Run one (point, run) in this process and return its numbers."""
+def one(
+    n: int, width: int, run: str, seed: int, bounds: bool, budget: int | None = None
+) -> dict[str, Any]:
+    """Run one (point, run) in this process and return its numbers.
+
+    ``budget``: the sampled route's memory budget in bytes (None: the library's default).
+    """
     model, data = problem(n, width, seed)
     p = sum(t.numel() for t in model.parameters())
     gen = torch.Generator().manual_seed(seed)
@@ -139,7 +144,7 @@ def one(n: int, width: int, run: str, seed: int, bounds: bool) -> dict[str, Any]
         out["wall_s"] = time.perf_counter() - t0
     else:
         settings = {"probe": PROBE, "step": STEP, "growth": GROWTH}.get(run, {})
-        config = dynstab.SampledConfig(**settings)  # type: ignore[arg-type]
+        config = dynstab.SampledConfig(**settings, memory_budget=budget)  # type: ignore[arg-type]
         out["rss_base"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -190,7 +195,14 @@ def one(n: int, width: int, run: str, seed: int, bounds: bool) -> dict[str, Any]
 
 
 def run_child(
-    n: int, width: int, run: str, seed: int, bounds: bool, threads: int, timeout: float
+    n: int,
+    width: int,
+    run: str,
+    seed: int,
+    bounds: bool,
+    threads: int,
+    timeout: float,
+    budget: int | None = None,
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -201,6 +213,7 @@ def run_child(
         run,
         str(seed),
         str(int(bounds)),
+        str(budget or 0),
     ]
     env = {**os.environ, "DYNSTAB_BENCH_THREADS": str(threads)}
     try:
@@ -233,8 +246,9 @@ def grid(full: bool, quick: bool) -> list[tuple[int, int, tuple[str, ...]]]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        a = sys.argv[2:7]
-        print(json.dumps(one(int(a[0]), int(a[1]), a[2], int(a[3]), a[4] == "1")))
+        a = sys.argv[2:8]
+        budget = int(a[5]) or None
+        print(json.dumps(one(int(a[0]), int(a[1]), a[2], int(a[3]), a[4] == "1", budget)))
         return
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--smallest", action="store_true", help="same as --quick")
@@ -243,6 +257,12 @@ def main() -> None:
     parser.add_argument("--exact-max-np", type=float, default=2e7, help="run exact if n·p ≤ this")
     parser.add_argument("--bounds-max-np", type=float, default=5e7, help="bounds if n·p ≤ this")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    parser.add_argument(
+        "--memory-budget-gib",
+        type=float,
+        default=None,
+        help="SampledConfig.memory_budget of the sampled runs in GiB (default: the library's)",
+    )
     parser.add_argument(
         "--points",
         nargs="*",
@@ -257,6 +277,7 @@ def main() -> None:
             for n_, p_, r_ in (spec.split(":") for spec in args.points)
         ]
     results = []
+    budget = None if args.memory_budget_gib is None else int(args.memory_budget_gib * 2**30)
     print(
         f"{'n':>6} {'p':>8} {'run':>8} {'wall s':>8} {'peak MB':>8} {'products':>9} "
         f"{'ms/prod':>8}  η*  [95% CI]"
@@ -270,7 +291,7 @@ def main() -> None:
                 r = run_child(n, width, "fits", args.seed, False, args.threads, args.timeout)
             else:
                 bounds = n * p_target <= args.bounds_max_np
-                r = run_child(n, width, run, args.seed, bounds, args.threads, args.timeout)
+                r = run_child(n, width, run, args.seed, bounds, args.threads, args.timeout, budget)
             results.append(r)
             if "error" in r:
                 print(f"{n:>6} {p_target:>8} {run:>8} failed: {r['error']}")
@@ -290,7 +311,7 @@ def main() -> None:
                 eta = f"ρ̂({r['lr']:.4g}) = {r['growth']:.4f} [{lo:.4f}, {hi:.4f}]"
             if "memory" in r:
                 mem = r["memory"]
-                eta += (
+                ci += (
                     f"  (m = {mem['particles']}, chunk {mem['chunk']}, planned "
                     f"{mem['planned'] / 2**30:.2f} of {mem['budget'] / 2**30:.2f} GiB, route "
                     f"added {(r['peak_rss'] - r['rss_base']) / 2**30:.2f} GiB RSS)"
@@ -318,6 +339,7 @@ def main() -> None:
         "growth_lr": f"{GROWTH_LR} × the pilot's η* estimate",
         "default_budget": dynstab.SampledConfig().__dict__ | {"bounds": "lanczos + hutchinson"},
         "exact_max_np": args.exact_max_np,
+        "memory_budget": budget,
         "bounds_max_np": args.bounds_max_np,
         "load_start": os.getloadavg(),
     }

@@ -328,7 +328,7 @@ def test_momentum_cost_model_by_hand() -> None:
         # the n = 200 MLP: ≈ 45 s with the growth factor on the reduced space (ARPACK on the
         # ρ(2ρ + 1)-dimensional map took over 8 minutes and was routed to the sampled route)
         (193, 200, 193, 4, True, False),
-        (300, 200, 193, 4, True, True),  # ≈ 2.5 min: over the 60 s budget
+        (300, 200, 193, 4, True, True),  # ≈ 110 s: over the 60 s budget
         (400, 2000, 5000, 4, False, True),  # exact ≈ 20 min, sampled ≈ 40 s
         (400, 2000, 10**7, 64, False, False),  # over budget, but the sampled route is slower
     ],
