@@ -85,7 +85,7 @@ import itertools
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -173,8 +173,8 @@ class _TensorPeak(TorchDispatchMode):
 
     def __torch_dispatch__(
         self,
-        func: Any,
-        types: Any,
+        func: Callable[..., Any],
+        types: tuple[type, ...],
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
@@ -226,6 +226,18 @@ class SampledMemory:
         planned_bytes: Planned peak of the largest step (state + chunked product work).
         replicas_capped: Second-stage replicas refused because their cached pilot clouds
             would not fit (0: none).
+
+    Example:
+        >>> from dynstab.losses import half_mse
+        >>> X = torch.randn(8, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> model = torch.nn.Linear(3, 1).double()
+        >>> s = SampledStability(model, half_mse, (X, model(X).detach()), batch_size=2,
+        ...                      generator=torch.Generator().manual_seed(0))
+        >>> mem = s.memory  # tiny p: the default 32 particles fit, no product is chunked
+        >>> mem.particles == mem.particles_requested == 32, mem.chunked
+        (True, False)
+        >>> mem.product_bytes[2] >= 8 * 4  # a vector's share holds at least its output (p = 4)
+        True
     """
 
     budget: int
