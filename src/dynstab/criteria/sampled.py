@@ -1021,7 +1021,7 @@ class SampledStability:
                 DynstabWarning,
                 stacklevel=3,
             )
-        if m < 32:
+        elif m < 32:
             if cap < requested:
                 why = (
                     f"only m = {m} particles per replica fit the memory budget "
