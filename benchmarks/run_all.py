@@ -895,12 +895,25 @@ def render_sampled(e: dict[str, Any] | None) -> str:
         eta = _f(x.get("eta_star"), ".5g") + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
         if "covers_exact" in x:
             eta += " (covers exact)" if x["covers_exact"] else " (**misses exact**)"
+        if "growth" in x:  # ρ̂ at one lr (the p = 1M growth run)
+            lo, hi = x["growth_ci"]
+            eta = f"ρ̂({x['lr']:.4g}) = {x['growth']:.4f} [{lo:.4f}, {hi:.4f}]"
         budget = {
             "sampled": f"default ({x.get('particles')} particles"
             + (", bounds)" if x.get("bounds") else ", no bounds)"),
             "probe": f"probe ({x.get('particles')} particles)",
+            "step": f"default population, 1 + 2 steps ({x.get('particles')} particles)",
+            "growth": f"growth at 0.8·η̂_pilot ({x.get('particles')} particles)",
             "exact": str(x.get("route", "exact")),
         }.get(x["run"], x["run"])
+        mem = x.get("memory")
+        if mem:  # the route's memory plan beside what it added to the RSS
+            chunk = "no chunks" if mem["chunk"] is None else f"chunks of {mem['chunk']}"
+            added = (x["peak_rss"] - x["rss_base"]) / 2**30 if "rss_base" in x else math.nan
+            budget += (
+                f"; plan {mem['planned'] / 2**30:.2f} of {mem['budget'] / 2**30:.2f} GiB, "
+                f"{chunk}, RSS +{added:.2f} GiB"
+            )
         rows.append(
             [
                 str(x["n"]),
@@ -927,7 +940,13 @@ adaptive budget (first stage 4 replicas × 32 particles, a second stage only whe
 interval is wider than ±10% of η*) and, with bounds, `report(lr)`; `probe` = 8 replicas × 32
 particles (clamped to the memory budget) for 4 pilot steps and one η (1 + 2 steps):
 the time per batch product and the memory at that (n, p) where the full budget would take too
-long here; `exact` = `critical_lr(..., method="exact")` where n·p ≤ {cfg["exact_max_np"]:.0e},
+long here; at p = 1M, `step` = the default population (4 × 32 particles, default memory
+budget) for 1 pilot step and one η (2 steps): time per product and memory of the default
+route's widest step, with the route's memory plan (budget, planned peak, chunks of the batch
+products) beside what it added to the RSS; `growth` = ρ̂ at lr = 0.8 × the pilot's η*
+estimate with 4 replicas × 8 particles (12 pilot, 4 + 8 steps): a short-horizon estimate,
+the full η* search at p = 1M is `--full`; `exact` = `critical_lr(..., method="exact")` where
+n·p ≤ {cfg["exact_max_np"]:.0e},
 otherwise the exact route's memory plan from the library (not run). ms/product excludes set-up
 and bounds: the default budget at a point takes about its products (≈ 1.2–1.5·10⁵ without
 momentum, `SampledConfig().products()`) times that.

@@ -18,20 +18,31 @@ includes the interpreter, torch itself, the data and the model) is what is repor
   including those where the default budget would take longer than this script's time
   allowance. The sampled route's cost depends on p and B, not on n (only the bounds and one
   validating pass read the full data).
+* ``step``: the **default population** (4 replicas × 32 particles, the default memory
+  budget) for 1 pilot step and one η (2 steps): the time per product and the peak memory
+  of the default route's widest step at p = 1M, with the route's memory plan
+  (:class:`dynstab.criteria.sampled.SampledMemory`: budget, planned peak, measured product
+  working memory, chunking, particles kept) beside the measured RSS.
+* ``growth``: ρ̂ at **lr = 0.8·η̂_pilot** (0.8 × the pilot's fixed-point estimate of η*,
+  where the verdict should be "stable") with a small budget (4 replicas × 8 particles, 12
+  pilot steps, 4 burn-in and 8 steps, ≈ 1000 products): the growth factor and its 95%
+  interval at p = 1M in a time the default run affords — a short-horizon estimate, not the
+  default budget's (the full η* search there is ``--full``).
 * ``exact``: ``dynstab.critical_lr(..., method="exact")`` where n·p ≤ ``--exact-max-np``;
   beyond that its memory need is reported from the library's ``MemoryBudgetError`` when it
   does not fit, or the point is marked "not run (time)".
 
-The default grid probes n ∈ {1k, 50k} × p = 10k, (5k, 100k) and (50k, 100k), and runs the
-default budget beside the exact route at n = 1000, p ≈ 1000 (a few minutes on an idle 2-core
-machine). p = 1M is left to ``--full`` (or ``--points``): one probe there took ≈ 10 min and
-peaked at 19 GB of resident memory on the 24 GB development machine, above the sampled route's
-memory budget (its particle count is clamped by the particle vectors only, not by the batch
-products' working memory: a known defect); ``--full`` runs the default budget at every point
-of n ∈ {1k, 5k, 20k, 50k} × p ∈ {10k, 100k, 1M} (hours). ``--quick``/``--smallest`` runs
-n = 200, p = 177 only. ``ms/prod`` is the simulation's time per batch product (set-up and
-bounds excluded): the default budget's time at a point is about its products (≈ 3·10⁵ without
-momentum, :meth:`dynstab.SampledConfig.products`) times that.
+The default grid probes n ∈ {1k, 50k} × p = 10k, (5k, 100k) and (50k, 100k), measures a step
+of the default population and a growth factor at n = 1000, p = 1M (the route's cost does not
+depend on n beyond its set-up pass), and runs the default budget beside the exact route at
+n = 1000, p ≈ 1000 (about 3 minutes on an idle 2-core machine is the target). ``--full`` runs
+the default budget at every point of n ∈ {1k, 5k, 20k, 50k} × p ∈ {10k, 100k, 1M} (hours on
+a CPU). ``--quick``/``--smallest`` runs n = 200, p = 177 only. ``ms/prod`` is the
+simulation's time per batch product (set-up and bounds excluded): the default budget's time at
+a point is about its products (≈ 1.2–1.5·10⁵ without momentum,
+:meth:`dynstab.SampledConfig.products`) times that. ``rss_base`` is the RSS high-water mark
+before the route was built (interpreter, torch, model, data), so ``peak_rss − rss_base`` is
+what the route itself added, to compare with its planned peak.
 
 Usage:  python benchmarks/sampled_stability.py [--quick | --full] [--threads 2]
         [--exact-max-np 2e7] [--bounds-max-np 5e7] [--out results/bench/sampled_stability.json]
@@ -49,6 +60,7 @@ import resource
 import subprocess
 import sys
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -71,6 +83,11 @@ PROBE = {
     "grid": (1.0,),
     "max_rounds": 0,
 }
+#: The ``step`` runs: the default population for 1 pilot step and one η (0 + 2 steps).
+STEP = {"pilot_steps": 1, "burn_in": 0, "steps": 2, "grid": (1.0,), "max_rounds": 0}
+#: The ``growth`` runs: ρ̂ at lr = GROWTH_LR × the pilot's η* estimate, small budget.
+GROWTH = {"replicas": 4, "particles": 8, "pilot_steps": 12, "burn_in": 4, "steps": 8}
+GROWTH_LR = 0.8
 
 
 def width_for(p: int) -> int:
@@ -93,8 +110,13 @@ def problem(
     return model, (X, y)
 
 
-def one(n: int, width: int, run: str, seed: int, bounds: bool) -> dict[str, Any]:
-    """Run one (point, run) in this process and return its numbers."""
+def one(
+    n: int, width: int, run: str, seed: int, bounds: bool, budget: int | None = None
+) -> dict[str, Any]:
+    """Run one (point, run) in this process and return its numbers.
+
+    ``budget``: the sampled route's memory budget in bytes (None: the library's default).
+    """
     model, data = problem(n, width, seed)
     p = sum(t.numel() for t in model.parameters())
     gen = torch.Generator().manual_seed(seed)
@@ -121,14 +143,26 @@ def one(n: int, width: int, run: str, seed: int, bounds: bool) -> dict[str, Any]
             out.update(eta_star=res.eta_star, route=str(getattr(res, "route", "sampled")))
         out["wall_s"] = time.perf_counter() - t0
     else:
-        config = dynstab.SampledConfig(**PROBE) if run == "probe" else dynstab.SampledConfig()  # type: ignore[arg-type]
-        s = dynstab.SampledStability(
-            model, half_mse, data, batch_size=B, config=config, generator=gen
-        )
+        settings = {"probe": PROBE, "step": STEP, "growth": GROWTH}.get(run, {})
+        config = dynstab.SampledConfig(**settings, memory_budget=budget)  # type: ignore[arg-type]
+        out["rss_base"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            s = dynstab.SampledStability(
+                model, half_mse, data, batch_size=B, config=config, generator=gen
+            )
+        out["warnings"] = [str(w.message)[:200] for w in caught]
         out["setup_s"] = time.perf_counter() - t0
-        if run == "probe":
+        if run in ("probe", "step"):
             s.growth(1.0)
             out.update(products=s.num_products, particles=s.particles)
+        elif run == "growth":
+            pilot = float(s._pilot_run()[2].mean())  # the pilot's fixed-point η* estimate
+            g = s.growth(GROWTH_LR * pilot)
+            out.update(
+                products=s.num_products, particles=s.particles, pilot_eta=pilot, lr=g.lr,
+                growth=g.growth, growth_ci=list(g.ci),
+            )  # fmt: skip
         else:
             est = s.eta_star()
             out.update(eta_star=est.eta_star, ci=list(est.ci), particles=s.particles)
@@ -149,13 +183,26 @@ def one(n: int, width: int, run: str, seed: int, bounds: bool) -> dict[str, Any]
         # seconds per batch product of the simulation (set-up and the bounds excluded)
         sim = out.get("eta_star_wall_s", out["wall_s"]) - out["setup_s"]
         out["ms_per_product"] = 1e3 * sim / max(out.get("eta_star_products", s.num_products), 1)
-        out["particle_bytes"] = s._bytes_per_particle()  # a benchmark of it
+        mem = s.memory
+        out["memory"] = {
+            "budget": mem.budget, "planned": mem.planned_bytes, "state": mem.state_bytes,
+            "product": list(mem.product_bytes), "chunk": mem.chunk,
+            "largest_call": mem.largest_call, "particles": mem.particles,
+            "requested": mem.particles_requested,
+        }  # fmt: skip
     out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return out
 
 
 def run_child(
-    n: int, width: int, run: str, seed: int, bounds: bool, threads: int, timeout: float
+    n: int,
+    width: int,
+    run: str,
+    seed: int,
+    bounds: bool,
+    threads: int,
+    timeout: float,
+    budget: int | None = None,
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -166,6 +213,7 @@ def run_child(
         run,
         str(seed),
         str(int(bounds)),
+        str(budget or 0),
     ]
     env = {**os.environ, "DYNSTAB_BENCH_THREADS": str(threads)}
     try:
@@ -192,13 +240,15 @@ def grid(full: bool, quick: bool) -> list[tuple[int, int, tuple[str, ...]]]:
         (50000, 10_000, ("probe", "exact")),
         (5000, 100_000, ("probe", "exact")),
         (50000, 100_000, ("probe", "exact")),
+        (1000, 1_000_000, ("step", "growth", "exact")),
     ]
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        a = sys.argv[2:7]
-        print(json.dumps(one(int(a[0]), int(a[1]), a[2], int(a[3]), a[4] == "1")))
+        a = sys.argv[2:8]
+        budget = int(a[5]) or None
+        print(json.dumps(one(int(a[0]), int(a[1]), a[2], int(a[3]), a[4] == "1", budget)))
         return
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--smallest", action="store_true", help="same as --quick")
@@ -207,6 +257,12 @@ def main() -> None:
     parser.add_argument("--exact-max-np", type=float, default=2e7, help="run exact if n·p ≤ this")
     parser.add_argument("--bounds-max-np", type=float, default=5e7, help="bounds if n·p ≤ this")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    parser.add_argument(
+        "--memory-budget-gib",
+        type=float,
+        default=None,
+        help="SampledConfig.memory_budget of the sampled runs in GiB (default: the library's)",
+    )
     parser.add_argument(
         "--points",
         nargs="*",
@@ -221,6 +277,7 @@ def main() -> None:
             for n_, p_, r_ in (spec.split(":") for spec in args.points)
         ]
     results = []
+    budget = None if args.memory_budget_gib is None else int(args.memory_budget_gib * 2**30)
     print(
         f"{'n':>6} {'p':>8} {'run':>8} {'wall s':>8} {'peak MB':>8} {'products':>9} "
         f"{'ms/prod':>8}  η*  [95% CI]"
@@ -234,7 +291,7 @@ def main() -> None:
                 r = run_child(n, width, "fits", args.seed, False, args.threads, args.timeout)
             else:
                 bounds = n * p_target <= args.bounds_max_np
-                r = run_child(n, width, run, args.seed, bounds, args.threads, args.timeout)
+                r = run_child(n, width, run, args.seed, bounds, args.threads, args.timeout, budget)
             results.append(r)
             if "error" in r:
                 print(f"{n:>6} {p_target:>8} {run:>8} failed: {r['error']}")
@@ -249,6 +306,16 @@ def main() -> None:
             prods = r.get("products")
             per = f"{r['ms_per_product']:8.3f}" if "ms_per_product" in r else f"{'—':>8}"
             eta = f"{r['eta_star']:.5g}" if "eta_star" in r else "—"
+            if "growth" in r:
+                lo, hi = r["growth_ci"]
+                eta = f"ρ̂({r['lr']:.4g}) = {r['growth']:.4f} [{lo:.4f}, {hi:.4f}]"
+            if "memory" in r:
+                mem = r["memory"]
+                ci += (
+                    f"  (m = {mem['particles']}, chunk {mem['chunk']}, planned "
+                    f"{mem['planned'] / 2**30:.2f} of {mem['budget'] / 2**30:.2f} GiB, route "
+                    f"added {(r['peak_rss'] - r['rss_base']) / 2**30:.2f} GiB RSS)"
+                )
             print(
                 f"{r['n']:>6} {r['p']:>8} {run:>8} {r['wall_s']:>8.2f} "
                 f"{r['peak_rss'] / 1e6:>8.0f} {prods or '—':>9} {per}  {eta}{ci}",
@@ -267,8 +334,12 @@ def main() -> None:
         "batch_size": B,
         "threads": args.threads,
         "probe_budget": PROBE,
+        "step_budget": STEP,
+        "growth_budget": GROWTH,
+        "growth_lr": f"{GROWTH_LR} × the pilot's η* estimate",
         "default_budget": dynstab.SampledConfig().__dict__ | {"bounds": "lanczos + hutchinson"},
         "exact_max_np": args.exact_max_np,
+        "memory_budget": budget,
         "bounds_max_np": args.bounds_max_np,
         "load_start": os.getloadavg(),
     }

@@ -19,6 +19,7 @@ from scipy.optimize import brentq
 
 import dynstab
 from dynstab.criteria import StabilityProblem, critical_lr, momentum_gd_threshold
+from dynstab.criteria.momentum import _AugmentedQ, _SymSpace, momentum_form, momentum_growth
 from dynstab.losses import half_mse
 
 
@@ -215,3 +216,34 @@ def test_bad_momentum_is_refused(kwargs: dict[str, object], exc: type, match: st
     K = torch.eye(3, dtype=torch.float64)
     with pytest.raises(exc, match=match):
         critical_lr(K, batch_size=1, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize(("scheme", "B"), [("with", 2), ("without", 3)])
+def test_growth_factor_equals_the_dense_augmented_map_at_moderate_rank(
+    nesterov: bool, scheme: str, B: int
+) -> None:
+    # the growth factor is computed on the reduced ρ(ρ+1)/2 space (a root in λ of
+    # ρ(K_{η,λ}) = 1); the reference is the dense ρ(2ρ+1)-square matrix of Q_R itself
+    # (Q_R(Σ) = E[M_IΣM_Iᵀ] built column by column), at rank 8 (N = 136), where the Kronecker
+    # reference above would need (2p)⁴ entries per batch; both solvers of the reduced criterion
+    g = torch.Generator().manual_seed(11)
+    J = torch.randn(14, 8, generator=g, dtype=torch.float64)
+    J = J * (0.3 + torch.rand(14, 1, generator=g, dtype=torch.float64))  # uneven samples
+    K = J @ J.T / 14
+    prob = StabilityProblem.from_gram(K)
+    s = prob.sampling(B, scheme)
+    beta = 0.8
+    F, gv = momentum_form(beta, nesterov)
+    Q = _AugmentedQ(prob.coordinates, s.p, F, gv)
+    space = _SymSpace(2 * Q.rho, torch.device("cpu"))
+    eta_star = critical_lr(K, batch_size=B, sampling=scheme, momentum=beta, nesterov=nesterov)
+    for eta in (0.3 * eta_star.eta_star, eta_star.eta_star, 1.1 * eta_star.eta_star):
+        dense_q = space.matrix(lambda X, e=eta: Q(X, e))
+        ref = float(torch.linalg.eigvals(dense_q).abs().max())
+        for method in ("dense", "matrix_free"):
+            got = momentum_growth(prob.coordinates, s, eta, beta, nesterov, method=method)
+            assert got == pytest.approx(ref, rel=1e-9), (eta, method)
+    # at η* the growth factor is 1: the threshold and the growth factor agree
+    at_star = momentum_growth(prob.coordinates, s, eta_star.eta_star, beta, nesterov)
+    assert at_star == pytest.approx(1.0, abs=1e-9)

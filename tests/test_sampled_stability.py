@@ -8,6 +8,7 @@ below 0.1%; every problem, seed and generator is fixed, so the test is determini
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -25,7 +26,7 @@ from dynstab.criteria import (
     stability,
 )
 from dynstab.criteria.momentum import momentum_solve_flops
-from dynstab.criteria.sampled import REFERENCE_FLOP_RATE, route_time
+from dynstab.criteria.sampled import REFERENCE_FLOP_RATE, _TensorPeak, route_time
 from dynstab.curvature import (
     BatchCurvature,
     CurvatureProblem,
@@ -308,9 +309,12 @@ def test_momentum_cost_model_by_hand() -> None:
     assert momentum_solve_flops(10, 200) == 55 * 4 * 200 * 100 + 40 * 10.0 * 55**3
     # rank 30: N = 465 > 200, ARPACK: 40 evaluations × 100 products of 4nCρ² + 20N flops
     assert momentum_solve_flops(30, 200) == 40 * 100 * (4 * 200 * 900 + 20 * 465)
-    # the growth factor adds one problem of dimension ρ(2ρ + 1): 10 → 210 (dense)
-    extra = 210 * 4 * 200 * 100 + 10.0 * 210**3
+    # the growth factor adds 20 evaluations of the same reduced criterion (and Cov once more)
+    extra = 55 * 4 * 200 * 100 + 20 * 10.0 * 55**3
     assert momentum_solve_flops(10, 200, growth=True) == momentum_solve_flops(10, 200) + extra
+    # rank 30 (ARPACK): 20 evaluations of 100 products each
+    arpack = 20 * 100 * (4 * 200 * 900 + 20 * 465)
+    assert momentum_solve_flops(30, 200, growth=True) == momentum_solve_flops(30, 200) + arpack
     assert momentum_solve_flops(0, 200) == 0.0
     # C outputs multiply the per-product cost
     assert momentum_solve_flops(30, 100, 2) == momentum_solve_flops(30, 200)
@@ -321,7 +325,10 @@ def test_momentum_cost_model_by_hand() -> None:
     [
         (10, 200, 200, 4, True, False),  # exact: milliseconds
         (60, 200, 193, 4, False, False),  # exact ≈ 3 s: within the 60 s budget
-        (193, 200, 193, 4, True, True),  # the n = 200 MLP: the growth factor takes minutes
+        # the n = 200 MLP: ≈ 45 s with the growth factor on the reduced space (ARPACK on the
+        # ρ(2ρ + 1)-dimensional map took over 8 minutes and was routed to the sampled route)
+        (193, 200, 193, 4, True, False),
+        (300, 200, 193, 4, True, True),  # ≈ 110 s: over the 60 s budget
         (400, 2000, 5000, 4, False, True),  # exact ≈ 20 min, sampled ≈ 40 s
         (400, 2000, 10**7, 64, False, False),  # over budget, but the sampled route is slower
     ],
@@ -487,3 +494,125 @@ def test_batch_curvature_products_equal_dense_per_batch_matrices(
     assert bc.num_batches == 3
     full = dense(model, half_mse, (X, y))
     torch.testing.assert_close(bc.apply_full(V)[0], V[0] @ full.T, rtol=1e-10, atol=1e-12)
+
+
+def _mlp(width: int = 50, n: int = 64, d: int = 5) -> tuple[torch.nn.Module, tuple]:
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    torch.manual_seed(7)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(d, width), torch.nn.Tanh(), torch.nn.Linear(width, 1)
+    ).double()
+    return model, (X, model(X).detach())
+
+
+def _small_config(budget: int | None, momentum: bool = False) -> SampledConfig:
+    return SampledConfig(
+        replicas=2, particles=8, pilot_steps=12 if momentum else 6, burn_in=2, steps=4,
+        grid=(0.9, 1.0, 1.1), max_rounds=1, target_width=None, memory_budget=budget,
+    )  # fmt: skip
+
+
+def test_product_working_memory_is_measured_and_linear_in_batches_and_vectors() -> None:
+    # the set-up probe models a product's working memory as call + k·(batch + s·vector); the
+    # tracker's count of a larger product (k = 7 batches, s = 3 vectors) must match it, and a
+    # vector's share holds at least its own output (p float64 entries)
+    model, data = _mlp()
+    s = SampledStability(
+        model, half_mse, data, batch_size=4, config=_small_config(None),
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    call, batch, vector = s.memory.product_bytes
+    assert vector >= 8 * s.products.p
+    V = torch.randn(7, 3, s.products.p, dtype=torch.float64, generator=torch.Generator())
+    idx = torch.randint(0, 64, (7, 4), generator=torch.Generator().manual_seed(1))
+    with _TensorPeak() as tracker:
+        s.products.apply(idx, V)
+    predicted = call + 7 * (batch + 3 * vector)
+    assert 0.9 * predicted <= tracker.peak <= predicted
+
+
+@pytest.mark.filterwarnings("ignore::dynstab.errors.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore:SampledStability. m = 8:dynstab.errors.DynstabWarning")
+@pytest.mark.parametrize(
+    # with momentum the stepping phase (9 vectors per particle) outweighs a product on B = 4
+    # samples; B = 16 makes the product the larger phase, so that it must be chunked
+    ("momentum", "batch_size"),
+    [(0.0, 4), (0.5, 16), (0.0, None)],
+    ids=["sgd", "heavy", "gd"],
+)
+def test_memory_budget_is_honoured_by_chunking_with_identical_numbers(
+    momentum: float, batch_size: int | None
+) -> None:
+    # a budget that fits the requested 8 particles per replica but not a whole step's product:
+    # the products run in chunks, every tensor allocated (set-up included) stays within the
+    # budget, and every number equals the unchunked run's with the same seed
+    model, data = _mlp()
+    kw = {"batch_size": batch_size, "momentum": momentum}
+
+    def build(budget: int | None) -> SampledStability:
+        return SampledStability(
+            model, half_mse, data, config=_small_config(budget, momentum > 0),
+            generator=torch.Generator().manual_seed(3), **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    free = build(None)
+    est = free.eta_star()
+    grow = free.growth(0.8 * est.eta_star if est.eta_star > 0 else 0.1)
+    assert not free.memory.chunked
+    assert free.particles == 8
+    rows, cached = int(2 * 8 * 1.5), 2 * 8
+    # room for products on 3 batches at a time beside the particles (one η per simulation)
+    budget = free._peak_bytes(rows, 1, 3, cached)
+    assert budget < free.memory.planned_bytes  # the unchunked run would not fit
+    with _TensorPeak() as tracker:
+        tight = build(budget)
+        est2 = tight.eta_star()
+        grow2 = tight.growth(grow.lr)
+    mem = tight.memory
+    assert tracker.peak <= budget, (tracker.peak, budget)
+    assert mem.particles == 8
+    assert mem.chunk is not None
+    assert 2 <= mem.chunk < rows
+    assert mem.etas_per_group == 1
+    assert mem.planned_bytes <= budget
+    if batch_size is None:
+        # full-batch GD: the full-data operator multiplies a block of columns at once, and a
+        # smaller block changes its summation order in the last bit (no resampling amplifies it)
+        for x, y in ((est2.eta_star, est.eta_star), (grow2.growth, grow.growth)):
+            assert x == pytest.approx(y, rel=1e-12)
+        assert est2.ci == pytest.approx(est.ci, rel=1e-12)
+    else:
+        assert est2 == dataclasses.replace(est, wall_time=est2.wall_time)
+        assert (grow2.growth, grow2.ci, grow2.replicas) == (grow.growth, grow.ci, grow.replicas)
+    assert tight.num_products == free.num_products
+    rep = tight.report(grow.lr, bounds=False)
+    assert rep.memory == tight.memory
+    assert f"products in chunks of {mem.chunk} of" in rep.table()
+
+
+def test_too_small_a_budget_shrinks_the_population_and_says_so() -> None:
+    # 300 kB hold the state of 6 of the 8 requested particles per replica (p = 351): the
+    # population shrinks, the report says so, and the run stays within the budget
+    model, data = _mlp()
+    with _TensorPeak() as tracker:
+        with pytest.warns(dynstab.DynstabWarning, match="only m = 6 particles per replica fit"):
+            s = SampledStability(
+                model, half_mse, data, batch_size=4, config=_small_config(300_000),
+                generator=torch.Generator().manual_seed(3),
+            )  # fmt: skip
+        rep = s.report(0.1, bounds=False)
+    assert tracker.peak <= 300_000
+    assert rep.particles == 6
+    assert rep.memory is not None
+    assert "particles reduced to 6 of 8" in rep.table()
+    assert any("memory budget" in note and "6 of 8 particles" in note for note in rep.notes)
+    # below what 4 particles need: one warning saying the budget cannot be kept
+    with pytest.warns(dynstab.DynstabWarning) as caught:
+        SampledStability(
+            model, half_mse, data, batch_size=4, config=_small_config(10_000),
+            generator=torch.Generator().manual_seed(3),
+        )  # fmt: skip
+    messages = [str(w.message) for w in caught]
+    assert any("smaller than the smallest population" in m for m in messages)
+    assert not any("fit the memory budget" in m for m in messages)

@@ -41,10 +41,12 @@ N–N block of Σ stays bounded (the eigenvalue-1 mode is a rigid shift along th
 cross blocks R–N evolve by the deterministic map X ↦ M̄_R X M₀ᵀ (M̄_R = E[M_I] on R), whose
 spectral radius is ρ(M̄_R)·ρ(M₀) = ρ(M̄_R); since ‖E z‖² ≤ E‖z‖², ρ(M̄_R)² ≤ ρ(Q_R), so the
 cross terms decay whenever the R–R block does. Hence mean-square stability holds iff
-ρ(Q_R) ≤ 1, computed here on symmetric 2ρ×2ρ matrices (dimension ρ(2ρ + 1)). Q_R is not
-self-adjoint: its spectral radius is computed by a dense eigen-decomposition for small sizes
-and by Arnoldi (ARPACK via :func:`scipy.sparse.linalg.eigs`) otherwise; by the Krein–Rutman
-theorem it is an eigenvalue with a PSD eigenvector.
+ρ(Q_R) ≤ 1, Q_R acting on symmetric 2ρ×2ρ matrices (dimension ρ(2ρ + 1)). Q_R is not
+self-adjoint; by the Krein–Rutman theorem its spectral radius is an eigenvalue with a PSD
+eigenvector. Both the threshold and the growth factor ρ(Q_R) are computed on the smaller
+ρ(ρ + 1)/2-dimensional reduced criterion below (:func:`momentum_threshold`,
+:func:`momentum_growth`): dense eigenvalues for small sizes, Arnoldi (ARPACK via
+:func:`scipy.sparse.linalg.eigs`) otherwise.
 
 **Threshold.** η* = sup{η: ρ(Q_R(η)) ≤ 1}. Mean-square stability implies first-moment
 stability (E z_t = M̄_R^t z_0), so η* ≤ η_GD (the GD threshold above). :func:`momentum_threshold`
@@ -81,8 +83,6 @@ from dynstab.sampling import Sampling
 
 __all__ = ["check_momentum", "momentum_form", "momentum_gd_threshold", "momentum_solve_flops"]
 
-#: Largest symmetric-space dimension ρ(2ρ + 1) that the growth factor solves densely.
-GROWTH_DENSE_MAX_DIM = 1500
 #: Largest dimension ρ(ρ + 1)/2 of the reduced criterion that η* solves densely.
 REDUCED_DENSE_MAX_DIM = 200
 #: Evaluations of the reduced criterion by :func:`momentum_threshold` assumed by the cost model
@@ -91,11 +91,9 @@ THRESHOLD_EVALUATIONS = 40
 #: ARPACK products per evaluation of the reduced criterion assumed by the cost model (62–82
 #: measured at ranks 30–190, n = 200).
 THRESHOLD_ARPACK_PRODUCTS = 100
-#: ARPACK products of one growth factor ρ(Q_R) assumed by the cost model: at least this many,
-#: and one per dimension ρ(2ρ + 1) (its top eigenvalues cluster near 1 below η*: ≈ 3.7 per
-#: dimension measured at rank 30 of a random K, > 1 per dimension (over 8 minutes) for the
-#: rank-193 tanh MLP at n = 200).
-GROWTH_ARPACK_PRODUCTS = 3000
+#: Evaluations of the reduced criterion ρ(K_{η,λ}) per growth factor (:func:`momentum_growth`:
+#: the bracket and Brent's root in λ; 15–18 measured at ranks 30 and 190).
+GROWTH_EVALUATIONS = 20
 #: Flops of a dense non-symmetric eigenvalue computation of an N×N matrix, per N³ (LAPACK
 #: ``geev`` without eigenvectors: Hessenberg reduction and QR iterations, ≈ 10N³).
 EIGVALS_FLOPS_PER_CUBE = 10.0
@@ -311,17 +309,6 @@ class _SymSpace:
         return float(np.abs(vals).max())
 
 
-def _spectral_radius(Q: _AugmentedQ, eta: float, method: str) -> float:
-    space = _SymSpace(2 * Q.rho, Q.lam.device)
-
-    def apply(X: Tensor) -> Tensor:
-        return Q(X, eta)
-
-    if method == "dense":
-        return float(torch.linalg.eigvals(space.matrix(apply).cpu()).abs().max())
-    return space.radius(apply, 6, 1e-13)
-
-
 class _StabilityCriterion:
     """The reduced mean-square criterion ρ(K_η) < 1 on symmetric ρ×ρ matrices.
 
@@ -354,25 +341,41 @@ class _StabilityCriterion:
         lam = self.Q.lam
         return self.Q.D(Z) - lam[:, None] * Z * lam[None, :]
 
-    def multiplier(self, eta: float) -> Tensor | None:
-        """The Hadamard multiplier s(η) (ρ×ρ), or ``None`` when M̄ is not stable (η ≥ η_GD)."""
+    def mean_blocks(self, eta: float) -> Tensor:
+        """The 2×2 blocks m_a = F − ηλ_a g e₁ᵀ of the mean map M̄, shape (ρ, 2, 2)."""
         Q = self.Q
         F, g, lam = Q.F, Q.g, Q.lam
         e1 = torch.tensor([1.0, 0.0], dtype=torch.float64, device=lam.device)
-        m = F - eta * lam[:, None, None] * (g[:, None] * e1[None, :])  # (ρ, 2, 2)
-        if float(torch.linalg.eigvals(m).abs().max()) >= 1.0:
+        return F - eta * lam[:, None, None] * (g[:, None] * e1[None, :])
+
+    def mean_radius(self, eta: float) -> float:
+        """ρ(A₀) = ρ(M̄)² = max_a ρ(m_a)², the growth of the mean part X ↦ M̄XM̄ᵀ."""
+        return float(torch.linalg.eigvals(self.mean_blocks(eta)).abs().max()) ** 2
+
+    def multiplier(self, eta: float, scale: float = 1.0) -> Tensor | None:
+        """The Hadamard multiplier s(η, λ) (ρ×ρ), or ``None`` when λ ≤ ρ(A₀).
+
+        s_ab = [S_ab]₁₁ with λS_ab − m_a S_ab m_bᵀ = ggᵀ, i.e. s = Σ_k λ^{−k−1} c(k)c(k)ᵀ;
+        λ = ``scale`` = 1 is the stability criterion, other λ the growth factor
+        (:func:`momentum_growth`).
+        """
+        Q = self.Q
+        g, lam = Q.g, Q.lam
+        m = self.mean_blocks(eta)
+        if float(torch.linalg.eigvals(m).abs().max()) ** 2 >= scale:
             return None
         rho = Q.rho
         kron = (m[:, None, :, None, :, None] * m[None, :, None, :, None, :]).reshape(
             rho, rho, 4, 4
         )  # m_a ⊗ m_b (row-major vec)
         rhs = (g[:, None] * g[None, :]).reshape(4).expand(rho, rho, 4)
-        S = torch.linalg.solve(torch.eye(4, dtype=torch.float64, device=lam.device) - kron, rhs)
+        eye = torch.eye(4, dtype=torch.float64, device=lam.device)
+        S = torch.linalg.solve(scale * eye - kron, rhs)
         return S[..., 0]
 
-    def radius(self, eta: float) -> float:
-        """ρ(K_η) (``inf`` when η ≥ η_GD)."""
-        s = self.multiplier(eta)
+    def radius(self, eta: float, scale: float = 1.0) -> float:
+        """ρ(K_{η,λ}) for λ = ``scale`` (``inf`` when λ ≤ ρ(A₀), e.g. η ≥ η_GD at λ = 1)."""
+        s = self.multiplier(eta, scale)
         if s is None:
             return math.inf
         s = 0.5 * (s + s.T)
@@ -492,12 +495,11 @@ def momentum_solve_flops(rank: int, n: int, outputs: int = 1, *, growth: bool = 
     a dense ``eigvals`` of dimension N = ρ(ρ + 1)/2 (≈ 10N³, after building the N×N matrix of
     Cov once: N products) when N ≤ ``REDUCED_DENSE_MAX_DIM``, else
     ``THRESHOLD_ARPACK_PRODUCTS`` ARPACK products. The growth factor at lr
-    (:func:`momentum_growth`, ``growth=True``) adds one eigenvalue problem of dimension
-    N_g = ρ(2ρ + 1): dense (N_g products to build, ≈ 10N_g³) up to ``GROWTH_DENSE_MAX_DIM``,
-    else max(``GROWTH_ARPACK_PRODUCTS``, N_g) ARPACK products. The constants were measured
-    on random Gram matrices (n = 200, ranks 10–190) and a tanh MLP (n = 200, rank 193); the
-    model is meant to be right within a factor of a few, which is what a routing decision
-    needs.
+    (:func:`momentum_growth`, ``growth=True``) adds ``GROWTH_EVALUATIONS`` evaluations of the
+    same reduced criterion (and, when dense, its Cov matrix once more). The constants were
+    measured on random Gram matrices (n = 200, ranks 10–190) and a tanh MLP (n = 200,
+    rank 193); the model is meant to be right within a factor of a few, which is what a
+    routing decision needs.
 
     Args:
         rank: ρ = rank K (>= 0).
@@ -521,11 +523,10 @@ def momentum_solve_flops(rank: int, n: int, outputs: int = 1, *, growth: bool = 
     else:
         flops = THRESHOLD_EVALUATIONS * THRESHOLD_ARPACK_PRODUCTS * (product + 20.0 * N)
     if growth:
-        Ng = rank * (2 * rank + 1)
-        if Ng <= GROWTH_DENSE_MAX_DIM:
-            flops += Ng * product + EIGVALS_FLOPS_PER_CUBE * float(Ng) ** 3
+        if N <= REDUCED_DENSE_MAX_DIM:
+            flops += N * product + GROWTH_EVALUATIONS * EIGVALS_FLOPS_PER_CUBE * float(N) ** 3
         else:
-            flops += max(GROWTH_ARPACK_PRODUCTS, Ng) * (product + 20.0 * Ng)
+            flops += GROWTH_EVALUATIONS * THRESHOLD_ARPACK_PRODUCTS * (product + 20.0 * N)
     return flops
 
 
@@ -540,9 +541,19 @@ def momentum_growth(
 ) -> float:
     """ρ(Q_R): the per-step growth factor of E‖z_t‖² of SGD with momentum on the row space.
 
-    Dense eigenvalues of the ρ(2ρ + 1)-square matrix of Q_R (``"dense"``, the default up to
-    dimension 1500), or ARPACK (:func:`scipy.sparse.linalg.eigs`, a well-kept implicitly
-    restarted Arnoldi for this non-symmetric operator) with O(nCρ²) flops per product.
+    Computed on the reduced ρ(ρ + 1)/2-dimensional space, not on the ρ(2ρ + 1)-dimensional
+    one of Q_R. Split Q_R = A₀ + A₁ into its mean part A₀(Σ) = M̄ΣM̄ᵀ (spectral radius
+    ρ(M̄)² = max_a ρ(m_a)², from the 2×2 blocks) and its noise part A₁ (both positive maps).
+    For λ > ρ(A₀), ρ(Q_R) < λ iff ρ((λ − A₀)⁻¹A₁) < 1 (regular splitting of λI − Q_R; Damm,
+    2004, Thm. 3.2.10), and (λ − A₀)⁻¹A₁ has the nonzero spectrum of
+    K_{η,λ}(Z) = η² Cov(s(λ) ∘ Z) with s_ab(λ) = Σ_k λ^{−k−1} c_a(k)c_b(k) (λ = 1 is the
+    threshold's criterion, :func:`momentum_threshold`). s(λ) decreases in the PSD order as λ
+    grows, so ρ(K_{η,λ}) is non-increasing in λ, and ρ(Q_R) = max(ρ(A₀), λ*) with λ* the
+    crossing of ρ(K_{η,λ}) = 1, found by Brent's method (≈ 15–20 evaluations of the reduced
+    criterion: dense ``eigvals`` of dimension ρ(ρ + 1)/2 up to 200, else ARPACK,
+    :func:`scipy.sparse.linalg.eigs`, with O(nCρ²) flops per product). At rank 190 this takes
+    seconds where ARPACK on the ρ(2ρ + 1) = 72,390-dimensional Q_R (eigenvalues clustered
+    near 1) took over 8 minutes.
 
     Args:
         coords: Row-space coordinates of K.
@@ -550,7 +561,8 @@ def momentum_growth(
         lr: Learning rate η > 0.
         momentum: β in [0, 1).
         nesterov: PyTorch's Nesterov form.
-        method: ``"auto"``, ``"dense"`` or ``"matrix_free"``.
+        method: Solver of the reduced criterion: ``"auto"`` (dense when ρ(ρ + 1)/2 ≤ 200),
+            ``"dense"`` or ``"matrix_free"``.
 
     Returns:
         ρ(Q_R) (1.0 when ρ = 0: everything is frozen).
@@ -567,9 +579,27 @@ def momentum_growth(
         return 1.0
     F, g = momentum_form(beta, nesterov)
     Q = _AugmentedQ(c, sampling.p, F.to(c.lam.device), g.to(c.lam.device))
-    N = c.rank * (2 * c.rank + 1)
+    N = c.rank * (c.rank + 1) // 2
     if method == "auto":
-        method = "dense" if N <= GROWTH_DENSE_MAX_DIM else "matrix_free"
+        method = "dense" if N <= REDUCED_DENSE_MAX_DIM else "matrix_free"
     if method == "matrix_free" and N < 8:
         method = "dense"
-    return _spectral_radius(Q, lr, method)
+    crit = _StabilityCriterion(Q, method)
+    mean = crit.mean_radius(lr)
+    # ρ(K_λ) is non-increasing in λ > ρ(A₀) (s(λ) decreases in the PSD order): bracket its
+    # crossing of 1 from below at ρ(A₀) (relative 1e-13) and from above by doubling
+    lo = max(mean * (1.0 + 1e-13), 1e-300)
+
+    def excess(scale: float) -> float:
+        # 1 − 1/ρ(K): ρ(K_λ) has a pole at λ = ρ(A₀) when the noise couples to the mean
+        # part's top mode, and its reciprocal is nearly linear there (Brent converges fast)
+        r = crit.radius(lr, scale)
+        return 1.0 - 1.0 / r if math.isfinite(r) and r > 0 else (1.0 if r > 0 else -1.0)
+
+    if excess(lo) < 0.0:  # the noise cannot lift the growth above the mean part's
+        return mean
+    hi = max(2.0 * lo, 1.0)
+    while excess(hi) >= 0.0:
+        lo, hi = hi, 2.0 * hi
+    root = float(brentq(excess, lo, hi, xtol=1e-300, rtol=1e-15, maxiter=500))
+    return max(mean, root)

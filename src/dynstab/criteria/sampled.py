@@ -81,16 +81,20 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
 from scipy import special
 from torch import Tensor, nn
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from dynstab._checks import check_choice, check_generator, check_int, check_lr, check_positive
 from dynstab._types import ForwardFn, LossFn, ParamSpec, UnpackFn
@@ -111,6 +115,7 @@ __all__ = [
     "SampledBound",
     "SampledConfig",
     "SampledEtaStar",
+    "SampledMemory",
     "SampledStability",
     "SampledStabilityReport",
     "route_time",
@@ -135,6 +140,141 @@ PRODUCT_OVERHEAD_S = 5e-6
 PRODUCT_FLOPS = 8.0
 #: η values a default η* search evaluates (its 7-point grid and refinements; 9–13 measured).
 TYPICAL_EVALUATIONS = 12
+#: p-vectors alive per particle and η while the particles are stepped, weighted and resampled
+#: (state, product, stepped state, a temporary, the resampled copy; with momentum both halves
+#: of the state and their temporaries), without and with momentum; an upper bound checked
+#: with :class:`_TensorPeak` in the tests.
+STEP_ARRAYS = (5, 9)
+#: p-vectors per particle and η alive beside a (chunked) product: the state (δ, and u with
+#: momentum) and the product's output, without and with momentum.
+PRODUCT_ARRAYS = (2, 3)
+#: Scalars (float64) per particle and η beside its vectors: log-weights, weights, resampling
+#: indices, norms and their temporaries (a generous count; with the batch indices, the part of
+#: the memory plan that does not scale with p).
+PARTICLE_SCALARS = 32
+
+
+class _TensorPeak(TorchDispatchMode):
+    """Peak bytes of the tensor storages that operators allocate while the mode is active.
+
+    Every operator's outputs are recorded by storage (views and in-place results count once,
+    storages that existed before are ignored); a storage is released when its last reference
+    dies (a weak reference expires). Works on every device, CPU included (torch keeps no CPU
+    allocator statistics), and sees the physical tensors of ``vmap`` and of the backward
+    passes. Overhead: a scan of the live storages per operator (use it on small probes).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self._old: dict[int, StorageWeakRef] = {}
+        self.current = 0
+        self.peak = 0
+
+    def __torch_dispatch__(
+        self,
+        func: Callable[..., Any],
+        types: tuple[type, ...],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        for t in tree_flatten((args, kwargs))[0]:
+            if isinstance(t, Tensor) and t.device.type != "meta":
+                key = t.untyped_storage()._cdata
+                if key not in self._live and key not in self._old:
+                    self._old[key] = StorageWeakRef(t.untyped_storage())
+        out = func(*args, **(kwargs or {}))
+        for key in [k for k, (ref, _) in self._live.items() if ref.expired()]:
+            self.current -= self._live.pop(key)[1]
+        for key in [k for k, ref in self._old.items() if ref.expired()]:
+            del self._old[key]
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, Tensor) and t.device.type != "meta":
+                st = t.untyped_storage()
+                key = st._cdata
+                if key not in self._live and key not in self._old:
+                    size = int(st.nbytes())
+                    self._live[key] = (StorageWeakRef(st), size)
+                    self.current += size
+        self.peak = max(self.peak, self.current)
+        return out
+
+
+@dataclass(frozen=True)
+class SampledMemory:
+    """How the sampled route fits its memory budget.
+
+    The particles' state takes ``state_bytes`` per particle and η while they are stepped
+    (``STEP_ARRAYS`` vectors of p entries; ``PRODUCT_ARRAYS`` of them while the product
+    runs); one vectorised curvature product on k batches with s vectors each needs
+    working memory ``call + k·(batch + s·vector)`` bytes beyond its inputs (activations,
+    per-batch gradients and double-backward buffers, its output), **measured** at set-up on
+    the model by one small probe (7 products on 1–2 batches, every allocated tensor storage
+    counted). A step whose product would exceed the budget runs it in chunks of ``chunk``
+    batches (the same numbers: every batch's product is independent of the others); the
+    particles are reduced below the requested number only when the state alone does not fit.
+
+    Attributes:
+        budget: Bytes the route may use.
+        state_bytes: Bytes per particle and η of the particle state.
+        product_bytes: Measured working bytes of one product: ``(call, batch, vector)``.
+        particles_requested: m asked for (``SampledConfig.particles`` or 32).
+        particles: m in use.
+        chunk: Fewest batches per product call used so far (``None``: never chunked).
+        largest_call: Most batches a step multiplied (the largest evaluation group).
+        etas_per_group: Most η evaluated together in one simulation.
+        planned_bytes: Planned peak of the largest step (state + chunked product work).
+        replicas_capped: Second-stage replicas refused because their cached pilot clouds
+            would not fit (0: none).
+
+    Example:
+        >>> from dynstab.losses import half_mse
+        >>> X = torch.randn(8, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> model = torch.nn.Linear(3, 1).double()
+        >>> s = SampledStability(model, half_mse, (X, model(X).detach()), batch_size=2,
+        ...                      generator=torch.Generator().manual_seed(0))
+        >>> mem = s.memory  # tiny p: the default 32 particles fit, no product is chunked
+        >>> mem.particles == mem.particles_requested == 32, mem.chunked
+        (True, False)
+        >>> mem.product_bytes[2] >= 8 * 4  # a vector's share holds at least its output (p = 4)
+        True
+    """
+
+    budget: int
+    state_bytes: int
+    product_bytes: tuple[int, int, int]
+    particles_requested: int
+    particles: int
+    chunk: int | None
+    largest_call: int
+    etas_per_group: int
+    planned_bytes: int
+    replicas_capped: int = 0
+
+    @property
+    def chunked(self) -> bool:
+        """Whether some product ran in chunks to stay within the budget."""
+        return self.chunk is not None
+
+    def describe(self) -> str:
+        """One line for the report."""
+        _, batch, vector = self.product_bytes
+        text = (
+            f"memory: planned peak {_gib(self.planned_bytes)} of {_gib(self.budget)}; "
+            f"particle state {_gib(self.state_bytes)} per particle and η, product working "
+            f"memory {_gib(batch)} per batch + {_gib(vector)} per vector (measured)"
+        )
+        if self.chunk is not None:
+            text += f"; products in chunks of {self.chunk} of {self.largest_call} batches"
+        if self.particles < self.particles_requested:
+            text += f"; particles reduced to {self.particles} of {self.particles_requested}"
+        if self.replicas_capped:
+            text += f"; {self.replicas_capped} second-stage replicas refused (memory)"
+        return text
+
+
+def _gib(num: float) -> str:
+    return f"{num / 2**30:.3g} GiB" if num >= 2**30 else f"{num / 2**20:.3g} MiB"
 
 
 @dataclass(frozen=True)
@@ -164,9 +304,12 @@ class SampledConfig:
             m, in (0, 1].
         pilot_growth: Log-growth per step at which the pilot holds its η (slightly unstable,
             so the unstable mode dominates the cloud; × (1 − β) with momentum β), > 0.
-        memory_budget: Bytes the particle blocks may take (``None``: the default budget of
+        memory_budget: Bytes the particles and the curvature products' working memory may
+            take (``None``: the default budget of
             :func:`dynstab.criteria.resources.memory_budget`, half the memory available on the
-            device); bounds m and the number of η evaluated at once.
+            device). The products run in chunks of batches when a whole step's would not fit
+            (same numbers); it bounds m only when the particle state alone does not fit, and
+            the number of η evaluated at once (:class:`SampledMemory`).
         bounds: How the scalable bounds are measured (:func:`dynstab.sharpness` settings).
             Default: matrix-free — certified Lanczos for λ_max (``tol=1e-6``, random start,
             ≤ 100 products) and Hutchinson for Tr and ‖·‖_F (64 shared Rademacher probes,
@@ -491,6 +634,8 @@ class SampledStabilityReport:
         route: ``"sampled"``.
         route_reason: Why the sampled route ran (``method='sampled'`` requested, or no exact
             route fitted the memory budget under ``method='auto'``).
+        memory: How the route fitted its memory budget: measured product memory, chunking,
+            any reduction of particles or replicas (:class:`SampledMemory`).
     """
 
     lr: float
@@ -521,6 +666,7 @@ class SampledStabilityReport:
     notes: tuple[str, ...] = field(default=())
     route: str = "sampled"
     route_reason: str = ""
+    memory: SampledMemory | None = None
 
     @property
     def eta_gd(self) -> float:
@@ -598,6 +744,8 @@ class SampledStabilityReport:
             f"{c.replicas}) × {self.particles} particles, {self.num_products} "
             f"products on {self.num_batches} batches ({self.engine}), {self.wall_time:.2f} s"
         )
+        if self.memory is not None:
+            lines.append(self.memory.describe())
         if self.route_reason:
             lines.append(f"route: sampled ({self.route_reason})")
         lines += [f"note: {note}" for note in self.notes]
@@ -729,9 +877,15 @@ class SampledStability:
         self.products = BatchCurvature(
             self.problem, self.indexed, curvature=curvature, engine=engine, chunk_size=chunk_size
         )
-        self._budget = self._memory_budget()
-        self.particles = self._resolve_particles()
         self._seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+        self._budget = self._memory_budget()
+        self._chunk: int | None = None  # fewest batches per product call so far (None: whole)
+        self._largest_call = 0
+        self._max_etas = 0
+        self._planned = 0
+        self._replicas_capped = 0
+        self._work = self._measure_products()
+        self.particles = self._resolve_particles()
         self._fdt = torch.float32 if self.problem.device.type == "mps" else torch.float64
         # replica blocks (first replica, size): the first stage, then any second-stage blocks
         self._blocks: list[tuple[int, int]] = [(0, config.replicas)]
@@ -776,26 +930,103 @@ class SampledStability:
     def _memory_budget(self) -> int:
         return memory_budget(self.config.memory_budget, self.problem.device).bytes
 
-    def _bytes_per_particle(self) -> int:
-        """Bytes one particle takes per η during a step (state, product, update, temporaries)."""
-        item = torch.empty((), dtype=self.problem.dtype).element_size()
-        arrays = 7 if self._form is not None else 4
-        return arrays * self.products.p * item
+    def _vector_bytes(self) -> int:
+        """Bytes of one p-vector in the products' dtype."""
+        return self.products.p * torch.empty((), dtype=self.problem.dtype).element_size()
+
+    def _state_bytes(self, during_product: bool = False) -> int:
+        """Bytes of one particle's state per η during a step (or beside its product)."""
+        arrays = PRODUCT_ARRAYS if during_product else STEP_ARRAYS
+        return arrays[self._form is not None] * self._vector_bytes()
+
+    def _cache_bytes(self) -> int:
+        """Bytes of one particle of a cached pilot cloud (δ, and u with momentum)."""
+        return (1 if self._form is None else 2) * self._vector_bytes()
+
+    def _measure_products(self) -> tuple[int, int, int]:
+        """Working bytes ``(call, batch, vector)`` of one product, measured by a small probe.
+
+        Three products on k batches with s vectors each, (k, s) = (1, 1), (2, 1), (2, 2)
+        (7 products, counted in ``num_products``), run under :class:`_TensorPeak`; the
+        working memory is modelled as ``call + k·(batch + s·vector)`` (every allocation of
+        the product, its output included, beyond its inputs).
+        """
+        gen = self._generator(9)
+        sampler = None if self.sampling.is_full_batch else self.sampling.sampler(gen)
+        peaks = []
+        for k, s in ((1, 1), (2, 1), (2, 2)):
+            V = torch.randn(k, s, self.products.p, generator=gen, dtype=torch.float64)
+            V = V.to(dtype=self.problem.dtype, device=self.problem.device)
+            idx = None if sampler is None else torch.stack([sampler.next() for _ in range(k)])
+            with _TensorPeak() as tracker:
+                self._apply(idx, V, chunk=False)
+            peaks.append(tracker.peak)
+        vector = max(0, (peaks[2] - peaks[1]) // 2)
+        batch = max(0, peaks[1] - peaks[0] - vector)
+        return max(0, peaks[0] - batch - vector), batch, vector
+
+    def _peak_bytes(self, rows: int, etas: int, chunk: int, cached: int) -> int:
+        """Planned peak bytes of one step of the simulation.
+
+        ``rows`` particles at ``etas`` η, products on ``chunk`` batches at a time, and the
+        pilot clouds of ``cached`` particles kept for later η. The larger of the product
+        phase (state beside the product's working memory) and the stepping phase
+        (``STEP_ARRAYS`` per particle and η), plus the cached clouds.
+        """
+        _, batch, vector = self._work
+        product = rows * etas * self._state_bytes(True) + chunk * (batch + etas * vector)
+        step = rows * etas * self._state_bytes()
+        return self._fixed_bytes(rows, etas, cached) + max(product, step)
+
+    def _fixed_bytes(self, rows: int, etas: int, cached: int) -> int:
+        """Bytes of a step that do not depend on the chunk or the phase."""
+        scalars = rows * (etas * PARTICLE_SCALARS + self.sampling.B) * 8
+        return cached * self._cache_bytes() + self._work[0] + scalars
+
+    def _plan(self, rows: int, etas: int) -> tuple[int, int]:
+        """Batches per product call and the planned peak bytes of a step of ``rows`` particles.
+
+        The state of ``rows`` particles at ``etas`` η values and the cached pilot clouds of
+        every replica are fixed; the product's chunk takes what is left (at least 1 batch).
+        """
+        _, batch, vector = self._work
+        cached = self.replicas * self.particles
+        per = batch + etas * vector
+        fixed = self._fixed_bytes(rows, etas, cached) + rows * etas * self._state_bytes(True)
+        chunk = rows if per <= 0 else int((self._budget - fixed) // per)
+        chunk = max(1, min(rows, chunk))
+        return chunk, self._peak_bytes(rows, etas, chunk, cached)
 
     def _resolve_particles(self) -> int:
         cfg = self.config
         extra = 1.5 if cfg.bias_correction == "richardson" else 1.0
-        cap = int(self._budget // (cfg.replicas * extra * self._bytes_per_particle()))
-        if cfg.particles is not None:
-            m = cfg.particles
-        else:
-            m = DEFAULT_PARTICLES
-        m = max(4, min(m, cap) // 2 * 2)
-        if m < 32:
-            if cap < (cfg.particles or DEFAULT_PARTICLES):
+        R = cfg.replicas
+
+        def fits(m: int) -> bool:  # one η, products on one batch at a time
+            return self._peak_bytes(int(R * m * extra), 1, 1, R * m) <= self._budget
+
+        requested = cfg.particles or DEFAULT_PARTICLES
+        m = requested
+        while m > 4 and not fits(m):
+            m = (m - 1) // 2 * 2 if m % 2 else m - 2  # even sizes (Richardson halves)
+        m = max(4, m)
+        cap = m if fits(m) else 0
+        if cap < 4:
+            need = self._peak_bytes(int(R * 4 * extra), 1, 1, R * 4)
+            warnings.warn(
+                f"SampledStability: the memory budget ({_gib(self._budget)}) is smaller than "
+                f"the smallest population needs ({_gib(need)}: 4 particles per replica, products "
+                "on one batch at a time); running over the budget. Raise "
+                "SampledConfig.memory_budget or reduce the replicas.",
+                DynstabWarning,
+                stacklevel=3,
+            )
+        elif m < 32:
+            if cap < requested:
                 why = (
                     f"only m = {m} particles per replica fit the memory budget "
-                    f"({self._budget / 2**30:.2g} GiB for p = {self.products.p})"
+                    f"({self._budget / 2**30:.2g} GiB for p = {self.products.p}: the state of "
+                    f"one particle takes {_gib(self._state_bytes())} per η)"
                 )
                 fix = "Raise SampledConfig.memory_budget or reduce the replicas."
             else:
@@ -849,10 +1080,43 @@ class SampledStability:
             return None
         return torch.cat([torch.stack([s.next() for _ in range(m)]) for s in samplers])
 
-    def _apply(self, idx: Tensor | None, Z: Tensor) -> Tensor:
-        if idx is None:
-            return self.products.apply_full(Z)
-        return self.products.apply(idx, Z)
+    def _apply(self, idx: Tensor | None, Z: Tensor | list[Tensor], chunk: bool = True) -> Tensor:
+        """Products of the rows of ``Z`` (or of the parts, in order) with their batches' curvature.
+
+        ``Z``: ``(K, L, p)`` or parts of it along the first axis; ``idx``: ``(K, B)`` (None:
+        full batch). Runs in chunks of batches when the memory plan (:meth:`_plan`) asks for
+        it; every row's product is independent of the others, so chunks change no number
+        (bitwise on the CPU in the tests; only a chunk of a single batch was seen to differ, in
+        the last bit, and chunks of one batch are used only when no larger chunk fits).
+        """
+        parts = [Z] if isinstance(Z, Tensor) else Z
+        rows, etas = sum(int(z.shape[0]) for z in parts), int(parts[0].shape[1])
+        size, planned = self._plan(rows, etas) if chunk else (rows, 0)
+        if chunk:
+            self._largest_call = max(self._largest_call, rows)
+            self._max_etas = max(self._max_etas, etas)
+            self._planned = max(self._planned, planned)
+            if size < rows:
+                self._chunk = size if self._chunk is None else min(self._chunk, size)
+
+        def product(lo: int, z: Tensor) -> Tensor:
+            if idx is None:
+                return self.products.apply_full(z)
+            return self.products.apply(idx[lo : lo + z.shape[0]], z)
+
+        if len(parts) == 1 and size >= rows:
+            return product(0, parts[0])
+        Y = parts[0].new_empty((rows, etas, parts[0].shape[2]))
+        offset = 0
+        for z in parts:
+            # balanced pieces of at most ``size`` batches: no piece of one batch unless size is
+            # 1 (a vectorised product over a single batch can differ in the last bit)
+            pieces = -(-int(z.shape[0]) // size)
+            bounds = [round(i * z.shape[0] / pieces) for i in range(pieces + 1)]
+            for lo, hi in itertools.pairwise(bounds):
+                Y[offset + lo : offset + hi] = product(offset + lo, z[lo:hi])
+            offset += z.shape[0]
+        return Y
 
     @staticmethod
     def _norm2(d: Tensor, u: Tensor | None) -> Tensor:
@@ -998,6 +1262,7 @@ class SampledStability:
             uni = torch.rand(R, generator=ugen, dtype=torch.float64).to(dev)
             d, u, logw, inc = self._advance(d, u, Y, eta.repeat_interleave(m)[:, None, None],
                                             logw, uni)  # fmt: skip
+            del Y  # not alive beside the next product (the memory plan counts on it)
             smooth = inc[:, 0] if t == 0 else 0.8 * smooth + 0.2 * inc[:, 0]
             eta = eta * (2.0 * (target - smooth)).clamp(-0.1, 0.1).exp()
         uni = torch.rand(R, generator=ugen, dtype=torch.float64).to(dev)
@@ -1032,8 +1297,11 @@ class SampledStability:
             todo = sorted({float(e) for e in etas if float(e) not in done})
             if not todo:
                 continue
-            per_eta = size * self.particles * extra * self._bytes_per_particle()
-            L = max(1, min(len(todo), int(self._budget // max(per_eta, 1))))
+            # as many η per simulation as fit with a product on one batch (chunks take the rest)
+            rows, cached = int(size * self.particles * extra), self.replicas * self.particles
+            L = len(todo)
+            while L > 1 and self._peak_bytes(rows, L, 1, cached) > self._budget:
+                L -= 1
             for start in range(0, len(todo), L):
                 self._evaluate_group(block, todo[start : start + L])
 
@@ -1058,6 +1326,34 @@ class SampledStability:
             self._points.append({})
             have += size
         self._evaluate(sorted(self._points[0]))
+
+    def _replica_cap(self) -> int:
+        """Most replicas whose cached pilot clouds fit beside a step of one block (one η)."""
+        extra = 1.5 if self.config.bias_correction == "richardson" else 1.0
+        m, R = self.particles, self.config.replicas
+        rows = int(R * m * extra)
+        total = R
+        while total < self.config.max_replicas and (
+            self._peak_bytes(rows, 1, 1, (total + 1) * m) <= self._budget
+        ):
+            total += 1
+        return total
+
+    @property
+    def memory(self) -> SampledMemory:
+        """How the route fits its memory budget so far (:class:`SampledMemory`)."""
+        return SampledMemory(
+            budget=self._budget,
+            state_bytes=self._state_bytes(),
+            product_bytes=self._work,
+            particles_requested=self.config.particles or DEFAULT_PARTICLES,
+            particles=self.particles,
+            chunk=self._chunk,
+            largest_call=self._largest_call,
+            etas_per_group=self._max_etas,
+            planned_bytes=self._planned,
+            replicas_capped=self._replicas_capped,
+        )
 
     @property
     def replicas(self) -> int:
@@ -1103,7 +1399,7 @@ class SampledStability:
             idx = self._draw(samplers, m)
             if idx is not None and h:
                 idx = torch.cat([idx, idx.reshape(R, m, -1)[:, :h].reshape(R * h, -1)])
-            Y = self._apply(idx, torch.cat([d for d in ds if d is not None]))
+            Y = self._apply(idx, [d for d in ds if d is not None])
             uni = torch.rand(R, generator=ugen, dtype=torch.float64).to(dev)
             offset = 0
             for c, k in enumerate(sizes):
@@ -1114,6 +1410,7 @@ class SampledStability:
                 ds[c], us[c], logws[c], inc = self._advance(d, us[c], Yc, eta, logws[c], uni)
                 if t >= burn_in:
                     acc[c, int(t >= mid)] += inc
+            del Y, Yc, d  # not alive beside the next product (the memory plan counts on it)
         n1, n2 = mid - burn_in, total - mid
         acc = acc.cpu().to(torch.float64)
         for i, e in enumerate(etas):
@@ -1294,6 +1591,10 @@ class SampledStability:
             if not staged:
                 staged = True
                 total = self._second_stage(est, lo, hi)
+                cap = self._replica_cap()
+                if total > cap:  # the cached pilot clouds of more replicas would not fit
+                    self._replicas_capped = total - cap
+                    total = cap
                 if total > self.replicas:
                     self._add_replicas(total)
                     continue  # the same η with every replica, then bracket and refine again
@@ -1483,6 +1784,18 @@ class SampledStability:
                 f"({g.drift:+.3g} ± {g.drift_stderr:.2g}) and lr lies inside the η* interval; "
                 "raise burn_in and steps for a decided verdict."
             )
+        mem = self.memory
+        if mem.particles < mem.particles_requested or mem.replicas_capped:
+            notes.append(
+                f"the memory budget ({_gib(mem.budget)}) reduced the population: "
+                f"{mem.particles} of {mem.particles_requested} particles per replica"
+                + (
+                    f", {mem.replicas_capped} second-stage replicas refused"
+                    if mem.replicas_capped
+                    else ""
+                )
+                + "; raise SampledConfig.memory_budget for a smaller bias and interval."
+            )
         if self.products.engine == "loop" and self.products.note:
             notes.append(f"batch products not vectorised ({self.products.note}).")
         sgd = SampledBound(
@@ -1517,4 +1830,5 @@ class SampledStability:
             particles=self.particles,
             config=self.config,
             notes=tuple(notes),
+            memory=self.memory,
         )
