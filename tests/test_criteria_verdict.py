@@ -322,3 +322,38 @@ def test_check_stability_empty_and_non_finite_inputs():
         check_stability(K_REG, r, lr=0.1, batch_size=1)
     with pytest.raises(ValueError, match="residuals must be finite"):
         check_stability(K_REG, torch.tensor([0.0, math.inf, 0.0]), lr=0.1, batch_size=1)
+
+
+@pytest.mark.filterwarnings("ignore:SampledStability. m = 8 particles")
+def test_max_memory_also_bounds_the_sampled_route():
+    """route_options: a finite max_memory becomes SampledConfig.memory_budget unless set."""
+    from dynstab.criteria import SampledConfig, critical_lr
+    from dynstab.criteria.problem import route_options
+
+    _, _, config, _ = route_options("stability", {"max_memory": 5e6})
+    assert config is not None
+    assert config.memory_budget == 5_000_000
+    assert config.replicas == SampledConfig().replicas  # the other defaults kept
+    own = SampledConfig(replicas=2, memory_budget=123_456)
+    assert route_options("stability", {"max_memory": 5e6, "config": own})[2] is own
+    assert route_options("stability", {"max_memory": math.inf})[2] is None
+    assert route_options("stability", {})[2] is None
+    kept = SampledConfig(replicas=2)
+    got = route_options("stability", {"max_memory": 7e6, "config": kept})[2]
+    assert got is not None
+    assert (got.replicas, got.memory_budget) == (2, 7_000_000)
+
+    # end to end: the sampled report states the budget it ran under
+    model, X, y = make_mlp(outputs=1)
+    small = SampledConfig(replicas=2, particles=8, target_width=None, max_rounds=1)
+    rep = stability(
+        model, half_mse, (X, y), lr=0.1, batch_size=2, method="sampled",
+        max_memory=64e6, config=small, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert rep.memory is not None
+    assert rep.memory.budget == 64_000_000
+    es = critical_lr(
+        model, (X, y), batch_size=2, method="sampled", max_memory=64e6, config=small,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert es.eta_star > 0

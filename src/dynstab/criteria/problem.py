@@ -170,7 +170,8 @@ class RouteOptions(TypedDict, total=False):
             ``"gram"`` or ``"parameter"`` (the parameter route needs a model; with K only
             ``"auto"``/``"gram"``). See :mod:`dynstab.criteria.routes`.
         max_memory: Memory budget in bytes (``None``, default: half the available memory;
-            ``math.inf``: no limit).
+            ``math.inf``: no limit). It also bounds the sampled route, unless ``config`` sets
+            ``memory_budget`` itself.
         config: Monte-Carlo budget of the sampled route
             (:class:`~dynstab.criteria.sampled.SampledConfig`; ``None``: the defaults).
         max_time: Time budget in seconds of the exact momentum solve under ``method="auto"``
@@ -205,7 +206,14 @@ def route_options(
         raise TypeError(
             f"config must be a dynstab.criteria.SampledConfig; got {type(config).__name__}."
         )
-    return options.get("route", "auto"), options.get("max_memory"), config, max_time
+    max_memory = options.get("max_memory")
+    if max_memory is not None and math.isfinite(max_memory) and max_memory > 0:
+        # one budget for every route: the sampled route inherits max_memory unless its
+        # config sets memory_budget itself
+        base = SampledConfig() if config is None else config
+        if base.memory_budget is None:
+            config = dataclasses.replace(base, memory_budget=int(max_memory))
+    return options.get("route", "auto"), max_memory, config, max_time
 
 
 def memory_fallback_reason(exc: MemoryBudgetError) -> str:
@@ -1008,10 +1016,10 @@ class StabilityProblem:
         if c.rank == 0:
             return 1.0
         if momentum:
-            dim = c.rank * (2 * c.rank + 1)
+            dim = c.rank * (c.rank + 1) // 2
             if method == "dense" and dim > DENSE_MAX_DIM:
                 raise ValueError(
-                    f"method='dense' with momentum needs a ρ(2ρ+1) = {dim} square matrix, above "
+                    f"method='dense' with momentum needs a ρ(ρ+1)/2 = {dim} square matrix, above "
                     f"the cap {DENSE_MAX_DIM}; use method='matrix_free' (or 'auto')."
                 )
             return momentum_growth(c, s, lr, momentum, nesterov, method=method)
