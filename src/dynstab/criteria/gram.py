@@ -215,11 +215,11 @@ class _PerSampleProducts:
         self.Gt, self.n, self.C, rho = coords.ghat_t, coords.n, coords.outputs, coords.rank
         self.cols = _column_blocks(rho, blocks)
         self.step = _row_chunk(self.n, self.C, rho, chunk_rows) * self.C
-        opts = {"dtype": self.Gt.dtype, "device": self.Gt.device}
-        self.W = [torch.empty(a1, a1 - a0, **opts) for a0, a1 in self.cols]  # X̃_{:a1, J}
-        self.out = torch.empty(rho, rho, **opts)
-        self.M = torch.empty(rho * self.step, **opts)  # the chunk products, block by block
-        self.R = torch.empty(rho * self.step, **opts)
+        dt, dev = self.Gt.dtype, self.Gt.device
+        self.W = [torch.empty(a1, a1 - a0, dtype=dt, device=dev) for a0, a1 in self.cols]  # X̃
+        self.out = torch.empty(rho, rho, dtype=dt, device=dev)
+        self.M = torch.empty(rho * self.step, dtype=dt, device=dev)  # chunk products, by block
+        self.R = torch.empty(rho * self.step, dtype=dt, device=dev)
 
     def __call__(self, X: Tensor, *, mirror: bool = True) -> Tensor:
         """P(X) in the object's result array (valid until the next call).
