@@ -347,7 +347,9 @@ class _SymPacking:
 
     def pack(self, X: Tensor) -> Tensor:
         """svec(X) of an exactly symmetric ``(ρ, ρ)`` matrix (only its upper triangle is read)."""
-        v = torch.masked_select(X, self.mask).mul_(math.sqrt(2.0))
+        # one concatenation of the ρ contiguous row segments: at ρ = 5000 2–4× faster than
+        # torch.masked_select
+        v = torch.cat([X[a, a:] for a in range(self.rho)]).mul_(math.sqrt(2.0))
         v[self.diag_pos] = X.diagonal()
         return v
 
@@ -356,8 +358,9 @@ class _SymPacking:
         if self._upper is None or self._upper.dtype != v.dtype:
             self._upper = torch.zeros(self.rho, self.rho, dtype=v.dtype, device=v.device)
         U = self._upper.masked_scatter_(self.mask, v)
-        X = torch.add(U, U.T, out=out).mul_(math.sqrt(0.5))
-        X.diagonal().copy_(v[self.diag_pos])
+        X = torch.empty_like(U) if out is None else out
+        X.copy_(U.T).add_(U).mul_(math.sqrt(0.5))  # copy_ of a transpose is cache-blocked; add
+        X.diagonal().copy_(v[self.diag_pos])  # of one is not (5× slower at ρ = 5000)
         return X
 
 
