@@ -50,6 +50,13 @@ def test_every_block_and_chunk_path_equals_the_definition(C):
         # float64 round-off of sums of ≤ nCρ products of size ≤ scale
         assert float((got - ref).abs().max()) <= 1e-13 * scale
         assert torch.equal(got, got.T)  # exactly symmetric, as _top_eigenvalue requires
+        # the diagonal path (X = diag(w), the Lanczos start) against the same definition
+        w = X.diagonal().clone()
+        products = gram_module._PerSampleProducts(c, blocks=blocks, chunk_rows=chunk)
+        got_d = products(None, diagonal=w)
+        ref_d = _definition(c, torch.diag(w))
+        assert float((got_d - ref_d).abs().max()) <= 1e-13 * float(ref_d.abs().max())
+        assert torch.equal(got_d, got_d.T)
 
 
 def test_row_major_ghat_gives_the_same_products():
