@@ -583,9 +583,11 @@ def solver_cost(
 
     Dense: the svec matrix (m = ρ(ρ+1)/2): n·C(C+1)·m² flops to form, ≈ 4m³ to diagonalise,
     three m×m float64 arrays. Matrix-free: 40 products of :func:`product_flops` (η* typically
-    needs 10–40 at tol = 1e-10), six ρ×ρ work matrices, the stored Lanczos basis
-    (:func:`basis_columns` svec vectors for the memory budget ``budget_bytes``) and three
-    temporaries of one chunk of Ĝ's rows.
+    needs 10–40 at tol = 1e-10), ten ρ×ρ arrays (the work arrays of
+    :class:`_SharpnessOperator` and :class:`_PerSampleProducts`, the scalings S, pS, diag and
+    the svec temporaries of a product), the stored Lanczos basis (:func:`basis_columns` svec
+    vectors for the memory budget ``budget_bytes``) and two work arrays of one chunk of Ĝ's
+    rows.
     """
     N, C, rho = n * outputs, outputs, rank
     m = rho * (rho + 1) // 2
@@ -596,7 +598,7 @@ def solver_cost(
     flops = min(40, max_iters) * product_flops(n, C, rho)
     rows = min(N, _row_chunk(n, C, rho) * C)
     basis = basis_columns(rho, max_iters, budget_bytes) * 8 * m
-    return flops, 8 * (6 * rho * rho + 3 * rows * rho) + basis
+    return flops, 8 * (10 * rho * rho + 2 * rows * rho) + basis
 
 
 def commuting_eta_star(curvatures: Tensor, batch_size: int, sampling: str = "with") -> float:
