@@ -7,13 +7,16 @@ import torch
 
 from criteria_cases import J_REG, K_REG, random_jacobians
 from dynstab.criteria import (
+    StabilityProblem,
     commuting_eta_star,
     critical_lr,
     eta_star,
     gd_threshold,
     gram_coordinates,
     mixing_p,
+    spectral,
 )
+from dynstab.criteria.gram import GramCoordinates, generalized_sharpness
 from dynstab.criteria.reference import gram_from_jacobians, parameter_space_eta_star
 from dynstab.errors import ConvergenceWarning
 
@@ -303,3 +306,97 @@ def test_eta_star_empty_gram():
         eta_star(torch.zeros(0, 0, dtype=torch.float64), 1)
     with pytest.raises(ValueError, match="K must describe at least one sample"):
         gram_coordinates(torch.zeros(0, 0, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- set-up paths of large K
+
+
+def _orthogonal_equal_norm(g: torch.Generator, n: int, C: int) -> torch.Tensor:
+    """J ∈ ℝ^{n×C×5} with orthogonal columns, norms 2, 2, 2, 1, ½: a 3-fold top eigenvalue."""
+    Q, _ = torch.linalg.qr(torch.randn(n * C, 5, generator=g, dtype=torch.float64))
+    J = Q * torch.tensor([2.0, 2.0, 2.0, 1.0, 0.5], dtype=torch.float64) * n**0.5
+    return J.reshape(n, C, 5)
+
+
+@pytest.mark.parametrize("C", [1, 2])
+def test_large_low_rank_gram_takes_the_pivoted_cholesky_and_matches_kronecker(C, monkeypatch):
+    """N = nC ≥ 256, rank ≤ 6: the rank screen lets dpstrf run; η* vs the Kronecker formula."""
+    g = torch.Generator().manual_seed(300 + C)
+    calls = {"screen": 0}
+    screen = spectral._rank_above_half
+
+    def counting(*args, **kwargs):
+        calls["screen"] += 1
+        return screen(*args, **kwargs)
+
+    monkeypatch.setattr(spectral, "_rank_above_half", counting)
+    n = 300 // C
+    for J in (random_jacobians(g, n, 6, C), _orthogonal_equal_norm(g, n, C)):
+        K = gram_from_jacobians(J)
+        assert not screen(K, 1e-8 * float(K.diagonal().max()))
+        prob = StabilityProblem.from_gram(K, C)
+        assert prob.spectral_method.startswith("pivoted Cholesky")
+        lam = prob.coordinates.lam
+        if J.shape[-1] == 5:
+            assert float(lam[0] - lam[2]) <= 1e-12 * float(lam[0])  # repeated top eigenvalue
+        for sampling, B in (("with", 1), ("with", 7), ("without", 5), ("without", n - 1)):
+            got = prob.eta_star(prob.sampling(B, sampling))
+            assert got.converged
+            ref = parameter_space_eta_star(J, B, sampling)
+            assert got.eta_star == pytest.approx(ref, rel=1e-9)  # certified 1e-10 + round-off
+    assert calls["screen"] == 2
+
+
+@pytest.mark.parametrize("C", [1, 2])
+def test_large_full_rank_gram_skips_dpstrf_and_matches_torch_eigh(C, monkeypatch):
+    """N ≥ 256 of full rank: no pivoted Cholesky is attempted, SciPy's dsyevd gives the
+    spectrum; η* equals the one on coordinates from ``torch.linalg.eigh`` (both certified to
+    1e-10; matrix-free, ρ(ρ+1)/2 = 45,150 is beyond the dense solver)."""
+
+    def no_dpstrf(*args, **kwargs):
+        raise AssertionError("dpstrf must not run on a full-rank K")
+
+    g = torch.Generator().manual_seed(400 + C)
+    n = 300 // C
+    J = random_jacobians(g, n, 300 + 20, C)
+    K = gram_from_jacobians(J)
+    monkeypatch.setattr(spectral.lapack, "dpstrf", no_dpstrf)
+    prob = StabilityProblem.from_gram(K, C)
+    assert prob.spectral_method == "eigh"
+    c = prob.coordinates
+    assert c.rank == 300
+    lam_t, U_t = torch.linalg.eigh(K)
+    lam_t, U_t = lam_t.flip(0), U_t.flip(1)
+    torch.testing.assert_close(c.lam, lam_t, rtol=1e-12, atol=1e-13 * float(lam_t[0]))
+    # the eigenvectors: orthonormal and K U = U Λ to round-off
+    eye = torch.eye(300, dtype=torch.float64)
+    assert float((c.U.T @ c.U - eye).abs().max()) < 1e-12
+    assert float((K @ c.U - c.U * c.lam).abs().max()) < 1e-12 * float(lam_t[0])
+    Gh = (n**0.5) * U_t * lam_t.sqrt()
+    ref_coords = GramCoordinates(lam_t, U_t, Gh, n, C, float(lam_t[0]))
+    for sampling, B in (("with", 2), ("without", n // 2)):
+        s = prob.sampling(B, sampling)
+        got = prob.eta_star(s)
+        assert got.converged
+        assert got.method == "matrix_free"
+        ref = generalized_sharpness(ref_coords, s, method="matrix_free", tol=1e-10, max_iters=300)
+        assert ref[1]
+        assert got.generalized_sharpness == pytest.approx(ref[0], rel=3e-10)
+
+
+def test_rank_screen_on_a_singular_leading_block_falls_back_to_the_exact_route():
+    """A duplicated sample in the leading block: the screen says "not above N/2", dpstrf runs,
+    finds rank 299 > N/2 and gives up, and eigh decides: same η* as without the screen."""
+    g = torch.Generator().manual_seed(7)
+    J = random_jacobians(g, 300, 320, 1)
+    J[1] = J[0]
+    K = gram_from_jacobians(J)
+    assert not spectral._rank_above_half(K, 1e-8 * float(K.diagonal().max()))
+    M = spectral.PSDMatrix(K, 1e-10, trusted=True)
+    assert M._try_factor() is None
+    spec = M.spectrum()
+    assert spec.how == "eigh"
+    assert spec.values.numel() == 299  # the duplicate's direction is cut at rank_tol
+    torch.testing.assert_close(
+        spec.values, torch.linalg.eigvalsh(K).flip(0)[:299], rtol=1e-11, atol=1e-12
+    )

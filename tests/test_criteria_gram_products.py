@@ -50,6 +50,13 @@ def test_every_block_and_chunk_path_equals_the_definition(C):
         # float64 round-off of sums of ≤ nCρ products of size ≤ scale
         assert float((got - ref).abs().max()) <= 1e-13 * scale
         assert torch.equal(got, got.T)  # exactly symmetric, as _top_eigenvalue requires
+        # the diagonal path (X = diag(w), the Lanczos start) against the same definition
+        w = X.diagonal().clone()
+        products = gram_module._PerSampleProducts(c, blocks=blocks, chunk_rows=chunk)
+        got_d = products(None, diagonal=w)
+        ref_d = _definition(c, torch.diag(w))
+        assert float((got_d - ref_d).abs().max()) <= 1e-13 * float(ref_d.abs().max())
+        assert torch.equal(got_d, got_d.T)
 
 
 def test_row_major_ghat_gives_the_same_products():
@@ -170,3 +177,86 @@ def test_column_blocks_partition_and_product_flops():
     flops, memory = solver_cost(150_000, 1, 100, "matrix_free", 300)
     assert flops == pytest.approx(40 * product_flops(150_000, 1, 100))
     assert memory < 8 * 150_000 * 100  # the temporaries are chunked: less than one copy of Ĝ
+
+
+# ---------------------------------------------------------------- svec Lanczos and its basis
+
+
+@pytest.mark.parametrize("rho", [1, 2, 7, 40])
+def test_sym_packing_is_an_isometry_and_round_trips(rho):
+    g = torch.Generator().manual_seed(rho)
+    pk = gram_module._SymPacking(rho, torch.device("cpu"))
+    X, Y = _sym_random(g, rho), _sym_random(g, rho)
+    x, y = pk.pack(X), pk.pack(Y)
+    assert x.shape == (rho * (rho + 1) // 2,)
+    inner = float((X * Y).sum())
+    # ⟨svec X, svec Y⟩ = tr(XY): sums of ρ² products, each rounded once or twice
+    assert float(x @ y) == pytest.approx(inner, rel=1e-13, abs=1e-13 * float(X.abs().max() ** 2))
+    buf = torch.empty(rho, rho, dtype=torch.float64)
+    for v, M in ((x, X), (y, Y), (x, X)):  # the work arrays are reused: no state leaks between
+        got = pk.unpack(v, out=buf)
+        assert got.data_ptr() == buf.data_ptr()
+        assert torch.equal(got, got.T)
+        torch.testing.assert_close(got, M, rtol=1e-15, atol=1e-15 * float(M.abs().max()))
+    torch.testing.assert_close(pk.pack(pk.unpack(x)), x, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("C", [1, 2])
+@pytest.mark.parametrize("p", [0.0, 0.35, 1.0])
+def test_sharpness_operator_is_the_dense_svec_matrix(C, p, monkeypatch):
+    """The operator Lanczos runs on, column by column, against the dense solver's matrix.
+
+    Both are C_z^{-1/2} D_z C_z^{-1/2} in the same orthonormal svec basis (entries a ≤ b row by
+    row); blocks and chunks are forced small so that every work-array path is used, and the
+    operator is applied to all unit vectors in turn (work arrays reused m times).
+    """
+    monkeypatch.setattr(gram_module, "_MIN_BLOCK", 2)
+    monkeypatch.setattr(gram_module, "_CHUNK_ENTRIES", 16)
+    g = torch.Generator().manual_seed(50 + C)
+    J = random_jacobians(g, 6, 7, C)
+    c = StabilityProblem.from_jacobians(J).coordinates
+    op = gram_module._SharpnessOperator(c, p)
+    m = op.pk.dim
+    cols = [op(e) for e in torch.eye(m, dtype=torch.float64)]
+    got = torch.stack(cols, dim=1)
+    ref = gram_module._dense_sym_matrix(c, p)
+    scale = float(ref.abs().max())
+    assert float((got - ref).abs().max()) <= 1e-12 * scale
+    assert float((got - got.T).abs().max()) <= 1e-12 * scale  # symmetric in svec coordinates
+
+
+def test_basis_columns_follow_the_memory_budget():
+    rho, m = 2000, 2000 * 2001 // 2
+    # the 256 MiB floor holds 16 svec vectors at ρ = 2000 (it held 8 full ρ×ρ matrices)
+    assert gram_module.basis_columns(rho, 300) == (2**28) // (8 * m) == 16
+    # a quarter of an 8 GiB budget: 134 vectors; never more than max_iters + 4
+    assert gram_module.basis_columns(rho, 300, 8 * 2**30) == (2 * 2**30) // (8 * m)
+    assert gram_module.basis_columns(rho, 20, 8 * 2**30) == 24
+    assert gram_module.basis_columns(30, 300) == 304
+    assert gram_module.basis_columns(5000, 300, 1) == 8  # at least 8
+    small = solver_cost(2000, 1, rho, "matrix_free", 300)[1]
+    large = solver_cost(2000, 1, rho, "matrix_free", 300, 8 * 2**30)[1]
+    assert large - small == 8 * m * (134 - 16)  # the basis is what grows
+
+
+def test_a_basis_that_holds_the_segment_certifies_in_no_more_products(monkeypatch):
+    """With room for the whole Lanczos segment the certificate needs no thick restart.
+
+    The same η* problem with the basis squeezed to 8 vectors (restarts) and with the budget's
+    basis; both are checked against the dense svec solver (tol = 1e-10 on λ_max(C†D)).
+    """
+    g = torch.Generator().manual_seed(9)
+    J = random_jacobians(g, 40, 35, 1)  # ρ = 35, m = 630
+    c = StabilityProblem.from_jacobians(J).coordinates
+    s = StabilityProblem.from_jacobians(J).sampling(4, "with")
+    dense = gram_module.generalized_sharpness(c, s, method="dense", tol=1e-10, max_iters=300)[0]
+    roomy = gram_module.generalized_sharpness(
+        c, s, method="matrix_free", tol=1e-10, max_iters=300, budget_bytes=2**30
+    )
+    monkeypatch.setattr(gram_module, "_BASIS_BUDGET_BYTES", 8 * 8 * 630)
+    assert gram_module.basis_columns(35, 300) == 8
+    tight = gram_module.generalized_sharpness(c, s, method="matrix_free", tol=1e-10, max_iters=300)
+    assert roomy[1]
+    assert roomy[0] == pytest.approx(dense, rel=1e-9)
+    assert roomy[2] < tight[2]  # 13 vs 19 products here
+    assert tight[0] == pytest.approx(dense, rel=1e-9)

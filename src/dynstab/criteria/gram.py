@@ -49,7 +49,10 @@ __all__ = ["GramCoordinates", "commuting_eta_star", "gd_threshold"]
 DENSE_AUTO_MAX_DIM = 2000
 #: Hard cap on the symmetric-space dimension for ``method="dense"``.
 DENSE_MAX_DIM = 12000
-_BASIS_BUDGET_BYTES = 2**28  # store Lanczos vectors (full reorthogonalisation) below 256 MiB
+#: Smallest memory the stored Lanczos basis may take (full reorthogonalisation): 256 MiB.
+_BASIS_BUDGET_BYTES = 2**28
+#: Share of the memory budget the stored Lanczos basis may take beyond that floor.
+_BASIS_BUDGET_FRACTION = 0.25
 #: Entries of the svec factor W built at once by the dense solver (chunks over samples).
 _DENSE_CHUNK_ENTRIES = 2**23
 
@@ -184,14 +187,8 @@ def _row_chunk(n: int, outputs: int, rho: int, chunk_rows: int | None = None) ->
     return max(1, min(n, rows // outputs))
 
 
-def _per_sample_term(
-    coords: GramCoordinates,
-    X: Tensor,
-    *,
-    blocks: int | None = None,
-    chunk_rows: int | None = None,
-) -> Tensor:
-    """P(X) = (1/n) Σ_i Ĝ_iᵀ (Ĝ_i X Ĝ_iᵀ) Ĝ_i for a symmetric ρ×ρ matrix X.
+class _PerSampleProducts:
+    """P(X) = (1/n) Σ_i Ĝ_iᵀ (Ĝ_i X Ĝ_iᵀ) Ĝ_i for symmetric ρ×ρ matrices X, set up once.
 
     The per-sample part of D_z; also Wu, Ma & E (2018)'s (1/n) Σ_i H_i² (X = I) and the
     alignment matrix (1/n) Σ_i H_iΛH_i (X = Λ) in row-space coordinates.
@@ -199,10 +196,104 @@ def _per_sample_term(
     Both products with Ĝ use the symmetry of X and of P(X): with the columns split into k blocks
     and X = X̃ + X̃ᵀ (X̃ = the block upper triangle of X, diagonal blocks halved),
     Ĝ_i X Ĝ_iᵀ = B_i + B_iᵀ with B_i = Σ_J (Ĝ_i X̃_{:,J}) Ĝ_{iJ}ᵀ, and only the upper block
-    triangle of P(X) is formed (then mirrored): 2nCρ²(k + 1)/k + 4nC²ρ flops instead of
-    4nCρ² + 4nC²ρ. The samples are processed in chunks (:data:`_CHUNK_ENTRIES`) of the
-    transposed layout ``coords.ghat_t``, so the temporaries take O(ρ² + chunk) memory. Only the
-    diagonal blocks and the upper block triangle of X are read; the result is exactly symmetric.
+    triangle of P(X) is formed: 2nCρ²(k + 1)/k + 4nC²ρ flops instead of 4nCρ² + 4nC²ρ. The
+    samples are processed in chunks (:data:`_CHUNK_ENTRIES`) of the transposed layout
+    ``coords.ghat_t``. Only the diagonal blocks and the upper block triangle of X are read.
+    Every work array (the blocks of X̃, the chunk products, the result) is allocated once here
+    and reused by every call, so that a Lanczos run does not page-fault fresh ρ² and ρ×chunk
+    arrays in every product (2% of a product at ρ = 2000, 7% at ρ = 5000; one thread).
+
+    Args:
+        coords: Row-space coordinates.
+        blocks: Number of column blocks (None: by size; 1 = plain products).
+        chunk_rows: Rows of Ĝ per chunk (None: by size).
+    """
+
+    def __init__(
+        self, coords: GramCoordinates, *, blocks: int | None = None, chunk_rows: int | None = None
+    ) -> None:
+        self.Gt, self.n, self.C, rho = coords.ghat_t, coords.n, coords.outputs, coords.rank
+        self.cols = _column_blocks(rho, blocks)
+        self.step = _row_chunk(self.n, self.C, rho, chunk_rows) * self.C
+        dt, dev = self.Gt.dtype, self.Gt.device
+        self.W = [torch.empty(a1, a1 - a0, dtype=dt, device=dev) for a0, a1 in self.cols]  # X̃
+        self.out = torch.empty(rho, rho, dtype=dt, device=dev)
+        self.M = torch.empty(rho * self.step, dtype=dt, device=dev)  # chunk products, by block
+        self.R = torch.empty(rho * self.step, dtype=dt, device=dev)
+
+    def __call__(
+        self, X: Tensor | None, *, diagonal: Tensor | None = None, mirror: bool = True
+    ) -> Tensor:
+        """P(X) in the object's result array (valid until the next call).
+
+        Args:
+            X: Symmetric matrix ``(ρ, ρ)``; only its diagonal blocks and upper block triangle
+                are read. None when ``diagonal`` is given.
+            diagonal: Instead of X, the diagonal w of a diagonal X = diag(w), shape ``(ρ,)``:
+                then Ĝ_i X Ĝ_iᵀ = Σ_a w_a ĝ_ia ĝ_iaᵀ costs O(Cρ) per row instead of the first
+                product with Ĝ (Lanczos from X₀ = I starts with one such product).
+            mirror: Whether to fill the lower block triangle (else only the upper block
+                triangle and the diagonal blocks of the result hold P(X)).
+
+        Returns:
+            ``(ρ, ρ)`` tensor, exactly symmetric when ``mirror``.
+        """
+        Gt, n, C, cols, out = self.Gt, self.n, self.C, self.cols, self.out
+        rho = out.shape[0]
+        if diagonal is None:
+            assert X is not None
+            for (a0, a1), Wj in zip(cols, self.W, strict=True):
+                Wj.copy_(X[:a1, a0:a1])
+                Wj[a0:a1].mul_(0.5)
+        out.zero_()
+        for r0 in range(0, n * C, self.step):
+            G = Gt[:, r0 : r0 + self.step]  # (ρ, bC): the rows of Ĝ of b samples, transposed
+            bC = G.shape[1]
+            b = bC // C
+            R = self.R[: rho * bC].view(rho, bC)
+            if diagonal is not None:
+                Gw = torch.mul(G, diagonal[:, None], out=R)  # w_a ĝ_ia, then overwritten
+                if C == 1:
+                    d = torch.linalg.vecdot(Gw, G, dim=0)
+                    torch.mul(G, d, out=R)
+                else:
+                    Bm = torch.einsum("ric,rid->icd", Gw.view(rho, b, C), G.reshape(rho, b, C))
+                    R = torch.einsum("rid,icd->ric", G.reshape(rho, b, C), Bm).reshape(rho, bC)
+            elif C == 1:
+                d = torch.zeros(b, dtype=out.dtype, device=out.device)
+                for (a0, a1), Wj in zip(cols, self.W, strict=True):
+                    Mj = torch.mm(Wj.T, G[:a1], out=self.M[: (a1 - a0) * bC].view(a1 - a0, bC))
+                    d += torch.linalg.vecdot(Mj, G[a0:a1], dim=0)
+                torch.mul(G, d.mul_(2.0), out=R)  # columns (Ĝ_i X Ĝ_iᵀ) ĝ_i
+            else:
+                Bm = torch.zeros(b, C, C, dtype=out.dtype, device=out.device)
+                for (a0, a1), Wj in zip(cols, self.W, strict=True):
+                    Mj = torch.mm(Wj.T, G[:a1], out=self.M[: (a1 - a0) * bC].view(a1 - a0, bC))
+                    Bm += torch.einsum(
+                        "wic,wid->icd", Mj.view(a1 - a0, b, C), G[a0:a1].reshape(a1 - a0, b, C)
+                    )
+                Bm = Bm + Bm.transpose(1, 2)  # Ĝ_i X Ĝ_iᵀ
+                R = torch.einsum("rid,icd->ric", G.reshape(rho, b, C), Bm).reshape(rho, bC)
+            for a0, a1 in cols:
+                out[:a1, a0:a1].addmm_(G[:a1], R[a0:a1].T)
+        for a0, a1 in cols:
+            if mirror:
+                out[a0:a1, :a0] = out[:a0, a0:a1].T
+            D = out[a0:a1, a0:a1]
+            D.copy_(0.5 * (D + D.T))
+        return out.mul_(1.0 / n)
+
+
+def _per_sample_term(
+    coords: GramCoordinates,
+    X: Tensor,
+    *,
+    blocks: int | None = None,
+    chunk_rows: int | None = None,
+) -> Tensor:
+    """P(X) = (1/n) Σ_i Ĝ_iᵀ (Ĝ_i X Ĝ_iᵀ) Ĝ_i for a symmetric ρ×ρ matrix X, once.
+
+    See :class:`_PerSampleProducts` (which a repeated caller should set up once).
 
     Args:
         coords: Row-space coordinates.
@@ -211,39 +302,9 @@ def _per_sample_term(
         chunk_rows: Rows of Ĝ per chunk (None: by size).
 
     Returns:
-        Symmetric tensor of shape ``(ρ, ρ)``.
+        Exactly symmetric tensor of shape ``(ρ, ρ)``.
     """
-    Gt, n, C, rho = coords.ghat_t, coords.n, coords.outputs, coords.rank
-    cols = _column_blocks(rho, blocks)
-    step = _row_chunk(n, C, rho, chunk_rows) * C
-    W = []  # X̃_{:a1, J}ᵀ: the upper block column J of X, diagonal block halved, transposed
-    for a0, a1 in cols:
-        Wj = X[:a1, a0:a1].clone()
-        Wj[a0:a1] *= 0.5
-        W.append(Wj.T)
-    out = torch.zeros(rho, rho, dtype=X.dtype, device=X.device)
-    for r0 in range(0, n * C, step):
-        G = Gt[:, r0 : r0 + step]  # (ρ, bC): the rows of Ĝ of b samples, transposed
-        b = G.shape[1] // C
-        if C == 1:
-            d = torch.zeros(b, dtype=X.dtype, device=X.device)
-            for (a0, a1), Wt in zip(cols, W, strict=True):
-                d += torch.linalg.vecdot(Wt @ G[:a1], G[a0:a1], dim=0)
-            R = G * (2.0 * d)  # columns (Ĝ_i X Ĝ_iᵀ) ĝ_i
-        else:
-            Bm = torch.zeros(b, C, C, dtype=X.dtype, device=X.device)
-            for (a0, a1), Wt in zip(cols, W, strict=True):
-                M = (Wt @ G[:a1]).reshape(a1 - a0, b, C)
-                Bm += torch.einsum("wic,wid->icd", M, G[a0:a1].reshape(a1 - a0, b, C))
-            Bm = Bm + Bm.transpose(1, 2)  # Ĝ_i X Ĝ_iᵀ
-            R = torch.einsum("rid,icd->ric", G.reshape(rho, b, C), Bm).reshape(rho, b * C)
-        for a0, a1 in cols:
-            out[:a1, a0:a1].addmm_(G[:a1], R[a0:a1].T)
-    for a0, a1 in cols:
-        out[a0:a1, :a0] = out[:a0, a0:a1].T
-        D = out[a0:a1, a0:a1]
-        D.copy_(0.5 * (D + D.T))
-    return out.mul_(1.0 / n)
+    return _PerSampleProducts(coords, blocks=blocks, chunk_rows=chunk_rows)(X)
 
 
 def _sym(X: Tensor) -> Tensor:
@@ -274,53 +335,164 @@ def _apply_Q(coords: GramCoordinates, p: float, lr: float, X: Tensor, inv: float
     return _apply_D(coords, p, X).mul_((lr * inv) ** 2).addcmul_(linear, X)
 
 
+class _SymPacking:
+    """The isometry svec between symmetric ρ×ρ matrices and ℝ^m, m = ρ(ρ+1)/2.
+
+    svec(X) lists the upper triangle of X row by row, the off-diagonal entries times √2, so that
+    ⟨svec X, svec Y⟩ = ⟨X, Y⟩_F = tr(XY) (the coordinates of X in the orthonormal basis
+    {e_ae_aᵀ} ∪ {(e_ae_bᵀ + e_be_aᵀ)/√2, a < b} of the symmetric matrices). Built from a boolean
+    mask and the ρ diagonal positions, so it costs ρ² bytes (no index arrays of length m).
+
+    Example:
+        >>> X = torch.tensor([[1.0, 2.0], [2.0, 3.0]], dtype=torch.float64)
+        >>> pk = _SymPacking(2, X.device)
+        >>> v = pk.pack(X); [round(x, 6) for x in v.tolist()], float(v @ v) == float((X * X).sum())
+        ([1.0, 2.828427, 3.0], True)
+        >>> bool(torch.allclose(pk.unpack(v), X, rtol=1e-15, atol=0))
+        True
+    """
+
+    def __init__(self, rho: int, device: torch.device) -> None:
+        self.rho = rho
+        self.mask = torch.ones(rho, rho, dtype=torch.bool, device=device).triu_()
+        a = torch.arange(rho, device=device)
+        self.diag_pos = a * rho - a * (a - 1) // 2  # position of (a, a) in the packed vector
+        self.dim = rho * (rho + 1) // 2
+        self._upper: Tensor | None = None  # work array of unpack: its lower triangle stays 0
+
+    def pack(self, X: Tensor) -> Tensor:
+        """svec(X) of an exactly symmetric ``(ρ, ρ)`` matrix (only its upper triangle is read)."""
+        # one concatenation of the ρ contiguous row segments: at ρ = 5000 2–4× faster than
+        # torch.masked_select
+        v = torch.cat([X[a, a:] for a in range(self.rho)]).mul_(math.sqrt(2.0))
+        v[self.diag_pos] = X.diagonal()
+        return v
+
+    def unpack(self, v: Tensor, out: Tensor | None = None) -> Tensor:
+        """The exactly symmetric ``(ρ, ρ)`` matrix X with svec(X) = v (written into ``out``)."""
+        if self._upper is None or self._upper.dtype != v.dtype:
+            self._upper = torch.zeros(self.rho, self.rho, dtype=v.dtype, device=v.device)
+        U = self._upper.masked_scatter_(self.mask, v)
+        X = torch.empty_like(U) if out is None else out
+        X.copy_(U.T).add_(U).mul_(math.sqrt(0.5))  # copy_ of a transpose is cache-blocked; add
+        X.diagonal().copy_(v[self.diag_pos])  # of one is not (5× slower at ρ = 5000)
+        return X
+
+
+def basis_columns(rank: int, max_iters: int, budget_bytes: int | None = None) -> int:
+    """Lanczos vectors the η* solvers store at once (svec vectors of ρ(ρ+1)/2 float64 entries).
+
+    Enough for ``max_iters`` products without a thick restart (``max_iters + 4``) when they fit
+    in max(256 MiB, ``_BASIS_BUDGET_FRACTION``·``budget_bytes``), else as many as fit (at least
+    8). The certificate of :func:`_top_eigenvalue` rests on one unrestarted Lanczos segment, so
+    a basis too small to hold it costs products and certification (15–20 products at
+    tol = 1e-10 for a full-rank n = 2000 problem; a 256 MiB basis of ρ×ρ matrices held 8).
+
+    Args:
+        rank: ρ >= 1.
+        max_iters: Product budget of the solve.
+        budget_bytes: The caller's memory budget (None: the 256 MiB floor only).
+
+    Returns:
+        The ``max_basis`` passed to the engine.
+    """
+    vector = 8 * (rank * (rank + 1) // 2)
+    room = _BASIS_BUDGET_BYTES
+    if budget_bytes is not None:
+        room = max(room, int(_BASIS_BUDGET_FRACTION * budget_bytes))
+    return max(8, min(max_iters + 4, room // vector))
+
+
 def _top_eigenvalue(
-    apply: Callable[[Tensor], Tensor], X0: Tensor, *, tol: float, max_iters: int
+    apply: Callable[[Tensor], Tensor],
+    pk: _SymPacking,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    tol: float,
+    max_iters: int,
+    budget_bytes: int | None = None,
 ) -> tuple[float, bool, int, float]:
     """Top eigenvalue of a symmetric positive map on ρ×ρ matrices: (θ, converged, products, r).
 
     The single place where the criteria call a Krylov solver: the project's engine
-    (:func:`dynstab.linalg.lanczos_top_eigenpairs`) on the symmetric-matrix space (Frobenius inner
-    product; the map is wrapped as ``apply ∘ sym``, and ``apply`` must return an exactly symmetric
-    matrix for a symmetric input, so that antisymmetric directions are exactly null and the wrapped
-    map is symmetric), started from ``X0 = I`` and stopped when the Ritz residual and the certified
-    error bound are both at most ``tol·θ``. The map is positive (it sends PSD matrices to PSD
-    matrices), so its top eigenvector ``X*`` is PSD (Mulayoff & Michaeli 2024, Thm 6) and ``⟨I/√ρ,
-    X*/‖X*‖_F⟩ = tr X*/(√ρ‖X*‖_F) ≥ 1/√ρ``: a proven overlap of the start vector, which the engine
-    turns into a deterministic certificate (no random segment needed). The basis is kept under 256
-    MiB (thick restarts beyond that).
+    (:func:`dynstab.linalg.lanczos_top_eigenpairs`) on the symmetric matrices in svec
+    coordinates. ``apply`` is the map in those coordinates, ``svec ∘ A ∘ svec⁻¹`` on
+    ℝ^{ρ(ρ+1)/2} (``pk`` = :class:`_SymPacking`; an isometry for the Frobenius inner product, so
+    the packed map is symmetric and has the eigenvalues of A on symmetric matrices). Storing
+    ρ(ρ+1)/2 instead of ρ² entries per vector halves the basis memory and the
+    reorthogonalisation. Started from ``X0 = I`` and stopped when the Ritz residual and the
+    certified error bound are both at most ``tol·θ``. The map is positive (it sends PSD
+    matrices to PSD matrices), so its top eigenvector ``X*`` is PSD (Mulayoff & Michaeli 2024,
+    Thm 6) and ``⟨I/√ρ, X*/‖X*‖_F⟩ = tr X*/(√ρ‖X*‖_F) ≥ 1/√ρ``: a proven overlap of the start
+    vector, which the engine turns into a deterministic certificate (no random segment needed).
+    The basis holds :func:`basis_columns` vectors (thick restarts beyond that).
 
     Returns:
         ``(θ, converged, products, relative residual ‖Ay − θy‖/|θ|)``.
     """
-    rho = X0.shape[0]
-
-    def apply_sym(X: Tensor) -> Tensor:
-        return apply(_sym(X))
-
-    op = FunctionOperator(apply_sym, X0.shape, dtype=X0.dtype, device=X0.device)
-    columns = max(8, _BASIS_BUDGET_BYTES // (8 * rho * rho))
+    rho = pk.rho
+    op = FunctionOperator(apply, (pk.dim,), dtype=dtype, device=device)
     with warnings.catch_warnings():  # the callers report non-convergence in their own words
         warnings.simplefilter("ignore", ConvergenceWarning)
         res = lanczos_top_eigenpairs(
             op,
             1,
-            v0=X0.reshape(-1),
+            v0=pk.pack(torch.eye(rho, dtype=dtype, device=device)),
             return_vectors=False,
             config=LanczosConfig(
                 tol=tol,
                 max_iters=max_iters,
                 criterion="residual",
                 start_overlap=1.0 / math.sqrt(rho),
-                max_basis=min(max_iters + 4, columns),
+                max_basis=basis_columns(rho, max_iters, budget_bytes),
             ),
         )
     top = float(res.values[0])
     return top, res.converged, res.num_matvecs, float(res.residuals[0]) / max(abs(top), 1e-300)
 
 
+class _SharpnessOperator:
+    """C_z^{-1/2} D_z C_z^{-1/2} in svec coordinates, with its work arrays set up once.
+
+    On symmetric X: diag⊙X + p·S⊙P(S⊙X) with S_ab = c_ab^{-1/2}, c_ab = (λ_a + λ_b)/2, and
+    diag_ab = (1 − p)λ_aλ_b/c_ab (C_z^{-1/2}(1 − p)ΛXΛC_z^{-1/2}); every term is exactly
+    symmetric for a symmetric X. Called by Lanczos with svec vectors (:class:`_SymPacking`); a
+    diagonal X (the start X₀ = I) takes the cheaper diagonal path of :class:`_PerSampleProducts`.
+    """
+
+    def __init__(self, coords: GramCoordinates, p: float) -> None:
+        lam, rho = coords.lam, coords.rank
+        c = 0.5 * (lam[:, None] + lam[None, :])
+        self.p = p
+        self.S = c.rsqrt()
+        self.pS = p * self.S
+        self.diag = (1.0 - p) * (lam[:, None] * lam[None, :]) / c
+        self.pk = _SymPacking(rho, lam.device)
+        self.P = _PerSampleProducts(coords) if p > 0.0 else None
+        self.X = torch.empty(rho, rho, dtype=lam.dtype, device=lam.device)
+        self.Y = torch.empty(rho, rho, dtype=lam.dtype, device=lam.device)
+
+    def __call__(self, v: Tensor) -> Tensor:
+        X = self.pk.unpack(v, out=self.X)
+        if self.P is None:
+            return self.pk.pack(torch.mul(self.diag, X, out=self.Y))
+        w = v[self.pk.diag_pos]
+        if int(torch.count_nonzero(v)) == int(torch.count_nonzero(w)):  # X diagonal (X₀ = I)
+            out = self.P(None, diagonal=self.S.diagonal() * w, mirror=False)
+        else:  # pack reads the upper part only
+            out = self.P(torch.mul(self.S, X, out=self.Y), mirror=False)
+        return self.pk.pack(out.mul_(self.pS).addcmul_(self.diag, X))
+
+
 def generalized_sharpness(
-    coords: GramCoordinates, sampling: Sampling, *, method: str, tol: float, max_iters: int
+    coords: GramCoordinates,
+    sampling: Sampling,
+    *,
+    method: str,
+    tol: float,
+    max_iters: int,
+    budget_bytes: int | None = None,
 ) -> tuple[float, bool, int, float]:
     """λ_max(C†D) = λ_max(C_z^{-1/2} D_z C_z^{-1/2}) for a resolved method (ρ ≥ 1).
 
@@ -330,6 +502,8 @@ def generalized_sharpness(
         method: ``"dense"`` or ``"matrix_free"``.
         tol: Relative Ritz-residual tolerance (matrix-free).
         max_iters: Maximum Lanczos products (matrix-free).
+        budget_bytes: Memory budget that sizes the stored Lanczos basis (:func:`basis_columns`;
+            None: 256 MiB).
 
     Returns:
         ``(value, converged, products, relative residual)``; dense gives ``(·, True, 0, 0.0)``.
@@ -338,19 +512,16 @@ def generalized_sharpness(
     if method == "dense":
         top = float(torch.linalg.eigvalsh(_dense_sym_matrix(coords, p))[-1])
         return top, True, 0, 0.0
-    lam = coords.lam
-    c = 0.5 * (lam[:, None] + lam[None, :])
-    S = c.rsqrt()
-    pS = p * S
-    diag = (1.0 - p) * (lam[:, None] * lam[None, :]) / c  # C_z^{-1/2}(1 − p)ΛXΛC_z^{-1/2} = diag⊙X
-
-    def apply(X: Tensor) -> Tensor:  # X exactly symmetric: so is every term
-        if p == 0.0:
-            return diag * X
-        return _per_sample_term(coords, S * X).mul_(pS).addcmul_(diag, X)
-
-    X0 = torch.eye(coords.rank, dtype=torch.float64, device=lam.device)
-    return _top_eigenvalue(apply, X0, tol=tol, max_iters=max_iters)
+    op = _SharpnessOperator(coords, p)
+    return _top_eigenvalue(
+        op,
+        op.pk,
+        torch.float64,
+        coords.lam.device,
+        tol=tol,
+        max_iters=max_iters,
+        budget_bytes=budget_bytes,
+    )
 
 
 def second_moment_radius(
@@ -361,6 +532,7 @@ def second_moment_radius(
     method: str,
     tol: float,
     max_iters: int,
+    budget_bytes: int | None = None,
 ) -> tuple[float, bool, float]:
     """ρ(Q_z) at η = lr for a resolved method (ρ ≥ 1): ``(value, converged, residual)``.
 
@@ -376,9 +548,15 @@ def second_moment_radius(
         Q.diagonal().add_(inv * inv - 2.0 * (lr * inv * inv) * cdiag)
         top = float(torch.linalg.eigvalsh(Q).abs().max())
         return top / inv / inv, True, 0.0
-    X0 = torch.eye(coords.rank, dtype=torch.float64, device=coords.lam.device)
+    pk = _SymPacking(coords.rank, coords.lam.device)
     top, converged, _, res = _top_eigenvalue(
-        lambda X: _apply_Q(coords, p, lr, X, inv), X0, tol=tol, max_iters=max_iters
+        lambda v: pk.pack(_apply_Q(coords, p, lr, pk.unpack(v), inv)),
+        pk,
+        torch.float64,
+        coords.lam.device,
+        tol=tol,
+        max_iters=max_iters,
+        budget_bytes=budget_bytes,
     )
     return top / inv / inv, converged, res
 
@@ -393,13 +571,23 @@ def product_flops(n: int, outputs: int, rank: int) -> float:
     return 2.0 * N * rank * rank * (k + 1) / k + 4.0 * N * outputs * rank
 
 
-def solver_cost(n: int, outputs: int, rank: int, method: str, max_iters: int) -> tuple[float, int]:
+def solver_cost(
+    n: int,
+    outputs: int,
+    rank: int,
+    method: str,
+    max_iters: int,
+    budget_bytes: int | None = None,
+) -> tuple[float, int]:
     """Estimated ``(flops, bytes)`` of one η* eigen-solve on rank-ρ coordinates.
 
     Dense: the svec matrix (m = ρ(ρ+1)/2): n·C(C+1)·m² flops to form, ≈ 4m³ to diagonalise,
     three m×m float64 arrays. Matrix-free: 40 products of :func:`product_flops` (η* typically
-    needs 10–40 at tol = 1e-10), six ρ×ρ work matrices, the stored Lanczos basis (at most
-    256 MiB) and three temporaries of one chunk of Ĝ's rows.
+    needs 10–40 at tol = 1e-10), ten ρ×ρ arrays (the work arrays of
+    :class:`_SharpnessOperator` and :class:`_PerSampleProducts`, the scalings S, pS, diag and
+    the svec temporaries of a product), the stored Lanczos basis (:func:`basis_columns` svec
+    vectors for the memory budget ``budget_bytes``) and two work arrays of one chunk of Ĝ's
+    rows.
     """
     N, C, rho = n * outputs, outputs, rank
     m = rho * (rho + 1) // 2
@@ -409,8 +597,8 @@ def solver_cost(n: int, outputs: int, rank: int, method: str, max_iters: int) ->
         return flops, 8 * (3 * m * m + 4 * chunk * C * (C + 1) // 2 * m)
     flops = min(40, max_iters) * product_flops(n, C, rho)
     rows = min(N, _row_chunk(n, C, rho) * C)
-    basis = min(rho * rho * 8 * (max_iters + 1), _BASIS_BUDGET_BYTES)
-    return flops, 8 * (6 * rho * rho + 3 * rows * rho) + basis
+    basis = basis_columns(rho, max_iters, budget_bytes) * 8 * m
+    return flops, 8 * (10 * rho * rho + 2 * rows * rho) + basis
 
 
 def commuting_eta_star(curvatures: Tensor, batch_size: int, sampling: str = "with") -> float:

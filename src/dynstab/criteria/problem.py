@@ -784,7 +784,7 @@ class StabilityProblem:
         rho = self.rank
         m = rho * (rho + 1) // 2
         fd, bd = solver_cost(self.n, self.outputs, rho, "dense", max_iters)
-        fm, bm = solver_cost(self.n, self.outputs, rho, "matrix_free", max_iters)
+        fm, bm = solver_cost(self.n, self.outputs, rho, "matrix_free", max_iters, self.budget.bytes)
         mf_alt = f"method='matrix_free' needs about {format_bytes(bm)}"
         if method == "dense":
             if m > DENSE_MAX_DIM:
@@ -886,7 +886,7 @@ class StabilityProblem:
             return self._result(math.inf, 0.0, "dense", True, 0, p, 0.0)
         method = self._solver(method, max_iters, "eta_star")
         top, converged, iters, res = generalized_sharpness(
-            c, s, method=method, tol=tol, max_iters=max_iters
+            c, s, method=method, tol=tol, max_iters=max_iters, budget_bytes=self.budget.bytes
         )
         if not converged:
             why = (
@@ -1025,7 +1025,7 @@ class StabilityProblem:
             return momentum_growth(c, s, lr, momentum, nesterov, method=method)
         method = self._solver(method, max_iters, "second_moment_growth", prefer_dense=True)
         value, converged, res = second_moment_radius(
-            c, s, lr, method=method, tol=tol, max_iters=max_iters
+            c, s, lr, method=method, tol=tol, max_iters=max_iters, budget_bytes=self.budget.bytes
         )
         if not converged:
             warnings.warn(
