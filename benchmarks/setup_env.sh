@@ -19,7 +19,7 @@ fi
 printf '*\n' > "${VENV}/.gitignore"
 
 STAMP="${VENV}/.bench-installed"
-REQS="pyhessian==0.1 curvlinops-for-pytorch==3.0.1 backpack-for-pytorch==1.7.1"
+REQS="pyhessian==0.1 curvlinops-for-pytorch==3.0.1 backpack-for-pytorch==1.7.1 threadpoolctl>=3.1"
 cd "${ROOT}"
 # Re-install when the tool pins, dynstab's dependencies or the torch pin change.
 WANT="$(printf '%s\n' "${REQS}" | cat - pyproject.toml constraints/ci.txt | sha256sum | cut -d' ' -f1)"
