@@ -974,8 +974,9 @@ class StabilityProblem:
         Q_z(X) = X − η(ΛX + XΛ) + η²D_z(X) on symmetric ρ×ρ matrices; mean-square stable iff
         the value is ≤ 1, i.e. iff lr ≤ η*. With ``momentum=β > 0``: the spectral radius of
         the augmented-state map Σ ↦ E[M_IΣM_Iᵀ] on symmetric 2ρ×2ρ matrices (the growth of
-        E‖z_t‖², :func:`~dynstab.criteria.momentum.momentum_growth`; non-symmetric, solved by
-        dense ``eigvals`` or ARPACK).
+        E‖z_t‖², :func:`~dynstab.criteria.momentum.momentum_growth`), computed on the reduced
+        ρ(ρ+1)/2-dimensional space by a monotone root search in λ (dense ``eigvals`` or ARPACK
+        for each evaluation of the reduced criterion).
 
         Args:
             sampling: The i.i.d. sampling rule.
