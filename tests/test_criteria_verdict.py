@@ -338,6 +338,8 @@ def test_max_memory_also_bounds_the_sampled_route():
     assert route_options("stability", {"max_memory": 5e6, "config": own})[2] is own
     assert route_options("stability", {"max_memory": math.inf})[2] is None
     assert route_options("stability", {})[2] is None
+    with pytest.raises(TypeError, match="max_memory must be a number of bytes"):
+        critical_lr(torch.eye(2), batch_size=1, max_memory="1e9")  # the library's message
     kept = SampledConfig(replicas=2)
     got = route_options("stability", {"max_memory": 7e6, "config": kept})[2]
     assert got is not None

@@ -196,8 +196,9 @@ def route_options(
     """Check the :class:`RouteOptions` given to ``who``: (route, max_memory, config, max_time).
 
     Raises:
-        TypeError: On an unknown option or a ``config`` that is not a ``SampledConfig``.
-        ValueError: On a bad ``max_time``.
+        TypeError: On an unknown option, a ``config`` that is not a ``SampledConfig`` or a
+            ``max_memory`` that is not a number of bytes.
+        ValueError: On a bad ``max_time`` or a ``max_memory`` that is not > 0.
     """
     check_options(who, options, RouteOptions)
     config, max_time = options.get("config"), options.get("max_time")
@@ -207,12 +208,13 @@ def route_options(
             f"config must be a dynstab.criteria.SampledConfig; got {type(config).__name__}."
         )
     max_memory = options.get("max_memory")
-    if max_memory is not None and math.isfinite(max_memory) and max_memory > 0:
+    memory_budget(max_memory, torch.device("cpu"))  # validates (resolves nothing yet)
+    if max_memory is not None and math.isfinite(max_memory):
         # one budget for every route: the sampled route inherits max_memory unless its
         # config sets memory_budget itself
         base = SampledConfig() if config is None else config
         if base.memory_budget is None:
-            config = dataclasses.replace(base, memory_budget=int(max_memory))
+            config = dataclasses.replace(base, memory_budget=max(1, int(max_memory)))
     return options.get("route", "auto"), max_memory, config, max_time
 
 

@@ -87,8 +87,10 @@ class MemoryBudget:
     """
 
     def __init__(self, max_memory: float | None, device: torch.device) -> None:
-        if isinstance(max_memory, bool):
-            raise TypeError("max_memory must be a number of bytes or None; got a bool.")
+        if isinstance(max_memory, bool) or not isinstance(max_memory, int | float | None):
+            raise TypeError(
+                f"max_memory must be a number of bytes or None; got a {type(max_memory).__name__}."
+            )
         if max_memory is not None and not (
             isinstance(max_memory, float) and max_memory == math.inf
         ):
