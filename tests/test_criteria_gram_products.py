@@ -169,11 +169,14 @@ def test_column_blocks_partition_and_product_flops():
         assert cols[-1][1] == rho
         assert all(a1 == b0 for (_, a1), (b0, _) in itertools.pairwise(cols))
         assert all(a1 > a0 for a0, a1 in cols)
-    assert len(_column_blocks(2000)) == 5
-    assert len(_column_blocks(100)) == 1
-    # k blocks: (k + 1)/(2k) of the 4Nρ² flops of plain products (k = 5 at ρ = 2000: 60%)
-    assert product_flops(2000, 1, 2000) == pytest.approx(0.6 * 4 * 2000**3 + 4 * 2000**2)
-    assert product_flops(150_000, 1, 100) == pytest.approx(4 * 150_000 * 100**2 + 4 * 150_000 * 100)
+    assert len(_column_blocks(2000)) == 6
+    assert len(_column_blocks(100)) == 2
+    assert len(_column_blocks(60)) == 1
+    # k blocks: (k + 1)/(2k) of the 4Nρ² flops of plain products (k = 6 at ρ = 2000: 7/12)
+    assert product_flops(2000, 1, 2000) == pytest.approx(7 / 12 * 4 * 2000**3 + 4 * 2000**2)
+    assert product_flops(150_000, 1, 100) == pytest.approx(
+        0.75 * 4 * 150_000 * 100**2 + 4 * 150_000 * 100
+    )
     flops, memory = solver_cost(150_000, 1, 100, "matrix_free", 300)
     assert flops == pytest.approx(40 * product_flops(150_000, 1, 100))
     assert memory < 8 * 150_000 * 100  # the temporaries are chunked: less than one copy of Ĝ

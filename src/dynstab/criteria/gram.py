@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
@@ -80,7 +80,7 @@ def gd_threshold(lambda_max: float) -> float:
     return math.inf if lam == 0.0 else 2.0 / lam
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class GramCoordinates:
     """Orthonormal row-space coordinates of J (equivalently of K = JJᵀ/n), in float64.
 
@@ -89,7 +89,10 @@ class GramCoordinates:
 
     Attributes:
         lam: Kept eigenvalues λ_a of K (= those of H), shape ``(ρ,)``, descending.
-        U: Matching unit eigenvectors of K, shape ``(nC, ρ)``.
+        U: Matching unit eigenvectors of K, shape ``(nC, ρ)``. May be passed as None when
+            ``Ghat`` is given: then U = Ĝ Λ^{-1/2}/√n is formed on first access (the parameter
+            route does so: most criteria never read U, and an nC×ρ array costs a page-faulted
+            allocation the size of Ĝ).
         Ghat: Ĝ = √n UΛ^{1/2} = JV, shape ``(nC, ρ)``; rows ``i*C .. i*C+C-1`` are Ĝ_i, the
             coordinates of the C output gradients of sample i (H_i = Ĝ_iᵀĜ_i in these
             coordinates). Any layout; :class:`~dynstab.criteria.StabilityProblem` stores it
@@ -100,11 +103,37 @@ class GramCoordinates:
     """
 
     lam: Tensor
-    U: Tensor
+    _U: Tensor | None = field(repr=False, compare=False)
     Ghat: Tensor
     n: int
     outputs: int
     lambda_max: float
+
+    def __init__(
+        self,
+        lam: Tensor,
+        U: Tensor | None,
+        Ghat: Tensor,
+        n: int,
+        outputs: int,
+        lambda_max: float,
+    ) -> None:
+        for name, value in (
+            ("lam", lam),
+            ("_U", U),
+            ("Ghat", Ghat),
+            ("n", n),
+            ("outputs", outputs),
+            ("lambda_max", lambda_max),
+        ):
+            object.__setattr__(self, name, value)
+
+    @cached_property
+    def U(self) -> Tensor:
+        """Unit eigenvectors of K, shape ``(nC, ρ)`` (given, or Ĝ Λ^{-1/2}/√n once)."""
+        if self._U is not None:
+            return self._U
+        return self.Ghat / (self.n * self.lam).sqrt()
 
     @property
     def rank(self) -> int:
@@ -166,12 +195,17 @@ def _dense_sym_matrix(coords: GramCoordinates, p: float) -> Tensor:
 
 
 #: Narrowest column block of the block-triangular products (narrower blocks lose GEMM speed).
-_MIN_BLOCK = 400
+#: With the row chunks of :data:`_CHUNK_ENTRIES`, blocks of 50 columns already pay: one thread,
+#: ρ = 100 at n = 150,000: k = 2 blocks 0.89× the time of k = 1; ρ = 300: k = 3–6 0.72–0.75×;
+#: ρ = 1000: k = 6 0.70×, k = 2 0.78×.
+_MIN_BLOCK = 50
 #: Most column blocks: k blocks cost (k + 1)/(2k) of the full products (k = 6: 58%).
 _MAX_BLOCKS = 6
 #: Entries of Ĝ processed at once by the per-sample products (at least ρ² and C·ρ): keeps the
-#: temporaries of a tall Ĝ in cache and bounds their memory by O(ρ² + chunk).
-_CHUNK_ENTRIES = 2**20
+#: temporaries of a tall Ĝ in cache and bounds their memory by O(ρ² + chunk). 2¹⁸ (2 MiB of
+#: float64, the L2 of one core here) rather than 2²⁰: 0.86× the product time at ρ = 100,
+#: n = 150,000 (one thread), neutral at ρ ≥ 300.
+_CHUNK_ENTRIES = 2**18
 
 
 def _column_blocks(rho: int, blocks: int | None = None) -> list[tuple[int, int]]:
@@ -220,6 +254,7 @@ class _PerSampleProducts:
         self.out = torch.empty(rho, rho, dtype=dt, device=dev)
         self.M = torch.empty(rho * self.step, dtype=dt, device=dev)  # chunk products, by block
         self.R = torch.empty(rho * self.step, dtype=dt, device=dev)
+        self.d = torch.empty(2, self.step // self.C, dtype=dt, device=dev)  # ĝ_iᵀXĝ_i, by block
 
     def __call__(
         self, X: Tensor | None, *, diagonal: Tensor | None = None, mirror: bool = True
@@ -253,17 +288,19 @@ class _PerSampleProducts:
             R = self.R[: rho * bC].view(rho, bC)
             if diagonal is not None:
                 Gw = torch.mul(G, diagonal[:, None], out=R)  # w_a ĝ_ia, then overwritten
-                if C == 1:
-                    d = torch.linalg.vecdot(Gw, G, dim=0)
+                if C == 1:  # in place: a fresh (ρ, b) temporary would page-fault per chunk
+                    d = torch.sum(Gw.mul_(G), 0, out=self.d[0, :b])
                     torch.mul(G, d, out=R)
                 else:
                     Bm = torch.einsum("ric,rid->icd", Gw.view(rho, b, C), G.reshape(rho, b, C))
                     R = torch.einsum("rid,icd->ric", G.reshape(rho, b, C), Bm).reshape(rho, bC)
             elif C == 1:
-                d = torch.zeros(b, dtype=out.dtype, device=out.device)
-                for (a0, a1), Wj in zip(cols, self.W, strict=True):
+                d, dj = self.d[0, :b], self.d[1, :b]
+                for j, ((a0, a1), Wj) in enumerate(zip(cols, self.W, strict=True)):
                     Mj = torch.mm(Wj.T, G[:a1], out=self.M[: (a1 - a0) * bC].view(a1 - a0, bC))
-                    d += torch.linalg.vecdot(Mj, G[a0:a1], dim=0)
+                    torch.sum(Mj.mul_(G[a0:a1]), 0, out=d if j == 0 else dj)  # ĝ_iᵀX̃_{:,J}ĝ_iJ
+                    if j > 0:
+                        d.add_(dj)
                 torch.mul(G, d.mul_(2.0), out=R)  # columns (Ĝ_i X Ĝ_iᵀ) ĝ_i
             else:
                 Bm = torch.zeros(b, C, C, dtype=out.dtype, device=out.device)

@@ -657,7 +657,7 @@ class StabilityProblem:
             if self.route == "parameter":
                 assert self._J is not None
                 Gh = (spec.vectors.T @ self._J.T).T
-                U = Gh / (self.n * lam).sqrt()
+                U = None  # Ĝ Λ^{-1/2}/√n, formed by GramCoordinates.U if a criterion reads it
             else:
                 U = spec.vectors
                 Gh = (math.sqrt(self.n) * lam.sqrt()[:, None] * U.T).contiguous().T
