@@ -307,6 +307,43 @@ def test_float32_basis_widens_the_floor(generator):
     assert ok.converged
 
 
+def test_float32_basis_orthogonality_is_measured_and_enters_the_bounds(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    Q, _ = torch.linalg.qr(torch.randn(400, 400, generator=g, dtype=torch.float64))
+    lam = torch.linspace(0.0, 1.0, 400, dtype=torch.float64)
+    lam[-1] = 2.0
+    A = ((Q * lam) @ Q.T).float()
+    cfg = LanczosConfig(tol=1e-3, max_iters=60)
+    engine = KrylovEngine(
+        as_operator(A), 1, "largest", cfg, v0=None, generator=torch.Generator().manual_seed(0)
+    )
+    assert engine.bdt == torch.float32  # the default for a float32 operator at tol >= 1e-4
+    engine.run()
+    n = engine.locked.l + engine.seg.m + engine.seg.b
+    B = engine.B[:n].double()
+    direct = float(torch.linalg.matrix_norm(B @ B.T - torch.eye(n, dtype=torch.float64), ord=2))
+    assert engine.basis_orthogonality() == pytest.approx(direct, rel=1e-6, abs=1e-15)
+    # float32 Gram–Schmidt keeps orthogonality near eps32 here, and well inside tol
+    assert 0.0 < direct < 1e-5
+    res = lanczos_top_eigenpairs(A, 1, config=cfg, generator=torch.Generator().manual_seed(0))
+    assert res.converged
+    assert abs(float(res.values[0]) - 2.0) <= float(res.error_bounds[0])
+    # a basis whose orthogonality had been lost must not be certified by the modelled value
+    monkeypatch.setattr(KrylovEngine, "basis_orthogonality", lambda self: 1e-2)
+    with pytest.warns(ConvergenceWarning, match="measured loss of orthogonality"):
+        bad = lanczos_top_eigenpairs(A, 1, config=cfg, generator=torch.Generator().manual_seed(0))
+    assert not bad.converged
+    assert float(bad.error_bounds[0]) >= 4 * 1e-2 * 2.0 * 0.99
+    # a float64 operator, or tol below 1e-4, keeps the float64 basis
+    assert KrylovEngine(
+        as_operator(A.double()), 1, "largest", cfg, v0=None, generator=None
+    ).bdt == (torch.float64)
+    tight = LanczosConfig(tol=1e-5)
+    assert KrylovEngine(as_operator(A), 1, "largest", tight, v0=None, generator=None).bdt == (
+        torch.float64
+    )
+
+
 class _DiagonalOperator:
     """Float32 ``diag(d)``: every product is exact up to one rounding per entry."""
 

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from dynstab.errors import ConvergenceWarning
-from dynstab.linalg import LanczosConfig, lanczos_top_eigenpairs
+from dynstab.linalg import LanczosConfig, as_operator, lanczos_top_eigenpairs
+from dynstab.linalg.krylov import KrylovEngine, default_basis_dtype
 from spectra import SPECTRA, BuiltSpectrum, SpectrumCase
 
 _BUILT: dict[str, BuiltSpectrum] = {}
@@ -128,3 +129,26 @@ def test_float32_largest_bound_holds_over_many_starts(case):
     for tol in (1e-6, 2e-7):
         for seed in range(10):
             _check(case, 1, "largest", LanczosConfig(tol=tol, max_iters=150), seed=100 + seed)
+
+
+_LOOSE = [
+    pytest.param(case, which, k, tol, seed, id=f"{case.id}-{which}-k{k}-tol{tol:g}-s{seed}")
+    for case in _FLOAT32
+    for which in _ends(case)
+    for k in (1, 4)
+    for tol in (1e-3, 1e-4)
+    for seed in (0, 1, 2)
+]
+
+
+@pytest.mark.parametrize(("case", "which", "k", "tol", "seed"), _LOOSE)
+def test_float32_basis_default_at_loose_tol_is_right_or_says_so(case, which, k, tol, seed):
+    """At tol >= 1e-4 a float32 operator runs on a float32 basis by default (no float64
+    Gram–Schmidt); the bounds then carry the loss of orthogonality measured on the stored basis
+    and must still cover the true errors on every hard float32 spectrum, at every end."""
+    b = _build(case)
+    op = as_operator(b.op)
+    assert default_basis_dtype(op.dtype, op.device, tol) == torch.float32
+    engine = KrylovEngine(op, k, which, LanczosConfig(tol=tol), v0=None, generator=None)
+    assert engine.bdt == torch.float32
+    _check(case, k, which, LanczosConfig(tol=tol, max_iters=120), seed=10 + seed)

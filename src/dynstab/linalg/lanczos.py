@@ -191,14 +191,22 @@ def lanczos_top_eigenpairs(
         if ans.certified:
             reason = "certified after recomputing the products of the vectors"
         vectors = Y if return_vectors else None
-    elif return_vectors and ans.values.numel():
-        Y = engine.vectors(ans)
-        gram = (Y.T.to(torch.float64) @ Y.to(torch.float64)).cpu()
-        eye = torch.eye(gram.shape[0], dtype=torch.float64)
-        measured = float(torch.linalg.matrix_norm(gram - eye, ord=2))
-        eps_orth = max(measured, 4.0 * engine.eps_basis * (engine.locked.l + engine.seg.m) ** 0.5)
-        ans = engine.reassess(eps_orth)
-        vectors = Y
+    else:
+        # the bounds assumed the modelled loss of orthogonality; a float32 basis's is measured
+        eps_orth = engine.modelled_orthogonality
+        if engine.bdt != torch.float64:
+            eps_orth = max(eps_orth, engine.basis_orthogonality())
+        if return_vectors and ans.values.numel():
+            Y = engine.vectors(ans)
+            gram = (Y.T.to(torch.float64) @ Y.to(torch.float64)).cpu()
+            eye = torch.eye(gram.shape[0], dtype=torch.float64)
+            eps_orth = max(eps_orth, float(torch.linalg.matrix_norm(gram - eye, ord=2)))
+            vectors = Y
+        if vectors is not None or engine.bdt != torch.float64:
+            was = ans.certified
+            ans = engine.reassess(eps_orth)
+            if was and not ans.certified:
+                reason = "measured loss of orthogonality of the basis"
     converged = ans.certified
     if not converged:
         warnings.warn(
