@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypedDict, Unpack
 
 import torch
@@ -56,6 +56,7 @@ from dynstab._checks import (
     check_positive,
 )
 from dynstab._types import Data, LossFn, Params, ParamSpec
+from dynstab.criteria._docs import criteria_docs
 from dynstab.criteria.gram import (
     DENSE_AUTO_MAX_DIM,
     DENSE_MAX_DIM,
@@ -960,7 +961,8 @@ class StabilityProblem:
             eta_gd=gd_threshold(self.lambda_max),
         )
 
-    def second_moment_growth(
+    @criteria_docs
+    def second_moment_growth(  # noqa: D417
         self,
         sampling: Sampling,
         lr: float,
@@ -983,9 +985,7 @@ class StabilityProblem:
         Args:
             sampling: The i.i.d. sampling rule.
             lr: Learning rate η > 0.
-            method: ``"auto"``, ``"dense"`` or ``"matrix_free"``.
-            tol: Relative Ritz-residual tolerance (matrix-free).
-            max_iters: Maximum Lanczos products (matrix-free).
+            %(growth_solver_args)s
             momentum: Heavy-ball momentum β in [0, 1).
             nesterov: PyTorch's Nesterov form (needs β > 0).
 
@@ -1726,6 +1726,19 @@ def gram_coordinates(K: Tensor, outputs: int = 1, *, rank_tol: float = 1e-10) ->
         (2, [2.0, 1.0])
     """
     return StabilityProblem.from_gram(K, outputs, rank_tol=rank_tol).coordinates
+
+
+def _gram_bound(
+    bound: Callable[[StabilityProblem, Sampling], float],
+    K: Tensor,
+    batch_size: int,
+    sampling: str,
+    outputs: int,
+    coords: GramCoordinates | None = None,
+) -> float:
+    """The body of the one-call Gram bounds: ``bound`` of the problem of K at (B, sampling)."""
+    prob = StabilityProblem.from_gram(K, outputs, coordinates=coords)
+    return bound(prob, prob.sampling(batch_size, sampling))
 
 
 def eta_star(
