@@ -234,6 +234,14 @@ _METHODS = ("auto", "dense", "matrix_free")
 _CRITICAL_METHODS = ("auto", "exact", "sampled", "dense", "matrix_free")
 
 
+def _check_solver(method: str, tol: float, max_iters: int) -> float:
+    """Check the exact solver's settings (η* and ρ(Q) take the same); return ``tol`` as a float."""
+    check_choice("method", method, _METHODS)
+    tol = check_positive("tol", tol)
+    check_int("max_iters", max_iters, minimum=1)
+    return tol
+
+
 class StabilityProblem:
     """The linear-stability problem of SGD at an interpolating minimum, set up once.
 
@@ -866,9 +874,7 @@ class StabilityProblem:
             (3.0, 1.0)
         """
         s = self._check_sampling(sampling)
-        check_choice("method", method, _METHODS)
-        tol = check_positive("tol", tol)
-        check_int("max_iters", max_iters, minimum=1)
+        tol = _check_solver(method, tol, max_iters)
         momentum = check_momentum(momentum, nesterov)
         return self._eta_star(s, method, tol, max_iters, momentum, nesterov)
 
@@ -999,9 +1005,7 @@ class StabilityProblem:
         """
         s = self._check_sampling(sampling)
         lr = check_lr(lr)
-        check_choice("method", method, _METHODS)
-        tol = check_positive("tol", tol)
-        check_int("max_iters", max_iters, minimum=1)
+        tol = _check_solver(method, tol, max_iters)
         momentum = check_momentum(momentum, nesterov)
         return self._growth(s, lr, method, tol, max_iters, momentum, nesterov)
 
@@ -1788,9 +1792,7 @@ def eta_star(
         Mulayoff & Michaeli, "Exact mean square linear stability analysis for SGD", COLT 2024,
         Thm 3.
     """
-    check_choice("method", method, _METHODS)
-    tol = check_positive("tol", tol)
-    check_int("max_iters", max_iters, minimum=1)
+    tol = _check_solver(method, tol, max_iters)
     prob = StabilityProblem.from_gram(K, outputs, rank_tol=rank_tol, coordinates=coords)
     return prob._eta_star(prob.sampling(batch_size, sampling), method, tol, max_iters)
 
