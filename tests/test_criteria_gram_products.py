@@ -204,6 +204,34 @@ def test_sym_packing_is_an_isometry_and_round_trips(rho):
     torch.testing.assert_close(pk.pack(pk.unpack(x)), x, rtol=1e-15, atol=0)
 
 
+@pytest.mark.parametrize("rho", [1, 2, 7, 40])
+def test_sym_packing_batches_match_one_matrix_and_the_basis(rho):
+    """The batched paths (momentum's dense matrices and ARPACK) give the one-matrix svec."""
+    g = torch.Generator().manual_seed(100 + rho)
+    pk = gram_module._SymPacking(rho, torch.device("cpu"))
+    Xs = torch.stack([torch.stack([_sym_random(g, rho) for _ in range(3)]) for _ in range(2)])
+    V = pk.pack(Xs)
+    assert V.shape == (2, 3, rho * (rho + 1) // 2)
+    for i, j in itertools.product(range(2), range(3)):
+        assert torch.equal(V[i, j], pk.pack(Xs[i, j]))
+    back = pk.unpack(V)
+    assert torch.equal(back, back.transpose(-1, -2))
+    torch.testing.assert_close(back, Xs, rtol=1e-15, atol=1e-15 * float(Xs.abs().max()))
+    # unpack of the unit vectors is the orthonormal basis {e_ae_aᵀ} ∪ {(e_ae_bᵀ + e_be_aᵀ)/√2}
+    m = rho * (rho + 1) // 2
+    E = pk.unpack(torch.eye(m, dtype=torch.float64))
+    a, b = torch.triu_indices(rho, rho)
+    for k in range(m):
+        want = torch.zeros(rho, rho, dtype=torch.float64)
+        w = 1.0 if a[k] == b[k] else 0.5**0.5
+        want[a[k], b[k]] = want[b[k], a[k]] = w
+        assert torch.equal(E[k], want)
+    gram = torch.einsum("kab,lab->kl", E, E)  # orthonormal for the Frobenius inner product
+    torch.testing.assert_close(gram, torch.eye(m, dtype=torch.float64), rtol=0, atol=1e-15)
+    buf = torch.empty(4, rho, rho, dtype=torch.float64)
+    assert pk.unpack(pk.pack(buf.copy_(Xs[0, 0])), out=buf).data_ptr() == buf.data_ptr()
+
+
 @pytest.mark.parametrize("C", [1, 2])
 @pytest.mark.parametrize("p", [0.0, 0.35, 1.0])
 def test_sharpness_operator_is_the_dense_svec_matrix(C, p, monkeypatch):

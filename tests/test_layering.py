@@ -27,6 +27,7 @@ RANK = {
     "_version": -1,
     "_types": 0,
     "_checks": 0,
+    "_docs": 0,
     "io": 0,
     "errors": 0,
     "losses": 0,

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from dynstab._checks import check_int, check_square_matrix
+from dynstab._docs import DocFragments
 from dynstab.models.diagonal_linear import DiagonalLinearNet
 from dynstab.models.two_layer_relu import TwoLayerReLU
 
@@ -52,6 +53,25 @@ __all__ = [
     "weighted_l1",
     "wme18_non_uniformity",
 ]
+
+
+_docs = DocFragments(
+    diagonal_model="model: A :class:`~dynstab.models.DiagonalLinearNet`.",
+    relu_model="model: A :class:`~dynstab.models.TwoLayerReLU`.",
+    X="X: Inputs, shape ``(n, d)``.",
+    training_X="X: Training inputs, shape ``(n, d)``.",
+    trace_G_returns="Tr G as a Python float (computed in the parameters' dtype).",
+    gram_returns="K (detached) in the parameters' dtype.",
+    diagonal_raises="""
+        TypeError: If ``model`` is not a DiagonalLinearNet.
+        ValueError: If ``X`` does not have shape ``(n, d)``.
+        """,
+    relu_raises="""
+        TypeError: If ``model`` is not a TwoLayerReLU.
+        ValueError: If ``X`` does not have shape ``(n, d)``.
+        """,
+)
+"""The Args, Returns and Raises entries of the closed forms, each written once (``%(name)s``)."""
 
 
 def _check_X(X: Tensor, d: int | None = None) -> Tensor:
@@ -83,22 +103,22 @@ def data_weights(X: Tensor) -> Tensor:
     return (X * X).mean(dim=0)
 
 
-def diagonal_trace_G(model: DiagonalLinearNet, X: Tensor) -> float:
+@_docs
+def diagonal_trace_G(model: DiagonalLinearNet, X: Tensor) -> float:  # noqa: D417
     """Closed-form Tr G for a diagonal linear net.
 
     Tr G = (1/n) Σ_i ‖∇_θ f(x_i)‖² = Σ_j s_j (a_j² + b_j²) (form ``ab``) or
     4 Σ_j s_j (u_j² + v_j²) (form ``uv``), s_j = (1/n) Σ_i x_ij². Exact for every θ.
 
     Args:
-        model: A :class:`~dynstab.models.DiagonalLinearNet`.
-        X: Training inputs, shape ``(n, d)``.
+        %(diagonal_model)s
+        %(training_X)s
 
     Returns:
-        Tr G as a Python float (computed in the parameters' dtype).
+        %(trace_G_returns)s
 
     Raises:
-        TypeError: If ``model`` is not a DiagonalLinearNet.
-        ValueError: If ``X`` does not have shape ``(n, d)``.
+        %(diagonal_raises)s
 
     Example:
         >>> net = DiagonalLinearNet.from_tensors(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 0.0]))
@@ -139,22 +159,22 @@ def weighted_l1(beta: Tensor, X: Tensor | None = None) -> float:
     return float((s * beta.abs()).sum())
 
 
-def relu_trace_G(model: TwoLayerReLU, X: Tensor) -> float:
+@_docs
+def relu_trace_G(model: TwoLayerReLU, X: Tensor) -> float:  # noqa: D417
     """Closed-form Tr G for the bias-free two-layer ReLU net f = Σ_j a_j σ(w_jᵀx).
 
     Tr G = (1/n) Σ_i Σ_j [σ(w_jᵀx_i)² + a_j² 1{w_jᵀx_i > 0} ‖x_i‖²] (the derivative of σ at 0
     is taken as 0, as autograd does).
 
     Args:
-        model: A :class:`~dynstab.models.TwoLayerReLU`.
-        X: Training inputs, shape ``(n, d)``.
+        %(relu_model)s
+        %(training_X)s
 
     Returns:
-        Tr G as a Python float (computed in the parameters' dtype).
+        %(trace_G_returns)s
 
     Raises:
-        TypeError: If ``model`` is not a TwoLayerReLU.
-        ValueError: If ``X`` does not have shape ``(n, d)``.
+        %(relu_raises)s
 
     Example:
         >>> net = TwoLayerReLU(2, 1)
@@ -174,7 +194,8 @@ def relu_trace_G(model: TwoLayerReLU, X: Tensor) -> float:
     return float(first + second)
 
 
-def diagonal_gram(model: DiagonalLinearNet, X: Tensor) -> Tensor:
+@_docs
+def diagonal_gram(model: DiagonalLinearNet, X: Tensor) -> Tensor:  # noqa: D417
     """Closed-form Gram matrix K = JJᵀ/n of a diagonal linear net, shape ``(n, n)``.
 
     Form ``ab``: g_i = (b⊙x_i, a⊙x_i), so K = X diag(a² + b²) Xᵀ/n; form ``uv``:
@@ -182,15 +203,14 @@ def diagonal_gram(model: DiagonalLinearNet, X: Tensor) -> Tensor:
     O(n²d) cost with no Jacobian. Its trace is :func:`diagonal_trace_G`.
 
     Args:
-        model: A :class:`~dynstab.models.DiagonalLinearNet`.
-        X: Inputs, shape ``(n, d)``.
+        %(diagonal_model)s
+        %(X)s
 
     Returns:
-        K (detached) in the parameters' dtype.
+        %(gram_returns)s
 
     Raises:
-        TypeError: If ``model`` is not a DiagonalLinearNet.
-        ValueError: If ``X`` does not have shape ``(n, d)``.
+        %(diagonal_raises)s
 
     Example:
         >>> net = DiagonalLinearNet.from_tensors(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0]))
@@ -206,7 +226,8 @@ def diagonal_gram(model: DiagonalLinearNet, X: Tensor) -> Tensor:
     return K if model.form == "ab" else 4.0 * K
 
 
-def relu_gram(model: TwoLayerReLU, X: Tensor) -> Tensor:
+@_docs
+def relu_gram(model: TwoLayerReLU, X: Tensor) -> Tensor:  # noqa: D417
     """Closed-form Gram matrix K = JJᵀ/n of the bias-free two-layer ReLU net, ``(n, n)``.
 
     With S = σ(XWᵀ) and A = 1{XWᵀ > 0} diag(a) (σ'(0) = 0, as autograd),
@@ -215,15 +236,14 @@ def relu_gram(model: TwoLayerReLU, X: Tensor) -> Tensor:
     cost with no Jacobian. Its trace is :func:`relu_trace_G`.
 
     Args:
-        model: A :class:`~dynstab.models.TwoLayerReLU`.
-        X: Inputs, shape ``(n, d)``.
+        %(relu_model)s
+        %(X)s
 
     Returns:
-        K (detached) in the parameters' dtype.
+        %(gram_returns)s
 
     Raises:
-        TypeError: If ``model`` is not a TwoLayerReLU.
-        ValueError: If ``X`` does not have shape ``(n, d)``.
+        %(relu_raises)s
 
     Example:
         >>> net = TwoLayerReLU(2, 1)
@@ -341,7 +361,8 @@ def balance_diagonal(model: DiagonalLinearNet, X: Tensor | None = None) -> Diago
     return DiagonalLinearNet.from_tensors(first, second, form=model.form)
 
 
-def balance_relu(model: TwoLayerReLU, X: Tensor) -> TwoLayerReLU:
+@_docs
+def balance_relu(model: TwoLayerReLU, X: Tensor) -> TwoLayerReLU:  # noqa: D417
     """Return the copy of a two-layer ReLU net whose per-neuron scales minimise Tr G.
 
     The rescaling (a_j, w_j) → (a_j/c_j, c_j w_j), c_j > 0, leaves f unchanged (σ is positively
@@ -353,14 +374,13 @@ def balance_relu(model: TwoLayerReLU, X: Tensor) -> TwoLayerReLU:
 
     Args:
         model: A TwoLayerReLU (not modified).
-        X: Training inputs, shape ``(n, d)``.
+        %(training_X)s
 
     Returns:
         A new TwoLayerReLU with the same outputs on every input and Tr G(X) no larger.
 
     Raises:
-        TypeError: If ``model`` is not a TwoLayerReLU.
-        ValueError: If ``X`` does not have shape ``(n, d)``.
+        %(relu_raises)s
     """
     _check_model(model, TwoLayerReLU, "balance_relu")
     X = _check_X(X, model.d)
@@ -400,7 +420,8 @@ def _kappa_exact_2d(X: Tensor, norms: Tensor) -> float:
     return float(_phi(cand, X, norms).min())
 
 
-def kappa_n(
+@_docs
+def kappa_n(  # noqa: D417
     X: Tensor,
     *,
     num_directions: int = 2048,
@@ -419,7 +440,7 @@ def kappa_n(
     For x ~ Unif(√d S^{d−1}), κ_n → √(d/2π) as n → ∞.
 
     Args:
-        X: Inputs, shape ``(n, d)``.
+        %(X)s
         num_directions: Number of random directions (d ≥ 3), >= 1.
         generator: Random source for the directions.
         optimize: Whether to refine by projected subgradient descent.

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from dynstab.criteria._docs import criteria_docs
 from dynstab.criteria.gram import GramCoordinates
-from dynstab.criteria.problem import StabilityProblem
+from dynstab.criteria.problem import StabilityProblem, _gram_bound
 
 __all__ = ["alignment_bound", "alignment_factor", "alignment_infimum"]
 
@@ -54,15 +55,16 @@ def alignment_factor(K: Tensor, residuals: Tensor, outputs: int = 1) -> float:
     return StabilityProblem.from_gram(K, outputs).alignment_factor(residuals)
 
 
-def alignment_infimum(
+@criteria_docs
+def alignment_infimum(  # noqa: D417
     K: Tensor, outputs: int = 1, *, coords: GramCoordinates | None = None
 ) -> float:
     """Return μ_inf = λ_min⁺(n BlkDiag(K²) − K²)/‖K‖_F², the worst alignment over r ∈ range K.
 
     Args:
-        K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
-        outputs: Number of outputs C.
-        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
+        %(K)s
+        %(outputs)s
+        %(coords)s
 
     Returns:
         μ_inf ≥ 0 as a float (0 for K = 0).
@@ -75,7 +77,8 @@ def alignment_infimum(
     return StabilityProblem.from_gram(K, outputs, coordinates=coords).alignment_infimum()
 
 
-def alignment_bound(
+@criteria_docs
+def alignment_bound(  # noqa: D417
     K: Tensor,
     batch_size: int,
     sampling: str = "with",
@@ -86,11 +89,8 @@ def alignment_bound(
     """Return the alignment bound η* ≤ 1/√(p λ_min⁺(n BlkDiag(K²) − K²)) (``inf`` when p = 0).
 
     Args:
-        K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"`` replacement.
-        outputs: Number of outputs C.
-        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
+        %(gram_bound_args)s
+        %(coords)s
 
     Returns:
         The bound as a float.
@@ -100,5 +100,4 @@ def alignment_bound(
         >>> round(alignment_bound(torch.eye(2), 1), 12)  # 1/√(1·1)
         1.0
     """
-    prob = StabilityProblem.from_gram(K, outputs, coordinates=coords)
-    return prob.alignment_bound(prob.sampling(batch_size, sampling))
+    return _gram_bound(StabilityProblem.alignment_bound, K, batch_size, sampling, outputs, coords)

@@ -33,8 +33,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dynstab.criteria._docs import criteria_docs
 from dynstab.criteria.gram import GramCoordinates
-from dynstab.criteria.problem import StabilityProblem
+from dynstab.criteria.problem import StabilityProblem, _gram_bound
 from dynstab.criteria.results import RankOneBoundResult
 
 __all__ = [
@@ -49,12 +50,13 @@ __all__ = [
 ]
 
 
-def gd_bound(K: Tensor, *, outputs: int = 1) -> float:
+@criteria_docs
+def gd_bound(K: Tensor, *, outputs: int = 1) -> float:  # noqa: D417
     """Return 2/λ_max(K), the GD threshold and a necessary bound on η* for every B.
 
     Args:
-        K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
-        outputs: Number of outputs C.
+        %(K)s
+        %(outputs)s
 
     Returns:
         2/λ_max(K) as a float.
@@ -69,14 +71,12 @@ def gd_bound(K: Tensor, *, outputs: int = 1) -> float:
     return StabilityProblem.from_gram(K, outputs).gd_bound()
 
 
-def trace_bound(K: Tensor, batch_size: int, sampling: str = "with", *, outputs: int = 1) -> float:
+@criteria_docs
+def trace_bound(K: Tensor, batch_size: int, sampling: str = "with", *, outputs: int = 1) -> float:  # noqa: D417
     """Return the trace bound η* ≤ 2C/(q Tr K) (Wu & Su 2023, Thm 3.3; Tr H ≤ 2/η for B = C = 1).
 
     Args:
-        K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"`` replacement.
-        outputs: Number of outputs C.
+        %(gram_bound_args)s
 
     Returns:
         The bound as a float (``inf`` for K = 0).
@@ -88,20 +88,17 @@ def trace_bound(K: Tensor, batch_size: int, sampling: str = "with", *, outputs: 
         >>> trace_bound(torch.eye(4), 1)  # orthogonal equal-norm samples: tight, = η*
         0.5
     """
-    prob = StabilityProblem.from_gram(K, outputs)
-    return prob.trace_bound(prob.sampling(batch_size, sampling))
+    return _gram_bound(StabilityProblem.trace_bound, K, batch_size, sampling, outputs)
 
 
-def frobenius_bound(
+@criteria_docs
+def frobenius_bound(  # noqa: D417
     K: Tensor, batch_size: int, sampling: str = "with", *, outputs: int = 1
 ) -> float:
     """Return the Frobenius bound η* ≤ 2√C/(√q ‖K‖_F), i.e. ‖H‖_F ≤ 2/(η√q) ≈ 2√B/η for C = 1.
 
     Args:
-        K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"`` replacement.
-        outputs: Number of outputs C.
+        %(gram_bound_args)s
 
     Returns:
         The bound as a float.
@@ -110,18 +107,15 @@ def frobenius_bound(
         >>> frobenius_bound(torch.eye(4), 1)
         1.0
     """
-    prob = StabilityProblem.from_gram(K, outputs)
-    return prob.frobenius_bound(prob.sampling(batch_size, sampling))
+    return _gram_bound(StabilityProblem.frobenius_bound, K, batch_size, sampling, outputs)
 
 
-def mm23_bound_16(K: Tensor, batch_size: int, sampling: str = "with", *, outputs: int = 1) -> float:
+@criteria_docs
+def mm23_bound_16(K: Tensor, batch_size: int, sampling: str = "with", *, outputs: int = 1) -> float:  # noqa: D417
     """Return Mulayoff & Michaeli (2024) eq. (16): η* ≤ 2 Tr K/((1 − p)‖K‖_F² + p n Σ_i ‖K_ii‖_F²).
 
     Args:
-        K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"`` replacement.
-        outputs: Number of outputs C.
+        %(gram_bound_args)s
 
     Returns:
         The bound as a float.
@@ -130,11 +124,11 @@ def mm23_bound_16(K: Tensor, batch_size: int, sampling: str = "with", *, outputs
         >>> mm23_bound_16(torch.eye(4), 1)
         0.5
     """
-    prob = StabilityProblem.from_gram(K, outputs)
-    return prob.mm23_bound_16(prob.sampling(batch_size, sampling))
+    return _gram_bound(StabilityProblem.mm23_bound_16, K, batch_size, sampling, outputs)
 
 
-def mm23_bound_15(
+@criteria_docs
+def mm23_bound_15(  # noqa: D417
     K: Tensor,
     batch_size: int,
     sampling: str = "with",
@@ -145,11 +139,8 @@ def mm23_bound_15(
     """Return Mulayoff & Michaeli (2024) eq. (15) in Gram form: η* ≤ 2/(λ(1 + p(n Σ_i ‖u_i‖⁴ − 1))).
 
     Args:
-        K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"`` replacement.
-        outputs: Number of outputs C.
-        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
+        %(gram_bound_args)s
+        %(coords)s
 
     Returns:
         The bound as a float.
@@ -158,11 +149,11 @@ def mm23_bound_15(
         >>> round(mm23_bound_15(torch.eye(4), 1), 12)  # u = e_1: 2/(1·(1 + 4 − 1))
         0.5
     """
-    prob = StabilityProblem.from_gram(K, outputs, coordinates=coords)
-    return prob.mm23_bound_15(prob.sampling(batch_size, sampling))
+    return _gram_bound(StabilityProblem.mm23_bound_15, K, batch_size, sampling, outputs, coords)
 
 
-def rank_one_bound(
+@criteria_docs
+def rank_one_bound(  # noqa: D417
     K: Tensor,
     batch_size: int,
     sampling: str = "with",
@@ -179,15 +170,12 @@ def rank_one_bound(
     See :meth:`StabilityProblem.rank_one_bound` for the method.
 
     Args:
-        K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"`` replacement.
-        outputs: Number of outputs C.
+        %(gram_bound_args)s
         num_restarts: Number of starting points, >= 1.
         num_iters: Maximum ascent iterations per restart.
         tol: Stop a restart when its relative improvement falls below ``tol`` for 10 steps.
         generator: Random source for the restarts.
-        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
+        %(coords)s
 
     Returns:
         :class:`RankOneBoundResult`; non-convergence also warns
@@ -207,7 +195,8 @@ def rank_one_bound(
     )
 
 
-def wme18_sufficient_lr(
+@criteria_docs
+def wme18_sufficient_lr(  # noqa: D417
     K: Tensor,
     batch_size: int,
     sampling: str = "with",
@@ -220,11 +209,8 @@ def wme18_sufficient_lr(
     See :meth:`StabilityProblem.wme18_sufficient_lr` for the closed form.
 
     Args:
-        K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"`` replacement.
-        outputs: Number of outputs C.
-        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
+        %(gram_bound_args)s
+        %(coords)s
 
     Returns:
         η_WME as a float; equals 2/λ_max for GD and η* in 1-D.
@@ -234,5 +220,6 @@ def wme18_sufficient_lr(
         >>> round(wme18_sufficient_lr(g @ g.T / 2, 1), 4)  # = η* = 2a/(a² + p s²)
         0.5525
     """
-    prob = StabilityProblem.from_gram(K, outputs, coordinates=coords)
-    return prob.wme18_sufficient_lr(prob.sampling(batch_size, sampling))
+    return _gram_bound(
+        StabilityProblem.wme18_sufficient_lr, K, batch_size, sampling, outputs, coords
+    )

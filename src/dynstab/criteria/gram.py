@@ -378,7 +378,10 @@ class _SymPacking:
     svec(X) lists the upper triangle of X row by row, the off-diagonal entries times √2, so that
     ⟨svec X, svec Y⟩ = ⟨X, Y⟩_F = tr(XY) (the coordinates of X in the orthonormal basis
     {e_ae_aᵀ} ∪ {(e_ae_bᵀ + e_be_aᵀ)/√2, a < b} of the symmetric matrices). Built from a boolean
-    mask and the ρ diagonal positions, so it costs ρ² bytes (no index arrays of length m).
+    mask and the ρ diagonal positions, so one matrix costs ρ² bytes (no index arrays of length
+    m): the η* Lanczos products, which reuse a work array between calls. A batch ``(..., ρ, ρ)``
+    (the dense matrices and ARPACK operators of :mod:`dynstab.criteria.momentum`) goes through
+    flat index arrays of length m, made on the first batched call.
 
     Example:
         >>> X = torch.tensor([[1.0, 2.0], [2.0, 3.0]], dtype=torch.float64)
@@ -386,6 +389,8 @@ class _SymPacking:
         >>> v = pk.pack(X); [round(x, 6) for x in v.tolist()], float(v @ v) == float((X * X).sum())
         ([1.0, 2.828427, 3.0], True)
         >>> bool(torch.allclose(pk.unpack(v), X, rtol=1e-15, atol=0))
+        True
+        >>> bool(torch.equal(pk.pack(torch.stack([X, 2 * X])), torch.stack([v, 2 * v])))
         True
     """
 
@@ -396,17 +401,50 @@ class _SymPacking:
         self.diag_pos = a * rho - a * (a - 1) // 2  # position of (a, a) in the packed vector
         self.dim = rho * (rho + 1) // 2
         self._upper: Tensor | None = None  # work array of unpack: its lower triangle stays 0
+        self._batch: tuple[Tensor, Tensor, Tensor, Tensor] | None = None  # for batches
+
+    def _batch_indices(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The batched paths' arrays (m entries each, made once).
+
+        The flat positions of (a, b) and of (b, a), a ≤ b, in a ρ×ρ matrix, row by row, and
+        the weights of unpack (1 on the diagonal, √½ off it) and of pack (1 and √2).
+        """
+        if self._batch is None:
+            a, b = self.mask.nonzero().unbind(1)
+            off = a != b
+            to_matrix = torch.ones(a.shape, dtype=torch.float64, device=a.device)
+            to_vector = to_matrix.clone()
+            to_matrix[off] = math.sqrt(0.5)
+            to_vector[off] = math.sqrt(2.0)
+            self._batch = (a * self.rho + b, b * self.rho + a, to_matrix, to_vector)
+        return self._batch
 
     def pack(self, X: Tensor) -> Tensor:
-        """svec(X) of an exactly symmetric ``(ρ, ρ)`` matrix (only its upper triangle is read)."""
-        # one concatenation of the ρ contiguous row segments: at ρ = 5000 2–4× faster than
-        # torch.masked_select
+        """svec(X) of exactly symmetric matrices ``(..., ρ, ρ)``, shape ``(..., m)``.
+
+        Only the upper triangles are read.
+        """
+        if X.ndim > 2:  # a batch (the dense matrices and ARPACK operators of momentum.py)
+            upper, _, _, to_vector = self._batch_indices()
+            return X.flatten(-2).index_select(-1, upper).mul_(to_vector)
+        # one matrix (the Lanczos products): one concatenation of the ρ contiguous row
+        # segments, at ρ = 5000 2–4× faster than torch.masked_select
         v = torch.cat([X[a, a:] for a in range(self.rho)]).mul_(math.sqrt(2.0))
         v[self.diag_pos] = X.diagonal()
         return v
 
     def unpack(self, v: Tensor, out: Tensor | None = None) -> Tensor:
-        """The exactly symmetric ``(ρ, ρ)`` matrix X with svec(X) = v (written into ``out``)."""
+        """The exactly symmetric matrices X ``(..., ρ, ρ)`` with svec(X) = v ``(..., m)``.
+
+        One matrix is written into ``out`` (if given) through a work array kept between calls.
+        """
+        if v.ndim > 1:  # a batch
+            upper, lower, to_matrix, _ = self._batch_indices()
+            x = v * to_matrix
+            X = v.new_zeros(*v.shape[:-1], self.rho * self.rho)
+            X.index_copy_(-1, upper, x).index_copy_(-1, lower, x)
+            X = X.unflatten(-1, (self.rho, self.rho))
+            return X if out is None else out.copy_(X)
         if self._upper is None or self._upper.dtype != v.dtype:
             self._upper = torch.zeros(self.rho, self.rho, dtype=v.dtype, device=v.device)
         U = self._upper.masked_scatter_(self.mask, v)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dynstab.criteria._docs import criteria_docs
 from dynstab.criteria.gram import GramCoordinates
 from dynstab.criteria.problem import StabilityProblem
 from dynstab.criteria.results import LyapunovResult
@@ -39,7 +40,8 @@ __all__ = [
 ]
 
 
-def second_moment_growth(
+@criteria_docs
+def second_moment_growth(  # noqa: D417
     K: Tensor,
     lr: float,
     batch_size: int,
@@ -58,15 +60,10 @@ def second_moment_growth(
     Mean-square stable iff the value is ≤ 1, i.e. iff lr ≤ η*.
 
     Args:
-        K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
-        lr: Learning rate η > 0.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"`` replacement.
-        outputs: Number of outputs C.
-        method: ``"auto"``, ``"dense"`` or ``"matrix_free"``.
-        tol: Relative Ritz-residual tolerance (matrix-free).
-        max_iters: Maximum Lanczos products (matrix-free).
-        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
+        %(gram_lr_args)s
+        %(outputs)s
+        %(growth_solver_args)s
+        %(coords)s
 
     Returns:
         The spectral radius as a float (1.0 when K = 0: everything is frozen).
@@ -85,7 +82,8 @@ def second_moment_growth(
     )
 
 
-def propagate_second_moment(
+@criteria_docs
+def propagate_second_moment(  # noqa: D417
     K: Tensor,
     lr: float,
     batch_size: int,
@@ -102,12 +100,9 @@ def propagate_second_moment(
     (R = ĜΣĜᵀ, Σ ↦ Q_z(Σ)), O(nCρ²) flops per step after one eigen-decomposition.
 
     Args:
-        K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
-        lr: Learning rate η > 0.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"`` replacement.
+        %(gram_lr_args)s
         steps: Number of steps, >= 0.
-        outputs: Number of outputs C.
+        %(outputs)s
         R0: Initial second moment ``(nC, nC)``, symmetric PSD; it is projected onto range(K)
             (r = Jδ always lies there). Default K/Tr K (an isotropic δ₀ in the row space,
             unit trace).
@@ -126,7 +121,8 @@ def propagate_second_moment(
     return prob.propagate_second_moment(prob.sampling(batch_size, sampling), lr, steps=steps, R0=R0)
 
 
-def lyapunov_exponent(
+@criteria_docs
+def lyapunov_exponent(  # noqa: D417
     K: Tensor,
     lr: float,
     batch_size: int,
@@ -147,16 +143,13 @@ def lyapunov_exponent(
     Cost O(num_runs·B·C·ρ) per step. For reliable values near the threshold use ≥ 4·10⁵ steps.
 
     Args:
-        K: Gram matrix K = JJᵀ/n, shape ``(nC, nC)``.
-        lr: Learning rate η > 0.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"`` replacement.
-        outputs: Number of outputs C.
+        %(gram_lr_args)s
+        %(outputs)s
         num_steps: Steps per run after burn-in, >= 1.
         num_runs: Independent runs (their spread gives ``stderr``), >= 2.
         burn_in: Discarded initial steps (default ``num_steps // 10``).
         generator: Random source (batches and δ₀), a ``torch.Generator`` or None.
-        coords: Precomputed :func:`~dynstab.criteria.gram_coordinates` of K.
+        %(coords)s
 
     Returns:
         :class:`LyapunovResult`.

@@ -78,7 +78,7 @@ from scipy.sparse.linalg import LinearOperator as ScipyOperator
 from torch import Tensor
 
 from dynstab._checks import check_positive
-from dynstab.criteria.gram import GramCoordinates
+from dynstab.criteria.gram import GramCoordinates, _SymPacking
 from dynstab.sampling import Sampling
 
 __all__ = ["check_momentum", "momentum_form", "momentum_gd_threshold", "momentum_solve_flops"]
@@ -253,52 +253,38 @@ class _AugmentedQ:
 
 
 class _SymSpace:
-    """Symmetric m×m matrices in the orthonormal svec basis (entries a ≤ b, weights 1 or √½).
+    """Symmetric m×m matrices in the orthonormal svec basis of the η* solvers (one svec for both).
 
     Turns a linear map on symmetric matrices into a dense matrix (built from the basis in
     chunks of 256, so memory stays O(256·m² + N²)) or into a SciPy operator whose spectral
     radius ARPACK computes (:func:`scipy.sparse.linalg.eigs`, implicitly restarted Arnoldi: the
     maps here are positive but not self-adjoint, so the symmetric Krylov engine of
-    :mod:`dynstab.linalg` does not apply).
+    :mod:`dynstab.linalg` does not apply). The coordinates and their packing are those of
+    :class:`dynstab.criteria.gram._SymPacking`, applied to batches.
     """
 
     def __init__(self, m: int, device: torch.device) -> None:
-        ia, ib = torch.triu_indices(m, m)
-        w = torch.full(ia.shape, math.sqrt(0.5), dtype=torch.float64)
-        w[ia == ib] = 1.0
         self.m, self.device = m, device
-        self.ia, self.ib, self.w = ia.to(device), ib.to(device), w.to(device)
-        self.coef = torch.where(self.ia == self.ib, self.w, 2.0 * self.w)  # ⟨E_j, Y⟩ weights
-        self.N = int(ia.numel())
-
-    def unvec(self, x: Tensor) -> Tensor:
-        """Symmetric matrices (..., m, m) from coordinates (..., N)."""
-        X = torch.zeros(*x.shape[:-1], self.m, self.m, dtype=torch.float64, device=self.device)
-        X[..., self.ia, self.ib] = x * self.w
-        X[..., self.ib, self.ia] = x * self.w
-        return X
-
-    def vec(self, Y: Tensor) -> Tensor:
-        """Coordinates ⟨E_j, Y⟩ (..., N) of matrices (..., m, m)."""
-        return Y[..., self.ia, self.ib] * self.coef
+        self.pk = _SymPacking(m, device)
+        self.N = self.pk.dim
 
     def matrix(self, apply: Callable[[Tensor], Tensor]) -> Tensor:
         """The N×N matrix of ``apply`` (batched over a leading axis) in the svec basis."""
         cols = []
         eye = torch.eye(self.N, dtype=torch.float64, device=self.device)
         for start in range(0, self.N, 256):  # bounded memory: 256 basis matrices at a time
-            cols.append(self.vec(apply(self.unvec(eye[start : start + 256]))))
+            cols.append(self.pk.pack(apply(self.pk.unpack(eye[start : start + 256]))))
         return torch.cat(cols).T
 
     def radius(self, apply: Callable[[Tensor], Tensor], k: int, tol: float) -> float:
         """Spectral radius of ``apply`` by ARPACK, started from the identity (a positive start)."""
 
         def matvec(x: np.ndarray) -> np.ndarray:
-            xt = torch.as_tensor(np.real(x), dtype=torch.float64, device=self.device)
-            return np.asarray(self.vec(apply(self.unvec(xt))).cpu().numpy())
+            xt = torch.as_tensor(np.real(x), dtype=torch.float64, device=self.device)[None]
+            return np.asarray(self.pk.pack(apply(self.pk.unpack(xt)))[0].cpu().numpy())
 
         op = ScipyOperator((self.N, self.N), matvec=matvec, dtype=np.float64)
-        v0 = (self.ia == self.ib).to(torch.float64).cpu().numpy()
+        v0 = self.pk.pack(torch.eye(self.m, dtype=torch.float64, device=self.device)).cpu().numpy()
         try:
             vals = eigs(op, k=min(k, self.N - 2), which="LM", v0=v0, tol=tol,
                         maxiter=100 * self.N, return_eigenvectors=False)  # fmt: skip
@@ -381,7 +367,7 @@ class _StabilityCriterion:
         s = 0.5 * (s + s.T)
         if self.method == "dense":
             assert self.cov_matrix is not None
-            M = self.cov_matrix * (eta * eta * s[self.space.ia, self.space.ib])[None, :]
+            M = self.cov_matrix * (eta * eta * s[self.space.pk.mask])[None, :]
             return float(torch.linalg.eigvals(M.cpu()).abs().max())
         return self.space.radius(lambda Z: (eta * eta) * self.cov(s * Z), 4, 1e-12)
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypedDict, Unpack
 
 import torch
@@ -56,6 +56,7 @@ from dynstab._checks import (
     check_positive,
 )
 from dynstab._types import Data, LossFn, Params, ParamSpec
+from dynstab.criteria._docs import criteria_docs
 from dynstab.criteria.gram import (
     DENSE_AUTO_MAX_DIM,
     DENSE_MAX_DIM,
@@ -231,6 +232,14 @@ _DENSE_CHEAP_FLOPS = 5e8
 _METHODS = ("auto", "dense", "matrix_free")
 #: ``method=`` of :func:`critical_lr`: the exact solvers, ``"exact"`` and ``"sampled"``.
 _CRITICAL_METHODS = ("auto", "exact", "sampled", "dense", "matrix_free")
+
+
+def _check_solver(method: str, tol: float, max_iters: int) -> float:
+    """Check the exact solver's settings (η* and ρ(Q) take the same); return ``tol`` as a float."""
+    check_choice("method", method, _METHODS)
+    tol = check_positive("tol", tol)
+    check_int("max_iters", max_iters, minimum=1)
+    return tol
 
 
 class StabilityProblem:
@@ -865,9 +874,7 @@ class StabilityProblem:
             (3.0, 1.0)
         """
         s = self._check_sampling(sampling)
-        check_choice("method", method, _METHODS)
-        tol = check_positive("tol", tol)
-        check_int("max_iters", max_iters, minimum=1)
+        tol = _check_solver(method, tol, max_iters)
         momentum = check_momentum(momentum, nesterov)
         return self._eta_star(s, method, tol, max_iters, momentum, nesterov)
 
@@ -960,7 +967,8 @@ class StabilityProblem:
             eta_gd=gd_threshold(self.lambda_max),
         )
 
-    def second_moment_growth(
+    @criteria_docs
+    def second_moment_growth(  # noqa: D417
         self,
         sampling: Sampling,
         lr: float,
@@ -983,9 +991,7 @@ class StabilityProblem:
         Args:
             sampling: The i.i.d. sampling rule.
             lr: Learning rate η > 0.
-            method: ``"auto"``, ``"dense"`` or ``"matrix_free"``.
-            tol: Relative Ritz-residual tolerance (matrix-free).
-            max_iters: Maximum Lanczos products (matrix-free).
+            %(growth_solver_args)s
             momentum: Heavy-ball momentum β in [0, 1).
             nesterov: PyTorch's Nesterov form (needs β > 0).
 
@@ -999,9 +1005,7 @@ class StabilityProblem:
         """
         s = self._check_sampling(sampling)
         lr = check_lr(lr)
-        check_choice("method", method, _METHODS)
-        tol = check_positive("tol", tol)
-        check_int("max_iters", max_iters, minimum=1)
+        tol = _check_solver(method, tol, max_iters)
         momentum = check_momentum(momentum, nesterov)
         return self._growth(s, lr, method, tol, max_iters, momentum, nesterov)
 
@@ -1728,6 +1732,19 @@ def gram_coordinates(K: Tensor, outputs: int = 1, *, rank_tol: float = 1e-10) ->
     return StabilityProblem.from_gram(K, outputs, rank_tol=rank_tol).coordinates
 
 
+def _gram_bound(
+    bound: Callable[[StabilityProblem, Sampling], float],
+    K: Tensor,
+    batch_size: int,
+    sampling: str,
+    outputs: int,
+    coords: GramCoordinates | None = None,
+) -> float:
+    """The body of the one-call Gram bounds: ``bound`` of the problem of K at (B, sampling)."""
+    prob = StabilityProblem.from_gram(K, outputs, coordinates=coords)
+    return bound(prob, prob.sampling(batch_size, sampling))
+
+
 def eta_star(
     K: Tensor,
     batch_size: int,
@@ -1775,9 +1792,7 @@ def eta_star(
         Mulayoff & Michaeli, "Exact mean square linear stability analysis for SGD", COLT 2024,
         Thm 3.
     """
-    check_choice("method", method, _METHODS)
-    tol = check_positive("tol", tol)
-    check_int("max_iters", max_iters, minimum=1)
+    tol = _check_solver(method, tol, max_iters)
     prob = StabilityProblem.from_gram(K, outputs, rank_tol=rank_tol, coordinates=coords)
     return prob._eta_star(prob.sampling(batch_size, sampling), method, tol, max_iters)
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from dynstab._checks import check_positive
+from dynstab.criteria._docs import criteria_docs
 from dynstab.criteria.sampling import mixing_p
 
 __all__ = [
@@ -75,15 +76,14 @@ def _sample_hessians(
     return Hs, sum(Hs, torch.zeros(P, P, dtype=torch.float64)) / n, p
 
 
-def parameter_space_operators(
+@criteria_docs
+def parameter_space_operators(  # noqa: D417
     jacobians: Tensor, batch_size: int, sampling: str = "with"
 ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
     """Return (C, D, H, [H_i]) of MM23 in parameter space (C, D of shape (P², P²)).
 
     Args:
-        jacobians: Per-sample Jacobians, shape ``(n, P)`` or ``(n, C, P)``.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"``.
+        %(jacobian_args)s
 
     Returns:
         The tuple ``(C, D, H, H_list)`` in float64.
@@ -98,15 +98,14 @@ def parameter_space_operators(
     return Cm, D, H, Hs
 
 
-def parameter_space_eta_star(jacobians: Tensor, batch_size: int, sampling: str = "with") -> float:
+@criteria_docs
+def parameter_space_eta_star(jacobians: Tensor, batch_size: int, sampling: str = "with") -> float:  # noqa: D417
     """Return η* = 2/λ_max(C†D) from the P²×P² Kronecker operators (MM23 Thm 3).
 
     C† is applied symmetrically: λ_max(C†D) = λ_max(C^{†1/2} D C^{†1/2}) (C ⪰ 0).
 
     Args:
-        jacobians: Per-sample Jacobians, shape ``(n, P)`` or ``(n, C, P)``.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"``.
+        %(jacobian_args)s
 
     Returns:
         η* as a float.
@@ -124,16 +123,14 @@ def parameter_space_eta_star(jacobians: Tensor, batch_size: int, sampling: str =
     return 2.0 / float(torch.linalg.eigvalsh(0.5 * (M + M.T))[-1])
 
 
-def parameter_space_Q(
+@criteria_docs
+def parameter_space_Q(  # noqa: D417
     jacobians: Tensor, lr: float, batch_size: int, sampling: str = "with"
 ) -> Tensor:
     """Return Q(η) = I − 2ηC + η²D, shape ``(P², P²)``: vec Σ_{t+1} = Q vec Σ_t.
 
     Args:
-        jacobians: Per-sample Jacobians, shape ``(n, P)`` or ``(n, C, P)``.
-        lr: Learning rate η > 0.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"``.
+        %(jacobian_lr_args)s
 
     Returns:
         float64 Tensor ``(P², P²)``.
@@ -143,7 +140,8 @@ def parameter_space_Q(
     return torch.eye(Cm.shape[0], dtype=torch.float64) - 2 * lr * Cm + lr * lr * D
 
 
-def enumerated_second_moment_operator(
+@criteria_docs
+def enumerated_second_moment_operator(  # noqa: D417
     jacobians: Tensor, lr: float, batch_size: int, sampling: str = "with"
 ) -> Tensor:
     """Return E_I[(I − ηH_I)⊗(I − ηH_I)] by enumerating every batch (no mixture formula).
@@ -151,10 +149,7 @@ def enumerated_second_moment_operator(
     With replacement: all n^B ordered index tuples; without: all B-subsets. Tiny n, B only.
 
     Args:
-        jacobians: Per-sample Jacobians, shape ``(n, P)`` or ``(n, C, P)``.
-        lr: Learning rate η > 0.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"``.
+        %(jacobian_lr_args)s
 
     Returns:
         float64 Tensor ``(P², P²)``, equal to :func:`parameter_space_Q`.
@@ -175,7 +170,8 @@ def enumerated_second_moment_operator(
     return total / len(batches)
 
 
-def parameter_space_wme18_lr(
+@criteria_docs
+def parameter_space_wme18_lr(  # noqa: D417
     jacobians: Tensor, batch_size: int, sampling: str = "with", *, rtol: float = 1e-13
 ) -> float:
     """Largest η with λ_max((I − ηH)² + η²pΣ_WME) ≤ 1, by bisection in parameter space.
@@ -183,9 +179,7 @@ def parameter_space_wme18_lr(
     Σ_WME = (1/n) Σ_i H_i² − H² (WME18). The set of admissible η is an interval [0, η_WME].
 
     Args:
-        jacobians: Per-sample Jacobians, shape ``(n, P)`` or ``(n, C, P)``.
-        batch_size: Batch size B.
-        sampling: ``"with"`` or ``"without"``.
+        %(jacobian_args)s
         rtol: Relative bisection tolerance.
 
     Returns:

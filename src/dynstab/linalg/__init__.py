@@ -9,6 +9,7 @@ the random start vectors); solver settings are small frozen objects (:class:`Lan
 :class:`TraceConfig`) set up once and passed as ``config=``.
 """
 
+from dynstab.linalg import trace
 from dynstab.linalg.density import SpectralDensity, slq_density
 from dynstab.linalg.krylov import EigenResult, LanczosConfig, LanczosProgress
 from dynstab.linalg.lanczos import lanczos_top_eigenpairs
@@ -20,17 +21,7 @@ from dynstab.linalg.operator import (
     to_dense,
 )
 from dynstab.linalg.power import power_iteration
-from dynstab.linalg.trace import (
-    TraceConfig,
-    TraceResult,
-    estimate_trace,
-    hutchinson_squared_frobenius,
-    hutchinson_trace,
-    hutchinson_trace_and_frobenius,
-    hutchpp_trace,
-    hutchpp_trace_and_frobenius,
-    xtrace,
-)
+from dynstab.linalg.trace import *  # noqa: F403  (the names of trace.__all__, listed there once)
 
 __all__ = [
     "DenseOperator",
@@ -40,18 +31,10 @@ __all__ = [
     "LanczosProgress",
     "LinearOperator",
     "SpectralDensity",
-    "TraceConfig",
-    "TraceResult",
     "as_operator",
-    "estimate_trace",
-    "hutchinson_squared_frobenius",
-    "hutchinson_trace",
-    "hutchinson_trace_and_frobenius",
-    "hutchpp_trace",
-    "hutchpp_trace_and_frobenius",
     "lanczos_top_eigenpairs",
     "power_iteration",
     "slq_density",
     "to_dense",
-    "xtrace",
 ]
+__all__ += trace.__all__

@@ -1057,6 +1057,21 @@ class KrylovEngine:
             return self._assess_segment(eps_orth)
         return self._assess_general(eps_orth)
 
+    def _wanted_counts(self, n: int) -> tuple[int, int]:
+        """How many of ``n`` Ritz values are wanted from the top and from the bottom.
+
+        ``which="both"`` takes at most ``k`` from each end, never the same value twice and
+        never more than the operator's size ``p`` in all.
+        """
+        kt = min(self.k, n) if self.which in ("largest", "both") else 0
+        if self.which == "smallest":
+            kb = min(self.k, n)
+        elif self.which == "both":
+            kb = max(0, min(self.k, n - kt, self.p - kt))
+        else:
+            kb = 0
+        return kt, kb
+
     def _assess_general(self, eps_orth: float | None = None) -> _Answer:
         seg, lk = self.seg, self.locked
         l, m = lk.l, seg.m
@@ -1081,14 +1096,8 @@ class KrylovEngine:
             G[l:, :l] = seg.C.T
             G[l:, l:] = seg.H
             eta, S = torch.linalg.eigh(G)
-        kt = min(self.k, n) if self.which in ("largest", "both") else 0
+        kt, kb = self._wanted_counts(n)
         top = torch.arange(n - 1, n - 1 - kt, -1, dtype=torch.long)
-        if self.which == "smallest":
-            kb = min(self.k, n)
-        elif self.which == "both":
-            kb = max(0, min(self.k, n - kt, self.p - kt))
-        else:
-            kb = 0
         bottom = torch.arange(0, kb, dtype=torch.long)
         idx = torch.cat([top, bottom])
         SL, SW = S[:l, idx], S[l:, idx]
@@ -1161,13 +1170,7 @@ class KrylovEngine:
         m = seg.m
         eta_t, S_t = seg.eigh()
         eta, S = eta_t.numpy(), S_t.numpy()
-        kt = min(self.k, m) if self.which in ("largest", "both") else 0
-        if self.which == "smallest":
-            kb = min(self.k, m)
-        elif self.which == "both":
-            kb = max(0, min(self.k, m - kt, self.p - kt))
-        else:
-            kb = 0
+        kt, kb = self._wanted_counts(m)
         top = np.arange(m - 1, m - 1 - kt, -1, dtype=np.int64)
         bottom = np.arange(0, kb, dtype=np.int64)
         idx = np.concatenate([top, bottom])
