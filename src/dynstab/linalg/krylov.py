@@ -1324,9 +1324,11 @@ class KrylovEngine:
         """
         n = min(self.locked.l + self.seg.m + self.seg.b, self.B.shape[0])
         rows = self.B[:n]
-        gram = torch.zeros(n, n, dtype=torch.float64, device=rows.device)
+        # float64 where the device has it (Apple MPS does not: the chunks go to the CPU)
+        dev = torch.device("cpu") if rows.device.type == "mps" else rows.device
+        gram = torch.zeros(n, n, dtype=torch.float64, device=dev)
         step = min(self.p, max(256, 2**17 // max(n, 1)))
-        buf = torch.empty(n, step, dtype=torch.float64, device=rows.device)
+        buf = torch.empty(n, step, dtype=torch.float64, device=dev)
         for c0 in range(0, self.p, step):
             chunk = buf[:, : min(step, self.p - c0)]
             chunk.copy_(rows[:, c0 : c0 + step])

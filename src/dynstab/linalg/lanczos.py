@@ -198,7 +198,8 @@ def lanczos_top_eigenpairs(
             eps_orth = max(eps_orth, engine.basis_orthogonality())
         if return_vectors and ans.values.numel():
             Y = engine.vectors(ans)
-            gram = (Y.T.to(torch.float64) @ Y.to(torch.float64)).cpu()
+            Yd = Y.to("cpu") if Y.device.type == "mps" else Y  # MPS has no float64
+            gram = (Yd.T.to(torch.float64) @ Yd.to(torch.float64)).cpu()
             eye = torch.eye(gram.shape[0], dtype=torch.float64)
             eps_orth = max(eps_orth, float(torch.linalg.matrix_norm(gram - eye, ord=2)))
             vectors = Y
