@@ -30,20 +30,16 @@ import math
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
 from dynstab.criteria import (
     alignment_infimum,
-    lyapunov_exponent,
     mixing_p,
     q_factor,
-    second_moment_growth,
 )
 from dynstab_repro.base import Claim, RunSpec
 from dynstab_repro.claim_stats import fmt, over_values
+from dynstab_repro.companions.escape import FitWindow, GDToSGD, fit_log_rate
 from dynstab_repro.companions.experiment import CompanionExperiment, unit_rows
-from dynstab_repro.companions.figures import new_figure
-from dynstab_repro.companions.minima import gram_float64, gram_summary
 from dynstab_repro.companions.results import Overrides, Record, Results, Table, finite
 from dynstab_repro.companions.scalar_nets import (
     ScalarTrainSettings,
@@ -51,56 +47,15 @@ from dynstab_repro.companions.scalar_nets import (
     loss_curve,
     onehot_digits_task,
     shallow_mlp,
-    train_scalar,
     train_scalar_run,
 )
+from dynstab_repro.figures import new_figure
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["ScalingConfig", "WWS22Scaling", "analyze_scaling", "fit_exponential_rate"]
-
-
-def fit_exponential_rate(
-    steps: list[int], values: list[float | None], *, start: int, cap: float
-) -> tuple[float, float, int]:
-    """Least-squares slope of log(value) vs step over [start, first step with value > cap).
-
-    Args:
-        steps: Step numbers, increasing.
-        values: Positive values (None/non-positive entries are skipped).
-        start: First step used.
-        cap: The window ends before the first value above ``cap``.
-
-    Returns:
-        ``(slope, standard error of the slope, points used)``; NaNs when fewer than 3 points.
-
-    Example:
-        >>> s = list(range(10)); v = [2.0 * math.exp(0.5 * t) for t in s]
-        >>> slope, se, k = fit_exponential_rate(s, v, start=0, cap=1e9)
-        >>> round(slope, 12), k
-        (0.5, 10)
-    """
-    xs: list[float] = []
-    ys: list[float] = []
-    for s, v in zip(steps, values):
-        if s < start or v is None or v <= 0:
-            continue
-        if v > cap:
-            break
-        xs.append(float(s))
-        ys.append(math.log(v))
-    if len(xs) < 3:
-        return math.nan, math.nan, len(xs)
-    x, y = np.asarray(xs), np.asarray(ys)
-    A = np.vstack([x, np.ones_like(x)]).T
-    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-    resid = y - A @ coef
-    dof = len(x) - 2
-    s2 = float(resid @ resid) / dof if dof > 0 else math.nan
-    se = math.sqrt(s2 / float(((x - x.mean()) ** 2).sum())) if dof > 0 else math.nan
-    return float(coef[0]), se, len(xs)
+__all__ = ["ScalingConfig", "WWS22Scaling", "analyze_scaling"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,51 +162,32 @@ def _escape_run(config: ScalingConfig, seed: int) -> Record:
         activation=config.activation,
         seed=seed,
     )
-    gd = train_scalar(
-        net,
-        X,
-        y,
+    protocol = GDToSGD(
         lr=lr,
-        steps=config.steps,
-        batch_size=0,
-        warmup_steps=config.warmup_steps,
-        stop_loss=config.escape_stop_loss,
-    )
-    K = gram_float64(net, X)
-    at_gd = gram_summary(K, lr=lr, batch_size=B, sampling="without")
-    rho = second_moment_growth(K, lr, B, "without")
-    lyap = lyapunov_exponent(
-        K,
-        lr,
-        B,
-        "without",
-        num_steps=config.lyapunov_steps,
-        num_runs=config.lyapunov_runs,
-        generator=torch.Generator().manual_seed(1000 + seed),
-    )
-    mu_inf = alignment_infimum(K)
-    p = mixing_p(n, B, "without")
-    sgd = train_scalar(
-        net,
-        X,
-        y,
-        lr=lr,
-        steps=config.escape_steps,
         batch_size=B,
-        seed=seed + 1,
-        stop_loss=None,
-        check_every=1,
+        gd_steps=config.steps,
+        warmup_steps=config.warmup_steps,
+        gd_stop_loss=config.escape_stop_loss,
+        sgd_steps=config.escape_steps,
+        sgd_stop_loss=None,
+        record_every=1,
+        lyapunov_steps=config.lyapunov_steps,
+        lyapunov_runs=config.lyapunov_runs,
     )
-    steps, vals = loss_curve(sgd)
-    slope, se, used = fit_exponential_rate(
-        steps, vals, start=config.escape_burn_in, cap=config.escape_cap
+    esc = protocol.run(net, X, y, sgd_seed=seed + 1, lyapunov_seed=1000 + seed)
+    at_gd, rho, lyap = esc.at_gd, esc.growth, esc.lyapunov
+    mu_inf = alignment_infimum(esc.gram)
+    p = mixing_p(n, B, "without")
+    steps, vals = loss_curve(esc.sgd)
+    fit = fit_log_rate(
+        steps, vals, FitWindow(cap=config.escape_cap, first_step=config.escape_burn_in)
     )
     wws_factor = lr**2 * p * mu_inf * at_gd.frobenius**2
     return {
         "kind": "escape",
         "seed": seed,
-        "gd_converged": bool(gd.converged),
-        "gd_loss": finite(gd.final_loss),
+        "gd_converged": bool(esc.gd.converged),
+        "gd_loss": finite(esc.gd.final_loss),
         "gd_frobenius": at_gd.frobenius,
         "gd_lambda_max": at_gd.lambda_max,
         "ms_ratio": at_gd.ms_ratio,
@@ -259,13 +195,13 @@ def _escape_run(config: ScalingConfig, seed: int) -> Record:
         "two_lyapunov": 2.0 * lyap.exponent,
         "two_lyapunov_se": 2.0 * lyap.stderr,
         "wws22_log_factor": math.log(wws_factor) if wws_factor > 0 else None,
-        "fitted_rate": finite(slope),
-        "fitted_rate_se": finite(se),
-        "fit_points": used,
-        "sgd_diverged": bool(sgd.diverged),
+        "fitted_rate": fit.rate,
+        "fitted_rate_se": fit.stderr,
+        "fit_points": fit.points,
+        "sgd_diverged": bool(esc.sgd.diverged),
         "loss_steps": steps,
         "loss_values": vals,
-        "outcome": "escaped" if finite(slope) and slope > 0 else "did not escape",
+        "outcome": "escaped" if fit.rate is not None and fit.rate > 0 else "did not escape",
     }
 
 
@@ -439,7 +375,6 @@ class WWS22Scaling(CompanionExperiment):
         "the loss first exceeds escape_cap = 1e-4 (linear regime)",
     }
     config_cls = ScalingConfig
-    figure = "wws22_scaling"
     analysis = analyze_scaling
 
     def specs(self, config: ScalingConfig) -> list[RunSpec]:
