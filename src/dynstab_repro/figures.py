@@ -1,5 +1,6 @@
-"""Figure helpers of the companion reproductions (through :mod:`dynstab.plotting`).
+"""Figure helpers of every reproduction (through :mod:`dynstab.plotting`).
 
+One styled figure factory and one saver for the companions and the Wu & Su (2023) experiments.
 matplotlib is imported when a figure is drawn (it is heavy and not needed to list or run the
 experiments); its types are imported for type checking only.
 """

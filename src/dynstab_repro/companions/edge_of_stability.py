@@ -37,7 +37,6 @@ from dynstab.training import SharpnessMonitor, train
 from dynstab_repro.base import Claim, RunSpec, graded_claim
 from dynstab_repro.claim_stats import fmt, median, over_values
 from dynstab_repro.companions.experiment import CompanionExperiment
-from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.minima import gram_float64
 from dynstab_repro.companions.results import (
     MAX_POINTS,
@@ -53,6 +52,7 @@ from dynstab_repro.companions.results import (
     thin,
 )
 from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.figures import new_figure
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -562,7 +562,6 @@ class EoSGDSweep(CompanionExperiment):
         "76% of measurements in [0.9, 1.25]·2/η), so its sweep uses η ∈ {0.07, 0.1}",
     }
     config_cls = EoSConfig
-    figure = "eos_gd_sweep"
     analysis = analyze_eos
     table = (
         "Edge-of-stability summary",
@@ -648,7 +647,6 @@ class EoSSGDBatch(CompanionExperiment):
         "Hessian's residual term)",
     }
     config_cls = SGDBatchConfig
-    figure = "eos_sgd_batch"
     analysis = analyze_sgd_batch
 
     def specs(self, config: SGDBatchConfig) -> list[RunSpec]:

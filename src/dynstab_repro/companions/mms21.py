@@ -39,7 +39,6 @@ from dynstab.norms import gram_spectrum
 from dynstab_repro.base import Claim, Measurement, RunSpec, graded_claim
 from dynstab_repro.claim_stats import fmt, median, over_values, spearman
 from dynstab_repro.companions.experiment import CompanionExperiment
-from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.minima import gram_float64
 from dynstab_repro.companions.results import (
     MAX_POINTS,
@@ -53,6 +52,7 @@ from dynstab_repro.companions.results import (
 )
 from dynstab_repro.companions.scalar_nets import loss_curve, train_scalar
 from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.figures import new_figure
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -666,7 +666,6 @@ class MMS21Switch(CompanionExperiment):
         "(seed 0 spikes ×17, seed 1 ×5.2) and is dropped",
     }
     config_cls = SwitchConfig
-    figure = "mms21_switch"
     analysis = analyze_switch
 
     def specs(self, config: SwitchConfig) -> list[RunSpec]:
@@ -755,7 +754,6 @@ class MMS21Weight(CompanionExperiment):
         "standardization": "each sample is standardized by its own mean and std (ddof 0)",
     }
     config_cls = WeightConfig
-    figure = "mms21_weight"
     analysis = analyze_weight
 
     def specs(self, config: WeightConfig) -> list[RunSpec]:
@@ -849,7 +847,6 @@ class MMS21Sweep(CompanionExperiment):
         "convergence": "only minima that reach the interpolation threshold 1e-8 are checked",
     }
     config_cls = SweepConfig
-    figure = "mms21_sweep"
     analysis = analyze_sweep
     table = (
         "Minima",
