@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dynstab.criteria import lyapunov_exponent, second_moment_growth
-from dynstab_repro.companions.escape import FitWindow, GDToSGD, fit_log_rate
+from dynstab_repro.companions.escape import FitWindow, GDToSGD, Phase, fit_log_rate
 from dynstab_repro.companions.minima import gram_float64, gram_summary
 from dynstab_repro.companions.scalar_nets import digits_task, shallow_mlp, train_scalar
 
@@ -83,12 +83,8 @@ def test_gd_to_sgd_is_gd_then_the_criteria_then_sgd():
     proto = GDToSGD(
         lr=0.15,
         batch_size=1,
-        gd_steps=3000,
-        warmup_steps=200,
-        gd_stop_loss=1e-8,
-        sgd_steps=40,
-        sgd_stop_loss=None,
-        record_every=1,
+        gd=Phase(3000, 1e-8, warmup_steps=200),
+        sgd=Phase(40, None, record_every=1),
         lyapunov_steps=200,
         lyapunov_runs=4,
     )

@@ -30,9 +30,9 @@ from dynstab.criteria import LyapunovResult, lyapunov_exponent, second_moment_gr
 from dynstab.training import TrainResult
 from dynstab_repro.companions.minima import MinimumSummary, gram_float64, gram_summary
 from dynstab_repro.companions.results import Record
-from dynstab_repro.companions.scalar_nets import train_scalar
+from dynstab_repro.companions.scalar_nets import CHECK_EVERY, train_scalar
 
-__all__ = ["EscapeFit", "EscapeRun", "FitWindow", "GDToSGD", "fit_log_rate"]
+__all__ = ["EscapeFit", "EscapeRun", "FitWindow", "GDToSGD", "Phase", "fit_log_rate"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,30 +153,60 @@ class EscapeRun:
 
 
 @dataclasses.dataclass(frozen=True)
+class Phase:
+    """One training phase of :class:`GDToSGD` (the per-phase settings of ``train_scalar``).
+
+    Attributes:
+        steps: Step budget.
+        stop_loss: The phase stops at this loss (None: it runs all ``steps``).
+        warmup_steps: Cubic learning-rate warm-up (default 0).
+        record_every: Steps between the recorded full losses (default
+            :data:`~.scalar_nets.CHECK_EVERY`).
+    """
+
+    steps: int
+    stop_loss: float | None
+    warmup_steps: int = 0
+    record_every: int = CHECK_EVERY
+
+    def train(
+        self, net: nn.Module, X: Tensor, y: Tensor, *, lr: float, batch_size: int, seed: int
+    ) -> TrainResult:
+        """Run the phase on ``net`` (in place): :func:`~.scalar_nets.train_scalar` at η = ``lr``.
+
+        ``batch_size`` 0 is GD (``seed`` is then unused), else SGD without replacement.
+        """
+        return train_scalar(
+            net,
+            X,
+            y,
+            lr=lr,
+            steps=self.steps,
+            batch_size=batch_size,
+            warmup_steps=self.warmup_steps,
+            seed=seed,
+            stop_loss=self.stop_loss,
+            check_every=self.record_every,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class GDToSGD:
     """GD to a minimum at η, then SGD(η, B) restarted there (sampling without replacement).
 
     Attributes:
         lr: Learning rate η of both phases.
         batch_size: Batch size B of the SGD phase and of the criteria at the minimum.
-        gd_steps: Step budget of the GD phase.
-        warmup_steps: Cubic learning-rate warm-up of the GD phase.
-        gd_stop_loss: GD stops at this loss (the minimum).
-        sgd_steps: Step budget of the SGD phase.
-        sgd_stop_loss: SGD stops at this loss (None: it runs all ``sgd_steps``).
-        record_every: Steps between the recorded losses of the SGD phase.
+        gd: The GD phase (its ``stop_loss`` defines the minimum).
+        sgd: The SGD phase (the companions start it at full η: no warm-up).
         lyapunov_steps: Steps per run of the Lyapunov estimate.
         lyapunov_runs: Runs of the Lyapunov estimate.
     """
 
     lr: float
     batch_size: int
-    gd_steps: int
-    warmup_steps: int
-    gd_stop_loss: float
-    sgd_steps: int
-    sgd_stop_loss: float | None
-    record_every: int
+    gd: Phase
+    sgd: Phase
     lyapunov_steps: int
     lyapunov_runs: int
 
@@ -196,16 +226,7 @@ class GDToSGD:
             :class:`EscapeRun`.
         """
         lr, B = self.lr, self.batch_size
-        gd = train_scalar(
-            net,
-            X,
-            y,
-            lr=lr,
-            steps=self.gd_steps,
-            batch_size=0,
-            warmup_steps=self.warmup_steps,
-            stop_loss=self.gd_stop_loss,
-        )
+        gd = self.gd.train(net, X, y, lr=lr, batch_size=0, seed=0)
         K = gram_float64(net, X)
         with torch.no_grad():
             residual = (net(X).reshape(-1) - y.reshape(-1)).detach().cpu().to(torch.float64)
@@ -220,16 +241,5 @@ class GDToSGD:
             num_runs=self.lyapunov_runs,
             generator=torch.Generator().manual_seed(lyapunov_seed),
         )
-        sgd = train_scalar(
-            net,
-            X,
-            y,
-            lr=lr,
-            steps=self.sgd_steps,
-            batch_size=B,
-            warmup_steps=0,
-            seed=sgd_seed,
-            stop_loss=self.sgd_stop_loss,
-            check_every=self.record_every,
-        )
+        sgd = self.sgd.train(net, X, y, lr=lr, batch_size=B, seed=sgd_seed)
         return EscapeRun(gd, K, at_gd, residual, growth, lyap, sgd)

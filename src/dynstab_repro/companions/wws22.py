@@ -32,7 +32,7 @@ import torch
 from dynstab.criteria import alignment_factor
 from dynstab_repro.base import Claim, RunSpec, graded_claim
 from dynstab_repro.claim_stats import fmt, median, over_values
-from dynstab_repro.companions.escape import FitWindow, GDToSGD, fit_log_rate
+from dynstab_repro.companions.escape import FitWindow, GDToSGD, Phase, fit_log_rate
 from dynstab_repro.companions.experiment import CompanionExperiment
 from dynstab_repro.companions.minima import gram_float64, gram_summary
 from dynstab_repro.companions.results import (
@@ -177,12 +177,8 @@ def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor, seed: int) ->
     protocol = GDToSGD(
         lr=config.switch_lr,
         batch_size=config.switch_batch,
-        gd_steps=config.steps,
-        warmup_steps=config.warmup_steps,
-        gd_stop_loss=config.stop_loss,
-        sgd_steps=config.steps,
-        sgd_stop_loss=config.stop_loss,
-        record_every=config.escape_every,
+        gd=Phase(config.steps, config.stop_loss, warmup_steps=config.warmup_steps),
+        sgd=Phase(config.steps, config.stop_loss, record_every=config.escape_every),
         lyapunov_steps=config.lyapunov_steps,
         lyapunov_runs=16,
     )

@@ -38,7 +38,7 @@ from dynstab.criteria import (
 )
 from dynstab_repro.base import Claim, RunSpec
 from dynstab_repro.claim_stats import fmt, over_values
-from dynstab_repro.companions.escape import FitWindow, GDToSGD, fit_log_rate
+from dynstab_repro.companions.escape import FitWindow, GDToSGD, Phase, fit_log_rate
 from dynstab_repro.companions.experiment import CompanionExperiment, unit_rows
 from dynstab_repro.companions.results import Overrides, Record, Results, Table, finite
 from dynstab_repro.companions.scalar_nets import (
@@ -165,12 +165,8 @@ def _escape_run(config: ScalingConfig, seed: int) -> Record:
     protocol = GDToSGD(
         lr=lr,
         batch_size=B,
-        gd_steps=config.steps,
-        warmup_steps=config.warmup_steps,
-        gd_stop_loss=config.escape_stop_loss,
-        sgd_steps=config.escape_steps,
-        sgd_stop_loss=None,
-        record_every=1,
+        gd=Phase(config.steps, config.escape_stop_loss, warmup_steps=config.warmup_steps),
+        sgd=Phase(config.escape_steps, None, record_every=1),  # every step, never stopped
         lyapunov_steps=config.lyapunov_steps,
         lyapunov_runs=config.lyapunov_runs,
     )
