@@ -36,7 +36,7 @@ from dynstab.criteria import (
     mixing_p,
     q_factor,
 )
-from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.base import Claim, RunSpec, graded_claim
 from dynstab_repro.claim_stats import fmt, over_values
 from dynstab_repro.companions.escape import FitWindow, GDToSGD, Phase, fit_log_rate
 from dynstab_repro.companions.experiment import CompanionExperiment, unit_rows
@@ -223,31 +223,26 @@ def analyze_scaling(config: ScalingConfig, results: Results) -> list[Claim]:
     holds = bool(ratios) and max(ratios) <= config.bound_tol
     binds = bool(gd_ratios) and max(gd_ratios) > config.bound_tol
     all_converged = len(sgd) == n_sgd
-    if ratios and not holds:
-        status, note = "failed", ""
-    elif not all_converged:
-        status = "not reproduced"
-        note = f"only {len(sgd)} of {n_sgd} SGD runs converged within the step budget"
-    elif not binds:
-        status = "not reproduced"
-        note = "no GD minimum exceeds the bound in this grid: the SGD constraint never binds"
-    else:
-        status, note = "reproduced", ""
+    bound_fails = bool(ratios) and not holds
     claims = [
-        Claim(
+        graded_claim(
             "S1",
             "SGD minima obey ‖H‖_F ≤ 2√C/(η√q) at every n and width, where GD minima exceed it",
-            criterion=f"max over converged SGD minima of ‖H‖_F/(2√C/(η√q)) ≤ "
+            rule=f"max over converged SGD minima of ‖H‖_F/(2√C/(η√q)) ≤ "
             f"{config.bound_tol:g} (C = {config.outputs} outputs); binding: some GD minimum "
             "above it",
-            status=status,
             paper="‖H‖_F ≤ O(√B/η) at SGD-stable minima, independent of model and sample size",
             source="WWS22, main theorem (Frobenius bound) and abstract",
-            note=note,
             measurement=over_values(ratios, "‖H‖_F/bound (SGD)", over="minima"),
             measured=f"SGD: max ‖H‖_F/bound = {fmt(max(ratios, default=None))} over "
             f"{len(sgd)}/{n_sgd} converged minima; GD: max = {fmt(max(gd_ratios, default=None))}"
             f" over {len(gd)} converged",
+            reproduced=not bound_fails and all_converged and binds,
+            not_reproduced=not bound_fails,
+            not_reproduced_note=f"only {len(sgd)} of {n_sgd} SGD runs converged within the step "
+            "budget"
+            if not all_converged
+            else "no GD minimum exceeds the bound in this grid: the SGD constraint never binds",
         )
     ]
     cells = _cells(config)
@@ -257,29 +252,26 @@ def analyze_scaling(config: ScalingConfig, results: Results) -> list[Claim]:
         meds[(n, w)] = over_values(vals)
     good = [m.value for m in meds.values() if math.isfinite(m.value)]
     spread = max(good) / min(good) if len(good) == len(cells) and min(good) > 0 else math.nan
-    if math.isnan(spread):
-        status2 = "not reproduced"
-        note2 = f"{len(cells) - len(good)} of {len(cells)} cells without a converged SGD minimum"
-    else:
-        status2, note2 = ("reproduced", "") if spread <= config.spread_max else ("failed", "")
     gd_meds = [
         over_values([r["frobenius"] for r in gd if r["n"] == n and r["width"] == w]).value
         for n, w in cells
     ]
     gd_good = [v for v in gd_meds if math.isfinite(v)]
     claims.append(
-        Claim(
+        graded_claim(
             "S2",
             "‖H‖_F at SGD minima does not grow with the sample size or the width",
-            criterion=f"max/min over the {len(cells)} (n, width) cells of the median ‖H‖_F at "
+            rule=f"max/min over the {len(cells)} (n, width) cells of the median ‖H‖_F at "
             f"SGD minima ≤ {config.spread_max:g} (every cell with a converged minimum)",
-            status=status2,
-            note=note2,
             paper="the bound on ‖H‖_F is independent of model size and sample size",
             source="WWS22, abstract and main theorem",
             measured="; ".join(f"n={n}, m={w}: {meds[(n, w)]}" for n, w in cells)
             + f"; max/min = {fmt(spread)} (GD minima: max/min = "
             f"{fmt(max(gd_good) / min(gd_good) if gd_good and min(gd_good) > 0 else None)})",
+            reproduced=spread <= config.spread_max,
+            not_reproduced=math.isnan(spread),
+            not_reproduced_note=f"{len(cells) - len(good)} of {len(cells)} cells without a "
+            "converged SGD minimum",
         )
     )
     esc = [r for r in results.values() if r.get("kind") == "escape"]
@@ -300,26 +292,14 @@ def analyze_scaling(config: ScalingConfig, results: Results) -> list[Claim]:
     unstable = all((r.get("ms_ratio") or 0.0) > 1.0 for r in esc)
     gd_ok = bool(esc) and all(r.get("gd_converged") for r in esc)
     holds3 = len(esc) == len(config.seeds) and gd_ok and unstable and all(agree)
-    if holds3:
-        status3, note3 = "reproduced", ""
-    elif not gd_ok:
-        status3 = "not reproduced"
-        note3 = "GD did not reach a minimum within the step budget in every seed"
-    elif not unstable:
-        status3 = "not reproduced"
-        note3 = "the GD minimum is SGD-stable in some seed: nothing to escape from"
-    else:
-        status3, note3 = "failed", ""
     claims.append(
-        Claim(
+        graded_claim(
             "S3",
             "SGD leaves an SGD-unstable GD minimum exponentially fast, at the predicted rate",
-            criterion="GD converged to a minimum that is SGD-unstable (η·λ_max(C†D)/2 > 1); "
+            rule="GD converged to a minimum that is SGD-unstable (η·λ_max(C†D)/2 > 1); "
             f"in every seed the fitted rate of log L is > 0 and within {config.n_se:g} "
             "combined SE of 2λ₁ (the fit's SE and the spread of one run's average over the "
             "fit window), or in [2λ₁, log ρ(Q)]",
-            status=status3,
-            note=note3,
             paper="otherwise SGD escapes exponentially fast (E L_t grows geometrically)",
             source="WWS22, main theorem (escape) and abstract",
             measurement=over_values(
@@ -333,6 +313,11 @@ def analyze_scaling(config: ScalingConfig, results: Results) -> list[Claim]:
                 f"η·λ_max(C†D)/2 {fmt(r.get('ms_ratio'))}"
                 for r in esc
             ),
+            reproduced=holds3,
+            not_reproduced=not gd_ok or not unstable,
+            not_reproduced_note="GD did not reach a minimum within the step budget in every seed"
+            if not gd_ok
+            else "the GD minimum is SGD-stable in some seed: nothing to escape from",
         )
     )
     return claims
