@@ -52,7 +52,7 @@ from dynstab_repro.companions.results import (
     thin,
 )
 from dynstab_repro.config import ExperimentConfig
-from dynstab_repro.figures import new_figure
+from dynstab_repro.figures import new_figure, plot_recorded
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -601,12 +601,10 @@ class EoSGDSweep(CompanionExperiment):
                 lab = f"η = {r['lr']:g}, seed {r.get('seed', 0)}"
                 if r.get("diverged"):
                     lab += " (diverged)"
-                pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss"]) if v is not None]
-                if pts:
-                    ax_l.plot(*zip(*pts), color=col, ls=ls, lw=1, label=lab)
-                pts = [(s, v) for s, v in zip(r["lambda_steps"], r["lambda_max"]) if v is not None]
-                if pts:
-                    ax_s.plot(*zip(*pts), color=col, ls=ls, lw=1, label=lab)
+                plot_recorded(ax_l, r["loss_steps"], r["loss"], color=col, ls=ls, lw=1, label=lab)
+                plot_recorded(
+                    ax_s, r["lambda_steps"], r["lambda_max"], color=col, ls=ls, lw=1, label=lab
+                )
                 if r.get("diverged"):
                     for ax in (ax_l, ax_s):
                         ax.axvline(r["steps_run"], color=col, ls=ls, lw=1.5, alpha=0.6)
@@ -748,15 +746,16 @@ class EoSSGDBatch(CompanionExperiment):
         ax.set_xlabel("batch size B (n = GD)")
         ax.set_ylabel("curvature at the end")
         for c, (_b, r) in enumerate(rows):
-            pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss"]) if v]
             lab = f"B = {r['B'] or 'GD'}, seed {r.get('seed', 0)}"
-            if pts:
-                ax2.plot(
-                    *zip(*pts),
-                    color=f"C{c}",
-                    lw=1,
-                    label=lab + (" (diverged)" if r.get("diverged") else ""),
-                )
+            plot_recorded(
+                ax2,
+                r["loss_steps"],
+                r["loss"],
+                skip_zero=True,
+                color=f"C{c}",
+                lw=1,
+                label=lab + (" (diverged)" if r.get("diverged") else ""),
+            )
         ax2.set_yscale("log")
         ax2.set_xlabel("step")
         ax2.set_ylabel("train loss")

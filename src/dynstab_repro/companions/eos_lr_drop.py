@@ -34,7 +34,7 @@ from dynstab_repro.companions.results import (
 )
 from dynstab_repro.companions.scalar_nets import digits_task, shallow_mlp
 from dynstab_repro.config import ExperimentConfig
-from dynstab_repro.figures import new_figure
+from dynstab_repro.figures import new_figure, plot_recorded
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -260,12 +260,9 @@ class EoSLRDrop(CompanionExperiment):
         ax0, ax1 = axes[0, 0], axes[0, 1]
         for j, r in enumerate(sorted(results.values(), key=lambda r: r["seed"])):
             col = f"C{j}"
-            pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss"]) if v is not None]
-            if pts:
-                ax0.plot(*zip(*pts), color=col, lw=1, label=f"seed {r['seed']}")
-            pts = [(s, v) for s, v in zip(r["lambda_steps"], r["lambda_max"]) if v is not None]
-            if pts:
-                ax1.plot(*zip(*pts), color=col, lw=1, label=f"seed {r['seed']}")
+            lab = f"seed {r['seed']}"
+            plot_recorded(ax0, r["loss_steps"], r["loss"], color=col, lw=1, label=lab)
+            plot_recorded(ax1, r["lambda_steps"], r["lambda_max"], color=col, lw=1, label=lab)
         for ax in (ax0, ax1):
             ax.axvline(config.drop_step, color="k", lw=0.6, ls=":")
             ax.set_xlabel("GD step")

@@ -52,7 +52,7 @@ from dynstab_repro.companions.results import (
 )
 from dynstab_repro.companions.scalar_nets import loss_curve, train_scalar
 from dynstab_repro.config import ExperimentConfig
-from dynstab_repro.figures import new_figure
+from dynstab_repro.figures import new_figure, plot_recorded
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -693,17 +693,25 @@ class MMS21Switch(CompanionExperiment):
                 if r is None or seed == first:
                     continue
                 lab = f"{labels[kind]}, seed {seed}" + (" (diverged)" if r.get("diverged") else "")
-                pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss_values"]) if v]
-                if pts:
-                    ax0.plot(*zip(*pts), color=f"C{j}", lw=0.6, ls=":", label=lab)
+                plot_recorded(
+                    ax0,
+                    r["loss_steps"],
+                    r["loss_values"],
+                    skip_zero=True,
+                    color=f"C{j}",
+                    lw=0.6,
+                    ls=":",
+                    label=lab,
+                )
                 ax1.plot(r["grid"], r["f_grid"], color=f"C{j}", lw=0.6, ls=":", label=lab)
             r = results.get(f"{kind}_seed={first}")
             if r is None:
                 continue
-            pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss_values"]) if v]
-            if pts:
-                ax0.plot(*zip(*pts), color=f"C{j}", label=f"{labels[kind]}, seed {first}")
-            ax1.plot(r["grid"], r["f_grid"], color=f"C{j}", label=f"{labels[kind]}, seed {first}")
+            lab = f"{labels[kind]}, seed {first}"
+            plot_recorded(
+                ax0, r["loss_steps"], r["loss_values"], skip_zero=True, color=f"C{j}", label=lab
+            )
+            ax1.plot(r["grid"], r["f_grid"], color=f"C{j}", label=lab)
             if r["knots"]:
                 ax2.stem(
                     r["knots"],

@@ -52,7 +52,7 @@ from dynstab_repro.companions.scalar_nets import (
     shallow_mlp,
     train_scalar_run,
 )
-from dynstab_repro.figures import new_figure
+from dynstab_repro.figures import new_figure, plot_recorded
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -496,9 +496,15 @@ class WWS22Alignment(CompanionExperiment):
         ax1.set_ylabel("‖H‖_F·η·√(pμ_inf) at the minimum")
         ax1.legend(fontsize=6)
         for j, (key, sw) in enumerate(sorted(_switch_runs(results).items())):
-            pts = [(s, v) for s, v in zip(sw["loss_steps"], sw["loss_values"]) if v]
-            if pts:
-                ax2.plot(*zip(*pts), color=f"C{j}", lw=1, label=key)
+            plot_recorded(
+                ax2,
+                sw["loss_steps"],
+                sw["loss_values"],
+                skip_zero=True,
+                color=f"C{j}",
+                lw=1,
+                label=key,
+            )
             fit = sw.get("escape_fit") or {}
             if fit.get("rate") is not None:
                 t = np.array([fit["start"], fit["stop"]], dtype=float)

@@ -49,7 +49,7 @@ from dynstab_repro.companions.scalar_nets import (
     shallow_mlp,
     train_scalar_run,
 )
-from dynstab_repro.figures import new_figure
+from dynstab_repro.figures import new_figure, plot_recorded
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -412,13 +412,20 @@ class WWS22Scaling(CompanionExperiment):
             ax.set_title(f"{fixed[0]} = {fixed[1]}")
         ax2 = axes[0, 2]
         for j, r in enumerate(v for v in results.values() if v.get("kind") == "escape"):
-            pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss_values"]) if v]
-            if pts:
-                ax2.plot(*zip(*pts), color=f"C{j}", lw=0.8, label=f"seed {r['seed']}")
-                if r.get("fitted_rate") is not None and r.get("two_lyapunov") is not None:
-                    s0, v0 = pts[0]
-                    ss = np.array([s for s, _ in pts], dtype=float)
-                    ax2.plot(ss, v0 * np.exp(r["two_lyapunov"] * (ss - s0)), ":", color=f"C{j}")
+            lab = f"seed {r['seed']}"
+            pts = plot_recorded(
+                ax2,
+                r["loss_steps"],
+                r["loss_values"],
+                skip_zero=True,
+                color=f"C{j}",
+                lw=0.8,
+                label=lab,
+            )
+            if pts and r.get("fitted_rate") is not None and r.get("two_lyapunov") is not None:
+                s0, v0 = pts[0]
+                ss = np.array([s for s, _ in pts], dtype=float)
+                ax2.plot(ss, v0 * np.exp(r["two_lyapunov"] * (ss - s0)), ":", color=f"C{j}")
         ax2.axhline(config.escape_cap, color="k", lw=0.6, ls="--")
         ax2.set_yscale("log")
         ax2.set_xlabel("SGD step after the GD minimum")
