@@ -23,7 +23,6 @@ from matplotlib.figure import Figure
 from dynstab_repro.base import Claim, Measurement, RunSpec
 from dynstab_repro.claim_stats import fmt, median, over_values, spearman, tally
 from dynstab_repro.companions.experiment import CompanionExperiment, unit_rows
-from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.results import Results, outcome_text
 from dynstab_repro.companions.scalar_nets import (
     digits_task,
@@ -32,6 +31,7 @@ from dynstab_repro.companions.scalar_nets import (
     train_scalar_run,
 )
 from dynstab_repro.companions.wws22_scaling import ScalingConfig, _size_run
+from dynstab_repro.figures import new_figure
 from dynstab_repro.wu_su_2023 import analysis as A
 
 # ----------------------------------------------------------------------------- claim numbers

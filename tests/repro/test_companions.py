@@ -51,7 +51,7 @@ from dynstab_repro.companions.wme18 import (
     toy_gram,
     toy_loss,
 )
-from dynstab_repro.companions.wws22 import WWS22Config, analyze_wws22, escape_rate
+from dynstab_repro.companions.wws22 import WWS22Config, analyze_wws22
 
 NAMES = [
     "eos/gd-sweep",
@@ -448,20 +448,6 @@ def test_analyze_wws22_statuses():
     }
     res = _status(analyze_wws22(cfg, bad))
     assert res["A1"] == res["A2"] == res["A4"] == "failed"
-
-
-def test_escape_rate_fits_the_exponential_window():
-    t = list(range(0, 2000, 5))
-    loss0 = 1e-10
-    # quadratic onset, exponential growth at 0.02/step, saturation above 1e-3
-    losses = [min(loss0 * (1 + 1e-4 * s**2) * math.exp(0.02 * s), 0.5) for s in t]
-    fit = escape_rate(t, losses, loss0, 10.0, 1e-3)
-    assert fit.rate == pytest.approx(0.02 + 2e-4 * 30, abs=0.01)  # log-derivative in the window
-    assert losses[t.index(fit.start)] >= 10 * loss0
-    assert losses[t.index(fit.stop)] <= 1e-3
-    pure = [loss0 * math.exp(0.03 * s) for s in t]
-    assert escape_rate(t, pure, loss0, 10.0, 1e-3).rate == pytest.approx(0.03, rel=1e-9)
-    assert escape_rate(t, [loss0] * len(t), loss0, 10.0, 1e-3).rate is None  # never escapes
 
 
 def test_eos_run_metrics_and_analysis():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from test_companions import run_quick_profile
@@ -28,11 +26,7 @@ from dynstab_repro.companions.wws22_linear_alignment import (
     analyze_linear_alignment,
     population_alignment_linear,
 )
-from dynstab_repro.companions.wws22_scaling import (
-    ScalingConfig,
-    analyze_scaling,
-    fit_exponential_rate,
-)
+from dynstab_repro.companions.wws22_scaling import ScalingConfig, analyze_scaling
 
 NEW = ["eos/lr-drop", "mms21/kink", "wws22/scaling", "wws22/linear-alignment"]
 
@@ -182,17 +176,6 @@ def test_analyze_kink_pass_and_fail():
 
 
 # ----------------------------------------------------------------------------- wws22/scaling
-
-
-def test_fit_exponential_rate_by_hand():
-    steps = list(range(20))
-    vals = [1e-8 * math.exp(0.3 * t) for t in steps]
-    slope, se, k = fit_exponential_rate(steps, vals, start=2, cap=1e-6)
-    # window: t ≥ 2 and before the first value above 1e-6 (e^{0.3 t} > 100 ⇔ t ≥ 16)
-    assert k == 14
-    assert slope == pytest.approx(0.3, abs=1e-12)
-    assert se == pytest.approx(0, abs=1e-9)
-    assert math.isnan(fit_exponential_rate([0, 1], [1.0, 2.0], start=0, cap=10.0)[0])
 
 
 def _size(n, w, method, seed, fro, bound=10.0, conv=True):

@@ -1,4 +1,4 @@
-"""The harness's shared declarations: WuSuExperiment's class attributes, ScalarTrainSettings.
+"""The harness's shared declarations: WuSuExperiment's attributes, ScalarTrainSettings, stems.
 
 Each experiment names its claims/figures/tables functions instead of forwarding to them, and
 the scalar-task companions inherit one set of training fields: these tests pin the dispatch
@@ -13,13 +13,16 @@ from typing import Any
 
 import pytest
 
+from dynstab_repro import registry
 from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.companions.experiment import CompanionExperiment
 from dynstab_repro.companions.mm23 import MM23Config
 from dynstab_repro.companions.scalar_nets import ScalarSweepConfig, ScalarTrainSettings
 from dynstab_repro.companions.wme18 import SharpnessConfig
 from dynstab_repro.companions.wws22 import WWS22Config
 from dynstab_repro.companions.wws22_scaling import ScalingConfig
 from dynstab_repro.config import apply_overrides
+from dynstab_repro.figures import new_figure
 from dynstab_repro.wu_su_2023 import (
     E1DiagonalSweep,
     E2Balancing,
@@ -157,3 +160,47 @@ def test_full_settings_defaults_of_the_training_fields() -> None:
     assert wme.stop_loss == 5e-5
     assert (WWS22Config().steps, ScalingConfig().steps) == (40000, 40000)
     assert WWS22Config().min_full_lr_fraction == ScalingConfig().min_full_lr_fraction == 0.2
+
+
+#: The figure stems the companions wrote when each declared its own (file names unchanged).
+FIGURE_STEMS = {
+    "eos/gd-sweep": "eos_gd_sweep",
+    "eos/sgd-batch": "eos_sgd_batch",
+    "eos/lr-drop": "eos_lr_drop",
+    "eos/cifar-cnn": "eos_cifar_cnn",
+    "wme18/toy": "wme18_toy",
+    "wme18/sharpness": "wme18_sharpness",
+    "mms21/switch": "mms21_switch",
+    "mms21/weight": "mms21_weight",
+    "mms21/sweep": "mms21_sweep",
+    "mms21/kink": "mms21_kink",
+    "wws22/alignment": "wws22_alignment",
+    "wws22/scaling": "wws22_scaling",
+    "wws22/linear-alignment": "wws22_linear_alignment",
+}
+
+
+def test_companion_figure_stems_derive_from_the_name():
+    companions = {
+        e.name: e for e in registry.list_experiments() if isinstance(e, CompanionExperiment)
+    }
+    assert set(FIGURE_STEMS) <= set(companions)
+    for name, stem in FIGURE_STEMS.items():
+        assert companions[name].figure == stem
+    # no companion declares its own stem any more: the rule is written once
+    assert all("figure" not in vars(type(e)) for e in companions.values())
+
+
+def test_companion_plot_saves_under_the_derived_stem(tmp_path: Path):
+    exp = registry.get_experiment("eos/lr-drop")
+    assert isinstance(exp, CompanionExperiment)
+
+    class Drawn(type(exp)):
+        def draw(self, config: Any, results: Any) -> Any:
+            fig, axes = new_figure(1)
+            axes[0, 0].plot([0, 1], [0, 1], label="line")
+            return fig
+
+    paths = Drawn().plot(exp.config_cls(), {}, tmp_path)
+    assert sorted(p.name for p in paths) == ["eos_lr_drop.pdf", "eos_lr_drop.png"]
+    assert all(p.is_file() for p in paths)

@@ -37,7 +37,6 @@ from dynstab.training import SharpnessMonitor, train
 from dynstab_repro.base import Claim, RunSpec, graded_claim
 from dynstab_repro.claim_stats import fmt, median, over_values
 from dynstab_repro.companions.experiment import CompanionExperiment
-from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.minima import gram_float64
 from dynstab_repro.companions.results import (
     MAX_POINTS,
@@ -53,6 +52,7 @@ from dynstab_repro.companions.results import (
     thin,
 )
 from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.figures import new_figure, plot_recorded
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -562,7 +562,6 @@ class EoSGDSweep(CompanionExperiment):
         "76% of measurements in [0.9, 1.25]·2/η), so its sweep uses η ∈ {0.07, 0.1}",
     }
     config_cls = EoSConfig
-    figure = "eos_gd_sweep"
     analysis = analyze_eos
     table = (
         "Edge-of-stability summary",
@@ -602,12 +601,10 @@ class EoSGDSweep(CompanionExperiment):
                 lab = f"η = {r['lr']:g}, seed {r.get('seed', 0)}"
                 if r.get("diverged"):
                     lab += " (diverged)"
-                pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss"]) if v is not None]
-                if pts:
-                    ax_l.plot(*zip(*pts), color=col, ls=ls, lw=1, label=lab)
-                pts = [(s, v) for s, v in zip(r["lambda_steps"], r["lambda_max"]) if v is not None]
-                if pts:
-                    ax_s.plot(*zip(*pts), color=col, ls=ls, lw=1, label=lab)
+                plot_recorded(ax_l, r["loss_steps"], r["loss"], color=col, ls=ls, lw=1, label=lab)
+                plot_recorded(
+                    ax_s, r["lambda_steps"], r["lambda_max"], color=col, ls=ls, lw=1, label=lab
+                )
                 if r.get("diverged"):
                     for ax in (ax_l, ax_s):
                         ax.axvline(r["steps_run"], color=col, ls=ls, lw=1.5, alpha=0.6)
@@ -648,7 +645,6 @@ class EoSSGDBatch(CompanionExperiment):
         "Hessian's residual term)",
     }
     config_cls = SGDBatchConfig
-    figure = "eos_sgd_batch"
     analysis = analyze_sgd_batch
 
     def specs(self, config: SGDBatchConfig) -> list[RunSpec]:
@@ -750,15 +746,16 @@ class EoSSGDBatch(CompanionExperiment):
         ax.set_xlabel("batch size B (n = GD)")
         ax.set_ylabel("curvature at the end")
         for c, (_b, r) in enumerate(rows):
-            pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss"]) if v]
             lab = f"B = {r['B'] or 'GD'}, seed {r.get('seed', 0)}"
-            if pts:
-                ax2.plot(
-                    *zip(*pts),
-                    color=f"C{c}",
-                    lw=1,
-                    label=lab + (" (diverged)" if r.get("diverged") else ""),
-                )
+            plot_recorded(
+                ax2,
+                r["loss_steps"],
+                r["loss"],
+                skip_zero=True,
+                color=f"C{c}",
+                lw=1,
+                label=lab + (" (diverged)" if r.get("diverged") else ""),
+            )
         ax2.set_yscale("log")
         ax2.set_xlabel("step")
         ax2.set_ylabel("train loss")

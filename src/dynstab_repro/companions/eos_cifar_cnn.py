@@ -40,7 +40,6 @@ from dynstab.sampling import Sampling
 from dynstab.training import History
 from dynstab_repro.base import Claim, RunSpec
 from dynstab_repro.companions.experiment import CompanionExperiment
-from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.results import (
     MAX_POINTS,
     Overrides,
@@ -50,6 +49,7 @@ from dynstab_repro.companions.results import (
     thin,
 )
 from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.figures import new_figure
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -437,7 +437,6 @@ class EoSCifarCNN(CompanionExperiment):
         "probe": "curvature on the first n_probe training samples (a fixed probe set)",
     }
     config_cls = CifarCNNConfig
-    figure = "eos_cifar_cnn"
     analysis = analyze_cifar_cnn
     table = (
         "Stability profile",

@@ -21,10 +21,9 @@ import numpy as np
 
 from dynstab.criteria import gd_threshold
 from dynstab.training import SharpnessMonitor, train
-from dynstab_repro.base import Claim, Measurement, RunSpec, graded_claim
+from dynstab_repro.base import Claim, RunSpec, graded_claim
 from dynstab_repro.claim_stats import fmt, over_values
 from dynstab_repro.companions.experiment import CompanionExperiment
-from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.results import (
     Overrides,
     Record,
@@ -35,6 +34,7 @@ from dynstab_repro.companions.results import (
 )
 from dynstab_repro.companions.scalar_nets import digits_task, shallow_mlp
 from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.figures import new_figure, plot_recorded
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -166,53 +166,54 @@ def analyze_lr_drop(config: LRDropConfig, results: Results) -> list[Claim]:
     lo, hi = config.band
     expected = len(config.seeds)
 
-    def _measure(key: str, label: str) -> Measurement:
-        return over_values([r.get(key) for r in results.values()], label)
-
-    def _in_band(key: str) -> bool:
-        """Every seed finished without diverging and its ``key`` lies in ``band``."""
-        return len(runs) == expected and all(
-            r.get(key) is not None and lo <= r[key] <= hi for r in runs
-        )
-
-    pre = _measure("pre_median_ratio", "median λ_max/(2/η₁) before the drop")
-    post = _measure("post_median_ratio", "median λ_max/(2/η₂) after reaching it")
-    steps2 = [r.get("post_crossing_step") for r in runs]
     note = (
         f"scaled setting: digits and a small tanh net with edges {config.edge1:g} → "
         f"{config.edge2:g} (C21: CIFAR-10, 200 → 300, the same 3 : 2 ratio), drop after "
         f"{config.drop_step} of {config.steps} steps (C21: 6,000); 'at the edge' read as a "
         f"median of λ_max/(2/η) in [{lo:g}, {hi:g}]"
     )
+
+    def _edge_claim(
+        claim_id: str, statement: str, *, rule: str, paper: str, key: str, label: str, seen: str
+    ) -> Claim:
+        """Adapted iff every seed finished without diverging with its ``key`` in ``band``."""
+        m = over_values([r.get(key) for r in results.values()], label)
+        return graded_claim(
+            claim_id,
+            statement,
+            rule=rule,
+            paper=paper,
+            source=LR_DROP_SOURCE,
+            measurement=m,
+            measured=f"{m}; {seen}; {n_div} diverged",
+            reproduced=False,
+            adapted=len(runs) == expected
+            and all(r.get(key) is not None and lo <= r[key] <= hi for r in runs),
+            adapted_note=note,
+        )
+
     return [
-        graded_claim(
+        _edge_claim(
             "D1",
             "Before the drop the sharpness sits at the edge 2/η₁",
             rule=f"every seed crosses {config.cross_frac:g}·2/η₁ before step "
             f"{config.drop_step} and the median of λ_max/(2/η₁) from there to the drop is in "
             f"[{lo:g}, {hi:g}]",
             paper="λ_max ≈ 2/η₁ = 200 before the drop (η₁ = 2/200)",
-            source=LR_DROP_SOURCE,
-            measurement=pre,
-            measured=f"{pre}; crossings at steps "
-            f"{[r.get('pre_crossing_step') for r in results.values()]}; {n_div} diverged",
-            reproduced=False,
-            adapted=_in_band("pre_median_ratio"),
-            adapted_note=note,
+            key="pre_median_ratio",
+            label="median λ_max/(2/η₁) before the drop",
+            seen=f"crossings at steps {[r.get('pre_crossing_step') for r in results.values()]}",
         ),
-        graded_claim(
+        _edge_claim(
             "D2",
             "After the drop the sharpness climbs to the new edge 2/η₂",
             rule=f"every seed reaches {config.cross_frac:g}·2/η₂ after the drop and the "
             f"median of λ_max/(2/η₂) from there on is in [{lo:g}, {hi:g}]",
             paper="λ_max rises from 200 to ≈ 2/η₂ = 300 after the drop to η₂ = 2/300",
-            source=LR_DROP_SOURCE,
-            measurement=post,
-            measured=f"{post}; reached at steps {steps2}; max λ_max/(2/η₂) "
-            f"{[fmt(r.get('post_max_ratio')) for r in results.values()]}; {n_div} diverged",
-            reproduced=False,
-            adapted=_in_band("post_median_ratio"),
-            adapted_note=note,
+            key="post_median_ratio",
+            label="median λ_max/(2/η₂) after reaching it",
+            seen=f"reached at steps {[r.get('post_crossing_step') for r in runs]}; max "
+            f"λ_max/(2/η₂) {[fmt(r.get('post_max_ratio')) for r in results.values()]}",
         ),
     ]
 
@@ -238,7 +239,6 @@ class EoSLRDrop(CompanionExperiment):
         "of 0.95·2/η (C21 describe λ_max hovering at, or just above, 2/η)",
     }
     config_cls = LRDropConfig
-    figure = "eos_lr_drop"
     analysis = analyze_lr_drop
     table = (
         "Learning-rate drop",
@@ -260,12 +260,9 @@ class EoSLRDrop(CompanionExperiment):
         ax0, ax1 = axes[0, 0], axes[0, 1]
         for j, r in enumerate(sorted(results.values(), key=lambda r: r["seed"])):
             col = f"C{j}"
-            pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss"]) if v is not None]
-            if pts:
-                ax0.plot(*zip(*pts), color=col, lw=1, label=f"seed {r['seed']}")
-            pts = [(s, v) for s, v in zip(r["lambda_steps"], r["lambda_max"]) if v is not None]
-            if pts:
-                ax1.plot(*zip(*pts), color=col, lw=1, label=f"seed {r['seed']}")
+            lab = f"seed {r['seed']}"
+            plot_recorded(ax0, r["loss_steps"], r["loss"], color=col, lw=1, label=lab)
+            plot_recorded(ax1, r["lambda_steps"], r["lambda_max"], color=col, lw=1, label=lab)
         for ax in (ax0, ax1):
             ax.axvline(config.drop_step, color="k", lw=0.6, ls=":")
             ax.set_xlabel("GD step")

@@ -5,7 +5,8 @@ A companion is a :class:`CompanionExperiment`: it lists its units (:meth:`specs`
 its claims with a module-level function ``analyze_<name>(config, results)`` named by
 :attr:`~CompanionExperiment.analysis` (so that the claims can be tested on hand-made results),
 draws its figure (:meth:`~CompanionExperiment.draw`; the base adds the legends and saves
-``<figure>.png``/``.pdf``) and tabulates one row per unit (:attr:`~CompanionExperiment.table`).
+``<figure>.png``/``.pdf``, the stem :attr:`~CompanionExperiment.figure` derived from the
+name) and tabulates one row per unit (:attr:`~CompanionExperiment.table`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dynstab_repro.base import Claim, Experiment, RunSpec
-from dynstab_repro.companions.figures import save_figure
 from dynstab_repro.companions.results import Record, Results, Table
+from dynstab_repro.figures import save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -63,7 +64,6 @@ class CompanionExperiment(Experiment):
     Class attributes to set besides the :class:`~dynstab_repro.base.Experiment` ones:
         analysis: The module function ``(config, results) -> list[Claim]`` that grades the
             claims (assigned as a plain function, called through the class).
-        figure: Stem of the figure files written by :meth:`plot`.
         table: ``(title, columns)`` of the per-unit table (:func:`unit_rows`, :data:`Column`);
             no table when ``columns`` is empty.
 
@@ -72,8 +72,18 @@ class CompanionExperiment(Experiment):
     """
 
     analysis: ClassVar[Callable[[Any, Results], list[Claim]]]
-    figure: ClassVar[str] = ""
     table: ClassVar[tuple[str, tuple[Column, ...]]] = ("", ())
+
+    @property
+    def figure(self) -> str:
+        """Stem of the figure files of :meth:`plot`: the name with ``_`` for ``/`` and ``-``.
+
+        Example:
+            >>> from dynstab_repro.registry import get_experiment
+            >>> get_experiment("eos/gd-sweep").figure
+            'eos_gd_sweep'
+        """
+        return self.name.replace("/", "_").replace("-", "_")
 
     def run_unit(self, config: Any, spec: RunSpec) -> Record:
         """Run one unit; return its JSON-able metrics (``seconds`` is added by :meth:`run_one`)."""

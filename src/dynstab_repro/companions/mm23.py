@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from dynstab.criteria import gd_threshold
 from dynstab_repro.base import Claim, Measurement, graded_claim
 from dynstab_repro.claim_stats import fmt, median, over_values
-from dynstab_repro.companions.figures import new_figure, save_figure
 from dynstab_repro.companions.results import (
     Overrides,
     Record,
@@ -27,6 +26,7 @@ from dynstab_repro.companions.results import (
     outcome_text,
 )
 from dynstab_repro.companions.scalar_nets import ScalarSweep, ScalarSweepConfig
+from dynstab_repro.figures import new_figure, save_figure
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:

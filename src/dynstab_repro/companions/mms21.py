@@ -39,7 +39,6 @@ from dynstab.norms import gram_spectrum
 from dynstab_repro.base import Claim, Measurement, RunSpec, graded_claim
 from dynstab_repro.claim_stats import fmt, median, over_values, spearman
 from dynstab_repro.companions.experiment import CompanionExperiment
-from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.minima import gram_float64
 from dynstab_repro.companions.results import (
     MAX_POINTS,
@@ -53,6 +52,7 @@ from dynstab_repro.companions.results import (
 )
 from dynstab_repro.companions.scalar_nets import loss_curve, train_scalar
 from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.figures import new_figure, plot_recorded
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -666,7 +666,6 @@ class MMS21Switch(CompanionExperiment):
         "(seed 0 spikes ×17, seed 1 ×5.2) and is dropped",
     }
     config_cls = SwitchConfig
-    figure = "mms21_switch"
     analysis = analyze_switch
 
     def specs(self, config: SwitchConfig) -> list[RunSpec]:
@@ -694,17 +693,25 @@ class MMS21Switch(CompanionExperiment):
                 if r is None or seed == first:
                     continue
                 lab = f"{labels[kind]}, seed {seed}" + (" (diverged)" if r.get("diverged") else "")
-                pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss_values"]) if v]
-                if pts:
-                    ax0.plot(*zip(*pts), color=f"C{j}", lw=0.6, ls=":", label=lab)
+                plot_recorded(
+                    ax0,
+                    r["loss_steps"],
+                    r["loss_values"],
+                    skip_zero=True,
+                    color=f"C{j}",
+                    lw=0.6,
+                    ls=":",
+                    label=lab,
+                )
                 ax1.plot(r["grid"], r["f_grid"], color=f"C{j}", lw=0.6, ls=":", label=lab)
             r = results.get(f"{kind}_seed={first}")
             if r is None:
                 continue
-            pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss_values"]) if v]
-            if pts:
-                ax0.plot(*zip(*pts), color=f"C{j}", label=f"{labels[kind]}, seed {first}")
-            ax1.plot(r["grid"], r["f_grid"], color=f"C{j}", label=f"{labels[kind]}, seed {first}")
+            lab = f"{labels[kind]}, seed {first}"
+            plot_recorded(
+                ax0, r["loss_steps"], r["loss_values"], skip_zero=True, color=f"C{j}", label=lab
+            )
+            ax1.plot(r["grid"], r["f_grid"], color=f"C{j}", label=lab)
             if r["knots"]:
                 ax2.stem(
                     r["knots"],
@@ -755,7 +762,6 @@ class MMS21Weight(CompanionExperiment):
         "standardization": "each sample is standardized by its own mean and std (ddof 0)",
     }
     config_cls = WeightConfig
-    figure = "mms21_weight"
     analysis = analyze_weight
 
     def specs(self, config: WeightConfig) -> list[RunSpec]:
@@ -849,7 +855,6 @@ class MMS21Sweep(CompanionExperiment):
         "convergence": "only minima that reach the interpolation threshold 1e-8 are checked",
     }
     config_cls = SweepConfig
-    figure = "mms21_sweep"
     analysis = analyze_sweep
     table = (
         "Minima",

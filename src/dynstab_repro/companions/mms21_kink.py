@@ -38,7 +38,6 @@ from dynstab.training import NormMonitor, train
 from dynstab_repro.base import Claim, RunSpec, graded_claim
 from dynstab_repro.claim_stats import over_values
 from dynstab_repro.companions.experiment import CompanionExperiment
-from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.results import (
     MAX_POINTS,
     Overrides,
@@ -49,6 +48,7 @@ from dynstab_repro.companions.results import (
 )
 from dynstab_repro.companions.scalar_nets import ScalarTaskConfig, scalar_task
 from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.figures import new_figure
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -506,7 +506,6 @@ class MMS21Kink(CompanionExperiment):
         "by training",
     }
     config_cls = KinkConfig
-    figure = "mms21_kink"
     analysis = analyze_kink
     table = (
         "Kink minima",

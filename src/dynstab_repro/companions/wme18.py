@@ -38,7 +38,6 @@ from dynstab.training import Monitor, NormMonitor, Run, StoppingRule, TrainResul
 from dynstab_repro.base import Claim, Measurement, RunSpec, graded_claim
 from dynstab_repro.claim_stats import fmt, median, over_values
 from dynstab_repro.companions.experiment import CompanionExperiment
-from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.results import (
     Overrides,
     Record,
@@ -49,6 +48,7 @@ from dynstab_repro.companions.results import (
 )
 from dynstab_repro.companions.scalar_nets import ScalarSweep, ScalarSweepConfig
 from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.figures import new_figure
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -503,7 +503,6 @@ class WME18Toy(CompanionExperiment):
         "toy": "x0 = 1 + 1e-5, 500 steps, escape = |x_T| < 1e-3."
     }
     config_cls = ToyConfig
-    figure = "wme18_toy"
     analysis = analyze_toy
 
     def specs(self, config: ToyConfig) -> list[RunSpec]:
@@ -604,7 +603,6 @@ class WME18Sharpness(ScalarSweep):
         "one-hidden-layer ReLU net of width 500 instead of their small VGG",
     }
     config_cls = SharpnessConfig
-    figure = "wme18_sharpness"
     analysis = analyze_sharpness
     table = (
         "Minima",

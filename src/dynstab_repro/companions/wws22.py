@@ -11,9 +11,9 @@ SGD with i.i.d. batches without replacement. Measured:
   be attained within a factor 2), next to
   the assumption-free 2/(η√q) implied by Mulayoff & Michaeli's (16), and the scale-free
   product ‖H‖_F·η/√B;
-* the GD→SGD escape: SGD restarted at a GD minimum that violates its mean-square criterion
-  leaves it exponentially fast; the rate fitted to log L(θ_t) (:func:`escape_rate`) is
-  compared with the typical-run rate 2λ₁ of linearized SGD
+* the GD→SGD escape (:class:`~.escape.GDToSGD`): SGD restarted at a GD minimum that violates
+  its mean-square criterion leaves it exponentially fast; the rate fitted to log L(θ_t)
+  (:func:`~.escape.fit_log_rate`) is compared with the typical-run rate 2λ₁ of linearized SGD
   (:func:`dynstab.criteria.lyapunov_exponent`) and the mean-square rate log ρ(Q)
   (:func:`dynstab.criteria.second_moment_growth`); SGD then re-converges to a flatter minimum.
 
@@ -24,23 +24,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 
-from dynstab.criteria import alignment_factor, lyapunov_exponent, second_moment_growth
+from dynstab.criteria import alignment_factor
 from dynstab_repro.base import Claim, RunSpec, graded_claim
 from dynstab_repro.claim_stats import fmt, median, over_values
+from dynstab_repro.companions.escape import FitWindow, GDToSGD, Phase, fit_log_rate
 from dynstab_repro.companions.experiment import CompanionExperiment
-from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.minima import gram_float64, gram_summary
 from dynstab_repro.companions.results import (
     Overrides,
     Record,
     Results,
     Table,
+    curve,
     finite,
     grid_specs,
     outcome_text,
@@ -50,15 +50,15 @@ from dynstab_repro.companions.scalar_nets import (
     ScalarTrainSettings,
     loss_curve,
     shallow_mlp,
-    train_scalar,
     train_scalar_run,
 )
+from dynstab_repro.figures import new_figure, plot_recorded
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["EscapeFit", "WWS22Alignment", "WWS22Config", "analyze_wws22", "escape_rate"]
+__all__ = ["WWS22Alignment", "WWS22Config", "analyze_wws22"]
 
 WWS22 = "Wu, Wang & Su (NeurIPS 2022)"
 
@@ -167,57 +167,6 @@ def _align_ratio(r: Record, mu: str = "mu_inf") -> float | None:
     return float(r["frobenius"] * r["lr"] * math.sqrt(r["p"] * r[mu]))
 
 
-@dataclasses.dataclass(frozen=True)
-class EscapeFit:
-    """Least-squares fit ln L(θ_t) ≈ intercept + rate·t over the escape window.
-
-    Attributes:
-        rate: Fitted growth rate of ln L per step (None when < 3 points lie in the window).
-        intercept: Fitted intercept.
-        start: First step of the window.
-        stop: Last step of the window.
-        points: Number of points fitted.
-    """
-
-    rate: float | None
-    intercept: float | None
-    start: int | None
-    stop: int | None
-    points: int
-
-    def to_dict(self) -> Record:
-        """JSON-able dict."""
-        return dataclasses.asdict(self)
-
-
-def escape_rate(
-    steps: Sequence[int], losses: Sequence[float | None], loss0: float, low: float, high: float
-) -> EscapeFit:
-    """Exponential escape rate of the loss from a minimum with loss ``loss0``.
-
-    The window runs from the first record with L ≥ ``low``·loss0 to the last record before
-    L first exceeds ``high`` (the linear regime); the rate is the least-squares slope of ln L
-    against the step there.
-
-    Example:
-        >>> t = list(range(0, 200, 10))
-        >>> fit = escape_rate(t, [1e-10 * math.exp(0.05 * s) for s in t], 1e-10, 10.0, 1e-3)
-        >>> round(fit.rate, 6), fit.start
-        (0.05, 50)
-    """
-    pts = [(int(s), float(v)) for s, v in zip(steps, losses, strict=True) if v is not None]
-    first = next((i for i, (_, v) in enumerate(pts) if v >= low * loss0), None)
-    if first is None:
-        return EscapeFit(None, None, None, None, 0)
-    last = next((i for i in range(first, len(pts)) if pts[i][1] > high), len(pts))
-    win = [(s, v) for s, v in pts[first:last] if v > 0]
-    if len(win) < 3:
-        return EscapeFit(None, None, None, None, len(win))
-    t = np.array([s for s, _ in win], dtype=float)
-    slope, icpt = np.polyfit(t, np.log([v for _, v in win]), 1)
-    return EscapeFit(float(slope), float(icpt), int(t[0]), int(t[-1]), len(win))
-
-
 def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor, seed: int) -> Record:
     """GD to a minimum at η, then SGD(η, B) from it with batch seed ``seed``."""
     n = X.shape[0]
@@ -225,60 +174,30 @@ def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor, seed: int) ->
         X.shape[1], config.switch_width, init_scale=config.init_scale, activation="tanh", seed=0
     ).to(config.device)
     X, y = X.to(config.device), y.to(config.device)
-    gd = train_scalar(
-        net,
-        X,
-        y,
+    protocol = GDToSGD(
         lr=config.switch_lr,
-        steps=config.steps,
-        batch_size=0,
-        warmup_steps=config.warmup_steps,
-        stop_loss=config.stop_loss,
-    )
-    K = gram_float64(net, X)
-    at_gd = gram_summary(K, lr=config.switch_lr, batch_size=config.switch_batch, sampling="without")
-    with torch.no_grad():
-        r0 = (net(X).reshape(-1) - y.reshape(-1)).detach().cpu().to(torch.float64)
-    mu0 = float(alignment_factor(K, r0)) if float(r0 @ r0) > 0 else float("nan")
-    rho = float(second_moment_growth(K, config.switch_lr, config.switch_batch, "without"))
-    lyap = lyapunov_exponent(
-        K,
-        config.switch_lr,
-        config.switch_batch,
-        "without",
-        num_steps=config.lyapunov_steps,
-        num_runs=16,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    sgd = train_scalar(
-        net,
-        X,
-        y,
-        lr=config.switch_lr,
-        steps=config.steps,
         batch_size=config.switch_batch,
-        warmup_steps=0,
-        seed=seed + 1,
-        stop_loss=config.stop_loss,
-        check_every=config.escape_every,
+        gd=Phase(config.steps, config.stop_loss, warmup_steps=config.warmup_steps),
+        sgd=Phase(config.steps, config.stop_loss, record_every=config.escape_every),
+        lyapunov_steps=config.lyapunov_steps,
+        lyapunov_runs=16,
     )
+    esc = protocol.run(net, X, y, sgd_seed=seed + 1, lyapunov_seed=seed)
+    gd, sgd, at_gd, r0, lyap = esc.gd, esc.sgd, esc.at_gd, esc.residual, esc.lyapunov
+    mu0 = float(alignment_factor(esc.gram, r0)) if float(r0 @ r0) > 0 else float("nan")
     after = gram_summary(
         gram_float64(net, X),
         lr=config.switch_lr,
         batch_size=config.switch_batch,
         sampling="without",
     )
-    s_all, v_all = sgd.history.as_arrays("loss")
+    s_all, v_all = curve(sgd, "loss")
     loss0 = float(gd.final_loss)
-    fit = escape_rate(
-        [int(v) for v in s_all],
-        [finite(v) for v in v_all],
-        loss0,
-        config.escape_fit_low,
-        config.escape_fit_high,
+    fit = fit_log_rate(
+        s_all, v_all, FitWindow(cap=config.escape_fit_high, floor=config.escape_fit_low * loss0)
     )
     steps, vals = loss_curve(sgd)
-    window = [finite(v) for s, v in zip(s_all, v_all) if s <= config.escape_window and finite(v)]
+    jump = [v for s, v in zip(s_all, v_all) if s <= config.escape_window and v]
     return {
         "seed": seed,
         "gd_converged": gd.converged,
@@ -290,13 +209,14 @@ def _switch(config: WWS22Config, X: torch.Tensor, y: torch.Tensor, seed: int) ->
         * at_gd.p
         * (mu0 if math.isfinite(mu0) else 0.0)
         * at_gd.frobenius**2,
-        "second_moment_growth": rho,
-        "mean_square_rate": math.log(rho) if rho > 0 else None,
+        "second_moment_growth": esc.growth,
+        "mean_square_rate": math.log(esc.growth) if esc.growth > 0 else None,
         "lyapunov_exponent": lyap.exponent,
         "lyapunov_stderr": lyap.stderr,
         "predicted_rate": 2.0 * lyap.exponent,
-        "escape_fit": fit.to_dict(),
-        "max_loss_in_window": max((v for v in window if v is not None), default=None),
+        # the record's keys as before: claim A4 uses the rate, not its standard error
+        "escape_fit": {k: v for k, v in fit.to_dict().items() if k != "stderr"},
+        "max_loss_in_window": max((v for v in jump if v is not None), default=None),
         "converged": bool(sgd.converged),
         "sgd_converged": sgd.converged,
         "sgd_diverged": sgd.diverged,
@@ -503,7 +423,6 @@ class WWS22Alignment(CompanionExperiment):
         "constraint, not GD's, is active)",
     }
     config_cls = WWS22Config
-    figure = "wws22_alignment"
     analysis = analyze_wws22
 
     def specs(self, config: WWS22Config) -> list[RunSpec]:
@@ -577,9 +496,15 @@ class WWS22Alignment(CompanionExperiment):
         ax1.set_ylabel("‖H‖_F·η·√(pμ_inf) at the minimum")
         ax1.legend(fontsize=6)
         for j, (key, sw) in enumerate(sorted(_switch_runs(results).items())):
-            pts = [(s, v) for s, v in zip(sw["loss_steps"], sw["loss_values"]) if v]
-            if pts:
-                ax2.plot(*zip(*pts), color=f"C{j}", lw=1, label=key)
+            plot_recorded(
+                ax2,
+                sw["loss_steps"],
+                sw["loss_values"],
+                skip_zero=True,
+                color=f"C{j}",
+                lw=1,
+                label=key,
+            )
             fit = sw.get("escape_fit") or {}
             if fit.get("rate") is not None:
                 t = np.array([fit["start"], fit["stop"]], dtype=float)

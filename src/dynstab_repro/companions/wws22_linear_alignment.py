@@ -44,10 +44,10 @@ from dynstab.training import train
 from dynstab_repro.base import Claim, RunSpec, graded_claim
 from dynstab_repro.claim_stats import fmt, over_values
 from dynstab_repro.companions.experiment import CompanionExperiment
-from dynstab_repro.companions.figures import new_figure
 from dynstab_repro.companions.minima import gram_float64
 from dynstab_repro.companions.results import Overrides, Record, Results, finite
 from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.figures import new_figure
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
@@ -387,7 +387,6 @@ class WWS22LinearAlignment(CompanionExperiment):
         "which GD approaches the minimum; μ_inf (worst direction) is reported alongside",
     }
     config_cls = LinearAlignmentConfig
-    figure = "wws22_linear_alignment"
     analysis = analyze_linear_alignment
     table = (
         "Alignment at minima",

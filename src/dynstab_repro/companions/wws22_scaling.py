@@ -30,20 +30,16 @@ import math
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
 from dynstab.criteria import (
     alignment_infimum,
-    lyapunov_exponent,
     mixing_p,
     q_factor,
-    second_moment_growth,
 )
-from dynstab_repro.base import Claim, RunSpec
+from dynstab_repro.base import Claim, RunSpec, graded_claim
 from dynstab_repro.claim_stats import fmt, over_values
+from dynstab_repro.companions.escape import FitWindow, GDToSGD, Phase, fit_log_rate
 from dynstab_repro.companions.experiment import CompanionExperiment, unit_rows
-from dynstab_repro.companions.figures import new_figure
-from dynstab_repro.companions.minima import gram_float64, gram_summary
 from dynstab_repro.companions.results import Overrides, Record, Results, Table, finite
 from dynstab_repro.companions.scalar_nets import (
     ScalarTrainSettings,
@@ -51,56 +47,15 @@ from dynstab_repro.companions.scalar_nets import (
     loss_curve,
     onehot_digits_task,
     shallow_mlp,
-    train_scalar,
     train_scalar_run,
 )
+from dynstab_repro.figures import new_figure, plot_recorded
 from dynstab_repro.registry import register
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["ScalingConfig", "WWS22Scaling", "analyze_scaling", "fit_exponential_rate"]
-
-
-def fit_exponential_rate(
-    steps: list[int], values: list[float | None], *, start: int, cap: float
-) -> tuple[float, float, int]:
-    """Least-squares slope of log(value) vs step over [start, first step with value > cap).
-
-    Args:
-        steps: Step numbers, increasing.
-        values: Positive values (None/non-positive entries are skipped).
-        start: First step used.
-        cap: The window ends before the first value above ``cap``.
-
-    Returns:
-        ``(slope, standard error of the slope, points used)``; NaNs when fewer than 3 points.
-
-    Example:
-        >>> s = list(range(10)); v = [2.0 * math.exp(0.5 * t) for t in s]
-        >>> slope, se, k = fit_exponential_rate(s, v, start=0, cap=1e9)
-        >>> round(slope, 12), k
-        (0.5, 10)
-    """
-    xs: list[float] = []
-    ys: list[float] = []
-    for s, v in zip(steps, values):
-        if s < start or v is None or v <= 0:
-            continue
-        if v > cap:
-            break
-        xs.append(float(s))
-        ys.append(math.log(v))
-    if len(xs) < 3:
-        return math.nan, math.nan, len(xs)
-    x, y = np.asarray(xs), np.asarray(ys)
-    A = np.vstack([x, np.ones_like(x)]).T
-    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-    resid = y - A @ coef
-    dof = len(x) - 2
-    s2 = float(resid @ resid) / dof if dof > 0 else math.nan
-    se = math.sqrt(s2 / float(((x - x.mean()) ** 2).sum())) if dof > 0 else math.nan
-    return float(coef[0]), se, len(xs)
+__all__ = ["ScalingConfig", "WWS22Scaling", "analyze_scaling"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,51 +162,28 @@ def _escape_run(config: ScalingConfig, seed: int) -> Record:
         activation=config.activation,
         seed=seed,
     )
-    gd = train_scalar(
-        net,
-        X,
-        y,
+    protocol = GDToSGD(
         lr=lr,
-        steps=config.steps,
-        batch_size=0,
-        warmup_steps=config.warmup_steps,
-        stop_loss=config.escape_stop_loss,
-    )
-    K = gram_float64(net, X)
-    at_gd = gram_summary(K, lr=lr, batch_size=B, sampling="without")
-    rho = second_moment_growth(K, lr, B, "without")
-    lyap = lyapunov_exponent(
-        K,
-        lr,
-        B,
-        "without",
-        num_steps=config.lyapunov_steps,
-        num_runs=config.lyapunov_runs,
-        generator=torch.Generator().manual_seed(1000 + seed),
-    )
-    mu_inf = alignment_infimum(K)
-    p = mixing_p(n, B, "without")
-    sgd = train_scalar(
-        net,
-        X,
-        y,
-        lr=lr,
-        steps=config.escape_steps,
         batch_size=B,
-        seed=seed + 1,
-        stop_loss=None,
-        check_every=1,
+        gd=Phase(config.steps, config.escape_stop_loss, warmup_steps=config.warmup_steps),
+        sgd=Phase(config.escape_steps, None, record_every=1),  # every step, never stopped
+        lyapunov_steps=config.lyapunov_steps,
+        lyapunov_runs=config.lyapunov_runs,
     )
-    steps, vals = loss_curve(sgd)
-    slope, se, used = fit_exponential_rate(
-        steps, vals, start=config.escape_burn_in, cap=config.escape_cap
+    esc = protocol.run(net, X, y, sgd_seed=seed + 1, lyapunov_seed=1000 + seed)
+    at_gd, rho, lyap = esc.at_gd, esc.growth, esc.lyapunov
+    mu_inf = alignment_infimum(esc.gram)
+    p = mixing_p(n, B, "without")
+    steps, vals = loss_curve(esc.sgd)
+    fit = fit_log_rate(
+        steps, vals, FitWindow(cap=config.escape_cap, first_step=config.escape_burn_in)
     )
     wws_factor = lr**2 * p * mu_inf * at_gd.frobenius**2
     return {
         "kind": "escape",
         "seed": seed,
-        "gd_converged": bool(gd.converged),
-        "gd_loss": finite(gd.final_loss),
+        "gd_converged": bool(esc.gd.converged),
+        "gd_loss": finite(esc.gd.final_loss),
         "gd_frobenius": at_gd.frobenius,
         "gd_lambda_max": at_gd.lambda_max,
         "ms_ratio": at_gd.ms_ratio,
@@ -259,13 +191,13 @@ def _escape_run(config: ScalingConfig, seed: int) -> Record:
         "two_lyapunov": 2.0 * lyap.exponent,
         "two_lyapunov_se": 2.0 * lyap.stderr,
         "wws22_log_factor": math.log(wws_factor) if wws_factor > 0 else None,
-        "fitted_rate": finite(slope),
-        "fitted_rate_se": finite(se),
-        "fit_points": used,
-        "sgd_diverged": bool(sgd.diverged),
+        "fitted_rate": fit.rate,
+        "fitted_rate_se": fit.stderr,
+        "fit_points": fit.points,
+        "sgd_diverged": bool(esc.sgd.diverged),
         "loss_steps": steps,
         "loss_values": vals,
-        "outcome": "escaped" if finite(slope) and slope > 0 else "did not escape",
+        "outcome": "escaped" if fit.rate is not None and fit.rate > 0 else "did not escape",
     }
 
 
@@ -291,31 +223,26 @@ def analyze_scaling(config: ScalingConfig, results: Results) -> list[Claim]:
     holds = bool(ratios) and max(ratios) <= config.bound_tol
     binds = bool(gd_ratios) and max(gd_ratios) > config.bound_tol
     all_converged = len(sgd) == n_sgd
-    if ratios and not holds:
-        status, note = "failed", ""
-    elif not all_converged:
-        status = "not reproduced"
-        note = f"only {len(sgd)} of {n_sgd} SGD runs converged within the step budget"
-    elif not binds:
-        status = "not reproduced"
-        note = "no GD minimum exceeds the bound in this grid: the SGD constraint never binds"
-    else:
-        status, note = "reproduced", ""
+    bound_fails = bool(ratios) and not holds
     claims = [
-        Claim(
+        graded_claim(
             "S1",
             "SGD minima obey ‖H‖_F ≤ 2√C/(η√q) at every n and width, where GD minima exceed it",
-            criterion=f"max over converged SGD minima of ‖H‖_F/(2√C/(η√q)) ≤ "
+            rule=f"max over converged SGD minima of ‖H‖_F/(2√C/(η√q)) ≤ "
             f"{config.bound_tol:g} (C = {config.outputs} outputs); binding: some GD minimum "
             "above it",
-            status=status,
             paper="‖H‖_F ≤ O(√B/η) at SGD-stable minima, independent of model and sample size",
             source="WWS22, main theorem (Frobenius bound) and abstract",
-            note=note,
             measurement=over_values(ratios, "‖H‖_F/bound (SGD)", over="minima"),
             measured=f"SGD: max ‖H‖_F/bound = {fmt(max(ratios, default=None))} over "
             f"{len(sgd)}/{n_sgd} converged minima; GD: max = {fmt(max(gd_ratios, default=None))}"
             f" over {len(gd)} converged",
+            reproduced=not bound_fails and all_converged and binds,
+            not_reproduced=not bound_fails,
+            not_reproduced_note=f"only {len(sgd)} of {n_sgd} SGD runs converged within the step "
+            "budget"
+            if not all_converged
+            else "no GD minimum exceeds the bound in this grid: the SGD constraint never binds",
         )
     ]
     cells = _cells(config)
@@ -325,29 +252,26 @@ def analyze_scaling(config: ScalingConfig, results: Results) -> list[Claim]:
         meds[(n, w)] = over_values(vals)
     good = [m.value for m in meds.values() if math.isfinite(m.value)]
     spread = max(good) / min(good) if len(good) == len(cells) and min(good) > 0 else math.nan
-    if math.isnan(spread):
-        status2 = "not reproduced"
-        note2 = f"{len(cells) - len(good)} of {len(cells)} cells without a converged SGD minimum"
-    else:
-        status2, note2 = ("reproduced", "") if spread <= config.spread_max else ("failed", "")
     gd_meds = [
         over_values([r["frobenius"] for r in gd if r["n"] == n and r["width"] == w]).value
         for n, w in cells
     ]
     gd_good = [v for v in gd_meds if math.isfinite(v)]
     claims.append(
-        Claim(
+        graded_claim(
             "S2",
             "‖H‖_F at SGD minima does not grow with the sample size or the width",
-            criterion=f"max/min over the {len(cells)} (n, width) cells of the median ‖H‖_F at "
+            rule=f"max/min over the {len(cells)} (n, width) cells of the median ‖H‖_F at "
             f"SGD minima ≤ {config.spread_max:g} (every cell with a converged minimum)",
-            status=status2,
-            note=note2,
             paper="the bound on ‖H‖_F is independent of model size and sample size",
             source="WWS22, abstract and main theorem",
             measured="; ".join(f"n={n}, m={w}: {meds[(n, w)]}" for n, w in cells)
             + f"; max/min = {fmt(spread)} (GD minima: max/min = "
             f"{fmt(max(gd_good) / min(gd_good) if gd_good and min(gd_good) > 0 else None)})",
+            reproduced=spread <= config.spread_max,
+            not_reproduced=math.isnan(spread),
+            not_reproduced_note=f"{len(cells) - len(good)} of {len(cells)} cells without a "
+            "converged SGD minimum",
         )
     )
     esc = [r for r in results.values() if r.get("kind") == "escape"]
@@ -368,26 +292,14 @@ def analyze_scaling(config: ScalingConfig, results: Results) -> list[Claim]:
     unstable = all((r.get("ms_ratio") or 0.0) > 1.0 for r in esc)
     gd_ok = bool(esc) and all(r.get("gd_converged") for r in esc)
     holds3 = len(esc) == len(config.seeds) and gd_ok and unstable and all(agree)
-    if holds3:
-        status3, note3 = "reproduced", ""
-    elif not gd_ok:
-        status3 = "not reproduced"
-        note3 = "GD did not reach a minimum within the step budget in every seed"
-    elif not unstable:
-        status3 = "not reproduced"
-        note3 = "the GD minimum is SGD-stable in some seed: nothing to escape from"
-    else:
-        status3, note3 = "failed", ""
     claims.append(
-        Claim(
+        graded_claim(
             "S3",
             "SGD leaves an SGD-unstable GD minimum exponentially fast, at the predicted rate",
-            criterion="GD converged to a minimum that is SGD-unstable (η·λ_max(C†D)/2 > 1); "
+            rule="GD converged to a minimum that is SGD-unstable (η·λ_max(C†D)/2 > 1); "
             f"in every seed the fitted rate of log L is > 0 and within {config.n_se:g} "
             "combined SE of 2λ₁ (the fit's SE and the spread of one run's average over the "
             "fit window), or in [2λ₁, log ρ(Q)]",
-            status=status3,
-            note=note3,
             paper="otherwise SGD escapes exponentially fast (E L_t grows geometrically)",
             source="WWS22, main theorem (escape) and abstract",
             measurement=over_values(
@@ -401,6 +313,11 @@ def analyze_scaling(config: ScalingConfig, results: Results) -> list[Claim]:
                 f"η·λ_max(C†D)/2 {fmt(r.get('ms_ratio'))}"
                 for r in esc
             ),
+            reproduced=holds3,
+            not_reproduced=not gd_ok or not unstable,
+            not_reproduced_note="GD did not reach a minimum within the step budget in every seed"
+            if not gd_ok
+            else "the GD minimum is SGD-stable in some seed: nothing to escape from",
         )
     )
     return claims
@@ -439,7 +356,6 @@ class WWS22Scaling(CompanionExperiment):
         "the loss first exceeds escape_cap = 1e-4 (linear regime)",
     }
     config_cls = ScalingConfig
-    figure = "wws22_scaling"
     analysis = analyze_scaling
 
     def specs(self, config: ScalingConfig) -> list[RunSpec]:
@@ -496,13 +412,20 @@ class WWS22Scaling(CompanionExperiment):
             ax.set_title(f"{fixed[0]} = {fixed[1]}")
         ax2 = axes[0, 2]
         for j, r in enumerate(v for v in results.values() if v.get("kind") == "escape"):
-            pts = [(s, v) for s, v in zip(r["loss_steps"], r["loss_values"]) if v]
-            if pts:
-                ax2.plot(*zip(*pts), color=f"C{j}", lw=0.8, label=f"seed {r['seed']}")
-                if r.get("fitted_rate") is not None and r.get("two_lyapunov") is not None:
-                    s0, v0 = pts[0]
-                    ss = np.array([s for s, _ in pts], dtype=float)
-                    ax2.plot(ss, v0 * np.exp(r["two_lyapunov"] * (ss - s0)), ":", color=f"C{j}")
+            lab = f"seed {r['seed']}"
+            pts = plot_recorded(
+                ax2,
+                r["loss_steps"],
+                r["loss_values"],
+                skip_zero=True,
+                color=f"C{j}",
+                lw=0.8,
+                label=lab,
+            )
+            if pts and r.get("fitted_rate") is not None and r.get("two_lyapunov") is not None:
+                s0, v0 = pts[0]
+                ss = np.array([s for s, _ in pts], dtype=float)
+                ax2.plot(ss, v0 * np.exp(r["two_lyapunov"] * (ss - s0)), ":", color=f"C{j}")
         ax2.axhline(config.escape_cap, color="k", lw=0.6, ls="--")
         ax2.set_yscale("log")
         ax2.set_xlabel("SGD step after the GD minimum")

@@ -18,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from dynstab_repro.base import Claim
+from dynstab_repro.figures import save_figure
 from dynstab_repro.wu_su_2023 import analysis as A
 from dynstab_repro.wu_su_2023 import plots
 from dynstab_repro.wu_su_2023.configs import (
@@ -324,7 +325,7 @@ def plot_e1(config: E1Config, results: dict[str, Record], fig_dir: Path) -> list
     plots.plot_optimizer_medians(axes[2], results, config.optimizers, "test_mse", "lr", lrs)
     plots.loglog_panel(axes[2], xlabel="learning rate η", ylabel="test MSE", title="Test error")
     fig.suptitle(f"E1: diagonal linear net, d = {config.d}, n = {config.n} (medians over seeds)")
-    return plots.save_figure_pair(fig, fig_dir, "e1_sweep")
+    return save_figure(fig, fig_dir, "e1_sweep")
 
 
 def table_e1(config: E1Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from dynstab_repro.base import Claim
+from dynstab_repro.figures import save_figure
 from dynstab_repro.wu_su_2023 import analysis as A
 from dynstab_repro.wu_su_2023 import plots
 from dynstab_repro.wu_su_2023.configs import (
@@ -296,7 +297,7 @@ def plot_e2(config: E2Config, results: dict[str, Record], fig_dir: Path) -> list
     ax.set_ylabel("r(θ_T)")
     ax.set_title("SGD balancing vs η")
     fig.suptitle(f"E2: balancedness, d = {config.d}, n = {config.n}")
-    return plots.save_figure_pair(fig, fig_dir, "e2_balancing")
+    return save_figure(fig, fig_dir, "e2_balancing")
 
 
 def table_e2(config: E2Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:

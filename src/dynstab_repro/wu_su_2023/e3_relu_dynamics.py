@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from dynstab_repro.base import Claim, Measurement, RunSpec
+from dynstab_repro.figures import save_figure
 from dynstab_repro.wu_su_2023 import analysis as A
 from dynstab_repro.wu_su_2023 import plots
 from dynstab_repro.wu_su_2023.configs import (
@@ -281,7 +282,7 @@ def plot_e3(config: E3Config, results: dict[str, Record], fig_dir: Path) -> list
         f"E3: ReLU net d = {config.d}, m = {config.m}, n = {config.n}, SGD B = "
         f"{config.batch_size}, η = {config.lr:.3g} (dash-dot: end of warm-up), seed {run['seed']}"
     )
-    return plots.save_figure_pair(fig, fig_dir, "e3_dynamics")
+    return save_figure(fig, fig_dir, "e3_dynamics")
 
 
 class E3ReLUDynamics(WuSuExperiment):

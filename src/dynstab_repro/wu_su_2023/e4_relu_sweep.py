@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from dynstab_repro.base import Claim, Measurement
+from dynstab_repro.figures import save_figure
 from dynstab_repro.wu_su_2023 import analysis as A
 from dynstab_repro.wu_su_2023 import plots
 from dynstab_repro.wu_su_2023.configs import (
@@ -421,7 +422,7 @@ def plot_e4(config: E4Config, results: dict[str, Record], fig_dir: Path) -> list
         f"E4: ReLU net d = {config.d}, m = {config.m}, n = {config.n} (lines: medians over the "
         "seeds' runs at the target η; ×: converged in warm-up; ▼: diverged/unconverged)"
     )
-    return plots.save_figure_pair(fig, fig_dir, "e4_sweep")
+    return save_figure(fig, fig_dir, "e4_sweep")
 
 
 def table_e4(config: E4Config, runs: dict[str, Record]) -> list[tuple[str, list[Row]]]:

@@ -55,6 +55,7 @@ from dynstab.norms import (
 from dynstab.training import AutogradStepper, ClosedFormStepper, Run, StoppingRule, train_runs
 from dynstab_repro.base import Claim, Measurement, RunSpec
 from dynstab_repro.config import ExperimentConfig
+from dynstab_repro.figures import save_figure
 from dynstab_repro.wu_su_2023 import analysis as A
 from dynstab_repro.wu_su_2023 import plots
 from dynstab_repro.wu_su_2023.configs import DiagonalDataConfig, Overrides, documented_defaults
@@ -691,7 +692,7 @@ def plot_e5(config: E5Config, results: dict[str, Record], fig_dir: Path) -> list
     ax.set_title("(b) orthogonal case, B = 1")
     ax.legend(fontsize=7)
     fig.suptitle("E5: theory checks")
-    return plots.save_figure_pair(fig, fig_dir, "e5_theory")
+    return save_figure(fig, fig_dir, "e5_theory")
 
 
 def table_e5(config: E5Config, results: dict[str, Record]) -> list[tuple[str, list[Row]]]:

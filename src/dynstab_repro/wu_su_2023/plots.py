@@ -1,5 +1,7 @@
 """Figure helpers of the Wu & Su (2023) experiments (through :mod:`dynstab.plotting`).
 
+The figures are saved by :func:`dynstab_repro.figures.save_figure`.
+
 matplotlib is imported only when a figure is drawn (it is heavy and not needed to list or run
 experiments); the types come from it for type checking only.
 """
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from dynstab_repro.wu_su_2023.analysis import medians, run_outcome
@@ -16,9 +17,8 @@ from dynstab_repro.wu_su_2023.units import Record
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
-__all__ = ["loglog_panel", "mark_runs", "plot_optimizer_medians", "save_figure_pair", "styled"]
+__all__ = ["loglog_panel", "mark_runs", "plot_optimizer_medians", "styled"]
 
 #: Marker style of each run category in the figures (:func:`mark_runs`).
 RUN_STYLES: dict[str, dict[str, object]] = {
@@ -30,13 +30,6 @@ RUN_STYLES: dict[str, dict[str, object]] = {
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def save_figure_pair(fig: Figure, fig_dir: Path, stem: str) -> list[Path]:
-    """Save ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` in ``fig_dir`` (atomic) and close it."""
-    from dynstab.plotting import save_figure  # deferred: matplotlib (module docstring)
-
-    return [Path(p) for p in save_figure(fig, Path(fig_dir) / stem)]
 
 
 def styled(fn: Callable[P, R]) -> Callable[P, R]:
