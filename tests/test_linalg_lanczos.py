@@ -328,6 +328,7 @@ def test_float32_basis_orthogonality_is_measured_and_enters_the_bounds(monkeypat
     res = lanczos_top_eigenpairs(A, 1, config=cfg, generator=torch.Generator().manual_seed(0))
     assert res.converged
     assert abs(float(res.values[0]) - 2.0) <= float(res.error_bounds[0])
+    assert "Basis float32: its measured loss of orthogonality" in res.certificate
     # a basis whose orthogonality had been lost must not be certified by the modelled value
     monkeypatch.setattr(KrylovEngine, "basis_orthogonality", lambda self: 1e-2)
     with pytest.warns(ConvergenceWarning, match="measured loss of orthogonality"):

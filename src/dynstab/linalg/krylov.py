@@ -699,6 +699,8 @@ class KrylovEngine:
         self._ybuf: Tensor | None = None
         self._y1: Tensor | None = None  # the single-vector step's work vector
         self._tau_pad = 0.0
+        #: ‖QᵀQ − I‖₂ of the stored basis when measured at the end of the run (float32 basis)
+        self.measured_orthogonality: float | None = None
         # lock only at the Weyl-level residual: after a refinement, or when the residuals
         # themselves must meet tol
         self.strict = config.criterion == "residual"

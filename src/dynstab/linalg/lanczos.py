@@ -74,6 +74,11 @@ def _certificate(engine: KrylovEngine, reason: str, converged: bool) -> str:
         f"Round-off floor modelled with products accurate to {engine.prod_rtol:.2g}·‖A‖ "
         f"(‖A‖ ≈ {engine.last_norm:.6g})."
     )
+    if engine.measured_orthogonality is not None:
+        parts.append(
+            f"Basis {str(engine.bdt).removeprefix('torch.')}: its measured loss of orthogonality "
+            f"‖QᵀQ − I‖₂ = {engine.measured_orthogonality:.2g} is in the bounds."
+        )
     if engine.invariant:
         parts.append("A Krylov space became invariant: its Ritz values are exact.")
     parts.append(
@@ -195,7 +200,8 @@ def lanczos_top_eigenpairs(
         # the bounds assumed the modelled loss of orthogonality; a float32 basis's is measured
         eps_orth = engine.modelled_orthogonality
         if engine.bdt != torch.float64:
-            eps_orth = max(eps_orth, engine.basis_orthogonality())
+            engine.measured_orthogonality = engine.basis_orthogonality()
+            eps_orth = max(eps_orth, engine.measured_orthogonality)
         if return_vectors and ans.values.numel():
             Y = engine.vectors(ans)
             Yd = Y.to("cpu") if Y.device.type == "mps" else Y  # MPS has no float64
