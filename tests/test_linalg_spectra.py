@@ -152,3 +152,26 @@ def test_float32_basis_default_at_loose_tol_is_right_or_says_so(case, which, k, 
     engine = KrylovEngine(op, k, which, LanczosConfig(tol=tol), v0=None, generator=None)
     assert engine.bdt == torch.float32
     _check(case, k, which, LanczosConfig(tol=tol, max_iters=120), seed=10 + seed)
+
+
+_LOOSE_VARIANTS = [
+    pytest.param(case, which, k, variant, id=f"{case.id}-{which}-k{k}-{variant}")
+    for case in _FLOAT32
+    for which in _ends(case)
+    for k in (1, 4)
+    for variant in ("residual", "small_basis", "block2")
+]
+
+
+@pytest.mark.parametrize(("case", "which", "k", "variant"), _LOOSE_VARIANTS)
+def test_float32_basis_variants_at_loose_tol_are_right_or_say_so(case, which, k, variant):
+    """The float32 basis through thick restarts (a 24-vector basis), locking, blocks and the
+    residual criterion: the measured loss of orthogonality covers rotated and locked rows."""
+    kw: dict[str, object] = {"tol": 1e-3, "max_iters": 120}
+    if variant == "residual":
+        kw["criterion"] = "residual"
+    elif variant == "small_basis":
+        kw["max_basis"] = 24
+    else:
+        kw["block_size"] = 2
+    _check(case, k, which, LanczosConfig(**kw), seed=7)  # type: ignore[arg-type]
