@@ -92,16 +92,18 @@ _VARIANTS = [
 ]
 
 
+def _variant(variant: str, tol: float) -> LanczosConfig:
+    """The solver variant: residual criterion, a 24-vector basis (thick restarts) or blocks of 2."""
+    if variant == "residual":
+        return LanczosConfig(tol=tol, max_iters=120, criterion="residual")
+    if variant == "small_basis":
+        return LanczosConfig(tol=tol, max_iters=120, max_basis=24)
+    return LanczosConfig(tol=tol, max_iters=120, block_size=2)
+
+
 @pytest.mark.parametrize(("case", "which", "k", "variant"), _VARIANTS)
 def test_solver_variants_are_right_or_say_so(case, which, k, variant):
-    kw: dict[str, object] = {"tol": _tol(case), "max_iters": 120}
-    if variant == "residual":
-        kw["criterion"] = "residual"
-    elif variant == "small_basis":
-        kw["max_basis"] = 24
-    else:
-        kw["block_size"] = 2
-    _check(case, k, which, LanczosConfig(**kw), seed=2)  # type: ignore[arg-type]
+    _check(case, k, which, _variant(variant, _tol(case)), seed=2)
 
 
 @pytest.mark.parametrize("case", [c for c in SPECTRA if "multiple" in c.tags], ids=lambda c: c.id)
@@ -167,11 +169,4 @@ _LOOSE_VARIANTS = [
 def test_float32_basis_variants_at_loose_tol_are_right_or_say_so(case, which, k, variant):
     """The float32 basis through thick restarts (a 24-vector basis), locking, blocks and the
     residual criterion: the measured loss of orthogonality covers rotated and locked rows."""
-    kw: dict[str, object] = {"tol": 1e-3, "max_iters": 120}
-    if variant == "residual":
-        kw["criterion"] = "residual"
-    elif variant == "small_basis":
-        kw["max_basis"] = 24
-    else:
-        kw["block_size"] = 2
-    _check(case, k, which, LanczosConfig(**kw), seed=7)  # type: ignore[arg-type]
+    _check(case, k, which, _variant(variant, 1e-3), seed=7)
