@@ -23,6 +23,7 @@ from dynstab.linalg.krylov import (
     KrylovEngine,
     LanczosConfig,
     LanczosProgress,
+    orthogonality_loss,
 )
 from dynstab.linalg.operator import LinearOperator, as_operator
 
@@ -204,10 +205,7 @@ def lanczos_top_eigenpairs(
             eps_orth = max(eps_orth, engine.measured_orthogonality)
         if return_vectors and ans.values.numel():
             Y = engine.vectors(ans)
-            Yd = Y.to("cpu") if Y.device.type == "mps" else Y  # MPS has no float64
-            gram = (Yd.T.to(torch.float64) @ Yd.to(torch.float64)).cpu()
-            eye = torch.eye(gram.shape[0], dtype=torch.float64)
-            eps_orth = max(eps_orth, float(torch.linalg.matrix_norm(gram - eye, ord=2)))
+            eps_orth = max(eps_orth, orthogonality_loss(Y.T))
             vectors = Y
         if vectors is not None or engine.bdt != torch.float64:
             was = ans.certified
