@@ -6,6 +6,9 @@
 * ``dynstab_repro`` uses the library's public API only: no private module, no private name, and
   every imported name is listed in the ``__all__`` of the module it comes from.
 * ``import dynstab`` loads neither the harness nor matplotlib.
+* No function in ``dynstab_repro`` computes a gradient, an optimizer step or an eigen- or
+  singular-value decomposition by itself: the harness trains and measures through the library
+  (least-squares solves that construct a test minimum are not decompositions and are allowed).
 """
 
 from __future__ import annotations
@@ -140,6 +143,82 @@ def test_harness_uses_public_api_only(path: Path) -> None:
                 f"{path.relative_to(REPRO)}: imports {n!r} from {name}, which does not export it "
                 f"in __all__; use the public API (or export it there if it is meant to be public)"
             )
+
+
+#: Calls that compute a gradient, an optimizer step or a spectral decomposition; the harness
+#: must leave them to the library (dotted suffixes of the called name).
+_NUMERICS_OF_THE_LIBRARY = {
+    "backward": "a gradient (autograd)",
+    "autograd.grad": "a gradient (autograd)",
+    "torch.func.grad": "a gradient (torch.func)",
+    "vjp": "a gradient (vector–Jacobian product)",
+    "jvp": "a Jacobian–vector product",
+    "jacrev": "a Jacobian",
+    "jacfwd": "a Jacobian",
+    "hessian": "a Hessian",
+    "step": "an optimizer step",
+    "eig": "an eigendecomposition",
+    "eigh": "an eigendecomposition",
+    "eigvals": "an eigendecomposition",
+    "eigvalsh": "an eigendecomposition",
+    "eigsh": "an eigendecomposition",
+    "svd": "a singular value decomposition",
+    "svdvals": "a singular value decomposition",
+}
+
+
+def _dotted(node: ast.expr) -> str:
+    """``a.b.c`` for a (possibly attribute-chained) name; ``""`` for anything else."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return ".".join(reversed(parts)) if parts else ""
+
+
+def _own_numerics(path: Path) -> list[str]:
+    """Calls in ``path`` that the harness must leave to the library, and ``torch.optim`` uses."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and _dotted(node).startswith("torch.optim"):
+            found.append(f"line {node.lineno}: torch.optim (an optimizer)")
+        if not isinstance(node, ast.Call):
+            continue
+        name = _dotted(node.func)
+        for suffix, what in _NUMERICS_OF_THE_LIBRARY.items():
+            if name == suffix or name.endswith("." + suffix):
+                found.append(f"line {node.lineno}: {name}(...) computes {what}")
+    return found
+
+
+@pytest.mark.parametrize("path", REPRO_MODULES, ids=lambda p: str(p.relative_to(REPRO)))
+def test_harness_computes_no_gradient_step_or_decomposition_itself(path: Path) -> None:
+    found = _own_numerics(path)
+    assert not found, (
+        f"{path.relative_to(REPRO)}: " + "; ".join(found) + ". The harness trains with "
+        "dynstab.training and measures with dynstab's curvature/criteria API; add what is "
+        "missing to the library instead."
+    )
+
+
+def test_the_numerics_check_sees_what_it_forbids(tmp_path: Path) -> None:
+    code = (
+        "import torch\n"
+        "def f(model, loss, K):\n"
+        "    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "    loss.backward()\n"
+        "    opt.step()\n"
+        "    g = torch.autograd.grad(loss, list(model.parameters()))\n"
+        "    return torch.linalg.eigvalsh(K), g\n"
+    )
+    path = tmp_path / "bad.py"
+    path.write_text(code, encoding="utf-8")
+    found = "\n".join(_own_numerics(path))
+    for what in ("torch.optim", "loss.backward", "opt.step", "torch.autograd.grad", "eigvalsh"):
+        assert what in found, (what, found)
 
 
 def test_import_dynstab_loads_neither_harness_nor_matplotlib() -> None:

@@ -17,7 +17,6 @@ from dynstab_repro.companions.mms21_kink import (
     analyze_kink,
     kink_minimum,
     mode_hessians,
-    switching_lemma,
 )
 from dynstab_repro.companions.wws22_linear_alignment import (
     LINEAR_ARCHS,
@@ -105,24 +104,6 @@ def test_analyze_lr_drop_pass_and_fail():
 
 
 # -------------------------------------------------------------------------------- mms21/kink
-
-
-def test_switching_lemma_by_hand():
-    H1, H2 = torch.diag(torch.tensor([5.0, 1.0])), torch.diag(torch.tensor([4.0, 3.0]))
-    z = torch.zeros(2)
-    r = switching_lemma([H1, H2], [z, z], lr=0.6, radius=1e-3)  # 2/η = 3.33; q = e1
-    assert r.lambdas == (5.0, 4.0)
-    assert (r.delta, r.gamma) == (0.0, 0.0)
-    assert r.lambda_max_modes == (5.0, 4.0)
-    assert r.prediction == "escape"
-    assert switching_lemma([H1, H2], [z, z], lr=0.4, radius=1e-3).prediction == "stay"
-    assert switching_lemma([H1, H2], [z, z], lr=0.5, radius=1e-3).prediction == "undetermined"
-    # γ/ε = 1e-3/1e-3 = 1 moves the escape threshold from 2/η to 2/η + 1
-    g = torch.tensor([1e-3, 0.0])
-    assert switching_lemma([H1], [g], lr=0.5, radius=1e-3).prediction == "undetermined"
-    assert switching_lemma([H1], [g], lr=0.6, radius=1e-3).prediction == "escape"
-    with pytest.raises(ValueError, match="one gradient per mode"):
-        switching_lemma([H1], [], lr=0.5, radius=1e-3)
 
 
 def test_kink_minimum_interpolates_with_a_knot_on_a_data_point_and_its_modes():

@@ -21,6 +21,8 @@ any :class:`dynstab.sampling.Sampling`. The one-call functions are thin wrappers
   per-batch curvature products, scalable bounds), reached through :func:`stability`;
 * :mod:`~dynstab.criteria.momentum` — heavy-ball and Nesterov momentum: GD thresholds
   (:func:`momentum_gd_threshold`) and the exact mean-square threshold in Gram coordinates;
+* :mod:`~dynstab.criteria.switching` — GD at non-differentiable minima as a switching system
+  (Mulayoff, Michaeli & Soudry 2021): :func:`switching_lemma`;
 * :mod:`~dynstab.criteria.routes` — the Gram and parameter routes and their cost model;
 * :mod:`~dynstab.criteria.spectral` — validation, PSD certificate and kept spectrum of K;
 * :mod:`~dynstab.criteria.resources` — memory budgets;
@@ -70,6 +72,7 @@ from dynstab.criteria.sampled import (
     SampledStabilityReport,
 )
 from dynstab.criteria.sampling import SAMPLING_SCHEMES, mixing_p, q_factor
+from dynstab.criteria.switching import SwitchingLemma, switching_lemma
 from dynstab.criteria.verdict import check_stability, stability
 
 __all__ = [
@@ -90,6 +93,7 @@ __all__ = [
     "SampledStabilityReport",
     "StabilityProblem",
     "StabilityReport",
+    "SwitchingLemma",
     "alignment_bound",
     "alignment_factor",
     "alignment_infimum",
@@ -111,6 +115,7 @@ __all__ = [
     "rank_one_bound",
     "second_moment_growth",
     "stability",
+    "switching_lemma",
     "trace_bound",
     "wme18_sufficient_lr",
 ]

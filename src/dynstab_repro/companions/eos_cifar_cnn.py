@@ -1,15 +1,16 @@
-"""A real-network stability profile: C21's CNN trained by SGD with momentum in a plain loop.
+"""A real-network stability profile: C21's CNN trained by SGD with momentum, tracked as it trains.
 
 ``eos/cifar-cnn`` trains Cohen et al.'s (ICLR 2021) two-conv CNN (:class:`dynstab.models.SmallCNN`)
 on their CIFAR-10 5k subset (``data=PATH`` of the CIFAR-10 python batches; loaded by
 :func:`dynstab.data.load_cifar10`) or, offline by default, on mnist1d (1-D convolutions), with
-``torch.optim.SGD(lr=η, momentum=β)`` on the ½-MSE with one-hot targets, batches drawn i.i.d.
-with replacement by :class:`dynstab.sampling.Sampling`, in an ordinary PyTorch loop. A
-:class:`dynstab.StabilityTracker` — built on the live model and optimizer, called once per step
-— measures on a fixed probe subset of the training set, every ``eig_every`` steps:
+heavy-ball SGD (:func:`dynstab.training.train` with ``momentum=β``, the step of
+``torch.optim.SGD(lr=η, momentum=β)``) on the ½-MSE with one-hot targets, batches drawn i.i.d.
+with replacement by :class:`dynstab.sampling.Sampling`. A :class:`dynstab.StabilityTracker`,
+given to ``train`` as a monitor (η, β, B and n read from the run), measures on a fixed probe
+subset of the training set, every ``eig_every`` steps:
 
 * λ_max(H) (warm-started certified Lanczos) against the heavy-ball threshold 2(1 + β)/η read
-  from the optimizer (the first-moment, i.e. GD, stability condition of momentum SGD);
+  of the run (the first-moment, i.e. GD, stability condition of momentum SGD);
 * Tr H (Hutchinson, with its standard error) against 2C/(qη), q = (n + B − 1)/(nB), the
   necessary trace condition of Wu & Su (2023, Thm 3.3) for plain SGD, reported at the same η.
 
@@ -36,8 +37,7 @@ from dynstab.data import load_cifar10, mnist1d_dataset
 from dynstab.linalg import LanczosConfig, TraceConfig
 from dynstab.losses import half_mse
 from dynstab.models import SmallCNN
-from dynstab.sampling import Sampling
-from dynstab.training import History
+from dynstab.training import History, train
 from dynstab_repro.base import Claim, RunSpec
 from dynstab_repro.companions.experiment import CompanionExperiment
 from dynstab_repro.companions.results import (
@@ -74,7 +74,7 @@ class CifarCNNConfig(ExperimentConfig):
         channels: Channels of both conv layers (C21: 32).
         activation: Activation of the CNN (C21 use several; tanh as in ``eos/gd-sweep``).
         lrs: Learning rates η (one unit each).
-        momentum: Heavy-ball β of ``torch.optim.SGD``.
+        momentum: Heavy-ball β (``train(momentum=β)``, the step of ``torch.optim.SGD``).
         batch_size: B (i.i.d. with replacement).
         steps: SGD steps per run.
         eig_every: Steps between tracker measurements.
@@ -193,38 +193,34 @@ def _train(config: CifarCNNConfig, lr: float) -> Record:
     model = SmallCNN(
         in_shape, 10, channels=config.channels, activation=config.activation, generator=gen
     ).to(device=device, dtype=dtype)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum)
+    # η, β, B, n and the sampling rule come from the training run (train's context)
     tracker = StabilityTracker(
         model,
         half_mse,
         probe,
         every=config.eig_every,
         measures=("lambda_max", "trace"),
-        optimizer=opt,
-        batch_size=config.batch_size,
-        train_size=n,
-        sampling="with",
         lanczos=LanczosConfig(tol=1e-3, max_iters=config.lanczos_hvps),
         trace=TraceConfig(num_matvecs=config.trace_probes),
         seed=config.seed,
     )
-    sampler = Sampling(n, config.batch_size, "with").sampler(gen)
-    tracker.measure()  # θ_0
     with torch.no_grad():
         loss0 = float(half_mse(model(X), y))
-    diverged = False
-    for _ in range(config.steps):  # the user's own loop
-        idx = sampler.next().to(device)
-        opt.zero_grad(set_to_none=True)
-        loss = half_mse(model(X[idx]), y[idx])
-        if not math.isfinite(float(loss.detach())):
-            diverged = True
-            break
-        loss.backward()
-        opt.step()
-        tracker.step()
-    if not diverged:
-        tracker.measure()  # the final iterate (no-op if just measured)
+    run = train(
+        model,
+        X,
+        y,
+        lr=lr,
+        monitors=[tracker],
+        generator=gen,  # the batches: Sampling(n, B, "with").sampler(gen), after the init
+        steps=config.steps,
+        batch_size=config.batch_size,
+        sampling="with",
+        momentum=config.momentum,
+        stop_loss=None,  # a fixed number of steps, as in C21
+        eval_every=config.eig_every,
+    )
+    diverged = run.diverged
     with torch.no_grad():
         loss_end = float(half_mse(model(X), y))
         acc = float((model(X).argmax(1) == y.argmax(1)).double().mean())
@@ -414,15 +410,15 @@ if __name__ == "__main__":
 
 @register
 class EoSCifarCNN(CompanionExperiment):
-    """SGD with momentum on C21's CNN, monitored by the tracker in a plain loop."""
+    """SGD with momentum on C21's CNN, monitored by the tracker as it trains."""
 
     name = "eos/cifar-cnn"
-    title = "Stability profile of a real CNN trained by SGD with momentum (tracker in a plain loop)"
+    title = "Stability profile of a real CNN trained by SGD with momentum (stability tracker)"
     description = (
         "C21's two-conv CNN on CIFAR-10 5k (data=PATH) or mnist1d (offline default), trained by "
-        "torch.optim.SGD(momentum=β) on the ½-MSE in an ordinary PyTorch loop; a "
-        "dynstab.StabilityTracker measures λ_max(H) vs 2(1 + β)/η and Tr H vs 2C/(qη) on a "
-        "probe subset every eig_every steps."
+        "heavy-ball SGD (dynstab.training.train, the step of torch.optim.SGD(momentum=β)) on "
+        "the ½-MSE; a dynstab.StabilityTracker monitor measures λ_max(H) vs 2(1 + β)/η and "
+        "Tr H vs 2C/(qη) on a probe subset every eig_every steps."
     )
     reference = (
         "Cohen et al. (ICLR 2021), CIFAR-10 5k CNN with momentum; Wu & Su (ICML 2023), Thm 3.3"

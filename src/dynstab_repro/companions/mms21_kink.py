@@ -18,8 +18,9 @@ point x = 0 (w1 = c, b1 = 0, w2 = a/c) and two knots between data points; labels
 θ* is an exact interpolating global minimum. The balance c moves λ across 2/η without changing
 f. At θ* the mode Hessians are H_m = J_mᵀJ_m/n (exact: the residuals vanish), with J_m the
 one-sided Jacobian of mode m, read off :func:`dynstab.curvature.per_sample_jacobian` an
-``offset`` inside each mode's region (error O(offset)). q is chosen among the top
-eigenvectors of the H_m and of their mean as the one with the largest λ_lower − δ. Then GD
+``offset`` inside each mode's region (error O(offset)); both lemmas are evaluated by
+:func:`dynstab.criteria.switching_lemma` (q among the top eigenvectors of the H_m and of their
+mean, the one with the largest λ_lower − δ). Then GD
 (:func:`dynstab.training.train`) runs from θ* + ε·ξ (ξ uniform on the sphere, one per seed)
 and the distance ‖θ_t − θ*‖ is recorded every step (:class:`dynstab.training.NormMonitor`).
 """
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+from dynstab.criteria import switching_lemma
 from dynstab.curvature import per_sample_jacobian
 from dynstab.models import MLP, UnivariateReLU
 from dynstab.training import NormMonitor, train
@@ -58,96 +60,11 @@ __all__ = [
     "MNIST_NOTE",
     "KinkConfig",
     "MMS21Kink",
-    "SwitchingLemma",
     "analyze_kink",
     "kink_minimum",
     "mnist_kink_minimum",
     "mode_hessians",
-    "switching_lemma",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class SwitchingLemma:
-    """MMS21's switching-system quantities at a non-differentiable minimum.
-
-    Attributes:
-        lambdas: λ_m = qᵀH_m q per mode (Rayleigh quotients along the common direction q).
-        lambda_lower: min_m λ_m.
-        delta: max_m ‖H_m q − λ_m q‖ (how far q is from a common eigenvector).
-        gamma: max_m |qᵀ∇ψ_m(θ*)| (0 at an interpolating minimum).
-        lambda_max_modes: λ_max(H_m) per mode.
-        prediction: ``"escape"`` (λ_lower > 2/η + δ + γ/ε: not strongly stable),
-            ``"stay"`` (max_m λ_max(H_m) ≤ 2/η: strongly stable) or ``"undetermined"``.
-    """
-
-    lambdas: tuple[float, ...]
-    lambda_lower: float
-    delta: float
-    gamma: float
-    lambda_max_modes: tuple[float, ...]
-    prediction: str
-
-
-def switching_lemma(
-    hessians: list[torch.Tensor], gradients: list[torch.Tensor], lr: float, radius: float
-) -> SwitchingLemma:
-    """Evaluate MMS21's instability and stability conditions for a switching GD system.
-
-    q runs over the top eigenvectors of each H_m and of their mean; the one with the largest
-    λ_lower − δ is kept (any unit q is admissible in the lemma).
-
-    Args:
-        hessians: Mode Hessians H_m at θ*, each ``(P, P)`` symmetric.
-        gradients: Mode gradients ∇ψ_m(θ*), each ``(P,)``.
-        lr: Learning rate η > 0.
-        radius: ε, the radius of the initial perturbation (> 0).
-
-    Returns:
-        A :class:`SwitchingLemma`.
-
-    Raises:
-        ValueError: If no mode is given or the lengths differ.
-
-    Example:
-        >>> H1 = torch.diag(torch.tensor([5.0, 1.0])); H2 = torch.diag(torch.tensor([4.0, 3.0]))
-        >>> z = torch.zeros(2)
-        >>> r = switching_lemma([H1, H2], [z, z], lr=0.5, radius=1e-3)  # 2/η = 4
-        >>> r.lambda_lower, r.delta, r.prediction  # q = e1: λ = (5, 4), exact eigenvector
-        (4.0, 0.0, 'undetermined')
-        >>> switching_lemma([H1, H2], [z, z], lr=0.4, radius=1e-3).prediction  # 2/η = 5
-        'stay'
-        >>> switching_lemma([H1, H2], [z, z], lr=0.6, radius=1e-3).prediction  # 2/η = 3.33
-        'escape'
-    """
-    if not hessians or len(hessians) != len(gradients):
-        raise ValueError(
-            f"switching_lemma needs one gradient per mode Hessian (≥ 1); got {len(hessians)} "
-            f"Hessians and {len(gradients)} gradients."
-        )
-    Hs = [0.5 * (H.to(torch.float64) + H.to(torch.float64).T) for H in hessians]
-    gs = [g.to(torch.float64).reshape(-1) for g in gradients]
-    candidates = [torch.linalg.eigh(H).eigenvectors[:, -1] for H in Hs]
-    candidates.append(torch.linalg.eigh(sum(Hs) / len(Hs)).eigenvectors[:, -1])
-    best: tuple[float, tuple[float, ...], float, torch.Tensor] | None = None
-    for q in candidates:
-        lams = tuple(float(q @ H @ q) for H in Hs)
-        delta = max(float(torch.linalg.vector_norm(H @ q - lam * q)) for H, lam in zip(Hs, lams))
-        score = min(lams) - delta
-        if best is None or score > best[0]:
-            best = (score, lams, delta, q)
-    assert best is not None
-    _, lams, delta, q = best
-    gamma = max(abs(float(q @ g)) for g in gs)
-    lmax = tuple(float(torch.linalg.eigvalsh(H)[-1]) for H in Hs)
-    edge = 2.0 / lr
-    if min(lams) > edge + delta + gamma / radius:
-        prediction = "escape"
-    elif max(lmax) <= edge:
-        prediction = "stay"
-    else:
-        prediction = "undetermined"
-    return SwitchingLemma(lams, min(lams), delta, gamma, lmax, prediction)
 
 
 @dataclasses.dataclass(frozen=True)
