@@ -20,6 +20,8 @@ def test_commuting_modes_by_hand() -> None:
     assert r.lambda_max_modes == (5.0, 4.0)
     assert r.prediction == "escape"
     assert torch.equal(r.direction.abs(), torch.tensor([1.0, 0.0], dtype=torch.float64))
+    assert r == switching_lemma([H1, H2], [z, z], lr=0.6, radius=1e-3)  # same inputs, same result
+    assert "direction" not in repr(r)
     assert switching_lemma([H1, H2], [z, z], lr=0.4, radius=1e-3).prediction == "stay"
     assert switching_lemma([H1, H2], [z, z], lr=0.5, radius=1e-3).prediction == "undetermined"
     # γ/ε = 1e-3/1e-3 = 1 moves the escape threshold from 2/η to 2/η + 1

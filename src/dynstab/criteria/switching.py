@@ -39,7 +39,8 @@ class SwitchingLemma:
         lambda_max_modes: λ_max(H_m) per mode.
         prediction: ``"escape"`` (λ_lower > 2/η + δ + γ/ε: not strongly stable),
             ``"stay"`` (max_m λ_max(H_m) ≤ 2/η: strongly stable) or ``"undetermined"``.
-        direction: The unit vector q used (float64, shape ``(P,)``).
+        direction: The unit vector q used (float64, shape ``(P,)``; not part of ``==`` or
+            the repr).
     """
 
     lambdas: tuple[float, ...]
@@ -48,7 +49,7 @@ class SwitchingLemma:
     gamma: float
     lambda_max_modes: tuple[float, ...]
     prediction: str
-    direction: Tensor
+    direction: Tensor = dataclasses.field(compare=False, repr=False)
 
 
 def switching_lemma(
