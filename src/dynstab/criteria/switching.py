@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from dynstab._checks import check_lr, check_positive, check_square_matrix
+from dynstab._checks import all_finite, check_lr, check_positive, check_square_matrix
 
 __all__ = ["SwitchingLemma", "switching_lemma"]
 
@@ -106,10 +106,11 @@ def switching_lemma(
     gs = []
     for i, g in enumerate(gradients):
         g = torch.as_tensor(g).to(torch.float64).reshape(-1)
-        if g.numel() != P or not bool(torch.isfinite(g).all()):
+        finite = all_finite(g)
+        if g.numel() != P or not finite:
             raise ValueError(
                 f"gradients[{i}] must have P = {P} finite entries (the Hessians' size); got "
-                f"{g.numel()} entries{'' if bool(torch.isfinite(g).all()) else ', not all finite'}."
+                f"{g.numel()} entries{'' if finite else ', not all finite'}."
             )
         gs.append(g)
     candidates = [torch.linalg.eigh(H).eigenvectors[:, -1] for H in Hs]

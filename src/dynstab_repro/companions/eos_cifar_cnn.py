@@ -9,8 +9,8 @@ with replacement by :class:`dynstab.sampling.Sampling`. A :class:`dynstab.Stabil
 given to ``train`` as a monitor (η, β, B and n read from the run), measures on a fixed probe
 subset of the training set, every ``eig_every`` steps:
 
-* λ_max(H) (warm-started certified Lanczos) against the heavy-ball threshold 2(1 + β)/η read
-  of the run (the first-moment, i.e. GD, stability condition of momentum SGD);
+* λ_max(H) (warm-started certified Lanczos) against the heavy-ball threshold 2(1 + β)/η of
+  the run (the first-moment, i.e. GD, stability condition of momentum SGD);
 * Tr H (Hutchinson, with its standard error) against 2C/(qη), q = (n + B − 1)/(nB), the
   necessary trace condition of Wu & Su (2023, Thm 3.3) for plain SGD, reported at the same η.
 
